@@ -1,0 +1,78 @@
+"""One contract for every backbone, as RecBole's SequentialRecommender.
+
+A backbone implements `encode(seq) -> [B, L, H]`: a causal state at every position
+(position t sees items 0..t only). The base class turns that into
+  forward(seq, lengths) -> [B, H]      the user state after the last real item
+  score(user_state)     -> [B, N+1]    dot product with every item (column 0 = padding)
+  loss(inputs, targets)                next-item loss at every position in one pass
+Sequences are right-padded with 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class BackboneConfig:
+    """Hyper-parameters shared by the four backbones (each reads the ones it needs)."""
+
+    num_items: int  # N; ids are 1..N and 0 is padding
+    hidden: int = 64  # H: embedding and state size
+    max_len: int = 50  # L: input window (most recent items)
+    num_layers: int = 2  # transformer / filter blocks (SASRec, FMLP-Rec) or GRU layers
+    num_heads: int = 2  # attention heads (SASRec)
+    dropout: float = 0.2  # dropout on embeddings and inside blocks
+    caser_window: int = 5  # Caser: items per convolution window
+    caser_h_filters: int = 16  # Caser: horizontal filters per height
+    caser_v_filters: int = 4  # Caser: vertical filters
+
+
+class SequentialRecommender(nn.Module):
+    """Base class: shared scoring, gathering and losses. Subclasses implement `encode`."""
+
+    def __init__(self, cfg: BackboneConfig, item_embedding: nn.Module):
+        super().__init__()
+        self.cfg = cfg
+        self.item_embedding = item_embedding  # the seam: forward(ids) -> [.., H], table() -> [N+1, H]
+
+    def encode(self, seq: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B, L, H]
+        raise NotImplementedError
+
+    def forward(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # -> [B, H]
+        states = self.encode(seq)  # [B, L, H]
+        last = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, states.size(-1))
+        return states.gather(1, last).squeeze(1)
+
+    def score(self, user_state: torch.Tensor) -> torch.Tensor:  # [B, H] -> [B, N+1]
+        return user_state @ self.item_embedding.table().t()
+
+    def loss(self, inputs: torch.Tensor, targets: torch.Tensor, kind: str = "ce",
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """Next-item loss at every position with a target (> 0).
+
+        kind='ce': softmax cross-entropy over all N items.
+        kind='bce': binary cross-entropy against one uniformly sampled negative per position.
+        """
+        states = self.encode(inputs)  # [B, L, H]
+        mask = targets > 0
+        h, y = states[mask], targets[mask]  # [T, H], [T]
+        table = self.item_embedding.table()  # [N+1, H]
+        if kind == "ce":
+            logits = h @ table[1:].t()  # [T, N]
+            return F.cross_entropy(logits, y - 1)
+        if kind == "bce":
+            neg = torch.randint(1, table.size(0), y.shape, device=y.device, generator=generator)  # [T]
+            pos_logit = (h * table[y]).sum(-1)
+            neg_logit = (h * table[neg]).sum(-1)
+            return F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit)) + \
+                F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
+        raise ValueError(f"unknown loss '{kind}'")
+
+
+def causal_mask(length: int, device: torch.device) -> torch.Tensor:
+    """[L, L] bool mask, True where attention is NOT allowed (future positions)."""
+    return torch.triu(torch.ones(length, length, dtype=torch.bool, device=device), diagonal=1)

@@ -1,0 +1,112 @@
+"""Ranking evaluation: full ranking over all items by default, batched and vectorised.
+
+rank = 1 + #{j != target : score_j >= score_target}, over items 1..N (ties count against
+the model, so constant scores give rank N). HR@K = Recall@K = [rank <= K],
+NDCG@K = 1/log2(rank+1) if rank <= K, MRR@K = 1/rank if rank <= K. Per-user values are kept.
+
+`mask_history` (off by default, as in RecBole and the papers) removes the user's earlier
+items from the candidates. `sampled_negatives=99` ranks the target against 99 items the
+user never interacted with instead; every key is then prefixed `sampled_` so the numbers
+cannot be mistaken for full-ranking ones.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+KS = (5, 10, 20)
+
+
+@dataclass
+class EvalConfig:
+    """How targets are ranked."""
+
+    ks: tuple[int, ...] = KS  # cut-offs for HR/Recall/NDCG/MRR
+    mask_history: bool = False  # drop the user's history items from the candidates
+    sampled_negatives: int = 0  # 0 = full ranking; >0 = rank against that many sampled negatives
+    seed: int = 2024  # seed of the negative sampler
+    batch_size: int = 512  # users scored at once
+
+    @property
+    def protocol(self) -> str:
+        base = "full-ranking" if self.sampled_negatives == 0 else f"sampled-{self.sampled_negatives}-negatives"
+        return base + (", history masked" if self.mask_history else ", history not masked")
+
+
+def ranks_full(scores: torch.Tensor, targets: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+    """Rank of each target among items 1..N. scores [B, N+1], targets [B], history [B, L] (0 = pad) -> [B]."""
+    scores = scores.clone()
+    scores[:, 0] = float("-inf")
+    target_score = scores.gather(1, targets.view(-1, 1))  # [B, 1]
+    if history is not None:
+        scores.scatter_(1, history, float("-inf"))
+        scores.scatter_(1, targets.view(-1, 1), target_score)  # a repeated target stays a candidate
+        scores[:, 0] = float("-inf")
+    ranks = (scores >= target_score).sum(1)  # counts the target itself, so this is 1 + #{j != t: s_j >= s_t}
+    return torch.where(torch.isnan(target_score.squeeze(1)), scores.size(1) - 1, ranks)  # NaN scores rank last
+
+
+def ranks_sampled(scores: torch.Tensor, targets: torch.Tensor, seen: torch.Tensor, n_neg: int,
+                  generator: torch.Generator) -> torch.Tensor:
+    """Rank among the target and `n_neg` items the user never interacted with. seen [B, L] (all of the user's items)."""
+    weights = torch.ones_like(scores, dtype=torch.float)  # [B, N+1]
+    weights[:, 0] = 0
+    weights.scatter_(1, seen, 0.0)
+    weights.scatter_(1, targets.view(-1, 1), 0.0)
+    neg = torch.multinomial(weights.cpu(), n_neg, replacement=False, generator=generator).to(scores.device)  # [B, n]
+    target_score = scores.gather(1, targets.view(-1, 1))
+    return (scores.gather(1, neg) >= target_score).sum(1) + 1
+
+
+def metrics_from_ranks(ranks: torch.Tensor, ks: tuple[int, ...] = KS, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Per-user metric vectors keyed like 'HR@10'."""
+    r = ranks.double()
+    out: dict[str, torch.Tensor] = {}
+    for k in ks:
+        hit = (r <= k).double()
+        out[f"{prefix}HR@{k}"] = hit
+        out[f"{prefix}Recall@{k}"] = hit.clone()  # equal to HR@K under leave-one-out
+        out[f"{prefix}NDCG@{k}"] = hit / torch.log2(r + 1)
+        out[f"{prefix}MRR@{k}"] = hit / r
+    return out
+
+
+@dataclass
+class EvalResult:
+    """Mean metrics, per-user vectors, and the protocol that produced them."""
+
+    metrics: dict[str, float]
+    per_user: dict[str, torch.Tensor] = field(repr=False)
+    ranks: torch.Tensor = field(repr=False)
+    protocol: str = ""
+
+
+@torch.no_grad()
+def evaluate(score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], history: torch.Tensor,
+             lengths: torch.Tensor, targets: torch.Tensor, cfg: EvalConfig | None = None,
+             seen: torch.Tensor | None = None, device: torch.device | str = "cpu") -> EvalResult:
+    """Rank `targets` for every user.
+
+    score_fn(seq [B, L], lengths [B]) -> scores [B, N+1]. history [U, L] right-padded model inputs,
+    targets [U]. `seen` [U, L'] lists every item of each user (for sampled negatives; defaults to history).
+    """
+    cfg = cfg or EvalConfig()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    all_ranks = []
+    for s in range(0, len(targets), cfg.batch_size):
+        seq = history[s:s + cfg.batch_size].to(device)
+        lens = lengths[s:s + cfg.batch_size].to(device)
+        tgt = targets[s:s + cfg.batch_size].to(device)
+        scores = score_fn(seq, lens).float()  # [B, N+1]
+        if cfg.sampled_negatives:
+            seen_b = (seen if seen is not None else history)[s:s + cfg.batch_size].to(device)
+            ranks = ranks_sampled(scores, tgt, seen_b, cfg.sampled_negatives, gen)
+        else:
+            ranks = ranks_full(scores, tgt, seq if cfg.mask_history else None)
+        all_ranks.append(ranks.cpu())
+    ranks = torch.cat(all_ranks)
+    prefix = "sampled_" if cfg.sampled_negatives else ""
+    per_user = metrics_from_ranks(ranks, cfg.ks, prefix)
+    return EvalResult({k: float(v.mean()) for k, v in per_user.items()}, per_user, ranks, cfg.protocol)

@@ -1,0 +1,146 @@
+"""One trainer for every backbone and fusion: AdamW, early stopping on validation NDCG@10,
+the best weights restored before the single test evaluation, resumable after a kill."""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .artifacts import atomic_path
+from .base import SequentialRecommender
+from .batching import EvalSplit, LeaveOneOutSplits
+from .evaluation import EvalConfig, EvalResult, evaluate
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and model-selection settings."""
+
+    epochs: int = 200  # maximum epochs
+    batch_size: int = 128  # users per step (every position of each user is trained)
+    lr: float = 1e-3  # AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    loss: str = "ce"  # 'ce' (softmax over all items) or 'bce' (one sampled negative per position)
+    patience: int = 10  # epochs without a better validation NDCG@10 before stopping
+    select_metric: str = "NDCG@10"  # validation metric for early stopping
+    grad_clip: float = 5.0  # max gradient norm (0 = off)
+    seed: int = 42  # seeds init, shuffling, dropout and negatives
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    best_epoch: int
+    epochs_run: int
+    valid: EvalResult
+    test: EvalResult
+    history: list[dict] = field(default_factory=list)  # per epoch: loss, valid metric, seconds
+    seconds_to_best: float = 0.0  # wall time until the best epoch finished (training + validation)
+    seconds_per_epoch: float = 0.0  # mean training seconds per epoch
+    peak_memory_mb: float = 0.0  # peak RSS (CPU) or peak allocated (CUDA)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+def _score_fn(model: SequentialRecommender):
+    return lambda seq, lens: model.score(model(seq, lens))
+
+
+def evaluate_split(model: SequentialRecommender, split: EvalSplit, cfg: EvalConfig, device: torch.device) -> EvalResult:
+    """Evaluate `model` on one split (eval mode, no grad)."""
+    was_training = model.training
+    model.eval()
+    res = evaluate(_score_fn(model), split.history, split.lengths, split.targets, cfg, seen=split.seen, device=device)
+    model.train(was_training)
+    return res
+
+
+def train(model: SequentialRecommender, splits: LeaveOneOutSplits, cfg: TrainConfig, device: torch.device,
+          eval_cfg: EvalConfig | None = None, checkpoint: str | Path | None = None, progress: bool = True) -> TrainResult:
+    """Train with early stopping on validation; restore the best weights; evaluate test once.
+
+    If `checkpoint` is given, the full state is saved there after every epoch and a run
+    started again with the same arguments resumes from it.
+    """
+    eval_cfg = eval_cfg or EvalConfig()
+    torch.manual_seed(cfg.seed)
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "elapsed": 0.0,
+             "seconds_to_best": 0.0}
+    best_weights = copy.deepcopy(model.state_dict())
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and ckpt.is_file():
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        best_weights = saved["best_model"]
+        state = saved["state"]
+        torch.set_rng_state(saved["rng"])
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1) if cfg.loss == "bce" else None
+    n = len(splits.train_inputs)
+    bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc=f"train {type(model).__name__}", disable=not progress,
+               unit="epoch", dynamic_ncols=True)
+    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+        t0 = time.perf_counter()
+        model.train()
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1000 + state["epoch"]))
+        total, steps = 0.0, 0
+        for s in range(0, n, cfg.batch_size):
+            idx = order[s:s + cfg.batch_size]
+            inputs = splits.train_inputs[idx].to(device)
+            targets = splits.train_targets[idx].to(device)
+            width = int((inputs > 0).sum(1).max())  # trim all-padding columns
+            loss = model.loss(inputs[:, :width], targets[:, :width], cfg.loss, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            total += loss.item()
+            steps += 1
+        train_seconds = time.perf_counter() - t0
+        valid = evaluate_split(model, splits.valid, eval_cfg, device)
+        score = valid.metrics[cfg.select_metric]
+        state["epoch"] += 1
+        state["elapsed"] += time.perf_counter() - t0
+        state["history"].append({"epoch": state["epoch"], "loss": total / max(steps, 1),
+                                 f"valid_{cfg.select_metric}": score, "train_seconds": train_seconds})
+        if score > state["best_score"]:
+            state.update(best_score=score, best_epoch=state["epoch"], bad_epochs=0, seconds_to_best=state["elapsed"])
+            best_weights = copy.deepcopy(model.state_dict())
+        else:
+            state["bad_epochs"] += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{total / max(steps, 1):.4f}", val=f"{score:.4f}", best=f"{state['best_score']:.4f}@{state['best_epoch']}")
+        if ckpt is not None:
+            with atomic_path(ckpt) as tmp:
+                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "best_model": best_weights,
+                            "state": state, "rng": torch.get_rng_state()}, tmp)
+    bar.close()
+    model.load_state_dict(best_weights)
+    valid = evaluate_split(model, splits.valid, eval_cfg, device)
+    test = evaluate_split(model, splits.test, eval_cfg, device)
+    hist = state["history"]
+    return TrainResult(
+        best_epoch=state["best_epoch"], epochs_run=state["epoch"], valid=valid, test=test, history=hist,
+        seconds_to_best=state["seconds_to_best"],
+        seconds_per_epoch=sum(h["train_seconds"] for h in hist) / max(len(hist), 1),
+        peak_memory_mb=_peak_memory_mb(device),
+    )
+
+
+def config_dict(cfg) -> dict:
+    """A dataclass config as a plain dict (for manifests)."""
+    return asdict(cfg)

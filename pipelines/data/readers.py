@@ -1,0 +1,186 @@
+"""Readers for interaction files. Each returns `RawInteractions`; errors are one-line InputErrors."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tslrec.backbones.errors import InputError
+
+
+@dataclass
+class RawInteractions:
+    """Interactions as read from disk, before any filtering."""
+
+    source: str  # file the rows came from, for error messages
+    users: np.ndarray  # [R] original user ids (str)
+    items: np.ndarray  # [R] original item ids (str)
+    timestamps: np.ndarray | None  # [R] float, or None when the file has no time (order = row order)
+    ratings: np.ndarray | None  # [R] float, or None
+    item_text: dict[str, str] | None  # original item id -> text, or None
+
+
+def _read_lines(path: Path, encoding: str = "utf-8") -> list[str]:
+    if not path.is_file():
+        raise InputError(f"{path}: file not found; check the path")
+    lines = path.read_text(encoding=encoding, errors="replace").splitlines()
+    lines = [ln for ln in lines if ln.strip()]
+    if not lines:
+        raise InputError(f"{path}: file is empty; it needs one interaction per line")
+    return lines
+
+
+def _floats(values: list[str], source: str, field: str) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except ValueError:
+        bad = next(v for v in values if not _is_number(v))
+        raise InputError(f"{source}: field '{field}' has a non-numeric value {bad!r}; it must be a number") from None
+
+
+def _is_number(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------- RecBole atomic files
+def _atomic_table(path: Path, text: str | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header names (without ':type') and rows of a tab-separated atomic file."""
+    lines = _read_lines(path) if text is None else [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise InputError(f"{path}: file is empty; it needs a header line and rows")
+    header = [h.split(":")[0].strip() for h in lines[0].split("\t")]
+    rows = [ln.split("\t") for ln in lines[1:]]
+    if not rows:
+        raise InputError(f"{path}: file has a header but no rows")
+    for i, r in enumerate(rows):
+        if len(r) != len(header):
+            raise InputError(f"{path}: line {i + 2} has {len(r)} fields, the header has {len(header)}; fix the tab separation")
+    return header, rows
+
+
+def _column(header: list[str], rows: list[list[str]], names: tuple[str, ...], path: Path, required: bool) -> list[str] | None:
+    for n in names:
+        if n in header:
+            j = header.index(n)
+            return [r[j] for r in rows]
+    if required:
+        raise InputError(f"{path}: missing column '{names[0]}' (header has {', '.join(header)}); add it to the header as '{names[0]}:token'")
+    return None
+
+
+def read_atomic(inter: Path, item: Path | None = None, inter_text: str | None = None, item_text: str | None = None) -> RawInteractions:
+    """RecBole atomic files: `.inter` (user_id, item_id[, timestamp][, rating]) and an optional `.item`."""
+    header, rows = _atomic_table(inter, inter_text)
+    users = _column(header, rows, ("user_id",), inter, required=True)
+    items = _column(header, rows, ("item_id",), inter, required=True)
+    ts = _column(header, rows, ("timestamp",), inter, required=False)
+    rt = _column(header, rows, ("rating",), inter, required=False)
+    texts = None
+    if item_text is not None or (item is not None and item.is_file()):
+        texts = _atomic_item_text(item, item_text)
+    return RawInteractions(
+        source=str(inter),
+        users=np.asarray(users, dtype=object),
+        items=np.asarray(items, dtype=object),
+        timestamps=None if ts is None else _floats(ts, str(inter), "timestamp"),
+        ratings=None if rt is None else _floats(rt, str(inter), "rating"),
+        item_text=texts,
+    )
+
+
+_TITLE_COLUMNS = ("title", "movie_title", "name", "item_name")
+_YEAR_COLUMNS = ("release_year", "year")
+_GENRE_COLUMNS = ("genre", "genres", "class", "categories", "category")
+
+
+def item_text_from_fields(fields: dict[str, str]) -> str:
+    """'Title (Year); genres: A B' from whatever of title, year and genres a source has."""
+    title = next((fields[c] for c in _TITLE_COLUMNS if fields.get(c)), "")
+    year = next((fields[c] for c in _YEAR_COLUMNS if fields.get(c)), "")
+    if year.endswith(".0"):
+        year = year[:-2]
+    genres = next((fields[c] for c in _GENRE_COLUMNS if fields.get(c)), "")
+    text = title
+    if year and f"({year})" not in title:
+        text = f"{title} ({year})" if title else year
+    if genres:
+        text = f"{text}; genres: {genres}" if text else f"genres: {genres}"
+    return text.strip()
+
+
+def _atomic_item_text(path: Path | None, text: str | None) -> dict[str, str]:
+    header, rows = _atomic_table(path, text)
+    if "item_id" not in header:
+        raise InputError(f"{path}: missing column 'item_id'; the .item file must have an 'item_id:token' column")
+    j = header.index("item_id")
+    known = set(_TITLE_COLUMNS + _YEAR_COLUMNS + _GENRE_COLUMNS)
+    if not known & set(header):
+        raise InputError(f"{path}: no text column (expected one of {', '.join(_TITLE_COLUMNS)}); add a 'title:token_seq' column")
+    return {r[j]: item_text_from_fields(dict(zip(header, r))) for r in rows}
+
+
+# ---------------------------------------------------------------- S3-Rec sequence files
+def read_s3rec(path: Path) -> RawInteractions:
+    """`user item item ...`, one line per user, items in time order."""
+    users: list[str] = []
+    items: list[str] = []
+    for i, ln in enumerate(_read_lines(path)):
+        parts = ln.split()
+        if len(parts) < 2:
+            raise InputError(f"{path}: line {i + 1} has a user but no items; each line is 'user item item ...'")
+        users.extend([parts[0]] * (len(parts) - 1))
+        items.extend(parts[1:])
+    return RawInteractions(str(path), np.asarray(users, dtype=object), np.asarray(items, dtype=object), None, None, None)
+
+
+# ---------------------------------------------------------------- raw MovieLens
+ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+                 "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
+                 "War", "Western"]
+
+
+def _split_rows(path: Path, sep: str, ncols: int, names: list[str], encoding: str = "utf-8") -> list[list[str]]:
+    rows = []
+    for i, ln in enumerate(_read_lines(path, encoding)):
+        r = ln.split(sep)
+        if len(r) < ncols:
+            raise InputError(f"{path}: line {i + 1} has {len(r)} fields, expected {ncols} ({', '.join(names)}) separated by {sep!r}")
+        rows.append(r)
+    return rows
+
+
+def read_movielens_raw(folder: Path) -> RawInteractions:
+    """Original GroupLens files: `ratings.dat` + `movies.dat` (ML-1M) or `u.data` + `u.item` (ML-100K)."""
+    if (folder / "ratings.dat").is_file():
+        names = ["UserID", "MovieID", "Rating", "Timestamp"]
+        rows = _split_rows(folder / "ratings.dat", "::", 4, names)
+        movies = folder / "movies.dat"
+        text = None
+        if movies.is_file():
+            mrows = _split_rows(movies, "::", 3, ["MovieID", "Title", "Genres"], encoding="latin-1")
+            text = {r[0]: item_text_from_fields({"title": r[1], "genre": r[2].replace("|", " ")}) for r in mrows}
+        src = folder / "ratings.dat"
+    elif (folder / "u.data").is_file():
+        names = ["user id", "item id", "rating", "timestamp"]
+        rows = _split_rows(folder / "u.data", "\t", 4, names)
+        items_file = folder / "u.item"
+        text = None
+        if items_file.is_file():
+            mrows = _split_rows(items_file, "|", 24, ["movie id", "title", "release date", "...", "19 genre flags"], encoding="latin-1")
+            text = {r[0]: item_text_from_fields({"title": r[1], "genre": " ".join(g for g, f in zip(ML100K_GENRES, r[5:24]) if f == "1")}) for r in mrows}
+        src = folder / "u.data"
+    else:
+        raise InputError(f"{folder}: no ratings.dat or u.data in this folder; point to a raw MovieLens folder")
+    return RawInteractions(
+        source=str(src),
+        users=np.asarray([r[0] for r in rows], dtype=object),
+        items=np.asarray([r[1] for r in rows], dtype=object),
+        timestamps=_floats([r[3] for r in rows], str(src), names[3]),
+        ratings=_floats([r[2] for r in rows], str(src), names[2]),
+        item_text=text,
+    )

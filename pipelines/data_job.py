@@ -1,0 +1,32 @@
+"""`tslrec data describe NAME_OR_PATH`: counts after preprocessing."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from .data import describe
+from .options import add_data_options, data_config
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="inspect datasets")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    d = dsub.add_parser("describe", help="users, items, interactions and item text after preprocessing")
+    d.add_argument("dataset", help="built-in name (ml-100k, ml-1m), a RecBole .inter, an S3-Rec .txt or a MovieLens folder")
+    d.add_argument("--json", action="store_true", help="print one JSON object")
+    add_data_options(d)
+    d.set_defaults(func=run_describe)
+
+
+def run_describe(args: argparse.Namespace) -> None:
+    info = describe(args.dataset, data_config(args))
+    if args.json:
+        print(json.dumps(info))
+        return
+    print(f"dataset       {info['name']}")
+    print(f"users         {info['users']:,} ({info['dropped_users_under_3_items']:,} dropped with < 3 items)")
+    print(f"items         {info['items']:,}")
+    print(f"interactions  {info['interactions']:,}")
+    print(f"mean length   {info['mean_sequence_length']}")
+    print(f"item text     {'yes' if info['has_item_text'] else 'no'}")
+    print(f"hash          {info['hash'][:16]}")

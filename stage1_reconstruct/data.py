@@ -1,0 +1,81 @@
+"""Stage 1 inputs: check the item table against the sequences, build targets, split users, batch them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tslrec.backbones.errors import InputError
+
+from .config import Stage1Config
+from .grouping import ItemGroups, kmeans_item_groups, user_group_targets
+from .soft_prompt import left_pad_ids
+
+
+@dataclass
+class Stage1Data:
+    """Everything the training loop needs, on CPU."""
+
+    item_embeddings: torch.Tensor  # float32 [N+1, D]; row 0 = padding
+    train_sequences: list[np.ndarray]  # per user: TRAINING item ids only (1..N), chronological
+    groups: ItemGroups  # k-means result
+    targets: np.ndarray  # float32 [U, K]: normalised group counts of training items
+    train_users: np.ndarray  # int64: users trained on
+    val_users: np.ndarray  # int64: held-out users (validation MSE, early stopping)
+    dropped_users: int  # users with no training item (no prompt, no target)
+
+
+def check_inputs(item_embeddings: np.ndarray, train_sequences: list[np.ndarray], source: str) -> np.ndarray:
+    """Float32 [N+1, D] table after checking shape, finiteness and that every id has a row."""
+    emb = np.asarray(item_embeddings, dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] < 3:
+        raise InputError(f"{source}: 'embeddings' must be [N+1, D] with row 0 = padding, got {tuple(emb.shape)}")
+    if not np.isfinite(emb).all():
+        bad = int((~np.isfinite(emb)).any(axis=1).sum())
+        raise InputError(f"{source}: field 'embeddings' holds NaN/inf in {bad} rows; re-train the backbone")
+    max_id = max((int(np.max(s)) for s in train_sequences if len(s)), default=0)
+    min_id = min((int(np.min(s)) for s in train_sequences if len(s)), default=1)
+    if max_id >= emb.shape[0] or min_id < 1:
+        raise InputError(f"{source}: sequences use item ids {min_id}..{max_id} but the table has rows 1..{emb.shape[0] - 1}; "
+                         "the embeddings were exported for another dataset or preprocessing")
+    return emb
+
+
+def prepare_stage1_data(item_embeddings: np.ndarray, train_sequences: list[np.ndarray], cfg: Stage1Config,
+                        source: str = "item embeddings") -> Stage1Data:
+    """k-means groups, targets from training items only, and a seeded user split."""
+    emb = check_inputs(item_embeddings, train_sequences, source)
+    groups = kmeans_item_groups(emb, cfg.k, seed=cfg.seed, algorithm=cfg.kmeans_algorithm,
+                                normalize=cfg.kmeans_normalize, source=source)
+    sequences = [np.asarray(s, dtype=np.int64) for s in train_sequences]
+    targets = user_group_targets(sequences, groups.item_group, cfg.k)
+    rng = np.random.default_rng(cfg.seed)
+    usable = np.array([u for u, s in enumerate(sequences) if len(s) > 0], dtype=np.int64)
+    usable = rng.permutation(usable)
+    if cfg.max_users is not None:
+        usable = usable[:cfg.max_users]
+    if len(usable) < 4:
+        raise InputError(f"{source}: only {len(usable)} users with training items; stage 1 needs at least 4")
+    n_val = min(max(1, int(round(cfg.val_fraction * len(usable)))), len(usable) - 2)
+    return Stage1Data(item_embeddings=torch.from_numpy(emb), train_sequences=sequences, groups=groups,
+                      targets=targets, train_users=np.sort(usable[n_val:]), val_users=np.sort(usable[:n_val]),
+                      dropped_users=len(sequences) - int(sum(len(s) > 0 for s in sequences)))
+
+
+class UserBatches:
+    """Collate user indices into (ids [B, T], mask [B, T], targets [B, K]) of the last max_items items."""
+
+    def __init__(self, data: Stage1Data, max_items: int):
+        self.data = data
+        self.max_items = max_items
+
+    def __call__(self, users: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ids, mask = left_pad_ids([self.data.train_sequences[u] for u in users], self.max_items)  # [B, T]
+        targets = torch.from_numpy(self.data.targets[np.asarray(users, dtype=np.int64)])  # [B, K]
+        return ids, mask, targets
+
+
+def epoch_order(users: np.ndarray, seed: int, epoch: int) -> list[int]:
+    """Deterministic shuffle of the training users for one epoch (the same after a resume)."""
+    return [int(u) for u in np.random.default_rng([seed, epoch]).permutation(users)]

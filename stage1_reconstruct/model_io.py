@@ -1,0 +1,121 @@
+"""Build a ReconstructionModel (LLM + LoRA + projection + head), save it, load it back.
+
+Files in a stage 1 output folder that this module reads and writes:
+    config.json          Stage1Config, LLMConfig, item_dim, K, prompt texts
+    adapter/             LoRA adapter (peft save_pretrained; absent for the no-LoRA baseline)
+    heads.safetensors    item_proj.{weight,bias}, head.{weight,bias}
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tslrec.backbones.artifacts import load_tensors, read_json, save_tensors
+from tslrec.backbones.errors import InputError
+
+from .config import Stage1Config
+from .llm_loading import LLMConfig, load_llm
+from .model import LLMSequenceEncoder, ReconstructionModel
+
+HEADS_FILE = "heads.safetensors"
+ADAPTER_DIR = "adapter"
+CONFIG_FILE = "config.json"
+
+
+def add_lora(llm: nn.Module, cfg: Stage1Config, quantized: bool, gradient_checkpointing: bool) -> nn.Module:
+    """Wrap the LLM with trainable LoRA layers (peft). Target modules missing in the model -> InputError."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in llm.named_modules()}
+    missing = [t for t in cfg.lora_target_modules if t not in names]
+    if missing:
+        raise InputError(f"--lora-target-modules: {', '.join(missing)} not found in this model; "
+                         f"pick from its linear layers, e.g. {', '.join(sorted(n for n in names if 'proj' in n)[:6])}")
+    if quantized:
+        llm = prepare_model_for_kbit_training(llm, use_gradient_checkpointing=gradient_checkpointing)
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_target_modules), bias="none")
+    peft_model = get_peft_model(llm, lora)
+    peft_model.train()
+    return peft_model
+
+
+def build_reconstruction_model(llm: nn.Module, tokenizer, item_dim: int, cfg: Stage1Config,
+                               llm_cfg: LLMConfig) -> ReconstructionModel:
+    """Fresh model for training: LoRA (if cfg.lora) + new projection + new head, seeded by the caller."""
+    if cfg.lora:
+        llm = add_lora(llm, cfg, quantized=llm_cfg.quantization is not None,
+                       gradient_checkpointing=llm_cfg.gradient_checkpointing)
+    encoder = LLMSequenceEncoder(llm, tokenizer, item_dim, cfg.prefix(), cfg.suffix_text, cfg.pooling)
+    return ReconstructionModel(encoder, cfg.k)
+
+
+def save_reconstruction_model(model: ReconstructionModel, out_dir: str | Path) -> None:
+    """Write adapter/ (if LoRA) and heads.safetensors, each atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    llm = model.encoder.llm
+    if hasattr(llm, "peft_config"):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{ADAPTER_DIR}.", dir=out_dir))
+        try:
+            llm.save_pretrained(tmp, safe_serialization=True)
+            final = out_dir / ADAPTER_DIR
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+    save_tensors(out_dir / HEADS_FILE, {
+        "item_proj.weight": model.encoder.item_proj.weight, "item_proj.bias": model.encoder.item_proj.bias,
+        "head.weight": model.head.weight, "head.bias": model.head.bias,
+    })
+
+
+def load_reconstruction_model(stage1_dir: str | Path, device: str | torch.device = "cpu",
+                              llm_override: LLMConfig | None = None) -> tuple[ReconstructionModel, dict]:
+    """Load a trained stage 1 model from its output folder -> (model on `device`, config dict).
+
+    llm_override: load the LLM differently (e.g. another dtype) than it was trained with;
+    the name must still point to the same weights.
+    """
+    stage1_dir = Path(stage1_dir)
+    config = read_json(stage1_dir / CONFIG_FILE, "stage 1 config")
+    try:
+        cfg = Stage1Config.from_dict(config["stage1"])
+        llm_cfg = llm_override or LLMConfig(**config["llm"])
+        item_dim = int(config["item_dim"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{stage1_dir / CONFIG_FILE}: missing or bad field ({e}); re-run `tslrec stage1`") from None
+    llm, tokenizer = load_llm(llm_cfg, kind="causal_lm")
+    if cfg.lora:
+        adapter = stage1_dir / ADAPTER_DIR
+        if not (adapter / "adapter_config.json").is_file():
+            raise InputError(f"{adapter}: LoRA adapter missing; re-run `tslrec stage1`")
+        from peft import PeftModel
+
+        try:
+            llm = PeftModel.from_pretrained(llm, str(adapter), is_trainable=False)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise InputError(f"{adapter}: LoRA adapter is unreadable ({str(e).splitlines()[0][:100]}); "
+                             "re-run `tslrec stage1`") from None
+    encoder = LLMSequenceEncoder(llm, tokenizer, item_dim, cfg.prefix(), cfg.suffix_text, cfg.pooling)
+    model = ReconstructionModel(encoder, cfg.k)
+    heads = load_tensors(stage1_dir / HEADS_FILE, "stage 1 projection/head weights")
+    try:
+        with torch.no_grad():
+            encoder.item_proj.weight.copy_(heads["item_proj.weight"])
+            encoder.item_proj.bias.copy_(heads["item_proj.bias"])
+            model.head.weight.copy_(heads["head.weight"])
+            model.head.bias.copy_(heads["head.bias"])
+    except (KeyError, RuntimeError) as e:
+        raise InputError(f"{stage1_dir / HEADS_FILE}: wrong keys or shapes ({str(e).splitlines()[0][:100]}); "
+                         "re-run `tslrec stage1`") from None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(device), config

@@ -1,0 +1,78 @@
+"""Pack text tokens and soft vectors into one left-padded `inputs_embeds` batch.
+
+Layout of one row (Eq. 1 of the TSLRec paper):
+
+    [pad ... pad] [prefix text tokens] [soft vector 1 .. soft vector n] [suffix text tokens]
+
+Each row keeps only its valid soft vectors (mask == 1) in their original order, and the
+whole packed prompt is left-padded, so the LAST position of every row is the last suffix
+token ("Response:"). That makes last-token pooling a plain `hidden[:, -1]` and keeps the
+padding out of every real token's causal context. `position_ids` count real tokens from 0.
+Shared by stage 1 and Lite-LLM4Rec.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SoftPromptBuilder(nn.Module):
+    """Holds the tokenised prefix/suffix and packs them around a block of soft vectors."""
+
+    def __init__(self, tokenizer, prefix_text: str, suffix_text: str, add_bos: bool = True):
+        super().__init__()
+        prefix_ids = tokenizer(prefix_text, add_special_tokens=False)["input_ids"]
+        bos = tokenizer.bos_token_id
+        if add_bos and bos is not None and (not prefix_ids or prefix_ids[0] != bos):
+            prefix_ids = [bos] + prefix_ids
+        suffix_ids = tokenizer(suffix_text, add_special_tokens=False)["input_ids"]
+        if not suffix_ids:
+            raise ValueError("suffix_text must tokenise to at least one token: its last token is the pooled position")
+        self.prefix_text = prefix_text  # kept for configs/logs
+        self.suffix_text = suffix_text
+        self.register_buffer("prefix_ids", torch.tensor(prefix_ids, dtype=torch.long), persistent=False)  # [P]
+        self.register_buffer("suffix_ids", torch.tensor(suffix_ids, dtype=torch.long), persistent=False)  # [S]
+
+    @property
+    def num_text_tokens(self) -> int:
+        """P + S: text positions added to every prompt."""
+        return int(self.prefix_ids.numel() + self.suffix_ids.numel())
+
+    def forward(self, embed: nn.Module, soft: torch.Tensor, soft_mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Build (inputs_embeds [B, L, H], attention_mask [B, L], position_ids [B, L]), L = P + T + S.
+
+        embed: the LLM's input embedding layer; soft: [B, T, H]; soft_mask: [B, T] (1 = real vector).
+        Rows with no valid soft vector are allowed (text only).
+        """
+        B, T, H = soft.shape
+        device = soft.device
+        weight_dtype = embed.weight.dtype
+        prefix = embed(self.prefix_ids).to(weight_dtype)  # [P, H]
+        suffix = embed(self.suffix_ids).to(weight_dtype)  # [S, H]
+        P, S = prefix.shape[0], suffix.shape[0]
+        full = torch.cat([prefix.unsqueeze(0).expand(B, P, H), soft.to(weight_dtype),
+                          suffix.unsqueeze(0).expand(B, S, H)], dim=1)  # [B, L, H]
+        ones_p = torch.ones(B, P, dtype=torch.long, device=device)
+        ones_s = torch.ones(B, S, dtype=torch.long, device=device)
+        mask = torch.cat([ones_p, soft_mask.to(device=device, dtype=torch.long), ones_s], dim=1)  # [B, L]
+        # Stable sort on the mask moves padding (0) to the front and keeps real tokens in order.
+        order = torch.argsort(mask, dim=1, stable=True)  # [B, L]
+        mask = torch.gather(mask, 1, order)  # [B, L]
+        inputs = torch.gather(full, 1, order.unsqueeze(-1).expand(B, full.shape[1], H))  # [B, L, H]
+        inputs = inputs * mask.unsqueeze(-1).to(inputs.dtype)  # zero the padding vectors
+        position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)  # [B, L]
+        return inputs, mask, position_ids
+
+
+def left_pad_ids(sequences: list, max_items: int, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Last `max_items` ids of each sequence, left-padded: (ids [B, T], mask [B, T]), T = max length kept."""
+    kept = [list(s[-max_items:]) if max_items > 0 else [] for s in sequences]
+    T = max([len(k) for k in kept] + [1])
+    ids = torch.full((len(kept), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(kept), T), dtype=torch.long)
+    for row, k in enumerate(kept):
+        if k:
+            ids[row, T - len(k):] = torch.as_tensor(k, dtype=torch.long)
+            mask[row, T - len(k):] = 1
+    return ids, mask

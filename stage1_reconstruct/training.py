@@ -1,0 +1,370 @@
+"""Stage 1 training loop: user-level SFT with LoRA, driven by accelerate.
+
+One LLM pass per user per epoch. The same script runs on one CPU, one GPU or
+`accelerate launch` on many GPUs: batches are sharded by the Accelerator, the model is
+wrapped for DDP, and only the main process writes files.
+
+Resuming: a checkpoint (trainable weights, optimizer, scheduler, counters, RNG) is written
+every `checkpoint_every` optimizer steps and after each validation. Restarting with the
+same output folder and settings continues from it; the data order of every epoch is a
+function of (seed, epoch), so the run ends at the same total optimizer step count as an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from tslrec.backbones.artifacts import package_versions, read_json, save_tensors, write_json
+from tslrec.backbones.errors import InputError
+
+from .checkpointing import config_fingerprint, find_checkpoint, load_checkpoint, load_trainable_state, \
+    save_checkpoint, trainable_state
+from .config import Stage1Config
+from .data import Stage1Data, UserBatches, epoch_order, prepare_stage1_data
+from .grouping import global_mean_mse
+from .llm_loading import LLMConfig, load_llm, quantized_safe_eval
+from .model import LLMSequenceEncoder, ReconstructionModel
+from .model_io import CONFIG_FILE, build_reconstruction_model, save_reconstruction_model
+
+CHECKPOINT_DIR = "checkpoint"
+METRICS_FILE = "metrics.json"
+GROUPS_FILE = "groups.safetensors"
+LOG_FILE = "log.json"
+
+
+def reconstruction_loss(probs: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Squared error between predicted and target distributions (Eq. 3).
+
+    probs, targets: [B, K]. "sum": summed over K, mean over users (the paper's form; its
+    gradient is K times the per-element mean, which keeps it from vanishing for larger K).
+    "mean": mean over users and K.
+    """
+    sq = (probs.float() - targets.float()) ** 2  # [B, K]
+    return sq.sum(dim=1).mean() if reduction == "sum" else sq.mean()
+
+
+def train_stage1(item_embeddings: np.ndarray, train_sequences: list[np.ndarray], out_dir: str | Path,
+                 cfg: Stage1Config | None = None, llm_cfg: LLMConfig | None = None, device: str = "auto",
+                 run_info: dict[str, Any] | None = None, on_step: Callable[[int], None] | None = None,
+                 progress: bool = True) -> dict[str, Any]:
+    """Train stage 1 and write its artefacts to `out_dir`; return the metrics dict.
+
+    item_embeddings: float32 [N+1, D] pretrained item table (row 0 = padding).
+    train_sequences: per user, TRAINING item ids only (each user's sequence without the last two).
+    run_info: extra facts recorded in config.json/metrics.json (dataset name, hash, source folder).
+    on_step: called with the optimizer step count after every step (progress hooks, tests).
+    Re-running with the same out_dir and settings resumes from the last checkpoint, or
+    returns the saved metrics if the run had finished.
+    """
+    cfg = (cfg or Stage1Config()).validate()
+    llm_cfg = llm_cfg or LLMConfig()
+    out_dir = Path(out_dir)
+    t_start = time.time()
+    data = prepare_stage1_data(item_embeddings, train_sequences, cfg)
+    config = {"stage1": cfg.to_dict(), "llm": dict(vars(llm_cfg)), "item_dim": int(data.item_embeddings.shape[1]),
+              "num_items": int(data.item_embeddings.shape[0] - 1), "k": cfg.k, "prompt": {
+                  "prefix": cfg.prefix(), "suffix": cfg.suffix_text}, "run": run_info or {}}
+    done = _finished_metrics(out_dir, config)
+    if done is not None:
+        return done
+
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=device == "cpu")
+    dev = accelerator.device
+    main = accelerator.is_main_process
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in out_dir.glob(f".{CHECKPOINT_DIR}.*"):  # temp folders of a killed save
+            shutil.rmtree(stale, ignore_errors=True)
+        write_json(out_dir / CONFIG_FILE, config)
+        save_tensors(out_dir / GROUPS_FILE, {"item_group": torch.from_numpy(data.groups.item_group),
+                                             "centroids": torch.from_numpy(data.groups.centroids)})
+
+    baselines = {"mse_global_mean": global_mean_mse(data.targets[data.train_users], data.targets[data.val_users])}
+    llm, tokenizer = load_llm(llm_cfg, kind="causal_lm")
+    if cfg.untuned_baseline == "head":
+        baselines.update(_cached(out_dir / "baseline_untuned_head.json", main, lambda: untuned_head_baseline(
+            llm, tokenizer, data, cfg, dev, progress=progress and main)))
+
+    torch.manual_seed(cfg.seed)
+    model = build_reconstruction_model(llm, tokenizer, data.item_embeddings.shape[1], cfg, llm_cfg)
+    sample = data.item_embeddings[1:][torch.randperm(data.item_embeddings.shape[0] - 1)[:2048]]
+    model.encoder.match_token_scale(sample)
+    model.to(dev)
+    table = data.item_embeddings.to(dev)  # [N+1, D]
+    head_params = list(model.encoder.item_proj.parameters()) + list(model.head.parameters())
+    head_ids = {id(p) for p in head_params}
+    lora_params = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    groups = [{"params": head_params, "lr": cfg.head_lr}]
+    if lora_params:
+        groups.insert(0, {"params": lora_params, "lr": cfg.lr})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    collate = UserBatches(data, cfg.max_items)
+    loader_for = lambda epoch: accelerator.prepare(DataLoader(  # noqa: E731
+        epoch_order(data.train_users, cfg.seed, epoch), batch_size=cfg.batch_size, shuffle=False, collate_fn=collate))
+    batches_per_epoch = len(loader_for(0))
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    from transformers import get_scheduler
+
+    scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    core: ReconstructionModel = accelerator.unwrap_model(model)
+
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_val": None, "best_step": None,
+                             "bad_evals": 0, "stopped_early": False, "history": [], "train_seconds": 0.0,
+                             "train_tokens": 0, "train_passes": 0, "fingerprint": config_fingerprint(config)}
+    best: dict[str, torch.Tensor] | None = None
+    ckpt = find_checkpoint(out_dir / CHECKPOINT_DIR)
+    if ckpt is not None:
+        saved = read_json(ckpt / "state.json", "checkpoint state")
+        if saved.get("fingerprint") != state["fingerprint"]:
+            raise InputError(f"{ckpt}: checkpoint was written with other settings or data; "
+                             "use a new --out, or delete the folder to start over")
+        state, best = load_checkpoint(ckpt, core, optimizer, scheduler)
+        if main:
+            print(f"resuming from {ckpt} at optimizer step {state['step']}/{total_steps}")
+
+    def checkpoint() -> None:
+        if main:
+            save_checkpoint(out_dir / CHECKPOINT_DIR, core, optimizer, scheduler, state, best)
+        accelerator.wait_for_everyone()
+
+    def validate() -> bool:
+        """Validation MSE; update best/patience; return True to stop early."""
+        nonlocal best
+        mse, _ = evaluate_mse(core, table, data, data.val_users, cfg, dev)
+        improved = state["best_val"] is None or mse < state["best_val"] - 1e-9
+        if improved:
+            state.update(best_val=mse, best_step=state["step"], bad_evals=0)
+            best = {k: v.cpu() for k, v in trainable_state(core).items()}
+        else:
+            state["bad_evals"] += 1
+        state["history"].append({"step": state["step"], "epoch": state["epoch"], "val_mse": mse})
+        if progress and main:
+            tqdm.write(f"step {state['step']}: val MSE {mse:.6f} (best {state['best_val']:.6f}, "
+                       f"global-mean {baselines['mse_global_mean']:.6f})")
+        return state["bad_evals"] >= cfg.patience
+
+    clock = {"t0": time.time(), "tokens": core.encoder.llm_tokens, "passes": core.encoder.llm_passes}
+
+    def pause_clock() -> None:
+        """Add training time/tokens/passes since the last call to the totals (validation is excluded)."""
+        state["train_seconds"] += time.time() - clock["t0"]
+        state["train_tokens"] += core.encoder.llm_tokens - clock["tokens"]
+        state["train_passes"] += core.encoder.llm_passes - clock["passes"]
+
+    def resume_clock() -> None:
+        clock.update(t0=time.time(), tokens=core.encoder.llm_tokens, passes=core.encoder.llm_passes)
+
+    bar = tqdm(total=total_steps, initial=state["step"], desc="stage1", disable=not (progress and main))
+    while state["step"] < total_steps and not state["stopped_early"]:
+        epoch = state["epoch"]
+        if state["batch_in_epoch"] >= batches_per_epoch:  # the checkpoint fell on an epoch end
+            state.update(epoch=epoch + 1, batch_in_epoch=0)
+            continue
+        loader = loader_for(epoch)
+        if state["batch_in_epoch"]:
+            loader = accelerator.skip_first_batches(loader, state["batch_in_epoch"])
+        model.train()
+        resume_clock()
+        running, micro = 0.0, 0
+        for ids, mask, targets in loader:
+            state["batch_in_epoch"] += 1
+            micro += 1
+            last_of_step = micro == cfg.grad_accum or state["batch_in_epoch"] == batches_per_epoch
+            item_embs = table[ids]  # [B, T, D]
+            with contextlib.nullcontext() if last_of_step else accelerator.no_sync(model):
+                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                    _, probs = model(item_embs, mask)  # [B, K]
+                loss = reconstruction_loss(probs, targets, cfg.loss_reduction)
+                accelerator.backward(loss / micro_weight(cfg.grad_accum, batches_per_epoch, state["batch_in_epoch"] - micro))
+            running += float(loss.detach())
+            if not last_of_step:
+                continue
+            if cfg.grad_clip > 0:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            step_loss = running / micro
+            running, micro = 0.0, 0
+            state["history"].append({"step": state["step"], "loss": step_loss, "lr": scheduler.get_last_lr()[0]})
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.5f}", epoch=epoch)
+            finished = state["step"] >= total_steps
+            if cfg.eval_every and state["step"] % cfg.eval_every == 0 and not finished:
+                pause_clock()
+                state["stopped_early"] = validate()
+                checkpoint()
+                model.train()
+                resume_clock()
+            elif state["step"] % cfg.checkpoint_every == 0 or finished:
+                pause_clock()
+                checkpoint()
+                resume_clock()
+            if on_step is not None:
+                on_step(state["step"])
+            if finished or state["stopped_early"]:
+                break
+        pause_clock()
+        if state["stopped_early"]:
+            break
+        if state["batch_in_epoch"] >= batches_per_epoch:
+            if cfg.eval_every is None or state["step"] >= total_steps:
+                state["stopped_early"] = validate() and state["step"] < total_steps
+            state.update(epoch=epoch + 1, batch_in_epoch=0)
+            checkpoint()
+    bar.close()
+    if best is None or "val_mse" not in state["history"][-1]:
+        validate()  # a run that ended on max_steps in the middle of an epoch
+    if best is not None:
+        load_trainable_state(core, best, "best weights")
+
+    metrics = _final_metrics(state, baselines, data, cfg, core, total_steps, steps_per_epoch, t_start)
+    if cfg.untuned_baseline == "head+proj" and cfg.lora:
+        sub = train_stage1(item_embeddings, train_sequences, out_dir / "untuned_head_proj",
+                           Stage1Config(**{**cfg.to_dict(), "lora": False, "untuned_baseline": "none"}),
+                           llm_cfg, device, run_info, progress=progress)
+        metrics["metrics"]["mse_untuned_llm"] = sub["metrics"]["mse"]
+        metrics["metrics"]["untuned_llm_variant"] = "head+proj (LLM frozen, projection and head trained)"
+    if main:
+        save_reconstruction_model(core, out_dir)
+        write_json(out_dir / LOG_FILE, state["history"])
+        write_json(out_dir / METRICS_FILE, metrics)
+        shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def micro_weight(grad_accum: int, batches_per_epoch: int, first_batch_of_step: int) -> int:
+    """Number of micro-batches in the optimizer step that starts at `first_batch_of_step` (the last step of an
+    epoch may be shorter), so the accumulated gradient is a mean over the step's micro-batches."""
+    return min(grad_accum, batches_per_epoch - first_batch_of_step)
+
+
+@torch.no_grad()
+def predict_distributions(model: ReconstructionModel, table: torch.Tensor, data: Stage1Data, users: np.ndarray,
+                          cfg: Stage1Config, device: torch.device, progress: bool = False
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """(h_u [U, H], probs [U, K]) for the given users, batched, no gradients."""
+    collate = UserBatches(data, cfg.max_items)
+    hs, ps = [], []
+    with quantized_safe_eval(model):
+        for start in tqdm(range(0, len(users), cfg.eval_batch_size), desc="predict", disable=not progress,
+                          leave=False):
+            ids, mask, _ = collate([int(u) for u in users[start:start + cfg.eval_batch_size]])
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                h, p = model(table[ids.to(device)], mask.to(device))
+            hs.append(h.float().cpu().numpy())
+            ps.append(p.float().cpu().numpy())
+    return np.concatenate(hs), np.concatenate(ps)
+
+
+def evaluate_mse(model: ReconstructionModel, table: torch.Tensor, data: Stage1Data, users: np.ndarray,
+                 cfg: Stage1Config, device: torch.device) -> tuple[float, float]:
+    """(MSE averaged over users and K, squared error summed over K averaged over users)."""
+    _, probs = predict_distributions(model, table, data, users, cfg, device)
+    sq = (probs - data.targets[users]) ** 2  # [U, K]
+    return float(sq.mean()), float(sq.sum(axis=1).mean())
+
+
+def untuned_head_baseline(llm: torch.nn.Module, tokenizer, data: Stage1Data, cfg: Stage1Config,
+                          device: torch.device, steps: int = 500, progress: bool = True) -> dict[str, Any]:
+    """Baseline: the LLM as is (no LoRA), a random scale-matched projection, only the head fitted.
+
+    Features h_u come from one no-grad pass per user; the softmax head is then fitted on
+    them with full-batch Adam and the same loss, and the best validation MSE is kept
+    (the same selection rule as the tuned model's early stopping).
+    """
+    t0 = time.time()
+    gen_state = torch.get_rng_state()
+    torch.manual_seed(cfg.seed + 1)
+    encoder = LLMSequenceEncoder(llm, tokenizer, data.item_embeddings.shape[1], cfg.prefix(), cfg.suffix_text,
+                                 cfg.pooling)
+    encoder.match_token_scale(data.item_embeddings[1:][torch.randperm(data.item_embeddings.shape[0] - 1)[:2048]])
+    frozen = ReconstructionModel(encoder, cfg.k).to(device)
+    table = data.item_embeddings.to(device)
+    users = np.concatenate([data.train_users, data.val_users])
+    h_np, _ = predict_distributions(frozen, table, data, users, cfg, device, progress=progress)
+    h_all = torch.from_numpy(h_np).float()  # [U, H]
+    n_train = len(data.train_users)
+    mu, sd = h_all[:n_train].mean(0), h_all[:n_train].std(0).clamp(min=1e-6)
+    h_all = (h_all - mu) / sd  # standardised features help a linear head
+    y = torch.from_numpy(data.targets[users]).float()
+    head = torch.nn.Linear(h_all.shape[1], cfg.k)
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    best = math.inf
+    for _ in range(steps):
+        loss = reconstruction_loss(torch.softmax(head(h_all[:n_train]), -1), y[:n_train], cfg.loss_reduction)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            val = float(((torch.softmax(head(h_all[n_train:]), -1) - y[n_train:]) ** 2).mean())
+        best = min(best, val)
+    torch.set_rng_state(gen_state)
+    llm.train()
+    return {"mse_untuned_llm": best, "untuned_llm_variant": "head (LLM frozen, random projection, head fitted)",
+            "untuned_llm_seconds": time.time() - t0}
+
+
+def _cached(path: Path, main: bool, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Result of `compute`, stored in `path` so a resumed run does not repeat it."""
+    if path.is_file():
+        return read_json(path, "baseline result")
+    result = compute()
+    if main:
+        write_json(path, result)
+    return result
+
+
+def _finished_metrics(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """Saved metrics if `out_dir` holds a finished run with these settings; InputError if other settings."""
+    if not (out_dir / METRICS_FILE).is_file():
+        return None
+    saved = read_json(out_dir / CONFIG_FILE, "stage 1 config") if (out_dir / CONFIG_FILE).is_file() else None
+    if saved is not None and config_fingerprint(saved) == config_fingerprint(config):
+        return read_json(out_dir / METRICS_FILE, "stage 1 metrics")
+    raise InputError(f"{out_dir}: holds a finished stage 1 run with other settings; use a new --out or delete it")
+
+
+def _final_metrics(state: dict[str, Any], baselines: dict[str, Any], data: Stage1Data, cfg: Stage1Config,
+                   core: ReconstructionModel, total_steps: int, steps_per_epoch: int, t_start: float) -> dict[str, Any]:
+    """metrics.json content."""
+    mse = state["best_val"]
+    epochs_done = state["step"] / max(steps_per_epoch, 1)
+    train_s = state["train_seconds"]
+    return {
+        "metrics": {"mse": mse, "mse_global_mean": baselines["mse_global_mean"],
+                    "mse_untuned_llm": baselines.get("mse_untuned_llm"),
+                    "untuned_llm_variant": baselines.get("untuned_llm_variant"),
+                    "mse_ratio_to_global_mean": (mse / baselines["mse_global_mean"]) if mse is not None else None,
+                    "note": "MSE averaged over held-out users and K; held-out users also drive early stopping"},
+        "steps": state["step"], "total_steps_planned": total_steps, "steps_per_epoch": steps_per_epoch,
+        "epochs_run": epochs_done, "best_step": state["best_step"], "stopped_early": state["stopped_early"],
+        "users": {"train": int(len(data.train_users)), "val": int(len(data.val_users)),
+                  "dropped_no_train_items": data.dropped_users},
+        "groups": {"k": cfg.k, "min_size": int(data.groups.sizes.min()), "max_size": int(data.groups.sizes.max())},
+        "timing": {"wall_seconds": time.time() - t_start, "train_seconds": train_s,
+                   "seconds_per_epoch": train_s / epochs_done if epochs_done else None,
+                   "train_tokens": state["train_tokens"], "train_llm_passes": state["train_passes"],
+                   "tokens_per_second": state["train_tokens"] / train_s if train_s else None,
+                   "untuned_llm_seconds": baselines.get("untuned_llm_seconds")},
+        "versions": package_versions(),
+    }

@@ -1,0 +1,64 @@
+"""Tiny models and data for the stage 1 tests (no network, a few MB, loads in well under a second)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+WORDS = ("given the user's purchase history , predict distribution among purchase preferences . "
+         "response : next item 2 4 8 16 32 64").split()
+
+
+def make_tiny_tokenizer():
+    """A word-level fast tokenizer with <s>, </s>, <pad>, <unk> (ids 0..3) and the prompt words."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
+    for w in WORDS + ["user", "'s", ":", "response:", "Response", "Given", "K", "purchase"]:
+        vocab.setdefault(w.lower(), len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>")
+
+
+def make_tiny_llama(folder: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """Write a random tiny LlamaForCausalLM + tokenizer folder (save_pretrained layout)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = make_tiny_tokenizer()
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+                         tie_word_embeddings=True)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def clustered_items(n_items: int = 60, dim: int = 8, k: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Item table [N+1, D] (row 0 = padding) with k well-separated clusters, and each item's true cluster."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 5, size=(k, dim))
+    truth = rng.integers(0, k, size=n_items)
+    emb = centres[truth] + rng.normal(0, 0.3, size=(n_items, dim))
+    table = np.concatenate([np.zeros((1, dim)), emb]).astype(np.float32)
+    return table, np.concatenate([[-1], truth])
+
+
+def user_sequences(truth: np.ndarray, n_users: int = 40, k: int = 4, seed: int = 0, length=(6, 14)) -> list[np.ndarray]:
+    """Users who each prefer one or two clusters, so targets differ between users."""
+    rng = np.random.default_rng(seed)
+    by_cluster = [np.flatnonzero(truth == c) for c in range(k)]
+    out = []
+    for _ in range(n_users):
+        liked = rng.choice(k, size=2, replace=False)
+        n = int(rng.integers(*length))
+        picks = [rng.choice(by_cluster[liked[0] if rng.random() < 0.8 else liked[1]]) for _ in range(n)]
+        out.append(np.asarray(picks, dtype=np.int64))
+    return out
