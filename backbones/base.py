@@ -73,6 +73,17 @@ class SequentialRecommender(nn.Module):
         raise ValueError(f"unknown loss '{kind}'")
 
 
+def init_weights(module: nn.Module) -> None:
+    """BERT-style init used by SASRec/FMLP-Rec implementations: N(0, 0.02) for linear and embedding weights."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+
+
 def causal_mask(length: int, device: torch.device) -> torch.Tensor:
     """[L, L] bool mask, True where attention is NOT allowed (future positions)."""
     return torch.triu(torch.ones(length, length, dtype=torch.bool, device=device), diagonal=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import BackboneConfig, SequentialRecommender
+from .base import BackboneConfig, SequentialRecommender, init_weights
 from .caser import Caser
 from .errors import InputError
 from .fmlprec import FMLPRec
@@ -26,4 +26,6 @@ def build_backbone(name: str, cfg: BackboneConfig, fusion: FusionConfig | None =
     if name not in BACKBONES:
         raise InputError(f"--backbone: unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
     item_embedding: nn.Module = build_item_embedding(cfg.num_items, cfg.hidden, fusion, llm_table, clusters)
-    return BACKBONES[name](cfg, item_embedding)
+    model = BACKBONES[name](cfg, item_embedding)
+    model.apply(init_weights)
+    return model

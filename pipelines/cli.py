@@ -6,10 +6,10 @@ import sys
 
 from tslrec.backbones.errors import InputError
 
-from . import data_job, train_job
+from . import data_job, stage1_job, train_job
 
 # Each job module exposes add_parser(subparsers) and sets `func` on its parser.
-JOBS = [data_job, train_job]
+JOBS = [data_job, train_job, stage1_job]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,7 +46,8 @@ class Stage1Config:
     # schedule of checks
     checkpoint_every: int = 25  # optimizer steps between resumable checkpoints
     eval_every: int | None = None  # optimizer steps between validations (None = end of each epoch)
-    val_fraction: float = 0.1  # fraction of users held out (never trained on) for validation MSE
+    val_fraction: float = 0.1  # fraction of users held out for validation MSE (early stopping, model choice)
+    test_fraction: float = 0.1  # fraction of users held out for the reported MSE (0 = report validation MSE)
     patience: int = 2  # validations without improvement before early stopping
     max_users: int | None = None  # use a seeded random subset of users (quick runs)
     seed: int = 0  # seeds k-means, the user split, data order and initialisation
@@ -71,6 +72,8 @@ class Stage1Config:
             (self.checkpoint_every >= 1, f"--checkpoint-every {self.checkpoint_every}: need at least 1"),
             (self.eval_every is None or self.eval_every >= 1, f"--eval-every {self.eval_every}: need at least 1"),
             (0.0 < self.val_fraction < 1.0, f"--val-fraction {self.val_fraction}: must be in (0, 1)"),
+            (0.0 <= self.test_fraction < 1.0 - self.val_fraction,
+             f"--test-fraction {self.test_fraction}: must be in [0, 1 - val_fraction)"),
             (self.patience >= 1, f"--patience {self.patience}: need at least 1"),
             (self.max_users is None or self.max_users >= 4, f"--max-users {self.max_users}: need at least 4"),
             (self.untuned_baseline in ("none", "head", "head+proj"),
@@ -81,6 +84,13 @@ class Stage1Config:
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+        from transformers import SchedulerType
+
+        try:
+            SchedulerType(self.lr_schedule)
+        except ValueError:
+            raise InputError(f"--lr-schedule '{self.lr_schedule}': not a transformers scheduler; "
+                             "use cosine, linear, constant_with_warmup or another SchedulerType name") from None
         return self
 
     def prefix(self) -> str:

@@ -22,7 +22,8 @@ class Stage1Data:
     groups: ItemGroups  # k-means result
     targets: np.ndarray  # float32 [U, K]: normalised group counts of training items
     train_users: np.ndarray  # int64: users trained on
-    val_users: np.ndarray  # int64: held-out users (validation MSE, early stopping)
+    val_users: np.ndarray  # int64: held-out users for validation MSE (early stopping)
+    test_users: np.ndarray  # int64: held-out users for the reported MSE (empty if test_fraction = 0)
     dropped_users: int  # users with no training item (no prompt, no target)
 
 
@@ -58,8 +59,12 @@ def prepare_stage1_data(item_embeddings: np.ndarray, train_sequences: list[np.nd
     if len(usable) < 4:
         raise InputError(f"{source}: only {len(usable)} users with training items; stage 1 needs at least 4")
     n_val = min(max(1, int(round(cfg.val_fraction * len(usable)))), len(usable) - 2)
+    n_test = min(int(round(cfg.test_fraction * len(usable))), len(usable) - n_val - 2)
+    if cfg.test_fraction > 0:
+        n_test = max(n_test, 1)
     return Stage1Data(item_embeddings=torch.from_numpy(emb), train_sequences=sequences, groups=groups,
-                      targets=targets, train_users=np.sort(usable[n_val:]), val_users=np.sort(usable[:n_val]),
+                      targets=targets, train_users=np.sort(usable[n_val + n_test:]), val_users=np.sort(usable[:n_val]),
+                      test_users=np.sort(usable[n_val:n_val + n_test]),
                       dropped_users=len(sequences) - int(sum(len(s) > 0 for s in sequences)))
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from tslrec.backbones.errors import InputError
@@ -71,7 +72,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
 }
 
 # Errors transformers/safetensors raise for unreadable weights or configs.
-_LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, EnvironmentError)
+_LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
 
 
 def load_llm(cfg: LLMConfig, kind: str = "causal_lm") -> tuple[nn.Module, Any]:

@@ -89,9 +89,15 @@ def train_stage1(item_embeddings: np.ndarray, train_sequences: list[np.ndarray],
             shutil.rmtree(stale, ignore_errors=True)
         write_json(out_dir / CONFIG_FILE, config)
         save_tensors(out_dir / GROUPS_FILE, {"item_group": torch.from_numpy(data.groups.item_group),
-                                             "centroids": torch.from_numpy(data.groups.centroids)})
+                                             "centroids": torch.from_numpy(data.groups.centroids),
+                                             "user_targets": torch.from_numpy(data.targets),
+                                             "train_users": torch.from_numpy(data.train_users),
+                                             "val_users": torch.from_numpy(data.val_users),
+                                             "test_users": torch.from_numpy(data.test_users)})
 
-    baselines = {"mse_global_mean": global_mean_mse(data.targets[data.train_users], data.targets[data.val_users])}
+    report_users = data.test_users if len(data.test_users) else data.val_users  # users the reported MSEs are on
+    baselines = {"mse_global_mean": global_mean_mse(data.targets[data.train_users], data.targets[report_users]),
+                 "mse_global_mean_val": global_mean_mse(data.targets[data.train_users], data.targets[data.val_users])}
     llm, tokenizer = load_llm(llm_cfg, kind="causal_lm")
     if cfg.untuned_baseline == "head":
         baselines.update(_cached(out_dir / "baseline_untuned_head.json", main, lambda: untuned_head_baseline(
@@ -101,6 +107,8 @@ def train_stage1(item_embeddings: np.ndarray, train_sequences: list[np.ndarray],
     model = build_reconstruction_model(llm, tokenizer, data.item_embeddings.shape[1], cfg, llm_cfg)
     sample = data.item_embeddings[1:][torch.randperm(data.item_embeddings.shape[0] - 1)[:2048]]
     model.encoder.match_token_scale(sample)
+    with torch.no_grad():  # start at the global-mean prediction; the head's weights learn the deviations
+        model.head.bias.copy_(torch.log(torch.from_numpy(data.targets[data.train_users]).mean(0).clamp(min=1e-8)))
     model.to(dev)
     table = data.item_embeddings.to(dev)  # [N+1, D]
     head_params = list(model.encoder.item_proj.parameters()) + list(model.head.parameters())
@@ -111,8 +119,14 @@ def train_stage1(item_embeddings: np.ndarray, train_sequences: list[np.ndarray],
         groups.insert(0, {"params": lora_params, "lr": cfg.lr})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     collate = UserBatches(data, cfg.max_items)
-    loader_for = lambda epoch: accelerator.prepare(DataLoader(  # noqa: E731
-        epoch_order(data.train_users, cfg.seed, epoch), batch_size=cfg.batch_size, shuffle=False, collate_fn=collate))
+
+    def loader_for(epoch: int) -> DataLoader:
+        """This epoch's batches. Its own generator keeps DataLoader from drawing on the global RNG,
+        so a resumed run sees the same LoRA-dropout masks as an uninterrupted one."""
+        return accelerator.prepare(DataLoader(epoch_order(data.train_users, cfg.seed, epoch), batch_size=cfg.batch_size,
+                                              shuffle=False, collate_fn=collate,
+                                              generator=torch.Generator().manual_seed(cfg.seed + epoch)))
+
     batches_per_epoch = len(loader_for(0))
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
@@ -157,7 +171,7 @@ def train_stage1(item_embeddings: np.ndarray, train_sequences: list[np.ndarray],
         state["history"].append({"step": state["step"], "epoch": state["epoch"], "val_mse": mse})
         if progress and main:
             tqdm.write(f"step {state['step']}: val MSE {mse:.6f} (best {state['best_val']:.6f}, "
-                       f"global-mean {baselines['mse_global_mean']:.6f})")
+                       f"global-mean {baselines['mse_global_mean_val']:.6f})")
         return state["bad_evals"] >= cfg.patience
 
     clock = {"t0": time.time(), "tokens": core.encoder.llm_tokens, "passes": core.encoder.llm_passes}
@@ -236,7 +250,8 @@ def train_stage1(item_embeddings: np.ndarray, train_sequences: list[np.ndarray],
     if best is not None:
         load_trainable_state(core, best, "best weights")
 
-    metrics = _final_metrics(state, baselines, data, cfg, core, total_steps, steps_per_epoch, t_start)
+    mse_report = evaluate_mse(core, table, data, report_users, cfg, dev)[0] if len(data.test_users) else state["best_val"]
+    metrics = _final_metrics(state, baselines, mse_report, data, cfg, total_steps, steps_per_epoch, t_start)
     if cfg.untuned_baseline == "head+proj" and cfg.lora:
         sub = train_stage1(item_embeddings, train_sequences, out_dir / "untuned_head_proj",
                            Stage1Config(**{**cfg.to_dict(), "lora": False, "untuned_baseline": "none"}),
@@ -285,12 +300,14 @@ def evaluate_mse(model: ReconstructionModel, table: torch.Tensor, data: Stage1Da
 
 
 def untuned_head_baseline(llm: torch.nn.Module, tokenizer, data: Stage1Data, cfg: Stage1Config,
-                          device: torch.device, steps: int = 500, progress: bool = True) -> dict[str, Any]:
+                          device: torch.device, steps: int = 1000, progress: bool = True) -> dict[str, Any]:
     """Baseline: the LLM as is (no LoRA), a random scale-matched projection, only the head fitted.
 
-    Features h_u come from one no-grad pass per user; the softmax head is then fitted on
-    them with full-batch Adam and the same loss, and the best validation MSE is kept
-    (the same selection rule as the tuned model's early stopping).
+    Features h_u come from one no-grad pass per user (same prompt and pooling). The softmax
+    head starts at the global-mean prediction (zero weights, bias = log mean target), is
+    fitted on the training users with full-batch AdamW and the same loss, the step is chosen
+    on the validation users, and the MSE is reported on the test users (validation users if
+    there are none), like the tuned model.
     """
     t0 = time.time()
     gen_state = torch.get_rng_state()
@@ -300,27 +317,39 @@ def untuned_head_baseline(llm: torch.nn.Module, tokenizer, data: Stage1Data, cfg
     encoder.match_token_scale(data.item_embeddings[1:][torch.randperm(data.item_embeddings.shape[0] - 1)[:2048]])
     frozen = ReconstructionModel(encoder, cfg.k).to(device)
     table = data.item_embeddings.to(device)
-    users = np.concatenate([data.train_users, data.val_users])
+    report = data.test_users if len(data.test_users) else data.val_users
+    users = np.concatenate([data.train_users, data.val_users, report])
     h_np, _ = predict_distributions(frozen, table, data, users, cfg, device, progress=progress)
     h_all = torch.from_numpy(h_np).float()  # [U, H]
-    n_train = len(data.train_users)
-    mu, sd = h_all[:n_train].mean(0), h_all[:n_train].std(0).clamp(min=1e-6)
-    h_all = (h_all - mu) / sd  # standardised features help a linear head
-    y = torch.from_numpy(data.targets[users]).float()
+    y = torch.from_numpy(data.targets[users]).float()  # [U, K]
+    n_tr, n_va = len(data.train_users), len(data.val_users)
+    parts = {"train": slice(0, n_tr), "val": slice(n_tr, n_tr + n_va), "report": slice(n_tr + n_va, len(users))}
+    mu, sd = h_all[parts["train"]].mean(0), h_all[parts["train"]].std(0).clamp(min=1e-6)
+    h_all = (h_all - mu) / sd  # standardised features suit a linear head
     head = torch.nn.Linear(h_all.shape[1], cfg.k)
-    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
-    best = math.inf
-    for _ in range(steps):
-        loss = reconstruction_loss(torch.softmax(head(h_all[:n_train]), -1), y[:n_train], cfg.loss_reduction)
+    with torch.no_grad():  # start exactly at the global-mean prediction
+        head.weight.zero_()
+        head.bias.copy_(torch.log(y[parts["train"]].mean(0).clamp(min=1e-8)))
+    opt = torch.optim.AdamW(head.parameters(), lr=3e-3, weight_decay=1e-2)
+
+    def mse(part: str) -> float:
+        with torch.no_grad():
+            return float(((torch.softmax(head(h_all[parts[part]]), -1) - y[parts[part]]) ** 2).mean())
+
+    best_val, best_report, best_step = mse("val"), mse("report"), 0
+    for step in range(1, steps + 1):
+        loss = reconstruction_loss(torch.softmax(head(h_all[parts["train"]]), -1), y[parts["train"]],
+                                   cfg.loss_reduction)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        with torch.no_grad():
-            val = float(((torch.softmax(head(h_all[n_train:]), -1) - y[n_train:]) ** 2).mean())
-        best = min(best, val)
+        val = mse("val")
+        if val < best_val:
+            best_val, best_report, best_step = val, mse("report"), step
     torch.set_rng_state(gen_state)
     llm.train()
-    return {"mse_untuned_llm": best, "untuned_llm_variant": "head (LLM frozen, random projection, head fitted)",
+    return {"mse_untuned_llm": best_report, "mse_untuned_llm_val": best_val, "untuned_llm_best_step": best_step,
+            "untuned_llm_variant": "head (LLM frozen, random projection, head fitted)",
             "untuned_llm_seconds": time.time() - t0}
 
 
@@ -344,21 +373,26 @@ def _finished_metrics(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] |
     raise InputError(f"{out_dir}: holds a finished stage 1 run with other settings; use a new --out or delete it")
 
 
-def _final_metrics(state: dict[str, Any], baselines: dict[str, Any], data: Stage1Data, cfg: Stage1Config,
-                   core: ReconstructionModel, total_steps: int, steps_per_epoch: int, t_start: float) -> dict[str, Any]:
-    """metrics.json content."""
-    mse = state["best_val"]
+def _final_metrics(state: dict[str, Any], baselines: dict[str, Any], mse: float, data: Stage1Data, cfg: Stage1Config,
+                   total_steps: int, steps_per_epoch: int, t_start: float) -> dict[str, Any]:
+    """metrics.json content. `mse` is on the test users (validation users if there are none)."""
+    on = "test" if len(data.test_users) else "validation"
     epochs_done = state["step"] / max(steps_per_epoch, 1)
     train_s = state["train_seconds"]
     return {
         "metrics": {"mse": mse, "mse_global_mean": baselines["mse_global_mean"],
                     "mse_untuned_llm": baselines.get("mse_untuned_llm"),
                     "untuned_llm_variant": baselines.get("untuned_llm_variant"),
-                    "mse_ratio_to_global_mean": (mse / baselines["mse_global_mean"]) if mse is not None else None,
-                    "note": "MSE averaged over held-out users and K; held-out users also drive early stopping"},
+                    "mse_untuned_llm_val": baselines.get("mse_untuned_llm_val"),
+                    "untuned_llm_best_step": baselines.get("untuned_llm_best_step"),
+                    "mse_ratio_to_global_mean": mse / baselines["mse_global_mean"],
+                    "mse_val": state["best_val"], "mse_global_mean_val": baselines["mse_global_mean_val"],
+                    "reported_on": f"{on} users",
+                    "note": (f"MSE averaged over {on} users (never trained on) and K; validation users pick the "
+                             "checkpoint" + ("" if on == "test" else ", so this number is slightly optimistic"))},
         "steps": state["step"], "total_steps_planned": total_steps, "steps_per_epoch": steps_per_epoch,
         "epochs_run": epochs_done, "best_step": state["best_step"], "stopped_early": state["stopped_early"],
-        "users": {"train": int(len(data.train_users)), "val": int(len(data.val_users)),
+        "users": {"train": int(len(data.train_users)), "val": int(len(data.val_users)), "test": int(len(data.test_users)),
                   "dropped_no_train_items": data.dropped_users},
         "groups": {"k": cfg.k, "min_size": int(data.groups.sizes.min()), "max_size": int(data.groups.sizes.max())},
         "timing": {"wall_seconds": time.time() - t_start, "train_seconds": train_s,

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 WORDS = ("given the user's purchase history , predict distribution among purchase preferences . "
@@ -62,3 +63,16 @@ def user_sequences(truth: np.ndarray, n_users: int = 40, k: int = 4, seed: int =
         picks = [rng.choice(by_cluster[liked[0] if rng.random() < 0.8 else liked[1]]) for _ in range(n)]
         out.append(np.asarray(picks, dtype=np.int64))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    """A random 2-layer, 32-wide Llama with a word-level tokenizer, saved as a model folder."""
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_cfg(tiny_llama_dir):
+    from tslrec.stage1_reconstruct.llm_loading import LLMConfig
+
+    return LLMConfig(name_or_path=str(tiny_llama_dir))

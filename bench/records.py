@@ -1,0 +1,40 @@
+"""Benchmark records: bench/results/<name>.json is a JSON list, one record per run."""
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from tslrec.backbones.artifacts import write_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+KEY = ("dataset", "model", "variant", "seed", "device")
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                               cwd=Path(__file__).parent).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def command_line() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
+def load(name: str) -> list[dict]:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def add(name: str, record: dict) -> None:
+    """Append `record` (with command and commit), replacing an earlier run with the same key."""
+    record = {**record, "command": command_line(), "commit": git_commit()}
+    records = [r for r in load(name) if tuple(r.get(k) for k in KEY) != tuple(record.get(k) for k in KEY)]
+    write_json(RESULTS / f"{name}.json", records + [record])

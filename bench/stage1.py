@@ -1,0 +1,106 @@
+"""Benchmark: TSLRec stage 1 (user-level SFT) and its cost against instance-level SFT.
+
+    python bench/stage1.py --dataset ml-100k                      # trains SASRec first if --train-dir is not given
+    python bench/stage1.py --train-dir runs/ml-100k-sasrec-s42 --seeds 0,1,2
+Writes bench/results/stage1-<dataset>.json (held-out-user MSE vs the global-mean and
+untuned-LLM baselines, timings) and bench/results/sft-efficiency.json (seconds per epoch,
+LLM passes and tokens of user-level vs instance-level SFT, same data, model and batch size).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from records import add
+
+from tslrec.backbones.artifacts import read_json
+from tslrec.pipelines.cli import main as cli_main
+from tslrec.pipelines.stage1_job import load_train_run
+from tslrec.stage1_reconstruct.config import Stage1Config
+from tslrec.stage1_reconstruct.instance_level import measure_sft_cost
+from tslrec.stage1_reconstruct.llm_loading import LLMConfig
+from tslrec.stage1_reconstruct.training import train_stage1
+
+
+def ensure_train_dir(args: argparse.Namespace) -> Path:
+    """The `tslrec train` folder to start from; trains SASRec (exporting its item table) if needed."""
+    if args.train_dir:
+        return Path(args.train_dir)
+    folder = Path(f"runs/{args.dataset}-sasrec-s42")
+    if not (folder / "item_embeddings.safetensors").is_file() or not (folder / "metrics.json").is_file():
+        code = cli_main(["train", "--dataset", args.dataset, "--backbone", "sasrec", "--out", str(folder),
+                         "--export-item-embeddings", "--no-progress"])
+        if code != 0:
+            raise SystemExit(code)
+    return folder
+
+
+def device_name(device: str) -> str:
+    if device != "cpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--dataset", default="ml-100k", help="dataset name (used when --train-dir is not given)")
+    p.add_argument("--train-dir", default=None, help="existing `tslrec train --export-item-embeddings` folder")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--llm", default="smollm2")
+    p.add_argument("--k", type=int, default=Stage1Config.k)
+    p.add_argument("--max-items", type=int, default=Stage1Config.max_items)
+    p.add_argument("--epochs", type=int, default=Stage1Config.epochs)
+    p.add_argument("--batch-size", type=int, default=Stage1Config.batch_size)
+    p.add_argument("--untuned-baseline", default="head", choices=["none", "head", "head+proj"])
+    p.add_argument("--cost-steps", type=int, default=5, help="timed optimizer steps per paradigm (0 = skip)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out-root", default="runs/bench-stage1")
+    args = p.parse_args()
+
+    train_dir = ensure_train_dir(args)
+    table, train_sequences, facts = load_train_run(train_dir, None if args.train_dir else args.dataset)
+    dataset = facts["dataset"]
+    llm_cfg = LLMConfig(name_or_path=args.llm)
+    for seed in (int(s) for s in args.seeds.split(",")):
+        cfg = Stage1Config(k=args.k, max_items=args.max_items, epochs=args.epochs, batch_size=args.batch_size,
+                           untuned_baseline=args.untuned_baseline, seed=seed)
+        out = Path(args.out_root) / f"{dataset}-k{cfg.k}-n{cfg.max_items}-s{seed}"
+        shutil.rmtree(out, ignore_errors=True)  # a benchmark always trains from scratch
+        start = time.perf_counter()
+        res = train_stage1(table.numpy(), train_sequences, out, cfg, llm_cfg, device=args.device, run_info=facts)
+        wall = time.perf_counter() - start
+        m, t = res["metrics"], res["timing"]
+        add(f"stage1-{dataset}", {
+            "dataset": dataset, "model": args.llm, "variant": f"user-level LoRA r{cfg.lora_r}, K={cfg.k}, N={cfg.max_items}",
+            "seed": seed, "device": device_name(args.device),
+            "metrics": {"mse": m["mse"], "mse_global_mean": m["mse_global_mean"], "mse_untuned_llm": m["mse_untuned_llm"],
+                        "mse_ratio_to_global_mean": m["mse_ratio_to_global_mean"]},
+            "untuned_llm_variant": m["untuned_llm_variant"],
+            "timings": {"wall_clock_minutes": wall / 60, "train_seconds": t["train_seconds"],
+                        "seconds_per_epoch": t["seconds_per_epoch"], "tokens_per_second": t["tokens_per_second"],
+                        "llm_passes": t["train_llm_passes"], "untuned_llm_seconds": t["untuned_llm_seconds"]},
+            "steps": res["steps"], "epochs_run": res["epochs_run"], "best_step": res["best_step"],
+            "users": res["users"], "groups": res["groups"], "train_dir": str(train_dir),
+            "backbone": facts.get("backbone"), "config": read_json(out / "config.json")["stage1"],
+            "versions": res["versions"],
+        })
+        print(f"seed {seed}: MSE {m['mse']:.6f} vs global mean {m['mse_global_mean']:.6f} "
+              f"(ratio {m['mse_ratio_to_global_mean']:.3f}), untuned LLM {m['mse_untuned_llm']}, {wall / 60:.1f} min")
+
+    if args.cost_steps > 0:
+        cfg = Stage1Config(k=args.k, max_items=args.max_items, batch_size=args.batch_size)
+        cost = measure_sft_cost(table.numpy(), train_sequences, cfg, llm_cfg, steps=args.cost_steps, device=args.device)
+        add("sft-efficiency", {"dataset": dataset, "model": args.llm, "variant": f"batch {cfg.batch_size}, N={cfg.max_items}",
+                               "seed": cfg.seed, "device": device_name(args.device), **cost})
+        r = cost["ratio_instance_over_user"]
+        print(f"instance-level / user-level per epoch: {r['passes']:.1f}x passes, {r['tokens']:.1f}x tokens, "
+              f"{r['seconds_per_epoch']:.1f}x seconds (extrapolated)")
+
+
+if __name__ == "__main__":
+    main()

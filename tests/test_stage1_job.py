@@ -1,0 +1,78 @@
+"""`tslrec stage1` end to end on a user's own file, a fake `tslrec train` folder and the tiny LLM."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from stage1_helpers import clustered_items, tiny_llama_dir, user_sequences  # noqa: F401
+
+from tslrec.backbones.artifacts import load_tensors, read_json, save_tensors, write_json
+from tslrec.pipelines.cli import main
+from tslrec.pipelines.data import DataConfig, load_dataset
+
+
+@pytest.fixture
+def train_dir(tmp_path):
+    """A dataset file in S3-Rec format plus the folder `tslrec train --export-item-embeddings` would write."""
+    table, truth = clustered_items(n_items=50, dim=8, k=4, seed=2)
+    seqs = user_sequences(truth, n_users=40, k=4, seed=2, length=(5, 12))
+    data_file = tmp_path / "toy.txt"
+    data_file.write_text("".join(f"u{u} " + " ".join(f"i{i}" for i in s) + "\n" for u, s in enumerate(seqs)))
+    ds = load_dataset(str(data_file), DataConfig())
+    # the item table in the dataset's internal id order (ids are remapped when read)
+    emb = np.zeros((ds.num_items + 1, 8), dtype=np.float32)
+    for internal, original in enumerate(ds.item_ids[1:], start=1):
+        emb[internal] = table[int(original[1:])]
+    out = tmp_path / "train"
+    save_tensors(out / "item_embeddings.safetensors", {"embeddings": torch.from_numpy(emb)})
+    write_json(out / "metrics.json", {"dataset": ds.name, "model": "sasrec",
+                                      "dataset_info": {"name": ds.name, "hash": ds.hash, "items": ds.num_items},
+                                      "config": {"data": {"kcore": 0, "min_rating": None, "max_len": 50}}})
+    return out, data_file, ds
+
+
+def run_cli(*args: str) -> int:
+    return main(["stage1", *args])
+
+
+def test_stage1_job_trains_and_targets_use_training_items_only(train_dir, tiny_llama_dir, tmp_path, capsys):
+    folder, data_file, ds = train_dir
+    out = tmp_path / "s1"
+    code = run_cli("--train-dir", str(folder), "--dataset", str(data_file), "--out", str(out), "--llm", str(tiny_llama_dir),
+                   "--k", "4", "--epochs", "2", "--batch-size", "8", "--no-bf16", "--device", "cpu", "--no-progress",
+                   "--lr", "5e-3", "--head-lr", "1e-2", "--untuned-baseline", "none")
+    assert code == 0, capsys.readouterr().err
+    metrics = read_json(out / "metrics.json")
+    assert metrics["metrics"]["mse"] < metrics["metrics"]["mse_global_mean"]
+    assert read_json(out / "config.json")["run"]["dataset_hash"] == ds.hash
+    groups = load_tensors(out / "groups.safetensors")
+    item_group = groups["item_group"].numpy()
+    for u, seq in enumerate(ds.sequences):  # targets = histogram of seq[:-2], never of the last two items
+        counts = np.bincount(item_group[seq[:-2]], minlength=4)
+        assert np.allclose(groups["user_targets"][u].numpy(), counts / counts.sum(), atol=1e-6)
+    assert "held-out-user MSE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case", ["rows", "nan", "hash", "no_embeddings", "unknown_llm"])
+def test_stage1_job_bad_inputs_exit_2(train_dir, tiny_llama_dir, tmp_path, capsys, case):
+    folder, data_file, ds = train_dir
+    llm = str(tiny_llama_dir)
+    if case == "rows":
+        emb = load_tensors(folder / "item_embeddings.safetensors")["embeddings"]
+        save_tensors(folder / "item_embeddings.safetensors", {"embeddings": emb[:-3]})
+    elif case == "nan":
+        emb = load_tensors(folder / "item_embeddings.safetensors")["embeddings"]
+        emb[5, 0] = float("nan")
+        save_tensors(folder / "item_embeddings.safetensors", {"embeddings": emb})
+    elif case == "hash":
+        data_file.write_text(data_file.read_text().replace("u0 ", "u0 i1 ", 1))
+    elif case == "no_embeddings":
+        (folder / "item_embeddings.safetensors").unlink()
+    elif case == "unknown_llm":
+        llm = "not-a-model"
+    code = run_cli("--train-dir", str(folder), "--dataset", str(data_file), "--out", str(tmp_path / "x"), "--llm", llm,
+                   "--k", "4", "--device", "cpu", "--no-progress")
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert {"rows": "rows", "nan": "NaN", "hash": "hash", "no_embeddings": "--export-item-embeddings",
+            "unknown_llm": "not a built-in model"}[case] in err

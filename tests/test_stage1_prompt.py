@@ -1,0 +1,87 @@
+"""Soft prompt packing, pooling and the encoder forward (tiny random Llama, no network)."""
+from __future__ import annotations
+
+import torch
+from stage1_helpers import make_tiny_tokenizer, tiny_llama_dir, tiny_llm_cfg  # noqa: F401  (fixtures)
+
+from tslrec.stage1_reconstruct.llm_loading import load_llm
+from tslrec.stage1_reconstruct.model import LLMSequenceEncoder, ReconstructionModel
+from tslrec.stage1_reconstruct.pooling import last_token_pool, masked_mean_pool
+from tslrec.stage1_reconstruct.soft_prompt import SoftPromptBuilder, left_pad_ids
+
+PREFIX = "Given the user's purchase history, predict the user's distribution among 4 purchase preferences."
+
+
+def test_packed_prompt_layout_is_left_padded_with_items_between_prefix_and_suffix():
+    tok = make_tiny_tokenizer()
+    builder = SoftPromptBuilder(tok, PREFIX, "Response:")
+    H = 6
+    embed = torch.nn.Embedding(len(tok), H)
+    P, S = builder.prefix_ids.numel(), builder.suffix_ids.numel()
+    assert builder.prefix_ids[0].item() == tok.bos_token_id  # BOS added once
+    soft = torch.arange(3 * 4 * H, dtype=torch.float32).reshape(3, 4, H) + 1000.0  # [B, T, H], distinct values
+    mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1], [1, 0, 1, 0]])  # row 2 has holes: kept items keep their order
+    inputs, attn, pos = builder(embed, soft, mask)
+    L = P + 4 + S
+    assert inputs.shape == (3, L, H) and attn.shape == (3, L) and pos.shape == (3, L)
+    prefix_vecs, suffix_vecs = embed(builder.prefix_ids), embed(builder.suffix_ids)
+    for row, kept in enumerate([[0, 1, 2, 3], [2, 3], [0, 2]]):
+        n_pad = 4 - len(kept)
+        assert attn[row].tolist() == [0] * n_pad + [1] * (P + len(kept) + S)
+        assert torch.all(inputs[row, :n_pad] == 0)  # padding vectors are zero
+        assert torch.allclose(inputs[row, n_pad:n_pad + P], prefix_vecs)
+        assert torch.equal(inputs[row, n_pad + P:n_pad + P + len(kept)], soft[row, kept])
+        assert torch.allclose(inputs[row, -S:], suffix_vecs)  # last position = last suffix token
+        assert pos[row, n_pad:].tolist() == list(range(P + len(kept) + S))
+
+
+def test_left_pad_ids_keeps_the_last_n_items():
+    ids, mask = left_pad_ids([[1, 2, 3, 4, 5], [7], []], max_items=3)
+    assert ids.tolist() == [[3, 4, 5], [0, 0, 7], [0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 0]]
+
+
+def test_pooling_last_and_masked_mean():
+    hidden = torch.arange(2 * 3 * 2, dtype=torch.float32).reshape(2, 3, 2)  # [B, L, H]
+    left = torch.tensor([[0, 1, 1], [0, 0, 1]])
+    right = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    assert torch.equal(last_token_pool(hidden, left), hidden[:, -1])
+    assert torch.equal(last_token_pool(hidden, right), torch.stack([hidden[0, 1], hidden[1, 0]]))
+    assert torch.allclose(masked_mean_pool(hidden, left), torch.stack([hidden[0, 1:].mean(0), hidden[1, 2]]))
+
+
+def test_padded_batch_gives_the_same_user_vector_as_each_user_alone(tiny_llm_cfg):
+    """Left padding, attention mask and position ids must make padding invisible."""
+    llm, tok = load_llm(tiny_llm_cfg)
+    torch.manual_seed(0)
+    for pooling in ("last", "mean"):
+        enc = LLMSequenceEncoder(llm, tok, item_dim=5, prefix_text=PREFIX, suffix_text="Response:", pooling=pooling).eval()
+        x = torch.randn(3, 6, 5)
+        mask = torch.tensor([[1] * 6, [0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 1]])
+        with torch.no_grad():
+            batched = enc(x, mask)
+            alone = [enc(x[i:i + 1, mask[i].bool()], torch.ones(1, int(mask[i].sum()), dtype=torch.long))
+                     for i in range(3)]
+        assert torch.allclose(batched, torch.cat(alone), atol=1e-5), pooling
+        assert enc.llm_passes == 6 and enc.llm_tokens == 2 * (10 + 3 * enc.prompt.num_text_tokens)
+        # the items matter: changing one item changes the user vector
+        x2 = x.clone()
+        x2[0, 2] += 1.0
+        with torch.no_grad():
+            assert not torch.allclose(enc(x2[:1], mask[:1]), batched[:1], atol=1e-4)
+
+
+def test_encode_items_equals_one_item_users(tiny_llm_cfg):
+    llm, tok = load_llm(tiny_llm_cfg)
+    torch.manual_seed(0)
+    model = ReconstructionModel(LLMSequenceEncoder(llm, tok, 5, PREFIX, "Response:"), k=4)
+    items = torch.randn(7, 5)
+    model.train()
+    emb, probs = model.encode_items(items, batch_size=3, progress=False)
+    assert model.training and model.encoder.llm.training  # encode_items restored the mode it found
+    assert emb.shape == (7, 32) and probs.shape == (7, 4)
+    assert torch.allclose(probs.sum(1), torch.ones(7), atol=1e-5)
+    model.eval()
+    with torch.no_grad():
+        h, p = model(items[4:5].unsqueeze(1), torch.ones(1, 1, dtype=torch.long))
+    assert torch.allclose(emb[4], h[0], atol=1e-5) and torch.allclose(probs[4], p[0], atol=1e-5)

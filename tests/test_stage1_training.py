@@ -1,0 +1,101 @@
+"""Stage 1 training on a tiny random Llama: learning, resuming after a kill, saved artefacts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from stage1_helpers import clustered_items, tiny_llama_dir, tiny_llm_cfg, user_sequences  # noqa: F401
+
+from tslrec.backbones.artifacts import load_tensors, read_json
+from tslrec.backbones.errors import InputError
+from tslrec.stage1_reconstruct.config import Stage1Config
+from tslrec.stage1_reconstruct.data import prepare_stage1_data
+from tslrec.stage1_reconstruct.model_io import load_reconstruction_model
+from tslrec.stage1_reconstruct.training import evaluate_mse, train_stage1
+
+TABLE, TRUTH = clustered_items(n_items=60, dim=8, k=4, seed=0)
+SEQS = user_sequences(TRUTH, n_users=48, k=4, seed=0)
+
+
+def quick_cfg(**kw) -> Stage1Config:
+    base = dict(k=4, epochs=3, batch_size=4, lr=5e-3, head_lr=1e-2, bf16=False, checkpoint_every=2,
+                val_fraction=0.25, max_items=10, untuned_baseline="none", patience=5)
+    base.update(kw)
+    return Stage1Config(**base)
+
+
+class Killed(Exception):
+    """Stands in for SIGKILL: raised from inside the loop, nothing after it runs."""
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_llm_cfg, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    return out, train_stage1(TABLE, SEQS, out, quick_cfg(), tiny_llm_cfg, device="cpu", progress=False)
+
+
+def test_training_learns_the_distributions(full_run):
+    out, metrics = full_run
+    m = metrics["metrics"]
+    log = read_json(out / "log.json")
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3])  # the training loss falls
+    assert m["mse"] < 0.5 * m["mse_global_mean"]  # test users: well below the global-mean baseline
+    assert m["mse_val"] < 0.5 * m["mse_global_mean_val"] and m["reported_on"] == "test users"
+    assert metrics["users"] == {"train": 31, "val": 12, "test": 5, "dropped_no_train_items": 0}
+    assert metrics["steps"] == metrics["total_steps_planned"] == 3 * 8  # 31 users / 4 per batch, 3 epochs
+    assert metrics["timing"]["train_llm_passes"] == 3 * 31  # one LLM pass per user per epoch
+
+
+def test_saved_model_reloads_with_the_same_predictions(full_run, tiny_llm_cfg):
+    out, metrics = full_run
+    model, config = load_reconstruction_model(out)
+    assert config["k"] == 4 and (out / "adapter" / "adapter_config.json").is_file()
+    groups = load_tensors(out / "groups.safetensors")
+    assert groups["item_group"][0].item() == -1 and groups["user_targets"].shape == (48, 4)
+    cfg = quick_cfg()
+    data = prepare_stage1_data(TABLE, SEQS, cfg)
+    assert np.array_equal(groups["test_users"].numpy(), data.test_users)
+    mse, _ = evaluate_mse(model, data.item_embeddings, data, data.test_users, cfg, torch.device("cpu"))
+    assert mse == pytest.approx(metrics["metrics"]["mse"], rel=1e-4)
+    emb, probs = model.encode_items(data.item_embeddings[1:], progress=False)
+    assert emb.shape == (60, 32) and torch.allclose(probs.sum(1), torch.ones(60), atol=1e-5)
+    # a finished folder is not trained again, and other settings are refused
+    again = train_stage1(TABLE, SEQS, out, quick_cfg(), tiny_llm_cfg, device="cpu", progress=False)
+    assert again["metrics"]["mse"] == metrics["metrics"]["mse"]
+    with pytest.raises(InputError, match="other settings"):
+        train_stage1(TABLE, SEQS, out, quick_cfg(lora_r=4), tiny_llm_cfg, device="cpu", progress=False)
+
+
+def test_resume_after_kill_reaches_the_same_step_count_and_result(full_run, tiny_llm_cfg, tmp_path):
+    _, uninterrupted = full_run
+    out = tmp_path / "killed"
+
+    def kill_at_11(step: int) -> None:
+        if step == 11:  # last checkpoint was at step 10; step 11 is lost
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_stage1(TABLE, SEQS, out, quick_cfg(), tiny_llm_cfg, device="cpu", on_step=kill_at_11, progress=False)
+    assert (out / "checkpoint" / "state.json").is_file() and not (out / "metrics.json").exists()
+    assert read_json(out / "checkpoint" / "state.json")["step"] == 10
+    steps_seen: list[int] = []
+    resumed = train_stage1(TABLE, SEQS, out, quick_cfg(), tiny_llm_cfg, device="cpu", on_step=steps_seen.append,
+                           progress=False)
+    assert steps_seen[0] == 11 and steps_seen[-1] == 24
+    assert resumed["steps"] == uninterrupted["steps"] == 24
+    log_steps = [r["step"] for r in read_json(out / "log.json") if "loss" in r]
+    assert log_steps == list(range(1, 25))  # every optimizer step exactly once
+    # same data order, optimizer, scheduler and RNG state: the same model
+    assert resumed["metrics"]["mse"] == pytest.approx(uninterrupted["metrics"]["mse"], rel=1e-4)
+    assert not (out / "checkpoint").exists()  # removed once the run is complete
+
+
+def test_grad_accumulation_max_steps_and_untuned_baseline(tiny_llm_cfg, tmp_path):
+    cfg = quick_cfg(grad_accum=2, max_steps=7, untuned_baseline="head", eval_every=3)
+    metrics = train_stage1(TABLE, SEQS, tmp_path / "acc", cfg, tiny_llm_cfg, device="cpu", progress=False)
+    assert metrics["steps_per_epoch"] == 4 and metrics["steps"] == 7  # ceil(8 batches / 2), capped at 7
+    assert metrics["timing"]["train_llm_passes"] == 31 + 3 * 2 * 4  # all of epoch 1 + 3 steps of 2 batches of 4
+    log = read_json(tmp_path / "acc" / "log.json")
+    assert [r["step"] for r in log if "val_mse" in r] == [3, 6, 7]
+    assert 0 < metrics["metrics"]["mse_untuned_llm"] and 0 <= metrics["metrics"]["untuned_llm_best_step"] <= 1000
