@@ -1,0 +1,24 @@
+# From a fresh clone:  `make run` (main job on the embedded default)  and  `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test report
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0   # the CPU build; GPU users install their CUDA torch instead
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/tslrec train --dataset ml-100k --backbone sasrec --export-item-embeddings --out runs/ml-100k-sasrec
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+report: $(STAMP)
+	$(BIN)/python bench/report.py

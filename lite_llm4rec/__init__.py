@@ -1,0 +1,1 @@
+"""Lite-LLM4Rec: Item LLM -> Recommendation LLM -> item projection head."""

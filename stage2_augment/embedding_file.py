@@ -1,0 +1,144 @@
+"""The exported item-embedding folder: written and read by this one module.
+
+    <folder>/
+      item_embeddings.safetensors  embeddings [N+1, H] float32 (row = internal item id, row 0 = padding, zeros)
+                                   category_probs [N+1, K] float32 (optional; row 0 zeros)
+      item_embeddings.npy          the same embeddings as a NumPy array
+      category_probs.npy           the same category distribution (if present)
+      item_ids.tsv                 internal_id <TAB> original_id, for rows 1..N
+      <dataset>.itememb            RecBole pretrained-embedding atomic file: iid:token  item_emb:float_seq
+      manifest.json                dataset name and hash, dims, source model, pooling, version (written last)
+
+The folder is built under a temporary name and renamed into place, so a folder with a
+manifest is always complete. `load_item_embeddings` checks everything and raises a
+one-line InputError for a missing or truncated file, NaNs, a dimension mismatch, an id
+mismatch or a dataset-hash mismatch.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from tslrec.backbones.artifacts import check_finite, load_tensors, package_versions, read_json, write_json
+from tslrec.backbones.errors import InputError
+
+FORMAT = "tslrec-item-embeddings/1"
+TENSORS = "item_embeddings.safetensors"
+
+
+@dataclass
+class ItemEmbeddingFile:
+    """A validated export."""
+
+    embeddings: torch.Tensor  # [N+1, H], row 0 = padding
+    category_probs: torch.Tensor | None  # [N+1, K] or None
+    item_ids: list[str]  # original id per internal id; [0] = "[PAD]"
+    manifest: dict  # everything manifest.json records
+    folder: Path  # where it was read from
+
+
+def save_item_embeddings(folder: str | Path, embeddings: torch.Tensor, item_ids: list[str], dataset_name: str,
+                         dataset_hash: str, category_probs: torch.Tensor | None = None, source: dict | None = None) -> Path:
+    """Write the export folder atomically. `item_ids[0]` is the padding entry; `source` describes the model."""
+    folder = Path(folder)
+    emb = embeddings.detach().float().cpu().clone()  # [N+1, H]
+    n1 = len(item_ids)
+    if emb.ndim != 2 or emb.shape[0] != n1:
+        raise ValueError(f"embeddings must be [{n1}, H] (one row per item plus padding), got {tuple(emb.shape)}")
+    emb[0] = 0.0
+    tensors = {"embeddings": emb}
+    if category_probs is not None:
+        probs = category_probs.detach().float().cpu().clone()  # [N+1, K]
+        if probs.shape[0] != n1:
+            raise ValueError(f"category_probs must have {n1} rows, got {probs.shape[0]}")
+        probs[0] = 0.0
+        tensors["category_probs"] = probs
+    for k, t in tensors.items():
+        check_finite(k, t, "export")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        save_file(tensors, str(tmp / TENSORS))
+        np.save(tmp / "item_embeddings.npy", emb.numpy())
+        if "category_probs" in tensors:
+            np.save(tmp / "category_probs.npy", tensors["category_probs"].numpy())
+        (tmp / "item_ids.tsv").write_text("".join(f"{i}\t{orig}\n" for i, orig in enumerate(item_ids) if i > 0))
+        recbole_name = f"{dataset_name}.itememb"
+        with open(tmp / recbole_name, "w") as f:
+            f.write("iid:token\titem_emb:float_seq\n")
+            for i in range(1, n1):
+                f.write(item_ids[i] + "\t" + " ".join(f"{x:.6g}" for x in emb[i].tolist()) + "\n")
+        write_json(tmp / "manifest.json", {
+            "format": FORMAT,
+            "dataset": {"name": dataset_name, "hash": dataset_hash, "num_items": n1 - 1},
+            "embedding_dim": emb.shape[1],
+            "num_categories": tensors["category_probs"].shape[1] if "category_probs" in tensors else None,
+            "files": {"tensors": TENSORS, "npy": "item_embeddings.npy", "item_ids": "item_ids.tsv", "recbole": recbole_name},
+            "source": source or {},
+            "versions": package_versions(),
+        })
+        old = folder.with_name(f".{folder.name}.old")
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def load_item_embeddings(folder: str | Path, num_items: int | None = None, dataset_hash: str | None = None,
+                         item_ids: list[str] | None = None) -> ItemEmbeddingFile:
+    """Read and validate an export; pass the dataset's facts to check the export belongs to it."""
+    folder = Path(folder)
+    if folder.is_file() and folder.name == TENSORS:
+        folder = folder.parent
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise InputError(f"{manifest_path}: not found; point to a folder written by 'tslrec stage2' (or re-run it)")
+    manifest = read_json(manifest_path, "embedding manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InputError(f"{manifest_path}: field 'format' is {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
+                         f"expected {FORMAT!r}; re-export with this version of tslrec")
+    tensors = load_tensors(folder / TENSORS, "item embedding file")
+    if "embeddings" not in tensors:
+        raise InputError(f"{folder / TENSORS}: field 'embeddings' is missing; re-export the embeddings")
+    emb = tensors["embeddings"].float()
+    probs = tensors.get("category_probs")
+    want_n = manifest.get("dataset", {}).get("num_items")
+    if emb.ndim != 2 or emb.shape[0] != (want_n or 0) + 1 or emb.shape[1] != manifest.get("embedding_dim"):
+        raise InputError(f"{folder / TENSORS}: field 'embeddings' has shape {tuple(emb.shape)} but manifest.json says "
+                         f"[{(want_n or 0) + 1}, {manifest.get('embedding_dim')}]; the files are from different exports, re-export")
+    check_finite("embeddings", emb, folder / TENSORS)
+    if probs is not None:
+        if probs.shape[0] != emb.shape[0] or probs.shape[1] != manifest.get("num_categories"):
+            raise InputError(f"{folder / TENSORS}: field 'category_probs' has shape {tuple(probs.shape)}, expected "
+                             f"[{emb.shape[0]}, {manifest.get('num_categories')}]; re-export")
+        check_finite("category_probs", probs, folder / TENSORS)
+        probs = probs.float()
+    ids_path = folder / "item_ids.tsv"
+    if not ids_path.is_file():
+        raise InputError(f"{ids_path}: not found; re-export the embeddings")
+    lines = ids_path.read_text().splitlines()
+    stored_ids = ["[PAD]"] + [ln.split("\t", 1)[1] if "\t" in ln else "" for ln in lines]
+    if len(stored_ids) != emb.shape[0]:
+        raise InputError(f"{ids_path}: {len(lines)} rows but the embeddings have {emb.shape[0] - 1} items; re-export")
+    if num_items is not None and num_items != want_n:
+        raise InputError(f"{folder}: field 'dataset.num_items' is {want_n} but the dataset has {num_items} items; "
+                         "export the embeddings from this dataset with the same preprocessing flags")
+    if dataset_hash is not None and dataset_hash != manifest.get("dataset", {}).get("hash"):
+        raise InputError(f"{manifest_path}: field 'dataset.hash' does not match the dataset "
+                         f"({str(manifest.get('dataset', {}).get('hash'))[:12]} vs {dataset_hash[:12]}); "
+                         "export from the same dataset and preprocessing flags")
+    if item_ids is not None and item_ids[1:] != stored_ids[1:]:
+        first = next(i for i, (a, b) in enumerate(zip(item_ids, stored_ids)) if a != b)
+        raise InputError(f"{ids_path}: row {first} maps to item {stored_ids[first]!r} but the dataset has {item_ids[first]!r}; "
+                         "export from the same dataset")
+    return ItemEmbeddingFile(emb, probs, stored_ids, manifest, folder)
