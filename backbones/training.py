@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from .artifacts import atomic_path
 from .base import SequentialRecommender
 from .batching import EvalSplit, LeaveOneOutSplits
+from .errors import InputError
 from .evaluation import EvalConfig, EvalResult, evaluate
 
 
@@ -82,8 +83,12 @@ def train(model: SequentialRecommender, splits: LeaveOneOutSplits, cfg: TrainCon
     best_weights = copy.deepcopy(model.state_dict())
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.is_file():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-        model.load_state_dict(saved["model"])
+        try:
+            saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+            model.load_state_dict(saved["model"])
+        except Exception as e:  # noqa: BLE001 - torch's weights-only reader raises many types on a damaged file
+            raise InputError(f"{ckpt}: checkpoint is corrupt or from another model ({type(e).__name__}); "
+                             "delete it to start this run from scratch") from None
         opt.load_state_dict(saved["optimizer"])
         best_weights = saved["best_model"]
         state = saved["state"]

@@ -6,14 +6,22 @@ import sys
 
 from tslrec.backbones.errors import InputError
 
-from . import data_job, stage1_job, train_job
+from . import ablate_job, data_job, lite_job, run_job, stage1_job, stage2_job, train_job
 
 # Each job module exposes add_parser(subparsers) and sets `func` on its parser.
-JOBS = [data_job, train_job, stage1_job]
+JOBS = [data_job, train_job, stage1_job, stage2_job, ablate_job, lite_job, run_job]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (what is wrong and where to look) and exit code 2."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message}; see '{self.prog} --help'", file=sys.stderr)
+        raise SystemExit(InputError.exit_code)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tslrec", description=__doc__)
+    parser = OneLineParser(prog="tslrec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for job in JOBS:
         job.add_parser(sub)
@@ -22,7 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed
+        return int(e.code or 0)
     try:
         args.func(args)
     except InputError as e:

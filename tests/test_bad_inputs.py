@@ -1,0 +1,145 @@
+"""The bad-input catalogue: every case gives one line naming what is wrong and where, exit code 2,
+and leaves no output that looks complete."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tslrec.pipelines.cli import main
+
+from conftest import write_atomic
+
+GOOD_ROWS = [(u, i, 5, t) for u in range(1, 7) for t, i in enumerate(range(u, u + 6))]
+
+
+def good_dataset(tmp: Path) -> Path:
+    return write_atomic(tmp / "good", GOOD_ROWS)
+
+
+def train_dir(tmp: Path) -> Path:
+    """A real `tslrec train` output on the hand-built dataset (a few epochs)."""
+    out = tmp / "stage0"
+    assert main(["train", "--dataset", str(good_dataset(tmp)), "--backbone", "gru4rec", "--epochs", "1",
+                 "--hidden", "8", "--out", str(out), "--export-item-embeddings", "--no-progress"]) == 0
+    return out
+
+
+def _file(tmp: Path, name: str, text: str) -> Path:
+    p = tmp / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    return p
+
+
+def case_missing_file(tmp):
+    return ["data", "describe", str(tmp / "nope.inter")], "nope.inter"
+
+
+def case_empty_file(tmp):
+    return ["data", "describe", str(_file(tmp, "e.inter", ""))], "e.inter"
+
+
+def case_missing_column(tmp):
+    return ["data", "describe", str(_file(tmp, "c.inter", "user_id:token\trating:float\n1\t5\n"))], "item_id"
+
+
+def case_bad_timestamp(tmp):
+    return ["data", "describe", str(_file(tmp, "t.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\tnoon\n"))], "timestamp"
+
+
+def case_ragged_row(tmp):
+    return ["data", "describe", str(_file(tmp, "r.inter", "user_id:token\titem_id:token\n1\t2\n1\n"))], "line 3"
+
+
+def case_too_few_items(tmp):
+    return ["data", "describe", str(_file(tmp, "f.inter", "user_id:token\titem_id:token\n1\t2\n1\t3\n"))], "at least 3"
+
+
+def case_unknown_dataset(tmp):
+    return ["data", "describe", "ml-10b"], "ml-10b"
+
+
+def case_unknown_file_type(tmp):
+    return ["data", "describe", str(_file(tmp, "x.csv", "a,b\n"))], "x.csv"
+
+
+def case_s3rec_user_without_items(tmp):
+    return ["data", "describe", str(_file(tmp, "s.txt", "1 2 3\n4\n"))], "line 2"
+
+
+def case_movielens_folder_without_ratings(tmp):
+    (tmp / "ml").mkdir()
+    return ["data", "describe", str(tmp / "ml")], "ratings.dat"
+
+
+def case_min_rating_without_rating_column(tmp):
+    p = write_atomic(tmp / "nr", [(1, 1, 1), (1, 2, 2), (1, 3, 3)], header="user_id:token\titem_id:token\ttimestamp:float")
+    return ["data", "describe", str(p), "--min-rating", "4"], "rating"
+
+
+def case_unknown_backbone(tmp):
+    return ["train", "--dataset", str(good_dataset(tmp)), "--backbone", "bert4rec", "--out", str(tmp / "o")], "bert4rec"
+
+
+def case_max_len_too_short(tmp):
+    return ["train", "--dataset", str(good_dataset(tmp)), "--max-len", "1", "--out", str(tmp / "o")], "--max-len"
+
+
+def case_corrupt_checkpoint(tmp):
+    out = tmp / "ck"
+    _file(out, "checkpoint.pt", "this is not a checkpoint")
+    return ["train", "--dataset", str(good_dataset(tmp)), "--epochs", "1", "--out", str(out), "--no-progress"], "checkpoint.pt"
+
+
+def case_config_missing(tmp):
+    return ["run", "--config", str(tmp / "none.yaml")], "none.yaml"
+
+
+def case_config_bad_yaml(tmp):
+    return ["run", "--config", str(_file(tmp, "b.yaml", "dataset: [ml-100k\n"))], "b.yaml"
+
+
+def case_config_unknown_key(tmp):
+    return ["run", "--config", str(_file(tmp, "u.yaml", "dataset: ml-100k\nepochs: 3\n"))], "epochs"
+
+
+def case_config_unknown_stage_option(tmp):
+    cfg = _file(tmp, "s.yaml", f"dataset: {good_dataset(tmp)}\nout: {tmp / 'run'}\nstages:\n  stage0:\n    layerz: 3\n")
+    return ["run", "--config", str(cfg)], "stages.stage0.layerz"
+
+
+def case_config_unknown_stage(tmp):
+    return ["run", "--config", str(_file(tmp, "st.yaml", "dataset: ml-100k\nstages:\n  stage9: {}\n"))], "stage9"
+
+
+def case_config_bad_override(tmp):
+    return ["run", "--config", str(_file(tmp, "o.yaml", "dataset: ml-100k\n")), "--set", "seed"], "--set seed"
+
+
+def case_export_missing_manifest(tmp):
+    (tmp / "emb").mkdir()
+    return ["train", "--dataset", str(good_dataset(tmp)), "--fusion", "gate", "--item-embeddings", str(tmp / "emb"),
+            "--out", str(tmp / "o")], "manifest.json"
+
+
+CASES: list[Callable] = [v for k, v in sorted(globals().items()) if k.startswith("case_")]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.__name__[5:] for c in CASES])
+def test_bad_input(case, tmp_path, capsys):
+    argv, needle = case(tmp_path)
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert needle in err, err
+    assert "Traceback" not in err
+    # nothing that looks complete was written
+    assert not list(tmp_path.rglob("metrics.json")) or "stage0" in str(list(tmp_path.rglob("metrics.json"))[0])
+    assert not list(tmp_path.rglob("stage_manifest.json"))
