@@ -92,7 +92,7 @@ class FusedItemEmbedding(nn.Module):
         if self.kind == "base":
             return e_id
         if self.kind == "ci":
-            return e_id + self.cluster_emb(self.clusters[ids])
+            return e_id + self.cluster_emb(self.clusters[ids]) * (ids > 0).unsqueeze(-1)  # padding stays 0
         e_llm = self.proj(self.llm_table[ids]) * (ids > 0).unsqueeze(-1)  # [..., H], padding stays 0
         if self.kind == "llm-only":
             return e_llm

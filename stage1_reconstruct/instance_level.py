@@ -25,7 +25,7 @@ from .llm_loading import LLMConfig, load_llm
 from .model import LLMSequenceEncoder
 from .model_io import add_lora, build_reconstruction_model
 from .soft_prompt import left_pad_ids
-from .training import reconstruction_loss
+from .evaluation import reconstruction_loss
 
 INSTANCE_PREFIX = "Given the user's purchase history, predict the next item."
 

@@ -274,6 +274,8 @@ def transformer_body(model: nn.Module) -> nn.Module:
     the body, so they are used either way.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(getattr(base, "config", None), "is_encoder_decoder", False) and hasattr(base, "get_encoder"):
+        return base.get_encoder()  # T5-style models: the encoder stack (used by Lite-LLM4Rec)
     prefix = getattr(base, "base_model_prefix", "")
     body = getattr(base, prefix, None) if prefix else None
     if isinstance(body, nn.Module) and body is not base:

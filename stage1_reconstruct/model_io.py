@@ -1,6 +1,7 @@
 """Build a ReconstructionModel (LLM + LoRA + projection + head), save it, load it back.
 
-Files in a stage 1 output folder that this module reads and writes:
+Files in a stage 1 output folder that this module reads and writes (training.py adds
+groups.safetensors, metrics.json and log.json; see docs/stage1.md):
     config.json          Stage1Config, LLMConfig, item_dim, K, prompt texts
     adapter/             LoRA adapter (peft save_pretrained; absent for the no-LoRA baseline)
     heads.safetensors    item_proj.{weight,bias}, head.{weight,bias}
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tslrec.backbones.artifacts import load_tensors, read_json, save_tensors
+from tslrec.backbones.artifacts import load_tensors, read_json, resolve_device, save_tensors
 from tslrec.backbones.errors import InputError
 
 from .config import Stage1Config
@@ -77,9 +78,11 @@ def save_reconstruction_model(model: ReconstructionModel, out_dir: str | Path) -
     })
 
 
-def load_reconstruction_model(stage1_dir: str | Path, device: str | torch.device = "cpu",
+def load_reconstruction_model(stage1_dir: str | Path, device: str | torch.device = "auto",
                               llm_override: LLMConfig | None = None) -> tuple[ReconstructionModel, dict]:
     """Load a trained stage 1 model from its output folder -> (model on `device`, config dict).
+
+    device: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:N" or a torch.device.
 
     llm_override: load the LLM differently (e.g. another dtype) than it was trained with;
     the name must still point to the same weights.
@@ -118,4 +121,4 @@ def load_reconstruction_model(stage1_dir: str | Path, device: str | torch.device
                          "re-run `tslrec stage1`") from None
     for p in model.parameters():
         p.requires_grad_(False)
-    return model.to(device), config
+    return model.to(resolve_device(device) if isinstance(device, str) else device), config

@@ -19,14 +19,14 @@ from torch import nn
 class SoftPromptBuilder(nn.Module):
     """Holds the tokenised prefix/suffix and packs them around a block of soft vectors."""
 
-    def __init__(self, tokenizer, prefix_text: str, suffix_text: str, add_bos: bool = True):
+    def __init__(self, tokenizer, prefix_text: str, suffix_text: str, add_bos: bool = True, require_suffix: bool = True):
         super().__init__()
         prefix_ids = tokenizer(prefix_text, add_special_tokens=False)["input_ids"]
         bos = tokenizer.bos_token_id
         if add_bos and bos is not None and (not prefix_ids or prefix_ids[0] != bos):
             prefix_ids = [bos] + prefix_ids
         suffix_ids = tokenizer(suffix_text, add_special_tokens=False)["input_ids"]
-        if not suffix_ids:
+        if require_suffix and not suffix_ids:  # Lite-LLM4Rec mean-pools items and passes require_suffix=False
             raise ValueError("suffix_text must tokenise to at least one token: its last token is the pooled position")
         self.prefix_text = prefix_text  # kept for configs/logs
         self.suffix_text = suffix_text

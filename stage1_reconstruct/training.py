@@ -30,27 +30,18 @@ from tslrec.backbones.errors import InputError
 from .checkpointing import config_fingerprint, find_checkpoint, load_checkpoint, load_trainable_state, \
     save_checkpoint, trainable_state
 from .config import Stage1Config
+from .baselines import mean_embedding_baseline, untuned_head_baseline
 from .data import Stage1Data, UserBatches, epoch_order, prepare_stage1_data
+from .evaluation import evaluate_mse, reconstruction_loss
 from .grouping import global_mean_mse
-from .llm_loading import LLMConfig, load_llm, quantized_safe_eval
-from .model import LLMSequenceEncoder, ReconstructionModel
+from .llm_loading import LLMConfig, load_llm
+from .model import ReconstructionModel
 from .model_io import CONFIG_FILE, build_reconstruction_model, save_reconstruction_model
 
 CHECKPOINT_DIR = "checkpoint"
 METRICS_FILE = "metrics.json"
 GROUPS_FILE = "groups.safetensors"
 LOG_FILE = "log.json"
-
-
-def reconstruction_loss(probs: torch.Tensor, targets: torch.Tensor, reduction: str) -> torch.Tensor:
-    """Squared error between predicted and target distributions (Eq. 3).
-
-    probs, targets: [B, K]. "sum": summed over K, mean over users (the paper's form; its
-    gradient is K times the per-element mean, which keeps it from vanishing for larger K).
-    "mean": mean over users and K.
-    """
-    sq = (probs.float() - targets.float()) ** 2  # [B, K]
-    return sq.sum(dim=1).mean() if reduction == "sum" else sq.mean()
 
 
 def train_stage1(item_embeddings: np.ndarray, train_sequences: list[np.ndarray], out_dir: str | Path,
@@ -97,7 +88,8 @@ def train_stage1(item_embeddings: np.ndarray, train_sequences: list[np.ndarray],
 
     report_users = data.test_users if len(data.test_users) else data.val_users  # users the reported MSEs are on
     baselines = {"mse_global_mean": global_mean_mse(data.targets[data.train_users], data.targets[report_users]),
-                 "mse_global_mean_val": global_mean_mse(data.targets[data.train_users], data.targets[data.val_users])}
+                 "mse_global_mean_val": global_mean_mse(data.targets[data.train_users], data.targets[data.val_users]),
+                 **mean_embedding_baseline(data, cfg)}
     llm, tokenizer = load_llm(llm_cfg, kind="causal_lm")
     if cfg.untuned_baseline == "head":
         baselines.update(_cached(out_dir / "baseline_untuned_head.json", main, lambda: untuned_head_baseline(
@@ -206,7 +198,8 @@ def train_stage1(item_embeddings: np.ndarray, train_sequences: list[np.ndarray],
                 with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                     _, probs = model(item_embs, mask)  # [B, K]
                 loss = reconstruction_loss(probs, targets, cfg.loss_reduction)
-                accelerator.backward(loss / micro_weight(cfg.grad_accum, batches_per_epoch, state["batch_in_epoch"] - micro))
+                in_step = micro_weight(cfg.grad_accum, batches_per_epoch, state["batch_in_epoch"] - micro)
+                accelerator.backward(loss / in_step)
             running += float(loss.detach())
             if not last_of_step:
                 continue
@@ -251,7 +244,11 @@ def train_stage1(item_embeddings: np.ndarray, train_sequences: list[np.ndarray],
         load_trainable_state(core, best, "best weights")
 
     mse_report = evaluate_mse(core, table, data, report_users, cfg, dev)[0] if len(data.test_users) else state["best_val"]
+    if accelerator.num_processes > 1:  # tokens and passes of every process, not just this one
+        totals = accelerator.reduce(torch.tensor([state["train_tokens"], state["train_passes"]], device=dev), "sum")
+        state.update(train_tokens=int(totals[0]), train_passes=int(totals[1]))
     metrics = _final_metrics(state, baselines, mse_report, data, cfg, total_steps, steps_per_epoch, t_start)
+    metrics["timing"]["processes"] = accelerator.num_processes
     if cfg.untuned_baseline == "head+proj" and cfg.lora:
         sub = train_stage1(item_embeddings, train_sequences, out_dir / "untuned_head_proj",
                            Stage1Config(**{**cfg.to_dict(), "lora": False, "untuned_baseline": "none"}),
@@ -271,86 +268,6 @@ def micro_weight(grad_accum: int, batches_per_epoch: int, first_batch_of_step: i
     """Number of micro-batches in the optimizer step that starts at `first_batch_of_step` (the last step of an
     epoch may be shorter), so the accumulated gradient is a mean over the step's micro-batches."""
     return min(grad_accum, batches_per_epoch - first_batch_of_step)
-
-
-@torch.no_grad()
-def predict_distributions(model: ReconstructionModel, table: torch.Tensor, data: Stage1Data, users: np.ndarray,
-                          cfg: Stage1Config, device: torch.device, progress: bool = False
-                          ) -> tuple[np.ndarray, np.ndarray]:
-    """(h_u [U, H], probs [U, K]) for the given users, batched, no gradients."""
-    collate = UserBatches(data, cfg.max_items)
-    hs, ps = [], []
-    with quantized_safe_eval(model):
-        for start in tqdm(range(0, len(users), cfg.eval_batch_size), desc="predict", disable=not progress,
-                          leave=False):
-            ids, mask, _ = collate([int(u) for u in users[start:start + cfg.eval_batch_size]])
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                h, p = model(table[ids.to(device)], mask.to(device))
-            hs.append(h.float().cpu().numpy())
-            ps.append(p.float().cpu().numpy())
-    return np.concatenate(hs), np.concatenate(ps)
-
-
-def evaluate_mse(model: ReconstructionModel, table: torch.Tensor, data: Stage1Data, users: np.ndarray,
-                 cfg: Stage1Config, device: torch.device) -> tuple[float, float]:
-    """(MSE averaged over users and K, squared error summed over K averaged over users)."""
-    _, probs = predict_distributions(model, table, data, users, cfg, device)
-    sq = (probs - data.targets[users]) ** 2  # [U, K]
-    return float(sq.mean()), float(sq.sum(axis=1).mean())
-
-
-def untuned_head_baseline(llm: torch.nn.Module, tokenizer, data: Stage1Data, cfg: Stage1Config,
-                          device: torch.device, steps: int = 1000, progress: bool = True) -> dict[str, Any]:
-    """Baseline: the LLM as is (no LoRA), a random scale-matched projection, only the head fitted.
-
-    Features h_u come from one no-grad pass per user (same prompt and pooling). The softmax
-    head starts at the global-mean prediction (zero weights, bias = log mean target), is
-    fitted on the training users with full-batch AdamW and the same loss, the step is chosen
-    on the validation users, and the MSE is reported on the test users (validation users if
-    there are none), like the tuned model.
-    """
-    t0 = time.time()
-    gen_state = torch.get_rng_state()
-    torch.manual_seed(cfg.seed + 1)
-    encoder = LLMSequenceEncoder(llm, tokenizer, data.item_embeddings.shape[1], cfg.prefix(), cfg.suffix_text,
-                                 cfg.pooling)
-    encoder.match_token_scale(data.item_embeddings[1:][torch.randperm(data.item_embeddings.shape[0] - 1)[:2048]])
-    frozen = ReconstructionModel(encoder, cfg.k).to(device)
-    table = data.item_embeddings.to(device)
-    report = data.test_users if len(data.test_users) else data.val_users
-    users = np.concatenate([data.train_users, data.val_users, report])
-    h_np, _ = predict_distributions(frozen, table, data, users, cfg, device, progress=progress)
-    h_all = torch.from_numpy(h_np).float()  # [U, H]
-    y = torch.from_numpy(data.targets[users]).float()  # [U, K]
-    n_tr, n_va = len(data.train_users), len(data.val_users)
-    parts = {"train": slice(0, n_tr), "val": slice(n_tr, n_tr + n_va), "report": slice(n_tr + n_va, len(users))}
-    mu, sd = h_all[parts["train"]].mean(0), h_all[parts["train"]].std(0).clamp(min=1e-6)
-    h_all = (h_all - mu) / sd  # standardised features suit a linear head
-    head = torch.nn.Linear(h_all.shape[1], cfg.k)
-    with torch.no_grad():  # start exactly at the global-mean prediction
-        head.weight.zero_()
-        head.bias.copy_(torch.log(y[parts["train"]].mean(0).clamp(min=1e-8)))
-    opt = torch.optim.AdamW(head.parameters(), lr=3e-3, weight_decay=1e-2)
-
-    def mse(part: str) -> float:
-        with torch.no_grad():
-            return float(((torch.softmax(head(h_all[parts[part]]), -1) - y[parts[part]]) ** 2).mean())
-
-    best_val, best_report, best_step = mse("val"), mse("report"), 0
-    for step in range(1, steps + 1):
-        loss = reconstruction_loss(torch.softmax(head(h_all[parts["train"]]), -1), y[parts["train"]],
-                                   cfg.loss_reduction)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        val = mse("val")
-        if val < best_val:
-            best_val, best_report, best_step = val, mse("report"), step
-    torch.set_rng_state(gen_state)
-    llm.train()
-    return {"mse_untuned_llm": best_report, "mse_untuned_llm_val": best_val, "untuned_llm_best_step": best_step,
-            "untuned_llm_variant": "head (LLM frozen, random projection, head fitted)",
-            "untuned_llm_seconds": time.time() - t0}
 
 
 def _cached(path: Path, main: bool, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -384,6 +301,8 @@ def _final_metrics(state: dict[str, Any], baselines: dict[str, Any], mse: float,
                     "mse_untuned_llm": baselines.get("mse_untuned_llm"),
                     "untuned_llm_variant": baselines.get("untuned_llm_variant"),
                     "mse_untuned_llm_val": baselines.get("mse_untuned_llm_val"),
+                    "mse_mean_embedding": baselines["mse_mean_embedding"],
+                    "mse_mean_embedding_val": baselines["mse_mean_embedding_val"],
                     "untuned_llm_best_step": baselines.get("untuned_llm_best_step"),
                     "mse_ratio_to_global_mean": mse / baselines["mse_global_mean"],
                     "mse_val": state["best_val"], "mse_global_mean_val": baselines["mse_global_mean_val"],

@@ -3,6 +3,8 @@
     <folder>/
       item_embeddings.safetensors  embeddings [N+1, H] float32 (row = internal item id, row 0 = padding, zeros)
                                    category_probs [N+1, K] float32 (optional; row 0 zeros)
+                                   item_groups [N+1] int64 (optional): the stage-1 k-means group of each item,
+                                   row 0 = -1 (the pre-grouping index of the CI variant and of Fig. 4)
       item_embeddings.npy          the same embeddings as a NumPy array
       category_probs.npy           the same category distribution (if present)
       item_ids.tsv                 internal_id <TAB> original_id, for rows 1..N
@@ -41,11 +43,14 @@ class ItemEmbeddingFile:
     item_ids: list[str]  # original id per internal id; [0] = "[PAD]"
     manifest: dict  # everything manifest.json records
     folder: Path  # where it was read from
+    item_groups: torch.Tensor | None = None  # [N+1] int64 k-means group per item (row 0 = -1), or None
 
 
 def save_item_embeddings(folder: str | Path, embeddings: torch.Tensor, item_ids: list[str], dataset_name: str,
-                         dataset_hash: str, category_probs: torch.Tensor | None = None, source: dict | None = None) -> Path:
-    """Write the export folder atomically. `item_ids[0]` is the padding entry; `source` describes the model."""
+                         dataset_hash: str, category_probs: torch.Tensor | None = None, source: dict | None = None,
+                         item_groups: torch.Tensor | None = None) -> Path:
+    """Write the export folder atomically. `item_ids[0]` is the padding entry; `source` describes the model;
+    `item_groups` [N+1] is the stage-1 k-means group of each item (optional)."""
     folder = Path(folder)
     emb = embeddings.detach().float().cpu().clone()  # [N+1, H]
     n1 = len(item_ids)
@@ -55,12 +60,19 @@ def save_item_embeddings(folder: str | Path, embeddings: torch.Tensor, item_ids:
     tensors = {"embeddings": emb}
     if category_probs is not None:
         probs = category_probs.detach().float().cpu().clone()  # [N+1, K]
-        if probs.shape[0] != n1:
-            raise ValueError(f"category_probs must have {n1} rows, got {probs.shape[0]}")
+        if probs.ndim != 2 or probs.shape[0] != n1:
+            raise ValueError(f"category_probs must be [{n1}, K], got {tuple(probs.shape)}")
         probs[0] = 0.0
         tensors["category_probs"] = probs
+    if item_groups is not None:
+        groups = torch.as_tensor(item_groups).detach().long().cpu().clone()  # [N+1]
+        if groups.shape != (n1,):
+            raise ValueError(f"item_groups must be [{n1}], got {tuple(groups.shape)}")
+        groups[0] = -1
+        tensors["item_groups"] = groups
     for k, t in tensors.items():
-        check_finite(k, t, "export")
+        if t.is_floating_point():
+            check_finite(k, t, "export")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
@@ -79,6 +91,7 @@ def save_item_embeddings(folder: str | Path, embeddings: torch.Tensor, item_ids:
             "dataset": {"name": dataset_name, "hash": dataset_hash, "num_items": n1 - 1},
             "embedding_dim": emb.shape[1],
             "num_categories": tensors["category_probs"].shape[1] if "category_probs" in tensors else None,
+            "has_item_groups": "item_groups" in tensors,
             "files": {"tensors": TENSORS, "npy": "item_embeddings.npy", "item_ids": "item_ids.tsv", "recbole": recbole_name},
             "source": source or {},
             "versions": package_versions(),
@@ -107,22 +120,29 @@ def load_item_embeddings(folder: str | Path, num_items: int | None = None, datas
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InputError(f"{manifest_path}: field 'format' is {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
                          f"expected {FORMAT!r}; re-export with this version of tslrec")
+    facts = manifest.get("dataset") if isinstance(manifest.get("dataset"), dict) else {}
     tensors = load_tensors(folder / TENSORS, "item embedding file")
     if "embeddings" not in tensors:
         raise InputError(f"{folder / TENSORS}: field 'embeddings' is missing; re-export the embeddings")
     emb = tensors["embeddings"].float()
     probs = tensors.get("category_probs")
-    want_n = manifest.get("dataset", {}).get("num_items")
+    groups = tensors.get("item_groups")
+    want_n = facts.get("num_items")
     if emb.ndim != 2 or emb.shape[0] != (want_n or 0) + 1 or emb.shape[1] != manifest.get("embedding_dim"):
         raise InputError(f"{folder / TENSORS}: field 'embeddings' has shape {tuple(emb.shape)} but manifest.json says "
                          f"[{(want_n or 0) + 1}, {manifest.get('embedding_dim')}]; the files are from different exports, re-export")
     check_finite("embeddings", emb, folder / TENSORS)
     if probs is not None:
-        if probs.shape[0] != emb.shape[0] or probs.shape[1] != manifest.get("num_categories"):
+        if probs.ndim != 2 or probs.shape[0] != emb.shape[0] or probs.shape[1] != manifest.get("num_categories"):
             raise InputError(f"{folder / TENSORS}: field 'category_probs' has shape {tuple(probs.shape)}, expected "
                              f"[{emb.shape[0]}, {manifest.get('num_categories')}]; re-export")
         check_finite("category_probs", probs, folder / TENSORS)
         probs = probs.float()
+    if groups is not None:
+        if groups.shape != (emb.shape[0],) or groups.is_floating_point() or (groups.numel() > 1 and int(groups[1:].min()) < 0):
+            raise InputError(f"{folder / TENSORS}: field 'item_groups' must be {emb.shape[0]} non-negative integers "
+                             f"(row 0 = -1), got shape {tuple(groups.shape)} {groups.dtype}; re-export")
+        groups = groups.long()
     ids_path = folder / "item_ids.tsv"
     if not ids_path.is_file():
         raise InputError(f"{ids_path}: not found; re-export the embeddings")
@@ -133,12 +153,15 @@ def load_item_embeddings(folder: str | Path, num_items: int | None = None, datas
     if num_items is not None and num_items != want_n:
         raise InputError(f"{folder}: field 'dataset.num_items' is {want_n} but the dataset has {num_items} items; "
                          "export the embeddings from this dataset with the same preprocessing flags")
-    if dataset_hash is not None and dataset_hash != manifest.get("dataset", {}).get("hash"):
+    if dataset_hash is not None and dataset_hash != facts.get("hash"):
         raise InputError(f"{manifest_path}: field 'dataset.hash' does not match the dataset "
-                         f"({str(manifest.get('dataset', {}).get('hash'))[:12]} vs {dataset_hash[:12]}); "
+                         f"({str(facts.get('hash'))[:12]} vs {dataset_hash[:12]}); "
                          "export from the same dataset and preprocessing flags")
     if item_ids is not None and item_ids[1:] != stored_ids[1:]:
-        first = next(i for i, (a, b) in enumerate(zip(item_ids, stored_ids)) if a != b)
+        if len(item_ids) != len(stored_ids):
+            raise InputError(f"{ids_path}: {len(stored_ids) - 1} items but the dataset has {len(item_ids) - 1}; "
+                             "export from the same dataset")
+        first = next(i for i, (a, b) in enumerate(zip(item_ids, stored_ids)) if i > 0 and a != b)
         raise InputError(f"{ids_path}: row {first} maps to item {stored_ids[first]!r} but the dataset has {item_ids[first]!r}; "
                          "export from the same dataset")
-    return ItemEmbeddingFile(emb, probs, stored_ids, manifest, folder)
+    return ItemEmbeddingFile(emb, probs, stored_ids, manifest, folder, groups)

@@ -14,7 +14,7 @@ from tslrec.stage1_reconstruct import llm_loading
 from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.llm_loading import LLMConfig, hidden_size, load_llm, transformer_body
 from tslrec.stage1_reconstruct.model_io import add_lora, build_reconstruction_model
-from tslrec.stage1_reconstruct.training import reconstruction_loss
+from tslrec.stage1_reconstruct.evaluation import reconstruction_loss
 
 
 def test_local_folder_loads_frozen_in_train_mode(tiny_llm_cfg):
@@ -94,3 +94,27 @@ def test_real_smollm2_from_its_wheel_trains_one_step():
     changed = [n for n, p in model.named_parameters() if "lora_B" in n and not torch.equal(p, lora_before[n])]
     assert len(changed) == len(lora_before) > 0  # every LoRA B matrix received a gradient step
     assert np.isfinite(model.head.weight.detach().numpy()).all()
+
+
+def test_4bit_lora_keeps_gradients_after_validation():
+    """Runs only where bitsandbytes is installed: a 4-bit LLM must still train after an evaluation pass."""
+    pytest.importorskip("bitsandbytes")
+    from tslrec.stage1_reconstruct.llm_loading import quantized_safe_eval
+    from tslrec.stage1_reconstruct.soft_prompt import left_pad_ids
+
+    llm_cfg = LLMConfig(quantization="4bit")
+    llm, tok = load_llm(llm_cfg)
+    torch.manual_seed(0)
+    model = build_reconstruction_model(llm, tok, 16, Stage1Config(k=4, max_items=8), llm_cfg)
+    table, truth = clustered_items(n_items=30, dim=16, k=4)
+    ids, mask = left_pad_ids(user_sequences(truth, n_users=4, k=4, length=(4, 8)), 8)
+    x, y = torch.from_numpy(table)[ids], torch.full((4, 4), 0.25)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    for _ in range(2):  # step 1 moves LoRA B off zero, so step 2's LoRA A gradients are non-zero
+        with quantized_safe_eval(model), torch.no_grad():
+            model(x, mask)
+        reconstruction_loss(model(x, mask)[1], y, "sum").backward()
+        grads = [p.grad for n, p in model.named_parameters() if "lora_A" in n]
+        opt.step()
+        opt.zero_grad()
+    assert grads and all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)

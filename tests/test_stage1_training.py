@@ -11,7 +11,8 @@ from tslrec.backbones.errors import InputError
 from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.data import prepare_stage1_data
 from tslrec.stage1_reconstruct.model_io import load_reconstruction_model
-from tslrec.stage1_reconstruct.training import evaluate_mse, train_stage1
+from tslrec.stage1_reconstruct.evaluation import evaluate_mse
+from tslrec.stage1_reconstruct.training import train_stage1
 
 TABLE, TRUTH = clustered_items(n_items=60, dim=8, k=4, seed=0)
 SEQS = user_sequences(TRUTH, n_users=48, k=4, seed=0)

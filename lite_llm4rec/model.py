@@ -1,0 +1,172 @@
+"""Lite-LLM4Rec: item vectors -> Recommendation LLM -> item projection head.
+
+    x_t   = A e_{s_t}                                     adapter: item dim D -> LLM hidden H
+    h_u   = mean_t RecLLM([x_1 .. x_n])[t]                (Eq. 4, one position per item)
+    y_hat = W h_u                                         (Eq. 5, logits over all N items)
+    loss  = cross-entropy(y_hat, next item)               (Eq. 6)
+
+The item vectors come from the Item LLM (item_llm.py) and are fixed unless
+`tune_item_vectors`. The Recommendation LLM is any transformer loaded by stage 1's
+`load_llm` and fed through stage 1's `SoftPromptBuilder` (inputs_embeds, left-packed, with
+the tokenizer's BOS in front when it has one; BOS is attended to but not pooled). No text
+prompt: one position per item.
+
+For a causal LLM the mean over positions 1..t depends on items 1..t only, so one pass over
+a sequence gives the pooled state of every prefix (`prefix_states`); training on every
+prefix ("all") then costs one pass per window instead of one per prefix.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tslrec.backbones.errors import InputError
+from tslrec.stage1_reconstruct.llm_loading import LLMConfig, hidden_size, load_llm, transformer_body
+from tslrec.stage1_reconstruct.pooling import masked_mean_pool
+from tslrec.stage1_reconstruct.soft_prompt import SoftPromptBuilder
+
+from .loading import add_lora, model_kind
+
+FINETUNE = ("lora", "full")
+
+
+@dataclass
+class LiteConfig:
+    """Recommendation LLM and head settings (the LLM itself is named by an LLMConfig)."""
+
+    finetune: str = "lora"  # lora (peft adapters) | full (every LLM weight)
+    lora_r: int = 8  # LoRA rank
+    lora_alpha: int = 16  # LoRA scaling numerator (alpha / r = 2)
+    lora_dropout: float = 0.05  # dropout on the LoRA input
+    lora_target_modules: list[str] | None = field(default=None)  # None = peft default (Llama q_proj,v_proj; T5 q,v)
+    add_bos: bool = True  # put the tokenizer's BOS first (decoder LLMs expect it); never pooled
+    tune_item_vectors: bool = False  # also train the Item-LLM vectors with the recommendation loss
+
+    def validate(self) -> "LiteConfig":
+        if self.finetune not in FINETUNE:
+            raise InputError(f"--finetune '{self.finetune}': use one of {', '.join(FINETUNE)}")
+        if self.lora_r < 1 or not 0.0 <= self.lora_dropout < 1.0:
+            raise InputError(f"LoRA r {self.lora_r} / dropout {self.lora_dropout}: need r >= 1 and dropout in [0, 1)")
+        return self
+
+
+def is_causal(body: nn.Module) -> bool:
+    """True when the transformer's self-attention is causal (decoder LLMs), False for encoders (BERT, T5)."""
+    return any(getattr(m, "is_causal", False) is True for m in body.modules())
+
+
+class RecommendationLLM(nn.Module):
+    """Item vectors [B, T, D] + mask [B, T] -> adapter -> LLM over inputs_embeds -> pooled h_u [B, H]."""
+
+    def __init__(self, llm: nn.Module, tokenizer, item_dim: int, add_bos: bool = True):
+        super().__init__()
+        self.llm = llm  # possibly peft-wrapped
+        self.tokenizer = tokenizer  # kept to save a fully fine-tuned model as a loadable folder
+        self.hidden = hidden_size(llm)
+        self.adapter = nn.Linear(item_dim, self.hidden)  # A: item vector -> one LLM input position
+        self.prompt = SoftPromptBuilder(tokenizer, "", "", add_bos=add_bos, require_suffix=False)
+        self.num_prefix = int(self.prompt.prefix_ids.numel())  # P: 1 with a BOS token, else 0
+        body = transformer_body(llm)
+        self.causal = is_causal(body)
+        self._takes_position_ids = "position_ids" in inspect.signature(body.forward).parameters  # T5 does not
+
+    @torch.no_grad()
+    def match_token_scale(self, item_vectors: torch.Tensor) -> None:
+        """Rescale the adapter so adapted items have the RMS norm of the LLM's token embeddings ([n, D] sample)."""
+        tokens = self.llm.get_input_embeddings().weight.float()  # [V, H]
+        token_rms = tokens.norm(dim=1).pow(2).mean().sqrt()
+        adapted = self.adapter(item_vectors.to(self.adapter.weight)).float()  # [n, H]
+        scale = token_rms / adapted.norm(dim=1).pow(2).mean().sqrt().clamp(min=1e-8)
+        self.adapter.weight.mul_(scale)
+        self.adapter.bias.mul_(scale)
+
+    def states(self, vectors: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hidden [B, P+T, H] float32, item_mask [B, P+T] bool): rows left-packed, P prefix positions first."""
+        soft = self.adapter(vectors.to(self.adapter.weight.dtype))  # [B, T, H]
+        inputs, attn, position_ids = self.prompt(self.llm.get_input_embeddings(), soft, mask)  # [B, P+T, H], [B, P+T]
+        extra = {"position_ids": position_ids} if self._takes_position_ids else {}
+        out = transformer_body(self.llm)(inputs_embeds=inputs, attention_mask=attn, use_cache=False, **extra)
+        item_mask = attn.bool() & (position_ids >= self.num_prefix)  # real item positions (BOS excluded)
+        return out.last_hidden_state.float(), item_mask
+
+    def forward(self, vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """vectors [B, T, D], mask [B, T] (any padding side) -> h_u [B, H]: mean over item positions (Eq. 4)."""
+        hidden, item_mask = self.states(vectors, mask)
+        return masked_mean_pool(hidden, item_mask)  # [B, H]
+
+    def prefix_states(self, vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Causal LLMs only. Left-padded input -> [B, T, H]: position t = mean of item states 1..t (h_u of that prefix)."""
+        if not self.causal:
+            raise ValueError("prefix_states needs a causal LLM: an encoder's states at t see later items")
+        if bool((mask[:, 1:].long() < mask[:, :-1].long()).any()):
+            raise ValueError("prefix_states expects left-padded rows (padding first)")
+        hidden, item_mask = self.states(vectors, mask)
+        w = item_mask.unsqueeze(-1).float()  # [B, P+T, 1]
+        running = (hidden * w).cumsum(dim=1) / w.cumsum(dim=1).clamp(min=1.0)  # [B, P+T, H]
+        return running[:, self.num_prefix:]  # [B, T, H], aligned with the input columns
+
+
+class LiteLLM4Rec(nn.Module):
+    """Item vectors + Recommendation LLM + item projection head. Same contract as the backbones:
+    forward(seq [B, L], lengths) -> h_u [B, H]; score(h_u) -> [B, N+1] (column 0 = padding, -inf)."""
+
+    def __init__(self, rec_llm: RecommendationLLM, item_vectors: torch.Tensor, tune_item_vectors: bool = False):
+        super().__init__()
+        self.rec = rec_llm
+        self.item_vectors = nn.Parameter(item_vectors.detach().float().clone(), requires_grad=tune_item_vectors)  # [N+1, D]
+        self.head = nn.Linear(rec_llm.hidden, item_vectors.shape[0] - 1, bias=False)  # W of Eq. 5: [N, H]
+        nn.init.zeros_(self.head.weight)  # start at the uniform prediction (loss ln N): LLM states have large outlier dims
+
+    @property
+    def num_items(self) -> int:
+        return self.head.out_features
+
+    def forward(self, seq: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """seq [B, L] item ids, 0 = padding (either side) -> h_u [B, H]. `lengths` is implied by the padding."""
+        return self.rec(self.item_vectors[seq], seq > 0)
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """h [.., H] -> logits over items 1..N [.., N] (float32)."""
+        return self.head(h.to(self.head.weight.dtype)).float()
+
+    def score(self, h: torch.Tensor) -> torch.Tensor:
+        """h_u [B, H] -> [B, N+1], column 0 (padding) = -inf."""
+        logits = self.logits(h)  # [B, N]
+        return torch.cat([torch.full_like(logits[:, :1], float("-inf")), logits], dim=1)
+
+    def loss(self, ids: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Cross-entropy over all items (Eq. 6) -> (mean loss, number of targets).
+
+        ids, targets: [B, T] left-padded; targets[b, t] = next item after the prefix ending at t, 0 = none.
+        Causal LLM: every position with a target is a prefix (one pass). Encoder: only the last column.
+        """
+        mask = ids > 0
+        if self.rec.causal:
+            states = self.rec.prefix_states(self.item_vectors[ids], mask)  # [B, T, H]
+            has_target = targets > 0
+            h, y = states[has_target], targets[has_target]  # [n, H], [n]
+        else:
+            if bool((targets[:, :-1] > 0).any()):
+                raise ValueError("an encoder Recommendation LLM takes one target per row, in the last column")
+            h, y = self.rec(self.item_vectors[ids], mask), targets[:, -1]
+        return F.cross_entropy(self.logits(h), y - 1), int(y.numel())
+
+
+def build_lite_model(item_vectors: torch.Tensor, cfg: LiteConfig, llm_cfg: LLMConfig, seed: int = 0) -> LiteLLM4Rec:
+    """Load the Recommendation LLM with stage 1's loader, add LoRA (or unfreeze it), a fresh adapter and head."""
+    cfg.validate()
+    llm, tokenizer = load_llm(llm_cfg, kind=model_kind(llm_cfg.name_or_path))
+    torch.manual_seed(seed)
+    if cfg.finetune == "lora":
+        llm = add_lora(llm, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
+    else:
+        for p in llm.parameters():
+            p.requires_grad_(True)
+    rec = RecommendationLLM(llm, tokenizer, item_vectors.shape[1], cfg.add_bos)
+    real = item_vectors[1:]
+    rec.match_token_scale(real[torch.randperm(real.shape[0])[:4096]])
+    return LiteLLM4Rec(rec, item_vectors, cfg.tune_item_vectors)

@@ -1,0 +1,95 @@
+"""Save a trained Lite-LLM4Rec model and load it back.
+
+    <folder>/config.json        LiteConfig, LLMConfig, item dim, number of items
+    <folder>/weights.safetensors adapter.{weight,bias}, head.weight, item_vectors [N+1, D]
+    <folder>/lora/              peft adapter (finetune=lora)
+    <folder>/llm/               the whole fine-tuned LLM + tokenizer, save_pretrained (finetune=full)
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from tslrec.backbones.artifacts import load_tensors, read_json, save_tensors, write_json
+from tslrec.backbones.errors import InputError
+from tslrec.stage1_reconstruct.llm_loading import LLMConfig, load_llm
+
+from .loading import model_kind
+from .model import LiteConfig, LiteLLM4Rec, RecommendationLLM
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+LORA_DIR = "lora"
+LLM_DIR = "llm"
+
+
+def save_lite_model(model: LiteLLM4Rec, folder: str | Path, cfg: LiteConfig, llm_cfg: LLMConfig) -> Path:
+    """Write the model folder; each file atomically, config.json last."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    llm = model.rec.llm
+    if cfg.finetune == "lora":
+        _save_pretrained_atomic(folder / LORA_DIR, lambda d: llm.save_pretrained(d, safe_serialization=True))
+    else:
+        def save_full(d: Path) -> None:
+            llm.save_pretrained(d, safe_serialization=True)
+            model.rec.tokenizer.save_pretrained(d)
+        _save_pretrained_atomic(folder / LLM_DIR, save_full)
+    save_tensors(folder / WEIGHTS_FILE, {"adapter.weight": model.rec.adapter.weight, "adapter.bias": model.rec.adapter.bias,
+                                         "head.weight": model.head.weight, "item_vectors": model.item_vectors})
+    write_json(folder / CONFIG_FILE, {"lite": asdict(cfg), "llm": asdict(llm_cfg), "item_dim": model.item_vectors.shape[1],
+                                      "num_items": model.num_items})
+    return folder
+
+
+def _save_pretrained_atomic(target: Path, write) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        write(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def load_lite_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[LiteLLM4Rec, dict]:
+    """(model in eval mode on `device`, config dict) from a folder written by `save_lite_model`."""
+    folder = Path(folder)
+    config = read_json(folder / CONFIG_FILE, "Lite-LLM4Rec model config")
+    try:
+        cfg = LiteConfig(**config["lite"])
+        llm_cfg = LLMConfig(**config["llm"])
+    except (KeyError, TypeError) as e:
+        raise InputError(f"{folder / CONFIG_FILE}: missing or bad field ({e}); re-run `tslrec lite`") from None
+    weights = load_tensors(folder / WEIGHTS_FILE, "Lite-LLM4Rec weights")
+    if cfg.finetune == "full":
+        llm_cfg = LLMConfig(**{**asdict(llm_cfg), "name_or_path": str(folder / LLM_DIR)})
+    llm, tokenizer = load_llm(llm_cfg, kind=model_kind(llm_cfg.name_or_path))
+    if cfg.finetune == "lora":
+        from peft import PeftModel
+
+        try:
+            llm = PeftModel.from_pretrained(llm, str(folder / LORA_DIR), is_trainable=False)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise InputError(f"{folder / LORA_DIR}: LoRA adapter missing or unreadable "
+                             f"({str(e).splitlines()[0][:100]}); re-run `tslrec lite`") from None
+    try:
+        rec = RecommendationLLM(llm, tokenizer, int(config["item_dim"]), cfg.add_bos)
+        model = LiteLLM4Rec(rec, weights["item_vectors"], tune_item_vectors=False)
+        with torch.no_grad():
+            rec.adapter.weight.copy_(weights["adapter.weight"])
+            rec.adapter.bias.copy_(weights["adapter.bias"])
+            model.head.weight.copy_(weights["head.weight"])
+    except (KeyError, RuntimeError) as e:
+        raise InputError(f"{folder / WEIGHTS_FILE}: wrong keys or shapes ({str(e).splitlines()[0][:100]}); "
+                         "re-run `tslrec lite`") from None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(device).eval(), config

@@ -1,0 +1,228 @@
+"""Train Lite-LLM4Rec: AdamW on the LLM (LoRA or full), adapter, head (and optionally the item
+vectors); validation NDCG@10 picks the checkpoint; test is read once from it.
+
+Evaluation is the foundation's `evaluate` (full ranking over all items, ties against the
+model, per-user vectors) on leave-one-out splits. A checkpoint written at every validation
+lets a killed run resume with the same arguments.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tslrec.backbones.artifacts import atomic_path
+from tslrec.backbones.batching import EvalSplit, LeaveOneOutSplits
+from tslrec.backbones.errors import InputError
+from tslrec.backbones.evaluation import EvalConfig, EvalResult, evaluate
+
+from .model import LiteLLM4Rec
+from .segments import STRATEGIES, TrainRows, all_prefix_rows, collate, sampling_rows
+
+
+@dataclass
+class LiteTrainConfig:
+    """Optimisation and model selection."""
+
+    strategy: str = "sampling"  # sampling (one random segment per user per epoch) | all (every training prefix)
+    segment_len: int = 21  # sampling: at most this many items per segment (inputs + the target)
+    epochs: int = 10  # passes over the training rows
+    max_steps: int | None = None  # cap on optimizer steps (quick runs; None = epochs decide)
+    batch_size: int = 16  # training rows per step
+    eval_batch_size: int = 64  # users per evaluation batch
+    lr: float = 5e-4  # AdamW lr of the LLM weights (LoRA adapters, or all weights with finetune=full)
+    head_lr: float = 2e-3  # AdamW lr of the adapter, the item head and tuned item vectors (trained from scratch)
+    weight_decay: float = 0.0  # AdamW weight decay
+    grad_clip: float = 1.0  # max gradient norm (0 = off)
+    bf16: bool = True  # bfloat16 autocast for the LLM (about 1.5x faster on CPUs with AMX / AVX512-BF16)
+    eval_every: int | None = None  # validate every N optimizer steps (None = after each epoch)
+    patience: int = 3  # validations without a better validation metric before stopping
+    select_metric: str = "NDCG@10"  # validation metric that picks the checkpoint
+    seed: int = 42  # seeds segments, order, LoRA/adapter/head init
+
+    def validate(self) -> "LiteTrainConfig":
+        checks = [
+            (self.strategy in STRATEGIES, f"--strategy '{self.strategy}': use one of {', '.join(STRATEGIES)}"),
+            (self.segment_len >= 2, f"--segment-len {self.segment_len}: need at least 2 (one input, one target)"),
+            (self.epochs >= 1, f"--epochs {self.epochs}: need at least 1"),
+            (self.max_steps is None or self.max_steps >= 1, f"--max-steps {self.max_steps}: need at least 1"),
+            (self.batch_size >= 1 and self.eval_batch_size >= 1, "--batch-size: need at least 1"),
+            (self.lr > 0 and self.head_lr > 0, "--lr and --head-lr must be positive"),
+            (self.eval_every is None or self.eval_every >= 1, f"--eval-every {self.eval_every}: need at least 1"),
+            (self.patience >= 1, f"--patience {self.patience}: need at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+        return self
+
+
+@dataclass
+class LiteTrainResult:
+    """What a training run produced."""
+
+    best_step: int  # optimizer step of the selected checkpoint (0 = untrained)
+    steps: int  # optimizer steps run
+    epochs_run: float  # steps / steps per epoch
+    valid: EvalResult
+    test: EvalResult
+    train_targets_per_epoch: int  # next-item targets in one epoch of training rows
+    history: list[dict] = field(default_factory=list)  # per validation: step, epoch, loss, metric, seconds
+    seconds_to_best: float = 0.0  # training + validation wall time until the selected checkpoint
+    train_seconds: float = 0.0  # time in training steps only
+    positions_per_second: float = 0.0  # LLM input positions per training second
+    peak_memory_mb: float = 0.0  # peak RSS (CPU) or peak allocated (CUDA)
+
+
+def make_rows(train_sequences: list[np.ndarray], cfg: LiteTrainConfig, max_len: int, epoch: int,
+              share_prefixes: bool) -> TrainRows:
+    """The training rows of one epoch (sampling draws new segments every epoch, seeded)."""
+    if cfg.strategy == "sampling":
+        return sampling_rows(train_sequences, cfg.segment_len, np.random.default_rng([cfg.seed, epoch]))
+    return all_prefix_rows(train_sequences, max_len, share_prefixes)
+
+
+@torch.no_grad()
+def evaluate_lite(model: LiteLLM4Rec, split: EvalSplit, eval_cfg: EvalConfig, device: torch.device,
+                  bf16: bool = True) -> EvalResult:
+    """Full-ranking metrics of `model` on one split (eval mode, no grad)."""
+    was_training = model.training
+    model.eval()
+
+    def score(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            return model.score(model(seq, lengths))
+
+    result = evaluate(score, split.history, split.lengths, split.targets, eval_cfg, seen=split.seen, device=device)
+    model.train(was_training)
+    return result
+
+
+def _trainable_state(model: LiteLLM4Rec) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _load_trainable(model: LiteLLM4Rec, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t)
+
+
+def _optimizer(model: LiteLLM4Rec, cfg: LiteTrainConfig) -> torch.optim.Optimizer:
+    llm = [p for p in model.rec.llm.parameters() if p.requires_grad]
+    llm_ids = {id(p) for p in llm}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in llm_ids]
+    groups = [g for g in ({"params": llm, "lr": cfg.lr}, {"params": rest, "lr": cfg.head_lr}) if g["params"]]
+    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+def train_lite(model: LiteLLM4Rec, train_sequences: list[np.ndarray], splits: LeaveOneOutSplits, cfg: LiteTrainConfig,
+               max_len: int, device: torch.device, eval_cfg: EvalConfig | None = None,
+               checkpoint: str | Path | None = None, progress: bool = True) -> LiteTrainResult:
+    """Train, validate every `eval_every` steps (or epoch), keep the best, evaluate test once.
+
+    train_sequences: each user's training items (all but validation and test), internal ids.
+    splits: leave-one-out valid/test inputs (history = most recent `max_len` items).
+    """
+    cfg.validate()
+    eval_cfg = replace(eval_cfg or EvalConfig(), batch_size=cfg.eval_batch_size)
+    model.to(device)
+    model.train()
+    opt = _optimizer(model, cfg)
+    share = model.rec.causal
+    steps_per_epoch = -(-len(make_rows(train_sequences, cfg, max_len, 0, share)) // cfg.batch_size)
+    if steps_per_epoch == 0:
+        raise InputError("no user has two or more training items; Lite-LLM4Rec needs sequences of at least 4 items")
+    total_steps = min(cfg.max_steps or steps_per_epoch * cfg.epochs, steps_per_epoch * cfg.epochs)
+    state = {"step": 0, "epoch": 0, "batch": 0, "best_score": -1.0, "best_step": 0, "bad": 0, "history": [],
+             "elapsed": 0.0, "train_seconds": 0.0, "positions": 0, "seconds_to_best": 0.0, "loss_sum": 0.0,
+             "loss_steps": 0, "stopped": False}
+    best = _trainable_state(model)
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and ckpt.is_file():
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+        _load_trainable(model, saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        best, state = saved["best"], saved["state"]
+        torch.set_rng_state(saved["rng"])
+
+    best_valid: list[EvalResult] = []  # the selected checkpoint's validation result (not recomputed at the end)
+
+    def validate() -> None:
+        t0 = time.perf_counter()
+        result = evaluate_lite(model, splits.valid, eval_cfg, device, cfg.bf16)
+        score = result.metrics[cfg.select_metric]
+        state["elapsed"] += time.perf_counter() - t0
+        state["history"].append({"step": state["step"], "epoch": round(state["step"] / steps_per_epoch, 3),
+                                 "loss": state["loss_sum"] / max(state["loss_steps"], 1),
+                                 f"valid_{cfg.select_metric}": score, "elapsed_seconds": round(state["elapsed"], 1)})
+        state["loss_sum"], state["loss_steps"] = 0.0, 0
+        if score > state["best_score"]:
+            state.update(best_score=score, best_step=state["step"], bad=0, seconds_to_best=state["elapsed"])
+            best.clear()
+            best.update(_trainable_state(model))
+            best_valid[:] = [result]
+        else:
+            state["bad"] += 1
+            state["stopped"] = state["bad"] >= cfg.patience
+        if ckpt is not None:
+            with atomic_path(ckpt) as tmp:
+                torch.save({"model": _trainable_state(model), "optimizer": opt.state_dict(), "best": best,
+                            "state": state, "rng": torch.get_rng_state()}, tmp)
+
+    bar = tqdm(total=total_steps, initial=state["step"], desc=f"lite {cfg.strategy}", disable=not progress,
+               unit="step", dynamic_ncols=True)
+    while not state["stopped"] and state["step"] < total_steps and state["epoch"] < cfg.epochs:
+        rows = make_rows(train_sequences, cfg, max_len, state["epoch"], share)
+        order = np.random.default_rng([cfg.seed, 7, state["epoch"]]).permutation(len(rows))
+        batches = [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+        for b in range(state["batch"], len(batches)):
+            t0 = time.perf_counter()
+            ids, targets = collate(rows, batches[b], max_len)
+            ids, targets = ids.to(device), targets.to(device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss, _ = model.loss(ids, targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+            opt.step()
+            seconds = time.perf_counter() - t0
+            state.update(step=state["step"] + 1, batch=b + 1, train_seconds=state["train_seconds"] + seconds,
+                         elapsed=state["elapsed"] + seconds, loss_sum=state["loss_sum"] + loss.item(),
+                         loss_steps=state["loss_steps"] + 1,
+                         positions=state["positions"] + int((ids > 0).sum()) + ids.shape[0] * model.rec.num_prefix)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", best=f"{state['best_score']:.4f}@{state['best_step']}")
+            if cfg.eval_every and state["step"] % cfg.eval_every == 0:
+                validate()
+            if state["stopped"] or state["step"] >= total_steps:
+                break
+        if state["batch"] >= len(batches):
+            state.update(epoch=state["epoch"] + 1, batch=0)
+            if not cfg.eval_every and not state["stopped"]:
+                validate()
+    if not state["history"] or state["history"][-1]["step"] != state["step"]:
+        validate()  # the last weights are a candidate too
+    bar.close()
+    _load_trainable(model, best)
+    valid = best_valid[0] if best_valid else evaluate_lite(model, splits.valid, eval_cfg, device, cfg.bf16)
+    test = evaluate_lite(model, splits.test, eval_cfg, device, cfg.bf16)
+    return LiteTrainResult(
+        best_step=state["best_step"], steps=state["step"], epochs_run=round(state["step"] / steps_per_epoch, 3),
+        valid=valid, test=test, train_targets_per_epoch=make_rows(train_sequences, cfg, max_len, 0, share).num_targets,
+        history=state["history"], seconds_to_best=state["seconds_to_best"], train_seconds=state["train_seconds"],
+        positions_per_second=state["positions"] / max(state["train_seconds"], 1e-9), peak_memory_mb=_peak_memory_mb(device))

@@ -1,0 +1,169 @@
+"""Tables of the ablation grid: per-cell CSV, seed summary with paired t-tests, markdown.
+
+Numbers come from stage2_augment.significance (mean ± sample std over seeds; paired t-test
+of each fusion against `base` of the same backbone on seed-averaged per-user test metrics).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from tslrec.stage2_augment.analysis import ActivityGroups, CategoryAgreement, mean_by_group
+from tslrec.stage2_augment.significance import PairedTest, mean_std, paired_t_test, seed_average
+
+from .ablation_grid import CellResult
+
+METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")  # reported as mean ± std over seeds
+TESTED = ("HR@10", "NDCG@10")  # paired t-test against base on these per-user metrics
+BASELINE = "base"
+ALPHA = 0.05
+
+
+@dataclass
+class SummaryRow:
+    """One backbone x fusion over its seeds."""
+
+    backbone: str  # backbone name
+    fusion: str  # fusion name
+    seeds: list[int]  # seeds that finished
+    mean: dict[str, float]  # metric -> mean over seeds
+    std: dict[str, float]  # metric -> sample std over seeds
+    tests: dict[str, PairedTest] = field(default_factory=dict)  # metric -> test against base (empty for base)
+
+
+def _by_key(results: list[CellResult]) -> dict[tuple[str, str], list[CellResult]]:
+    groups: dict[tuple[str, str], list[CellResult]] = {}
+    for r in results:
+        groups.setdefault((r.cell.backbone, r.cell.fusion), []).append(r)
+    return groups
+
+
+def seed_averaged(cells: list[CellResult], metric: str, seeds: set[int] | None = None) -> torch.Tensor:
+    """[U] per-user `metric` averaged over the cells' seeds (only `seeds` if given)."""
+    return seed_average([c.per_user[metric] for c in cells if seeds is None or c.cell.seed in seeds])
+
+
+def summarize(results: list[CellResult]) -> list[SummaryRow]:
+    """Mean ± std per backbone x fusion, and paired t-tests against base on the seeds both share."""
+    groups = _by_key(results)
+    rows = []
+    for (backbone, fusion), cells in groups.items():
+        values = {m: [c.record["metrics"][m] for c in cells] for m in METRICS}
+        stats = {m: mean_std(v) for m, v in values.items()}
+        row = SummaryRow(backbone, fusion, sorted(c.cell.seed for c in cells), {m: s[0] for m, s in stats.items()},
+                         {m: s[1] for m, s in stats.items()})
+        base = groups.get((backbone, BASELINE))
+        if fusion != BASELINE and base:
+            shared = {c.cell.seed for c in cells} & {c.cell.seed for c in base}
+            if shared:
+                row.tests = {m: paired_t_test(seed_averaged(cells, m, shared), seed_averaged(base, m, shared))
+                             for m in TESTED}
+        rows.append(row)
+    return rows
+
+
+def cells_csv(results: list[CellResult]) -> str:
+    """One row per finished cell."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["backbone", "fusion", "seed", *METRICS, "MRR@10", "best_epoch", "epochs", "seconds_per_epoch",
+                "wall_seconds"])
+    for r in results:
+        m = r.record["metrics"]
+        w.writerow([r.cell.backbone, r.cell.fusion, r.cell.seed, *(m[k] for k in METRICS), m.get("MRR@10"),
+                    r.record.get("best_epoch"), r.record.get("epochs"), r.record.get("seconds_per_epoch"),
+                    r.record.get("wall_seconds")])
+    return buf.getvalue()
+
+
+def summary_csv(rows: list[SummaryRow]) -> str:
+    """One row per backbone x fusion: mean, std, and the tests against base."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["backbone", "fusion", "seeds", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")),
+                *(f"{m}_{s}_vs_base" for m in TESTED for s in ("diff", "t", "p"))])
+    for r in rows:
+        tests = [x for m in TESTED for x in ((r.tests[m].mean_diff, r.tests[m].t, r.tests[m].p) if m in r.tests
+                                               else ("", "", ""))]
+        w.writerow([r.backbone, r.fusion, " ".join(map(str, r.seeds)),
+                    *(x for m in METRICS for x in (round(r.mean[m], 6), round(r.std[m], 6))), *tests])
+    return buf.getvalue()
+
+
+def _p(test: PairedTest | None) -> str:
+    if test is None:
+        return "–"
+    if math.isnan(test.p):
+        return "n/a"
+    text = f"{test.p:.2g}" if test.p >= 1e-4 else f"{test.p:.1e}"
+    return f"**{text}** *" if test.significant(ALPHA) else text
+
+
+def _gain(row: SummaryRow, base: SummaryRow | None, metric: str) -> str:
+    if base is None or row.fusion == BASELINE or not base.mean[metric]:
+        return "–"
+    return f"{100 * (row.mean[metric] / base.mean[metric] - 1):+.1f}%"
+
+
+def markdown_table(rows: list[SummaryRow], protocol: str) -> str:
+    """The ablation table: mean ± std over seeds, gain over base, paired t-test p-values."""
+    bases = {r.backbone: r for r in rows if r.fusion == BASELINE}
+    lines = [f"| backbone | fusion | seeds | {' | '.join(METRICS)} | NDCG@10 vs base | p (HR@10) | p (NDCG@10) |",
+             "|" + "---|" * (len(METRICS) + 6)]
+    for r in rows:
+        cells = " | ".join(f"{r.mean[m]:.4f} ± {r.std[m]:.4f}" for m in METRICS)
+        lines.append(f"| {r.backbone} | {r.fusion} | {len(r.seeds)} | {cells} | {_gain(r, bases.get(r.backbone), 'NDCG@10')} "
+                     f"| {_p(r.tests.get('HR@10'))} | {_p(r.tests.get('NDCG@10'))} |")
+    lines += ["", f"Test metrics, {protocol}; mean ± sample std over seeds. p: paired t-test (scipy.stats.ttest_rel) "
+                  f"against `{BASELINE}` of the same backbone on per-user values averaged over the seeds both share; "
+                  f"**bold** * marks p ≤ {ALPHA}."]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class ActivityRow:
+    """Seed-averaged per-user metrics of one backbone x fusion, averaged within each activity group."""
+
+    backbone: str  # backbone name
+    fusion: str  # fusion name
+    metric: str  # e.g. NDCG@10
+    values: list[float]  # one per activity group, least active first
+
+
+def activity_table(results: list[CellResult], groups: ActivityGroups, fusions: tuple[str, ...],
+                   metrics: tuple[str, ...] = TESTED) -> list[ActivityRow]:
+    """Per backbone and fusion in `fusions` (others skipped): mean metric within each user-activity group."""
+    rows = []
+    for (backbone, fusion), cells in _by_key(results).items():
+        if fusion in fusions:
+            rows += [ActivityRow(backbone, fusion, m, mean_by_group(seed_averaged(cells, m), groups)) for m in metrics]
+    return rows
+
+
+def activity_csv(rows: list[ActivityRow], groups: ActivityGroups) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["backbone", "fusion", "metric", *(f"group{i + 1} ({lab} items, {n} users)"
+                                                  for i, (lab, n) in enumerate(zip(groups.labels, groups.users)))])
+    for r in rows:
+        w.writerow([r.backbone, r.fusion, r.metric, *(round(v, 6) for v in r.values)])
+    return buf.getvalue()
+
+
+def activity_markdown(rows: list[ActivityRow], groups: ActivityGroups, metric: str = "NDCG@10") -> str:
+    head = " | ".join(f"{lab} items ({n} users)" for lab, n in zip(groups.labels, groups.users))
+    lines = [f"| backbone | fusion | {head} |", "|" + "---|" * (len(groups.users) + 2)]
+    lines += [f"| {r.backbone} | {r.fusion} | " + " | ".join(f"{v:.4f}" for v in r.values) + " |"
+              for r in rows if r.metric == metric]
+    return (f"Test {metric} by user activity: users sorted by sequence length into {len(groups.users)} equal-size "
+            "groups (least active first), per-user values averaged over seeds.\n\n" + "\n".join(lines) + "\n")
+
+
+def agreement_markdown(a: CategoryAgreement) -> str:
+    return (f"LLM-inferred category (argmax of stage-2 category_probs) against the k-means pre-grouping index, "
+            f"{a.items} items, K = {a.k}:\n\n| C1 (top-1) | C2 (in top-{a.top}, not top-1) | C3 (rest) | chance top-1 |\n"
+            f"|---|---|---|---|\n| {a.c1:.3f} | {a.c2:.3f} | {a.c3:.3f} | {1 / a.k:.3f} |\n")

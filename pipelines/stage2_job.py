@@ -1,0 +1,99 @@
+"""`tslrec stage2`: feed every item alone into the tuned stage-1 LLM and export the results (paper §4.2).
+
+Reads the `tslrec stage1` folder (adapter, projection and head, group map, config) and, through
+the `tslrec train` folder it recorded, the dataset and the item table stage 1 was trained on.
+Writes an export folder (format: stage2_augment/embedding_file.py) that
+`tslrec train --fusion gate --item-embeddings DIR` and `tslrec ablate` read.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+from tslrec.backbones.artifacts import resolve_device
+from tslrec.backbones.errors import InputError
+from tslrec.stage1_reconstruct.llm_loading import DTYPES, LLMConfig
+from tslrec.stage1_reconstruct.model_io import ADAPTER_DIR, load_reconstruction_model
+from tslrec.stage2_augment.analysis import category_agreement
+from tslrec.stage2_augment.embedding_file import save_item_embeddings
+from tslrec.stage2_augment.extraction import ExtractionConfig, ItemRepresentations, extract_item_representations
+
+from .run_folders import Stage1Folder, TrainFolder, check_stage1_matches, load_train_folder, read_stage1_folder
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stage2", help="TSLRec stage 2: embed every item with the tuned stage-1 LLM and export the table")
+    p.add_argument("--stage1-dir", required=True, help="output folder of `tslrec stage1`")
+    p.add_argument("--out", required=True, help="export folder to write (replaced atomically if it exists)")
+    p.add_argument("--train-dir", default=None,
+                   help="the `tslrec train` folder stage 1 started from (default: the one stage 1 recorded)")
+    p.add_argument("--dataset", default=None, help="dataset name or path (default: the one the train folder recorded)")
+    p.add_argument("--batch-size", type=int, default=ExtractionConfig.batch_size, help="items per LLM forward")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default=None, choices=list(DTYPES), help="LLM weight dtype (default: as stage 1 loaded it)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the LLM forward (faster, less exact)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run)
+
+
+def llm_config(stage1: Stage1Folder, dtype: str | None) -> LLMConfig | None:
+    """The LLM as stage 1 loaded it, with another weight dtype if asked (None = unchanged)."""
+    if dtype is None:
+        return None
+    try:
+        return LLMConfig(**{**stage1.config["llm"], "dtype": dtype})
+    except (KeyError, TypeError) as e:
+        raise InputError(f"{stage1.folder / 'config.json'}: field 'llm' is missing or invalid ({e}); re-run `tslrec stage1`") from None
+
+
+def export_source(stage1: Stage1Folder, train: TrainFolder, reps: ItemRepresentations, cfg: ExtractionConfig,
+                  device: str, dtype: str) -> dict:
+    """What manifest.json records about the model that produced the export."""
+    s1 = stage1.config.get("stage1", {})
+    adapter = stage1.folder / ADAPTER_DIR
+    agreement = category_agreement(reps.category_probs, stage1.item_groups)
+    return {
+        "producer": "tslrec stage2",
+        "llm": stage1.config.get("llm", {}).get("name_or_path"),
+        "llm_dtype": dtype,
+        "adapter": str(adapter) if adapter.is_dir() else None,
+        "stage1_dir": str(stage1.folder),
+        "train_dir": str(train.folder),
+        "backbone": train.metrics.get("model"),
+        "pooling": s1.get("pooling"),
+        "k": stage1.config.get("k"),
+        "prompt": stage1.config.get("prompt"),
+        "extraction": {"items": reps.num_items, "seconds": round(reps.seconds, 3),
+                       "seconds_per_1000_items": round(reps.seconds_per_1000_items, 3), "batch_size": cfg.batch_size,
+                       "bf16_autocast": cfg.autocast_bf16, "device": device, "torch_threads": torch.get_num_threads(),
+                       "load_average_1min": round(os.getloadavg()[0], 2)},  # timings on a shared CPU depend on it
+        "category_agreement": agreement.as_dict(),
+    }
+
+
+def run(args: argparse.Namespace) -> None:
+    start = time.perf_counter()
+    stage1 = read_stage1_folder(args.stage1_dir, args.train_dir)
+    train = load_train_folder(stage1.train_dir, args.dataset)
+    ds = train.dataset
+    check_stage1_matches(stage1, ds)
+    if int(stage1.config.get("item_dim", train.item_table.shape[1])) != train.item_table.shape[1]:
+        raise InputError(f"{train.folder / 'item_embeddings.safetensors'}: {train.item_table.shape[1]} columns but stage 1 "
+                         f"was trained on {stage1.config['item_dim']}; pass the train folder stage 1 started from")
+    device = resolve_device(args.device)
+    override = llm_config(stage1, args.dtype)
+    model, _ = load_reconstruction_model(stage1.folder, device, override)
+    cfg = ExtractionConfig(batch_size=args.batch_size, autocast_bf16=args.bf16, progress=not args.no_progress)
+    reps = extract_item_representations(model, train.item_table, cfg)
+    dtype = args.dtype or stage1.config.get("llm", {}).get("dtype", "float32")
+    source = export_source(stage1, train, reps, cfg, str(device), dtype)
+    out = save_item_embeddings(args.out, reps.embeddings, ds.item_ids, ds.name, ds.hash, reps.category_probs, source,
+                               item_groups=stage1.item_groups)
+    a = source["category_agreement"]
+    print(f"stage 2 on {ds.name}: {reps.num_items} items -> [{reps.num_items + 1}, {reps.embeddings.shape[1]}] in "
+          f"{reps.seconds:.1f} s ({reps.seconds_per_1000_items:.1f} s per 1,000 items); LLM category vs k-means group: "
+          f"C1 {a['C1']:.3f}, C2 {a['C2']:.3f}, C3 {a['C3']:.3f} (chance top-1 {a['chance_top1']:.3f})")
+    print(f"wrote {out} in {time.perf_counter() - start:.1f} s")

@@ -1,0 +1,63 @@
+"""Stage 2, step 1 (paper §4.2): every item alone through the tuned stage-1 LLM.
+
+Each item is fed as a one-item "virtual user" with the same prompt, projection and pooling
+as stage 1 (`ReconstructionModel.encode_items`); the pooled hidden state becomes the item's
+LLM embedding and the head's softmax its inferred category distribution. Row 0 (padding)
+of both outputs is zeros, so they index by internal item id like every item table here.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from tslrec.backbones.artifacts import check_finite
+from tslrec.backbones.errors import InputError
+from tslrec.stage1_reconstruct.model import ReconstructionModel
+
+
+@dataclass
+class ExtractionConfig:
+    """How the items are pushed through the LLM."""
+
+    batch_size: int = 64  # items per LLM forward (one-item prompts, so this is cheap in memory)
+    autocast_bf16: bool = False  # bfloat16 autocast for the forward (faster on AMX CPUs and GPUs, less exact)
+    progress: bool = True  # tqdm bar over the batches
+
+
+@dataclass
+class ItemRepresentations:
+    """What stage 2 extracts for every item."""
+
+    embeddings: torch.Tensor  # [N+1, H] float32, row 0 = zeros
+    category_probs: torch.Tensor  # [N+1, K] float32, row 0 = zeros
+    seconds: float  # wall time of the LLM passes
+
+    @property
+    def num_items(self) -> int:
+        return int(self.embeddings.shape[0] - 1)
+
+    @property
+    def seconds_per_1000_items(self) -> float:
+        return 1000.0 * self.seconds / max(self.num_items, 1)
+
+
+def extract_item_representations(model: ReconstructionModel, item_table: torch.Tensor,
+                                 cfg: ExtractionConfig | None = None) -> ItemRepresentations:
+    """item_table [N+1, D] (the stage-1 input item embeddings, row 0 = padding) -> embeddings and categories."""
+    cfg = cfg or ExtractionConfig()
+    if cfg.batch_size < 1:
+        raise InputError(f"--batch-size {cfg.batch_size}: need at least 1")
+    if item_table.ndim != 2 or item_table.shape[0] < 2:
+        raise InputError(f"item table: expected [N+1, D] with row 0 = padding, got {tuple(item_table.shape)}")
+    check_finite("embeddings", item_table, "stage-1 input item table")
+    start = time.perf_counter()
+    emb, probs = model.encode_items(item_table[1:].float(), batch_size=cfg.batch_size,
+                                    autocast_bf16=cfg.autocast_bf16, progress=cfg.progress)  # [N, H], [N, K]
+    seconds = time.perf_counter() - start
+    if not (torch.isfinite(emb).all() and torch.isfinite(probs).all()):
+        raise InputError("stage 2: the LLM produced NaN/inf item embeddings; extract with --dtype float32 and without --bf16")
+    embeddings = torch.cat([torch.zeros(1, emb.shape[1]), emb.float()])  # [N+1, H]
+    category_probs = torch.cat([torch.zeros(1, probs.shape[1]), probs.float()])  # [N+1, K]
+    return ItemRepresentations(embeddings, category_probs, seconds)

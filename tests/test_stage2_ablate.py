@@ -1,0 +1,66 @@
+"""`tslrec ablate` on a toy grid: every output written, finished cells skipped on a re-run, settings guarded."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+from stage2_helpers import write_export, write_toy_dataset
+
+from tslrec.backbones.artifacts import read_json
+from tslrec.pipelines.cli import main
+
+GRID = ["--backbones", "gru4rec", "--fusions", "base,ci,gate", "--seeds", "2", "--epochs", "1", "--hidden", "8",
+        "--layers", "1", "--device", "cpu", "--no-progress", "--activity-groups", "3"]
+
+
+@pytest.fixture(scope="module")
+def grid_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ablate")
+    data, ds = write_toy_dataset(tmp / "data")
+    export = write_export(tmp / "export", ds)
+    argv = ["ablate", "--dataset", str(data), "--item-embeddings", str(export), "--out", str(tmp / "grid"), *GRID]
+    assert main(argv) == 0
+    return tmp / "grid", argv, ds
+
+
+def test_grid_writes_every_table_and_figure(grid_run):
+    out, _, ds = grid_run
+    for name in ("ablation.json", "cells.csv", "summary.csv", "results.md", "results.png", "activity.csv",
+                 "activity.png", "agreement.json", "agreement.png"):
+        assert (out / name).is_file(), name
+    cells = list(csv.DictReader((out / "cells.csv").open()))
+    assert sorted((c["fusion"], c["seed"]) for c in cells) == sorted((f, s) for f in ("base", "ci", "gate")
+                                                                     for s in ("42", "43"))
+    for c in cells:
+        record = read_json(out / "cells" / f"gru4rec-{c['fusion']}-s{c['seed']}" / "metrics.json")
+        assert record["variant"] == c["fusion"] and record["seed"] == int(c["seed"])
+        assert float(c["NDCG@10"]) == record["metrics"]["NDCG@10"]
+    report = (out / "results.md").read_text()
+    assert "| gru4rec | gate | 2 |" in report and "C1 (top-1)" in report and "user activity" in report
+    assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+    assert read_json(out / "agreement.json")["items"] == ds.num_items
+
+
+def test_rerun_skips_finished_cells(grid_run, capsys):
+    out, argv, _ = grid_run
+    before = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/metrics.json")}
+    assert main(argv) == 0
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 6
+    assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/metrics.json")} == before
+
+
+def test_rerun_with_other_settings_is_refused(grid_run, capsys):
+    _, argv, _ = grid_run
+    assert main([*argv, "--lr", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lr=0.001" in err
+
+
+@pytest.mark.parametrize("flag, value, words", [("--fusions", "base,magic", "magic"),
+                                                ("--backbones", "bert4rec", "bert4rec"), ("--seeds", "0", "--seeds")])
+def test_bad_grid_options_exit_2(grid_run, tmp_path, capsys, flag, value, words):
+    _, argv, _ = grid_run
+    argv = [*argv[:argv.index("--out")], "--out", str(tmp_path / "g"), *GRID, flag, value]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err and not (tmp_path / "g").exists()
