@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/tslrec train --dataset ml-100k --backbone sasrec --export-item-embeddings --out runs/ml-100k-sasrec
+	$(BIN)/tslrec run --config configs/ml-100k.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

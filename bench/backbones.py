@@ -38,11 +38,15 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto")
     p.add_argument("--name", default=None, help="results file name (default backbones-<dataset>)")
+    p.add_argument("--timing-batches", type=int, default=0,
+                   help="only time this many training batches per backbone and extrapolate seconds per epoch (no metrics)")
     args = p.parse_args()
     data_cfg = DataConfig(kcore=args.kcore, max_len=args.max_len)
     ds = load_dataset(args.dataset, data_cfg)
     splits = LeaveOneOutSplits.from_sequences(ds.sequences, ds.num_items, args.max_len)
     device = resolve_device(args.device)
+    if args.timing_batches:
+        return time_epochs(args, ds, splits, device)
     for seed in (int(s) for s in args.seeds.split(",")):
         for name in args.backbones.split(","):
             start = time.perf_counter()
@@ -62,6 +66,37 @@ def main() -> None:
             print(f"{name:8s} seed {seed}: HR@10 {m['HR@10']:.4f} NDCG@10 {m['NDCG@10']:.4f} "
                   f"(history masked: HR@10 {masked.metrics['HR@10']:.4f} NDCG@10 {masked.metrics['NDCG@10']:.4f}) "
                   f"best {rec['best_epoch']}/{rec['epochs']} {rec['seconds_per_epoch']}s/epoch", flush=True)
+
+
+def time_epochs(args: argparse.Namespace, ds, splits: LeaveOneOutSplits, device: torch.device) -> None:
+    """Seconds per epoch from `--timing-batches` timed batches (after one warm-up), and peak memory; one process per call."""
+    import resource
+
+    n_batches = -(-len(splits.train_inputs) // args.batch_size)
+    for name in args.backbones.split(","):
+        torch.manual_seed(42)
+        model = build_backbone(name, BackboneConfig(num_items=ds.num_items, hidden=args.hidden, max_len=args.max_len,
+                                                    dropout=args.dropout)).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
+        times = []
+        for b in range(args.timing_batches + 1):
+            idx = torch.randint(0, len(splits.train_inputs), (args.batch_size,))
+            t0 = time.perf_counter()
+            loss = model.loss(splits.train_inputs[idx].to(device), splits.train_targets[idx].to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if b:  # the first batch is warm-up
+                times.append(time.perf_counter() - t0)
+        per_batch = sum(times) / len(times)
+        add(args.name or f"backbones-{ds.name}-cpu-timing", {
+            "dataset": ds.name, "model": name, "variant": "base", "seed": 42, "device": str(device),
+            "metrics": {}, "seconds_per_batch": round(per_batch, 3), "batches_per_epoch": n_batches,
+            "seconds_per_epoch": round(per_batch * n_batches, 1), "timed_batches": len(times),
+            "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "threads": torch.get_num_threads(),
+        })
+        print(f"{name:8s} {per_batch:.2f} s/batch -> {per_batch * n_batches:.0f} s/epoch on {device}", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.artifacts import check_finite, load_tensors, read_json, resolve_device
-from tslrec.backbones.errors import InputError
+from tslrec.backbones.artifacts import resolve_device
 from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.llm_loading import DTYPES, LLMConfig
 from tslrec.stage1_reconstruct.training import train_stage1
 
-from .data import DataConfig, load_dataset
+from .run_folders import load_train_folder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -79,36 +78,11 @@ def stage1_config(args: argparse.Namespace) -> Stage1Config:
 
 def load_train_run(train_dir: Path, dataset: str | None) -> tuple[torch.Tensor, list, dict]:
     """(item table [N+1, D], training sequences, run facts) from a `tslrec train` folder; mismatches -> InputError."""
-    metrics = read_json(train_dir / "metrics.json", "`tslrec train` metrics")
-    info = metrics.get("dataset_info") if isinstance(metrics.get("dataset_info"), dict) else metrics.get("dataset")
-    if not isinstance(info, dict):
-        info = {"name": metrics.get("dataset")}
-    try:
-        data_cfg = DataConfig(**metrics["config"]["data"])
-    except (KeyError, TypeError) as e:
-        raise InputError(f"{train_dir / 'metrics.json'}: field config.data is missing or invalid ({e}); "
-                         "re-run `tslrec train`") from None
-    emb_path = train_dir / "item_embeddings.safetensors"
-    if not emb_path.is_file():
-        raise InputError(f"{emb_path}: not found; re-run `tslrec train` with --export-item-embeddings")
-    tensors = load_tensors(emb_path, "item embeddings")
-    if "embeddings" not in tensors:
-        raise InputError(f"{emb_path}: no tensor named 'embeddings'; re-run `tslrec train` with --export-item-embeddings")
-    table = tensors["embeddings"].float()
-    check_finite("embeddings", table, emb_path)
-    name = dataset or metrics.get("dataset_source") or info.get("name")  # dataset_source: the path `tslrec train` read
-    if not name:
-        raise InputError(f"{train_dir / 'metrics.json'}: no dataset name recorded; pass --dataset")
-    ds = load_dataset(name, data_cfg)
-    if info.get("hash") and ds.hash != info["hash"]:
-        raise InputError(f"--dataset {name}: data hash {ds.hash[:12]} differs from the one {train_dir} was trained on "
-                         f"({info['hash'][:12]}); pass the same dataset and preprocessing (--dataset PATH)")
-    if table.ndim != 2 or table.shape[0] != ds.num_items + 1:
-        raise InputError(f"{emb_path}: {table.shape[0]} rows but the dataset has {ds.num_items} items (+1 padding row); "
-                         "the embeddings were exported for another dataset or preprocessing")
+    run = load_train_folder(train_dir, dataset)
+    ds = run.dataset
     facts = {"dataset": ds.name, "dataset_hash": ds.hash, "train_dir": str(train_dir),
-             "backbone": metrics.get("model"), "users": ds.num_users, "items": ds.num_items}
-    return table, ds.train_sequences(), facts
+             "backbone": run.metrics.get("model"), "users": ds.num_users, "items": ds.num_items}
+    return run.item_table, ds.train_sequences(), facts
 
 
 def run(args: argparse.Namespace) -> None:
