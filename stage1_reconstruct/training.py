@@ -254,6 +254,7 @@ def train_stage1(item_embeddings: np.ndarray, train_sequences: list[np.ndarray],
                            Stage1Config(**{**cfg.to_dict(), "lora": False, "untuned_baseline": "none"}),
                            llm_cfg, device, run_info, progress=progress)
         metrics["metrics"]["mse_untuned_llm"] = sub["metrics"]["mse"]
+        metrics["metrics"]["mse_untuned_llm_val"] = sub["metrics"]["mse_val"]
         metrics["metrics"]["untuned_llm_variant"] = "head+proj (LLM frozen, projection and head trained)"
     if main:
         save_reconstruction_model(core, out_dir)
