@@ -3,12 +3,9 @@ and leaves no output that looks complete."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from tslrec.pipelines.cli import main
 
@@ -127,7 +124,46 @@ def case_export_missing_manifest(tmp):
             "--out", str(tmp / "o")], "manifest.json"
 
 
-CASES: list[Callable] = [v for k, v in sorted(globals().items()) if k.startswith("case_")]
+
+
+def _export(tmp: Path) -> tuple[Path, Path]:
+    """A valid export for the hand-built dataset, and that dataset."""
+    from tslrec.pipelines.data import load_dataset
+    from tslrec.stage2_augment.embedding_file import save_item_embeddings
+
+    data = good_dataset(tmp)
+    ds = load_dataset(str(data))
+    folder = save_item_embeddings(tmp / "export", torch.randn(ds.num_items + 1, 8), ds.item_ids, ds.name, ds.hash)
+    return folder, data
+
+
+def case_export_truncated(tmp):
+    folder, data = _export(tmp)
+    f = folder / "item_embeddings.safetensors"
+    f.write_bytes(f.read_bytes()[:40])
+    return ["train", "--dataset", str(data), "--fusion", "gate", "--item-embeddings", str(folder), "--out", str(tmp / "o")], \
+        "item_embeddings.safetensors"
+
+
+def case_export_from_another_dataset(tmp):
+    folder, _ = _export(tmp)
+    other = write_atomic(tmp / "other", [(u, i, 5, t) for u in range(1, 7) for t, i in enumerate(range(u, u + 7))])
+    return ["train", "--dataset", str(other), "--fusion", "gate", "--item-embeddings", str(folder), "--out", str(tmp / "o")], \
+        str(folder)
+
+
+def case_stage2_unfinished_stage1_folder(tmp):
+    (tmp / "s1").mkdir()
+    return ["stage2", "--stage1-dir", str(tmp / "s1"), "--out", str(tmp / "s2")], "s1"
+
+
+def case_stage1_corrupt_item_table(tmp):
+    run = train_dir(tmp)
+    (run / "item_embeddings.safetensors").write_bytes(b"\x00" * 16)
+    return ["stage1", "--train-dir", str(run), "--out", str(tmp / "s1"), "--llm", "smollm2"], "item_embeddings.safetensors"
+
+
+CASES = [v for k, v in sorted(globals().items()) if k.startswith("case_")]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__[5:] for c in CASES])
