@@ -29,6 +29,7 @@ class TrainConfig:
     patience: int = 10  # epochs without a better validation NDCG@10 before stopping
     select_metric: str = "NDCG@10"  # validation metric for early stopping
     grad_clip: float = 5.0  # max gradient norm (0 = off)
+    bf16: bool = False  # bfloat16 autocast for the training forward pass (evaluation stays float32)
     seed: int = 42  # seeds init, shuffling, dropout and negatives
 
 
@@ -107,7 +108,8 @@ def train(model: SequentialRecommender, splits: LeaveOneOutSplits, cfg: TrainCon
             inputs = splits.train_inputs[idx].to(device)
             targets = splits.train_targets[idx].to(device)
             width = int((inputs > 0).sum(1).max())  # trim all-padding columns
-            loss = model.loss(inputs[:, :width], targets[:, :width], cfg.loss, gen)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss = model.loss(inputs[:, :width], targets[:, :width], cfg.loss, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

@@ -16,11 +16,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
 from records import add
 
-from tslrec.backbones.artifacts import read_json
-from tslrec.pipelines.ablation_grid import cell_dir, is_finished, make_grid
+from tslrec.backbones.artifacts import load_tensors, read_json, resolve_device
+from tslrec.backbones.base import BackboneConfig
+from tslrec.backbones.batching import LeaveOneOutSplits
+from tslrec.backbones.evaluation import EvalConfig
+from tslrec.backbones.registry import build_backbone
+from tslrec.backbones.training import evaluate_split
+from tslrec.pipelines.ablation_grid import cell_dir, collect, is_finished, make_grid
+from tslrec.pipelines.ablation_report import summarize
 from tslrec.pipelines.cli import main as cli_main
+from tslrec.pipelines.data import SequenceDataset, load_dataset
+from tslrec.pipelines.options import DataConfig
+from tslrec.pipelines.side_information import load_side_information
 
 DEFAULT_BACKBONES = "gru4rec,caser,sasrec,fmlprec"
 DEFAULT_FUSIONS = "base,ci,gate"
@@ -61,6 +71,20 @@ def cell_record(record: dict, stage2: dict | None) -> dict:
     return rec
 
 
+def history_masked_metrics(folder: Path, record: dict, ds: SequenceDataset, splits: LeaveOneOutSplits,
+                           export: Path, clusters: str | None, device: torch.device) -> dict:
+    """The cell's chosen weights evaluated once more with history items removed from the candidates
+    (the S3-Rec / FMLP-Rec evaluation code does this; a secondary protocol, always labelled)."""
+    fusion = record["side_information"]["fusion"]
+    side = load_side_information(fusion["kind"], ds, str(export), clusters, fusion["finetune_llm_table"])
+    model = build_backbone(record["model"], BackboneConfig(**record["config"]["model"]), side.fusion, side.llm_table,
+                           side.clusters)
+    model.load_state_dict(load_tensors(folder / "model.safetensors", "cell weights"))
+    model.to(device)
+    masked = evaluate_split(model, splits.test, EvalConfig(mask_history=True), device)
+    return {k: round(v, 6) for k, v in masked.metrics.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="ml-1m")
@@ -92,10 +116,20 @@ def main() -> None:
     if stage2 is not None:
         add(name, stage2)
     cells = make_grid(args.backbones.split(","), args.fusions.split(","), [args.seed + i for i in range(args.seeds)])
+    ds = load_dataset(args.dataset, DataConfig(kcore=args.kcore, max_len=args.max_len))
+    splits = LeaveOneOutSplits.from_sequences(ds.sequences, ds.num_items, args.max_len)
+    tests = {(row.backbone, row.fusion): row.tests for row in summarize(collect(out / "grid", cells))}
     for cell in cells:
         folder = cell_dir(out / "grid", cell)
         if is_finished(folder):
-            add(name, cell_record(read_json(folder / "metrics.json"), stage2))
+            record = read_json(folder / "metrics.json")
+            rec = cell_record(record, stage2)
+            # the grid's paired t-test against base (seed-averaged per-user metrics): the same on every seed's record
+            rec["vs_base"] = {m: {"mean_diff": round(t.mean_diff, 6), "t": round(t.t, 4), "p": t.p, "users": t.users}
+                              for m, t in tests.get((cell.backbone, cell.fusion), {}).items()}
+            rec["metrics_history_masked"] = history_masked_metrics(folder, record, ds, splits, export, args.stage1_dir,
+                                                                   resolve_device(args.device))
+            add(name, rec)
     print(f"wrote bench/results/{name}.json ({len(cells)} cells"
           + (f", stage 2 {stage2['timings']['seconds_per_1000_items']:.1f} s per 1,000 items)" if stage2 else ")"))
 

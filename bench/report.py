@@ -86,17 +86,92 @@ def lite_tables() -> str:
     runs = load("lite-ml-1m")
     if runs:
         keys = ["Recall@10", "Recall@20", "NDCG@10", "NDCG@20"]
-        out += ["**Lite-LLM4Rec on ML-1M (5-core), full ranking, test set. The runs are capped CPU runs, far from converged.**", "",
-                "| model | variant | training budget | " + " | ".join(keys) + " |", "|---|---|---|" + "---|" * len(keys)]
+        out += ["**Lite-LLM4Rec on ML-1M (5-core), leave-one-out, full ranking, test set, step chosen on validation NDCG@10.**", "",
+                "| model | variant | Recommendation LLM | device | training budget | " + " | ".join(keys) + " |",
+                "|---|---|---|---|---|" + "---|" * len(keys)]
         for r in runs:
-            budget = f"{r.get('steps')} steps, {r.get('epochs_run')} epochs"
-            out.append(f"| {r['model']} | {r['variant']} | {budget} | " + " | ".join(fmt(r['metrics'].get(k)) for k in keys) + " |")
+            llm = r["config"]["llm"]
+            layers = f", first {llm['num_layers']} blocks" if llm.get("num_layers") else ""
+            budget = (f"{r.get('steps')} steps ({r.get('epochs_run')} epochs of '{r['variant']}' rows), best step "
+                      f"{r.get('best_step')}, {r.get('train_seconds', 0) / 60:.0f} min training")
+            out.append(f"| {r['model']} | {r['variant']} | {llm['name_or_path']}{layers}, {r['config']['lite']['finetune']} | "
+                       f"{r.get('device')} | {budget} | " + " | ".join(fmt(r['metrics'].get(k)) for k in keys) + " |")
         for r in load("backbones-ml-1m"):
             if r["model"] == "sasrec":
-                out.append("| SASRec (this project, ID only) | base | converged | " + " | ".join(fmt(r['metrics'].get(k)) for k in keys) + " |")
-        out.append("| Lite-LLM4Rec (paper Table 3) | sampling | paper | 0.2733 | 0.3770 | 0.1518 | 0.1780 |")
+                out.append(f"| SASRec (this project, ID only, max_len {r['config']['data']['max_len']}) | base | – | "
+                           f"{r['device']} | converged ({r['best_epoch']} epochs) | "
+                           + " | ".join(fmt(r['metrics'].get(k)) for k in keys) + " |")
+        grid = [r for r in load("ablation-ml-1m") if r.get("model") == "sasrec" and r.get("variant") == "base"]
+        if grid:
+            mean = {k: sum(r["metrics"][k] for r in grid) / len(grid) for k in keys}
+            out.append(f"| SASRec (this project, ID only, max_len {grid[0]['config']['data']['max_len']}, mean of "
+                       f"{len(grid)} seeds) | base | – | {grid[0]['device']} | {grid[0]['config']['train']['epochs']} epochs "
+                       "at most | " + " | ".join(fmt(mean[k]) for k in keys) + " |")
+        out.append("| Lite-LLM4Rec (paper Table 3) | sampling | – | GPU | paper | 0.2733 | 0.3770 | 0.1518 | 0.1780 |")
         out += ["", "Commands (from `bench/`):", ""] + [f"    {c}" for c in sorted({r["command"] for r in runs})]
     return "\n".join(out)
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.4f}"  # one seed: no spread to report
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.4f} ± {std:.4f}"
+
+
+def _verdict(test: dict | None) -> str:
+    """How a fusion compares with base on NDCG@10 (paired t-test, p <= 0.05 as in the paper)."""
+    if not test:
+        return "–"
+    word = ("better" if test["mean_diff"] > 0 else "worse") if test["p"] <= 0.05 else "no significant difference"
+    return f"{test['mean_diff']:+.4f} (p = {test['p']:.2g}): {word}"
+
+
+def ablation_tables(dataset: str) -> str:
+    runs = load(f"ablation-{dataset}")
+    cells = [r for r in runs if r.get("model") != "tslrec-stage2"]
+    if not cells:
+        return ""
+    stage2 = [r for r in runs if r.get("model") == "tslrec-stage2"]
+    cfg = cells[0]["config"]
+    data, model, train = cfg["data"], cfg["model"], cfg["train"]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in cells:
+        groups.setdefault((r["model"], r["variant"]), []).append(r)
+    order = {"base": 0, "ci": 1, "gate": 2}
+    lines = [
+        f"**Fusion ablation on {dataset}: test metrics, full ranking (history not masked), mean ± std over seeds; "
+        "each run's epoch chosen on validation NDCG@10.**", "",
+        f"Setting: kcore {data['kcore']}, max_len {data['max_len']}, hidden {model['hidden']}, lr {train['lr']}, "
+        f"batch {train['batch_size']} users, at most {train['epochs']} epochs, patience {train['patience']}, "
+        f"bf16 training {train.get('bf16', False)}.", "",
+        "| backbone | fusion | seeds | HR@5 | HR@10 | NDCG@5 | NDCG@10 | NDCG@10 vs base (paired t-test) | "
+        "history masked HR@10 / NDCG@10 | paper base HR@10 | best epoch per seed | s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (backbone, fusion) in sorted(groups, key=lambda k: (k[0], order.get(k[1], 9), k[1])):
+        rs = sorted(groups[(backbone, fusion)], key=lambda r: r["seed"])
+        masked = [r.get("metrics_history_masked") or {} for r in rs]
+        paper = PAPER_BASE_ML1M.get(backbone, (None, None))[0] if dataset == "ml-1m" and fusion == "base" else None
+        lines.append(
+            f"| {backbone} | {fusion} | {len(rs)} | "
+            + " | ".join(_mean_std([r["metrics"][k] for r in rs]) for k in ("HR@5", "HR@10", "NDCG@5", "NDCG@10"))
+            + f" | {_verdict(rs[0].get('vs_base', {}).get('NDCG@10'))} | "
+            f"{_mean_std([m['HR@10'] for m in masked if m])} / {_mean_std([m['NDCG@10'] for m in masked if m])} | "
+            f"{fmt(paper)} | {', '.join(str(r['best_epoch']) + '/' + str(r['epochs']) for r in rs)} | "
+            f"{fmt(sum(r.get('timings', r)['seconds_per_epoch'] for r in rs) / len(rs), 1)} |")
+    for r in stage2:
+        t = r["timings"]
+        lines += ["", f"Stage 2 ({r['variant']}, {r.get('device')}, batch {t['batch_size']}, bf16 autocast "
+                  f"{t['bf16_autocast']}): {t['seconds']:.0f} s for {t['items']} items = "
+                  f"**{t['seconds_per_1000_items']:.1f} s per 1,000 items**."]
+    lines += ["", "Commands (run from the repository root):", ""] + [f"    {c}" for c in sorted({r["command"] for r in runs})]
+    lines += ["", f"Commits: {', '.join(sorted({r['commit'] for r in runs}))}; devices: "
+              f"{', '.join(sorted({str(r.get('device')) for r in cells}))}."]
+    return "\n".join(lines)
 
 
 def sft_table() -> str:
@@ -115,8 +190,8 @@ def sft_table() -> str:
 
 
 def main() -> None:
-    sections = [backbones_table("ml-1m"), sft_table(), lite_tables()]
-    special = ("backbones-", "lite-", "sft-efficiency")
+    sections = [backbones_table("ml-1m"), ablation_tables("ml-1m"), ablation_tables("ml-100k"), sft_table(), lite_tables()]
+    special = ("backbones-", "lite-", "sft-efficiency", "ablation-")
     for path in sorted(RESULTS.glob("*.json")):
         if not path.stem.startswith(special):
             sections.append(generic_table(path.stem))

@@ -5,10 +5,14 @@
 
 A cell whose metrics.json exists is finished and skipped; a killed cell resumes from its
 checkpoint.pt (the trainer's own resume), so re-running the same command continues the grid.
+A cell being trained holds <cell>/train.lock (the owner's host and pid), so several `tslrec ablate`
+processes on one grid folder share the cells out instead of training one twice.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +26,10 @@ from . import train_job
 from .side_information import LLM_FUSIONS
 
 SETTINGS_FILE = "ablation.json"
-# Options that may change between runs of the same grid without invalidating finished cells.
+# Options that may differ between runs of one grid folder. The side-information paths are among them so
+# that ID-only cells can train before stage 2 exists; every cell records its own side information.
 GRID_OPTIONS = {"backbones", "fusions", "seeds", "seed", "out", "device", "no_progress", "func", "command",
-                "activity_groups"}
+                "activity_groups", "item_embeddings", "clusters"}
 
 
 @dataclass(frozen=True)
@@ -88,18 +93,61 @@ def cell_args(args: argparse.Namespace, cell: Cell, folder: Path) -> argparse.Na
                                  "finetune_llm_table": args.finetune_llm_table and cell.fusion in LLM_FUSIONS})
 
 
+LOCK_FILE = "train.lock"
+
+
+def _owner_alive(lock: Path) -> bool:
+    """Whether the process named in `lock` still runs (a lock from another host counts as alive)."""
+    try:
+        host, pid = lock.read_text().split()
+        if host != socket.gethostname():
+            return True
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, ValueError):  # unreadable or half-written lock, or a pid we may not signal: leave it be
+        return True
+    return True
+
+
+def try_lock(folder: Path) -> bool:
+    """Claim a cell for this process; False if another live process holds it. A dead owner's lock is taken over."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_FILE
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if _owner_alive(lock):
+                return False
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{socket.gethostname()} {os.getpid()}")
+        return True
+    return False
+
+
 def run_grid(args: argparse.Namespace, cells: list[Cell], out: Path) -> None:
-    """Train every unfinished cell, printing one line per cell."""
+    """Train every unfinished cell not held by another process, printing one line per cell."""
     for i, cell in enumerate(cells, 1):
         folder = cell_dir(out, cell)
         head = f"[{i}/{len(cells)}] {cell.name}"
         if is_finished(folder):
             print(f"{head}: finished earlier, skipped", flush=True)
             continue
-        print(f"{head}: training", flush=True)
-        start = time.perf_counter()
-        train_job.run(cell_args(args, cell, folder))
-        print(f"{head}: done in {time.perf_counter() - start:.0f} s", flush=True)
+        if not try_lock(folder):
+            print(f"{head}: being trained by another process ({folder / LOCK_FILE}), skipped", flush=True)
+            continue
+        try:
+            if is_finished(folder):  # finished by another process between the two checks
+                continue
+            print(f"{head}: training", flush=True)
+            start = time.perf_counter()
+            train_job.run(cell_args(args, cell, folder))
+            print(f"{head}: done in {time.perf_counter() - start:.0f} s", flush=True)
+        finally:
+            (folder / LOCK_FILE).unlink(missing_ok=True)
 
 
 def collect(out: Path, cells: list[Cell]) -> list[CellResult]:

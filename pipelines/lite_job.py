@@ -53,6 +53,8 @@ def add_lite_options(p: argparse.ArgumentParser) -> None:
                         "(default: a cache folder keyed by dataset, text and model)")
     g = p.add_argument_group("Recommendation LLM")
     g.add_argument("--llm", default="smollm2", help="built-in name (smollm2, minilm), local folder, .gguf file or hub id")
+    g.add_argument("--llm-layers", type=int, default=None,
+                   help="keep only the first N transformer blocks of --llm (default: all; fewer = faster on a CPU)")
     g.add_argument("--finetune", default=lite.finetune, choices=list(FINETUNE), help="LoRA adapters or every LLM weight")
     g.add_argument("--lora-r", type=int, default=lite.lora_r, help="LoRA rank")
     g.add_argument("--lora-alpha", type=int, default=lite.lora_alpha, help="LoRA alpha")
@@ -93,7 +95,7 @@ def configs(args: argparse.Namespace) -> tuple[ItemLLMConfig, LiteConfig, LLMCon
                       lora_dropout=args.lora_dropout, lora_target_modules=targets, add_bos=not args.no_bos,
                       tune_item_vectors=args.tune_item_vectors).validate()
     llm = LLMConfig(name_or_path=args.llm, dtype=args.dtype, gradient_checkpointing=args.gradient_checkpointing,
-                    trust_remote_code=args.trust_remote_code)
+                    trust_remote_code=args.trust_remote_code, num_layers=args.llm_layers)
     train = LiteTrainConfig(strategy=args.strategy, segment_len=args.segment_len, epochs=args.epochs,
                             max_steps=args.max_steps, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
                             lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay, bf16=not args.no_bf16,

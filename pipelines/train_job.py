@@ -55,6 +55,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", choices=["ce", "bce"], default=d.loss, help="ce: softmax over all items; bce: sampled negatives")
     p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience on validation NDCG@10")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast while training (evaluation stays float32)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--mask-history", action="store_true", help="remove history items from the candidates (off in the papers)")
     p.add_argument("--sampled-negatives", type=int, default=0, help="rank against N sampled negatives instead of all items (labelled 'sampled')")
@@ -68,7 +69,7 @@ def backbone_config(args: argparse.Namespace, num_items: int) -> BackboneConfig:
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                       loss=args.loss, patience=args.patience, seed=args.seed)
+                       loss=args.loss, patience=args.patience, seed=args.seed, bf16=args.bf16)
 
 
 def eval_config(args: argparse.Namespace) -> EvalConfig:

@@ -42,6 +42,7 @@ class LLMConfig:
     quantization: str | None = None  # None | "4bit" | "8bit" (bitsandbytes; worth it for 7B+ models on a GPU)
     gradient_checkpointing: bool = False  # trade ~35% more time for ~2.4x less activation memory
     trust_remote_code: bool = False  # run model code shipped with a hub model; only if you trust its author
+    num_layers: int | None = None  # keep only the first N transformer blocks (None = all): a shallower, cheaper model
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,8 @@ def load_llm(cfg: LLMConfig, kind: str = "causal_lm") -> tuple[nn.Module, Any]:
         kwargs["gguf_file"] = gguf_file
     if quant is not None:
         kwargs["quantization_config"] = quant
+    if cfg.num_layers is not None:
+        kwargs["num_hidden_layers"] = _checked_num_layers(cfg, source, gguf_file)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **({"gguf_file": gguf_file} if gguf_file else {}),
                                                   trust_remote_code=cfg.trust_remote_code)
@@ -116,6 +119,23 @@ def load_llm(cfg: LLMConfig, kind: str = "causal_lm") -> tuple[nn.Module, Any]:
         model.config.use_cache = False
     model.train()  # never let a bitsandbytes 4-bit layer see an eval forward before training
     return model, tokenizer
+
+
+def _checked_num_layers(cfg: LLMConfig, source: str, gguf_file: str | None) -> int:
+    """cfg.num_layers, if the model has at least that many blocks (more would add random ones)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=cfg.trust_remote_code,
+                                            **({"gguf_file": gguf_file} if gguf_file else {}))
+    except _LOAD_ERRORS as e:
+        raise InputError(f"{cfg.name_or_path}: could not read the model config ({type(e).__name__})") from None
+    total = getattr(config, "num_hidden_layers", None)
+    if not isinstance(total, int):
+        raise InputError(f"{cfg.name_or_path}: its config has no num_hidden_layers; leave the layer count unset")
+    if not 1 <= cfg.num_layers <= total:
+        raise InputError(f"{cfg.name_or_path}: layer count {cfg.num_layers} must be between 1 and the model's {total}")
+    return cfg.num_layers
 
 
 def resolve_model_source(name_or_path: str, kind: str) -> tuple[str, str | None]:

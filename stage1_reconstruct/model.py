@@ -10,6 +10,9 @@ head on it, the instance-level baseline an item head. Stage 2 calls
 """
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -61,6 +64,54 @@ class LLMSequenceEncoder(nn.Module):
         return pool(hidden, attn, self.pooling).float()  # [B, H]
 
 
+    @torch.no_grad()
+    def prefix_state(self) -> tuple[Any, torch.Tensor] | None:
+        """Run the prompt prefix once: (its key/value cache, hidden states [1, P, H]).
+
+        A row without padding starts with exactly these P positions, so it can continue from the
+        cache instead of recomputing them. None when there is no prefix or the model returns no cache.
+        """
+        prefix_ids = self.prompt.prefix_ids  # [P]
+        if prefix_ids.numel() == 0:
+            return None
+        embed = self.llm.get_input_embeddings()
+        prefix = embed(prefix_ids).to(embed.weight.dtype).unsqueeze(0)  # [1, P, H]
+        P = prefix.shape[1]
+        out = transformer_body(self.llm)(inputs_embeds=prefix, attention_mask=torch.ones(1, P, dtype=torch.long,
+                                         device=prefix.device), position_ids=torch.arange(P, device=prefix.device)[None],
+                                         use_cache=True)
+        if out.past_key_values is None:
+            return None
+        self.llm_tokens += P
+        return out.past_key_values, out.last_hidden_state
+
+    @torch.no_grad()
+    def forward_after_prefix(self, item_embs: torch.Tensor, state: tuple[Any, torch.Tensor]) -> torch.Tensor:
+        """Like `forward` for rows with every item real (no padding), continuing from `prefix_state()`.
+
+        item_embs [B, T, D] -> h [B, H] (float32). Only the T items and the S suffix tokens go through the LLM.
+        """
+        cache, prefix_hidden = state  # cache of P positions (batch 1), prefix_hidden [1, P, H]
+        B, T, _ = item_embs.shape
+        embed = self.llm.get_input_embeddings()
+        soft = self.item_proj(item_embs.to(self.item_proj.weight.dtype)).to(embed.weight.dtype)  # [B, T, H]
+        suffix = embed(self.prompt.suffix_ids).to(embed.weight.dtype)  # [S, H]
+        tail = torch.cat([soft, suffix.unsqueeze(0).expand(B, -1, -1)], dim=1)  # [B, T + S, H]
+        P = prefix_hidden.shape[1]
+        L = P + tail.shape[1]
+        rows_cache = copy.deepcopy(cache)  # the forward appends to the cache it is given
+        rows_cache.batch_repeat_interleave(B)
+        device = tail.device
+        out = transformer_body(self.llm)(inputs_embeds=tail, attention_mask=torch.ones(B, L, dtype=torch.long, device=device),
+                                         position_ids=torch.arange(P, L, device=device).expand(B, -1),
+                                         past_key_values=rows_cache, use_cache=True)
+        hidden = torch.cat([prefix_hidden.to(out.last_hidden_state.dtype).expand(B, -1, -1),
+                            out.last_hidden_state], dim=1)  # [B, L, H]
+        self.llm_passes += B
+        self.llm_tokens += B * tail.shape[1]
+        return pool(hidden, torch.ones(B, L, dtype=torch.long, device=device), self.pooling).float()  # [B, H]
+
+
 class ReconstructionModel(nn.Module):
     """LLMSequenceEncoder + softmax head over K groups."""
 
@@ -73,26 +124,35 @@ class ReconstructionModel(nn.Module):
     def forward(self, item_embs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """item_embs [B, T, D], mask [B, T] -> (h_u [B, H], probs [B, K]), both float32."""
         h = self.encoder(item_embs, mask)  # [B, H]
-        logits = self.head(h.to(self.head.weight.dtype)).float()  # [B, K]
-        return h, torch.softmax(logits, dim=-1)
+        return h, self.group_probs(h)
+
+    def group_probs(self, h: torch.Tensor) -> torch.Tensor:
+        """h [B, H] -> softmax(W h + b) [B, K], float32 (Eq. 2)."""
+        return torch.softmax(self.head(h.to(self.head.weight.dtype)).float(), dim=-1)
 
     @torch.no_grad()
     def encode_items(self, item_embs: torch.Tensor, batch_size: int = 64, autocast_bf16: bool = False,
-                     progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                     progress: bool = True, cache_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Each item as a one-item user (T = 1): item_embs [N, D] -> (emb [N, H], probs [N, K]) on CPU, float32.
 
         This is stage 2's "feed each item into the LLM": same prompt, same projection, same
         pooling as training. Runs without gradients; bitsandbytes layers stay in train mode.
+        With `cache_prefix` the prompt prefix, the same for every item, is run once and its
+        key/value cache reused, so each item costs 1 + S positions instead of P + 1 + S.
         """
         device = self.head.weight.device
         embs, probs = [], []
-        with quantized_safe_eval(self):
+        with quantized_safe_eval(self), torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                                                       enabled=autocast_bf16):
+            state = self.encoder.prefix_state() if cache_prefix else None
             for start in tqdm(range(0, item_embs.shape[0], batch_size), desc="encode items",
                               disable=not progress, leave=False):
                 x = item_embs[start:start + batch_size].to(device).unsqueeze(1)  # [b, 1, D]
-                mask = torch.ones(x.shape[0], 1, dtype=torch.long, device=device)  # [b, 1]
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast_bf16):
-                    h, p = self(x, mask)
+                if state is not None:
+                    h = self.encoder.forward_after_prefix(x, state)  # [b, H]
+                    p = self.group_probs(h)  # [b, K]
+                else:
+                    h, p = self(x, torch.ones(x.shape[0], 1, dtype=torch.long, device=device))
                 embs.append(h.float().cpu())
                 probs.append(p.float().cpu())
         return torch.cat(embs), torch.cat(probs)

@@ -47,9 +47,11 @@ def test_lite_job_trains_evaluates_exports(tmp_path, tiny_bert_dir, lite_llama_d
     assert "lite-llm4rec (sampling)" in capsys.readouterr().out
     # a second run with the "all" strategy reuses the cached item vectors
     assert lite("--dataset", str(data), "--out", str(tmp_path / "run2"), "--item-llm", str(tiny_bert_dir),
-                "--llm", str(lite_llama_dir), "--strategy", "all", "--epochs", "1", "--max-len", "8") == 0
+                "--llm", str(lite_llama_dir), "--strategy", "all", "--epochs", "1", "--max-len", "8",
+                "--llm-layers", "1") == 0
     record2 = read_json(tmp_path / "run2" / "metrics.json")
     assert record2["variant"] == "all" and not record2["item_vectors"]["computed"]
+    assert record2["config"]["llm"]["num_layers"] == 1
     assert record2["train_targets_per_epoch"] == sum(len(s) - 3 for s in ds.sequences)
 
 

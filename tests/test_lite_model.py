@@ -113,8 +113,9 @@ def test_stage1_and_lite_load_through_the_same_function(lite_llama_dir, monkeypa
     assert type(stage1.encoder.prompt) is type(lite.rec.prompt)  # the same soft-prompt packing code
 
 
-def test_save_and_load_round_trip(lite_llama_dir, tmp_path):
-    cfg, llm_cfg = LiteConfig(), LLMConfig(name_or_path=str(lite_llama_dir))
+@pytest.mark.parametrize("num_layers", [None, 1])
+def test_save_and_load_round_trip(lite_llama_dir, tmp_path, num_layers):
+    cfg, llm_cfg = LiteConfig(), LLMConfig(name_or_path=str(lite_llama_dir), num_layers=num_layers)
     model = build_lite_model(item_vectors(), cfg, llm_cfg)
     with torch.no_grad():  # make the LoRA B matrices non-zero so the adapter matters
         for n, p in model.named_parameters():
@@ -130,6 +131,7 @@ def test_save_and_load_round_trip(lite_llama_dir, tmp_path):
         after = loaded.score(loaded(seq))
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
     assert config["num_items"] == 12 and (tmp_path / "m" / "lora" / "adapter_model.safetensors").is_file()
+    assert len(loaded.rec.llm.get_base_model().layers) == (num_layers or 2)  # the shallower model comes back as saved
 
 
 def test_full_finetune_unfreezes_the_llm(lite_llama_dir):

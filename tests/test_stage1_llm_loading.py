@@ -27,6 +27,17 @@ def test_local_folder_loads_frozen_in_train_mode(tiny_llm_cfg):
     assert any(p.requires_grad for p in transformer_body(peft_model).parameters())  # LoRA lives inside the body
 
 
+def test_num_layers_keeps_the_first_blocks_with_their_weights(tiny_llm_cfg):
+    full, _ = load_llm(tiny_llm_cfg)
+    short, _ = load_llm(LLMConfig(**{**tiny_llm_cfg.__dict__, "num_layers": 1}))
+    assert len(transformer_body(full).layers) == 2 and len(transformer_body(short).layers) == 1
+    kept = transformer_body(short).layers[0].self_attn.q_proj.weight
+    assert torch.equal(kept, transformer_body(full).layers[0].self_attn.q_proj.weight)  # pretrained, not re-initialised
+    for bad in (0, 3):  # 3 > the model's 2 blocks would add random ones
+        with pytest.raises(InputError, match="between 1 and the model's 2"):
+            load_llm(LLMConfig(**{**tiny_llm_cfg.__dict__, "num_layers": bad}))
+
+
 @pytest.mark.parametrize("name", ["no-such-model", "./missing/folder", "/tmp/definitely/not/here.gguf"])
 def test_unknown_model_is_input_error(name):
     with pytest.raises(InputError, match="not a built-in model"):

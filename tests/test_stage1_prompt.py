@@ -1,6 +1,7 @@
 """Soft prompt packing, pooling and the encoder forward (tiny random Llama, no network)."""
 from __future__ import annotations
 
+import pytest
 import torch
 from stage1_helpers import make_tiny_tokenizer, tiny_llama_dir, tiny_llm_cfg  # noqa: F401  (fixtures)
 
@@ -85,3 +86,28 @@ def test_encode_items_equals_one_item_users(tiny_llm_cfg):
     with torch.no_grad():
         h, p = model(items[4:5].unsqueeze(1), torch.ones(1, 1, dtype=torch.long))
     assert torch.allclose(emb[4], h[0], atol=1e-5) and torch.allclose(probs[4], p[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_cached_prefix_gives_the_same_items_as_the_full_prompt(tiny_llm_cfg, pooling):
+    from tslrec.stage1_reconstruct.config import Stage1Config
+    from tslrec.stage1_reconstruct.model_io import add_lora
+
+    llm, tok = load_llm(tiny_llm_cfg)
+    llm = add_lora(llm, Stage1Config(), quantized=False, gradient_checkpointing=False)
+    torch.manual_seed(0)
+    with torch.no_grad():  # a trained adapter: non-zero LoRA B matrices
+        for name, param in llm.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.2)
+    model = ReconstructionModel(LLMSequenceEncoder(llm, tok, 5, PREFIX, "Response:", pooling=pooling), k=4)
+    items = torch.randn(7, 5)
+    full_emb, full_probs = model.encode_items(items, batch_size=3, progress=False, cache_prefix=False)
+    model.encoder.llm_tokens = 0
+    emb, probs = model.encode_items(items, batch_size=3, progress=False)
+    torch.testing.assert_close(emb, full_emb, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(probs, full_probs, atol=1e-6, rtol=1e-4)
+    prefix_len = model.encoder.prompt.prefix_ids.numel()
+    suffix_len = model.encoder.prompt.suffix_ids.numel()
+    assert prefix_len > 1 and model.encoder.llm_tokens == prefix_len + 7 * (1 + suffix_len)  # the prefix ran once
+    assert not torch.allclose(emb[0], emb[1])  # and the items still differ

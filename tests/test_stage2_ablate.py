@@ -49,6 +49,33 @@ def test_rerun_skips_finished_cells(grid_run, capsys):
     assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/metrics.json")} == before
 
 
+def test_cell_held_by_a_live_process_is_left_to_it(grid_run, tmp_path, capsys):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tslrec.pipelines.ablation_grid import LOCK_FILE, try_lock
+
+    _, argv, _ = grid_run
+    out = tmp_path / "grid"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        held = out / "cells" / "gru4rec-base-s42"
+        held.mkdir(parents=True)
+        (held / LOCK_FILE).write_text(f"{socket.gethostname()} {other.pid}")
+        grid = [*argv[:argv.index("--out")], "--out", str(out), *argv[argv.index("--out") + 2:]]
+        assert main([*grid, "--fusions", "base", "--seeds", "1"]) == 0
+        assert "being trained by another process" in capsys.readouterr().out
+        assert not (held / "metrics.json").exists()  # left to its owner
+        assert not try_lock(held)
+    finally:
+        other.kill()
+        other.wait()
+    assert try_lock(held)  # the owner died: its lock is taken over
+    assert (held / LOCK_FILE).read_text() == f"{socket.gethostname()} {os.getpid()}"
+
+
 def test_rerun_with_other_settings_is_refused(grid_run, capsys):
     _, argv, _ = grid_run
     assert main([*argv, "--lr", "0.01"]) == 2
