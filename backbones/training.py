@@ -76,6 +76,8 @@ def train(model: SequentialRecommender, splits: LeaveOneOutSplits, cfg: TrainCon
     started again with the same arguments resumes from it.
     """
     eval_cfg = eval_cfg or EvalConfig()
+    if cfg.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise InputError(f"--bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; drop --bf16")
     torch.manual_seed(cfg.seed)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

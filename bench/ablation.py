@@ -25,7 +25,7 @@ from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig
 from tslrec.backbones.registry import build_backbone
 from tslrec.backbones.training import evaluate_split
-from tslrec.pipelines.ablation_grid import cell_dir, collect, is_finished, make_grid
+from tslrec.pipelines.ablation_grid import cell_dir, collect, make_grid
 from tslrec.pipelines.ablation_report import summarize
 from tslrec.pipelines.cli import main as cli_main
 from tslrec.pipelines.data import SequenceDataset, load_dataset
@@ -72,16 +72,21 @@ def cell_record(record: dict, stage2: dict | None) -> dict:
 
 
 def history_masked_metrics(folder: Path, record: dict, ds: SequenceDataset, splits: LeaveOneOutSplits,
-                           export: Path, clusters: str | None, device: torch.device) -> dict:
+                           device: torch.device) -> dict:
     """The cell's chosen weights evaluated once more with history items removed from the candidates
-    (the S3-Rec / FMLP-Rec evaluation code does this; a secondary protocol, always labelled)."""
-    fusion = record["side_information"]["fusion"]
-    side = load_side_information(fusion["kind"], ds, str(export), clusters, fusion["finetune_llm_table"])
+    (the S3-Rec / FMLP-Rec evaluation code does this; a secondary protocol, always labelled).
+    The model is rebuilt from the files the cell itself recorded, with its own evaluation settings."""
+    side_info = record["side_information"]
+    fusion = side_info["fusion"]
+    export = side_info.get("item_embeddings", {}).get("folder")
+    clusters = side_info.get("clusters")
+    clusters = None if clusters is None or clusters.endswith("(item_groups)") else clusters
+    side = load_side_information(fusion["kind"], ds, export, clusters, fusion["finetune_llm_table"])
     model = build_backbone(record["model"], BackboneConfig(**record["config"]["model"]), side.fusion, side.llm_table,
                            side.clusters)
     model.load_state_dict(load_tensors(folder / "model.safetensors", "cell weights"))
     model.to(device)
-    masked = evaluate_split(model, splits.test, EvalConfig(mask_history=True), device)
+    masked = evaluate_split(model, splits.test, EvalConfig(**{**record["config"]["eval"], "mask_history": True}), device)
     return {k: round(v, 6) for k, v in masked.metrics.items()}
 
 
@@ -108,6 +113,12 @@ def main() -> None:
     if args.item_embeddings is None and not (export / "manifest.json").is_file():
         run_cli(["stage2", "--stage1-dir", args.stage1_dir, "--out", str(export), "--device", args.device, "--no-progress"])
     stage2 = stage2_record(export, stem)
+    stage1_dir = Path((stage2 or {}).get("stage1_dir") or args.stage1_dir or "")  # the stage 1 behind the export
+    if stage2 is not None and (stage1_dir / "metrics.json").is_file():
+        s1 = read_json(stage1_dir / "metrics.json", "stage 1 metrics")
+        keep = ("mse", "mse_global_mean", "mse_ratio_to_global_mean", "mse_mean_embedding", "mse_untuned_llm")
+        stage2["stage1"] = {"metrics": {k: s1["metrics"].get(k) for k in keep}, "steps": s1.get("steps"),
+                            "users": s1.get("users"), "train_seconds": s1.get("timing", {}).get("train_seconds")}
     side = ["--item-embeddings", str(export)] + (["--stage1-dir", args.stage1_dir] if args.stage1_dir else [])
     run_cli(["ablate", "--dataset", args.dataset, "--kcore", str(args.kcore), "--max-len", str(args.max_len),
              "--backbones", args.backbones, "--fusions", args.fusions, "--seeds", str(args.seeds), "--seed", str(args.seed),
@@ -116,21 +127,25 @@ def main() -> None:
     if stage2 is not None:
         add(name, stage2)
     cells = make_grid(args.backbones.split(","), args.fusions.split(","), [args.seed + i for i in range(args.seeds)])
-    ds = load_dataset(args.dataset, DataConfig(kcore=args.kcore, max_len=args.max_len))
-    splits = LeaveOneOutSplits.from_sequences(ds.sequences, ds.num_items, args.max_len)
-    tests = {(row.backbone, row.fusion): row.tests for row in summarize(collect(out / "grid", cells))}
-    for cell in cells:
-        folder = cell_dir(out / "grid", cell)
-        if is_finished(folder):
-            record = read_json(folder / "metrics.json")
-            rec = cell_record(record, stage2)
-            # the grid's paired t-test against base (seed-averaged per-user metrics): the same on every seed's record
-            rec["vs_base"] = {m: {"mean_diff": round(t.mean_diff, 6), "t": round(t.t, 4), "p": t.p, "users": t.users}
-                              for m, t in tests.get((cell.backbone, cell.fusion), {}).items()}
-            rec["metrics_history_masked"] = history_masked_metrics(folder, record, ds, splits, export, args.stage1_dir,
-                                                                   resolve_device(args.device))
-            add(name, rec)
-    print(f"wrote bench/results/{name}.json ({len(cells)} cells"
+    finished = collect(out / "grid", cells)
+    if not finished:
+        raise SystemExit(f"no finished cells in {out / 'grid'}; nothing to record")
+    first = finished[0].record
+    ds = load_dataset(first["dataset_source"], DataConfig(**first["config"]["data"]))  # as the cells loaded it
+    if ds.hash != first["dataset_info"]["hash"]:
+        raise SystemExit(f"{args.dataset}: the data changed since the grid was trained (hash {ds.hash[:12]} vs "
+                         f"{first['dataset_info']['hash'][:12]}); re-run the grid in a new --out")
+    splits = LeaveOneOutSplits.from_sequences(ds.sequences, ds.num_items, first["config"]["data"]["max_len"])
+    tests = {(row.backbone, row.fusion): row.tests for row in summarize(finished)}
+    for result in finished:
+        rec = cell_record(result.record, stage2)
+        # the grid's paired t-test against base (seed-averaged per-user metrics): the same on every seed's record
+        rec["vs_base"] = {m: {"mean_diff": round(t.mean_diff, 6), "t": round(t.t, 4), "p": t.p, "users": t.users}
+                          for m, t in tests.get((result.cell.backbone, result.cell.fusion), {}).items()}
+        rec["metrics_history_masked"] = history_masked_metrics(cell_dir(out / "grid", result.cell), result.record, ds,
+                                                               splits, resolve_device(args.device))
+        add(name, rec)
+    print(f"wrote bench/results/{name}.json ({len(finished)} of {len(cells)} cells finished"
           + (f", stage 2 {stage2['timings']['seconds_per_1000_items']:.1f} s per 1,000 items)" if stage2 else ")"))
 
 

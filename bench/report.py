@@ -83,7 +83,7 @@ def lite_tables() -> str:
             out.append(f"| {r['dataset']} | {r['device']} | {ms['lite-llm4rec']} | {ms['generative-beam20']} | "
                        f"{r['generative_over_lite']}x | {inp['lite_positions_mean']} | {inp['generative_prompt_tokens_mean']} |")
         out += ["", "Commands (from `bench/`):", ""] + [f"    {c}" for c in sorted({r["command"] for r in lat})] + [""]
-    runs = load("lite-ml-1m")
+    runs = load("lite-ml-1m") + load("lite-ml-1m-cpu")  # the full 30-block model capped early; 4 blocks trained longer
     if runs:
         keys = ["Recall@10", "Recall@20", "NDCG@10", "NDCG@20"]
         out += ["**Lite-LLM4Rec on ML-1M (5-core), leave-one-out, full ranking, test set, step chosen on validation NDCG@10.**", "",
@@ -92,8 +92,9 @@ def lite_tables() -> str:
         for r in runs:
             llm = r["config"]["llm"]
             layers = f", first {llm['num_layers']} blocks" if llm.get("num_layers") else ""
+            rising = ": still improving when the budget ended" if r.get("best_step") == r.get("steps") else ""
             budget = (f"{r.get('steps')} steps ({r.get('epochs_run')} epochs of '{r['variant']}' rows), best step "
-                      f"{r.get('best_step')}, {r.get('train_seconds', 0) / 60:.0f} min training")
+                      f"{r.get('best_step')}{rising}, {r.get('train_seconds', 0) / 60:.0f} min training")
             out.append(f"| {r['model']} | {r['variant']} | {llm['name_or_path']}{layers}, {r['config']['lite']['finetune']} | "
                        f"{r.get('device')} | {budget} | " + " | ".join(fmt(r['metrics'].get(k)) for k in keys) + " |")
         for r in load("backbones-ml-1m"):
@@ -147,7 +148,9 @@ def ablation_tables(dataset: str) -> str:
         "each run's epoch chosen on validation NDCG@10.**", "",
         f"Setting: kcore {data['kcore']}, max_len {data['max_len']}, hidden {model['hidden']}, lr {train['lr']}, "
         f"batch {train['batch_size']} users, at most {train['epochs']} epochs, patience {train['patience']}, "
-        f"bf16 training {train.get('bf16', False)}.", "",
+        f"bf16 training {train.get('bf16', False)}. {sum(r['best_epoch'] == train['epochs'] for r in cells)} of "
+        f"{len(cells)} runs had their best validation epoch at the {train['epochs']}-epoch cap, i.e. were still "
+        "improving when the budget ended.", "",
         "| backbone | fusion | seeds | HR@5 | HR@10 | NDCG@5 | NDCG@10 | NDCG@10 vs base (paired t-test) | "
         "history masked HR@10 / NDCG@10 | paper base HR@10 | best epoch per seed | s/epoch |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -165,9 +168,19 @@ def ablation_tables(dataset: str) -> str:
             f"{fmt(sum(r.get('timings', r)['seconds_per_epoch'] for r in rs) / len(rs), 1)} |")
     for r in stage2:
         t = r["timings"]
+        agree = r.get("category_agreement") or {}
         lines += ["", f"Stage 2 ({r['variant']}, {r.get('device')}, batch {t['batch_size']}, bf16 autocast "
                   f"{t['bf16_autocast']}): {t['seconds']:.0f} s for {t['items']} items = "
-                  f"**{t['seconds_per_1000_items']:.1f} s per 1,000 items**."]
+                  f"**{t['seconds_per_1000_items']:.1f} s per 1,000 items**. LLM category vs k-means group (Fig. 4): "
+                  f"C1 {fmt(agree.get('C1'), 3)}, C2 {fmt(agree.get('C2'), 3)}, C3 {fmt(agree.get('C3'), 3)} "
+                  f"(chance top-1 {fmt(agree.get('chance_top1'), 3)})."]
+        s1 = r.get("stage1")
+        if s1:
+            m = s1["metrics"]
+            lines += ["", f"Stage 1 behind it: {s1['steps']} steps on {s1['users']['train']} users in "
+                      f"{s1['train_seconds'] / 60:.0f} min; held-out-user MSE {fmt(m['mse'], 6)} = "
+                      f"{fmt(m['mse_ratio_to_global_mean'], 3)}x the global-mean baseline ({fmt(m['mse_global_mean'], 6)}); "
+                      f"a head on the mean item embedding without the LLM: {fmt(m['mse_mean_embedding'], 6)}."]
     lines += ["", "Commands (run from the repository root):", ""] + [f"    {c}" for c in sorted({r["command"] for r in runs})]
     lines += ["", f"Commits: {', '.join(sorted({r['commit'] for r in runs}))}; devices: "
               f"{', '.join(sorted({str(r.get('device')) for r in cells}))}."]

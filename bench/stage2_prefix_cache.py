@@ -16,10 +16,12 @@ from records import add
 
 from tslrec.backbones.artifacts import package_versions, resolve_device
 from tslrec.pipelines.run_folders import load_train_folder, read_stage1_folder
+from tslrec.stage1_reconstruct.model import ReconstructionModel
 from tslrec.stage1_reconstruct.model_io import load_reconstruction_model
 
 
-def timed(model, items: torch.Tensor, args: argparse.Namespace, cache: bool) -> tuple[float, torch.Tensor, torch.Tensor]:
+def timed(model: ReconstructionModel, items: torch.Tensor, args: argparse.Namespace,
+          cache: bool) -> tuple[float, torch.Tensor, torch.Tensor]:
     start = time.perf_counter()
     emb, probs = model.encode_items(items, batch_size=args.batch_size, autocast_bf16=args.bf16, progress=False,
                                     cache_prefix=cache)
@@ -35,6 +37,8 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast, as `tslrec stage2 --bf16`")
     p.add_argument("--device", default="auto")
     args = p.parse_args()
+    if args.items < 1 or args.batch_size < 1 or args.repeats < 1:
+        p.error("--items, --batch-size and --repeats must be at least 1")
     stage1 = read_stage1_folder(args.stage1_dir)
     train = load_train_folder(stage1.train_dir)
     device = resolve_device(args.device)
@@ -52,7 +56,8 @@ def main() -> None:
     per_1000 = {c: 1000 * min(v) / len(items) for c, v in seconds.items()}
     prompt = model.encoder.prompt
     record = {
-        "dataset": train.dataset.name, "model": "tslrec-stage2", "variant": "prefix-cache", "seed": None,
+        "dataset": train.dataset.name, "model": "tslrec-stage2", "variant": "prefix-cache" + ("-bf16" if args.bf16 else "-fp32"),
+        "seed": None,
         "device": str(device), "metrics": {},
         "timings": {"seconds_per_1000_items_full_prompt": round(per_1000[False], 2),
                     "seconds_per_1000_items_cached_prefix": round(per_1000[True], 2),

@@ -77,7 +77,10 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     check_settings(out, shared_settings(args))
     cells = make_grid(backbones, fusions, [args.seed + i for i in range(args.seeds)])
-    run_grid(args, cells, out)
+    elsewhere = run_grid(args, cells, out)
+    if elsewhere:
+        print(f"{elsewhere} cell(s) are still training in other processes: the report below covers the finished "
+              "cells only; run this command again when they are done", flush=True)
     write_reports(out, collect(out, cells), ds, args)
 
 

@@ -5,8 +5,8 @@
 
 A cell whose metrics.json exists is finished and skipped; a killed cell resumes from its
 checkpoint.pt (the trainer's own resume), so re-running the same command continues the grid.
-A cell being trained holds <cell>/train.lock (the owner's host and pid), so several `tslrec ablate`
-processes on one grid folder share the cells out instead of training one twice.
+A cell being trained holds a lock on <cell>/train.lock, so several `tslrec ablate` processes on one
+grid folder share the cells out instead of training one twice.
 """
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import argparse
 import os
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -23,13 +25,20 @@ from tslrec.backbones.artifacts import load_tensors, read_json, write_json
 from tslrec.backbones.errors import InputError
 
 from . import train_job
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 from .side_information import LLM_FUSIONS
 
 SETTINGS_FILE = "ablation.json"
-# Options that may differ between runs of one grid folder. The side-information paths are among them so
-# that ID-only cells can train before stage 2 exists; every cell records its own side information.
+# Options that may differ between runs of one grid folder.
 GRID_OPTIONS = {"backbones", "fusions", "seeds", "seed", "out", "device", "no_progress", "func", "command",
-                "activity_groups", "item_embeddings", "clusters"}
+                "activity_groups"}
+# Side-information files: a run may leave them out (ID-only cells can train before stage 2 exists) or
+# add them to a grid that had none, but never swap one file for another.
+SIDE_OPTIONS = {"item_embeddings", "clusters"}
 
 
 @dataclass(frozen=True)
@@ -75,15 +84,27 @@ def shared_settings(args: argparse.Namespace) -> dict:
 def check_settings(out: Path, settings: dict) -> None:
     """Record the shared settings, or refuse to mix cells trained with other ones into this folder."""
     path = out / SETTINGS_FILE
-    if path.is_file():
-        before = read_json(path, "ablation settings")
-        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
-        if changed:
-            k = changed[0]
-            raise InputError(f"{path}: this grid was run with {k}={before.get(k)!r}, now {settings.get(k)!r}; "
-                             "use another --out, or repeat the original options to resume")
-    else:
+    if not path.is_file():
         write_json(path, settings)
+        return
+    before = {k: v for k, v in read_json(path, "ablation settings").items() if k not in GRID_OPTIONS}
+
+    def differs(k: str) -> bool:
+        old, new = before.get(k), settings.get(k)
+        if k in SIDE_OPTIONS:
+            return old is not None and new is not None and old != new
+        if k not in before:  # an option newer than this grid: fine while it is off
+            return new not in (None, False)
+        return old != new
+
+    changed = sorted(k for k in set(before) | set(settings) if differs(k))
+    if changed:
+        k = changed[0]
+        raise InputError(f"{path}: this grid was run with {k}={before.get(k)!r}, now {settings.get(k)!r}; "
+                         "use another --out, or repeat the original options to resume")
+    added = {k: settings[k] for k in SIDE_OPTIONS if before.get(k) is None and settings.get(k) is not None}
+    if added:
+        write_json(path, {**before, **added})
 
 
 def cell_args(args: argparse.Namespace, cell: Cell, folder: Path) -> argparse.Namespace:
@@ -96,58 +117,54 @@ def cell_args(args: argparse.Namespace, cell: Cell, folder: Path) -> argparse.Na
 LOCK_FILE = "train.lock"
 
 
-def _owner_alive(lock: Path) -> bool:
-    """Whether the process named in `lock` still runs (a lock from another host counts as alive)."""
-    try:
-        host, pid = lock.read_text().split()
-        if host != socket.gethostname():
-            return True
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (OSError, ValueError):  # unreadable or half-written lock, or a pid we may not signal: leave it be
-        return True
-    return True
+@contextmanager
+def cell_lock(folder: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on `folder`/train.lock while training the cell; yields False if another process holds it.
 
-
-def try_lock(folder: Path) -> bool:
-    """Claim a cell for this process; False if another live process holds it. A dead owner's lock is taken over."""
+    The lock is `flock` on an open file: the kernel drops it when its process ends, killed or not, so a
+    stale lock cannot block a cell. The file stays (it only names the last owner). Without fcntl
+    (Windows) every cell is yours: run one worker per grid folder there.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / LOCK_FILE
-    for _ in range(2):
+    if fcntl is None:
+        yield True
+        return
+    fd = os.open(folder / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            if _owner_alive(lock):
-                return False
-            lock.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{socket.gethostname()} {os.getpid()}")
-        return True
-    return False
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
 
 
-def run_grid(args: argparse.Namespace, cells: list[Cell], out: Path) -> None:
-    """Train every unfinished cell not held by another process, printing one line per cell."""
+def run_grid(args: argparse.Namespace, cells: list[Cell], out: Path) -> int:
+    """Train every unfinished cell not held by another process, one line per cell; returns the cells left to others."""
+    elsewhere = 0
     for i, cell in enumerate(cells, 1):
         folder = cell_dir(out, cell)
         head = f"[{i}/{len(cells)}] {cell.name}"
         if is_finished(folder):
             print(f"{head}: finished earlier, skipped", flush=True)
             continue
-        if not try_lock(folder):
-            print(f"{head}: being trained by another process ({folder / LOCK_FILE}), skipped", flush=True)
-            continue
-        try:
-            if is_finished(folder):  # finished by another process between the two checks
+        with cell_lock(folder) as mine:
+            if not mine:
+                print(f"{head}: being trained by another process ({folder / LOCK_FILE}), skipped", flush=True)
+                elsewhere += 1
+                continue
+            if is_finished(folder):
+                print(f"{head}: finished by another process meanwhile, skipped", flush=True)
                 continue
             print(f"{head}: training", flush=True)
             start = time.perf_counter()
             train_job.run(cell_args(args, cell, folder))
             print(f"{head}: done in {time.perf_counter() - start:.0f} s", flush=True)
-        finally:
-            (folder / LOCK_FILE).unlink(missing_ok=True)
+    return elsewhere
 
 
 def collect(out: Path, cells: list[Cell]) -> list[CellResult]:

@@ -63,7 +63,6 @@ class LLMSequenceEncoder(nn.Module):
         self.llm_tokens += int(attn.sum())
         return pool(hidden, attn, self.pooling).float()  # [B, H]
 
-
     @torch.no_grad()
     def prefix_state(self) -> tuple[Any, torch.Tensor] | None:
         """Run the prompt prefix once: (its key/value cache, hidden states [1, P, H]).
@@ -77,10 +76,12 @@ class LLMSequenceEncoder(nn.Module):
         embed = self.llm.get_input_embeddings()
         prefix = embed(prefix_ids).to(embed.weight.dtype).unsqueeze(0)  # [1, P, H]
         P = prefix.shape[1]
+        from transformers import DynamicCache
+
         out = transformer_body(self.llm)(inputs_embeds=prefix, attention_mask=torch.ones(1, P, dtype=torch.long,
                                          device=prefix.device), position_ids=torch.arange(P, device=prefix.device)[None],
-                                         use_cache=True)
-        if out.past_key_values is None:
+                                         past_key_values=DynamicCache(), use_cache=True)
+        if not hasattr(out.past_key_values, "batch_repeat_interleave"):  # no cache (e.g. checkpointing): full prompts
             return None
         self.llm_tokens += P
         return out.past_key_values, out.last_hidden_state

@@ -7,6 +7,7 @@ import pytest
 from stage2_helpers import write_export, write_toy_dataset
 
 from tslrec.backbones.artifacts import read_json
+from tslrec.backbones.errors import InputError
 from tslrec.pipelines.cli import main
 
 GRID = ["--backbones", "gru4rec", "--fusions", "base,ci,gate", "--seeds", "2", "--epochs", "1", "--hidden", "8",
@@ -50,30 +51,50 @@ def test_rerun_skips_finished_cells(grid_run, capsys):
 
 
 def test_cell_held_by_a_live_process_is_left_to_it(grid_run, tmp_path, capsys):
-    import os
-    import socket
     import subprocess
     import sys
 
-    from tslrec.pipelines.ablation_grid import LOCK_FILE, try_lock
+    from tslrec.pipelines.ablation_grid import LOCK_FILE, cell_lock
 
     _, argv, _ = grid_run
     out = tmp_path / "grid"
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    held = out / "cells" / "gru4rec-base-s42"
+    held.mkdir(parents=True)
+    holder = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); "
+              "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)")
+    other = subprocess.Popen([sys.executable, "-c", holder, str(held / LOCK_FILE)], stdout=subprocess.PIPE, text=True)
     try:
-        held = out / "cells" / "gru4rec-base-s42"
-        held.mkdir(parents=True)
-        (held / LOCK_FILE).write_text(f"{socket.gethostname()} {other.pid}")
+        assert other.stdout.readline().strip() == "held"
         grid = [*argv[:argv.index("--out")], "--out", str(out), *argv[argv.index("--out") + 2:]]
         assert main([*grid, "--fusions", "base", "--seeds", "1"]) == 0
-        assert "being trained by another process" in capsys.readouterr().out
+        printed = capsys.readouterr().out
+        assert "being trained by another process" in printed and "still training in other processes" in printed
         assert not (held / "metrics.json").exists()  # left to its owner
-        assert not try_lock(held)
+        with cell_lock(held) as mine:
+            assert not mine
     finally:
         other.kill()
         other.wait()
-    assert try_lock(held)  # the owner died: its lock is taken over
-    assert (held / LOCK_FILE).read_text() == f"{socket.gethostname()} {os.getpid()}"
+    with cell_lock(held) as mine:  # the owner died, killed: the kernel dropped its lock
+        assert mine
+    assert main([*grid, "--fusions", "base", "--seeds", "1"]) == 0
+    assert (held / "metrics.json").is_file()
+    with cell_lock(held) as mine:  # and a finished run does not keep it
+        assert mine
+
+
+def test_settings_of_an_older_grid_still_resume(grid_run, tmp_path):
+    from tslrec.backbones.artifacts import write_json
+    from tslrec.pipelines.ablation_grid import SETTINGS_FILE, check_settings
+
+    settings = {"lr": 0.001, "bf16": False, "item_embeddings": None, "clusters": "a"}
+    write_json(tmp_path / SETTINGS_FILE, {"lr": 0.001, "clusters": "a"})  # written before --bf16 existed
+    check_settings(tmp_path, settings)  # an option newer than the grid, left off: fine
+    check_settings(tmp_path, {**settings, "item_embeddings": "export"})  # a file added to a grid without one
+    assert read_json(tmp_path / SETTINGS_FILE)["item_embeddings"] == "export"
+    for changed in ({"bf16": True}, {"item_embeddings": "another"}, {"clusters": "b"}, {"lr": 0.01}):
+        with pytest.raises(InputError, match=next(iter(changed))):
+            check_settings(tmp_path, {**settings, "item_embeddings": "export", **changed})
 
 
 def test_rerun_with_other_settings_is_refused(grid_run, capsys):

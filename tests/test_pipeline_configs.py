@@ -1,0 +1,45 @@
+"""Every config shipped in configs/ turns into stage commands the CLI accepts (no training)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tslrec.pipelines.cli import build_parser
+from tslrec.pipelines.run_job import STAGES, load_config, stage_argv
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
+
+
+def test_configs_are_shipped():
+    assert {"ml-100k.yaml", "ml-1m.yaml", "ml-1m-cpu.yaml"} <= {p.name for p in CONFIGS}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_builds_valid_stage_commands(path):
+    parser = build_parser()
+    cfg = load_config(path, [])
+    for stage in STAGES:
+        argv = stage_argv(stage, cfg, parser)
+        args = parser.parse_args(argv)  # argparse exits on a bad value
+        if stage.name in ("stage0", "ablation"):
+            assert args.max_len == cfg["data"]["max_len"]  # data options reach the stages that load the dataset
+
+
+def test_cpu_config_is_the_setting_of_the_recorded_ml1m_grid():
+    """configs/ml-1m-cpu.yaml claims to reproduce bench/results/ablation-ml-1m.json: its grid options must match."""
+    root = Path(__file__).resolve().parent.parent
+    records = root / "bench" / "results" / "ablation-ml-1m.json"
+    if not records.is_file():
+        pytest.skip("no ML-1M grid recorded")
+    cells = [r for r in json.loads(records.read_text()) if r["model"] != "tslrec-stage2"]
+    parser = build_parser()
+    grid = parser.parse_args(stage_argv(STAGES[-1], load_config(root / "configs" / "ml-1m-cpu.yaml", []), parser))
+    for r in cells:
+        data, model, train = r["config"]["data"], r["config"]["model"], r["config"]["train"]
+        assert (grid.kcore, grid.max_len, grid.hidden, grid.layers, grid.dropout) == \
+            (data["kcore"], data["max_len"], model["hidden"], model["num_layers"], model["dropout"])
+        assert (grid.batch_size, grid.lr, grid.epochs, grid.patience, grid.bf16) == \
+            (train["batch_size"], train["lr"], train["epochs"], train["patience"], train["bf16"])
+    assert {r["seed"] for r in cells} == {grid.seed + i for i in range(grid.seeds)}
