@@ -216,7 +216,8 @@ def main() -> None:
     readme = ROOT / "README.md"
     if readme.is_file():
         text = readme.read_text()
-        block = "<!-- results:start -->\n" + backbones_table("ml-1m") + "\n<!-- results:end -->"
+        block = ("<!-- results:start -->\n" + "\n\n".join(t for t in (backbones_table("ml-1m"), ablation_tables("ml-1m")) if t)
+                 + "\n<!-- results:end -->")
         text = re.sub(r"<!-- results:start -->.*?<!-- results:end -->", lambda _: block, text, flags=re.S)
         readme.write_text(text)
     print(f"wrote {docs}")
