@@ -25,12 +25,12 @@ from tslrec.backbones.artifacts import load_tensors, read_json, write_json
 from tslrec.backbones.errors import InputError
 
 from . import train_job
+from .side_information import LLM_FUSIONS
 
 try:
     import fcntl
-except ImportError:  # Windows
+except ImportError:  # Windows: no flock
     fcntl = None
-from .side_information import LLM_FUSIONS
 
 SETTINGS_FILE = "ablation.json"
 # Options that may differ between runs of one grid folder.
