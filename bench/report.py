@@ -9,6 +9,8 @@ import json
 import re
 from pathlib import Path
 
+from tslrec.stage2_augment.significance import mean_std
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PAPER_BASE_ML1M = {"sasrec": (0.3217, 0.1907), "gru4rec": (0.2912, None), "caser": (0.2700, None), "fmlprec": (0.3172, None)}
@@ -116,11 +118,8 @@ def lite_tables() -> str:
 def _mean_std(values: list[float]) -> str:
     if not values:
         return "–"
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{mean:.4f}"  # one seed: no spread to report
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{mean:.4f} ± {std:.4f}"
+    mean, std = mean_std(values)  # the same statistics as `tslrec ablate`'s own tables
+    return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} ± {std:.4f}"  # one seed: no spread to report
 
 
 def _verdict(test: dict | None) -> str:
