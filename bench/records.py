@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -14,6 +15,7 @@ KEY = ("dataset", "model", "variant", "seed", "device")
 
 
 def git_commit() -> str:
+    """HEAD (with -dirty); on a copy of the tree without .git (a GPU box), $TSLREC_COMMIT names the commit sent."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).parent, check=True).stdout.strip()
@@ -21,7 +23,7 @@ def git_commit() -> str:
                                cwd=Path(__file__).parent).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("TSLREC_COMMIT", "unknown")
 
 
 def command_line() -> str:

@@ -202,7 +202,8 @@ def sft_table() -> str:
 
 
 def main() -> None:
-    sections = [backbones_table("ml-1m"), ablation_tables("ml-1m"), ablation_tables("ml-100k"), sft_table(), lite_tables()]
+    sections = [backbones_table("ml-1m"), ablation_tables("ml-1m"), ablation_tables("beauty"), ablation_tables("ml-100k"),
+                sft_table(), lite_tables()]
     special = ("backbones-", "lite-", "sft-efficiency", "ablation-")
     for path in sorted(RESULTS.glob("*.json")):
         if not path.stem.startswith(special):
@@ -215,7 +216,7 @@ def main() -> None:
     readme = ROOT / "README.md"
     if readme.is_file():
         text = readme.read_text()
-        block = ("<!-- results:start -->\n" + "\n\n".join(t for t in (backbones_table("ml-1m"), ablation_tables("ml-1m")) if t)
+        block = ("<!-- results:start -->\n" + "\n\n".join(t for t in (backbones_table("ml-1m"), ablation_tables("ml-1m"), ablation_tables("beauty")) if t)
                  + "\n<!-- results:end -->")
         text = re.sub(r"<!-- results:start -->.*?<!-- results:end -->", lambda _: block, text, flags=re.S)
         readme.write_text(text)

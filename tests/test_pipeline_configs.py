@@ -13,7 +13,7 @@ CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.ya
 
 
 def test_configs_are_shipped():
-    assert {"ml-100k.yaml", "ml-1m.yaml", "ml-1m-cpu.yaml"} <= {p.name for p in CONFIGS}
+    assert {"ml-100k.yaml", "ml-1m.yaml", "ml-1m-cpu.yaml", "beauty.yaml"} <= {p.name for p in CONFIGS}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -27,15 +27,16 @@ def test_config_builds_valid_stage_commands(path):
             assert args.max_len == cfg["data"]["max_len"]  # data options reach the stages that load the dataset
 
 
-def test_cpu_config_is_the_setting_of_the_recorded_ml1m_grid():
-    """configs/ml-1m-cpu.yaml claims to reproduce bench/results/ablation-ml-1m.json: its grid options must match."""
+@pytest.mark.parametrize("config, records_name", [("ml-1m-cpu.yaml", "ablation-ml-1m"), ("beauty.yaml", "ablation-beauty")])
+def test_config_is_the_setting_of_its_recorded_grid(config, records_name):
+    """Each of these configs claims to reproduce a recorded grid in bench/results: its grid options must match."""
     root = Path(__file__).resolve().parent.parent
-    records = root / "bench" / "results" / "ablation-ml-1m.json"
+    records = root / "bench" / "results" / f"{records_name}.json"
     if not records.is_file():
-        pytest.skip("no ML-1M grid recorded")
+        pytest.skip(f"no {records_name} recorded")
     cells = [r for r in json.loads(records.read_text()) if r["model"] != "tslrec-stage2"]
     parser = build_parser()
-    grid = parser.parse_args(stage_argv(STAGES[-1], load_config(root / "configs" / "ml-1m-cpu.yaml", []), parser))
+    grid = parser.parse_args(stage_argv(STAGES[-1], load_config(root / "configs" / config, []), parser))
     for r in cells:
         data, model, train = r["config"]["data"], r["config"]["model"], r["config"]["train"]
         assert (grid.kcore, grid.max_len, grid.hidden, grid.layers, grid.dropout) == \
@@ -43,3 +44,5 @@ def test_cpu_config_is_the_setting_of_the_recorded_ml1m_grid():
         assert (grid.batch_size, grid.lr, grid.epochs, grid.patience, grid.bf16) == \
             (train["batch_size"], train["lr"], train["epochs"], train["patience"], train["bf16"])
     assert {r["seed"] for r in cells} == {grid.seed + i for i in range(grid.seeds)}
+    assert {(r["model"], r["variant"]) for r in cells} == {(b, f) for b in grid.backbones.split(",")
+                                                           for f in grid.fusions.split(",")}
