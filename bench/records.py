@@ -15,7 +15,9 @@ KEY = ("dataset", "model", "variant", "seed", "device")
 
 
 def git_commit() -> str:
-    """HEAD (with -dirty); on a copy of the tree without .git (a GPU box), $TSLREC_COMMIT names the commit sent."""
+    """$TSLREC_COMMIT if set (a copied tree on a GPU box, whose .git may be stale or absent), else HEAD (with -dirty)."""
+    if os.environ.get("TSLREC_COMMIT"):
+        return os.environ["TSLREC_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).parent, check=True).stdout.strip()
@@ -23,7 +25,7 @@ def git_commit() -> str:
                                cwd=Path(__file__).parent).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("TSLREC_COMMIT", "unknown")
+        return "unknown"
 
 
 def command_line() -> str:
