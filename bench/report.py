@@ -123,7 +123,7 @@ def _mean_std(values: list[float]) -> str:
 
 
 def _verdict(test: dict | None) -> str:
-    """How a fusion compares with base on NDCG@10 (paired t-test, p <= 0.05 as in the paper)."""
+    """How a fusion compares with base on one metric (paired t-test, p <= 0.05 as in the paper)."""
     if not test:
         return "–"
     word = ("better" if test["mean_diff"] > 0 else "worse") if test["p"] <= 0.05 else "no significant difference"
@@ -151,8 +151,8 @@ def ablation_tables(dataset: str) -> str:
         f"{len(cells)} runs had their best validation epoch at the {train['epochs']}-epoch cap, i.e. were still "
         "improving when the budget ended.", "",
         "| backbone | fusion | seeds | HR@5 | HR@10 | NDCG@5 | NDCG@10 | NDCG@10 vs base (paired t-test) | "
-        "history masked HR@10 / NDCG@10 | paper base HR@10 | best epoch per seed | s/epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "HR@10 vs base (paired t-test) | history masked HR@10 / NDCG@10 | paper base HR@10 | best epoch per seed | s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (backbone, fusion) in sorted(groups, key=lambda k: (k[0], order.get(k[1], 9), k[1])):
         rs = sorted(groups[(backbone, fusion)], key=lambda r: r["seed"])
@@ -161,7 +161,7 @@ def ablation_tables(dataset: str) -> str:
         lines.append(
             f"| {backbone} | {fusion} | {len(rs)} | "
             + " | ".join(_mean_std([r["metrics"][k] for r in rs]) for k in ("HR@5", "HR@10", "NDCG@5", "NDCG@10"))
-            + f" | {_verdict(rs[0].get('vs_base', {}).get('NDCG@10'))} | "
+            + f" | {_verdict(rs[0].get('vs_base', {}).get('NDCG@10'))} | {_verdict(rs[0].get('vs_base', {}).get('HR@10'))} | "
             f"{_mean_std([m['HR@10'] for m in masked if m])} / {_mean_std([m['NDCG@10'] for m in masked if m])} | "
             f"{fmt(paper)} | {', '.join(str(r['best_epoch']) + '/' + str(r['epochs']) for r in rs)} | "
             f"{fmt(sum(r.get('timings', r)['seconds_per_epoch'] for r in rs) / len(rs), 1)} |")
@@ -186,6 +186,48 @@ def ablation_tables(dataset: str) -> str:
     return "\n".join(lines)
 
 
+def control_table(dataset: str) -> str:
+    """`gate` over the LLM export against `gate` over the stage-0 item table the LLM was tuned from
+    (bench/stage0_export.py): what stage 1 and 2 add beyond the stage-0 model's own knowledge."""
+    from scipy.stats import ttest_ind
+
+    llm = [r for r in load(f"ablation-{dataset}") if r.get("model") != "tslrec-stage2"]
+    ctl = load(f"ablation-{dataset}-stage0")
+    if not (llm and ctl):
+        return ""
+
+    def pick(runs: list[dict], backbone: str, fusion: str) -> list[dict]:
+        return sorted((r for r in runs if r["model"] == backbone and r["variant"] == fusion), key=lambda r: r["seed"])
+
+    lines = [f"**No-LLM control on {dataset}: `gate` over the stage-0 SASRec item table (no LLM) next to `gate` over "
+             "the LLM export; test NDCG@10 / HR@10, full ranking, mean ± std over the same seeds.**", "",
+             "| backbone | base NDCG@10 | gate, LLM export NDCG@10 | gate, stage-0 table NDCG@10 (vs base, paired t-test) | "
+             "LLM minus stage-0 table, NDCG@10 (Welch t-test over seeds) | base HR@10 | gate, LLM HR@10 | gate, stage-0 table HR@10 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for backbone in sorted({r["model"] for r in ctl}):
+        base, gate, gate0 = pick(llm, backbone, "base"), pick(llm, backbone, "gate"), pick(ctl, backbone, "gate")
+        if not (base and gate and gate0):
+            continue
+        a, b = [r["metrics"]["NDCG@10"] for r in gate], [r["metrics"]["NDCG@10"] for r in gate0]
+        diff = sum(a) / len(a) - sum(b) / len(b)
+        welch = f"{diff:+.4f} (p = {ttest_ind(a, b, equal_var=False).pvalue:.2g})" if len(a) > 1 and len(b) > 1 else f"{diff:+.4f}"
+        lines.append(f"| {backbone} | {_mean_std([r['metrics']['NDCG@10'] for r in base])} | {_mean_std(a)} | "
+                     f"{_mean_std(b)} ({_verdict(gate0[0].get('vs_base', {}).get('NDCG@10'))}) | {welch} | "
+                     + " | ".join(_mean_std([r["metrics"]["HR@10"] for r in rs]) for rs in (base, gate, gate0)) + " |")
+    main_base = {(r["model"], r["seed"]): r["metrics"] for r in llm if r["variant"] == "base"}
+    ctl_base = [r for r in ctl if r["variant"] == "base"]
+    same = [r for r in ctl_base if main_base.get((r["model"], r["seed"])) == r["metrics"]]
+    differ = sorted({r["model"] for r in ctl_base} - {r["model"] for r in same})
+    lines += ["", f"The control grid retrains `base` with the same seeds for its own paired t-tests: {len(same)} of "
+              f"{len(ctl_base)} base runs reproduced the main grid's test metrics exactly"
+              + (f"; {', '.join(differ)} did not (likely non-deterministic cuDNN convolution kernels; not checked)." if differ else "."),
+              "", "Commands (run from the repository root):", ""]
+    lines += [f"    {c}" for c in sorted({r["command"] for r in ctl})]
+    lines += ["", f"Commits: {', '.join(sorted({r['commit'] for r in ctl}))}; devices: "
+              f"{', '.join(sorted({str(r.get('device')) for r in ctl}))}."]
+    return "\n".join(lines)
+
+
 def sft_table() -> str:
     runs = load("sft-efficiency")
     if not runs:
@@ -202,8 +244,8 @@ def sft_table() -> str:
 
 
 def main() -> None:
-    sections = [backbones_table("ml-1m"), ablation_tables("ml-1m"), ablation_tables("beauty"), ablation_tables("ml-100k"),
-                sft_table(), lite_tables()]
+    headline = [backbones_table("ml-1m"), ablation_tables("ml-1m"), ablation_tables("beauty"), control_table("beauty")]
+    sections = headline + [ablation_tables("ml-100k"), sft_table(), lite_tables()]
     special = ("backbones-", "lite-", "sft-efficiency", "ablation-")
     for path in sorted(RESULTS.glob("*.json")):
         if not path.stem.startswith(special):
@@ -216,8 +258,7 @@ def main() -> None:
     readme = ROOT / "README.md"
     if readme.is_file():
         text = readme.read_text()
-        block = ("<!-- results:start -->\n" + "\n\n".join(t for t in (backbones_table("ml-1m"), ablation_tables("ml-1m"), ablation_tables("beauty")) if t)
-                 + "\n<!-- results:end -->")
+        block = "<!-- results:start -->\n" + "\n\n".join(t for t in headline if t) + "\n<!-- results:end -->"
         text = re.sub(r"<!-- results:start -->.*?<!-- results:end -->", lambda _: block, text, flags=re.S)
         readme.write_text(text)
     print(f"wrote {docs}")
