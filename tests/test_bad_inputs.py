@@ -124,8 +124,6 @@ def case_export_missing_manifest(tmp):
             "--out", str(tmp / "o")], "manifest.json"
 
 
-
-
 def _export(tmp: Path) -> tuple[Path, Path]:
     """A valid export for the hand-built dataset, and that dataset."""
     from tslrec.pipelines.data import load_dataset
