@@ -4,7 +4,8 @@ For each user with items s_1..s_n (n >= 3):
   train:  inputs s_1..s_{n-3}, targets s_2..s_{n-2} (every position, one pass)
   valid:  history s_1..s_{n-2}, target s_{n-1}
   test:   history s_1..s_{n-1}, target s_n
-Each input keeps its most recent `max_len` items.
+Each input keeps its most recent `max_len` items; `prior` keeps the whole history before the
+target, which is what "history masked" removes from the candidates.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class EvalSplit:
     lengths: torch.Tensor  # [U]
     targets: torch.Tensor  # [U]
     seen: torch.Tensor  # [U, n_max] every item of the user, for sampled negatives
+    prior: torch.Tensor  # [U, P] every item before the target (the whole history, not the input window), 0 = pad
 
 
 @dataclass
@@ -54,8 +56,12 @@ class LeaveOneOutSplits:
         tr_in, _ = pad_right(inputs, max_len)
         tr_tg, _ = pad_right(targets, max_len)
         seen, _ = pad_right(sequences, max(len(s) for s in sequences))
+        before_test = [s[:-1] for s in sequences]
         v_hist, v_len = pad_right(train, max_len)
-        t_hist, t_len = pad_right([s[:-1] for s in sequences], max_len)
+        t_hist, t_len = pad_right(before_test, max_len)
+        v_prior, _ = pad_right(train, max(len(s) for s in train))
+        t_prior, _ = pad_right(before_test, max(len(s) for s in before_test))
         v_tg = torch.tensor([s[-2] for s in sequences])
         t_tg = torch.tensor([s[-1] for s in sequences])
-        return cls(tr_in, tr_tg, EvalSplit(v_hist, v_len, v_tg, seen), EvalSplit(t_hist, t_len, t_tg, seen), num_items)
+        return cls(tr_in, tr_tg, EvalSplit(v_hist, v_len, v_tg, seen, v_prior),
+                   EvalSplit(t_hist, t_len, t_tg, seen, t_prior), num_items)

@@ -4,8 +4,10 @@ rank = 1 + #{j != target : score_j >= score_target}, over items 1..N (ties count
 the model, so constant scores give rank N). HR@K = Recall@K = [rank <= K],
 NDCG@K = 1/log2(rank+1) if rank <= K, MRR@K = 1/rank if rank <= K. Per-user values are kept.
 
-`mask_history` (off by default, as in RecBole and the papers) removes the user's earlier
-items from the candidates. `sampled_negatives=99` ranks the target against 99 items the
+`mask_history` (off by default, as in RecBole) removes every item the user interacted with
+before the target from the candidates: the whole history (`s[:-1]` for test, `s[:-2]` for
+validation), not only the model's input window. A target that also occurs earlier stays a
+candidate. `sampled_negatives=99` ranks the target against 99 items the
 user never interacted with instead; every key is then prefixed `sampled_` so the numbers
 cannot be mistaken for full-ranking ones.
 """
@@ -16,6 +18,8 @@ from typing import Callable
 
 import torch
 
+from .batching import EvalSplit
+
 KS = (5, 10, 20)
 
 
@@ -24,7 +28,7 @@ class EvalConfig:
     """How targets are ranked."""
 
     ks: tuple[int, ...] = KS  # cut-offs for HR/Recall/NDCG/MRR
-    mask_history: bool = False  # drop the user's history items from the candidates
+    mask_history: bool = False  # drop every item the user had before the target (whole history) from the candidates
     sampled_negatives: int = 0  # 0 = full ranking; >0 = rank against that many sampled negatives
     seed: int = 2024  # seed of the negative sampler
     batch_size: int = 512  # users scored at once
@@ -84,27 +88,30 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], history: torch.Tensor,
-             lengths: torch.Tensor, targets: torch.Tensor, cfg: EvalConfig | None = None,
-             seen: torch.Tensor | None = None, device: torch.device | str = "cpu") -> EvalResult:
-    """Rank `targets` for every user.
+def evaluate(score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], split: EvalSplit,
+             cfg: EvalConfig | None = None, device: torch.device | str = "cpu") -> EvalResult:
+    """Rank `split.targets` for every user.
 
-    score_fn(seq [B, L], lengths [B]) -> scores [B, N+1]. history [U, L] right-padded model inputs,
-    targets [U]. `seen` [U, L'] lists every item of each user (for sampled negatives; defaults to history).
+    score_fn(seq [B, L], lengths [B]) -> scores [B, N+1], computed and ranked in float32 (a bf16
+    score raises: bf16 logits tie, and ties count against the model). With `cfg.mask_history`
+    the candidates exclude `split.prior`, the user's whole history before the target.
     """
     cfg = cfg or EvalConfig()
     gen = torch.Generator().manual_seed(cfg.seed)
     all_ranks = []
-    for s in range(0, len(targets), cfg.batch_size):
-        seq = history[s:s + cfg.batch_size].to(device)
-        lens = lengths[s:s + cfg.batch_size].to(device)
-        tgt = targets[s:s + cfg.batch_size].to(device)
-        scores = score_fn(seq, lens).float()  # [B, N+1]
+    for s in range(0, len(split.targets), cfg.batch_size):
+        seq = split.history[s:s + cfg.batch_size].to(device)
+        lens = split.lengths[s:s + cfg.batch_size].to(device)
+        tgt = split.targets[s:s + cfg.batch_size].to(device)
+        scores = score_fn(seq, lens)  # [B, N+1]
+        if scores.dtype != torch.float32:
+            raise ValueError(f"evaluate: scores are {scores.dtype}; rank float32 scores (compute the scores "
+                             "outside autocast, or cast the user state and item table to float32 first)")
         if cfg.sampled_negatives:
-            seen_b = (seen if seen is not None else history)[s:s + cfg.batch_size].to(device)
-            ranks = ranks_sampled(scores, tgt, seen_b, cfg.sampled_negatives, gen)
+            ranks = ranks_sampled(scores, tgt, split.seen[s:s + cfg.batch_size].to(device), cfg.sampled_negatives, gen)
         else:
-            ranks = ranks_full(scores, tgt, seq if cfg.mask_history else None)
+            prior = split.prior[s:s + cfg.batch_size].to(device) if cfg.mask_history else None
+            ranks = ranks_full(scores, tgt, prior)
         all_ranks.append(ranks.cpu())
     ranks = torch.cat(all_ranks)
     prefix = "sampled_" if cfg.sampled_negatives else ""

@@ -63,7 +63,7 @@ def evaluate_split(model: SequentialRecommender, split: EvalSplit, cfg: EvalConf
     """Evaluate `model` on one split (eval mode, no grad)."""
     was_training = model.training
     model.eval()
-    res = evaluate(_score_fn(model), split.history, split.lengths, split.targets, cfg, seen=split.seen, device=device)
+    res = evaluate(_score_fn(model), split, cfg, device=device)
     model.train(was_training)
     return res
 

@@ -95,9 +95,10 @@ def evaluate_lite(model: LiteLLM4Rec, split: EvalSplit, eval_cfg: EvalConfig, de
 
     def score(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-            return model.score(model(seq, lengths))
+            h = model(seq, lengths)  # [B, H]: the LLM may run in bf16
+        return model.score(h.float())  # [B, N+1] in float32: bf16 logits tie, and ties count against the model
 
-    result = evaluate(score, split.history, split.lengths, split.targets, eval_cfg, seen=split.seen, device=device)
+    result = evaluate(score, split, eval_cfg, device=device)
     model.train(was_training)
     return result
 

@@ -8,9 +8,10 @@ from lite_helpers import cyclic_train_sequences, lite_llama_dir, one_torch_threa
 
 from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.errors import InputError
+from tslrec.backbones.evaluation import EvalConfig
 from tslrec.lite_llm4rec.model import LiteConfig, build_lite_model
 from tslrec.lite_llm4rec.segments import all_prefix_rows, collate, sampling_rows
-from tslrec.lite_llm4rec.training import LiteTrainConfig, train_lite
+from tslrec.lite_llm4rec.training import LiteTrainConfig, evaluate_lite, train_lite
 from tslrec.stage1_reconstruct.llm_loading import LLMConfig
 
 
@@ -103,3 +104,17 @@ def test_bad_training_settings_are_input_errors():
         LiteTrainConfig(strategy="every").validate()
     with pytest.raises(InputError, match="--segment-len"):
         LiteTrainConfig(segment_len=1).validate()
+
+
+def test_evaluation_scores_in_float32_under_bf16(lite_llama_dir):
+    # Logits 1e-4 apart in relative terms tie in bf16 (8 mantissa bits); the target has the top
+    # float32 logit, so it must rank 1 even when the LLM runs under bf16 autocast.
+    n = 12
+    vecs = torch.randn(n + 1, 8, generator=torch.Generator().manual_seed(0))
+    model = build_lite_model(vecs, LiteConfig(), LLMConfig(name_or_path=str(lite_llama_dir)), seed=0).eval()
+    splits = LeaveOneOutSplits.from_sequences([np.array([1, 2, 3, n])], n, max_len=8)
+    with torch.no_grad():
+        h = model(splits.test.history, splits.test.lengths)[0].float()  # [H]
+        model.head.weight.copy_((1 + 1e-4 * torch.arange(n)).unsqueeze(1) * h / h.norm())  # logit_i grows with i
+    res = evaluate_lite(model, splits.test, EvalConfig(ks=(1,)), torch.device("cpu"), bf16=True)
+    assert res.ranks.tolist() == [1]

@@ -4,7 +4,15 @@ import math
 import pytest
 import torch
 
+import numpy as np
+
+from tslrec.backbones.batching import EvalSplit, LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig, evaluate, metrics_from_ranks, ranks_full
+
+
+def _split(hist: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor) -> EvalSplit:
+    """An evaluation split whose whole history is its input window."""
+    return EvalSplit(hist, lengths, targets, seen=hist, prior=hist)
 
 
 def test_rank_counts_ties_against_the_model():
@@ -38,12 +46,13 @@ def test_evaluate_batches_and_averages():
     pref = torch.tensor([0.0, 6, 5, 4, 3, 2, 1])  # item 1 best
     score_fn = lambda seq, lens: pref.expand(len(seq), -1)
     hist = torch.tensor([[1, 0], [2, 3], [1, 2]])
-    res = evaluate(score_fn, hist, torch.tensor([1, 2, 2]), torch.tensor([1, 4, 6]), EvalConfig(ks=(1, 5), batch_size=2))
+    split = _split(hist, torch.tensor([1, 2, 2]), torch.tensor([1, 4, 6]))
+    res = evaluate(score_fn, split, EvalConfig(ks=(1, 5), batch_size=2))
     assert res.ranks.tolist() == [1, 4, 6]
     assert res.metrics["HR@5"] == pytest.approx(2 / 3)
     assert res.metrics["NDCG@5"] == pytest.approx((1 + 1 / math.log2(5)) / 3)
     assert res.protocol == "full-ranking, history not masked"
-    masked = evaluate(score_fn, hist, torch.tensor([1, 2, 2]), torch.tensor([1, 4, 6]), EvalConfig(ks=(5,), mask_history=True))
+    masked = evaluate(score_fn, split, EvalConfig(ks=(5,), mask_history=True))
     assert masked.ranks.tolist() == [1, 2, 4]
     assert "history masked" in masked.protocol
 
@@ -54,11 +63,11 @@ def test_sampled_mode_is_labelled_and_never_samples_seen_items():
     score_fn = lambda seq, lens: pref.expand(len(seq), -1)
     hist = torch.tensor([[2, 3, 4]])
     # target = item 1 beats everything; target = item n loses to all 99 sampled negatives unless seen ones leaked in
-    res = evaluate(score_fn, hist, torch.tensor([3]), torch.tensor([n]), EvalConfig(sampled_negatives=99, ks=(10,)), seen=hist)
+    res = evaluate(score_fn, _split(hist, torch.tensor([3]), torch.tensor([n])), EvalConfig(sampled_negatives=99, ks=(10,)))
     assert res.ranks.tolist() == [100]
     assert set(res.metrics) == {"sampled_HR@10", "sampled_Recall@10", "sampled_NDCG@10", "sampled_MRR@10"}
     assert res.protocol.startswith("sampled-99")
-    best = evaluate(score_fn, hist, torch.tensor([3]), torch.tensor([1]), EvalConfig(sampled_negatives=99, ks=(10,)))
+    best = evaluate(score_fn, _split(hist, torch.tensor([3]), torch.tensor([1])), EvalConfig(sampled_negatives=99, ks=(10,)))
     assert best.ranks.tolist() == [1]
 
 
@@ -67,5 +76,38 @@ def test_random_scorer_matches_the_floor():
     n, users = 1000, 4000
     score_fn = lambda seq, lens: torch.rand(len(seq), n + 1)
     targets = torch.randint(1, n + 1, (users,))
-    res = evaluate(score_fn, torch.ones(users, 1, dtype=torch.long), torch.ones(users, dtype=torch.long), targets)
+    ones = torch.ones(users, 1, dtype=torch.long)
+    res = evaluate(score_fn, _split(ones, torch.ones(users, dtype=torch.long), targets))
     assert res.metrics["HR@10"] == pytest.approx(10 / n, abs=0.004)
+
+
+def test_masking_removes_history_outside_the_input_window():
+    # 8 items; user history 1..6, max_len 2: the model sees [5, 6] only. Item 1, outside the
+    # window, has the top score; the whole-history mask must still remove it.
+    seq = np.array([1, 2, 3, 4, 5, 6, 7, 8])  # valid target 7, test target 8
+    splits = LeaveOneOutSplits.from_sequences([seq], num_items=9, max_len=2)
+    assert splits.test.history.tolist() == [[6, 7]]
+    pref = torch.tensor([0.0, 9, 1, 1, 1, 1, 1, 1, 5, 2])  # item 1 best, then the test target 8, then item 9
+    score_fn = lambda s, lens: pref.expand(len(s), -1)
+    masked = evaluate(score_fn, splits.test, EvalConfig(ks=(1,), mask_history=True))
+    assert masked.ranks.tolist() == [1]  # items 1..7 all removed, only 9 (never seen) stays below
+    unmasked = evaluate(score_fn, splits.test, EvalConfig(ks=(1,)))
+    assert unmasked.ranks.tolist() == [2]
+    # validation (target 7) masks s[:-2] = 1..6, not the test item 8
+    valid = evaluate(score_fn, splits.valid, EvalConfig(ks=(1,), mask_history=True))
+    assert valid.ranks.tolist() == [3]  # 8 (5.0) and 9 (2.0) beat 7 (1.0)
+
+
+def test_masking_keeps_a_target_repeated_outside_the_window():
+    seq = np.array([3, 1, 2, 4, 5, 3])  # test target 3 also occurs first, outside a window of 2
+    splits = LeaveOneOutSplits.from_sequences([seq], num_items=6, max_len=2)
+    pref = torch.tensor([0.0, 9, 8, 7, 6, 5, 1])  # seen items 1, 2 beat the target, item 6 does not
+    masked = evaluate(lambda s, lens: pref.expand(len(s), -1), splits.test, EvalConfig(ks=(1,), mask_history=True))
+    assert masked.ranks.tolist() == [1]
+
+
+def test_bf16_scores_are_refused():
+    hist = torch.tensor([[1]])
+    score_fn = lambda s, lens: torch.zeros(len(s), 5, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="float32"):
+        evaluate(score_fn, _split(hist, torch.tensor([1]), torch.tensor([2])))
