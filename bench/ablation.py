@@ -73,8 +73,8 @@ def cell_record(record: dict, stage2: dict | None) -> dict:
 
 def history_masked_metrics(folder: Path, record: dict, ds: SequenceDataset, splits: LeaveOneOutSplits,
                            device: torch.device) -> dict:
-    """The cell's chosen weights evaluated once more with history items removed from the candidates
-    (the S3-Rec / FMLP-Rec evaluation code does this; a secondary protocol, always labelled).
+    """The cell's chosen weights evaluated once more with the user's whole history before the target removed
+    from the candidates (the Lite-LLM4Rec paper's protocol; a secondary protocol here, always labelled).
     The model is rebuilt from the files the cell itself recorded, with its own evaluation settings."""
     side_info = record["side_information"]
     fusion = side_info["fusion"]
@@ -136,12 +136,16 @@ def main() -> None:
         raise SystemExit(f"{args.dataset}: the data changed since the grid was trained (hash {ds.hash[:12]} vs "
                          f"{first['dataset_info']['hash'][:12]}); re-run the grid in a new --out")
     splits = LeaveOneOutSplits.from_sequences(ds.sequences, ds.num_items, first["config"]["data"]["max_len"])
-    tests = {(row.backbone, row.fusion): row.tests for row in summarize(finished)}
+    rows = {(row.backbone, row.fusion): row for row in summarize(finished)}
     for result in finished:
         rec = cell_record(result.record, stage2)
-        # the grid's paired t-test against base (seed-averaged per-user metrics): the same on every seed's record
-        rec["vs_base"] = {m: {"mean_diff": round(t.mean_diff, 6), "t": round(t.t, 4), "p": t.p, "users": t.users}
-                          for m, t in tests.get((result.cell.backbone, result.cell.fusion), {}).items()}
+        row = rows[(result.cell.backbone, result.cell.fusion)]
+        # the grid's tests against base, the same on every seed's record: Welch over per-seed means (the verdict)
+        # and, secondary, the paired test over users on seed-averaged per-user metrics
+        rec["vs_base"] = {m: {"test": t.name, "mean_diff": round(t.mean_diff, 6), "t": t.t, "p": t.p, "seeds": t.seeds,
+                              "base_seeds": t.base_seeds, "verdict": t.verdict()} for m, t in row.tests.items()}
+        rec["vs_base_paired_users"] = {m: {"mean_diff": round(t.mean_diff, 6), "t": round(t.t, 4), "p": t.p,
+                                           "users": t.users} for m, t in row.user_tests.items()}
         rec["metrics_history_masked"] = history_masked_metrics(cell_dir(out / "grid", result.cell), result.record, ds,
                                                                splits, resolve_device(args.device))
         add(name, rec)

@@ -9,11 +9,33 @@ import json
 import re
 from pathlib import Path
 
-from tslrec.stage2_augment.significance import mean_std
+from tslrec.stage2_augment.significance import MIN_SEEDS, SEED_TEST, USER_TEST, format_p, mean_std, welch_seed_test
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-PAPER_BASE_ML1M = {"sasrec": (0.3217, 0.1907), "gru4rec": (0.2912, None), "caser": (0.2700, None), "fmlprec": (0.3172, None)}
+# TSLRec paper, Table 2 (HR@5, HR@10, NDCG@5, NDCG@10): Llama2-13B, RecBole backbones, dimension 256, lr 1e-4,
+# batch 1024, patience 10; it does not say whether history items are masked.
+PAPER_TABLE2 = {
+    "beauty": {
+        ("gru4rec", "base"): (0.0369, 0.0590, 0.0267, 0.0329), ("gru4rec", "ci"): (0.0415, 0.0603, 0.0274, 0.0335),
+        ("gru4rec", "gate"): (0.0442, 0.0648, 0.0299, 0.0366), ("caser", "base"): (0.0259, 0.0429, 0.0162, 0.0217),
+        ("caser", "ci"): (0.0264, 0.0433, 0.0169, 0.0223), ("caser", "gate"): (0.0300, 0.0494, 0.0187, 0.0249),
+        ("sasrec", "base"): (0.0551, 0.0846, 0.0329, 0.0424), ("sasrec", "ci"): (0.0569, 0.0836, 0.0354, 0.0440),
+        ("sasrec", "gate"): (0.0585, 0.0854, 0.0371, 0.0458), ("fmlprec", "base"): (0.0577, 0.0866, 0.0361, 0.0455),
+        ("fmlprec", "ci"): (0.0575, 0.0868, 0.0365, 0.0459), ("fmlprec", "gate"): (0.0604, 0.0852, 0.0445, 0.0509),
+    },
+    "ml-1m": {
+        ("gru4rec", "base"): (0.2126, 0.2912, 0.1451, 0.1703), ("gru4rec", "ci"): (0.2131, 0.2957, 0.1467, 0.1734),
+        ("gru4rec", "gate"): (0.2147, 0.3020, 0.1498, 0.1781), ("caser", "base"): (0.1902, 0.2700, 0.1282, 0.1539),
+        ("caser", "ci"): (0.1894, 0.2722, 0.1293, 0.1558), ("caser", "gate"): (0.1949, 0.2762, 0.1331, 0.1593),
+        ("sasrec", "base"): (0.2364, 0.3217, 0.1631, 0.1907), ("sasrec", "ci"): (0.2315, 0.3257, 0.1619, 0.1924),
+        ("sasrec", "gate"): (0.2404, 0.3315, 0.1670, 0.1965), ("fmlprec", "base"): (0.2230, 0.3172, 0.1545, 0.1848),
+        ("fmlprec", "ci"): (0.2273, 0.3123, 0.1586, 0.1861), ("fmlprec", "gate"): (0.2341, 0.3192, 0.1626, 0.1901),
+    },
+}
+PAPER_VARIANT = {"base": "Base", "ci": "CI", "gate": "TSLRec"}
+PAPER_SETTING = ("TSLRec paper, Table 2: Llama2-13B, RecBole backbones, embedding dimension 256, lr 1e-4, batch 1024, "
+                 "patience 10 on validation NDCG@10, leave-one-out; it does not say whether history items are masked")
 METRIC_ORDER = ["HR@5", "HR@10", "NDCG@5", "NDCG@10", "Recall@10", "Recall@20", "NDCG@20", "mse", "mse_global_mean",
                 "mse_untuned_llm"]
 
@@ -36,25 +58,31 @@ def backbones_table(dataset: str = "ml-1m") -> str:
     if not runs:
         return ""
     cpu = {r["model"]: r for r in load(f"backbones-{dataset}-cpu-timing")}
+    paper = PAPER_TABLE2.get(dataset, {})
     lines = [
-        f"**ID backbones on {dataset} (5-core), leave-one-out, full ranking over all items, test set, model chosen on validation NDCG@10.**",
-        "",
-        "| backbone | HR@5 | HR@10 | NDCG@5 | NDCG@10 | HR@10 / NDCG@10 with history masked | paper base HR@10 / NDCG@10 | best epoch / run | s/epoch (device) | s to best | CPU s/epoch (from 5 timed batches) | CPU peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"**ID backbones on {dataset} (5-core), leave-one-out, full ranking over all items (history not masked), test set, "
+        "model chosen on validation NDCG@10; one seed.**", "",
+        "| backbone | HR@5 | HR@10 | NDCG@5 | NDCG@10 | paper base HR@5 / HR@10 / NDCG@5 / NDCG@10 | best epoch / run "
+        "| s/epoch (device) | s to best | CPU s/epoch (from 5 timed batches) | CPU peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
-        m, mm = r["metrics"], r.get("metrics_history_masked", {})
-        paper = PAPER_BASE_ML1M.get(r["model"], (None, None))
+        m = r["metrics"]
         c = cpu.get(r["model"], {})
         lines.append(
             f"| {r['model']} | {fmt(m['HR@5'])} | {fmt(m['HR@10'])} | {fmt(m['NDCG@5'])} | {fmt(m['NDCG@10'])} | "
-            f"{fmt(mm.get('HR@10'))} / {fmt(mm.get('NDCG@10'))} | {fmt(paper[0])} / {fmt(paper[1])} | "
-            f"{r['best_epoch']} / {r['epochs']} | {r['seconds_per_epoch']} ({r['device']}) | {r['seconds_to_best']} | "
+            f"{_paper(paper.get((r['model'], 'base')))} | {r['best_epoch']} / {r['epochs']} | "
+            f"{r['seconds_per_epoch']} ({r['device']}) | {r['seconds_to_best']} | "
             f"{fmt(c.get('seconds_per_epoch'), 1)} | {fmt(c.get('peak_memory_mb'), 0)} |")
     cmds = sorted({r["command"] for r in runs} | {r["command"] for r in cpu.values()})
-    lines += ["", "Commands (run from `bench/`):", ""] + [f"    {c}" for c in cmds]
+    lines += ["", f"Paper rows: {PAPER_SETTING}. Ours: max_len 200, hidden 128, lr 2e-3, softmax cross-entropy.", ""]
+    lines += ["Commands (run from `bench/`):", ""] + [f"    {c}" for c in cmds]
     lines += ["", f"Commits: {', '.join(sorted({r['commit'] for r in runs}))}. Seeds: {sorted({r['seed'] for r in runs})}."]
     return "\n".join(lines)
+
+
+def _paper(row: tuple | None) -> str:
+    return "–" if row is None else " / ".join(f"{x:.4f}" for x in row)
 
 
 def generic_table(name: str) -> str:
@@ -122,12 +150,27 @@ def _mean_std(values: list[float]) -> str:
     return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} ± {std:.4f}"  # one seed: no spread to report
 
 
-def _verdict(test: dict | None) -> str:
-    """How a fusion compares with base on one metric (paired t-test, p <= 0.05 as in the paper)."""
-    if not test:
+def _seed_test(runs: list[dict], base: list[dict], metric: str) -> str:
+    """The verdict against base: Welch t-test over the per-seed test values (difference only below MIN_SEEDS)."""
+    if not runs or not base:
         return "–"
-    word = ("better" if test["mean_diff"] > 0 else "worse") if test["p"] <= 0.05 else "no significant difference"
-    return f"{test['mean_diff']:+.4f} (p = {test['p']:.2g}): {word}"
+    return welch_seed_test([r["metrics"][metric] for r in runs], [r["metrics"][metric] for r in base]).text()
+
+
+def _user_p(record: dict, metric: str) -> str:
+    """The secondary paired t-test over users that the grid recorded (conditional on these training runs)."""
+    test = (record.get("vs_base_paired_users") or {}).get(metric)
+    return "–" if not test else format_p(test["p"])
+
+
+def _stage1_line(s1: dict) -> str:
+    m = s1["metrics"]
+    ratio = m["mse"] / m["mse_mean_embedding"] if m.get("mse_mean_embedding") else None
+    verdict = ("the LLM does better" if ratio < 1 else "the LLM does no better") if ratio is not None else "–"
+    return (f"Stage 1 behind it: {s1['steps']} steps on {s1['users']['train']} users in {s1['train_seconds'] / 60:.0f} min. "
+            f"Held-out-user MSE of the tuned LLM {fmt(m['mse'], 6)}; no-LLM baselines: a head on the mean item embedding "
+            f"{fmt(m.get('mse_mean_embedding'), 6)} (LLM / head = {fmt(ratio, 3)}: {verdict}) and the global "
+            f"mean {fmt(m['mse_global_mean'], 6)} (ratio {fmt(m['mse_ratio_to_global_mean'], 3)}).")
 
 
 def ablation_tables(dataset: str) -> str:
@@ -138,10 +181,13 @@ def ablation_tables(dataset: str) -> str:
     stage2 = [r for r in runs if r.get("model") == "tslrec-stage2"]
     cfg = cells[0]["config"]
     data, model, train = cfg["data"], cfg["model"], cfg["train"]
+    paper = PAPER_TABLE2.get(dataset, {})
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in cells:
         groups.setdefault((r["model"], r["variant"]), []).append(r)
     order = {"base": 0, "ci": 1, "gate": 2}
+    seeds = max(len(v) for v in groups.values())
+    masked_col = any(r.get("metrics_history_masked") for r in cells)
     lines = [
         f"**Fusion ablation on {dataset}: test metrics, full ranking (history not masked), mean ± std over seeds; "
         "each run's epoch chosen on validation NDCG@10.**", "",
@@ -149,22 +195,34 @@ def ablation_tables(dataset: str) -> str:
         f"batch {train['batch_size']} users, at most {train['epochs']} epochs, patience {train['patience']}, "
         f"bf16 training {train.get('bf16', False)}. {sum(r['best_epoch'] == train['epochs'] for r in cells)} of "
         f"{len(cells)} runs had their best validation epoch at the {train['epochs']}-epoch cap, i.e. were still "
-        "improving when the budget ended.", "",
-        "| backbone | fusion | seeds | HR@5 | HR@10 | NDCG@5 | NDCG@10 | NDCG@10 vs base (paired t-test) | "
-        "HR@10 vs base (paired t-test) | history masked HR@10 / NDCG@10 | paper base HR@10 | best epoch per seed | s/epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "improving when the budget ended."
+        + (f" {seeds} seed(s): fewer than {MIN_SEEDS}, so the table gives differences and no verdict." if seeds < MIN_SEEDS
+           else ""), "",
+        "| backbone | fusion | seeds | HR@5 | HR@10 | NDCG@5 | NDCG@10 | NDCG@10 vs base (Welch over seeds) | "
+        "HR@10 vs base (Welch over seeds) | p, NDCG@10, paired over users (secondary) | "
+        + ("history masked HR@10 / NDCG@10 | " if masked_col else "")
+        + "paper HR@5 / HR@10 / NDCG@5 / NDCG@10 | best epoch per seed | s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if masked_col else "") + "---|---|---|",
     ]
     for (backbone, fusion) in sorted(groups, key=lambda k: (k[0], order.get(k[1], 9), k[1])):
         rs = sorted(groups[(backbone, fusion)], key=lambda r: r["seed"])
+        base = groups.get((backbone, "base"), []) if fusion != "base" else []
         masked = [r.get("metrics_history_masked") or {} for r in rs]
-        paper = PAPER_BASE_ML1M.get(backbone, (None, None))[0] if dataset == "ml-1m" and fusion == "base" else None
+        masked_text = (f"{_mean_std([m['HR@10'] for m in masked if m])} / "
+                       f"{_mean_std([m['NDCG@10'] for m in masked if m])} | ") if masked_col else ""
         lines.append(
             f"| {backbone} | {fusion} | {len(rs)} | "
             + " | ".join(_mean_std([r["metrics"][k] for r in rs]) for k in ("HR@5", "HR@10", "NDCG@5", "NDCG@10"))
-            + f" | {_verdict(rs[0].get('vs_base', {}).get('NDCG@10'))} | {_verdict(rs[0].get('vs_base', {}).get('HR@10'))} | "
-            f"{_mean_std([m['HR@10'] for m in masked if m])} / {_mean_std([m['NDCG@10'] for m in masked if m])} | "
-            f"{fmt(paper)} | {', '.join(str(r['best_epoch']) + '/' + str(r['epochs']) for r in rs)} | "
+            + f" | {_seed_test(rs, base, 'NDCG@10')} | {_seed_test(rs, base, 'HR@10')} | {_user_p(rs[0], 'NDCG@10')} | "
+            + masked_text
+            + f"{_paper(paper.get((backbone, fusion)))} | "
+            f"{', '.join(str(r['best_epoch']) + '/' + str(r['epochs']) for r in rs)} | "
             f"{fmt(sum(r.get('timings', r)['seconds_per_epoch'] for r in rs) / len(rs), 1)} |")
+    lines += ["", f"Verdict columns: {SEED_TEST} (scipy.stats.ttest_ind, equal_var=False) against `base` of the same "
+              f"backbone, p ≤ 0.05, given only with at least {MIN_SEEDS} seeds a side; **bold** = significant. The "
+              f"secondary column is a {USER_TEST}; it is not a verdict."]
+    if paper:
+        lines += ["", f"Paper rows (Base, CI and TSLRec beside our base, ci and gate): {PAPER_SETTING}."]
     for r in stage2:
         t = r["timings"]
         agree = r.get("category_agreement") or {}
@@ -173,13 +231,8 @@ def ablation_tables(dataset: str) -> str:
                   f"**{t['seconds_per_1000_items']:.1f} s per 1,000 items**. LLM category vs k-means group (Fig. 4): "
                   f"C1 {fmt(agree.get('C1'), 3)}, C2 {fmt(agree.get('C2'), 3)}, C3 {fmt(agree.get('C3'), 3)} "
                   f"(chance top-1 {fmt(agree.get('chance_top1'), 3)})."]
-        s1 = r.get("stage1")
-        if s1:
-            m = s1["metrics"]
-            lines += ["", f"Stage 1 behind it: {s1['steps']} steps on {s1['users']['train']} users in "
-                      f"{s1['train_seconds'] / 60:.0f} min; held-out-user MSE {fmt(m['mse'], 6)} = "
-                      f"{fmt(m['mse_ratio_to_global_mean'], 3)}x the global-mean baseline ({fmt(m['mse_global_mean'], 6)}); "
-                      f"a head on the mean item embedding without the LLM: {fmt(m['mse_mean_embedding'], 6)}."]
+        if r.get("stage1"):
+            lines += ["", _stage1_line(r["stage1"])]
     lines += ["", "Commands (run from the repository root):", ""] + [f"    {c}" for c in sorted({r["command"] for r in runs})]
     lines += ["", f"Commits: {', '.join(sorted({r['commit'] for r in runs}))}; devices: "
               f"{', '.join(sorted({str(r.get('device')) for r in cells}))}."]
@@ -189,8 +242,6 @@ def ablation_tables(dataset: str) -> str:
 def control_table(dataset: str) -> str:
     """`gate` over the LLM export against `gate` over the stage-0 item table the LLM was tuned from
     (bench/stage0_export.py): what stage 1 and 2 add beyond the stage-0 model's own knowledge."""
-    from scipy.stats import ttest_ind
-
     llm = [r for r in load(f"ablation-{dataset}") if r.get("model") != "tslrec-stage2"]
     ctl = load(f"ablation-{dataset}-stage0")
     if not (llm and ctl):
@@ -200,27 +251,27 @@ def control_table(dataset: str) -> str:
         return sorted((r for r in runs if r["model"] == backbone and r["variant"] == fusion), key=lambda r: r["seed"])
 
     lines = [f"**No-LLM control on {dataset}: `gate` over the stage-0 SASRec item table (no LLM) next to `gate` over "
-             "the LLM export; test NDCG@10 / HR@10, full ranking, mean ± std over the same seeds.**", "",
-             "| backbone | base NDCG@10 | gate, LLM export NDCG@10 | gate, stage-0 table NDCG@10 (vs base, paired t-test) | "
-             "LLM minus stage-0 table, NDCG@10 (Welch t-test over seeds) | base HR@10 | gate, LLM HR@10 | gate, stage-0 table HR@10 |",
-             "|---|---|---|---|---|---|---|---|"]
+             "the LLM export; test NDCG@10 / HR@10, full ranking, mean ± std over the same seeds. Every test is a "
+             f"{SEED_TEST}.**", "",
+             "| backbone | base NDCG@10 | gate, LLM export NDCG@10 | gate, stage-0 table NDCG@10 | stage-0 table vs base | "
+             "LLM export vs stage-0 table | base HR@10 | gate, LLM HR@10 | gate, stage-0 table HR@10 |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for backbone in sorted({r["model"] for r in ctl}):
         base, gate, gate0 = pick(llm, backbone, "base"), pick(llm, backbone, "gate"), pick(ctl, backbone, "gate")
         if not (base and gate and gate0):
             continue
-        a, b = [r["metrics"]["NDCG@10"] for r in gate], [r["metrics"]["NDCG@10"] for r in gate0]
-        diff = sum(a) / len(a) - sum(b) / len(b)
-        welch = f"{diff:+.4f} (p = {ttest_ind(a, b, equal_var=False).pvalue:.2g})" if len(a) > 1 and len(b) > 1 else f"{diff:+.4f}"
-        lines.append(f"| {backbone} | {_mean_std([r['metrics']['NDCG@10'] for r in base])} | {_mean_std(a)} | "
-                     f"{_mean_std(b)} ({_verdict(gate0[0].get('vs_base', {}).get('NDCG@10'))}) | {welch} | "
+        ndcg = [[r["metrics"]["NDCG@10"] for r in rs] for rs in (base, gate, gate0)]
+        lines.append(f"| {backbone} | " + " | ".join(_mean_std(v) for v in ndcg) + f" | {_seed_test(gate0, base, 'NDCG@10')} | "
+                     f"{_seed_test(gate, gate0, 'NDCG@10')} | "
                      + " | ".join(_mean_std([r["metrics"]["HR@10"] for r in rs]) for rs in (base, gate, gate0)) + " |")
     main_base = {(r["model"], r["seed"]): r["metrics"] for r in llm if r["variant"] == "base"}
     ctl_base = [r for r in ctl if r["variant"] == "base"]
     same = [r for r in ctl_base if main_base.get((r["model"], r["seed"])) == r["metrics"]]
     differ = sorted({r["model"] for r in ctl_base} - {r["model"] for r in same})
-    lines += ["", f"The control grid retrains `base` with the same seeds for its own paired t-tests: {len(same)} of "
-              f"{len(ctl_base)} base runs reproduced the main grid's test metrics exactly"
-              + (f"; {', '.join(differ)} did not (likely non-deterministic cuDNN convolution kernels; not checked)." if differ else "."),
+    lines += ["", f"The control grid retrains `base` with the same seeds: {len(same)} of {len(ctl_base)} base runs "
+              "reproduced the main grid's test metrics exactly"
+              + (f"; {', '.join(differ)} did not (the GPU runs were not in deterministic mode; not checked further)."
+                 if differ else "."),
               "", "Commands (run from the repository root):", ""]
     lines += [f"    {c}" for c in sorted({r["command"] for r in ctl})]
     lines += ["", f"Commits: {', '.join(sorted({r['commit'] for r in ctl}))}; devices: "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 from tslrec.backbones.errors import InputError
 
@@ -20,8 +21,17 @@ class OneLineParser(argparse.ArgumentParser):
         raise SystemExit(InputError.exit_code)
 
 
+def package_version() -> str:
+    """The installed tslrec version ('unknown' when run from a tree that was never installed)."""
+    try:
+        return version("tslrec")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="tslrec", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"tslrec {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for job in JOBS:
         job.add_parser(sub)

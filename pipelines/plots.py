@@ -22,7 +22,7 @@ def _save(fig, path: Path) -> None:
 
 
 def ablation_bars(rows: list[SummaryRow], path: Path, metrics: tuple[str, ...] = ("HR@10", "NDCG@10")) -> None:
-    """Grouped bars: one group per backbone, one bar per fusion, error bars = std over seeds; * = p <= 0.05 vs base."""
+    """Grouped bars: one group per backbone, one bar per fusion, error bars = std over seeds; * = Welch t-test over seeds, p <= 0.05 vs base."""
     backbones = list(dict.fromkeys(r.backbone for r in rows))
     fusions = list(dict.fromkeys(r.fusion for r in rows))
     by_key = {(r.backbone, r.fusion): r for r in rows}
@@ -37,7 +37,7 @@ def ablation_bars(rows: list[SummaryRow], path: Path, metrics: tuple[str, ...] =
             pos = x + (j - (len(fusions) - 1) / 2) * width
             ax.bar(pos, means, width, yerr=stds, capsize=3, label=fusion)
             for p, m, r in zip(pos, means, rs):
-                if r is not None and metric in r.tests and r.tests[metric].significant():
+                if r is not None and metric in r.tests and r.tests[metric].significant():  # Welch over seeds
                     ax.annotate("*", (p, m), ha="center", va="bottom")
         ax.set_xticks(x, backbones)
         ax.set_ylabel(f"test {metric}")

@@ -45,6 +45,16 @@ def case_missing_column(tmp):
     return ["data", "describe", str(_file(tmp, "c.inter", "user_id:token\trating:float\n1\t5\n"))], "item_id"
 
 
+def case_nan_timestamp(tmp):
+    text = "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t5\n1\t3\tnan\n"
+    return ["data", "describe", str(_file(tmp, "t.inter", text))], "line 3, field 'timestamp' is 'nan'"
+
+
+def case_inf_timestamp(tmp):
+    text = "user_id:token\titem_id:token\ttimestamp:float\n1\t2\tinf\n1\t3\t4\n"
+    return ["data", "describe", str(_file(tmp, "t.inter", text))], "line 2, field 'timestamp' is 'inf'"
+
+
 def case_bad_timestamp(tmp):
     return ["data", "describe", str(_file(tmp, "t.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\tnoon\n"))], "timestamp"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tslrec.pipelines.cli import build_parser
+from tslrec.pipelines.cli import build_parser, main
 from tslrec.pipelines.run_job import STAGES, load_config, stage_argv
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
@@ -46,3 +46,27 @@ def test_config_is_the_setting_of_its_recorded_grid(config, records_name):
     assert {r["seed"] for r in cells} == {grid.seed + i for i in range(grid.seeds)}
     assert {(r["model"], r["variant"]) for r in cells} == {(b, f) for b in grid.backbones.split(",")
                                                            for f in grid.fusions.split(",")}
+
+
+def test_run_prints_the_final_report_once(tmp_path, monkeypatch, capsys):
+    from tslrec.pipelines import ablate_job, stage1_job, stage2_job, train_job
+
+    def fake_stage(args):
+        if getattr(args, "command", None) == "ablate" or hasattr(args, "fusions"):
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "results.md").write_text("REPORT-TABLE\n")
+            print("REPORT-TABLE")  # what `tslrec ablate` prints as it finishes
+
+    for job in (train_job, stage1_job, stage2_job, ablate_job):
+        monkeypatch.setattr(job, "run", fake_stage)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"dataset: ml-100k\nout: {tmp_path / 'out'}\n")
+    assert main(["run", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.count("REPORT-TABLE") == 1
+    assert main(["run", "--config", str(config)]) == 0  # every stage up to date: the report is shown from its file
+    assert capsys.readouterr().out.count("REPORT-TABLE") == 1
+
+
+def test_version_flag(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip().startswith("tslrec ")

@@ -11,16 +11,13 @@ from tslrec.pipelines.cli import main
 from tslrec.pipelines.data import DataConfig, load_dataset
 
 
-@pytest.fixture
-def train_dir(tmp_path):
+def write_train_dir(tmp_path, table: np.ndarray, seqs: list[np.ndarray]):
     """A dataset file in S3-Rec format plus the folder `tslrec train --export-item-embeddings` would write."""
-    table, truth = clustered_items(n_items=50, dim=8, k=4, seed=2)
-    seqs = user_sequences(truth, n_users=40, k=4, seed=2, length=(5, 12))
     data_file = tmp_path / "toy.txt"
     data_file.write_text("".join(f"u{u} " + " ".join(f"i{i}" for i in s) + "\n" for u, s in enumerate(seqs)))
     ds = load_dataset(str(data_file), DataConfig())
     # the item table in the dataset's internal id order (ids are remapped when read)
-    emb = np.zeros((ds.num_items + 1, 8), dtype=np.float32)
+    emb = np.zeros((ds.num_items + 1, table.shape[1]), dtype=np.float32)
     for internal, original in enumerate(ds.item_ids[1:], start=1):
         emb[internal] = table[int(original[1:])]
     out = tmp_path / "train"
@@ -29,6 +26,12 @@ def train_dir(tmp_path):
                                       "dataset_info": {"name": ds.name, "hash": ds.hash, "items": ds.num_items},
                                       "config": {"data": {"kcore": 0, "min_rating": None, "max_len": 50}}})
     return out, data_file, ds
+
+
+@pytest.fixture
+def train_dir(tmp_path):
+    table, truth = clustered_items(n_items=50, dim=8, k=4, seed=2)
+    return write_train_dir(tmp_path, table, user_sequences(truth, n_users=40, k=4, seed=2, length=(5, 12)))
 
 
 def run_cli(*args: str) -> int:
@@ -51,6 +54,30 @@ def test_stage1_job_trains_and_targets_use_training_items_only(train_dir, tiny_l
         counts = np.bincount(item_group[seq[:-2]], minlength=4)
         assert np.allclose(groups["user_targets"][u].numpy(), counts / counts.sum(), atol=1e-6)
     assert "held-out-user MSE" in capsys.readouterr().out
+
+
+def test_stage1_targets_never_count_validation_or_test_items(tiny_llama_dir, tmp_path):
+    # Training items come from clusters 0-2 only; every user's validation and test items from cluster 3.
+    # k-means puts cluster 3 in a group of its own, so the job's targets must give that group no mass.
+    table, truth = clustered_items(n_items=60, dim=8, k=4, seed=3)
+    rng = np.random.default_rng(3)
+    held_out = np.flatnonzero(truth == 3)
+    train_seqs = user_sequences(np.where(truth == 3, -1, truth), n_users=30, k=3, seed=3, length=(4, 9))
+    seqs = [np.concatenate([s, rng.choice(held_out, size=2)]) for s in train_seqs]
+    folder, data_file, ds = write_train_dir(tmp_path, table, seqs)
+    out = tmp_path / "s1"
+    code = run_cli("--train-dir", str(folder), "--dataset", str(data_file), "--out", str(out), "--llm", str(tiny_llama_dir),
+                   "--k", "4", "--max-steps", "1", "--batch-size", "8", "--no-bf16", "--device", "cpu", "--no-progress",
+                   "--untuned-baseline", "none")
+    assert code == 0
+    groups = load_tensors(out / "groups.safetensors")
+    held_internal = [i for i, orig in enumerate(ds.item_ids) if i > 0 and truth[int(orig[1:])] == 3]
+    held_groups = set(groups["item_group"][held_internal].tolist())
+    assert len(held_groups) == 1  # cluster 3 is one k-means group ...
+    train_internal = {int(i) for s in ds.sequences for i in s[:-2]}
+    assert held_groups.isdisjoint(groups["item_group"][sorted(train_internal)].tolist())  # ... that no training item is in
+    assert float(groups["user_targets"][:, held_groups.pop()].abs().max()) == 0.0
+    assert torch.allclose(groups["user_targets"].sum(1), torch.ones(len(ds.sequences)))
 
 
 @pytest.mark.parametrize("case", ["rows", "nan", "hash", "no_embeddings", "unknown_llm"])

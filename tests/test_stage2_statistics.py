@@ -12,7 +12,7 @@ from scipy import stats
 from tslrec.pipelines.ablation_grid import Cell, CellResult
 from tslrec.pipelines.ablation_report import activity_table, markdown_table, summarize, summary_csv
 from tslrec.stage2_augment.analysis import activity_groups, category_agreement, mean_by_group
-from tslrec.stage2_augment.significance import mean_std, paired_t_test
+from tslrec.stage2_augment.significance import mean_std, paired_t_test, welch_seed_test
 
 
 def test_paired_t_test_matches_the_textbook_formula():
@@ -65,28 +65,57 @@ def grid():
 def test_summary_tests_seed_averaged_users_against_base_of_the_same_seeds():
     rows = {r.fusion: r for r in summarize(grid())}
     gate, ci, base = rows["gate"], rows["ci"], rows["base"]
-    assert base.tests == {} and gate.seeds == [1, 2] and ci.seeds == [1]
+    assert base.tests == {} and base.user_tests == {} and gate.seeds == [1, 2] and ci.seeds == [1]
     gate_means = [sum(v) / USERS for v in GATE.values()]
     assert gate.mean["NDCG@10"] == pytest.approx(sum(gate_means) / 2)
     assert gate.std["NDCG@10"] == pytest.approx(abs(gate_means[0] - gate_means[1]) / math.sqrt(2))
     avg_gate = [(x + y) / 2 for x, y in zip(GATE[1], GATE[2])]
     avg_base = [(x + y) / 2 for x, y in zip(BASE[1], BASE[2])]
-    assert gate.tests["NDCG@10"].p == pytest.approx(stats.ttest_rel(avg_gate, avg_base).pvalue)
-    assert ci.tests["NDCG@10"].p == pytest.approx(stats.ttest_rel(CI[1], BASE[1]).pvalue)  # seed 2 of base left out
-    assert gate.tests["NDCG@10"].significant() and not ci.tests["NDCG@10"].significant()
+    assert gate.user_tests["NDCG@10"].p == pytest.approx(stats.ttest_rel(avg_gate, avg_base).pvalue)
+    assert ci.user_tests["NDCG@10"].p == pytest.approx(stats.ttest_rel(CI[1], BASE[1]).pvalue)  # seed 2 of base left out
+    assert gate.user_tests["NDCG@10"].significant() and not ci.user_tests["NDCG@10"].significant()
 
 
-def test_markdown_and_csv_mark_significance():
-    rows = summarize(grid())
-    table = markdown_table(rows, "full-ranking").splitlines()
-    gate_line = next(line for line in table if "| gate |" in line)
-    ci_line = next(line for line in table if "| ci |" in line)
-    assert gate_line.count("*") >= 3 and "±" in gate_line  # bold p-value plus the star
-    assert ci_line.rstrip(" |").split("|")[-1].strip()[0].isdigit()  # plain p-value, no mark
+def test_two_seeds_give_a_difference_and_no_verdict():
+    rows = {r.fusion: r for r in summarize(grid())}
+    gate = rows["gate"].tests["NDCG@10"]  # the paired test over users calls it significant; two seeds cannot
+    assert gate.mean_diff == pytest.approx(sum(sum(v) for v in GATE.values()) / 16 - sum(sum(v) for v in BASE.values()) / 16)
+    assert gate.verdict() is None and not gate.significant()
+
+
+def test_welch_over_seeds_matches_scipy_and_ignores_user_count():
+    base, gate = [0.0798, 0.0770, 0.0826], [0.0771, 0.0751, 0.0791]  # a gap about the size of the seed spread
+    test = welch_seed_test(gate, base)
+    assert test.p == pytest.approx(stats.ttest_ind(gate, base, equal_var=False).pvalue)
+    assert test.verdict() == "no significant difference"
+    assert welch_seed_test([0.30, 0.31, 0.32], [0.10, 0.11, 0.12]).verdict() == "better"
+    assert welch_seed_test([0.10, 0.11, 0.12], [0.30, 0.31, 0.32]).verdict() == "worse"
+    assert welch_seed_test([0.2, 0.2, 0.2], [0.2, 0.2, 0.2]).verdict() == "no significant difference"
+
+
+def _three_seed_grid():
+    cells = []
+    for seed in (1, 2, 3):
+        cells.append(_cell("sasrec", "base", seed, [0.1 * seed, 0.0, 0.2, 0.1]))
+        cells.append(_cell("sasrec", "gate", seed, [0.1 * seed + 0.5, 0.4, 0.7, 0.5]))
+        cells.append(_cell("sasrec", "ci", seed, [0.1 * (4 - seed), 0.0, 0.2, 0.1]))
+    return cells
+
+
+def test_markdown_and_csv_name_the_tests_and_mark_significance():
+    rows = summarize(_three_seed_grid())
+    table = markdown_table(rows, "full-ranking")
+    gate_line = next(line for line in table.splitlines() if "| gate |" in line)
+    ci_line = next(line for line in table.splitlines() if "| ci |" in line)
+    assert "**" in gate_line and "better" in gate_line and "±" in gate_line
+    assert "no significant difference" in ci_line and "**" not in ci_line
     assert "+" in gate_line.split("|")[8]  # gain over base in percent
+    assert "Welch t-test over per-seed means" in table and "paired t-test over users" in table
     parsed = list(csv.DictReader(io.StringIO(summary_csv(rows))))
     assert [r["fusion"] for r in parsed] == ["base", "gate", "ci"]
-    assert parsed[0]["NDCG@10_p_vs_base"] == "" and float(parsed[1]["NDCG@10_p_vs_base"]) < 0.05
+    assert parsed[0]["NDCG@10_p_vs_base_welch_seeds"] == "" and parsed[1]["NDCG@10_verdict_vs_base_welch_seeds"] == "better"
+    two = markdown_table(summarize(grid()), "full-ranking")
+    assert "no verdict" in next(line for line in two.splitlines() if "| gate |" in line)
 
 
 def test_category_agreement_hand_computed():

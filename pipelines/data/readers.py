@@ -31,12 +31,21 @@ def _read_lines(path: Path, encoding: str = "utf-8") -> list[str]:
     return lines
 
 
-def _floats(values: list[str], source: str, field: str) -> np.ndarray:
+def _floats(values: list[str], source: str, field: str, first_line: int) -> np.ndarray:
+    """The column as float64; a non-numeric, NaN or infinite value -> InputError naming the file, line and field.
+    `first_line` is the line number of values[0] in the file."""
     try:
-        return np.asarray(values, dtype=np.float64)
+        out = np.asarray(values, dtype=np.float64)
     except ValueError:
-        bad = next(v for v in values if not _is_number(v))
-        raise InputError(f"{source}: field '{field}' has a non-numeric value {bad!r}; it must be a number") from None
+        i = next(i for i, v in enumerate(values) if not _is_number(v))
+        raise InputError(f"{source}: line {i + first_line}, field '{field}' has a non-numeric value {values[i]!r}; "
+                         "it must be a number") from None
+    bad = np.flatnonzero(~np.isfinite(out))
+    if bad.size:
+        i = int(bad[0])
+        raise InputError(f"{source}: line {i + first_line}, field '{field}' is {values[i]!r}; it must be a finite "
+                         "number (fix or drop that row)")
+    return out
 
 
 def _is_number(v: str) -> bool:
@@ -87,8 +96,8 @@ def read_atomic(inter: Path, item: Path | None = None, inter_text: str | None = 
         source=str(inter),
         users=np.asarray(users, dtype=object),
         items=np.asarray(items, dtype=object),
-        timestamps=None if ts is None else _floats(ts, str(inter), "timestamp"),
-        ratings=None if rt is None else _floats(rt, str(inter), "rating"),
+        timestamps=None if ts is None else _floats(ts, str(inter), "timestamp", first_line=2),
+        ratings=None if rt is None else _floats(rt, str(inter), "rating", first_line=2),
         item_text=texts,
     )
 
@@ -180,7 +189,7 @@ def read_movielens_raw(folder: Path) -> RawInteractions:
         source=str(src),
         users=np.asarray([r[0] for r in rows], dtype=object),
         items=np.asarray([r[1] for r in rows], dtype=object),
-        timestamps=_floats([r[3] for r in rows], str(src), names[3]),
-        ratings=_floats([r[2] for r in rows], str(src), names[2]),
+        timestamps=_floats([r[3] for r in rows], str(src), names[3], first_line=1),
+        ratings=_floats([r[2] for r in rows], str(src), names[2], first_line=1),
         item_text=text,
     )
