@@ -82,7 +82,8 @@ def main() -> None:
             "seed": seed, "device": device_name(args.device),
             "metrics": {"mse": m["mse"], "mse_global_mean": m["mse_global_mean"], "mse_untuned_llm": m["mse_untuned_llm"],
                         "mse_mean_embedding": m["mse_mean_embedding"],
-                        "mse_ratio_to_global_mean": m["mse_ratio_to_global_mean"], "reported_on": m["reported_on"],
+                        "mse_ratio_to_global_mean": m["mse_ratio_to_global_mean"],
+                        "mse_ratio_to_mean_embedding": m["mse"] / m["mse_mean_embedding"], "reported_on": m["reported_on"],
                         "mse_val": m["mse_val"]},
             "untuned_llm_variant": m["untuned_llm_variant"],
             "load_average_before": load_before, "load_average_after": os.getloadavg(),
@@ -94,9 +95,10 @@ def main() -> None:
             "backbone": facts.get("backbone"), "config": read_json(out / "config.json")["stage1"],
             "versions": res["versions"],
         })
-        print(f"seed {seed}: MSE {m['mse']:.6f} vs global mean {m['mse_global_mean']:.6f} "
-              f"(ratio {m['mse_ratio_to_global_mean']:.3f}), untuned LLM {m['mse_untuned_llm']}, "
-              f"mean item embedding {m['mse_mean_embedding']:.6f}, {wall / 60:.1f} min")
+        print(f"seed {seed}: tuned-LLM MSE {m['mse']:.6f}; no-LLM head on the mean item embedding "
+              f"{m['mse_mean_embedding']:.6f} (LLM / head {m['mse'] / m['mse_mean_embedding']:.3f}); global mean "
+              f"{m['mse_global_mean']:.6f} (ratio {m['mse_ratio_to_global_mean']:.3f}); untuned LLM {m['mse_untuned_llm']}; "
+              f"{wall / 60:.1f} min")
 
     if args.cost_steps > 0:
         cfg = Stage1Config(k=args.k, max_items=args.max_items, batch_size=args.batch_size)
