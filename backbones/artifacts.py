@@ -117,3 +117,25 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device(device)
     except RuntimeError:
         raise InputError(f"--device: unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
+
+
+CUBLAS_WORKSPACE = ":4096:8"  # cuBLAS needs a fixed workspace to give the same sums on every run
+
+
+def use_deterministic_kernels(device: torch.device, warn_only: bool = False) -> None:
+    """On CUDA, make the kernels reproducible: the same seed and inputs give the same numbers.
+
+    Sets CUBLAS_WORKSPACE_CONFIG (unless the user set it) before the first cuBLAS call,
+    turns on `torch.use_deterministic_algorithms` and turns off cuDNN autotuning. A no-op on
+    other devices (CPU kernels are deterministic for a fixed thread count). Process-wide: call
+    it once, right after `resolve_device`, before any model touches the GPU.
+
+    warn_only: an op with no deterministic CUDA kernel warns instead of raising. The ops the
+    backbones and stage 1 use all have one; Lite-LLM4Rec's running mean over item states
+    (`torch.cumsum` on floats) does not, so the Lite job passes warn_only=True.
+    """
+    if device.type != "cuda":
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(True, warn_only=warn_only)
+    torch.backends.cudnn.benchmark = False

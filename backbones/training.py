@@ -1,11 +1,22 @@
 """One trainer for every backbone and fusion: AdamW, early stopping on validation NDCG@10,
-the best weights restored before the single test evaluation, resumable after a kill."""
+the best weights restored before the single test evaluation, resumable after a kill.
+
+A checkpoint carries the settings it was written under; a run started again with other
+settings stops with an InputError that names the first changed one instead of resuming
+(and so mixing two configurations). The one setting that may change is a larger
+`TrainConfig.epochs`: nothing in an epoch depends on the budget, so a longer run continues
+the same trajectory. On CPU a fixed seed gives the same numbers run after run for a fixed
+thread count; a different `torch.get_num_threads()` can change the last bits of parallel
+reductions (and so, eventually, of the result).
+"""
 from __future__ import annotations
 
 import copy
+import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -68,35 +79,115 @@ def evaluate_split(model: SequentialRecommender, split: EvalSplit, cfg: EvalConf
     return res
 
 
+class _Missing:
+    """A setting absent on one side of a comparison."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+MISSING = _Missing()
+GROWABLE = "TrainConfig.epochs"  # may grow on resume (see the module docstring)
+
+
+def _flatten(settings: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in settings.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def setting_changes(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
+    """(dotted name, old value, new value) of every setting that differs between two nested settings dicts,
+    in the order of `new` (then the settings only `old` has)."""
+    a, b = _flatten(old), _flatten(new)
+    return [(k, a.get(k, MISSING), b.get(k, MISSING)) for k in [*b, *(k for k in a if k not in b)]
+            if a.get(k, MISSING) != b.get(k, MISSING)]
+
+
+def refuse_changed_settings(source: str | Path, changes: list[tuple[str, Any, Any]], what: str = "checkpoint") -> None:
+    """One-line InputError naming the first changed setting (if any) and the two ways out."""
+    if not changes:
+        return
+    key, old, new = changes[0]
+    more = f" (and {len(changes) - 1} other setting{'s' if len(changes) > 2 else ''})" if len(changes) > 1 else ""
+    raise InputError(f"{source}: this {what} was written with {key}={old!r}, now {new!r}{more}; to start over and "
+                     f"discard it pass --force (force=True from Python), or write to another --out")
+
+
+def plain(obj: Any) -> Any:
+    """`obj` as JSON types only (dicts, lists, strings, numbers, None): safe for torch.load(weights_only=True)."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def resume_settings(model: SequentialRecommender, cfg: TrainConfig, eval_cfg: EvalConfig, extra: dict | None) -> dict:
+    """The settings a checkpoint is tied to: model class and config, train and eval config, plus the caller's."""
+    settings: dict[str, Any] = {"model": type(model).__name__}
+    if is_dataclass(getattr(model, "cfg", None)):
+        settings["BackboneConfig"] = asdict(model.cfg)
+    settings.update(TrainConfig=asdict(cfg), EvalConfig=asdict(eval_cfg), **(extra or {}))
+    return plain(settings)
+
+
+def _check_resume(ckpt: Path, saved: Any, settings: dict, epochs_done: int) -> None:
+    if not isinstance(saved, dict):
+        raise InputError(f"{ckpt}: this checkpoint records no settings (written by an older tslrec), so resuming could "
+                         "mix two configurations; to start over pass --force (force=True from Python)")
+    changes = [c for c in setting_changes(saved, settings)
+               if not (c[0] == GROWABLE and isinstance(c[2], int) and c[2] >= epochs_done)]
+    refuse_changed_settings(ckpt, changes)
+
+
 def train(model: SequentialRecommender, splits: LeaveOneOutSplits, cfg: TrainConfig, device: torch.device,
-          eval_cfg: EvalConfig | None = None, checkpoint: str | Path | None = None, progress: bool = True) -> TrainResult:
+          eval_cfg: EvalConfig | None = None, checkpoint: str | Path | None = None, progress: bool = True,
+          settings: dict | None = None, force: bool = False) -> TrainResult:
     """Train with early stopping on validation; restore the best weights; evaluate test once.
 
-    If `checkpoint` is given, the full state is saved there after every epoch and a run
-    started again with the same arguments resumes from it.
+    If `checkpoint` is given, the full state (weights, optimizer, CPU/CUDA RNG, negative-sampling
+    generator) is saved there after every epoch, with the settings it was trained under: the
+    model's config, `cfg`, `eval_cfg` and `settings` (what else shapes the result, e.g. the data
+    and side-information files, as JSON-able values). A run started again with the same ones
+    resumes from it; with others it raises InputError naming the first changed setting
+    (e.g. `TrainConfig.lr`). force: discard an existing checkpoint and start over.
     """
     eval_cfg = eval_cfg or EvalConfig()
     if cfg.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise InputError(f"--bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; drop --bf16")
+    current = resume_settings(model, cfg, eval_cfg, settings)
     torch.manual_seed(cfg.seed)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "elapsed": 0.0,
              "seconds_to_best": 0.0}
     best_weights = copy.deepcopy(model.state_dict())
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1) if cfg.loss == "bce" else None
     ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and force:
+        ckpt.unlink(missing_ok=True)
     if ckpt is not None and ckpt.is_file():
         try:
             saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-            model.load_state_dict(saved["model"])
+            epochs_done = int(saved["state"]["epoch"])
         except Exception as e:  # noqa: BLE001 - torch's weights-only reader raises many types on a damaged file
-            raise InputError(f"{ckpt}: checkpoint is corrupt or from another model ({type(e).__name__}); "
-                             "delete it to start this run from scratch") from None
-        opt.load_state_dict(saved["optimizer"])
+            raise InputError(f"{ckpt}: checkpoint is corrupt or truncated ({type(e).__name__}); "
+                             "start over with --force (force=True from Python)") from None
+        _check_resume(ckpt, saved.get("settings"), current, epochs_done)
+        try:
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+        except Exception as e:  # noqa: BLE001 - a wrong key or shape is a RuntimeError, a damaged entry anything
+            raise InputError(f"{ckpt}: checkpoint does not fit this model ({type(e).__name__}); "
+                             "start over with --force (force=True from Python)") from None
         best_weights = saved["best_model"]
         state = saved["state"]
         torch.set_rng_state(saved["rng"])
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1) if cfg.loss == "bce" else None
+        if device.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
+        if gen is not None and saved.get("gen") is not None:
+            gen.set_state(saved["gen"])
     n = len(splits.train_inputs)
     bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc=f"train {type(model).__name__}", disable=not progress,
                unit="epoch", dynamic_ncols=True)
@@ -136,7 +227,9 @@ def train(model: SequentialRecommender, splits: LeaveOneOutSplits, cfg: TrainCon
         if ckpt is not None:
             with atomic_path(ckpt) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "best_model": best_weights,
-                            "state": state, "rng": torch.get_rng_state()}, tmp)
+                            "state": state, "rng": torch.get_rng_state(), "settings": current,
+                            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                            "gen": gen.get_state() if gen is not None else None}, tmp)
     bar.close()
     model.load_state_dict(best_weights)
     valid = evaluate_split(model, splits.valid, eval_cfg, device)

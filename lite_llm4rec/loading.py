@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from tslrec.backbones.errors import InputError
-from tslrec.stage1_reconstruct.llm_loading import BUILTIN_MODELS
+from tslrec.stage1_reconstruct.llm_loading import BUILTIN_MODELS, peft_deprecations_filtered
 
 
 def model_kind(name_or_path: str) -> str:
@@ -31,7 +31,8 @@ def add_lora(llm: nn.Module, r: int, alpha: int, dropout: float, target_modules:
                              f"linear layers, e.g. {', '.join(sorted(n for n in names if 'proj' in n or n in ('q', 'v', 'query', 'value'))[:6])}")
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none")
     try:
-        peft_model = get_peft_model(llm, config)
+        with peft_deprecations_filtered():
+            peft_model = get_peft_model(llm, config)
     except ValueError as e:  # peft knows no default target modules for this model type
         raise InputError(f"LoRA: {str(e).splitlines()[0][:120]}; pass --lora-target-modules (e.g. q_proj,v_proj)") from None
     peft_model.train()

@@ -27,7 +27,7 @@ from torch import nn
 from tslrec.backbones.errors import InputError
 from tslrec.stage1_reconstruct.llm_loading import LLMConfig, hidden_size, load_llm, transformer_body
 from tslrec.stage1_reconstruct.pooling import masked_mean_pool
-from tslrec.stage1_reconstruct.soft_prompt import SoftPromptBuilder
+from tslrec.stage1_reconstruct.soft_prompt import SoftPromptBuilder, match_token_scale
 
 from .loading import add_lora, model_kind
 
@@ -74,15 +74,9 @@ class RecommendationLLM(nn.Module):
         self.causal = is_causal(body)
         self._takes_position_ids = "position_ids" in inspect.signature(body.forward).parameters  # T5 does not
 
-    @torch.no_grad()
     def match_token_scale(self, item_vectors: torch.Tensor) -> None:
-        """Rescale the adapter so adapted items have the RMS norm of the LLM's token embeddings ([n, D] sample)."""
-        tokens = self.llm.get_input_embeddings().weight.float()  # [V, H]
-        token_rms = tokens.norm(dim=1).pow(2).mean().sqrt()
-        adapted = self.adapter(item_vectors.to(self.adapter.weight)).float()  # [n, H]
-        scale = token_rms / adapted.norm(dim=1).pow(2).mean().sqrt().clamp(min=1e-8)
-        self.adapter.weight.mul_(scale)
-        self.adapter.bias.mul_(scale)
+        """Rescale the adapter to the LLM's token-embedding norm (item_vectors: [n, D] sample)."""
+        match_token_scale(self.adapter, self.llm, item_vectors)
 
     def states(self, vectors: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(hidden [B, P+T, H] float32, item_mask [B, P+T] bool): rows left-packed, P prefix positions first."""

@@ -17,7 +17,7 @@ import torch
 
 from tslrec.backbones.artifacts import load_tensors, read_json, save_tensors, write_json
 from tslrec.backbones.errors import InputError
-from tslrec.stage1_reconstruct.llm_loading import LLMConfig, load_llm
+from tslrec.stage1_reconstruct.llm_loading import LLMConfig, load_llm, peft_deprecations_filtered
 
 from .loading import model_kind
 from .model import LiteConfig, LiteLLM4Rec, RecommendationLLM
@@ -76,7 +76,8 @@ def load_lite_model(folder: str | Path, device: str | torch.device = "cpu") -> t
         from peft import PeftModel
 
         try:
-            llm = PeftModel.from_pretrained(llm, str(folder / LORA_DIR), is_trainable=False)
+            with peft_deprecations_filtered():
+                llm = PeftModel.from_pretrained(llm, str(folder / LORA_DIR), is_trainable=False)
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise InputError(f"{folder / LORA_DIR}: LoRA adapter missing or unreadable "
                              f"({str(e).splitlines()[0][:100]}); re-run `tslrec lite`") from None

@@ -11,6 +11,8 @@ Runs backbone x fusion x seed `tslrec train` cells (resumable, see ablation_grid
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -24,11 +26,12 @@ from tslrec.stage2_augment.embedding_file import load_item_embeddings
 
 from . import ablation_report as report
 from . import plots
-from .ablation_grid import CellResult, check_settings, collect, make_grid, run_grid, shared_settings
+from .ablation_grid import DIGESTS, CellResult, check_settings, collect, discard_cells, make_grid, run_grid, \
+    shared_settings
 from .data import SequenceDataset, load_dataset
 from .options import add_data_options, data_config
 from .side_information import LLM_FUSIONS, add_side_information_options, load_clusters, load_side_information
-from .train_job import add_model_options, add_train_options
+from .train_job import add_model_options, add_train_options, side_information_fingerprint
 
 ACTIVITY_FUSIONS = ("base", "ci", "gate")  # the variants of the paper's Fig. 5
 
@@ -40,6 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fusions", default="base,ci,gate", help=f"comma list of {', '.join(FUSIONS)}")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds per cell: --seed, --seed+1, ...")
     p.add_argument("--out", required=True, help="grid folder (re-run the same command to resume)")
+    p.add_argument("--force", action="store_true",
+                   help="start the grid over: discard every cell's results and checkpoint in --out (a re-run with "
+                        "other settings or side-information files is refused without it)")
     p.add_argument("--activity-groups", type=int, default=4, help="user-activity groups for the Fig. 5 analysis")
     add_side_information_options(p, cluster_flags=("--clusters", "--stage1-dir"))
     add_data_options(p)
@@ -71,11 +77,18 @@ def run(args: argparse.Namespace) -> None:
     if args.finetune_llm_table and not set(fusions) & set(LLM_FUSIONS):
         raise InputError(f"--finetune-llm-table: none of --fusions reads an LLM table ({', '.join(LLM_FUSIONS)})")
     ds = load_dataset(args.dataset, data_config(args))
+    digests = {}
     for fusion in fusions:  # every input file is checked before the first cell trains
-        load_side_information(fusion, ds, args.item_embeddings, args.clusters,
-                              args.finetune_llm_table and fusion in LLM_FUSIONS)
+        side = load_side_information(fusion, ds, args.item_embeddings, args.clusters,
+                                     args.finetune_llm_table and fusion in LLM_FUSIONS)
+        tensors = {k: v for k, v in side_information_fingerprint(side).items() if k != "fusion" and v}
+        if tensors:
+            digests[fusion] = hashlib.sha256(json.dumps(tensors, sort_keys=True).encode()).hexdigest()
     out = Path(args.out)
-    check_settings(out, shared_settings(args))
+    force = getattr(args, "force", False)
+    if force:
+        discard_cells(out)
+    check_settings(out, {**shared_settings(args), **({DIGESTS: digests} if digests else {})}, force=force)
     cells = make_grid(backbones, fusions, [args.seed + i for i in range(args.seeds)])
     elsewhere = run_grid(args, cells, out)
     if elsewhere:

@@ -1,10 +1,13 @@
 """The ablation grid: backbone x fusion x seed cells, each one `tslrec train` run in its own folder.
 
-    <out>/ablation.json                 the settings every cell shares (a re-run must match them)
+    <out>/ablation.json                 the settings every cell shares (a re-run must match them), with a
+                                        content hash of each fusion's side-information tensors
     <out>/cells/<backbone>-<fusion>-s<seed>/metrics.json, per_user_test.safetensors, model.safetensors
 
 A cell whose metrics.json exists is finished and skipped; a killed cell resumes from its
-checkpoint.pt (the trainer's own resume), so re-running the same command continues the grid.
+checkpoint.pt (the trainer's own resume, which refuses a checkpoint written with other settings),
+so re-running the same command continues the grid. Other settings, or side-information files
+with other contents, are refused; `--force` starts the grid over (every cell's outputs discarded).
 A cell being trained holds a lock on <cell>/train.lock, so several `tslrec ablate` processes on one
 grid folder share the cells out instead of training one twice.
 """
@@ -35,10 +38,14 @@ except ImportError:  # Windows: no flock
 SETTINGS_FILE = "ablation.json"
 # Options that may differ between runs of one grid folder.
 GRID_OPTIONS = {"backbones", "fusions", "seeds", "seed", "out", "device", "no_progress", "func", "command",
-                "activity_groups"}
+                "activity_groups", "force"}
 # Side-information files: a run may leave them out (ID-only cells can train before stage 2 exists) or
 # add them to a grid that had none, but never swap one file for another.
 SIDE_OPTIONS = {"item_embeddings", "clusters"}
+# fusion -> content hashes of the tensors its cells read; recorded per fusion, like SIDE_OPTIONS: a fusion
+# may be added to a grid, but the tensors of a fusion already in it may not change.
+DIGESTS = "side_information_sha256"
+CELL_OUTPUTS = ("metrics.json", "per_user_test.safetensors", "model.safetensors", "checkpoint.pt")
 
 
 @dataclass(frozen=True)
@@ -81,13 +88,19 @@ def shared_settings(args: argparse.Namespace) -> dict:
     return {k: v for k, v in sorted(vars(args).items()) if k not in GRID_OPTIONS}
 
 
-def check_settings(out: Path, settings: dict) -> None:
-    """Record the shared settings, or refuse to mix cells trained with other ones into this folder."""
+def check_settings(out: Path, settings: dict, force: bool = False) -> None:
+    """Record the shared settings, or refuse to mix cells trained with other ones into this folder.
+
+    settings: shared_settings(args), optionally with DIGESTS ({fusion: hash}). force: record them as they are.
+    """
     path = out / SETTINGS_FILE
-    if not path.is_file():
+    if force or not path.is_file():
         write_json(path, settings)
         return
     before = {k: v for k, v in read_json(path, "ablation settings").items() if k not in GRID_OPTIONS}
+    old_digests = before.pop(DIGESTS, None) or {}
+    new_digests = settings.get(DIGESTS) or {}
+    settings = {k: v for k, v in settings.items() if k != DIGESTS}
 
     def differs(k: str) -> bool:
         old, new = before.get(k), settings.get(k)
@@ -101,10 +114,30 @@ def check_settings(out: Path, settings: dict) -> None:
     if changed:
         k = changed[0]
         raise InputError(f"{path}: this grid was run with {k}={before.get(k)!r}, now {settings.get(k)!r}; "
-                         "use another --out, or repeat the original options to resume")
+                         "repeat the original options to resume, pass --force to start the grid over, "
+                         "or use another --out")
+    swapped = sorted(f for f in set(old_digests) & set(new_digests) if old_digests[f] != new_digests[f])
+    if swapped:
+        f = swapped[0]
+        raise InputError(f"{path}: the {f} cells of this grid were trained on side-information files with other "
+                         f"contents (sha256 {old_digests[f][:12]}, now {new_digests[f][:12]}); pass --force to start "
+                         "the grid over, or use another --out")
     added = {k: settings[k] for k in SIDE_OPTIONS if before.get(k) is None and settings.get(k) is not None}
-    if added:
-        write_json(path, {**before, **added})
+    digests = {**old_digests, **new_digests}
+    if added or digests != old_digests:
+        write_json(path, {**before, **added, **({DIGESTS: digests} if digests else {})})
+
+
+def discard_cells(out: Path) -> None:
+    """--force: delete the outputs and checkpoint of every cell in the grid folder (not only this run's cells),
+    so no cell of an earlier run survives into this one."""
+    for folder in sorted(p for p in (out / "cells").glob("*") if p.is_dir()):
+        with cell_lock(folder) as mine:
+            if not mine:
+                raise InputError(f"{folder / LOCK_FILE}: cell {folder.name} is being trained by another process; "
+                                 "stop it, then run again with --force")
+            for name in CELL_OUTPUTS:
+                (folder / name).unlink(missing_ok=True)
 
 
 def cell_args(args: argparse.Namespace, cell: Cell, folder: Path) -> argparse.Namespace:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.artifacts import package_versions, resolve_device, save_tensors, write_json
+from tslrec.backbones.artifacts import package_versions, resolve_device, save_tensors, use_deterministic_kernels, \
+    write_json
 from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_vectors_for_dataset
 from tslrec.lite_llm4rec.model import FINETUNE, LiteConfig, build_lite_model
@@ -111,6 +112,7 @@ def execute(args: argparse.Namespace) -> tuple[dict, Path]:
     eval_cfg = eval_config(args)
     ds = load_dataset(args.dataset, data_cfg)
     device = resolve_device(args.device)
+    use_deterministic_kernels(device, warn_only=True)  # float cumsum (prefix means) has no deterministic CUDA kernel
     progress = not args.no_progress
     vectors, vector_info = item_vectors_for_dataset(ds, item_cfg, args.item_vectors, device, progress)
     out = Path(args.out or f"runs/{ds.name}-lite-{train_cfg.strategy}-s{train_cfg.seed}")

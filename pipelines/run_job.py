@@ -174,11 +174,15 @@ def run(args: argparse.Namespace) -> None:
                 if args.until == stage.name:
                     break
                 continue
+        # A stage re-run on purpose (--force, a changed setting, a re-run upstream) starts over; a stage that
+        # was killed before its manifest was written resumes from its own checkpoint.
+        start_over = forced or manifest_path.is_file()
         manifest_path.unlink(missing_ok=True)
         forced = True  # every later stage depends on this one
         print(f"[{stage.name}] tslrec {' '.join(argv)}", flush=True)
         t0 = time.perf_counter()
-        stage_args = parser.parse_args(argv)
+        restart = ["--force"] if start_over and "--force" in _known_flags(parser, stage.command) else []
+        stage_args = parser.parse_args(argv + restart)
         stage_args.func(stage_args)
         ran.add(stage.name)
         manifest = {**expected, "stage": stage.name, "seed": cfg.get("seed", 42), "config": {k: v for k, v in cfg.items() if k != "_path"},

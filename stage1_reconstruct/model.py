@@ -11,6 +11,7 @@ head on it, the instance-level baseline an item head. Stage 2 calls
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Any
 
 import torch
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .llm_loading import hidden_size, quantized_safe_eval, transformer_body
 from .pooling import pool
-from .soft_prompt import SoftPromptBuilder
+from .soft_prompt import SoftPromptBuilder, match_token_scale
 
 
 class LLMSequenceEncoder(nn.Module):
@@ -36,21 +37,9 @@ class LLMSequenceEncoder(nn.Module):
         self.llm_passes = 0  # sequences sent through the LLM (one per row of every forward)
         self.llm_tokens = 0  # real (non-padding) positions processed
 
-    @torch.no_grad()
     def match_token_scale(self, item_embeddings: torch.Tensor) -> None:
-        """Rescale item_proj so projected items have the RMS norm of the LLM's token embeddings.
-
-        A fresh Linear maps embeddings of arbitrary scale to vectors the LLM has never seen;
-        matching the norm of real tokens gives the LoRA layers a sensible starting point.
-        item_embeddings: [N, D] (a sample of real rows, padding excluded).
-        """
-        tokens = self.llm.get_input_embeddings().weight.float()  # [V, H]
-        token_rms = tokens.norm(dim=1).pow(2).mean().sqrt()
-        proj = self.item_proj(item_embeddings.to(self.item_proj.weight)).float()  # [N, H]
-        proj_rms = proj.norm(dim=1).pow(2).mean().sqrt().clamp(min=1e-8)
-        scale = (token_rms / proj_rms).to(self.item_proj.weight.dtype)
-        self.item_proj.weight.mul_(scale)
-        self.item_proj.bias.mul_(scale)
+        """Rescale item_proj to the LLM's token-embedding norm (item_embeddings: [n, D] real rows)."""
+        match_token_scale(self.item_proj, self.llm, item_embeddings)
 
     def forward(self, item_embs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """item_embs [B, T, D], mask [B, T] -> h [B, H] (float32)."""
@@ -78,13 +67,15 @@ class LLMSequenceEncoder(nn.Module):
         P = prefix.shape[1]
         from transformers import DynamicCache
 
-        out = transformer_body(self.llm)(inputs_embeds=prefix, attention_mask=torch.ones(1, P, dtype=torch.long,
-                                         device=prefix.device), position_ids=torch.arange(P, device=prefix.device)[None],
-                                         past_key_values=DynamicCache(), use_cache=True)
-        if not hasattr(out.past_key_values, "batch_repeat_interleave"):  # no cache (e.g. checkpointing): full prompts
+        body = transformer_body(self.llm)
+        name = _cache_argument(body)
+        out = body(inputs_embeds=prefix, attention_mask=torch.ones(1, P, dtype=torch.long, device=prefix.device),
+                   position_ids=torch.arange(P, device=prefix.device)[None], use_cache=True, **{name: DynamicCache()})
+        cache = getattr(out, name, None)
+        if not hasattr(cache, "batch_repeat_interleave"):  # no cache (e.g. checkpointing): full prompts
             return None
         self.llm_tokens += P
-        return out.past_key_values, out.last_hidden_state
+        return cache, out.last_hidden_state
 
     @torch.no_grad()
     def forward_after_prefix(self, item_embs: torch.Tensor, state: tuple[Any, torch.Tensor]) -> torch.Tensor:
@@ -103,14 +94,24 @@ class LLMSequenceEncoder(nn.Module):
         rows_cache = copy.deepcopy(cache)  # the forward appends to the cache it is given
         rows_cache.batch_repeat_interleave(B)
         device = tail.device
-        out = transformer_body(self.llm)(inputs_embeds=tail, attention_mask=torch.ones(B, L, dtype=torch.long, device=device),
-                                         position_ids=torch.arange(P, L, device=device).expand(B, -1),
-                                         past_key_values=rows_cache, use_cache=True)
+        body = transformer_body(self.llm)
+        out = body(inputs_embeds=tail, attention_mask=torch.ones(B, L, dtype=torch.long, device=device),
+                   position_ids=torch.arange(P, L, device=device).expand(B, -1), use_cache=True,
+                   **{_cache_argument(body): rows_cache})
         hidden = torch.cat([prefix_hidden.to(out.last_hidden_state.dtype).expand(B, -1, -1),
                             out.last_hidden_state], dim=1)  # [B, L, H]
         self.llm_passes += B
         self.llm_tokens += B * tail.shape[1]
         return pool(hidden, torch.ones(B, L, dtype=torch.long, device=device), self.pooling).float()  # [B, H]
+
+
+def _cache_argument(body: nn.Module) -> str:
+    """Name of the key/value-cache argument (and output field) of `body.forward`.
+
+    transformers 5 renamed `past_key_values` to `cache` and warns (FutureWarning) on the old
+    name; older releases and remote-code models only know `past_key_values`.
+    """
+    return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
 
 
 class ReconstructionModel(nn.Module):

@@ -20,7 +20,7 @@ from tslrec.backbones.artifacts import load_tensors, read_json, resolve_device, 
 from tslrec.backbones.errors import InputError
 
 from .config import Stage1Config
-from .llm_loading import LLMConfig, load_llm
+from .llm_loading import LLMConfig, load_llm, peft_deprecations_filtered
 from .model import LLMSequenceEncoder, ReconstructionModel
 
 HEADS_FILE = "heads.safetensors"
@@ -37,11 +37,12 @@ def add_lora(llm: nn.Module, cfg: Stage1Config, quantized: bool, gradient_checkp
     if missing:
         raise InputError(f"--lora-target-modules: {', '.join(missing)} not found in this model; "
                          f"pick from its linear layers, e.g. {', '.join(sorted(n for n in names if 'proj' in n)[:6])}")
-    if quantized:
-        llm = prepare_model_for_kbit_training(llm, use_gradient_checkpointing=gradient_checkpointing)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.lora_target_modules), bias="none")
-    peft_model = get_peft_model(llm, lora)
+    with peft_deprecations_filtered():
+        if quantized:
+            llm = prepare_model_for_kbit_training(llm, use_gradient_checkpointing=gradient_checkpointing)
+        peft_model = get_peft_model(llm, lora)
     peft_model.train()
     return peft_model
 
@@ -103,7 +104,8 @@ def load_reconstruction_model(stage1_dir: str | Path, device: str | torch.device
         from peft import PeftModel
 
         try:
-            llm = PeftModel.from_pretrained(llm, str(adapter), is_trainable=False)
+            with peft_deprecations_filtered():
+                llm = PeftModel.from_pretrained(llm, str(adapter), is_trainable=False)
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise InputError(f"{adapter}: LoRA adapter is unreadable ({str(e).splitlines()[0][:100]}); "
                              "re-run `tslrec stage1`") from None

@@ -12,6 +12,9 @@ Shared by stage 1 and Lite-LLM4Rec.
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -76,3 +79,32 @@ def left_pad_ids(sequences: list, max_items: int, pad_id: int = 0) -> tuple[torc
             ids[row, T - len(k):] = torch.as_tensor(k, dtype=torch.long)
             mask[row, T - len(k):] = 1
     return ids, mask
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block on one CPU thread, so a large reduction adds in the same order whatever the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@torch.no_grad()
+def match_token_scale(proj: nn.Linear, llm: nn.Module, sample: torch.Tensor) -> None:
+    """Rescale `proj` so projected items have the RMS norm of the LLM's token embeddings.
+
+    A fresh Linear maps embeddings of arbitrary scale to vectors the LLM has never seen; matching the
+    norm of real tokens gives LoRA a sensible start. sample: [n, D] real item rows (no padding). The
+    norms run on one thread: a sum over the whole vocabulary would otherwise change in its last bits
+    with the thread count, and so would every later step of training.
+    """
+    with one_thread():
+        tokens = llm.get_input_embeddings().weight.float()  # [V, H]
+        token_rms = tokens.norm(dim=1).pow(2).mean().sqrt()
+        projected = proj(sample.to(proj.weight)).float()  # [n, H]
+        scale = token_rms / projected.norm(dim=1).pow(2).mean().sqrt().clamp(min=1e-8)
+        proj.weight.mul_(scale.to(proj.weight.dtype))
+        proj.bias.mul_(scale.to(proj.bias.dtype))

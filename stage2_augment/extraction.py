@@ -23,6 +23,10 @@ class ExtractionConfig:
 
     batch_size: int = 64  # items per LLM forward (one-item prompts, so this is cheap in memory)
     autocast_bf16: bool = False  # bfloat16 autocast for the forward (faster on AMX CPUs and GPUs, less exact)
+    # Run the prompt prefix once and reuse its key/value cache (~4x faster). The same numbers as full
+    # prompts in float32 (1e-6 relative); under bf16 autocast they differ by up to ~1e-2 relative, so an
+    # export made without the cache (tslrec before the cache existed) is reproduced only with it off.
+    prefix_cache: bool = True
     progress: bool = True  # tqdm bar over the batches
 
 
@@ -53,8 +57,8 @@ def extract_item_representations(model: ReconstructionModel, item_table: torch.T
         raise InputError(f"item table: expected [N+1, D] with row 0 = padding, got {tuple(item_table.shape)}")
     check_finite("embeddings", item_table, "stage-1 input item table")
     start = time.perf_counter()
-    emb, probs = model.encode_items(item_table[1:].float(), batch_size=cfg.batch_size,
-                                    autocast_bf16=cfg.autocast_bf16, progress=cfg.progress)  # [N, H], [N, K]
+    emb, probs = model.encode_items(item_table[1:].float(), batch_size=cfg.batch_size, autocast_bf16=cfg.autocast_bf16,
+                                    progress=cfg.progress, cache_prefix=cfg.prefix_cache)  # [N, H], [N, K]
     seconds = time.perf_counter() - start
     if not (torch.isfinite(emb).all() and torch.isfinite(probs).all()):
         raise InputError("stage 2: the LLM produced NaN/inf item embeddings; extract with --dtype float32 and without --bf16")

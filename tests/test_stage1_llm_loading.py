@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -27,15 +28,34 @@ def test_local_folder_loads_frozen_in_train_mode(tiny_llm_cfg):
     assert any(p.requires_grad for p in transformer_body(peft_model).parameters())  # LoRA lives inside the body
 
 
-def test_num_layers_keeps_the_first_blocks_with_their_weights(tiny_llm_cfg):
+def test_num_layers_keeps_the_first_blocks_with_their_weights(tiny_llm_cfg, capfd):
     full, _ = load_llm(tiny_llm_cfg)
-    short, _ = load_llm(LLMConfig(**{**tiny_llm_cfg.__dict__, "num_layers": 1}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        short, _ = load_llm(LLMConfig(**{**tiny_llm_cfg.__dict__, "num_layers": 1}))
+    assert capfd.readouterr() == ("", "")  # no load report of the dropped block's weights, no progress bar
     assert len(transformer_body(full).layers) == 2 and len(transformer_body(short).layers) == 1
+    assert short.config.num_hidden_layers == 1
     kept = transformer_body(short).layers[0].self_attn.q_proj.weight
     assert torch.equal(kept, transformer_body(full).layers[0].self_attn.q_proj.weight)  # pretrained, not re-initialised
     for bad in (0, 3):  # 3 > the model's 2 blocks would add random ones
         with pytest.raises(InputError, match="between 1 and the model's 2"):
             load_llm(LLMConfig(**{**tiny_llm_cfg.__dict__, "num_layers": bad}))
+
+
+def test_weights_that_do_not_load_are_reported_in_one_line(tiny_llama_dir, tmp_path, capfd):
+    from safetensors.torch import load_file, save_file
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_llama_dir, damaged)
+    weights = load_file(damaged / "model.safetensors")
+    del weights["model.layers.1.mlp.up_proj.weight"]
+    save_file(weights, damaged / "model.safetensors", metadata={"format": "pt"})
+    load_llm(LLMConfig(name_or_path=str(damaged), num_layers=1))  # the missing weight is in a dropped block
+    assert capfd.readouterr().err == ""
+    load_llm(LLMConfig(name_or_path=str(damaged)))
+    err = capfd.readouterr().err
+    assert err.startswith(f"warning: {damaged}: 1 weight missing from the checkpoint") and "up_proj" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("name", ["no-such-model", "./missing/folder", "/tmp/definitely/not/here.gguf"])

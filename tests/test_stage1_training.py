@@ -64,7 +64,7 @@ def test_saved_model_reloads_with_the_same_predictions(full_run, tiny_llm_cfg):
     # a finished folder is not trained again, and other settings are refused
     again = train_stage1(TABLE, SEQS, out, quick_cfg(), tiny_llm_cfg, device="cpu", progress=False)
     assert again["metrics"]["mse"] == metrics["metrics"]["mse"]
-    with pytest.raises(InputError, match="other settings"):
+    with pytest.raises(InputError, match=r"Stage1Config\.lora_r=8, now 4; .*--force"):
         train_stage1(TABLE, SEQS, out, quick_cfg(lora_r=4), tiny_llm_cfg, device="cpu", progress=False)
 
 

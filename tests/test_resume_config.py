@@ -1,0 +1,269 @@
+"""Resuming never mixes two configurations.
+
+A checkpoint records the settings it was written under; a run started again with another one
+stops with a one-line InputError naming the setting, both values and the fix (--force or another
+--out); --force starts over; the same settings resume to the numbers of an uninterrupted run
+(RNG, CUDA RNG and the sampled-negative generator restored). For `tslrec train`, `tslrec stage1`
+and the cells of `tslrec ablate`.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from stage1_helpers import clustered_items, tiny_llama_dir, tiny_llm_cfg, user_sequences  # noqa: F401
+from stage2_helpers import write_export, write_toy_dataset
+
+import tslrec.backbones.training as training
+from tslrec.backbones.artifacts import read_json
+from tslrec.backbones.base import BackboneConfig
+from tslrec.backbones.batching import LeaveOneOutSplits
+from tslrec.backbones.errors import InputError
+from tslrec.backbones.registry import build_backbone
+from tslrec.backbones.training import TrainConfig, train
+from tslrec.pipelines import train_job
+from tslrec.pipelines.cli import main
+from tslrec.stage1_reconstruct.config import Stage1Config
+from tslrec.stage1_reconstruct.training import train_stage1
+
+CPU = torch.device("cpu")
+
+
+class Killed(Exception):
+    """Stands in for SIGKILL: raised from inside the run, nothing after it runs."""
+
+
+def kill_after_epochs(monkeypatch, epochs: int) -> None:
+    """Kill the trainer during epoch `epochs + 1`, after its optimizer steps and before its checkpoint."""
+    real, calls = training.evaluate_split, {"n": 0}
+
+    def evaluate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > epochs:
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate_split", evaluate)
+
+
+# ---------------------------------------------------------------- backbones.training.train
+
+def fresh_model(dropout: float = 0.3):
+    torch.manual_seed(0)
+    return build_backbone("sasrec", BackboneConfig(num_items=8, hidden=16, max_len=10, dropout=dropout))
+
+
+def bce_cfg(**kw) -> TrainConfig:
+    return TrainConfig(**{"epochs": 5, "batch_size": 16, "lr": 5e-3, "patience": 99, "loss": "bce", **kw})
+
+
+@pytest.fixture
+def killed_checkpoint(cyclic_sequences, tmp_path, monkeypatch):
+    """(splits, checkpoint) of a bce run killed in epoch 3 (the checkpoint holds epoch 2)."""
+    splits = LeaveOneOutSplits.from_sequences(cyclic_sequences, 8, max_len=10)
+    ckpt = tmp_path / "checkpoint.pt"
+    kill_after_epochs(monkeypatch, 2)
+    with pytest.raises(Killed):
+        train(fresh_model(), splits, bce_cfg(), CPU, checkpoint=ckpt, progress=False)
+    monkeypatch.undo()
+    assert torch.load(ckpt, weights_only=True)["state"]["epoch"] == 2  # plain types only
+    return splits, ckpt
+
+
+def test_same_settings_resume_to_the_numbers_of_an_uninterrupted_run(killed_checkpoint):
+    splits, ckpt = killed_checkpoint
+    reference = fresh_model()
+    ref = train(reference, splits, bce_cfg(), CPU, progress=False)
+    resumed = fresh_model()
+    torch.manual_seed(123)  # a fresh process: another global RNG state, restored from the checkpoint
+    res = train(resumed, splits, bce_cfg(), CPU, checkpoint=ckpt, progress=False)
+    # dropout masks and the sampled negatives continue where they stopped: the same losses, bit for bit
+    assert [h["loss"] for h in res.history] == [h["loss"] for h in ref.history]
+    assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()))
+    assert res.test.metrics == ref.test.metrics
+
+
+def test_another_lr_is_refused_and_force_starts_over(killed_checkpoint):
+    splits, ckpt = killed_checkpoint
+    with pytest.raises(InputError, match=r"TrainConfig\.lr=0\.005, now 0\.01; .*--force.*another --out") as e:
+        train(fresh_model(), splits, bce_cfg(lr=0.01), CPU, checkpoint=ckpt, progress=False)
+    assert "\n" not in str(e.value) and ckpt.is_file()  # one line; nothing discarded without --force
+    forced = train(fresh_model(), splits, bce_cfg(lr=0.01), CPU, checkpoint=ckpt, progress=False, force=True)
+    fresh = train(fresh_model(), splits, bce_cfg(lr=0.01), CPU, progress=False)
+    assert [h["loss"] for h in forced.history] == [h["loss"] for h in fresh.history]
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"epochs": 1}, r"TrainConfig\.epochs=5, now 1"),  # fewer epochs than already run
+    ({"loss": "ce"}, r"TrainConfig\.loss='bce', now 'ce'"),
+    ({"seed": 7}, r"TrainConfig\.seed=42, now 7"),
+])
+def test_other_train_settings_are_refused(killed_checkpoint, change, words):
+    splits, ckpt = killed_checkpoint
+    with pytest.raises(InputError, match=words):
+        train(fresh_model(), splits, bce_cfg(**change), CPU, checkpoint=ckpt, progress=False)
+
+
+def test_model_and_caller_settings_are_refused(killed_checkpoint):
+    splits, ckpt = killed_checkpoint
+    with pytest.raises(InputError, match=r"BackboneConfig\.dropout=0\.3, now 0\.1"):
+        train(fresh_model(dropout=0.1), splits, bce_cfg(), CPU, checkpoint=ckpt, progress=False)
+    with pytest.raises(InputError, match=r"data=<unset>, now 'v2'"):
+        train(fresh_model(), splits, bce_cfg(), CPU, checkpoint=ckpt, progress=False, settings={"data": "v2"})
+
+
+def test_checkpoint_without_settings_is_refused(killed_checkpoint):
+    splits, ckpt = killed_checkpoint
+    old = torch.load(ckpt, weights_only=True)
+    del old["settings"]  # as an older tslrec wrote it
+    torch.save(old, ckpt)
+    with pytest.raises(InputError, match="records no settings.*--force"):
+        train(fresh_model(), splits, bce_cfg(), CPU, checkpoint=ckpt, progress=False)
+
+
+# ---------------------------------------------------------------- tslrec train / tslrec ablate
+
+TRAIN = ["--backbone", "gru4rec", "--epochs", "2", "--hidden", "8", "--layers", "1", "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture
+def killed_train_job(tmp_path, monkeypatch):
+    """A `tslrec train` folder whose run was killed after training, before metrics.json: checkpoint.pt is left."""
+    data, ds = write_toy_dataset(tmp_path / "data")
+    export = write_export(tmp_path / "export", ds)
+    out = tmp_path / "run"
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(train_job, "save_tensors", killed)
+    with pytest.raises(Killed):
+        main(["train", "--dataset", str(data), "--out", str(out), *TRAIN])
+    monkeypatch.undo()
+    assert (out / "checkpoint.pt").is_file() and not (out / "metrics.json").exists()
+    return data, export, out
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--lr", "0.01"], "TrainConfig.lr=0.001, now 0.01"),
+    (["--fusion", "ci"], "side_information.fusion.kind='base', now 'ci'"),
+    (["--max-len", "20"], "BackboneConfig.max_len=50, now 20 (and 1 other setting)"),
+])
+def test_train_job_refuses_other_settings_with_exit_2(killed_train_job, capsys, extra, words):
+    data, export, out = killed_train_job
+    code = main(["train", "--dataset", str(data), "--out", str(out), "--item-embeddings", str(export), *TRAIN, *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and words in err and "--force" in err and "--out" in err
+    assert (out / "checkpoint.pt").is_file()
+
+
+def test_train_job_force_starts_over(killed_train_job, tmp_path, capsys):
+    data, _, out = killed_train_job
+    assert main(["train", "--dataset", str(data), "--out", str(out), *TRAIN, "--lr", "0.01", "--force"]) == 0
+    fresh = tmp_path / "fresh"
+    assert main(["train", "--dataset", str(data), "--out", str(fresh), *TRAIN, "--lr", "0.01"]) == 0
+    forced, clean = read_json(out / "metrics.json"), read_json(fresh / "metrics.json")
+    assert forced["metrics"] == clean["metrics"] and [h["loss"] for h in forced["history"]] == \
+        [h["loss"] for h in clean["history"]]
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_train_job_same_settings_resume(killed_train_job, tmp_path):
+    data, _, out = killed_train_job
+    assert main(["train", "--dataset", str(data), "--out", str(out), *TRAIN]) == 0
+    fresh = tmp_path / "fresh"
+    assert main(["train", "--dataset", str(data), "--out", str(fresh), *TRAIN]) == 0
+    assert read_json(out / "metrics.json")["metrics"] == read_json(fresh / "metrics.json")["metrics"]
+
+
+def test_train_job_refuses_an_llm_table_with_other_contents(tmp_path, monkeypatch, capsys):
+    data, ds = write_toy_dataset(tmp_path / "data")
+    export = write_export(tmp_path / "export", ds, seed=0)
+    out = tmp_path / "run"
+    gate = ["train", "--dataset", str(data), "--out", str(out), "--fusion", "gate", "--item-embeddings", str(export), *TRAIN]
+    monkeypatch.setattr(train_job, "save_tensors", lambda *a, **k: (_ for _ in ()).throw(Killed()))
+    with pytest.raises(Killed):
+        main(gate)
+    monkeypatch.undo()
+    write_export(export, ds, seed=1)  # stage 2 written again into the same folder: same path, other vectors
+    assert main(gate) == 2
+    assert "side_information.llm_table_sha256=" in capsys.readouterr().err
+
+
+ABLATE = ["--backbones", "gru4rec", "--fusions", "gate", "--seeds", "1", "--epochs", "1", "--hidden", "8",
+          "--layers", "1", "--device", "cpu", "--no-progress", "--activity-groups", "2"]
+
+
+def test_ablate_refuses_a_swapped_export_and_force_starts_over(tmp_path, capsys):
+    data, ds = write_toy_dataset(tmp_path / "data")
+    export = write_export(tmp_path / "export", ds, seed=0)
+    argv = ["ablate", "--dataset", str(data), "--item-embeddings", str(export), "--out", str(tmp_path / "grid"), *ABLATE]
+    assert main(argv) == 0
+    gate = tmp_path / "grid" / "cells" / "gru4rec-gate-s42" / "metrics.json"
+    before = read_json(gate)["metrics"]
+    write_export(export, ds, seed=1)  # the export changed under the same path: finished gate cells are stale
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "gate cells" in err and "--force" in err
+    assert main([*argv, "--force"]) == 0
+    assert "finished earlier" not in capsys.readouterr().out  # every cell trained again
+    assert read_json(gate)["metrics"] != before
+    assert main(argv) == 0  # the new contents are the grid's now
+    assert main([*argv, "--lr", "0.01"]) == 2 and "--force" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- stage 1
+
+TABLE, TRUTH = clustered_items(n_items=60, dim=8, k=4, seed=0)
+SEQS = user_sequences(TRUTH, n_users=48, k=4, seed=0)
+
+
+def stage1_cfg(**kw) -> Stage1Config:
+    base = dict(k=4, epochs=1, batch_size=8, lr=5e-3, head_lr=1e-2, bf16=False, checkpoint_every=2,
+                val_fraction=0.25, max_items=10, untuned_baseline="none", patience=5)
+    return Stage1Config(**{**base, **kw})
+
+
+def test_stage1_refuses_another_lr_and_force_starts_over(tiny_llm_cfg, tmp_path):
+    out = tmp_path / "s1"
+
+    def kill_at_3(step: int) -> None:
+        if step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_stage1(TABLE, SEQS, out, stage1_cfg(), tiny_llm_cfg, device="cpu", on_step=kill_at_3, progress=False)
+    assert read_json(out / "checkpoint" / "state.json")["step"] == 2
+    with pytest.raises(InputError, match=r"Stage1Config\.lr=0\.005, now 0\.001; .*--force.*another --out") as e:
+        train_stage1(TABLE, SEQS, out, stage1_cfg(lr=1e-3), tiny_llm_cfg, device="cpu", progress=False)
+    assert "\n" not in str(e.value)
+    with pytest.raises(InputError, match=r"item_table_sha256="):  # same shape, other item vectors
+        train_stage1(TABLE * 2, SEQS, out, stage1_cfg(), tiny_llm_cfg, device="cpu", progress=False)
+    steps: list[int] = []
+    forced = train_stage1(TABLE, SEQS, out, stage1_cfg(lr=1e-3), tiny_llm_cfg, device="cpu", on_step=steps.append,
+                          progress=False, force=True)
+    assert steps == [1, 2, 3, 4]  # started over, not resumed at step 3
+    assert [r["step"] for r in read_json(out / "log.json") if "loss" in r] == [1, 2, 3, 4]
+    # a finished run: the same settings return its metrics, others are refused, --force trains again
+    assert train_stage1(TABLE, SEQS, out, stage1_cfg(lr=1e-3), tiny_llm_cfg, device="cpu",
+                        progress=False)["metrics"] == forced["metrics"]
+    with pytest.raises(InputError, match=r"finished stage 1 run was written with Stage1Config\.lr=0\.001, now 0\.005"):
+        train_stage1(TABLE, SEQS, out, stage1_cfg(), tiny_llm_cfg, device="cpu", progress=False)
+
+
+def test_stage1_job_names_the_flag(tiny_llama_dir, tmp_path, capsys):
+    from test_stage1_job import write_train_dir
+
+    table, truth = clustered_items(n_items=50, dim=8, k=4, seed=2)
+    folder, data_file, _ = write_train_dir(tmp_path, table, user_sequences(truth, n_users=40, k=4, seed=2, length=(5, 12)))
+    out = tmp_path / "s1"
+    argv = ["stage1", "--train-dir", str(folder), "--dataset", str(data_file), "--out", str(out), "--llm",
+            str(tiny_llama_dir), "--k", "4", "--epochs", "1", "--batch-size", "8", "--no-bf16", "--device", "cpu",
+            "--no-progress", "--untuned-baseline", "none", "--max-users", "12"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main([*argv, "--lr", "0.001"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Stage1Config.lr=0.0005, now 0.001" in err and "--force" in err
+    assert main([*argv, "--lr", "0.001", "--force"]) == 0
+    assert read_json(out / "config.json")["stage1"]["lr"] == 0.001
