@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import InputError
+from tslrec.core.errors import InputError
 
 FUSIONS = ("base", "ci", "gate", "scalar-gate", "add", "concat", "llm-only")
 

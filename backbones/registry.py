@@ -6,7 +6,7 @@ from torch import nn
 
 from .base import BackboneConfig, SequentialRecommender, init_weights
 from .caser import Caser
-from .errors import InputError
+from tslrec.core.errors import InputError
 from .fmlprec import FMLPRec
 from .gru4rec import GRU4Rec
 from .item_embedding import FusionConfig, build_item_embedding

@@ -21,10 +21,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .artifacts import atomic_path
+from tslrec.core.artifacts import atomic_path
 from .base import SequentialRecommender
 from .batching import EvalSplit, LeaveOneOutSplits
-from .errors import InputError
+from tslrec.core.errors import InputError
+from tslrec.core.modules import eval_mode, peak_memory_mb
 from .evaluation import EvalConfig, EvalResult, evaluate
 
 
@@ -58,25 +59,14 @@ class TrainResult:
     peak_memory_mb: float = 0.0  # peak RSS (CPU) or peak allocated (CUDA)
 
 
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
-
-
 def _score_fn(model: SequentialRecommender):
     return lambda seq, lens: model.score(model(seq, lens))
 
 
 def evaluate_split(model: SequentialRecommender, split: EvalSplit, cfg: EvalConfig, device: torch.device) -> EvalResult:
     """Evaluate `model` on one split (eval mode, no grad)."""
-    was_training = model.training
-    model.eval()
-    res = evaluate(_score_fn(model), split, cfg, device=device)
-    model.train(was_training)
-    return res
+    with eval_mode(model):
+        return evaluate(_score_fn(model), split, cfg, device=device)
 
 
 class _Missing:
@@ -239,7 +229,7 @@ def train(model: SequentialRecommender, splits: LeaveOneOutSplits, cfg: TrainCon
         best_epoch=state["best_epoch"], epochs_run=state["epoch"], valid=valid, test=test, history=hist,
         seconds_to_best=state["seconds_to_best"],
         seconds_per_epoch=sum(h["train_seconds"] for h in hist) / max(len(hist), 1),
-        peak_memory_mb=_peak_memory_mb(device),
+        peak_memory_mb=peak_memory_mb(device),
     )
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from records import add
 
-from tslrec.backbones.artifacts import load_tensors, read_json, resolve_device
+from tslrec.core.artifacts import load_tensors, read_json, resolve_device
 from tslrec.backbones.base import BackboneConfig
 from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig

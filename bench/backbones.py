@@ -13,7 +13,7 @@ import torch
 
 from records import add
 
-from tslrec.backbones.artifacts import resolve_device
+from tslrec.core.artifacts import resolve_device
 from tslrec.backbones.base import BackboneConfig
 from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig

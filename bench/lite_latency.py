@@ -21,15 +21,15 @@ import torch
 
 from records import add
 
-from tslrec.backbones.artifacts import package_versions
+from tslrec.core.artifacts import package_versions
 from tslrec.backbones.batching import pad_right
 from tslrec.lite_llm4rec.generative import (GenerativeConfig, finetune_steps, generate_top_k, history_prompt,
                                             prompt_lengths)
 from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_vectors_for_dataset
-from tslrec.lite_llm4rec.loading import add_lora
+from tslrec.llm.lora import add_lora
 from tslrec.lite_llm4rec.model import LiteConfig, build_lite_model
 from tslrec.pipelines.data import DataConfig, load_dataset
-from tslrec.stage1_reconstruct.llm_loading import LLMConfig, load_llm
+from tslrec.llm.loading import LLMConfig, load_llm
 
 
 def title(text: str) -> str:

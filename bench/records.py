@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tslrec.backbones.artifacts import write_json
+from tslrec.core.artifacts import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KEY = ("dataset", "model", "variant", "seed", "device")

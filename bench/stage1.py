@@ -18,12 +18,12 @@ import torch
 
 from records import add
 
-from tslrec.backbones.artifacts import read_json
+from tslrec.core.artifacts import read_json
 from tslrec.pipelines.cli import main as cli_main
 from tslrec.pipelines.stage1_job import load_train_run
 from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.instance_level import measure_sft_cost
-from tslrec.stage1_reconstruct.llm_loading import LLMConfig
+from tslrec.llm.loading import LLMConfig
 from tslrec.stage1_reconstruct.training import train_stage1
 
 

@@ -14,7 +14,7 @@ import time
 import torch
 from records import add
 
-from tslrec.backbones.artifacts import package_versions, resolve_device
+from tslrec.core.artifacts import package_versions, resolve_device
 from tslrec.pipelines.run_folders import load_train_folder, read_stage1_folder
 from tslrec.stage1_reconstruct.model import ReconstructionModel
 from tslrec.stage1_reconstruct.model_io import load_reconstruction_model

@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from tslrec.backbones.errors import InputError
-from tslrec.backbones.wheel_cache import cache_dir
-from tslrec.stage1_reconstruct.llm_loading import DTYPES, LLMConfig, load_llm, transformer_body
-from tslrec.stage1_reconstruct.pooling import masked_mean_pool
+from tslrec.core.errors import InputError
+from tslrec.core.modules import eval_mode
+from tslrec.core.wheel_cache import cache_dir
+from tslrec.llm.loading import DTYPES, LLMConfig, load_llm, transformer_body
+from tslrec.llm.pooling import masked_mean_pool
 from tslrec.stage2_augment.embedding_file import load_item_embeddings, save_item_embeddings
 
 from .loading import model_kind
@@ -55,17 +56,15 @@ def encode_texts(texts: list[str], llm: torch.nn.Module, tokenizer, max_tokens: 
     body = transformer_body(llm)  # skips a causal LM's vocabulary head; a T5 model's encoder stack
     device = next(body.parameters()).device
     tokenizer.padding_side = "right"  # causal models: real tokens never see padding, positions start at 0
-    was_training = body.training
-    body.eval()
     out = []
-    for start in tqdm(range(0, len(texts), batch_size), desc="item LLM", disable=not progress, leave=False):
-        batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=max_tokens,
-                          return_tensors="pt")
-        ids = batch["input_ids"].to(device)  # [b, T]
-        mask = batch["attention_mask"].to(device)  # [b, T]
-        hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state  # [b, T, D]
-        out.append(masked_mean_pool(hidden.float(), mask).cpu())  # [b, D]
-    body.train(was_training)
+    with eval_mode(body):
+        for start in tqdm(range(0, len(texts), batch_size), desc="item LLM", disable=not progress, leave=False):
+            batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=max_tokens,
+                              return_tensors="pt")
+            ids = batch["input_ids"].to(device)  # [b, T]
+            mask = batch["attention_mask"].to(device)  # [b, T]
+            hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state  # [b, T, D]
+            out.append(masked_mean_pool(hidden.float(), mask).cpu())  # [b, D]
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 

@@ -24,12 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tslrec.backbones.errors import InputError
-from tslrec.stage1_reconstruct.llm_loading import LLMConfig, hidden_size, load_llm, transformer_body
-from tslrec.stage1_reconstruct.pooling import masked_mean_pool
-from tslrec.stage1_reconstruct.soft_prompt import SoftPromptBuilder, match_token_scale
+from tslrec.core.errors import InputError
+from tslrec.llm.loading import LLMConfig, hidden_size, load_llm, transformer_body
+from tslrec.llm.lora import add_lora
+from tslrec.llm.pooling import masked_mean_pool
+from tslrec.llm.soft_prompt import SoftPromptBuilder, match_token_scale
 
-from .loading import add_lora, model_kind
+from .loading import model_kind
 
 FINETUNE = ("lora", "full")
 

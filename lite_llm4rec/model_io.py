@@ -15,9 +15,11 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.artifacts import load_tensors, read_json, save_tensors, write_json
-from tslrec.backbones.errors import InputError
-from tslrec.stage1_reconstruct.llm_loading import LLMConfig, load_llm, peft_deprecations_filtered
+from tslrec.core.artifacts import load_tensors, read_json, save_tensors, write_json
+from tslrec.core.errors import InputError
+from tslrec.llm.loading import LLMConfig, load_llm
+from tslrec.llm.lora import load_adapter
+from tslrec.llm.weights import copy_weights
 
 from .loading import model_kind
 from .model import LiteConfig, LiteLLM4Rec, RecommendationLLM
@@ -73,24 +75,13 @@ def load_lite_model(folder: str | Path, device: str | torch.device = "cpu") -> t
         llm_cfg = LLMConfig(**{**asdict(llm_cfg), "name_or_path": str(folder / LLM_DIR)})
     llm, tokenizer = load_llm(llm_cfg, kind=model_kind(llm_cfg.name_or_path))
     if cfg.finetune == "lora":
-        from peft import PeftModel
-
-        try:
-            with peft_deprecations_filtered():
-                llm = PeftModel.from_pretrained(llm, str(folder / LORA_DIR), is_trainable=False)
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
-            raise InputError(f"{folder / LORA_DIR}: LoRA adapter missing or unreadable "
-                             f"({str(e).splitlines()[0][:100]}); re-run `tslrec lite`") from None
-    try:
-        rec = RecommendationLLM(llm, tokenizer, int(config["item_dim"]), cfg.add_bos)
-        model = LiteLLM4Rec(rec, weights["item_vectors"], tune_item_vectors=False)
-        with torch.no_grad():
-            rec.adapter.weight.copy_(weights["adapter.weight"])
-            rec.adapter.bias.copy_(weights["adapter.bias"])
-            model.head.weight.copy_(weights["head.weight"])
-    except (KeyError, RuntimeError) as e:
-        raise InputError(f"{folder / WEIGHTS_FILE}: wrong keys or shapes ({str(e).splitlines()[0][:100]}); "
-                         "re-run `tslrec lite`") from None
+        llm = load_adapter(llm, folder / LORA_DIR, rerun="tslrec lite")
+    if "item_vectors" not in weights:
+        raise InputError(f"{folder / WEIGHTS_FILE}: no item_vectors tensor; re-run `tslrec lite`")
+    rec = RecommendationLLM(llm, tokenizer, int(config["item_dim"]), cfg.add_bos)
+    model = LiteLLM4Rec(rec, weights["item_vectors"], tune_item_vectors=False)
+    targets = {"adapter.weight": rec.adapter.weight, "adapter.bias": rec.adapter.bias, "head.weight": model.head.weight}
+    copy_weights(targets, weights, folder / WEIGHTS_FILE, rerun="tslrec lite")
     for p in model.parameters():
         p.requires_grad_(False)
     return model.to(device).eval(), config

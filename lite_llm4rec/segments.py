@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tslrec.stage1_reconstruct.soft_prompt import left_pad_ids
+from tslrec.llm.soft_prompt import left_pad_ids
 
 STRATEGIES = ("sampling", "all")
 

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tslrec.backbones.artifacts import atomic_path
+from tslrec.core.artifacts import atomic_path
 from tslrec.backbones.batching import EvalSplit, LeaveOneOutSplits
-from tslrec.backbones.errors import InputError
+from tslrec.core.errors import InputError
+from tslrec.core.modules import eval_mode, load_trainable_state, peak_memory_mb, trainable_state
 from tslrec.backbones.evaluation import EvalConfig, EvalResult, evaluate
 
 from .model import LiteLLM4Rec
@@ -90,28 +91,13 @@ def make_rows(train_sequences: list[np.ndarray], cfg: LiteTrainConfig, max_len: 
 def evaluate_lite(model: LiteLLM4Rec, split: EvalSplit, eval_cfg: EvalConfig, device: torch.device,
                   bf16: bool = True) -> EvalResult:
     """Full-ranking metrics of `model` on one split (eval mode, no grad)."""
-    was_training = model.training
-    model.eval()
-
     def score(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
             h = model(seq, lengths)  # [B, H]: the LLM may run in bf16
         return model.score(h.float())  # [B, N+1] in float32: bf16 logits tie, and ties count against the model
 
-    result = evaluate(score, split, eval_cfg, device=device)
-    model.train(was_training)
-    return result
-
-
-def _trainable_state(model: LiteLLM4Rec) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def _load_trainable(model: LiteLLM4Rec, state: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for n, t in state.items():
-            params[n].copy_(t)
+    with eval_mode(model):
+        return evaluate(score, split, eval_cfg, device=device)
 
 
 def _optimizer(model: LiteLLM4Rec, cfg: LiteTrainConfig) -> torch.optim.Optimizer:
@@ -120,14 +106,6 @@ def _optimizer(model: LiteLLM4Rec, cfg: LiteTrainConfig) -> torch.optim.Optimize
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in llm_ids]
     groups = [g for g in ({"params": llm, "lr": cfg.lr}, {"params": rest, "lr": cfg.head_lr}) if g["params"]]
     return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
 
 
 def train_lite(model: LiteLLM4Rec, train_sequences: list[np.ndarray], splits: LeaveOneOutSplits, cfg: LiteTrainConfig,
@@ -151,11 +129,11 @@ def train_lite(model: LiteLLM4Rec, train_sequences: list[np.ndarray], splits: Le
     state = {"step": 0, "epoch": 0, "batch": 0, "best_score": -1.0, "best_step": 0, "bad": 0, "history": [],
              "elapsed": 0.0, "train_seconds": 0.0, "positions": 0, "seconds_to_best": 0.0, "loss_sum": 0.0,
              "loss_steps": 0, "stopped": False}
-    best = _trainable_state(model)
+    best = trainable_state(model)
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.is_file():
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-        _load_trainable(model, saved["model"])
+        load_trainable_state(model, saved["model"], checkpoint)
         opt.load_state_dict(saved["optimizer"])
         best, state = saved["best"], saved["state"]
         torch.set_rng_state(saved["rng"])
@@ -174,14 +152,14 @@ def train_lite(model: LiteLLM4Rec, train_sequences: list[np.ndarray], splits: Le
         if score > state["best_score"]:
             state.update(best_score=score, best_step=state["step"], bad=0, seconds_to_best=state["elapsed"])
             best.clear()
-            best.update(_trainable_state(model))
+            best.update(trainable_state(model))
             best_valid[:] = [result]
         else:
             state["bad"] += 1
             state["stopped"] = state["bad"] >= cfg.patience
         if ckpt is not None:
             with atomic_path(ckpt) as tmp:
-                torch.save({"model": _trainable_state(model), "optimizer": opt.state_dict(), "best": best,
+                torch.save({"model": trainable_state(model), "optimizer": opt.state_dict(), "best": best,
                             "state": state, "rng": torch.get_rng_state()}, tmp)
 
     bar = tqdm(total=total_steps, initial=state["step"], desc=f"lite {cfg.strategy}", disable=not progress,
@@ -219,11 +197,11 @@ def train_lite(model: LiteLLM4Rec, train_sequences: list[np.ndarray], splits: Le
     if not state["history"] or state["history"][-1]["step"] != state["step"]:
         validate()  # the last weights are a candidate too
     bar.close()
-    _load_trainable(model, best)
+    load_trainable_state(model, best, "best weights")
     valid = best_valid[0] if best_valid else evaluate_lite(model, splits.valid, eval_cfg, device, cfg.bf16)
     test = evaluate_lite(model, splits.test, eval_cfg, device, cfg.bf16)
     return LiteTrainResult(
         best_step=state["best_step"], steps=state["step"], epochs_run=round(state["step"] / steps_per_epoch, 3),
         valid=valid, test=test, train_targets_per_epoch=make_rows(train_sequences, cfg, max_len, 0, share).num_targets,
         history=state["history"], seconds_to_best=state["seconds_to_best"], train_seconds=state["train_seconds"],
-        positions_per_second=state["positions"] / max(state["train_seconds"], 1e-9), peak_memory_mb=_peak_memory_mb(device))
+        positions_per_second=state["positions"] / max(state["train_seconds"], 1e-9), peak_memory_mb=peak_memory_mb(device))

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.artifacts import atomic_path, write_json
-from tslrec.backbones.errors import InputError
+from tslrec.core.artifacts import atomic_path, write_json
+from tslrec.core.errors import InputError
 from tslrec.backbones.item_embedding import FUSIONS
 from tslrec.backbones.registry import BACKBONES
 from tslrec.stage2_augment.analysis import CategoryAgreement, activity_groups, category_agreement

@@ -24,8 +24,8 @@ from typing import Iterator
 
 import torch
 
-from tslrec.backbones.artifacts import load_tensors, read_json, write_json
-from tslrec.backbones.errors import InputError
+from tslrec.core.artifacts import load_tensors, read_json, write_json
+from tslrec.core.errors import InputError
 
 from . import train_job
 from .side_information import LLM_FUSIONS

@@ -5,7 +5,7 @@ import argparse
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from tslrec.backbones.errors import InputError
+from tslrec.core.errors import InputError
 
 from . import ablate_job, data_job, lite_job, run_job, stage1_job, stage2_job, train_job
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.artifacts import package_versions, resolve_device, save_tensors, use_deterministic_kernels, \
+from tslrec.core.artifacts import package_versions, resolve_device, save_tensors, use_deterministic_kernels, \
     write_json
 from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_vectors_for_dataset
@@ -25,7 +25,7 @@ from tslrec.lite_llm4rec.model import FINETUNE, LiteConfig, build_lite_model
 from tslrec.lite_llm4rec.model_io import save_lite_model
 from tslrec.lite_llm4rec.segments import STRATEGIES
 from tslrec.lite_llm4rec.training import LiteTrainConfig, LiteTrainResult, train_lite
-from tslrec.stage1_reconstruct.llm_loading import DTYPES, LLMConfig
+from tslrec.llm.loading import DTYPES, LLMConfig
 from tslrec.stage2_augment.embedding_file import save_item_embeddings
 
 from .data import load_dataset

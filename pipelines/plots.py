@@ -9,7 +9,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tslrec.backbones.artifacts import atomic_path  # noqa: E402
+from tslrec.core.artifacts import atomic_path  # noqa: E402
 from tslrec.stage2_augment.analysis import ActivityGroups, CategoryAgreement  # noqa: E402
 
 from .ablation_report import ActivityRow, SummaryRow  # noqa: E402

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.artifacts import check_finite, load_tensors, read_json
-from tslrec.backbones.errors import InputError
+from tslrec.core.artifacts import check_finite, load_tensors, read_json
+from tslrec.core.errors import InputError
 
 from .data import DataConfig, SequenceDataset, load_dataset
 

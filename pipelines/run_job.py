@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from tslrec.backbones.artifacts import package_versions, read_json, sha256_file, write_json
-from tslrec.backbones.errors import InputError
+from tslrec.core.artifacts import package_versions, read_json, sha256_file, write_json
+from tslrec.core.errors import InputError
 
 
 @dataclass(frozen=True)

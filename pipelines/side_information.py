@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.artifacts import load_tensors, read_json
-from tslrec.backbones.errors import InputError
+from tslrec.core.artifacts import load_tensors, read_json
+from tslrec.core.errors import InputError
 from tslrec.backbones.item_embedding import FusionConfig
 from tslrec.stage2_augment.embedding_file import TENSORS, ItemEmbeddingFile, load_item_embeddings
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.artifacts import resolve_device, use_deterministic_kernels
+from tslrec.core.artifacts import resolve_device, use_deterministic_kernels
 from tslrec.stage1_reconstruct.config import Stage1Config
-from tslrec.stage1_reconstruct.llm_loading import DTYPES, LLMConfig
+from tslrec.llm.loading import DTYPES, LLMConfig
 from tslrec.stage1_reconstruct.training import train_stage1
 
 from .run_folders import load_train_folder

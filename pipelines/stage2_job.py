@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from tslrec.backbones.artifacts import resolve_device, use_deterministic_kernels
-from tslrec.backbones.errors import InputError
-from tslrec.stage1_reconstruct.llm_loading import DTYPES, LLMConfig
+from tslrec.core.artifacts import resolve_device, use_deterministic_kernels
+from tslrec.core.errors import InputError
+from tslrec.llm.loading import DTYPES, LLMConfig
 from tslrec.stage1_reconstruct.model_io import ADAPTER_DIR, load_reconstruction_model
 from tslrec.stage2_augment.analysis import category_agreement
 from tslrec.stage2_augment.embedding_file import save_item_embeddings

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.artifacts import (package_versions, resolve_device, save_tensors, use_deterministic_kernels,
+from tslrec.core.artifacts import (package_versions, resolve_device, save_tensors, use_deterministic_kernels,
                                         write_json)
 from tslrec.backbones.base import BackboneConfig
 from tslrec.backbones.batching import LeaveOneOutSplits

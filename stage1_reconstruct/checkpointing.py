@@ -20,29 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from tslrec.backbones.artifacts import load_tensors, read_json, save_tensors, write_json
-from tslrec.backbones.errors import InputError
-
-
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Detached copies of every trainable parameter, by name."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
-    """Copy saved trainable parameters into `model`; a missing or mis-shaped one -> InputError."""
-    params = dict(model.named_parameters())
-    expected = {n for n, p in params.items() if p.requires_grad}
-    if set(state) != expected:
-        diff = sorted(expected.symmetric_difference(state))[:3]
-        raise InputError(f"{source}: checkpoint parameters do not match the model ({', '.join(diff)} ...); "
-                         "it was written with other settings: use a new --out")
-    with torch.no_grad():
-        for n, t in state.items():
-            if params[n].shape != t.shape:
-                raise InputError(f"{source}: parameter {n} has shape {tuple(t.shape)}, expected "
-                                 f"{tuple(params[n].shape)}; use a new --out")
-            params[n].copy_(t.to(params[n].device, params[n].dtype))
+from tslrec.core.artifacts import load_tensors, read_json, save_tensors, write_json
+from tslrec.core.errors import InputError
+from tslrec.core.modules import load_trainable_state, trainable_state
 
 
 def save_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tslrec.backbones.errors import InputError
+from tslrec.core.errors import InputError
 
 DEFAULT_PREFIX = "Given the user's purchase history, predict the user's distribution among {k} purchase preferences."
 DEFAULT_SUFFIX = "Response:"

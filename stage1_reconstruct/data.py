@@ -6,11 +6,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tslrec.backbones.errors import InputError
+from tslrec.core.errors import InputError
 
 from .config import Stage1Config
 from .grouping import ItemGroups, kmeans_item_groups, user_group_targets
-from .soft_prompt import left_pad_ids
+from tslrec.llm.soft_prompt import left_pad_ids
 
 
 @dataclass

@@ -7,7 +7,7 @@ from tqdm.auto import tqdm
 
 from .config import Stage1Config
 from .data import Stage1Data, UserBatches
-from .llm_loading import quantized_safe_eval
+from tslrec.llm.loading import quantized_safe_eval
 from .model import ReconstructionModel
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tslrec.backbones.errors import InputError
+from tslrec.core.errors import InputError
 
 MINIBATCH_AUTO_ITEMS = 50_000  # above this many items, "auto" uses MiniBatchKMeans
 

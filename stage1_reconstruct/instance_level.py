@@ -21,10 +21,12 @@ from torch import nn
 
 from .config import Stage1Config
 from .data import UserBatches, prepare_stage1_data
-from .llm_loading import LLMConfig, load_llm
+from tslrec.llm.loading import LLMConfig, load_llm
 from .model import LLMSequenceEncoder
-from .model_io import add_lora, build_reconstruction_model
-from .soft_prompt import left_pad_ids
+from tslrec.llm.lora import add_lora
+
+from .model_io import build_reconstruction_model
+from tslrec.llm.soft_prompt import left_pad_ids
 from .evaluation import reconstruction_loss
 
 INSTANCE_PREFIX = "Given the user's purchase history, predict the next item."
@@ -121,7 +123,8 @@ def measure_sft_cost(item_embeddings: np.ndarray, train_sequences: list[np.ndarr
     llm, tok = load_llm(llm_cfg)
     torch.manual_seed(cfg.seed)
     if cfg.lora:
-        llm = add_lora(llm, cfg, quantized=llm_cfg.quantization is not None,
+        llm = add_lora(llm, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules,
+                       quantized=llm_cfg.quantization is not None,
                        gradient_checkpointing=llm_cfg.gradient_checkpointing)
     encoder = LLMSequenceEncoder(llm, tok, table.shape[1], INSTANCE_PREFIX, cfg.suffix_text, cfg.pooling)
     inst_model = NextItemModel(encoder, table.shape[0] - 1).to(dev)

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .llm_loading import hidden_size, quantized_safe_eval, transformer_body
-from .pooling import pool
-from .soft_prompt import SoftPromptBuilder, match_token_scale
+from tslrec.llm.loading import hidden_size, quantized_safe_eval, transformer_body
+from tslrec.llm.pooling import pool
+from tslrec.llm.soft_prompt import SoftPromptBuilder, match_token_scale
 
 
 class LLMSequenceEncoder(nn.Module):

@@ -16,11 +16,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tslrec.backbones.artifacts import load_tensors, read_json, resolve_device, save_tensors
-from tslrec.backbones.errors import InputError
+from tslrec.core.artifacts import load_tensors, read_json, resolve_device, save_tensors
+from tslrec.core.errors import InputError
 
 from .config import Stage1Config
-from .llm_loading import LLMConfig, load_llm, peft_deprecations_filtered
+from tslrec.llm.loading import LLMConfig, load_llm
+from tslrec.llm.lora import add_lora, load_adapter
+from tslrec.llm.weights import copy_weights
 from .model import LLMSequenceEncoder, ReconstructionModel
 
 HEADS_FILE = "heads.safetensors"
@@ -28,30 +30,12 @@ ADAPTER_DIR = "adapter"
 CONFIG_FILE = "config.json"
 
 
-def add_lora(llm: nn.Module, cfg: Stage1Config, quantized: bool, gradient_checkpointing: bool) -> nn.Module:
-    """Wrap the LLM with trainable LoRA layers (peft). Target modules missing in the model -> InputError."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    names = {n.rsplit(".", 1)[-1] for n, _ in llm.named_modules()}
-    missing = [t for t in cfg.lora_target_modules if t not in names]
-    if missing:
-        raise InputError(f"--lora-target-modules: {', '.join(missing)} not found in this model; "
-                         f"pick from its linear layers, e.g. {', '.join(sorted(n for n in names if 'proj' in n)[:6])}")
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.lora_target_modules), bias="none")
-    with peft_deprecations_filtered():
-        if quantized:
-            llm = prepare_model_for_kbit_training(llm, use_gradient_checkpointing=gradient_checkpointing)
-        peft_model = get_peft_model(llm, lora)
-    peft_model.train()
-    return peft_model
-
-
 def build_reconstruction_model(llm: nn.Module, tokenizer, item_dim: int, cfg: Stage1Config,
                                llm_cfg: LLMConfig) -> ReconstructionModel:
     """Fresh model for training: LoRA (if cfg.lora) + new projection + new head, seeded by the caller."""
     if cfg.lora:
-        llm = add_lora(llm, cfg, quantized=llm_cfg.quantization is not None,
+        llm = add_lora(llm, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules,
+                       quantized=llm_cfg.quantization is not None,
                        gradient_checkpointing=llm_cfg.gradient_checkpointing)
     encoder = LLMSequenceEncoder(llm, tokenizer, item_dim, cfg.prefix(), cfg.suffix_text, cfg.pooling)
     return ReconstructionModel(encoder, cfg.k)
@@ -98,29 +82,13 @@ def load_reconstruction_model(stage1_dir: str | Path, device: str | torch.device
         raise InputError(f"{stage1_dir / CONFIG_FILE}: missing or bad field ({e}); re-run `tslrec stage1`") from None
     llm, tokenizer = load_llm(llm_cfg, kind="causal_lm")
     if cfg.lora:
-        adapter = stage1_dir / ADAPTER_DIR
-        if not (adapter / "adapter_config.json").is_file():
-            raise InputError(f"{adapter}: LoRA adapter missing; re-run `tslrec stage1`")
-        from peft import PeftModel
-
-        try:
-            with peft_deprecations_filtered():
-                llm = PeftModel.from_pretrained(llm, str(adapter), is_trainable=False)
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
-            raise InputError(f"{adapter}: LoRA adapter is unreadable ({str(e).splitlines()[0][:100]}); "
-                             "re-run `tslrec stage1`") from None
+        llm = load_adapter(llm, stage1_dir / ADAPTER_DIR, rerun="tslrec stage1")
     encoder = LLMSequenceEncoder(llm, tokenizer, item_dim, cfg.prefix(), cfg.suffix_text, cfg.pooling)
     model = ReconstructionModel(encoder, cfg.k)
     heads = load_tensors(stage1_dir / HEADS_FILE, "stage 1 projection/head weights")
-    try:
-        with torch.no_grad():
-            encoder.item_proj.weight.copy_(heads["item_proj.weight"])
-            encoder.item_proj.bias.copy_(heads["item_proj.bias"])
-            model.head.weight.copy_(heads["head.weight"])
-            model.head.bias.copy_(heads["head.bias"])
-    except (KeyError, RuntimeError) as e:
-        raise InputError(f"{stage1_dir / HEADS_FILE}: wrong keys or shapes ({str(e).splitlines()[0][:100]}); "
-                         "re-run `tslrec stage1`") from None
+    targets = {"item_proj.weight": encoder.item_proj.weight, "item_proj.bias": encoder.item_proj.bias,
+               "head.weight": model.head.weight, "head.bias": model.head.bias}
+    copy_weights(targets, heads, stage1_dir / HEADS_FILE, rerun="tslrec stage1")
     for p in model.parameters():
         p.requires_grad_(False)
     return model.to(resolve_device(device) if isinstance(device, str) else device), config

@@ -36,17 +36,18 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from tslrec.backbones.artifacts import package_versions, read_json, save_tensors, write_json
-from tslrec.backbones.errors import InputError
+from tslrec.core.artifacts import package_versions, read_json, save_tensors, write_json
+from tslrec.core.errors import InputError
 
-from .checkpointing import check_same_config, config_fingerprint, find_checkpoint, load_checkpoint, \
-    load_trainable_state, save_checkpoint, trainable_state
+from tslrec.core.modules import load_trainable_state, trainable_state
+
+from .checkpointing import check_same_config, config_fingerprint, find_checkpoint, load_checkpoint, save_checkpoint
 from .config import Stage1Config
 from .baselines import mean_embedding_baseline, untuned_head_baseline
 from .data import Stage1Data, UserBatches, epoch_order, prepare_stage1_data
 from .evaluation import evaluate_mse, reconstruction_loss
 from .grouping import global_mean_mse
-from .llm_loading import LLMConfig, load_llm
+from tslrec.llm.loading import LLMConfig, load_llm
 from .model import ReconstructionModel
 from .model_io import CONFIG_FILE, build_reconstruction_model, save_reconstruction_model
 

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from tslrec.backbones.artifacts import check_finite, load_tensors, package_versions, read_json, write_json
-from tslrec.backbones.errors import InputError
+from tslrec.core.artifacts import check_finite, load_tensors, package_versions, read_json, write_json
+from tslrec.core.errors import InputError
 
 FORMAT = "tslrec-item-embeddings/1"
 TENSORS = "item_embeddings.safetensors"

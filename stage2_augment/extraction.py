@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tslrec.backbones.artifacts import check_finite
-from tslrec.backbones.errors import InputError
+from tslrec.core.artifacts import check_finite
+from tslrec.core.errors import InputError
 from tslrec.stage1_reconstruct.model import ReconstructionModel
 
 

@@ -73,6 +73,6 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_llm_cfg(tiny_llama_dir):
-    from tslrec.stage1_reconstruct.llm_loading import LLMConfig
+    from tslrec.llm.loading import LLMConfig
 
     return LLMConfig(name_or_path=str(tiny_llama_dir))

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from tslrec.backbones.base import BackboneConfig
-from tslrec.backbones.errors import InputError
+from tslrec.core.errors import InputError
 from tslrec.backbones.item_embedding import FUSIONS, FusionConfig
 from tslrec.backbones.registry import BACKBONES, build_backbone
 

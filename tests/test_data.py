@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from tslrec.backbones.errors import InputError
+from tslrec.core.errors import InputError
 from tslrec.pipelines.cli import main
 from tslrec.pipelines.data import DataConfig, load_dataset
 from tslrec.pipelines.data.preprocess import kcore_mask

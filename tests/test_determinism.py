@@ -6,7 +6,7 @@ import os
 import torch
 from stage1_helpers import clustered_items, tiny_llama_dir, tiny_llm_cfg, user_sequences  # noqa: F401
 
-from tslrec.backbones.artifacts import load_tensors, read_json, use_deterministic_kernels
+from tslrec.core.artifacts import load_tensors, read_json, use_deterministic_kernels
 from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.training import train_stage1
 

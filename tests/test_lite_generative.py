@@ -5,8 +5,8 @@ from lite_helpers import item_title, make_tiny_text_llama, one_torch_thread  # n
 
 from tslrec.lite_llm4rec.generative import (GenerativeConfig, finetune_steps, generate_top_k, history_prompt,
                                             prompt_lengths)
-from tslrec.lite_llm4rec.loading import add_lora
-from tslrec.stage1_reconstruct.llm_loading import LLMConfig, load_llm
+from tslrec.llm.lora import add_lora
+from tslrec.llm.loading import LLMConfig, load_llm
 
 
 def test_generative_baseline_writes_item_ids_by_beam_search(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from lite_helpers import lite_llama_dir, one_torch_thread, tiny_bert_dir, write_text_dataset  # noqa: F401
 
-from tslrec.backbones.artifacts import load_tensors, read_json
+from tslrec.core.artifacts import load_tensors, read_json
 from tslrec.lite_llm4rec.model_io import load_lite_model
 from tslrec.lite_llm4rec.training import evaluate_lite
 from tslrec.backbones.batching import LeaveOneOutSplits

@@ -7,7 +7,7 @@ from lite_helpers import lite_llama_dir, one_torch_thread, tiny_t5_dir  # noqa: 
 
 from tslrec.lite_llm4rec.model import LiteConfig, build_lite_model
 from tslrec.lite_llm4rec.model_io import load_lite_model, save_lite_model
-from tslrec.stage1_reconstruct.llm_loading import LLMConfig
+from tslrec.llm.loading import LLMConfig
 
 
 def item_vectors(n: int = 12, dim: int = 8, seed: int = 0) -> torch.Tensor:
@@ -89,7 +89,8 @@ def test_t5_encoder_path(tiny_t5_dir):
 def test_stage1_and_lite_load_through_the_same_function(lite_llama_dir, monkeypatch):
     """The issue's requirement: one loader. Both paths call stage 1's load_llm and get the same weights."""
     from tslrec.lite_llm4rec import model as lite_model
-    from tslrec.stage1_reconstruct import llm_loading, model_io
+    from tslrec.llm import loading as llm_loading
+    from tslrec.stage1_reconstruct import model_io
     from tslrec.stage1_reconstruct.config import Stage1Config
 
     calls = []

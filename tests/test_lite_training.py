@@ -7,12 +7,12 @@ import torch
 from lite_helpers import cyclic_train_sequences, lite_llama_dir, one_torch_thread  # noqa: F401
 
 from tslrec.backbones.batching import LeaveOneOutSplits
-from tslrec.backbones.errors import InputError
+from tslrec.core.errors import InputError
 from tslrec.backbones.evaluation import EvalConfig
 from tslrec.lite_llm4rec.model import LiteConfig, build_lite_model
 from tslrec.lite_llm4rec.segments import all_prefix_rows, collate, sampling_rows
 from tslrec.lite_llm4rec.training import LiteTrainConfig, evaluate_lite, train_lite
-from tslrec.stage1_reconstruct.llm_loading import LLMConfig
+from tslrec.llm.loading import LLMConfig
 
 
 def is_contiguous_in(part: np.ndarray, seq: np.ndarray) -> bool:

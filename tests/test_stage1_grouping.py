@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from stage1_helpers import clustered_items
 
-from tslrec.backbones.errors import InputError
+from tslrec.core.errors import InputError
 from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.data import prepare_stage1_data
 from tslrec.stage1_reconstruct.grouping import global_mean_mse, kmeans_item_groups, user_group_targets

@@ -6,7 +6,7 @@ import pytest
 import torch
 from stage1_helpers import clustered_items, tiny_llama_dir, user_sequences  # noqa: F401
 
-from tslrec.backbones.artifacts import load_tensors, read_json, save_tensors, write_json
+from tslrec.core.artifacts import load_tensors, read_json, save_tensors, write_json
 from tslrec.pipelines.cli import main
 from tslrec.pipelines.data import DataConfig, load_dataset
 

@@ -10,11 +10,12 @@ import pytest
 import torch
 from stage1_helpers import clustered_items, tiny_llama_dir, tiny_llm_cfg, user_sequences  # noqa: F401
 
-from tslrec.backbones.errors import InputError
-from tslrec.stage1_reconstruct import llm_loading
+from tslrec.core.errors import InputError
+from tslrec.llm import loading as llm_loading
 from tslrec.stage1_reconstruct.config import Stage1Config
-from tslrec.stage1_reconstruct.llm_loading import LLMConfig, hidden_size, load_llm, transformer_body
-from tslrec.stage1_reconstruct.model_io import add_lora, build_reconstruction_model
+from tslrec.llm.loading import LLMConfig, hidden_size, load_llm, transformer_body
+from tslrec.llm.lora import add_lora
+from tslrec.stage1_reconstruct.model_io import build_reconstruction_model
 from tslrec.stage1_reconstruct.evaluation import reconstruction_loss
 
 
@@ -22,7 +23,7 @@ def test_local_folder_loads_frozen_in_train_mode(tiny_llm_cfg):
     model, tok = load_llm(tiny_llm_cfg)
     assert hidden_size(model) == 32 and tok.pad_token_id is not None
     assert model.training and not any(p.requires_grad for p in model.parameters())
-    peft_model = add_lora(model, Stage1Config(), quantized=False, gradient_checkpointing=False)
+    peft_model = add_lora(model, 8, 16, 0.05, ["q_proj", "v_proj"])
     assert hidden_size(peft_model) == 32
     assert type(transformer_body(peft_model)).__name__ == "LlamaModel"
     assert any(p.requires_grad for p in transformer_body(peft_model).parameters())  # LoRA lives inside the body
@@ -112,7 +113,7 @@ def test_real_smollm2_from_its_wheel_trains_one_step():
     lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     from tslrec.stage1_reconstruct.grouping import kmeans_item_groups, user_group_targets
-    from tslrec.stage1_reconstruct.soft_prompt import left_pad_ids
+    from tslrec.llm.soft_prompt import left_pad_ids
 
     groups = kmeans_item_groups(table, 4)
     y = torch.from_numpy(user_group_targets(seqs, groups.item_group, 4))
@@ -130,8 +131,8 @@ def test_real_smollm2_from_its_wheel_trains_one_step():
 def test_4bit_lora_keeps_gradients_after_validation():
     """Runs only where bitsandbytes is installed: a 4-bit LLM must still train after an evaluation pass."""
     pytest.importorskip("bitsandbytes")
-    from tslrec.stage1_reconstruct.llm_loading import quantized_safe_eval
-    from tslrec.stage1_reconstruct.soft_prompt import left_pad_ids
+    from tslrec.llm.loading import quantized_safe_eval
+    from tslrec.llm.soft_prompt import left_pad_ids
 
     llm_cfg = LLMConfig(quantization="4bit")
     llm, tok = load_llm(llm_cfg)

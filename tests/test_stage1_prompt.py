@@ -5,10 +5,10 @@ import pytest
 import torch
 from stage1_helpers import make_tiny_tokenizer, tiny_llama_dir, tiny_llm_cfg  # noqa: F401  (fixtures)
 
-from tslrec.stage1_reconstruct.llm_loading import load_llm
+from tslrec.llm.loading import load_llm
 from tslrec.stage1_reconstruct.model import LLMSequenceEncoder, ReconstructionModel
-from tslrec.stage1_reconstruct.pooling import last_token_pool, masked_mean_pool
-from tslrec.stage1_reconstruct.soft_prompt import SoftPromptBuilder, left_pad_ids
+from tslrec.llm.pooling import last_token_pool, masked_mean_pool
+from tslrec.llm.soft_prompt import SoftPromptBuilder, left_pad_ids
 
 PREFIX = "Given the user's purchase history, predict the user's distribution among 4 purchase preferences."
 
@@ -91,10 +91,10 @@ def test_encode_items_equals_one_item_users(tiny_llm_cfg):
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_cached_prefix_gives_the_same_items_as_the_full_prompt(tiny_llm_cfg, pooling):
     from tslrec.stage1_reconstruct.config import Stage1Config
-    from tslrec.stage1_reconstruct.model_io import add_lora
+    from tslrec.llm.lora import add_lora
 
     llm, tok = load_llm(tiny_llm_cfg)
-    llm = add_lora(llm, Stage1Config(), quantized=False, gradient_checkpointing=False)
+    llm = add_lora(llm, 8, 16, 0.05, ["q_proj", "v_proj"])
     torch.manual_seed(0)
     with torch.no_grad():  # a trained adapter: non-zero LoRA B matrices
         for name, param in llm.named_parameters():

@@ -6,8 +6,8 @@ import pytest
 import torch
 from stage1_helpers import clustered_items, tiny_llama_dir, tiny_llm_cfg, user_sequences  # noqa: F401
 
-from tslrec.backbones.artifacts import load_tensors, read_json
-from tslrec.backbones.errors import InputError
+from tslrec.core.artifacts import load_tensors, read_json
+from tslrec.core.errors import InputError
 from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.data import prepare_stage1_data
 from tslrec.stage1_reconstruct.model_io import load_reconstruction_model

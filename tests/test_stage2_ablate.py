@@ -6,8 +6,8 @@ import csv
 import pytest
 from stage2_helpers import write_export, write_toy_dataset
 
-from tslrec.backbones.artifacts import read_json
-from tslrec.backbones.errors import InputError
+from tslrec.core.artifacts import read_json
+from tslrec.core.errors import InputError
 from tslrec.pipelines.cli import main
 
 GRID = ["--backbones", "gru4rec", "--fusions", "base,ci,gate", "--seeds", "2", "--epochs", "1", "--hidden", "8",
@@ -84,7 +84,7 @@ def test_cell_held_by_a_live_process_is_left_to_it(grid_run, tmp_path, capsys):
 
 
 def test_settings_of_an_older_grid_still_resume(grid_run, tmp_path):
-    from tslrec.backbones.artifacts import write_json
+    from tslrec.core.artifacts import write_json
     from tslrec.pipelines.ablation_grid import SETTINGS_FILE, check_settings
 
     settings = {"lr": 0.001, "bf16": False, "item_embeddings": None, "clusters": "a"}

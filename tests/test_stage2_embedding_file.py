@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from stage2_helpers import write_export, write_toy_dataset
 
-from tslrec.backbones.errors import InputError
+from tslrec.core.errors import InputError
 from tslrec.pipelines.cli import main
 from tslrec.stage2_augment.embedding_file import TENSORS, load_item_embeddings, save_item_embeddings
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 from stage1_helpers import clustered_items, tiny_llama_dir, tiny_llm_cfg, user_sequences  # noqa: F401
 
-from tslrec.backbones.artifacts import load_tensors, read_json, save_tensors, write_json
-from tslrec.backbones.errors import InputError
+from tslrec.core.artifacts import load_tensors, read_json, save_tensors, write_json
+from tslrec.core.errors import InputError
 from tslrec.pipelines.cli import main
 from tslrec.pipelines.data import DataConfig, load_dataset
 from tslrec.stage1_reconstruct.config import Stage1Config
-from tslrec.stage1_reconstruct.llm_loading import load_llm
+from tslrec.llm.loading import load_llm
 from tslrec.stage1_reconstruct.model_io import build_reconstruction_model
 from tslrec.stage1_reconstruct.training import train_stage1
 from tslrec.stage2_augment.embedding_file import load_item_embeddings

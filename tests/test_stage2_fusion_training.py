@@ -7,7 +7,7 @@ import pytest
 import torch
 from stage2_helpers import write_export, write_toy_dataset
 
-from tslrec.backbones.artifacts import load_tensors, read_json
+from tslrec.core.artifacts import load_tensors, read_json
 from tslrec.pipelines.cli import main
 from tslrec.stage2_augment.embedding_file import load_item_embeddings
 

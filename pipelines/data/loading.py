@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tslrec.backbones.errors import InputError
-from tslrec.backbones.wheel_cache import WheelSpec, read_member
+from tslrec.core.errors import InputError
+from tslrec.core.wheel_cache import WheelSpec, read_member
 
 from .dataset import SequenceDataset
 from .preprocess import preprocess

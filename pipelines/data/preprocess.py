@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tslrec.backbones.errors import InputError
+from tslrec.core.errors import InputError
 
 from .dataset import SequenceDataset
 from .readers import RawInteractions

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tslrec.backbones.errors import InputError
+from tslrec.core.errors import InputError
 
 
 @dataclass

@@ -34,8 +34,8 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from tslrec.backbones.errors import InputError
-from tslrec.backbones.wheel_cache import WheelSpec, cache_dir, extract_members
+from tslrec.core.errors import InputError
+from tslrec.core.wheel_cache import WheelSpec, cache_dir, extract_members
 
 KINDS = ("causal_lm", "encoder")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
