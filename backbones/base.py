@@ -9,7 +9,7 @@ Sequences are right-padded with 0.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -20,15 +20,15 @@ from torch import nn
 class BackboneConfig:
     """Hyper-parameters shared by the four backbones (each reads the ones it needs)."""
 
-    num_items: int  # N; ids are 1..N and 0 is padding
-    hidden: int = 64  # H: embedding and state size
-    max_len: int = 50  # L: input window (most recent items)
-    num_layers: int = 2  # transformer / filter blocks (SASRec, FMLP-Rec) or GRU layers
-    num_heads: int = 2  # attention heads (SASRec)
-    dropout: float = 0.2  # dropout on embeddings and inside blocks
-    caser_window: int = 5  # Caser: items per convolution window
-    caser_h_filters: int = 16  # Caser: horizontal filters per height
-    caser_v_filters: int = 4  # Caser: vertical filters
+    num_items: int = field(default=0, metadata={"cli": False, "help": "N; ids are 1..N and 0 is padding (set from the dataset)"})
+    hidden: int = field(default=64, metadata={"help": "H: embedding and state size"})
+    max_len: int = field(default=50, metadata={"cli": False, "help": "L: input window (set from DataConfig.max_len)"})
+    num_layers: int = field(default=2, metadata={"flag": "--layers", "help": "transformer / filter blocks (SASRec, FMLP-Rec) or GRU layers"})
+    num_heads: int = field(default=2, metadata={"flag": "--heads", "help": "attention heads (SASRec)"})
+    dropout: float = field(default=0.2, metadata={"help": "dropout on embeddings and inside blocks"})
+    caser_window: int = field(default=5, metadata={"help": "Caser: items per convolution window"})
+    caser_h_filters: int = field(default=16, metadata={"help": "Caser: horizontal filters per height"})
+    caser_v_filters: int = field(default=4, metadata={"help": "Caser: vertical filters"})
 
 
 class SequentialRecommender(nn.Module):

@@ -27,11 +27,11 @@ KS = (5, 10, 20)
 class EvalConfig:
     """How targets are ranked."""
 
-    ks: tuple[int, ...] = KS  # cut-offs for HR/Recall/NDCG/MRR
-    mask_history: bool = False  # drop every item the user had before the target (whole history) from the candidates
-    sampled_negatives: int = 0  # 0 = full ranking; >0 = rank against that many sampled negatives
-    seed: int = 2024  # seed of the negative sampler
-    batch_size: int = 512  # users scored at once
+    ks: tuple[int, ...] = field(default=KS, metadata={"cli": False, "help": "cut-offs for HR/Recall/NDCG/MRR"})
+    mask_history: bool = field(default=False, metadata={"help": "drop every item the user had before the target (whole history) from the candidates"})
+    sampled_negatives: int = field(default=0, metadata={"help": "0 = full ranking; N > 0 = rank against N sampled negatives (every metric then labelled sampled_)"})
+    seed: int = field(default=2024, metadata={"flag": "--eval-seed", "help": "seed of the negative sampler"})
+    batch_size: int = field(default=512, metadata={"flag": "--eval-batch-size", "help": "users scored at once"})
 
     @property
     def protocol(self) -> str:

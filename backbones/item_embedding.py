@@ -18,7 +18,7 @@ The LLM table x is frozen by default (`finetune_llm_table=False`); W_p is always
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -32,8 +32,8 @@ FUSIONS = ("base", "ci", "gate", "scalar-gate", "add", "concat", "llm-only")
 class FusionConfig:
     """How item embeddings are built."""
 
-    kind: str = "base"  # one of FUSIONS
-    finetune_llm_table: bool = False  # train the LLM table itself (ablation) instead of keeping it frozen
+    kind: str = field(default="base", metadata={"help": "one of FUSIONS"})
+    finetune_llm_table: bool = field(default=False, metadata={"help": "train the LLM table itself (ablation) instead of keeping it frozen"})
 
 
 class IDEmbedding(nn.Module):

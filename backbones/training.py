@@ -25,6 +25,7 @@ from tslrec.core.artifacts import atomic_path
 from .base import SequentialRecommender
 from .batching import EvalSplit, LeaveOneOutSplits
 from tslrec.core.errors import InputError
+from tslrec.core.settings import require
 from tslrec.core.modules import eval_mode, peak_memory_mb
 from .evaluation import EvalConfig, EvalResult, evaluate
 
@@ -33,16 +34,23 @@ from .evaluation import EvalConfig, EvalResult, evaluate
 class TrainConfig:
     """Optimisation and model-selection settings."""
 
-    epochs: int = 200  # maximum epochs
-    batch_size: int = 128  # users per step (every position of each user is trained)
-    lr: float = 1e-3  # AdamW learning rate
-    weight_decay: float = 0.0  # AdamW weight decay
-    loss: str = "ce"  # 'ce' (softmax over all items) or 'bce' (one sampled negative per position)
-    patience: int = 10  # epochs without a better validation NDCG@10 before stopping
-    select_metric: str = "NDCG@10"  # validation metric for early stopping
-    grad_clip: float = 5.0  # max gradient norm (0 = off)
-    bf16: bool = False  # bfloat16 autocast for the training forward pass (evaluation stays float32)
-    seed: int = 42  # seeds init, shuffling, dropout and negatives
+    epochs: int = field(default=200, metadata={"help": "maximum epochs"})
+    batch_size: int = field(default=128, metadata={"help": "users per step (every position of each user is trained)"})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    loss: str = field(default="ce", metadata={"choices": ("ce", "bce"), "help": "'ce' (softmax over all items) or 'bce' (one sampled negative per position)"})
+    patience: int = field(default=10, metadata={"help": "epochs without a better validation NDCG@10 before stopping"})
+    select_metric: str = field(default="NDCG@10", metadata={"help": "validation metric for early stopping"})
+    grad_clip: float = field(default=5.0, metadata={"help": "max gradient norm (0 = off)"})
+    bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast for the training forward pass (evaluation stays float32)"})
+    seed: int = field(default=42, metadata={"help": "seeds init, shuffling, dropout and negatives"})
+
+    def __post_init__(self) -> None:
+        require(self.epochs >= 1, self, "epochs", "need at least 1")
+        require(self.batch_size >= 1, self, "batch_size", "need at least 1")
+        require(self.lr > 0, self, "lr", "must be positive")
+        require(self.patience >= 1, self, "patience", "need at least 1")
+        require(self.grad_clip >= 0, self, "grad_clip", "must be 0 (off) or positive")
 
 
 @dataclass
@@ -145,7 +153,8 @@ def train(model: SequentialRecommender, splits: LeaveOneOutSplits, cfg: TrainCon
     """
     eval_cfg = eval_cfg or EvalConfig()
     if cfg.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise InputError(f"--bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; drop --bf16")
+        raise InputError(f"TrainConfig.bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; "
+                         "train without it")
     current = resume_settings(model, cfg, eval_cfg, settings)
     torch.manual_seed(cfg.seed)
     model.to(device)

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from tslrec.core.errors import InputError
+from tslrec.core.settings import require
 from tslrec.core.modules import eval_mode
 from tslrec.core.wheel_cache import cache_dir
 from tslrec.llm.loading import DTYPES, LLMConfig, load_llm, transformer_body
@@ -33,19 +34,19 @@ from .loading import model_kind
 class ItemLLMConfig:
     """How item text becomes item vectors."""
 
-    name_or_path: str = "minilm"  # built-in name (minilm, smollm2), local folder, .gguf file or hub id
-    max_tokens: int = 64  # item text is truncated to this many tokens
-    batch_size: int = 64  # items encoded per forward pass
-    dtype: str = "float32"  # weight dtype of the Item LLM
-    trust_remote_code: bool = False  # run model code shipped with a hub model; only if you trust its author
+    name_or_path: str = field(default="minilm", metadata={"flag": "--llm", "help": "built-in name (minilm, smollm2), local folder, .gguf file or hub id"})
+    max_tokens: int = field(default=64, metadata={"help": "item text is truncated to this many tokens"})
+    batch_size: int = field(default=64, metadata={"help": "items encoded per forward pass"})
+    dtype: str = field(default="float32", metadata={"choices": ("float32", "bfloat16", "float16"), "help": "weight dtype of the Item LLM"})
+    trust_remote_code: bool = field(default=False, metadata={"cli": False, "help": "run model code shipped with a hub model; only if you trust its author"})
+
+    def __post_init__(self) -> None:
+        require(self.max_tokens >= 1, self, "max_tokens", "need at least 1")
+        require(self.batch_size >= 1, self, "batch_size", "need at least 1")
+        require(self.dtype in DTYPES, self, "dtype", f"use one of {', '.join(DTYPES)}")
 
     def validate(self) -> "ItemLLMConfig":
-        if self.max_tokens < 1:
-            raise InputError(f"--item-max-tokens {self.max_tokens}: need at least 1")
-        if self.batch_size < 1:
-            raise InputError(f"item batch size {self.batch_size}: need at least 1")
-        if self.dtype not in DTYPES:
-            raise InputError(f"item LLM dtype '{self.dtype}' is not one of {', '.join(DTYPES)}")
+        """Checked on construction (__post_init__); kept so callers can chain it."""
         return self
 
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tslrec.core.errors import InputError
+from tslrec.core.settings import require
 from tslrec.llm.loading import LLMConfig, hidden_size, load_llm, transformer_body
 from tslrec.llm.lora import add_lora
 from tslrec.llm.pooling import masked_mean_pool
@@ -39,19 +40,21 @@ FINETUNE = ("lora", "full")
 class LiteConfig:
     """Recommendation LLM and head settings (the LLM itself is named by an LLMConfig)."""
 
-    finetune: str = "lora"  # lora (peft adapters) | full (every LLM weight)
-    lora_r: int = 8  # LoRA rank
-    lora_alpha: int = 16  # LoRA scaling numerator (alpha / r = 2)
-    lora_dropout: float = 0.05  # dropout on the LoRA input
-    lora_target_modules: list[str] | None = field(default=None)  # None = peft default (Llama q_proj,v_proj; T5 q,v)
-    add_bos: bool = True  # put the tokenizer's BOS first (decoder LLMs expect it); never pooled
-    tune_item_vectors: bool = False  # also train the Item-LLM vectors with the recommendation loss
+    finetune: str = field(default="lora", metadata={"choices": ("lora", "full"), "help": "lora (peft adapters) | full (every LLM weight)"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (alpha / r = 2)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
+    lora_target_modules: list[str] | None = field(default=None, metadata={"help": "comma-separated module names to adapt (default: peft's for the model type: Llama q_proj,v_proj; T5 q,v)"})
+    add_bos: bool = field(default=True, metadata={"flag": "--no-bos", "help": "put the tokenizer's BOS first (decoder LLMs expect it); never pooled"})
+    tune_item_vectors: bool = field(default=False, metadata={"help": "also train the Item-LLM vectors with the recommendation loss"})
+
+    def __post_init__(self) -> None:
+        require(self.finetune in FINETUNE, self, "finetune", f"use one of {', '.join(FINETUNE)}")
+        require(self.lora_r >= 1, self, "lora_r", "need at least 1")
+        require(0.0 <= self.lora_dropout < 1.0, self, "lora_dropout", "must be in [0, 1)")
 
     def validate(self) -> "LiteConfig":
-        if self.finetune not in FINETUNE:
-            raise InputError(f"--finetune '{self.finetune}': use one of {', '.join(FINETUNE)}")
-        if self.lora_r < 1 or not 0.0 <= self.lora_dropout < 1.0:
-            raise InputError(f"LoRA r {self.lora_r} / dropout {self.lora_dropout}: need r >= 1 and dropout in [0, 1)")
+        """Checked on construction (__post_init__); kept so callers can chain it."""
         return self
 
 

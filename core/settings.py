@@ -1,0 +1,209 @@
+"""Settings declared once, as dataclass fields, and turned into command-line flags and config-file keys.
+
+A setting is a dataclass field with a default and `metadata={"help": "one line"}`. Optional metadata:
+    flag      the flag when it is not `--<field-name>` (e.g. "--layers"); "--no-x" on a bool that defaults to
+              True gives a flag that switches it off
+    aliases   further spellings of the flag (e.g. ("--stage1-dir",))
+    choices   the allowed values
+    prefix    on a nested dataclass field: put before each of its flags (e.g. "item-" gives --item-llm)
+    cli       False: not a flag (set by the program, e.g. the item count)
+    required  True: must be given
+A field whose type is a dataclass is a group of settings: its fields become flags of their own, with no
+prefix unless one is given. Two settings with one flag are an error when the parser is built.
+
+Library code names a setting by `Class.field` in its errors (e.g. `TrainConfig.lr`); `flag_names` maps
+those names to the flags, so the command line can say `--lr` instead.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One flag: where its value goes in the nested config, and how it is parsed."""
+
+    path: tuple[str, ...]  # field names from the top config down, e.g. ("train", "lr")
+    owner: str  # the dataclass that declares it, e.g. "TrainConfig"
+    field: str  # its field name there
+    flag: str  # e.g. "--lr"
+    aliases: tuple[str, ...]
+    kind: str  # "bool", "no-bool", "list", "value"
+    parse: Any  # callable str -> value for "value" settings
+    help: str
+    choices: tuple | None
+    required: bool
+
+    @property
+    def key(self) -> str:
+        """The config-file key: the flag without its dashes, with underscores."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """(inner type, allows None) of `X | None` / Optional[X]; (tp, False) otherwise."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def settings_of(config: Any, path: tuple[str, ...] = (), prefix: str = "") -> list[Setting]:
+    """Every flag of a dataclass instance (nested dataclasses included), in declaration order."""
+    cls = type(config)
+    hints = typing.get_type_hints(cls)
+    out: list[Setting] = []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if meta.get("cli") is False:
+            continue
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            out += settings_of(value, path + (f.name,), prefix + meta.get("prefix", ""))
+            continue
+        if "help" not in meta:
+            raise TypeError(f"{cls.__name__}.{f.name} has no help text (metadata={{'help': ...}})")
+        tp, optional = _unwrap_optional(hints[f.name])
+        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
+        flag = "--" + prefix + flag[2:]
+        aliases = tuple("--" + prefix + a[2:] for a in meta.get("aliases", ()))
+        if tp is bool:
+            kind = "no-bool" if flag.startswith(f"--{prefix}no-") and value is True else "bool"
+        elif typing.get_origin(tp) in (list, tuple):
+            kind = "list"
+        else:
+            kind = "value"
+        parse = tp if tp in (int, float, str) else str
+        choices = tuple(meta["choices"]) if "choices" in meta else None
+        out.append(Setting(path + (f.name,), cls.__name__, f.name, flag, aliases, kind, parse, meta["help"], choices,
+                           bool(meta.get("required"))))
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser, defaults: Any) -> list[Setting]:
+    """Add a flag per setting of `defaults` (a dataclass instance: its values are the defaults)."""
+    settings = settings_of(defaults)
+    seen: dict[str, Setting] = {}
+    for s in settings:
+        for name in (s.flag, *s.aliases):
+            if name in seen:
+                raise TypeError(f"{name} is declared twice: {seen[name].owner}.{seen[name].field} and {s.owner}.{s.field}")
+            seen[name] = s
+        default = _get(defaults, s.path)
+        dest = ".".join(s.path)
+        names = [s.flag, *s.aliases]
+        if s.kind == "bool":
+            parser.add_argument(*names, dest=dest, action="store_true", help=s.help)
+        elif s.kind == "no-bool":
+            parser.add_argument(*names, dest=dest, action="store_false", help=s.help)
+        else:
+            shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+            extra = " (required)" if s.required else ("" if default in (None, "") else f" (default: {shown})")
+            parser.add_argument(*names, dest=dest, default=argparse.SUPPRESS, help=s.help + extra,
+                                type=s.parse if s.kind == "value" else str, choices=s.choices,
+                                metavar=None if s.choices else s.flag.lstrip("-").upper().replace("-", "_"))
+    return settings
+
+
+def from_namespace(defaults: Any, ns: argparse.Namespace) -> Any:
+    """The config `defaults` with every flag given on the command line applied; missing required ones -> InputError."""
+    given = vars(ns)
+    values: dict[tuple[str, ...], Any] = {}
+    for s in settings_of(defaults):
+        dest = ".".join(s.path)
+        if dest in given:
+            raw = given[dest]
+            if s.kind in ("bool", "no-bool"):
+                if raw == _get(defaults, s.path):
+                    continue
+                values[s.path] = raw
+            else:
+                values[s.path] = _parse_list(raw) if s.kind == "list" else raw
+        elif s.required and not _get(defaults, s.path):
+            raise InputError(f"{s.flag} is required")
+    return replace_nested(defaults, values)
+
+
+def from_mapping(defaults: Any, mapping: dict[str, Any], where: str) -> Any:
+    """The config `defaults` with a config file's `key: value` pairs applied (keys are flags without dashes).
+
+    An unknown key -> InputError naming it, `where` (e.g. "configs/x.yaml: stages.stage1") and the near matches.
+    """
+    by_key = {}
+    for s in settings_of(defaults):
+        for name in (s.flag, *s.aliases):
+            by_key[name.lstrip("-").replace("-", "_")] = s
+    values: dict[tuple[str, ...], Any] = {}
+    for key, value in mapping.items():
+        s = by_key.get(str(key).replace("-", "_"))
+        if s is None:
+            near = difflib.get_close_matches(str(key).replace("-", "_"), list(by_key), n=3)
+            hint = f"; did you mean {' or '.join(near)}?" if near else f"; known keys: {', '.join(sorted(by_key))}"
+            raise InputError(f"{where}: unknown key '{key}'{hint}")
+        if s.kind == "no-bool":
+            value = not value if isinstance(value, bool) else value
+        elif s.kind == "list" and isinstance(value, str):
+            value = _parse_list(value)
+        elif s.kind == "value" and value is not None and s.parse in (int, float) and not isinstance(value, bool):
+            try:
+                value = s.parse(value)
+            except (TypeError, ValueError):
+                raise InputError(f"{where}: key '{key}' must be a {s.parse.__name__}, got {value!r}") from None
+        values[s.path] = value
+    return replace_nested(defaults, values)
+
+
+def flag_names(*configs: Any) -> dict[str, str]:
+    """{'TrainConfig.lr': '--lr', ...} for the settings of the given configs (for error messages)."""
+    return {f"{s.owner}.{s.field}": s.flag for c in configs for s in settings_of(c)}
+
+
+def replace_nested(config: Any, values: dict[tuple[str, ...], Any]) -> Any:
+    """A copy of `config` with each value set at its path; dataclasses are rebuilt, so __post_init__ checks run."""
+    here = {path[0]: v for path, v in values.items() if len(path) == 1}
+    for name in {path[0] for path in values if len(path) > 1}:
+        inner = {path[1:]: v for path, v in values.items() if len(path) > 1 and path[0] == name}
+        here[name] = replace_nested(getattr(config, name), inner)
+    return dataclasses.replace(config, **here) if here else config
+
+
+def as_flags(config: Any, defaults: Any) -> list[str]:
+    """The command line that gives `config` from `defaults` (only the settings that differ): for logs."""
+    argv: list[str] = []
+    for s in settings_of(defaults):
+        value, default = _get(config, s.path), _get(defaults, s.path)
+        if value == default:
+            continue
+        if s.kind in ("bool", "no-bool"):
+            argv.append(s.flag)
+        else:
+            argv += [s.flag, ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
+    return argv
+
+
+def _get(config: Any, path: tuple[str, ...]) -> Any:
+    for name in path:
+        config = getattr(config, name)
+    return config
+
+
+def _parse_list(text: Any) -> list[str]:
+    if isinstance(text, (list, tuple)):
+        return [str(t) for t in text]
+    return [t.strip() for t in str(text).split(",") if t.strip()]
+
+
+def require(ok: bool, config: Any, name: str, why: str) -> None:
+    """InputError 'Class.field=value: why' unless `ok` (for __post_init__ checks; the CLI shows the flag instead)."""
+    if not ok:
+        raise InputError(f"{type(config).__name__}.{name}={getattr(config, name)!r}: {why}")
