@@ -60,7 +60,7 @@ class FusedItemEmbedding(nn.Module):
                  llm_table: torch.Tensor | None = None, clusters: torch.Tensor | None = None):
         super().__init__()
         if cfg.kind not in FUSIONS:
-            raise InputError(f"--fusion: unknown fusion '{cfg.kind}'; choose one of {', '.join(FUSIONS)}")
+            raise InputError(f"FusionConfig.kind: unknown fusion '{cfg.kind}'; choose one of {', '.join(FUSIONS)}")
         self.kind = cfg.kind
         self.num_items = num_items
         self.id = IDEmbedding(num_items, hidden) if cfg.kind != "llm-only" else None

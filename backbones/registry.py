@@ -24,7 +24,7 @@ def build_backbone(name: str, cfg: BackboneConfig, fusion: FusionConfig | None =
                    llm_table: torch.Tensor | None = None, clusters: torch.Tensor | None = None) -> SequentialRecommender:
     """A backbone with its item-embedding seam filled by `fusion` (default: plain IDs)."""
     if name not in BACKBONES:
-        raise InputError(f"--backbone: unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
+        raise InputError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
     item_embedding: nn.Module = build_item_embedding(cfg.num_items, cfg.hidden, fusion, llm_table, clusters)
     model = BACKBONES[name](cfg, item_embedding)
     model.apply(init_weights)

@@ -25,6 +25,7 @@ from tslrec.core.artifacts import atomic_path
 from .base import SequentialRecommender
 from .batching import EvalSplit, LeaveOneOutSplits
 from tslrec.core.errors import InputError
+from tslrec.core.run_state import RunState
 from tslrec.core.settings import require
 from tslrec.core.modules import eval_mode, peak_memory_mb
 from .evaluation import EvalConfig, EvalResult, evaluate
@@ -159,8 +160,7 @@ def train(model: SequentialRecommender, splits: LeaveOneOutSplits, cfg: TrainCon
     torch.manual_seed(cfg.seed)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "elapsed": 0.0,
-             "seconds_to_best": 0.0}
+    state = RunState()  # counts epochs; history: one entry per epoch
     best_weights = copy.deepcopy(model.state_dict())
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1) if cfg.loss == "bce" else None
     ckpt = Path(checkpoint) if checkpoint else None
@@ -181,19 +181,19 @@ def train(model: SequentialRecommender, splits: LeaveOneOutSplits, cfg: TrainCon
             raise InputError(f"{ckpt}: checkpoint does not fit this model ({type(e).__name__}); "
                              "start over with --force (force=True from Python)") from None
         best_weights = saved["best_model"]
-        state = saved["state"]
+        state = RunState.from_dict(saved["state"], ckpt)
         torch.set_rng_state(saved["rng"])
         if device.type == "cuda" and saved.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(saved["cuda_rng"], device)
         if gen is not None and saved.get("gen") is not None:
             gen.set_state(saved["gen"])
     n = len(splits.train_inputs)
-    bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc=f"train {type(model).__name__}", disable=not progress,
+    bar = tqdm(total=cfg.epochs, initial=state.epoch, desc=f"train {type(model).__name__}", disable=not progress,
                unit="epoch", dynamic_ncols=True)
-    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+    while state.epoch < cfg.epochs and not state.stopped:
         t0 = time.perf_counter()
         model.train()
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1000 + state["epoch"]))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch))
         total, steps = 0.0, 0
         for s in range(0, n, cfg.batch_size):
             idx = order[s:s + cfg.batch_size]
@@ -212,31 +212,30 @@ def train(model: SequentialRecommender, splits: LeaveOneOutSplits, cfg: TrainCon
         train_seconds = time.perf_counter() - t0
         valid = evaluate_split(model, splits.valid, eval_cfg, device)
         score = valid.metrics[cfg.select_metric]
-        state["epoch"] += 1
-        state["elapsed"] += time.perf_counter() - t0
-        state["history"].append({"epoch": state["epoch"], "loss": total / max(steps, 1),
-                                 f"valid_{cfg.select_metric}": score, "train_seconds": train_seconds})
-        if score > state["best_score"]:
-            state.update(best_score=score, best_epoch=state["epoch"], bad_epochs=0, seconds_to_best=state["elapsed"])
+        state.epoch += 1
+        state.elapsed += time.perf_counter() - t0
+        state.train_seconds += train_seconds
+        state.history.append({"epoch": state.epoch, "loss": total / max(steps, 1),
+                              f"valid_{cfg.select_metric}": score, "train_seconds": train_seconds})
+        if state.record(score, state.epoch, higher_is_better=True):
             best_weights = copy.deepcopy(model.state_dict())
-        else:
-            state["bad_epochs"] += 1
+        state.stopped = state.should_stop(cfg.patience)
         bar.update(1)
-        bar.set_postfix(loss=f"{total / max(steps, 1):.4f}", val=f"{score:.4f}", best=f"{state['best_score']:.4f}@{state['best_epoch']}")
+        bar.set_postfix(loss=f"{total / max(steps, 1):.4f}", val=f"{score:.4f}", best=state.best_text())
         if ckpt is not None:
             with atomic_path(ckpt) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "best_model": best_weights,
-                            "state": state, "rng": torch.get_rng_state(), "settings": current,
+                            "state": state.to_dict(), "rng": torch.get_rng_state(), "settings": current,
                             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                             "gen": gen.get_state() if gen is not None else None}, tmp)
     bar.close()
     model.load_state_dict(best_weights)
     valid = evaluate_split(model, splits.valid, eval_cfg, device)
     test = evaluate_split(model, splits.test, eval_cfg, device)
-    hist = state["history"]
+    hist = state.history
     return TrainResult(
-        best_epoch=state["best_epoch"], epochs_run=state["epoch"], valid=valid, test=test, history=hist,
-        seconds_to_best=state["seconds_to_best"],
+        best_epoch=state.best_at, epochs_run=state.epoch, valid=valid, test=test, history=hist,
+        seconds_to_best=state.seconds_to_best,
         seconds_per_epoch=sum(h["train_seconds"] for h in hist) / max(len(hist), 1),
         peak_memory_mb=peak_memory_mb(device),
     )

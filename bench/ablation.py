@@ -1,12 +1,14 @@
 """Benchmark: the TSLRec stage-2 fusion ablation (base / ci / gate on four backbones) and the cost of stage 2.
 
-    # the paper's grid on ML-1M (needs a finished stage 1 on the same dataset and preprocessing)
+    # the grid on ML-1M (needs a finished stage 1 on the same dataset and preprocessing)
     python bench/ablation.py --dataset ml-1m --kcore 5 --max-len 200 --stage1-dir runs/ml-1m/stage1 --seeds 3
-    # reuse an export, smaller grid; anything after the known flags goes to `tslrec ablate` unchanged
+    # reuse an export, smaller grid; every flag of `tslrec ablate` is accepted
     python bench/ablation.py --dataset ml-100k --item-embeddings runs/ml-100k/stage2 --stage1-dir runs/ml-100k/stage1 \
         --backbones sasrec --seeds 1 --epochs 3
 
-Runs `tslrec stage2` (unless --item-embeddings is given) and `tslrec ablate` in-process, then writes
+--out is the benchmark's folder (default runs/bench-ablation-<dataset>): the grid goes to <out>/grid and a
+stage-2 export made here to <out>/stage2. Runs stage 2 (unless --item-embeddings is given) and the grid
+in-process through their typed entry points, then writes
 bench/results/<name>.json (default ablation-<dataset>.json): one record per cell (dataset, model,
 variant, seed, test metrics, timings) plus one record for stage 2 itself (seconds per 1,000 items),
 each with the command and commit. Re-running resumes the grid (finished cells are not retrained).
@@ -14,6 +16,7 @@ each with the command and commit. Re-running resumes the grid (finished cells ar
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,22 +28,17 @@ from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig
 from tslrec.backbones.registry import build_backbone
 from tslrec.backbones.training import evaluate_split
+from tslrec.core.errors import InputError
+from tslrec.core.settings import add_arguments, from_namespace, in_flags
+from tslrec.pipelines.ablate_job import AblateJob, run_ablation
+from tslrec.pipelines.ablate_job import print_outcome as print_ablation
 from tslrec.pipelines.ablation_grid import cell_dir, collect, make_grid
 from tslrec.pipelines.ablation_report import summarize
-from tslrec.pipelines.cli import main as cli_main
-from tslrec.pipelines.data import SequenceDataset, load_dataset
-from tslrec.pipelines.options import DataConfig
+from tslrec.pipelines.data import DataConfig, SequenceDataset, load_dataset
 from tslrec.pipelines.side_information import load_side_information
+from tslrec.pipelines.stage2_job import Stage2Job, run_stage2
+from tslrec.pipelines.stage2_job import print_outcome as print_stage2
 
-DEFAULT_BACKBONES = "gru4rec,caser,sasrec,fmlprec"
-DEFAULT_FUSIONS = "base,ci,gate"
-
-
-def run_cli(argv: list[str]) -> None:
-    print("tslrec " + " ".join(argv), flush=True)
-    code = cli_main(argv)
-    if code != 0:
-        raise SystemExit(code)
 
 
 def stage2_record(export: Path, dataset: str) -> dict | None:
@@ -92,48 +90,47 @@ def history_masked_metrics(folder: Path, record: dict, ds: SequenceDataset, spli
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="ml-1m")
-    p.add_argument("--kcore", type=int, default=5)
-    p.add_argument("--max-len", type=int, default=200)
-    p.add_argument("--stage1-dir", default=None, help="finished `tslrec stage1` folder (group map; stage 2 input)")
-    p.add_argument("--item-embeddings", default=None, help="existing `tslrec stage2` export (skips stage 2)")
-    p.add_argument("--backbones", default=DEFAULT_BACKBONES)
-    p.add_argument("--fusions", default=DEFAULT_FUSIONS)
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--seed", type=int, default=42, help="first seed")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", default=None, help="grid folder (default runs/bench-ablation-<dataset>)")
     p.add_argument("--name", default=None, help="results file name (default ablation-<dataset>)")
-    args, ablate_extra = p.parse_known_args()
-    if args.item_embeddings is None and args.stage1_dir is None:
-        p.error("pass --stage1-dir (stage 2 runs first) or --item-embeddings")
-    stem = Path(args.dataset).stem
-    out = Path(args.out or f"runs/bench-ablation-{stem}")
-    export = Path(args.item_embeddings) if args.item_embeddings else out / "stage2"
-    if args.item_embeddings is None and not (export / "manifest.json").is_file():
-        run_cli(["stage2", "--stage1-dir", args.stage1_dir, "--out", str(export), "--device", args.device, "--no-progress"])
+    defaults = AblateJob(dataset="ml-1m", data=DataConfig(kcore=5, max_len=200))
+    add_arguments(p, defaults)
+    try:
+        job = from_namespace(defaults, p.parse_args())
+        if job.side.item_embeddings is None and job.side.clusters is None:
+            raise InputError("pass --stage1-dir (stage 2 runs first) or --item-embeddings")
+        record_grid(job, p.parse_args().name)
+    except InputError as e:
+        raise SystemExit(f"error: {in_flags(str(e), defaults)}") from None
+
+
+def record_grid(job: AblateJob, name: str | None) -> None:
+    """Stage 2 if needed, the grid, then one record per finished cell (and one for stage 2)."""
+    stem = Path(job.dataset).stem
+    out = Path(job.out or f"runs/bench-ablation-{stem}")
+    export = Path(job.side.item_embeddings) if job.side.item_embeddings else out / "stage2"
+    if job.side.item_embeddings is None and not (export / "manifest.json").is_file():
+        print_stage2(run_stage2(Stage2Job(stage1_dir=job.side.clusters, out=str(export),
+                                          runtime=replace(job.runtime, progress=False))))
     stage2 = stage2_record(export, stem)
-    stage1_dir = Path((stage2 or {}).get("stage1_dir") or args.stage1_dir or "")  # the stage 1 behind the export
+    stage1_dir = Path((stage2 or {}).get("stage1_dir") or job.side.clusters or "")  # the stage 1 behind the export
     if stage2 is not None and (stage1_dir / "metrics.json").is_file():
         s1 = read_json(stage1_dir / "metrics.json", "stage 1 metrics")
         keep = ("mse", "mse_global_mean", "mse_ratio_to_global_mean", "mse_mean_embedding", "mse_untuned_llm")
         stage2["stage1"] = {"metrics": {k: s1["metrics"].get(k) for k in keep}, "steps": s1.get("steps"),
                             "users": s1.get("users"), "train_seconds": s1.get("timing", {}).get("train_seconds")}
-    side = ["--item-embeddings", str(export)] + (["--stage1-dir", args.stage1_dir] if args.stage1_dir else [])
-    run_cli(["ablate", "--dataset", args.dataset, "--kcore", str(args.kcore), "--max-len", str(args.max_len),
-             "--backbones", args.backbones, "--fusions", args.fusions, "--seeds", str(args.seeds), "--seed", str(args.seed),
-             "--device", args.device, "--out", str(out / "grid"), "--no-progress", *side, *ablate_extra])
-    name = args.name or f"ablation-{stem}"
+    grid_job = replace(job, out=str(out / "grid"), side=replace(job.side, item_embeddings=str(export)),
+                       runtime=replace(job.runtime, progress=False))
+    print_ablation(run_ablation(grid_job))
+    name = name or f"ablation-{stem}"
     if stage2 is not None:
         add(name, stage2)
-    cells = make_grid(args.backbones.split(","), args.fusions.split(","), [args.seed + i for i in range(args.seeds)])
+    cells = make_grid(job.backbones, job.fusions, [job.train.seed + i for i in range(job.seeds)])
     finished = collect(out / "grid", cells)
     if not finished:
         raise SystemExit(f"no finished cells in {out / 'grid'}; nothing to record")
     first = finished[0].record
     ds = load_dataset(first["dataset_source"], DataConfig(**first["config"]["data"]))  # as the cells loaded it
     if ds.hash != first["dataset_info"]["hash"]:
-        raise SystemExit(f"{args.dataset}: the data changed since the grid was trained (hash {ds.hash[:12]} vs "
+        raise SystemExit(f"{job.dataset}: the data changed since the grid was trained (hash {ds.hash[:12]} vs "
                          f"{first['dataset_info']['hash'][:12]}); re-run the grid in a new --out")
     splits = LeaveOneOutSplits.from_sequences(ds.sequences, ds.num_items, first["config"]["data"]["max_len"])
     rows = {(row.backbone, row.fusion): row for row in summarize(finished)}
@@ -147,7 +144,7 @@ def main() -> None:
         rec["vs_base_paired_users"] = {m: {"mean_diff": round(t.mean_diff, 6), "t": round(t.t, 4), "p": t.p,
                                            "users": t.users} for m, t in row.user_tests.items()}
         rec["metrics_history_masked"] = history_masked_metrics(cell_dir(out / "grid", result.cell), result.record, ds,
-                                                               splits, resolve_device(args.device))
+                                                               splits, resolve_device(job.runtime.device))
         add(name, rec)
     print(f"wrote bench/results/{name}.json ({len(finished)} of {len(cells)} cells finished"
           + (f", stage 2 {stage2['timings']['seconds_per_1000_items']:.1f} s per 1,000 items)" if stage2 else ")"))

@@ -10,31 +10,32 @@ and the budget actually run (steps, epochs of training rows, targets seen) next 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from records import add
 
-from tslrec.pipelines.lite_job import MAX_LEN, add_lite_options, execute
-from tslrec.pipelines.options import add_data_options
+from tslrec.core.settings import add_arguments, from_namespace
+from tslrec.pipelines.data import DataConfig
+from tslrec.pipelines.lite_job import MAX_LEN, LiteJob, run_lite
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="ml-1m")
     p.add_argument("--variants", default="sampling,all", help="comma-separated strategies to run")
     p.add_argument("--name", default=None, help="results file name (default lite-<dataset>)")
     p.add_argument("--runs", default="runs/bench-lite", help="parent folder of the run outputs")
-    add_data_options(p, max_len=MAX_LEN)
-    add_lite_options(p)
-    p.set_defaults(kcore=5)
+    defaults = LiteJob(dataset="ml-1m", data=DataConfig(kcore=5, max_len=MAX_LEN))
+    add_arguments(p, defaults)  # every setting of `tslrec lite`
     args = p.parse_args()
+    job = from_namespace(defaults, args)
     for variant in args.variants.split(","):
-        args.strategy = variant
-        args.out = f"{args.runs}/{args.dataset}-{variant}-s{args.seed}"
-        record, _ = execute(args)
+        run = replace(job, train=replace(job.train, strategy=variant),
+                      out=f"{args.runs}/{job.dataset}-{variant}-s{job.train.seed}")
+        record, _ = run_lite(run)
         targets_seen = record["epochs_run"] * record["train_targets_per_epoch"]
-        record["budget"] = (f"{record['steps']} steps x {args.batch_size} rows = {record['epochs_run']} epochs of "
+        record["budget"] = (f"{record['steps']} steps x {job.train.batch_size} rows = {record['epochs_run']} epochs of "
                             f"'{variant}' rows (~{targets_seen:.0f} next-item targets); "
-                            f"{'capped by --max-steps' if args.max_steps else 'epochs / early stopping'}")
+                            f"{'capped by --max-steps' if job.train.max_steps else 'epochs / early stopping'}")
         add(args.name or f"lite-{record['dataset']}", record)
         m = record["metrics"]
         print(f"{variant:8s}: " + "  ".join(f"{k} {m[k]:.4f}" for k in ("Recall@10", "Recall@20", "NDCG@10", "NDCG@20"))

@@ -12,6 +12,7 @@ import argparse
 import os
 import shutil
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -19,12 +20,22 @@ import torch
 from records import add
 
 from tslrec.core.artifacts import read_json
-from tslrec.pipelines.cli import main as cli_main
+from tslrec.core.settings import add_arguments, from_namespace
+from tslrec.pipelines.options import Runtime
 from tslrec.pipelines.stage1_job import load_train_run
+from tslrec.pipelines.train_job import TrainJob, train_backbone
 from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.instance_level import measure_sft_cost
 from tslrec.llm.loading import LLMConfig
 from tslrec.stage1_reconstruct.training import train_stage1
+
+
+@dataclass
+class BenchStage1:
+    """The stage-1 settings this benchmark takes (seeds come from --seeds)."""
+
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    llm: LLMConfig = field(default_factory=LLMConfig)
 
 
 def ensure_train_dir(args: argparse.Namespace) -> Path:
@@ -33,10 +44,8 @@ def ensure_train_dir(args: argparse.Namespace) -> Path:
         return Path(args.train_dir)
     folder = Path(f"runs/{args.dataset}-sasrec-s42")
     if not (folder / "item_embeddings.safetensors").is_file() or not (folder / "metrics.json").is_file():
-        code = cli_main(["train", "--dataset", args.dataset, "--backbone", "sasrec", "--out", str(folder),
-                         "--export-item-embeddings", "--no-progress"])
-        if code != 0:
-            raise SystemExit(code)
+        train_backbone(TrainJob(dataset=args.dataset, backbone="sasrec", out=str(folder), export_item_embeddings=True,
+                                runtime=Runtime(progress=False)))
     return folder
 
 
@@ -51,24 +60,20 @@ def main() -> None:
     p.add_argument("--dataset", default="ml-100k", help="dataset name (used when --train-dir is not given)")
     p.add_argument("--train-dir", default=None, help="existing `tslrec train --export-item-embeddings` folder")
     p.add_argument("--seeds", default="0", help="comma-separated seeds of stage 1 runs ('' = cost comparison only)")
-    p.add_argument("--llm", default="smollm2")
-    p.add_argument("--k", type=int, default=Stage1Config.k)
-    p.add_argument("--max-items", type=int, default=Stage1Config.max_items)
-    p.add_argument("--epochs", type=int, default=Stage1Config.epochs)
-    p.add_argument("--batch-size", type=int, default=Stage1Config.batch_size)
-    p.add_argument("--untuned-baseline", default="head", choices=["none", "head", "head+proj"])
+    defaults = BenchStage1()
+    add_arguments(p, defaults)  # every Stage1Config and LLMConfig setting, as `tslrec stage1` spells it
     p.add_argument("--cost-steps", type=int, default=5, help="timed optimizer steps per paradigm (0 = skip)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out-root", default="runs/bench-stage1")
     args = p.parse_args()
+    settings = from_namespace(defaults, args)
 
     train_dir = ensure_train_dir(args)
     table, train_sequences, facts = load_train_run(train_dir, None if args.train_dir else args.dataset)
     dataset = facts["dataset"]
-    llm_cfg = LLMConfig(name_or_path=args.llm)
+    llm_cfg = settings.llm
     for seed in (int(s) for s in args.seeds.split(",") if s.strip()):
-        cfg = Stage1Config(k=args.k, max_items=args.max_items, epochs=args.epochs, batch_size=args.batch_size,
-                           untuned_baseline=args.untuned_baseline, seed=seed)
+        cfg = replace(settings.stage1, seed=seed)
         out = Path(args.out_root) / f"{dataset}-k{cfg.k}-n{cfg.max_items}-s{seed}"
         shutil.rmtree(out, ignore_errors=True)  # a benchmark always trains from scratch
         load_before = os.getloadavg()  # timings are only comparable on an otherwise idle machine
@@ -77,7 +82,7 @@ def main() -> None:
         wall = time.perf_counter() - start
         m, t = res["metrics"], res["timing"]
         add(f"stage1-{dataset}", {
-            "dataset": dataset, "model": args.llm,
+            "dataset": dataset, "model": llm_cfg.name_or_path,
             "variant": f"user-level LoRA r{cfg.lora_r}, K={cfg.k}, N={cfg.max_items}, {cfg.epochs} epochs",
             "seed": seed, "device": device_name(args.device),
             "metrics": {"mse": m["mse"], "mse_global_mean": m["mse_global_mean"], "mse_untuned_llm": m["mse_untuned_llm"],
@@ -101,9 +106,9 @@ def main() -> None:
               f"{wall / 60:.1f} min")
 
     if args.cost_steps > 0:
-        cfg = Stage1Config(k=args.k, max_items=args.max_items, batch_size=args.batch_size)
+        cfg = settings.stage1
         cost = measure_sft_cost(table.numpy(), train_sequences, cfg, llm_cfg, steps=args.cost_steps, device=args.device)
-        add("sft-efficiency", {"dataset": dataset, "model": args.llm,
+        add("sft-efficiency", {"dataset": dataset, "model": llm_cfg.name_or_path,
                                "variant": f"batch {cfg.batch_size}, N={cfg.max_items}",
                                "seed": cfg.seed, "device": device_name(args.device), **cost})
         r = cost["ratio_instance_over_user"]

@@ -116,7 +116,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     try:
         return torch.device(device)
     except RuntimeError:
-        raise InputError(f"--device: unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
+        raise InputError(f"Runtime.device: unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
 
 
 CUBLAS_WORKSPACE = ":4096:8"  # cuBLAS needs a fixed workspace to give the same sums on every run

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -166,6 +167,17 @@ def from_mapping(defaults: Any, mapping: dict[str, Any], where: str) -> Any:
 def flag_names(*configs: Any) -> dict[str, str]:
     """{'TrainConfig.lr': '--lr', ...} for the settings of the given configs (for error messages)."""
     return {f"{s.owner}.{s.field}": s.flag for c in configs for s in settings_of(c)}
+
+
+def in_flags(message: str, *configs: Any) -> str:
+    """`message` with every `Class.field` the configs declare written as its flag (`TrainConfig.lr=0` -> `--lr 0`)."""
+    names: dict[str, str] = {}
+    for config in configs:
+        names.update(flag_names(config))
+    for qualified in sorted(names, key=len, reverse=True):
+        message = re.sub(rf"\b{re.escape(qualified)}=", names[qualified] + " ", message)
+        message = re.sub(rf"\b{re.escape(qualified)}\b", names[qualified], message)
+    return message
 
 
 def replace_nested(config: Any, values: dict[tuple[str, ...], Any]) -> Any:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from tslrec.core.artifacts import atomic_path
 from tslrec.backbones.batching import EvalSplit, LeaveOneOutSplits
 from tslrec.core.errors import InputError
+from tslrec.core.run_state import RunState
 from tslrec.core.settings import require
 from tslrec.core.modules import eval_mode, load_trainable_state, peak_memory_mb, trainable_state
 from tslrec.backbones.evaluation import EvalConfig, EvalResult, evaluate
@@ -78,6 +79,15 @@ class LiteTrainResult:
     peak_memory_mb: float = 0.0  # peak RSS (CPU) or peak allocated (CUDA)
 
 
+@dataclass
+class LiteRunState(RunState):
+    """RunState (counting optimizer steps; history: one entry per validation) plus Lite's own counters."""
+
+    positions: int = 0  # LLM input positions in training batches (for positions per second)
+    loss_sum: float = 0.0  # training loss summed over the steps since the last validation
+    loss_steps: int = 0  # steps in loss_sum
+
+
 def make_rows(train_sequences: list[np.ndarray], cfg: LiteTrainConfig, max_len: int, epoch: int,
               share_prefixes: bool) -> TrainRows:
     """The training rows of one epoch (sampling draws new segments every epoch, seeded)."""
@@ -125,16 +135,14 @@ def train_lite(model: LiteLLM4Rec, train_sequences: list[np.ndarray], splits: Le
     if steps_per_epoch == 0:
         raise InputError("no user has two or more training items; Lite-LLM4Rec needs sequences of at least 4 items")
     total_steps = min(cfg.max_steps or steps_per_epoch * cfg.epochs, steps_per_epoch * cfg.epochs)
-    state = {"step": 0, "epoch": 0, "batch": 0, "best_score": -1.0, "best_step": 0, "bad": 0, "history": [],
-             "elapsed": 0.0, "train_seconds": 0.0, "positions": 0, "seconds_to_best": 0.0, "loss_sum": 0.0,
-             "loss_steps": 0, "stopped": False}
+    state = LiteRunState()
     best = trainable_state(model)
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.is_file():
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)
         load_trainable_state(model, saved["model"], checkpoint)
         opt.load_state_dict(saved["optimizer"])
-        best, state = saved["best"], saved["state"]
+        best, state = saved["best"], LiteRunState.from_dict(saved["state"], ckpt)
         torch.set_rng_state(saved["rng"])
 
     best_valid: list[EvalResult] = []  # the selected checkpoint's validation result (not recomputed at the end)
@@ -143,31 +151,28 @@ def train_lite(model: LiteLLM4Rec, train_sequences: list[np.ndarray], splits: Le
         t0 = time.perf_counter()
         result = evaluate_lite(model, splits.valid, eval_cfg, device, cfg.bf16)
         score = result.metrics[cfg.select_metric]
-        state["elapsed"] += time.perf_counter() - t0
-        state["history"].append({"step": state["step"], "epoch": round(state["step"] / steps_per_epoch, 3),
-                                 "loss": state["loss_sum"] / max(state["loss_steps"], 1),
-                                 f"valid_{cfg.select_metric}": score, "elapsed_seconds": round(state["elapsed"], 1)})
-        state["loss_sum"], state["loss_steps"] = 0.0, 0
-        if score > state["best_score"]:
-            state.update(best_score=score, best_step=state["step"], bad=0, seconds_to_best=state["elapsed"])
+        state.elapsed += time.perf_counter() - t0
+        state.history.append({"step": state.step, "epoch": round(state.step / steps_per_epoch, 3),
+                              "loss": state.loss_sum / max(state.loss_steps, 1),
+                              f"valid_{cfg.select_metric}": score, "elapsed_seconds": round(state.elapsed, 1)})
+        state.loss_sum, state.loss_steps = 0.0, 0
+        if state.record(score, state.step, higher_is_better=True):
             best.clear()
             best.update(trainable_state(model))
             best_valid[:] = [result]
-        else:
-            state["bad"] += 1
-            state["stopped"] = state["bad"] >= cfg.patience
+        state.stopped = state.should_stop(cfg.patience)
         if ckpt is not None:
             with atomic_path(ckpt) as tmp:
                 torch.save({"model": trainable_state(model), "optimizer": opt.state_dict(), "best": best,
-                            "state": state, "rng": torch.get_rng_state()}, tmp)
+                            "state": state.to_dict(), "rng": torch.get_rng_state()}, tmp)
 
-    bar = tqdm(total=total_steps, initial=state["step"], desc=f"lite {cfg.strategy}", disable=not progress,
+    bar = tqdm(total=total_steps, initial=state.step, desc=f"lite {cfg.strategy}", disable=not progress,
                unit="step", dynamic_ncols=True)
-    while not state["stopped"] and state["step"] < total_steps and state["epoch"] < cfg.epochs:
-        rows = make_rows(train_sequences, cfg, max_len, state["epoch"], share)
-        order = np.random.default_rng([cfg.seed, 7, state["epoch"]]).permutation(len(rows))
+    while not state.stopped and state.step < total_steps and state.epoch < cfg.epochs:
+        rows = make_rows(train_sequences, cfg, max_len, state.epoch, share)
+        order = np.random.default_rng([cfg.seed, 7, state.epoch]).permutation(len(rows))
         batches = [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
-        for b in range(state["batch"], len(batches)):
+        for b in range(state.batch, len(batches)):
             t0 = time.perf_counter()
             ids, targets = collate(rows, batches[b], max_len)
             ids, targets = ids.to(device), targets.to(device)
@@ -179,28 +184,30 @@ def train_lite(model: LiteLLM4Rec, train_sequences: list[np.ndarray], splits: Le
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
             opt.step()
             seconds = time.perf_counter() - t0
-            state.update(step=state["step"] + 1, batch=b + 1, train_seconds=state["train_seconds"] + seconds,
-                         elapsed=state["elapsed"] + seconds, loss_sum=state["loss_sum"] + loss.item(),
-                         loss_steps=state["loss_steps"] + 1,
-                         positions=state["positions"] + int((ids > 0).sum()) + ids.shape[0] * model.rec.num_prefix)
+            state.step, state.batch = state.step + 1, b + 1
+            state.train_seconds += seconds
+            state.elapsed += seconds
+            state.loss_sum += loss.item()
+            state.loss_steps += 1
+            state.positions += int((ids > 0).sum()) + ids.shape[0] * model.rec.num_prefix
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", best=f"{state['best_score']:.4f}@{state['best_step']}")
-            if cfg.eval_every and state["step"] % cfg.eval_every == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}", best=state.best_text())
+            if cfg.eval_every and state.step % cfg.eval_every == 0:
                 validate()
-            if state["stopped"] or state["step"] >= total_steps:
+            if state.stopped or state.step >= total_steps:
                 break
-        if state["batch"] >= len(batches):
-            state.update(epoch=state["epoch"] + 1, batch=0)
-            if not cfg.eval_every and not state["stopped"]:
+        if state.batch >= len(batches):
+            state.epoch, state.batch = state.epoch + 1, 0
+            if not cfg.eval_every and not state.stopped:
                 validate()
-    if not state["history"] or state["history"][-1]["step"] != state["step"]:
+    if not state.history or state.history[-1]["step"] != state.step:
         validate()  # the last weights are a candidate too
     bar.close()
     load_trainable_state(model, best, "best weights")
     valid = best_valid[0] if best_valid else evaluate_lite(model, splits.valid, eval_cfg, device, cfg.bf16)
     test = evaluate_lite(model, splits.test, eval_cfg, device, cfg.bf16)
     return LiteTrainResult(
-        best_step=state["best_step"], steps=state["step"], epochs_run=round(state["step"] / steps_per_epoch, 3),
+        best_step=state.best_at, steps=state.step, epochs_run=round(state.step / steps_per_epoch, 3),
         valid=valid, test=test, train_targets_per_epoch=make_rows(train_sequences, cfg, max_len, 0, share).num_targets,
-        history=state["history"], seconds_to_best=state["seconds_to_best"], train_seconds=state["train_seconds"],
-        positions_per_second=state["positions"] / max(state["train_seconds"], 1e-9), peak_memory_mb=peak_memory_mb(device))
+        history=state.history, seconds_to_best=state.seconds_to_best, train_seconds=state.train_seconds,
+        positions_per_second=state.positions / max(state.train_seconds, 1e-9), peak_memory_mb=peak_memory_mb(device))

@@ -101,7 +101,7 @@ def load_llm(cfg: LLMConfig, kind: str = "causal_lm") -> tuple[nn.Module, Any]:
     if cfg.dtype not in DTYPES:
         raise InputError(f"llm dtype '{cfg.dtype}' is not one of {', '.join(DTYPES)}")
     if cfg.quantization not in QUANTIZATIONS:
-        raise InputError(f"--quantization '{cfg.quantization}' is not one of 4bit, 8bit (or leave it unset)")
+        raise InputError(f"LLMConfig.quantization='{cfg.quantization}' is not one of 4bit, 8bit (or leave it unset)")
     source, gguf_file = resolve_model_source(cfg.name_or_path, kind)
     quant = _quantization_config(cfg)
 
@@ -253,7 +253,7 @@ def resolve_model_source(name_or_path: str, kind: str) -> tuple[str, str | None]
         return str(path), None
     is_hub_id = re.fullmatch(r"[A-Za-z0-9_][\w.-]*/[\w.-]+", name_or_path) and not name_or_path.endswith(".gguf")
     if not is_hub_id:
-        raise InputError(f"--llm '{name_or_path}': not a built-in model ({', '.join(BUILTIN_MODELS)}) and no such "
+        raise InputError(f"LLMConfig.name_or_path='{name_or_path}': not a built-in model ({', '.join(BUILTIN_MODELS)}) and no such "
                          "file or folder; use a built-in name, a local model folder, a .gguf file or a hub id (org/name)")
     return name_or_path, None  # hub id "org/name": transformers downloads it (needs network)
 
@@ -317,13 +317,13 @@ def _quantization_config(cfg: LLMConfig) -> Any:
     try:
         import bitsandbytes as bnb  # noqa: F401  (optional dependency)
     except ImportError:
-        raise InputError(f"--quantization {cfg.quantization} needs bitsandbytes, which is not installed; "
+        raise InputError(f"LLMConfig.quantization={cfg.quantization} needs bitsandbytes, which is not installed; "
                          "run `pip install 'tslrec[quant]'` or drop --quantization") from None
     except (RuntimeError, OSError) as e:  # broken native library
-        raise InputError(f"--quantization {cfg.quantization}: bitsandbytes failed to load "
+        raise InputError(f"LLMConfig.quantization={cfg.quantization}: bitsandbytes failed to load "
                          f"({str(e).splitlines()[0][:120]}); reinstall it or drop --quantization") from None
     if not _bnb_works(cfg.quantization):
-        raise InputError(f"--quantization {cfg.quantization}: bitsandbytes has no working kernel on this machine; "
+        raise InputError(f"LLMConfig.quantization={cfg.quantization}: bitsandbytes has no working kernel on this machine; "
                          "drop --quantization (at 135M parameters it saves only ~0.4 GB)")
     from transformers import BitsAndBytesConfig
 

@@ -2,7 +2,7 @@
 
 Runs backbone x fusion x seed `tslrec train` cells (resumable, see ablation_grid.py), then writes
     cells.csv      one row per cell (test metrics, epochs, timings)
-    summary.csv    mean/std over seeds, paired t-tests against base
+    summary.csv    mean/std over seeds; Welch t-tests over seeds (and paired t-tests over users) against base
     results.md     the ablation table, C1/C2/C3 agreement, performance by user activity
     results.png    grouped bars of HR@10 and NDCG@10
     activity.csv / activity.png   test metrics by user-activity group for base, ci, gate
@@ -10,17 +10,20 @@ Runs backbone x fusion x seed `tslrec train` cells (resumable, see ablation_grid
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from tslrec.core.artifacts import atomic_path, write_json
-from tslrec.core.errors import InputError
+from tslrec.backbones.base import BackboneConfig
+from tslrec.backbones.evaluation import EvalConfig
 from tslrec.backbones.item_embedding import FUSIONS
 from tslrec.backbones.registry import BACKBONES
+from tslrec.backbones.training import TrainConfig
+from tslrec.core.artifacts import atomic_path, write_json
+from tslrec.core.settings import require
 from tslrec.stage2_augment.analysis import CategoryAgreement, activity_groups, category_agreement
 from tslrec.stage2_augment.embedding_file import load_item_embeddings
 
@@ -28,38 +31,56 @@ from . import ablation_report as report
 from . import plots
 from .ablation_grid import DIGESTS, CellResult, check_settings, collect, discard_cells, make_grid, run_grid, \
     shared_settings
-from .data import SequenceDataset, load_dataset
-from .options import add_data_options, data_config
-from .side_information import LLM_FUSIONS, add_side_information_options, load_clusters, load_side_information
-from .train_job import add_model_options, add_train_options, side_information_fingerprint
+from .data import DataConfig, SequenceDataset, load_dataset
+from .options import Command, Runtime
+from .side_information import LLM_FUSIONS, SideInfoConfig, load_clusters, load_side_information
+from .train_job import side_information_fingerprint
 
 ACTIVITY_FUSIONS = ("base", "ci", "gate")  # the variants of the paper's Fig. 5
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ablate", help="TSLRec stage 2 ablation: backbones x fusions x seeds, tables, t-tests, plots")
-    p.add_argument("--dataset", required=True, help="built-in name (ml-100k, ml-1m) or a path")
-    p.add_argument("--backbones", default="gru4rec,caser,sasrec,fmlprec", help=f"comma list of {', '.join(BACKBONES)}")
-    p.add_argument("--fusions", default="base,ci,gate", help=f"comma list of {', '.join(FUSIONS)}")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds per cell: --seed, --seed+1, ...")
-    p.add_argument("--out", required=True, help="grid folder (re-run the same command to resume)")
-    p.add_argument("--force", action="store_true",
-                   help="start the grid over: discard every cell's results and checkpoint in --out (a re-run with "
-                        "other settings or side-information files is refused without it)")
-    p.add_argument("--activity-groups", type=int, default=4, help="user-activity groups for the Fig. 5 analysis")
-    add_side_information_options(p, cluster_flags=("--clusters", "--stage1-dir"))
-    add_data_options(p)
-    add_model_options(p)
-    add_train_options(p)
-    p.set_defaults(func=run)
+@dataclass
+class AblateJob:
+    """A grid of `tslrec train` cells, backbone x fusion x seed, and its analyses."""
+
+    dataset: str = field(default="", metadata={"required": True, "help": "built-in name (ml-100k, ml-1m) or a path"})
+    out: str = field(default="", metadata={"required": True, "help": "grid folder (re-run the same command to resume)"})
+    backbones: list[str] = field(default_factory=lambda: ["gru4rec", "caser", "sasrec", "fmlprec"], metadata={
+        "help": f"comma list of {', '.join(BACKBONES)}"})
+    fusions: list[str] = field(default_factory=lambda: ["base", "ci", "gate"], metadata={
+        "help": f"comma list of {', '.join(FUSIONS)}"})
+    seeds: int = field(default=3, metadata={"help": "number of seeds per cell: --seed, --seed+1, ..."})
+    activity_groups: int = field(default=4, metadata={"help": "user-activity groups for the Fig. 5 analysis"})
+    force: bool = field(default=False, metadata={"help": (
+        "start the grid over: discard every cell's results and checkpoint in --out (a re-run with other settings or "
+        "side-information files is refused without it)")})
+    side: SideInfoConfig = field(default_factory=SideInfoConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: BackboneConfig = field(default_factory=BackboneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: Runtime = field(default_factory=Runtime)
+
+    def __post_init__(self) -> None:
+        self.backbones, self.fusions = list(dict.fromkeys(self.backbones)), list(dict.fromkeys(self.fusions))
+        bad_b = [b for b in self.backbones if b not in BACKBONES]
+        bad_f = [f for f in self.fusions if f not in FUSIONS]
+        require(bool(self.backbones) and not bad_b, self, "backbones", f"use a comma list of {', '.join(BACKBONES)}")
+        require(bool(self.fusions) and not bad_f, self, "fusions", f"use a comma list of {', '.join(FUSIONS)}")
+        require(self.seeds >= 1, self, "seeds", "need at least 1")
+        require(self.activity_groups >= 1, self, "activity_groups", "need at least 1")
+        require(not self.side.finetune_llm_table or bool(set(self.fusions) & set(LLM_FUSIONS)), self, "fusions",
+                f"none reads an LLM table ({', '.join(LLM_FUSIONS)}), so --finetune-llm-table has nothing to train")
 
 
-def parse_list(text: str, allowed, flag: str) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [t for t in items if t not in allowed]
-    if not items or bad:
-        raise InputError(f"{flag}: '{bad[0] if bad else text}' is not one of {', '.join(allowed)}")
-    return list(dict.fromkeys(items))
+@dataclass
+class AblateOutcome:
+    """A grid's folder, its finished cells and the report written from them."""
+
+    out: Path
+    results: list[CellResult]
+    report: str  # the markdown of results.md ("" with no finished cell)
+    elsewhere: int  # cells still training in other processes
 
 
 def write_text(path: Path, text: str) -> None:
@@ -67,70 +88,75 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def run(args: argparse.Namespace) -> None:
-    backbones = parse_list(args.backbones, BACKBONES, "--backbones")
-    fusions = parse_list(args.fusions, FUSIONS, "--fusions")
-    if args.seeds < 1:
-        raise InputError(f"--seeds {args.seeds}: need at least 1")
-    if args.activity_groups < 1:
-        raise InputError(f"--activity-groups {args.activity_groups}: need at least 1")
-    if args.finetune_llm_table and not set(fusions) & set(LLM_FUSIONS):
-        raise InputError(f"--finetune-llm-table: none of --fusions reads an LLM table ({', '.join(LLM_FUSIONS)})")
-    ds = load_dataset(args.dataset, data_config(args))
+def run_ablation(job: AblateJob) -> AblateOutcome:
+    """Train every unfinished cell of the grid (resumable, shared with other processes), then write the reports."""
+    ds = load_dataset(job.dataset, job.data)
     digests = {}
-    for fusion in fusions:  # every input file is checked before the first cell trains
-        side = load_side_information(fusion, ds, args.item_embeddings, args.clusters,
-                                     args.finetune_llm_table and fusion in LLM_FUSIONS)
+    for fusion in job.fusions:  # every input file is checked before the first cell trains
+        side = load_side_information(fusion, ds, job.side.item_embeddings, job.side.clusters,
+                                     job.side.finetune_llm_table and fusion in LLM_FUSIONS)
         tensors = {k: v for k, v in side_information_fingerprint(side).items() if k != "fusion" and v}
         if tensors:
             digests[fusion] = hashlib.sha256(json.dumps(tensors, sort_keys=True).encode()).hexdigest()
-    out = Path(args.out)
-    force = getattr(args, "force", False)
-    if force:
+    out = Path(job.out)
+    if job.force:
         discard_cells(out)
-    check_settings(out, {**shared_settings(args), **({DIGESTS: digests} if digests else {})}, force=force)
-    cells = make_grid(backbones, fusions, [args.seed + i for i in range(args.seeds)])
-    elsewhere = run_grid(args, cells, out)
-    if elsewhere:
-        print(f"{elsewhere} cell(s) are still training in other processes: the report below covers the finished "
+    check_settings(out, {**shared_settings(job), **({DIGESTS: digests} if digests else {})},
+                   shared_settings(AblateJob(dataset=job.dataset)), force=job.force)
+    cells = make_grid(job.backbones, job.fusions, [job.train.seed + i for i in range(job.seeds)])
+    elsewhere = run_grid(job, cells, out)
+    results = collect(out, cells)
+    return AblateOutcome(out, results, write_reports(out, results, ds, job), elsewhere)
+
+
+def print_outcome(o: AblateOutcome) -> None:
+    if o.elsewhere:
+        print(f"{o.elsewhere} cell(s) are still training in other processes: the report below covers the finished "
               "cells only; run this command again when they are done", flush=True)
-    write_reports(out, collect(out, cells), ds, args)
+    if not o.results:
+        print("no finished cells yet; nothing to report")
+        return
+    print(o.report)
+    print(f"wrote {o.out}/results.md, summary.csv, cells.csv and figures ({len(o.results)} cells)")
 
 
-def agreement_of(args: argparse.Namespace, ds: SequenceDataset) -> CategoryAgreement | None:
+def agreement_of(side: SideInfoConfig, ds: SequenceDataset) -> CategoryAgreement | None:
     """C1/C2/C3 of the export's category_probs against the k-means groups, if both are at hand."""
-    if args.item_embeddings is None:
+    if side.item_embeddings is None:
         return None
-    export = load_item_embeddings(args.item_embeddings, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids)
-    groups = load_clusters(args.clusters, ds) if args.clusters else export.item_groups
+    export = load_item_embeddings(side.item_embeddings, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids)
+    groups = load_clusters(side.clusters, ds) if side.clusters else export.item_groups
     if export.category_probs is None or groups is None:
         return None
     return category_agreement(export.category_probs, groups)
 
 
-def write_reports(out: Path, results: list[CellResult], ds: SequenceDataset, args: argparse.Namespace) -> None:
-    """Every table and figure of the grid, from the finished cells."""
+def write_reports(out: Path, results: list[CellResult], ds: SequenceDataset, job: AblateJob) -> str:
+    """Every table and figure of the grid, from the finished cells; returns the markdown report."""
     if not results:
-        print("no finished cells yet; nothing to report")
-        return
+        return ""
     rows = report.summarize(results)
     protocol = results[0].record.get("protocol", "")
     write_text(out / "cells.csv", report.cells_csv(results))
     write_text(out / "summary.csv", report.summary_csv(rows))
     plots.ablation_bars(rows, out / "results.png")
     sections = [f"# Fusion ablation on {ds.name}\n", report.markdown_table(rows, protocol)]
-    agreement = agreement_of(args, ds)
+    agreement = agreement_of(job.side, ds)
     if agreement is not None:
         write_json(out / "agreement.json", agreement.as_dict())
         plots.agreement_bar(agreement, out / "agreement.png")
         sections += ["## LLM category vs k-means group (Fig. 4)\n", report.agreement_markdown(agreement)]
     lengths = torch.tensor([len(s) for s in ds.sequences])  # [U], the users of every per-user vector
-    groups = activity_groups(lengths, args.activity_groups)
+    groups = activity_groups(lengths, job.activity_groups)
     activity = report.activity_table(results, groups, ACTIVITY_FUSIONS)
     if activity:
         write_text(out / "activity.csv", report.activity_csv(activity, groups))
         plots.activity_lines(activity, groups, out / "activity.png")
         sections += ["## Performance by user activity (Fig. 5)\n", report.activity_markdown(activity, groups)]
-    write_text(out / "results.md", "\n".join(sections))
-    print("\n".join(sections))
-    print(f"wrote {out}/results.md, summary.csv, cells.csv and figures ({len(results)} cells)")
+    report_text = "\n".join(sections)
+    write_text(out / "results.md", report_text)
+    return report_text
+
+
+COMMAND = Command("ablate", "TSLRec stage 2 ablation: backbones x fusions x seeds, tables, t-tests, plots", AblateJob(),
+                  run_ablation, print_outcome)

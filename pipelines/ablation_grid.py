@@ -13,19 +13,19 @@ grid folder share the cells out instead of training one twice.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
 from tslrec.core.artifacts import load_tensors, read_json, write_json
 from tslrec.core.errors import InputError
+from tslrec.core.settings import settings_of
 
 from . import train_job
 from .side_information import LLM_FUSIONS
@@ -36,9 +36,10 @@ except ImportError:  # Windows: no flock
     fcntl = None
 
 SETTINGS_FILE = "ablation.json"
-# Options that may differ between runs of one grid folder.
-GRID_OPTIONS = {"backbones", "fusions", "seeds", "seed", "out", "device", "no_progress", "func", "command",
-                "activity_groups", "force"}
+# What every cell of a grid trains with: the dataset and these groups of the job's settings, less PER_CELL.
+# The grid's own dimensions (backbones, fusions, seeds), its folder and how it runs may differ between runs.
+SHARED_GROUPS = ("side", "data", "model", "train", "eval")
+PER_CELL = {"seed"}  # train.seed: each cell's own seed (the job's is the first)
 # Side-information files: a run may leave them out (ID-only cells can train before stage 2 exists) or
 # add them to a grid that had none, but never swap one file for another.
 SIDE_OPTIONS = {"item_embeddings", "clusters"}
@@ -83,21 +84,29 @@ def is_finished(folder: Path) -> bool:
     return (folder / "metrics.json").is_file() and (folder / "per_user_test.safetensors").is_file()
 
 
-def shared_settings(args: argparse.Namespace) -> dict:
-    """The options that shape every cell's result (recorded, and compared on a re-run)."""
-    return {k: v for k, v in sorted(vars(args).items()) if k not in GRID_OPTIONS}
+def shared_settings(job: Any) -> dict:
+    """The settings that shape every cell's result (recorded, and compared on a re-run), keyed like the flags."""
+    out = {"dataset": job.dataset}
+    for s in settings_of(job):
+        if s.path[0] in SHARED_GROUPS and s.key not in PER_CELL:
+            value = job
+            for name in s.path:
+                value = getattr(value, name)
+            out[s.key] = list(value) if isinstance(value, tuple) else value
+    return dict(sorted(out.items()))
 
 
-def check_settings(out: Path, settings: dict, force: bool = False) -> None:
+def check_settings(out: Path, settings: dict, defaults: dict, force: bool = False) -> None:
     """Record the shared settings, or refuse to mix cells trained with other ones into this folder.
 
-    settings: shared_settings(args), optionally with DIGESTS ({fusion: hash}). force: record them as they are.
+    settings: shared_settings(job), optionally with DIGESTS ({fusion: hash}); defaults: shared_settings of the
+    default job (a setting newer than the grid is fine at its default). force: record them as they are.
     """
     path = out / SETTINGS_FILE
     if force or not path.is_file():
         write_json(path, settings)
         return
-    before = {k: v for k, v in read_json(path, "ablation settings").items() if k not in GRID_OPTIONS}
+    before = read_json(path, "ablation settings")
     old_digests = before.pop(DIGESTS, None) or {}
     new_digests = settings.get(DIGESTS) or {}
     settings = {k: v for k, v in settings.items() if k != DIGESTS}
@@ -106,8 +115,10 @@ def check_settings(out: Path, settings: dict, force: bool = False) -> None:
         old, new = before.get(k), settings.get(k)
         if k in SIDE_OPTIONS:
             return old is not None and new is not None and old != new
-        if k not in before:  # an option newer than this grid: fine while it is off
-            return new not in (None, False)
+        if k not in before:  # a setting newer than this grid: fine while it is at its default
+            return new != defaults.get(k)
+        if k not in settings:  # a setting this version no longer has
+            return False
         return old != new
 
     changed = sorted(k for k in set(before) | set(settings) if differs(k))
@@ -140,11 +151,12 @@ def discard_cells(out: Path) -> None:
                 (folder / name).unlink(missing_ok=True)
 
 
-def cell_args(args: argparse.Namespace, cell: Cell, folder: Path) -> argparse.Namespace:
-    """The `tslrec train` arguments of one cell: the grid's shared options plus the cell's own."""
-    return argparse.Namespace(**{**vars(args), "backbone": cell.backbone, "fusion": cell.fusion, "seed": cell.seed,
-                                 "out": str(folder), "export_item_embeddings": False,
-                                 "finetune_llm_table": args.finetune_llm_table and cell.fusion in LLM_FUSIONS})
+def cell_job(job: Any, cell: Cell, folder: Path) -> train_job.TrainJob:
+    """The `tslrec train` job of one cell: the grid's shared settings plus the cell's own."""
+    side = replace(job.side, finetune_llm_table=job.side.finetune_llm_table and cell.fusion in LLM_FUSIONS)
+    return train_job.TrainJob(dataset=job.dataset, backbone=cell.backbone, fusion=cell.fusion, out=str(folder),
+                              side=side, data=job.data, model=job.model, train=replace(job.train, seed=cell.seed),
+                              eval=job.eval, runtime=job.runtime)
 
 
 LOCK_FILE = "train.lock"
@@ -176,7 +188,7 @@ def cell_lock(folder: Path) -> Iterator[bool]:
         os.close(fd)  # releases the lock
 
 
-def run_grid(args: argparse.Namespace, cells: list[Cell], out: Path) -> int:
+def run_grid(job: Any, cells: list[Cell], out: Path) -> int:
     """Train every unfinished cell not held by another process, one line per cell; returns the cells left to others."""
     elsewhere = 0
     for i, cell in enumerate(cells, 1):
@@ -195,7 +207,7 @@ def run_grid(args: argparse.Namespace, cells: list[Cell], out: Path) -> int:
                 continue
             print(f"{head}: training", flush=True)
             start = time.perf_counter()
-            train_job.run(cell_args(args, cell, folder))
+            train_job.print_outcome(train_job.train_backbone(cell_job(job, cell, folder)))
             print(f"{head}: done in {time.perf_counter() - start:.0f} s", flush=True)
     return elsewhere
 

@@ -1,4 +1,9 @@
-"""`tslrec` command line: one subcommand per job. Bad input -> one line on stderr, exit code 2."""
+"""`tslrec` command line: one subcommand per job. Bad input -> one line on stderr, exit code 2.
+
+The flags of `train`, `stage1`, `stage2`, `ablate` and `lite` are generated from their job configs
+(core/settings.py); each parsed command line becomes a typed job config and calls the job's entry point.
+Library errors name a setting as `Class.field`; this is the one place that turns it into the flag.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,11 +11,13 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from tslrec.core.errors import InputError
+from tslrec.core.settings import add_arguments, from_namespace, in_flags
 
 from . import ablate_job, data_job, lite_job, run_job, stage1_job, stage2_job, train_job
+from .options import Command
 
-# Each job module exposes add_parser(subparsers) and sets `func` on its parser.
-JOBS = [data_job, train_job, stage1_job, stage2_job, ablate_job, lite_job, run_job]
+COMMANDS: list[Command] = [train_job.COMMAND, stage1_job.COMMAND, stage2_job.COMMAND, ablate_job.COMMAND,
+                           lite_job.COMMAND]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -30,11 +37,15 @@ def package_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="tslrec", description=__doc__)
+    parser = OneLineParser(prog="tslrec", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"tslrec {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for job in JOBS:
-        job.add_parser(sub)
+    data_job.add_parser(sub)
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        add_arguments(p, command.defaults)
+        p.set_defaults(job_command=command)
+    run_job.add_parser(sub)
     return parser
 
 
@@ -44,10 +55,16 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2), already printed
         return int(e.code or 0)
+    command: Command | None = getattr(args, "job_command", None)
     try:
-        args.func(args)
+        if command is None:
+            args.func(args)
+        else:
+            job = from_namespace(command.defaults, args)
+            command.report(command.run(job))
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        shown = [command.defaults] if command else [c.defaults for c in COMMANDS]
+        print(f"error: {in_flags(str(e), *shown)}", file=sys.stderr)
         return InputError.exit_code
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)

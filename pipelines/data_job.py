@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from .data import describe
-from .options import add_data_options, data_config
+from tslrec.core.settings import add_arguments, from_namespace
+
+from .data import DataConfig, describe
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -14,12 +15,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d = dsub.add_parser("describe", help="users, items, interactions and item text after preprocessing")
     d.add_argument("dataset", help="built-in name (ml-100k, ml-1m), a RecBole .inter, an S3-Rec .txt or a MovieLens folder")
     d.add_argument("--json", action="store_true", help="print one JSON object")
-    add_data_options(d)
+    add_arguments(d, DataConfig())
     d.set_defaults(func=run_describe)
 
 
 def run_describe(args: argparse.Namespace) -> None:
-    info = describe(args.dataset, data_config(args))
+    info = describe(args.dataset, from_namespace(DataConfig(), args))
     if args.json:
         print(json.dumps(info))
         return

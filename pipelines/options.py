@@ -1,16 +1,25 @@
-"""Command-line options shared by every job that reads a dataset."""
+"""Settings every job shares, and the description of one `tslrec` subcommand."""
 from __future__ import annotations
 
-import argparse
-
-from .data import DataConfig
-
-
-def add_data_options(p: argparse.ArgumentParser, max_len: int = 50) -> None:
-    p.add_argument("--kcore", type=int, default=0, help="iterative k-core on users and items (0 = off)")
-    p.add_argument("--min-rating", type=float, default=None, help="drop interactions rated below this")
-    p.add_argument("--max-len", type=int, default=max_len, help="most recent items fed to a model")
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 
-def data_config(args: argparse.Namespace) -> DataConfig:
-    return DataConfig(kcore=args.kcore, min_rating=args.min_rating, max_len=args.max_len)
+@dataclass
+class Runtime:
+    """Where a job runs and what it shows; never part of a result."""
+
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    progress: bool = field(default=True, metadata={"flag": "--no-progress", "help": "hide progress bars"})
+
+
+@dataclass(frozen=True)
+class Command:
+    """A `tslrec` subcommand: its settings (a job config whose values are the defaults) and what runs it."""
+
+    name: str  # the word after `tslrec`
+    help: str  # one line for `tslrec --help`
+    defaults: Any  # the job config with default values; its fields are the flags
+    run: Callable[[Any], Any]  # the typed entry point, called with the parsed job config
+    report: Callable[[Any], None] = lambda result: None  # prints the result for a person

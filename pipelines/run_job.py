@@ -1,10 +1,13 @@
 """`tslrec run --config configs/ml-100k.yaml`: stage 0 -> stage 1 -> stage 2 -> ablation grid -> report.
 
-Each stage is the same subcommand a user would type (`tslrec train`, `tslrec stage1`, ...), called
-in-process with arguments built from the config. Every stage writes into its own subfolder of `out`
-and, when it finishes, a `stage_manifest.json` (its arguments, the hash of the upstream manifest,
-seed, package versions). A re-run skips each stage whose manifest matches; `--force STAGE` runs
-again from that stage on; a stage killed midway has no manifest and resumes from its own checkpoint.
+Each stage is a typed job (`train_job.TrainJob`, `stage1_job.Stage1Job`, ...) built from the config file:
+a stage's keys are the flags of its subcommand without the dashes (`lr: 0.002` is `--lr 0.002`), an
+unknown key is an error that names it and the near matches, and the keys that wire a stage to the one
+before (its dataset, input and output folders, seed) are the pipeline's own. Every stage writes into its
+own subfolder of `out` and, when it finishes, a `stage_manifest.json` (its job config, the hash of the
+upstream manifest, seed, package versions). A re-run skips each stage whose manifest matches;
+`--force STAGE` runs again from that stage on; a stage killed midway has no manifest and resumes from its
+own checkpoint.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import argparse
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,35 +23,39 @@ import yaml
 
 from tslrec.core.artifacts import package_versions, read_json, sha256_file, write_json
 from tslrec.core.errors import InputError
+from tslrec.core.settings import as_flags, from_mapping
+
+from . import ablate_job, stage1_job, stage2_job, train_job
+from .data import DataConfig
+from .options import Command
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One step of the pipeline: a subcommand plus the arguments that wire it to the stage before."""
+    """One step of the pipeline: a job plus the settings that wire it to the stage before."""
 
     name: str  # key in the config's `stages` and folder name under `out`
-    command: tuple[str, ...]  # subcommand words, e.g. ("train",)
-    wiring: tuple[tuple[str, str], ...]  # (flag, template) filled with {out}, {dataset}, {seed}
-    takes_data_options: bool  # accepts --kcore/--min-rating/--max-len
+    command: Command  # the job it runs
+    wiring: dict[str, Any]  # config keys the pipeline sets, filled with {out}, {dataset}, {seed}
+    takes_data_options: bool  # accepts the config's `data` section (kcore, min_rating, max_len)
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("stage0", ("train",), (("--dataset", "{dataset}"), ("--out", "{out}/stage0"), ("--seed", "{seed}"),
-                                 ("--export-item-embeddings", "")), True),
-    Stage("stage1", ("stage1",), (("--train-dir", "{out}/stage0"), ("--out", "{out}/stage1"), ("--seed", "{seed}")), False),
-    Stage("stage2", ("stage2",), (("--stage1-dir", "{out}/stage1"), ("--out", "{out}/stage2")), False),
-    Stage("ablation", ("ablate",), (("--dataset", "{dataset}"), ("--seed", "{seed}"), ("--item-embeddings", "{out}/stage2"),
-                                    ("--stage1-dir", "{out}/stage1"), ("--out", "{out}/ablation")), True),
+    Stage("stage0", train_job.COMMAND, {"dataset": "{dataset}", "out": "{out}/stage0", "seed": "{seed}",
+                                        "export_item_embeddings": True}, True),
+    Stage("stage1", stage1_job.COMMAND, {"train_dir": "{out}/stage0", "out": "{out}/stage1", "seed": "{seed}"}, False),
+    Stage("stage2", stage2_job.COMMAND, {"stage1_dir": "{out}/stage1", "out": "{out}/stage2"}, False),
+    Stage("ablation", ablate_job.COMMAND, {"dataset": "{dataset}", "seed": "{seed}", "item_embeddings": "{out}/stage2",
+                                           "stage1_dir": "{out}/stage1", "out": "{out}/ablation"}, True),
 )
 TOP_KEYS = {"dataset", "out", "seed", "data", "stages"}
-DATA_KEYS = {"kcore", "min_rating", "max_len"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="the whole pipeline from a YAML config, resumable")
     p.add_argument("--config", required=True, help="YAML file (see configs/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set stages.stage1.k=16 or --set out=runs/x")
+                   help="override a config value, e.g. --set stages.stage1.k=16 (repeatable)")
     p.add_argument("--force", default=None, choices=[s.name for s in STAGES], help="run again from this stage on")
     p.add_argument("--until", default=None, choices=[s.name for s in STAGES], help="stop after this stage")
     p.set_defaults(func=run)
@@ -83,9 +90,7 @@ def load_config(path: str | Path, overrides: list[str]) -> dict:
         raise InputError(f"{path}: unknown key '{sorted(unknown)[0]}'; allowed: {', '.join(sorted(TOP_KEYS))}")
     if "dataset" not in cfg:
         raise InputError(f"{path}: missing key 'dataset'; add e.g. 'dataset: ml-100k'")
-    bad = set(cfg.get("data") or {}) - DATA_KEYS
-    if bad:
-        raise InputError(f"{path}: unknown key 'data.{sorted(bad)[0]}'; allowed: {', '.join(sorted(DATA_KEYS))}")
+    from_mapping(DataConfig(), cfg.get("data") or {}, f"{path}: data")  # unknown keys and bad values, named
     stages = cfg.get("stages") or {}
     bad = set(stages) - {s.name for s in STAGES}
     if bad:
@@ -94,44 +99,20 @@ def load_config(path: str | Path, overrides: list[str]) -> dict:
     return cfg
 
 
-def _flag(key: str) -> str:
-    return "--" + key.replace("_", "-")
-
-
-def stage_argv(stage: Stage, cfg: dict, parser: argparse.ArgumentParser) -> list[str]:
-    """The exact arguments a user would type for this stage; unknown option keys are config errors."""
+def stage_job(stage: Stage, cfg: dict) -> Any:
+    """The stage's typed job config: its defaults, the config file's keys for it, then the pipeline's wiring."""
     fill = {"out": cfg.get("out", f"runs/{Path(str(cfg['dataset'])).stem}"), "dataset": cfg["dataset"],
             "seed": cfg.get("seed", 42)}
-    argv = list(stage.command)
-    for flag, template in stage.wiring:
-        argv += [flag] + ([template.format(**fill)] if template else [])
     options: dict[str, Any] = dict(cfg.get("stages", {}).get(stage.name) or {})
+    wired = [k for k in options if k.replace("-", "_") in stage.wiring]
+    if wired:
+        raise InputError(f"{cfg['_path']}: key 'stages.{stage.name}.{wired[0]}' is set by the pipeline itself; remove it")
     if stage.takes_data_options:
         options = {**(cfg.get("data") or {}), **options}
-    known = _known_flags(parser, stage.command)
-    wired = {f for f, _ in stage.wiring}
-    for key, value in options.items():
-        flag = _flag(key)
-        if flag not in known:
-            raise InputError(f"{cfg['_path']}: unknown key 'stages.{stage.name}.{key}'; "
-                             f"'tslrec {' '.join(stage.command)} --help' lists the options")
-        if flag in wired:
-            raise InputError(f"{cfg['_path']}: key 'stages.{stage.name}.{key}' is set by the pipeline itself; remove it")
-        if value is True:
-            argv.append(flag)
-        elif value is False or value is None:
-            continue
-        else:
-            argv += [flag, ",".join(map(str, value)) if isinstance(value, list) else str(value)]
-    return argv
-
-
-def _known_flags(parser: argparse.ArgumentParser, command: tuple[str, ...]) -> set[str]:
-    node = parser
-    for word in command:
-        sub = next(a for a in node._actions if isinstance(a, argparse._SubParsersAction))
-        node = sub.choices[word]
-    return {s for a in node._actions for s in a.option_strings}
+    where = f"{cfg['_path']}: stages.{stage.name}"
+    job = from_mapping(stage.command.defaults, options, where)
+    wiring = {k: v.format(**fill) if isinstance(v, str) else v for k, v in stage.wiring.items()}
+    return from_mapping(job, wiring, where)
 
 
 def _digest(obj: Any) -> str:
@@ -148,10 +129,11 @@ def dataset_fingerprint(dataset: str) -> str:
     return hashlib.sha256("".join(sha256_file(p) for p in files).encode()).hexdigest()
 
 
-def run(args: argparse.Namespace) -> None:
-    from .cli import build_parser  # the same parser users type into
+def _plain(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
 
-    parser = build_parser()
+
+def run(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.set)
     out = Path(cfg.get("out", f"runs/{Path(str(cfg['dataset'])).stem}"))
     cfg["out"] = str(out)
@@ -159,13 +141,13 @@ def run(args: argparse.Namespace) -> None:
     upstream = ""
     started = time.perf_counter()
     inputs = {"dataset": dataset_fingerprint(str(cfg["dataset"]))}
+    jobs = [(stage, stage_job(stage, cfg)) for stage in STAGES]  # every stage's settings checked before any work
     ran: set[str] = set()
-    for stage in STAGES:
-        argv = stage_argv(stage, cfg, parser)
+    for stage, job in jobs:
         folder = out / stage.name
         manifest_path = folder / "stage_manifest.json"
         forced = forced or args.force == stage.name
-        expected = {"argv": argv, "upstream": upstream, "inputs": inputs if stage.takes_data_options else {}}
+        expected = {"job": _plain(asdict(job)), "upstream": upstream, "inputs": inputs if stage.takes_data_options else {}}
         if not forced and manifest_path.is_file():
             done = read_json(manifest_path, "stage manifest")
             if {k: done.get(k) for k in expected} == expected:
@@ -179,14 +161,14 @@ def run(args: argparse.Namespace) -> None:
         start_over = forced or manifest_path.is_file()
         manifest_path.unlink(missing_ok=True)
         forced = True  # every later stage depends on this one
-        print(f"[{stage.name}] tslrec {' '.join(argv)}", flush=True)
+        print(f"[{stage.name}] tslrec {stage.command.name} {' '.join(as_flags(job, stage.command.defaults))}", flush=True)
         t0 = time.perf_counter()
-        restart = ["--force"] if start_over and "--force" in _known_flags(parser, stage.command) else []
-        stage_args = parser.parse_args(argv + restart)
-        stage_args.func(stage_args)
+        has_force = "force" in {f.name for f in fields(job)}
+        stage.command.report(stage.command.run(replace(job, force=True) if start_over and has_force else job))
         ran.add(stage.name)
-        manifest = {**expected, "stage": stage.name, "seed": cfg.get("seed", 42), "config": {k: v for k, v in cfg.items() if k != "_path"},
-                    "config_file": cfg["_path"], "seconds": round(time.perf_counter() - t0, 1), "versions": package_versions()}
+        manifest = {**expected, "stage": stage.name, "seed": cfg.get("seed", 42),
+                    "config": {k: v for k, v in cfg.items() if k != "_path"}, "config_file": cfg["_path"],
+                    "seconds": round(time.perf_counter() - t0, 1), "versions": package_versions()}
         write_json(manifest_path, manifest)
         upstream = _digest(manifest)
         if args.until == stage.name:

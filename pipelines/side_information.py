@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,15 +25,17 @@ from .run_folders import STAGE1_CONFIG, STAGE1_GROUPS
 LLM_FUSIONS = ("gate", "scalar-gate", "add", "concat", "llm-only")  # fusions that read the LLM item table
 
 
-def add_side_information_options(p: argparse.ArgumentParser, cluster_flags: tuple[str, ...] = ("--clusters",)) -> None:
-    """--item-embeddings, --clusters (spelled as `cluster_flags`) and --finetune-llm-table."""
-    p.add_argument("--item-embeddings", default=None, metavar="DIR",
-                   help="`tslrec stage2` export folder (needed by gate, scalar-gate, add, concat, llm-only)")
-    p.add_argument(*cluster_flags, dest="clusters", default=None, metavar="FILE_OR_DIR",
-                   help="k-means group of each item for ci: a `tslrec stage1` folder, its groups.safetensors, "
-                        "or an export folder (default: the item_groups inside --item-embeddings)")
-    p.add_argument("--finetune-llm-table", action="store_true",
-                   help="train the LLM item table too (default: frozen; its projection is always trained)")
+@dataclass
+class SideInfoConfig:
+    """Files a fusion reads besides item IDs."""
+
+    item_embeddings: str | None = field(default=None, metadata={"help": (
+        "`tslrec stage2` export folder (needed by gate, scalar-gate, add, concat, llm-only)")})
+    clusters: str | None = field(default=None, metadata={"aliases": ("--stage1-dir",), "help": (
+        "k-means group of each item for ci: a `tslrec stage1` folder, its groups.safetensors, or an export "
+        "folder (default: the item_groups inside --item-embeddings)")})
+    finetune_llm_table: bool = field(default=False, metadata={"help": (
+        "train the LLM item table too (default: frozen; its projection is always trained)")})
 
 
 @dataclass
@@ -59,12 +60,13 @@ def load_side_information(fusion: str, ds: SequenceDataset, item_embeddings: str
                           clusters: str | None = None, finetune_llm_table: bool = False) -> SideInformation:
     """Read and validate only what `fusion` needs; a missing or mismatched file is a one-line InputError."""
     if finetune_llm_table and fusion not in LLM_FUSIONS:
-        raise InputError(f"--finetune-llm-table: fusion '{fusion}' has no LLM table; use it with {', '.join(LLM_FUSIONS)}")
+        raise InputError(f"SideInfoConfig.finetune_llm_table: fusion '{fusion}' has no LLM table; use it with "
+                         f"{', '.join(LLM_FUSIONS)}")
     side = SideInformation(FusionConfig(kind=fusion, finetune_llm_table=finetune_llm_table))
     export: ItemEmbeddingFile | None = None
     if fusion in LLM_FUSIONS or (fusion == "ci" and clusters is None and item_embeddings is not None):
         if item_embeddings is None:
-            raise InputError(f"--fusion {fusion}: needs --item-embeddings DIR (the output folder of `tslrec stage2`)")
+            raise InputError(f"fusion {fusion} needs SideInfoConfig.item_embeddings (the output folder of `tslrec stage2`)")
         export = load_item_embeddings(item_embeddings, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids)
         side.sources["item_embeddings"] = {"folder": str(export.folder), "embedding_dim": int(export.embeddings.shape[1]),
                                            "source": export.manifest.get("source", {})}
@@ -79,7 +81,7 @@ def load_side_information(fusion: str, ds: SequenceDataset, item_embeddings: str
             side.sources["clusters"] = f"{export.folder} (item_groups)"
         else:
             where = f"{item_embeddings} has no item_groups; " if item_embeddings else ""
-            raise InputError(f"--fusion ci: {where}pass --clusters (a `tslrec stage1` folder or its {STAGE1_GROUPS})")
+            raise InputError(f"fusion ci: {where}set SideInfoConfig.clusters (a `tslrec stage1` folder or its {STAGE1_GROUPS})")
     return side
 
 
@@ -89,14 +91,14 @@ def load_clusters(path: str | Path, ds: SequenceDataset) -> torch.Tensor:
     if path.is_dir() and (path / "manifest.json").is_file():
         export = load_item_embeddings(path, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids)
         if export.item_groups is None:
-            raise InputError(f"--clusters {path}: this export carries no item_groups; pass the `tslrec stage1` folder")
+            raise InputError(f"SideInfoConfig.clusters {path}: this export carries no item_groups; pass the `tslrec stage1` folder")
         return export.item_groups
     if path.is_dir():
         config_path = path / STAGE1_CONFIG
         if config_path.is_file():
             recorded = (read_json(config_path, "stage 1 config").get("run") or {}).get("dataset_hash")
             if recorded and recorded != ds.hash:
-                raise InputError(f"--clusters {path}: stage 1 ran on another dataset or preprocessing (hash "
+                raise InputError(f"SideInfoConfig.clusters {path}: stage 1 ran on another dataset or preprocessing (hash "
                                  f"{recorded[:12]} vs {ds.hash[:12]}); pass the matching stage 1 folder")
         path = path / STAGE1_GROUPS
     if path.name == TENSORS:
@@ -104,10 +106,10 @@ def load_clusters(path: str | Path, ds: SequenceDataset) -> torch.Tensor:
     tensors = load_tensors(path, "group map")
     groups = tensors.get("item_group", tensors.get("item_groups"))
     if groups is None:
-        raise InputError(f"--clusters {path}: no tensor 'item_group'; pass a `tslrec stage1` folder or its {STAGE1_GROUPS}")
+        raise InputError(f"SideInfoConfig.clusters {path}: no tensor 'item_group'; pass a `tslrec stage1` folder or its {STAGE1_GROUPS}")
     if groups.shape != (ds.num_items + 1,) or groups.is_floating_point():
-        raise InputError(f"--clusters {path}: field 'item_group' has shape {tuple(groups.shape)} {groups.dtype}, expected "
+        raise InputError(f"SideInfoConfig.clusters {path}: field 'item_group' has shape {tuple(groups.shape)} {groups.dtype}, expected "
                          f"{ds.num_items + 1} integers (one per item plus padding); use the dataset stage 1 ran on")
     if ds.num_items and int(groups[1:].min()) < 0:
-        raise InputError(f"--clusters {path}: field 'item_group' has negative groups for real items; re-run `tslrec stage1`")
+        raise InputError(f"SideInfoConfig.clusters {path}: field 'item_group' has negative groups for real items; re-run `tslrec stage1`")
     return groups.long()

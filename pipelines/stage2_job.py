@@ -7,9 +7,10 @@ Writes an export folder (format: stage2_augment/embedding_file.py) that
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 
@@ -21,25 +22,36 @@ from tslrec.stage2_augment.analysis import category_agreement
 from tslrec.stage2_augment.embedding_file import save_item_embeddings
 from tslrec.stage2_augment.extraction import ExtractionConfig, ItemRepresentations, extract_item_representations
 
+from .options import Command, Runtime
 from .run_folders import Stage1Folder, TrainFolder, check_stage1_matches, load_train_folder, read_stage1_folder
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stage2", help="TSLRec stage 2: embed every item with the tuned stage-1 LLM and export the table")
-    p.add_argument("--stage1-dir", required=True, help="output folder of `tslrec stage1`")
-    p.add_argument("--out", required=True, help="export folder to write (replaced atomically if it exists)")
-    p.add_argument("--train-dir", default=None,
-                   help="the `tslrec train` folder stage 1 started from (default: the one stage 1 recorded)")
-    p.add_argument("--dataset", default=None, help="dataset name or path (default: the one the train folder recorded)")
-    p.add_argument("--batch-size", type=int, default=ExtractionConfig.batch_size, help="items per LLM forward")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--dtype", default=None, choices=list(DTYPES), help="LLM weight dtype (default: as stage 1 loaded it)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the LLM forward (faster, less exact)")
-    p.add_argument("--no-prefix-cache", action="store_true",
-                   help="run the full prompt for every item instead of reusing the prefix's key/value cache "
-                        "(~4x slower; with --bf16 the vectors differ from the cached ones by up to ~1%%)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=run)
+@dataclass
+class Stage2Job:
+    """Everything `tslrec stage2` needs."""
+
+    stage1_dir: str = field(default="", metadata={"required": True, "help": "output folder of `tslrec stage1`"})
+    out: str = field(default="", metadata={"required": True, "help": (
+        "export folder to write (replaced atomically if it exists)")})
+    train_dir: str | None = field(default=None, metadata={"help": (
+        "the `tslrec train` folder stage 1 started from (default: the one stage 1 recorded)")})
+    dataset: str | None = field(default=None, metadata={"help": (
+        "dataset name or path (default: the one the train folder recorded)")})
+    dtype: str | None = field(default=None, metadata={"choices": tuple(DTYPES), "help": (
+        "LLM weight dtype (default: as stage 1 loaded it)")})
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
+    runtime: Runtime = field(default_factory=Runtime)
+
+
+@dataclass
+class Stage2Outcome:
+    """A written export and what it cost."""
+
+    out: Path
+    dataset: str
+    reps: ItemRepresentations
+    agreement: dict  # C1 / C2 / C3 against the k-means groups
+    seconds: float
 
 
 def llm_config(stage1: Stage1Folder, dtype: str | None) -> LLMConfig | None:
@@ -78,28 +90,35 @@ def export_source(stage1: Stage1Folder, train: TrainFolder, reps: ItemRepresenta
     }
 
 
-def run(args: argparse.Namespace) -> None:
+def run_stage2(job: Stage2Job) -> Stage2Outcome:
+    """Embed every item with the tuned stage-1 LLM and write the export folder."""
     start = time.perf_counter()
-    stage1 = read_stage1_folder(args.stage1_dir, args.train_dir)
-    train = load_train_folder(stage1.train_dir, args.dataset)
+    stage1 = read_stage1_folder(job.stage1_dir, job.train_dir)
+    train = load_train_folder(stage1.train_dir, job.dataset)
     ds = train.dataset
     check_stage1_matches(stage1, ds)
     if int(stage1.config.get("item_dim", train.item_table.shape[1])) != train.item_table.shape[1]:
         raise InputError(f"{train.folder / 'item_embeddings.safetensors'}: {train.item_table.shape[1]} columns but stage 1 "
                          f"was trained on {stage1.config['item_dim']}; pass the train folder stage 1 started from")
-    device = resolve_device(args.device)
+    device = resolve_device(job.runtime.device)
     use_deterministic_kernels(device)
-    override = llm_config(stage1, args.dtype)
-    model, _ = load_reconstruction_model(stage1.folder, device, override)
-    cfg = ExtractionConfig(batch_size=args.batch_size, autocast_bf16=args.bf16, prefix_cache=not args.no_prefix_cache,
-                           progress=not args.no_progress)
+    model, _ = load_reconstruction_model(stage1.folder, device, llm_config(stage1, job.dtype))
+    cfg = replace(job.extraction, progress=job.runtime.progress)
     reps = extract_item_representations(model, train.item_table, cfg)
-    dtype = args.dtype or stage1.config.get("llm", {}).get("dtype", "float32")
+    dtype = job.dtype or stage1.config.get("llm", {}).get("dtype", "float32")
     source = export_source(stage1, train, reps, cfg, str(device), dtype)
-    out = save_item_embeddings(args.out, reps.embeddings, ds.item_ids, ds.name, ds.hash, reps.category_probs, source,
+    out = save_item_embeddings(job.out, reps.embeddings, ds.item_ids, ds.name, ds.hash, reps.category_probs, source,
                                item_groups=stage1.item_groups)
-    a = source["category_agreement"]
-    print(f"stage 2 on {ds.name}: {reps.num_items} items -> [{reps.num_items + 1}, {reps.embeddings.shape[1]}] in "
+    return Stage2Outcome(out, ds.name, reps, source["category_agreement"], time.perf_counter() - start)
+
+
+def print_outcome(o: Stage2Outcome) -> None:
+    reps, a = o.reps, o.agreement
+    print(f"stage 2 on {o.dataset}: {reps.num_items} items -> [{reps.num_items + 1}, {reps.embeddings.shape[1]}] in "
           f"{reps.seconds:.1f} s ({reps.seconds_per_1000_items:.1f} s per 1,000 items); LLM category vs k-means group: "
           f"C1 {a['C1']:.3f}, C2 {a['C2']:.3f}, C3 {a['C3']:.3f} (chance top-1 {a['chance_top1']:.3f})")
-    print(f"wrote {out} in {time.perf_counter() - start:.1f} s")
+    print(f"wrote {o.out} in {o.seconds:.1f} s")
+
+
+COMMAND = Command("stage2", "TSLRec stage 2: embed every item with the tuned stage-1 LLM and export the table",
+                  Stage2Job(), run_stage2, print_outcome)

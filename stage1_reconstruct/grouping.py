@@ -45,11 +45,11 @@ def kmeans_item_groups(item_embeddings: np.ndarray, k: int, seed: int = 0, algor
         raise InputError(f"{source}: {bad} item rows hold NaN/inf; re-train the backbone that exported them")
     n_items = items.shape[0]
     if not 2 <= k <= n_items:
-        raise InputError(f"--k {k}: the number of groups must be between 2 and the number of items ({n_items}); "
+        raise InputError(f"Stage1Config.k={k}: the number of groups must be between 2 and the number of items ({n_items}); "
                          "choose a smaller --k")
     distinct = len(np.unique(items, axis=0)) if n_items <= 200_000 else n_items
     if distinct < k:
-        raise InputError(f"{source}: only {distinct} distinct item embeddings for --k {k}; choose a smaller --k")
+        raise InputError(f"{source}: only {distinct} distinct item embeddings for Stage1Config.k={k}; choose a smaller k")
     if normalize:
         items = items / np.clip(np.linalg.norm(items, axis=1, keepdims=True), 1e-12, None)
     from sklearn.cluster import KMeans, MiniBatchKMeans

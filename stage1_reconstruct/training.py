@@ -28,6 +28,7 @@ import json
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +41,7 @@ from tslrec.core.artifacts import package_versions, read_json, save_tensors, wri
 from tslrec.core.errors import InputError
 
 from tslrec.core.modules import load_trainable_state, trainable_state
+from tslrec.core.run_state import RunState
 
 from .checkpointing import check_same_config, config_fingerprint, find_checkpoint, load_checkpoint, save_checkpoint
 from .config import Stage1Config
@@ -57,6 +59,16 @@ GROUPS_FILE = "groups.safetensors"
 LOG_FILE = "log.json"
 BASELINE_CACHE = "baseline_untuned_head.json"
 SUB_RUN = "untuned_head_proj"  # the head+proj baseline's own stage 1 run
+
+
+@dataclass
+class Stage1State(RunState):
+    """RunState counting optimizer steps (`batch`: batches done in `epoch`; history: a loss entry per step and a
+    val_mse entry per validation), plus what stage 1 alone counts."""
+
+    train_tokens: int = 0  # LLM input tokens in training passes (this process until the end, then all of them)
+    train_passes: int = 0  # LLM forward passes in training
+    fingerprint: str = ""  # the settings the run started with (config_fingerprint); a resume with others is refused
 
 
 def train_stage1(item_embeddings: np.ndarray, train_sequences: list[np.ndarray], out_dir: str | Path,
@@ -78,10 +90,7 @@ def train_stage1(item_embeddings: np.ndarray, train_sequences: list[np.ndarray],
     out_dir = Path(out_dir)
     t_start = time.time()
     data = prepare_stage1_data(item_embeddings, train_sequences, cfg)
-    config = {"stage1": cfg.to_dict(), "llm": dict(vars(llm_cfg)), "item_dim": int(data.item_embeddings.shape[1]),
-              "num_items": int(data.item_embeddings.shape[0] - 1), "k": cfg.k, "prompt": {
-                  "prefix": cfg.prefix(), "suffix": cfg.suffix_text}, "run": run_info or {},
-              "item_table_sha256": hashlib.sha256(data.item_embeddings.numpy().tobytes()).hexdigest()}
+    config = _run_config(data, cfg, llm_cfg, run_info)
     if not force:
         done = _finished_metrics(out_dir, config)
         if done is not None:
@@ -92,26 +101,65 @@ def train_stage1(item_embeddings: np.ndarray, train_sequences: list[np.ndarray],
 
     # mixed_precision="no": bf16 is Stage1Config.bf16's autocast alone, never an accelerate config file's default
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision="no")
-    dev = accelerator.device
-    main = accelerator.is_main_process
-    if main:
-        if force:
-            _discard_run(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in out_dir.glob(f".{CHECKPOINT_DIR}.*"):  # temp folders of a killed save
-            shutil.rmtree(stale, ignore_errors=True)
-        saved = out_dir / CONFIG_FILE
-        if saved.is_file() and config_fingerprint(read_json(saved, "stage 1 config")) != config_fingerprint(config):
-            (out_dir / BASELINE_CACHE).unlink(missing_ok=True)  # computed under other settings
-        write_json(out_dir / CONFIG_FILE, config)
-        save_tensors(out_dir / GROUPS_FILE, {"item_group": torch.from_numpy(data.groups.item_group),
-                                             "centroids": torch.from_numpy(data.groups.centroids),
-                                             "user_targets": torch.from_numpy(data.targets),
-                                             "train_users": torch.from_numpy(data.train_users),
-                                             "val_users": torch.from_numpy(data.val_users),
-                                             "test_users": torch.from_numpy(data.test_users)})
+    if accelerator.is_main_process:
+        _prepare_out_dir(out_dir, config, data, force)
     accelerator.wait_for_everyone()  # no process reads the folder before the main one has cleaned it
 
+    run = _start_run(accelerator, data, config, cfg, llm_cfg, out_dir, progress, on_step)
+    run.train()
+    metrics = run.finish(t_start)
+    if cfg.untuned_baseline == "head+proj" and cfg.lora:
+        metrics["metrics"].update(_untuned_head_proj_baseline(item_embeddings, train_sequences, out_dir, cfg, llm_cfg,
+                                                              device, run_info, progress))
+    run.save(metrics)
+    return metrics
+
+
+def _untuned_head_proj_baseline(item_embeddings: np.ndarray, train_sequences: list[np.ndarray], out_dir: Path,
+                                cfg: Stage1Config, llm_cfg: LLMConfig, device: str, run_info: dict[str, Any] | None,
+                                progress: bool) -> dict[str, Any]:
+    """The head+proj untuned-LLM baseline: stage 1 again with the same settings but no LoRA (the LLM frozen; the
+    projection and head trained), as its own resumable run in out_dir/SUB_RUN. Its MSEs, as metrics entries."""
+    no_lora = Stage1Config(**{**cfg.to_dict(), "lora": False, "untuned_baseline": "none"})
+    sub = train_stage1(item_embeddings, train_sequences, out_dir / SUB_RUN, no_lora, llm_cfg, device, run_info,
+                       progress=progress)
+    return {"mse_untuned_llm": sub["metrics"]["mse"], "mse_untuned_llm_val": sub["metrics"]["mse_val"],
+            "untuned_llm_variant": "head+proj (LLM frozen, projection and head trained)"}
+
+
+def _run_config(data: Stage1Data, cfg: Stage1Config, llm_cfg: LLMConfig, run_info: dict[str, Any] | None
+                ) -> dict[str, Any]:
+    """config.json: every setting and input a finished run or a checkpoint is tied to."""
+    return {"stage1": cfg.to_dict(), "llm": dict(vars(llm_cfg)), "item_dim": int(data.item_embeddings.shape[1]),
+            "num_items": int(data.item_embeddings.shape[0] - 1), "k": cfg.k, "prompt": {
+                "prefix": cfg.prefix(), "suffix": cfg.suffix_text}, "run": run_info or {},
+            "item_table_sha256": hashlib.sha256(data.item_embeddings.numpy().tobytes()).hexdigest()}
+
+
+def _prepare_out_dir(out_dir: Path, config: dict[str, Any], data: Stage1Data, force: bool) -> None:
+    """Main process only: clear what force or a killed save left, drop a baseline cached under other settings,
+    write config.json and the groups file."""
+    if force:
+        _discard_run(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(f".{CHECKPOINT_DIR}.*"):  # temp folders of a killed save
+        shutil.rmtree(stale, ignore_errors=True)
+    saved = out_dir / CONFIG_FILE
+    if saved.is_file() and config_fingerprint(read_json(saved, "stage 1 config")) != config_fingerprint(config):
+        (out_dir / BASELINE_CACHE).unlink(missing_ok=True)  # computed under other settings
+    write_json(out_dir / CONFIG_FILE, config)
+    save_tensors(out_dir / GROUPS_FILE, {"item_group": torch.from_numpy(data.groups.item_group),
+                                         "centroids": torch.from_numpy(data.groups.centroids),
+                                         "user_targets": torch.from_numpy(data.targets),
+                                         "train_users": torch.from_numpy(data.train_users),
+                                         "val_users": torch.from_numpy(data.val_users),
+                                         "test_users": torch.from_numpy(data.test_users)})
+
+
+def _start_run(accelerator: Any, data: Stage1Data, config: dict[str, Any], cfg: Stage1Config, llm_cfg: LLMConfig,
+               out_dir: Path, progress: bool, on_step: Callable[[int], None] | None) -> "_Stage1Run":
+    """Compute the baselines, load the LLM, build the model and optimizer, and resume from a checkpoint if any."""
+    main = accelerator.is_main_process
     report_users = data.test_users if len(data.test_users) else data.val_users  # users the reported MSEs are on
     baselines = {"mse_global_mean": global_mean_mse(data.targets[data.train_users], data.targets[report_users]),
                  "mse_global_mean_val": global_mean_mse(data.targets[data.train_users], data.targets[data.val_users]),
@@ -119,173 +167,233 @@ def train_stage1(item_embeddings: np.ndarray, train_sequences: list[np.ndarray],
     llm, tokenizer = load_llm(llm_cfg, kind="causal_lm")
     if cfg.untuned_baseline == "head":
         baselines.update(_cached(out_dir / BASELINE_CACHE, main, lambda: untuned_head_baseline(
-            llm, tokenizer, data, cfg, dev, progress=progress and main)))
+            llm, tokenizer, data, cfg, accelerator.device, progress=progress and main)))
+    model = _build_model(llm, tokenizer, data, cfg, llm_cfg, accelerator.device)
+    run = _Stage1Run(accelerator, data, cfg, out_dir, model, _optimizer(model, cfg), baselines, progress, on_step)
+    run.state.fingerprint = config_fingerprint(config)
+    ckpt = _check_checkpoint(out_dir, config)
+    if ckpt is not None:
+        saved, run.best = load_checkpoint(ckpt, run.core, run.optimizer, run.scheduler)
+        run.state = Stage1State.from_dict(saved, ckpt)
+        if main:
+            print(f"resuming from {ckpt} at optimizer step {run.state.step}/{run.total_steps}")
+    return run
 
+
+def _build_model(llm: Any, tokenizer: Any, data: Stage1Data, cfg: Stage1Config, llm_cfg: LLMConfig,
+                 dev: torch.device) -> ReconstructionModel:
+    """The reconstruction model on `dev`, seeded from cfg.seed: projection scaled to the LLM's token embeddings,
+    head bias at the global-mean prediction."""
     torch.manual_seed(cfg.seed)
     model = build_reconstruction_model(llm, tokenizer, data.item_embeddings.shape[1], cfg, llm_cfg)
     sample = data.item_embeddings[1:][torch.randperm(data.item_embeddings.shape[0] - 1)[:2048]]
     model.encoder.match_token_scale(sample)
     with torch.no_grad():  # start at the global-mean prediction; the head's weights learn the deviations
         model.head.bias.copy_(torch.log(torch.from_numpy(data.targets[data.train_users]).mean(0).clamp(min=1e-8)))
-    model.to(dev)
-    table = data.item_embeddings.to(dev)  # [N+1, D]
+    return model.to(dev)
+
+
+def _optimizer(model: ReconstructionModel, cfg: Stage1Config) -> torch.optim.Optimizer:
+    """AdamW: LoRA weights at cfg.lr, projection and head at cfg.head_lr."""
     head_params = list(model.encoder.item_proj.parameters()) + list(model.head.parameters())
     head_ids = {id(p) for p in head_params}
     lora_params = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
     groups = [{"params": head_params, "lr": cfg.head_lr}]
     if lora_params:
         groups.insert(0, {"params": lora_params, "lr": cfg.lr})
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    collate = UserBatches(data, cfg.max_items)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def loader_for(epoch: int) -> DataLoader:
+
+class _Stage1Run:
+    """One stage 1 run: its model, optimizer, scheduler, data and state, and the parts of its training loop."""
+
+    def __init__(self, accelerator: Any, data: Stage1Data, cfg: Stage1Config, out_dir: Path,
+                 model: ReconstructionModel, optimizer: torch.optim.Optimizer, baselines: dict[str, Any],
+                 progress: bool, on_step: Callable[[int], None] | None) -> None:
+        self.accelerator, self.data, self.cfg, self.out_dir = accelerator, data, cfg, out_dir
+        self.baselines, self.on_step = baselines, on_step
+        self.dev, self.main = accelerator.device, accelerator.is_main_process
+        self.progress = progress and self.main
+        self.table = data.item_embeddings.to(self.dev)  # [N+1, D]
+        self.collate = UserBatches(data, cfg.max_items)
+        self.batches_per_epoch = len(self.loader_for(0))
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.grad_accum)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        if cfg.max_steps is not None:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        from transformers import get_scheduler
+
+        warmup = int(cfg.warmup_ratio * self.total_steps)
+        self.scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=warmup,
+                                       num_training_steps=self.total_steps)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.core: ReconstructionModel = accelerator.unwrap_model(self.model)
+        self.state = Stage1State()
+        self.best: dict[str, torch.Tensor] | None = None  # trainable weights at the best validation MSE
+        self.bar: Any = None  # the progress bar, while `train` runs
+        self.resume_clock()
+
+    def loader_for(self, epoch: int) -> DataLoader:
         """This epoch's batches. Its own generator keeps DataLoader from drawing on the global RNG,
         so a resumed run sees the same LoRA-dropout masks as an uninterrupted one."""
-        return accelerator.prepare(DataLoader(epoch_order(data.train_users, cfg.seed, epoch), batch_size=cfg.batch_size,
-                                              shuffle=False, collate_fn=collate,
-                                              generator=torch.Generator().manual_seed(cfg.seed + epoch)))
+        cfg = self.cfg
+        return self.accelerator.prepare(DataLoader(epoch_order(self.data.train_users, cfg.seed, epoch),
+                                                   batch_size=cfg.batch_size, shuffle=False, collate_fn=self.collate,
+                                                   generator=torch.Generator().manual_seed(cfg.seed + epoch)))
 
-    batches_per_epoch = len(loader_for(0))
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
-    from transformers import get_scheduler
+    def train(self) -> None:
+        """Optimizer steps until total_steps or until patience runs out, validating and checkpointing on the way."""
+        s = self.state
+        self.bar = tqdm(total=self.total_steps, initial=s.step, desc="stage1", disable=not self.progress)
+        while s.step < self.total_steps and not s.stopped:
+            if s.batch >= self.batches_per_epoch:  # the checkpoint fell on an epoch end
+                s.epoch, s.batch = s.epoch + 1, 0
+                continue
+            self._train_epoch()
+            if s.stopped:
+                break
+            if s.batch >= self.batches_per_epoch:
+                self._end_epoch()
+        self.bar.close()
 
-    scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    core: ReconstructionModel = accelerator.unwrap_model(model)
-
-    state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_val": None, "best_step": None,
-                             "bad_evals": 0, "stopped_early": False, "history": [], "train_seconds": 0.0,
-                             "train_tokens": 0, "train_passes": 0, "fingerprint": config_fingerprint(config)}
-    best: dict[str, torch.Tensor] | None = None
-    ckpt = _check_checkpoint(out_dir, config)
-    if ckpt is not None:
-        state, best = load_checkpoint(ckpt, core, optimizer, scheduler)
-        if main:
-            print(f"resuming from {ckpt} at optimizer step {state['step']}/{total_steps}")
-
-    def checkpoint() -> None:
-        if main:
-            save_checkpoint(out_dir / CHECKPOINT_DIR, core, optimizer, scheduler, state, best)
-        accelerator.wait_for_everyone()
-
-    def validate() -> bool:
-        """Validation MSE; update best/patience; return True to stop early."""
-        nonlocal best
-        mse, _ = evaluate_mse(core, table, data, data.val_users, cfg, dev)
-        improved = state["best_val"] is None or mse < state["best_val"] - 1e-9
-        if improved:
-            state.update(best_val=mse, best_step=state["step"], bad_evals=0)
-            best = {k: v.cpu() for k, v in trainable_state(core).items()}
-        else:
-            state["bad_evals"] += 1
-        state["history"].append({"step": state["step"], "epoch": state["epoch"], "val_mse": mse})
-        if progress and main:
-            tqdm.write(f"step {state['step']}: val MSE {mse:.6f} (best {state['best_val']:.6f}, "
-                       f"global-mean {baselines['mse_global_mean_val']:.6f})")
-        return state["bad_evals"] >= cfg.patience
-
-    clock = {"t0": time.time(), "tokens": core.encoder.llm_tokens, "passes": core.encoder.llm_passes}
-
-    def pause_clock() -> None:
-        """Add training time/tokens/passes since the last call to the totals (validation is excluded)."""
-        state["train_seconds"] += time.time() - clock["t0"]
-        state["train_tokens"] += core.encoder.llm_tokens - clock["tokens"]
-        state["train_passes"] += core.encoder.llm_passes - clock["passes"]
-
-    def resume_clock() -> None:
-        clock.update(t0=time.time(), tokens=core.encoder.llm_tokens, passes=core.encoder.llm_passes)
-
-    bar = tqdm(total=total_steps, initial=state["step"], desc="stage1", disable=not (progress and main))
-    while state["step"] < total_steps and not state["stopped_early"]:
-        epoch = state["epoch"]
-        if state["batch_in_epoch"] >= batches_per_epoch:  # the checkpoint fell on an epoch end
-            state.update(epoch=epoch + 1, batch_in_epoch=0)
-            continue
-        loader = loader_for(epoch)
-        if state["batch_in_epoch"]:
-            loader = accelerator.skip_first_batches(loader, state["batch_in_epoch"])
-        model.train()
-        resume_clock()
+    def _train_epoch(self) -> None:
+        """Train the current epoch from batch `state.batch` on, until its end, total_steps or early stopping."""
+        s, cfg = self.state, self.cfg
+        loader = self.loader_for(s.epoch)
+        if s.batch:
+            loader = self.accelerator.skip_first_batches(loader, s.batch)
+        self.model.train()
+        self.resume_clock()
         running, micro = 0.0, 0
         for ids, mask, targets in loader:
-            state["batch_in_epoch"] += 1
+            s.batch += 1
             micro += 1
-            last_of_step = micro == cfg.grad_accum or state["batch_in_epoch"] == batches_per_epoch
-            item_embs = table[ids]  # [B, T, D]
-            with contextlib.nullcontext() if last_of_step else accelerator.no_sync(model):
-                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                    _, probs = model(item_embs, mask)  # [B, K]
-                loss = reconstruction_loss(probs, targets, cfg.loss_reduction)
-                in_step = micro_weight(cfg.grad_accum, batches_per_epoch, state["batch_in_epoch"] - micro)
-                accelerator.backward(loss / in_step)
-            running += float(loss.detach())
+            last_of_step = micro == cfg.grad_accum or s.batch == self.batches_per_epoch
+            running += self._forward_backward(ids, mask, targets, micro, last_of_step)
             if not last_of_step:
                 continue
-            if cfg.grad_clip > 0:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
-            step_loss = running / micro
+            self._optimizer_step(running / micro)
             running, micro = 0.0, 0
-            state["history"].append({"step": state["step"], "loss": step_loss, "lr": scheduler.get_last_lr()[0]})
-            bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.5f}", epoch=epoch)
-            finished = state["step"] >= total_steps
-            if cfg.eval_every and state["step"] % cfg.eval_every == 0 and not finished:
-                pause_clock()
-                state["stopped_early"] = validate()
-                checkpoint()
-                model.train()
-                resume_clock()
-            elif state["step"] % cfg.checkpoint_every == 0 or finished:
-                pause_clock()
-                checkpoint()
-                resume_clock()
-            if on_step is not None:
-                on_step(state["step"])
-            if finished or state["stopped_early"]:
+            if self._after_step():
                 break
-        pause_clock()
-        if state["stopped_early"]:
-            break
-        if state["batch_in_epoch"] >= batches_per_epoch:
-            if cfg.eval_every is None or state["step"] >= total_steps:
-                state["stopped_early"] = validate() and state["step"] < total_steps
-            state.update(epoch=epoch + 1, batch_in_epoch=0)
-            checkpoint()
-    bar.close()
-    if best is None or "val_mse" not in state["history"][-1]:
-        validate()  # a run that ended on max_steps in the middle of an epoch
-    if best is not None:
-        load_trainable_state(core, best, "best weights")
+        self.pause_clock()
 
-    mse_report = evaluate_mse(core, table, data, report_users, cfg, dev)[0] if len(data.test_users) else state["best_val"]
-    if accelerator.num_processes > 1:  # tokens and passes of every process, not just this one
-        totals = accelerator.reduce(torch.tensor([state["train_tokens"], state["train_passes"]], device=dev), "sum")
-        state.update(train_tokens=int(totals[0]), train_passes=int(totals[1]))
-    metrics = _final_metrics(state, baselines, mse_report, data, cfg, total_steps, steps_per_epoch, t_start)
-    metrics["timing"]["processes"] = accelerator.num_processes
-    metrics["timing"]["torch_threads"] = torch.get_num_threads()  # CPU numbers depend on it (module docstring)
-    if cfg.untuned_baseline == "head+proj" and cfg.lora:
-        sub = train_stage1(item_embeddings, train_sequences, out_dir / SUB_RUN,
-                           Stage1Config(**{**cfg.to_dict(), "lora": False, "untuned_baseline": "none"}),
-                           llm_cfg, device, run_info, progress=progress)
-        metrics["metrics"]["mse_untuned_llm"] = sub["metrics"]["mse"]
-        metrics["metrics"]["mse_untuned_llm_val"] = sub["metrics"]["mse_val"]
-        metrics["metrics"]["untuned_llm_variant"] = "head+proj (LLM frozen, projection and head trained)"
-    if main:
-        save_reconstruction_model(core, out_dir)
-        write_json(out_dir / LOG_FILE, state["history"])
-        write_json(out_dir / METRICS_FILE, metrics)
-        shutil.rmtree(out_dir / CHECKPOINT_DIR, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return metrics
+    def _forward_backward(self, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor, micro: int,
+                          last_of_step: bool) -> float:
+        """One micro-batch (the `micro`-th of its optimizer step): forward and backward, the gradient scaled so
+        the step's is a mean over its micro-batches; processes sync gradients on a step's last one only. The loss."""
+        item_embs = self.table[ids]  # [B, T, D]
+        with contextlib.nullcontext() if last_of_step else self.accelerator.no_sync(self.model):
+            with torch.autocast(device_type=self.dev.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+                _, probs = self.model(item_embs, mask)  # [B, K]
+            loss = reconstruction_loss(probs, targets, self.cfg.loss_reduction)
+            in_step = micro_weight(self.cfg.grad_accum, self.batches_per_epoch, self.state.batch - micro)
+            self.accelerator.backward(loss / in_step)
+        return float(loss.detach())
+
+    def _optimizer_step(self, step_loss: float) -> None:
+        """Clip, step optimizer and scheduler, count the step and log its mean micro-batch loss."""
+        if self.cfg.grad_clip > 0:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        s = self.state
+        s.step += 1
+        s.history.append({"step": s.step, "loss": step_loss, "lr": self.scheduler.get_last_lr()[0]})
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{step_loss:.5f}", epoch=s.epoch)
+
+    def _after_step(self) -> bool:
+        """Validate every eval_every steps (the last step is validated by the epoch's end or `finish`), checkpoint
+        after a validation, every checkpoint_every steps and at the last step; True to leave the epoch."""
+        s, cfg = self.state, self.cfg
+        finished = s.step >= self.total_steps
+        if cfg.eval_every and s.step % cfg.eval_every == 0 and not finished:
+            self.pause_clock()
+            s.stopped = self.validate()
+            self.checkpoint()
+            self.model.train()
+            self.resume_clock()
+        elif s.step % cfg.checkpoint_every == 0 or finished:
+            self.pause_clock()
+            self.checkpoint()
+            self.resume_clock()
+        if self.on_step is not None:
+            self.on_step(s.step)
+        return finished or s.stopped
+
+    def _end_epoch(self) -> None:
+        """At an epoch's end: validate (unless eval_every decides when, but always after the last step), move on to
+        the next epoch and checkpoint."""
+        s = self.state
+        if self.cfg.eval_every is None or s.step >= self.total_steps:
+            s.stopped = self.validate() and s.step < self.total_steps
+        s.epoch, s.batch = s.epoch + 1, 0
+        self.checkpoint()
+
+    def validate(self) -> bool:
+        """Validation MSE; keep the weights if it is the best so far; True when patience has run out."""
+        s = self.state
+        t0 = time.time()
+        mse, _ = evaluate_mse(self.core, self.table, self.data, self.data.val_users, self.cfg, self.dev)
+        s.elapsed += time.time() - t0
+        if s.record(mse, s.step, higher_is_better=False, min_delta=1e-9):
+            self.best = {k: v.cpu() for k, v in trainable_state(self.core).items()}
+        s.history.append({"step": s.step, "epoch": s.epoch, "val_mse": mse})
+        if self.progress:
+            tqdm.write(f"step {s.step}: val MSE {mse:.6f} (best {s.best_text(6)}, "
+                       f"global-mean {self.baselines['mse_global_mean_val']:.6f})")
+        return s.should_stop(self.cfg.patience)
+
+    def checkpoint(self) -> None:
+        if self.main:
+            save_checkpoint(self.out_dir / CHECKPOINT_DIR, self.core, self.optimizer, self.scheduler,
+                            self.state.to_dict(), self.best)
+        self.accelerator.wait_for_everyone()
+
+    def resume_clock(self) -> None:
+        """Start timing training (and counting its LLM tokens and passes) from now."""
+        self._clock = (time.time(), self.core.encoder.llm_tokens, self.core.encoder.llm_passes)
+
+    def pause_clock(self) -> None:
+        """Add the training time, tokens and passes since `resume_clock` to the totals (validation is excluded)."""
+        t0, tokens, passes = self._clock
+        s, seconds = self.state, time.time() - t0
+        s.train_seconds += seconds
+        s.elapsed += seconds
+        s.train_tokens += self.core.encoder.llm_tokens - tokens
+        s.train_passes += self.core.encoder.llm_passes - passes
+
+    def finish(self, t_start: float) -> dict[str, Any]:
+        """Validate the last weights if no validation saw them, restore the best ones, measure the reported MSE
+        (test users; validation users if there are none); the metrics dict."""
+        s, data = self.state, self.data
+        if self.best is None or "val_mse" not in s.history[-1]:
+            self.validate()  # a run that ended on max_steps in the middle of an epoch
+        if self.best is not None:
+            load_trainable_state(self.core, self.best, "best weights")
+        if len(data.test_users):
+            mse = evaluate_mse(self.core, self.table, data, data.test_users, self.cfg, self.dev)[0]
+        else:
+            mse = s.best_score if s.best_score is not None else math.nan  # NaN: every validation MSE was NaN
+        if self.accelerator.num_processes > 1:  # tokens and passes of every process, not just this one
+            totals = self.accelerator.reduce(torch.tensor([s.train_tokens, s.train_passes], device=self.dev), "sum")
+            s.train_tokens, s.train_passes = int(totals[0]), int(totals[1])
+        metrics = _final_metrics(s, self.baselines, mse, data, self.cfg, self.total_steps, self.steps_per_epoch,
+                                 t_start)
+        metrics["timing"]["processes"] = self.accelerator.num_processes
+        metrics["timing"]["torch_threads"] = torch.get_num_threads()  # CPU numbers depend on it (module docstring)
+        return metrics
+
+    def save(self, metrics: dict[str, Any]) -> None:
+        """Main process: write the best model, log.json and metrics.json; the checkpoint is no longer needed."""
+        if self.main:
+            save_reconstruction_model(self.core, self.out_dir)
+            write_json(self.out_dir / LOG_FILE, self.state.history)
+            write_json(self.out_dir / METRICS_FILE, metrics)
+            shutil.rmtree(self.out_dir / CHECKPOINT_DIR, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
 
 
 def micro_weight(grad_accum: int, batches_per_epoch: int, first_batch_of_step: int) -> int:
@@ -339,12 +447,12 @@ def _discard_run(out_dir: Path) -> None:
         shutil.rmtree(out_dir / name, ignore_errors=True)
 
 
-def _final_metrics(state: dict[str, Any], baselines: dict[str, Any], mse: float, data: Stage1Data, cfg: Stage1Config,
+def _final_metrics(state: Stage1State, baselines: dict[str, Any], mse: float, data: Stage1Data, cfg: Stage1Config,
                    total_steps: int, steps_per_epoch: int, t_start: float) -> dict[str, Any]:
     """metrics.json content. `mse` is on the test users (validation users if there are none)."""
     on = "test" if len(data.test_users) else "validation"
-    epochs_done = state["step"] / max(steps_per_epoch, 1)
-    train_s = state["train_seconds"]
+    epochs_done = state.step / max(steps_per_epoch, 1)
+    train_s = state.train_seconds
     return {
         "metrics": {"mse": mse, "mse_global_mean": baselines["mse_global_mean"],
                     "mse_untuned_llm": baselines.get("mse_untuned_llm"),
@@ -355,20 +463,20 @@ def _final_metrics(state: dict[str, Any], baselines: dict[str, Any], mse: float,
                     "untuned_llm_best_step": baselines.get("untuned_llm_best_step"),
                     "mse_ratio_to_global_mean": mse / baselines["mse_global_mean"],
                     "mse_ratio_to_mean_embedding": mse / baselines["mse_mean_embedding"],
-                    "mse_val": state["best_val"], "mse_global_mean_val": baselines["mse_global_mean_val"],
+                    "mse_val": state.best_score, "mse_global_mean_val": baselines["mse_global_mean_val"],
                     "reported_on": f"{on} users",
                     "note": (f"MSE averaged over {on} users (never trained on) and K; validation users pick the "
                              "checkpoint" + ("" if on == "test" else ", so this number is slightly optimistic")
                              + "; mse_mean_embedding is a head on the mean item embedding, with no LLM")},
-        "steps": state["step"], "total_steps_planned": total_steps, "steps_per_epoch": steps_per_epoch,
-        "epochs_run": epochs_done, "best_step": state["best_step"], "stopped_early": state["stopped_early"],
+        "steps": state.step, "total_steps_planned": total_steps, "steps_per_epoch": steps_per_epoch,
+        "epochs_run": epochs_done, "best_step": state.best_at, "stopped_early": state.stopped,
         "users": {"train": int(len(data.train_users)), "val": int(len(data.val_users)), "test": int(len(data.test_users)),
                   "dropped_no_train_items": data.dropped_users},
         "groups": {"k": cfg.k, "min_size": int(data.groups.sizes.min()), "max_size": int(data.groups.sizes.max())},
         "timing": {"wall_seconds": time.time() - t_start, "train_seconds": train_s,
                    "seconds_per_epoch": train_s / epochs_done if epochs_done else None,
-                   "train_tokens": state["train_tokens"], "train_llm_passes": state["train_passes"],
-                   "tokens_per_second": state["train_tokens"] / train_s if train_s else None,
+                   "train_tokens": state.train_tokens, "train_llm_passes": state.train_passes,
+                   "tokens_per_second": state.train_tokens / train_s if train_s else None,
                    "untuned_llm_seconds": baselines.get("untuned_llm_seconds")},
         "versions": package_versions(),
     }

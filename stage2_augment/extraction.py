@@ -52,7 +52,7 @@ def extract_item_representations(model: ReconstructionModel, item_table: torch.T
     """item_table [N+1, D] (the stage-1 input item embeddings, row 0 = padding) -> embeddings and categories."""
     cfg = cfg or ExtractionConfig()
     if cfg.batch_size < 1:
-        raise InputError(f"--batch-size {cfg.batch_size}: need at least 1")
+        raise InputError(f"ExtractionConfig.batch_size={cfg.batch_size}: need at least 1")
     if item_table.ndim != 2 or item_table.shape[0] < 2:
         raise InputError(f"item table: expected [N+1, D] with row 0 = padding, got {tuple(item_table.shape)}")
     check_finite("embeddings", item_table, "stage-1 input item table")
@@ -61,7 +61,7 @@ def extract_item_representations(model: ReconstructionModel, item_table: torch.T
                                     progress=cfg.progress, cache_prefix=cfg.prefix_cache)  # [N, H], [N, K]
     seconds = time.perf_counter() - start
     if not (torch.isfinite(emb).all() and torch.isfinite(probs).all()):
-        raise InputError("stage 2: the LLM produced NaN/inf item embeddings; extract with --dtype float32 and without --bf16")
+        raise InputError("stage 2: the LLM produced NaN/inf item embeddings; extract in float32 weights (Stage2Job.dtype) and without ExtractionConfig.autocast_bf16")
     embeddings = torch.cat([torch.zeros(1, emb.shape[1]), emb.float()])  # [N+1, H]
     category_probs = torch.cat([torch.zeros(1, probs.shape[1]), probs.float()])  # [N+1, K]
     return ItemRepresentations(embeddings, category_probs, seconds)

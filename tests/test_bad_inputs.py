@@ -117,7 +117,7 @@ def case_config_unknown_key(tmp):
 
 def case_config_unknown_stage_option(tmp):
     cfg = _file(tmp, "s.yaml", f"dataset: {good_dataset(tmp)}\nout: {tmp / 'run'}\nstages:\n  stage0:\n    layerz: 3\n")
-    return ["run", "--config", str(cfg)], "stages.stage0.layerz"
+    return ["run", "--config", str(cfg)], "stages.stage0: unknown key 'layerz'; did you mean layers?"
 
 
 def case_config_unknown_stage(tmp):

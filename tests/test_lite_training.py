@@ -100,9 +100,9 @@ def test_resume_continues_from_the_checkpoint(lite_llama_dir, tmp_path):
 
 
 def test_bad_training_settings_are_input_errors():
-    with pytest.raises(InputError, match="--strategy"):
+    with pytest.raises(InputError, match="LiteTrainConfig.strategy"):
         LiteTrainConfig(strategy="every").validate()
-    with pytest.raises(InputError, match="--segment-len"):
+    with pytest.raises(InputError, match="LiteTrainConfig.segment_len"):
         LiteTrainConfig(segment_len=1).validate()
 
 

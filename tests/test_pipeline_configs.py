@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from tslrec.pipelines.cli import build_parser, main
-from tslrec.pipelines.run_job import STAGES, load_config, stage_argv
+from tslrec.core.errors import InputError
+from tslrec.pipelines.cli import main
+from tslrec.pipelines.run_job import STAGES, load_config, stage_job
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 
@@ -17,14 +19,22 @@ def test_configs_are_shipped():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_config_builds_valid_stage_commands(path):
-    parser = build_parser()
+def test_config_builds_valid_stage_jobs(path):
     cfg = load_config(path, [])
     for stage in STAGES:
-        argv = stage_argv(stage, cfg, parser)
-        args = parser.parse_args(argv)  # argparse exits on a bad value
+        job = stage_job(stage, cfg)  # unknown keys and bad values raise InputError
         if stage.name in ("stage0", "ablation"):
-            assert args.max_len == cfg["data"]["max_len"]  # data options reach the stages that load the dataset
+            assert job.data.max_len == cfg["data"]["max_len"]  # data options reach the stages that load the dataset
+
+
+def test_unknown_config_key_names_it_and_the_near_match(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("dataset: ml-100k\nstages:\n  stage0:\n    learning_rate: 0.01\n    patiense: 3\n")
+    with pytest.raises(InputError, match=r"stages.stage0: unknown key 'learning_rate'"):
+        stage_job(STAGES[0], load_config(config, []))
+    config.write_text("dataset: ml-100k\nstages:\n  stage0:\n    patiense: 3\n")
+    with pytest.raises(InputError, match=r"unknown key 'patiense'; did you mean patience"):
+        stage_job(STAGES[0], load_config(config, []))
 
 
 @pytest.mark.parametrize("config, records_name", [("ml-1m-cpu.yaml", "ablation-ml-1m"), ("beauty.yaml", "ablation-beauty")])
@@ -35,36 +45,58 @@ def test_config_is_the_setting_of_its_recorded_grid(config, records_name):
     if not records.is_file():
         pytest.skip(f"no {records_name} recorded")
     cells = [r for r in json.loads(records.read_text()) if r["model"] != "tslrec-stage2"]
-    parser = build_parser()
-    grid = parser.parse_args(stage_argv(STAGES[-1], load_config(root / "configs" / config, []), parser))
+    grid = stage_job(STAGES[-1], load_config(root / "configs" / config, []))
     for r in cells:
         data, model, train = r["config"]["data"], r["config"]["model"], r["config"]["train"]
-        assert (grid.kcore, grid.max_len, grid.hidden, grid.layers, grid.dropout) == \
+        assert (grid.data.kcore, grid.data.max_len, grid.model.hidden, grid.model.num_layers, grid.model.dropout) == \
             (data["kcore"], data["max_len"], model["hidden"], model["num_layers"], model["dropout"])
-        assert (grid.batch_size, grid.lr, grid.epochs, grid.patience, grid.bf16) == \
+        assert (grid.train.batch_size, grid.train.lr, grid.train.epochs, grid.train.patience, grid.train.bf16) == \
             (train["batch_size"], train["lr"], train["epochs"], train["patience"], train["bf16"])
-    assert {r["seed"] for r in cells} == {grid.seed + i for i in range(grid.seeds)}
-    assert {(r["model"], r["variant"]) for r in cells} == {(b, f) for b in grid.backbones.split(",")
-                                                           for f in grid.fusions.split(",")}
+    assert {r["seed"] for r in cells} == {grid.train.seed + i for i in range(grid.seeds)}
+    assert {(r["model"], r["variant"]) for r in cells} == {(b, f) for b in grid.backbones for f in grid.fusions}
 
 
 def test_run_prints_the_final_report_once(tmp_path, monkeypatch, capsys):
-    from tslrec.pipelines import ablate_job, stage1_job, stage2_job, train_job
+    from tslrec.pipelines import run_job
 
-    def fake_stage(args):
-        if getattr(args, "command", None) == "ablate" or hasattr(args, "fusions"):
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            (Path(args.out) / "results.md").write_text("REPORT-TABLE\n")
-            print("REPORT-TABLE")  # what `tslrec ablate` prints as it finishes
+    def fake_run(job):
+        if hasattr(job, "fusions"):
+            Path(job.out).mkdir(parents=True, exist_ok=True)
+            (Path(job.out) / "results.md").write_text("REPORT-TABLE\n")
+            return "REPORT-TABLE"
+        return None
 
-    for job in (train_job, stage1_job, stage2_job, ablate_job):
-        monkeypatch.setattr(job, "run", fake_stage)
+    def fake_report(result):
+        if result:
+            print(result)  # what `tslrec ablate` prints as it finishes
+
+    stages = tuple(replace(s, command=replace(s.command, run=fake_run, report=fake_report)) for s in STAGES)
+    monkeypatch.setattr(run_job, "STAGES", stages)
     config = tmp_path / "c.yaml"
     config.write_text(f"dataset: ml-100k\nout: {tmp_path / 'out'}\n")
     assert main(["run", "--config", str(config)]) == 0
     assert capsys.readouterr().out.count("REPORT-TABLE") == 1
     assert main(["run", "--config", str(config)]) == 0  # every stage up to date: the report is shown from its file
     assert capsys.readouterr().out.count("REPORT-TABLE") == 1
+
+
+def test_a_new_option_needs_only_its_field(capsys):
+    """Every setting of every job is a flag, named after its field, with its help text: nothing else declares it."""
+    from tslrec.core.settings import settings_of
+    from tslrec.pipelines.cli import COMMANDS
+
+    for command in COMMANDS:
+        flags = [s.flag for s in settings_of(command.defaults)]
+        assert len(flags) == len(set(flags)), command.name
+        assert all(s.help for s in settings_of(command.defaults))
+    assert main(["train", "--help"]) == 0
+    assert "--grad-clip" in capsys.readouterr().out  # TrainConfig.grad_clip: a field, so a flag
+
+
+def test_library_errors_are_shown_as_flags(capsys):
+    assert main(["train", "--dataset", "ml-100k", "--lr", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --lr -1.0: must be positive") and "TrainConfig" not in err
 
 
 def test_version_flag(capsys):

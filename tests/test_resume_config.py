@@ -144,7 +144,7 @@ def killed_train_job(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("extra, words", [
-    (["--lr", "0.01"], "TrainConfig.lr=0.001, now 0.01"),
+    (["--lr", "0.01"], "--lr 0.001, now 0.01"),
     (["--fusion", "ci"], "side_information.fusion.kind='base', now 'ci'"),
     (["--max-len", "20"], "BackboneConfig.max_len=50, now 20 (and 1 other setting)"),
 ])
@@ -264,6 +264,6 @@ def test_stage1_job_names_the_flag(tiny_llama_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main([*argv, "--lr", "0.001"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Stage1Config.lr=0.0005, now 0.001" in err and "--force" in err
+    assert err.count("\n") == 1 and "--lr 0.0005, now 0.001" in err and "--force" in err
     assert main([*argv, "--lr", "0.001", "--force"]) == 0
     assert read_json(out / "config.json")["stage1"]["lr"] == 0.001

@@ -82,4 +82,4 @@ def test_bad_inputs_are_one_line_input_errors(case):
         else:
             prepare_stage1_data(table, seqs, cfg.validate())
     assert "\n" not in str(err.value)
-    assert {"k_too_big": "--k 11", "nan": "NaN", "id_out_of_range": "item ids", "k_one": "--k 1"}[case] in str(err.value)
+    assert {"k_too_big": "Stage1Config.k=11", "nan": "NaN", "id_out_of_range": "item ids", "k_one": "Stage1Config.k=1"}[case] in str(err.value)

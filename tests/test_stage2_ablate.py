@@ -89,12 +89,13 @@ def test_settings_of_an_older_grid_still_resume(grid_run, tmp_path):
 
     settings = {"lr": 0.001, "bf16": False, "item_embeddings": None, "clusters": "a"}
     write_json(tmp_path / SETTINGS_FILE, {"lr": 0.001, "clusters": "a"})  # written before --bf16 existed
-    check_settings(tmp_path, settings)  # an option newer than the grid, left off: fine
-    check_settings(tmp_path, {**settings, "item_embeddings": "export"})  # a file added to a grid without one
+    defaults = {"lr": 0.001, "bf16": False, "item_embeddings": None, "clusters": None}
+    check_settings(tmp_path, settings, defaults)  # an option newer than the grid, at its default: fine
+    check_settings(tmp_path, {**settings, "item_embeddings": "export"}, defaults)  # a file added to a grid without one
     assert read_json(tmp_path / SETTINGS_FILE)["item_embeddings"] == "export"
     for changed in ({"bf16": True}, {"item_embeddings": "another"}, {"clusters": "b"}, {"lr": 0.01}):
         with pytest.raises(InputError, match=next(iter(changed))):
-            check_settings(tmp_path, {**settings, "item_embeddings": "export", **changed})
+            check_settings(tmp_path, {**settings, "item_embeddings": "export", **changed}, defaults)
 
 
 def test_rerun_with_other_settings_is_refused(grid_run, capsys):

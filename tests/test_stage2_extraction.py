@@ -46,7 +46,7 @@ def test_every_item_is_embedded_alone_and_batching_does_not_matter(tiny_model):
 def test_bad_item_tables_are_input_errors(tiny_model):
     with pytest.raises(InputError, match="NaN"):
         extract_item_representations(tiny_model, torch.full((4, 8), float("nan")), ExtractionConfig(progress=False))
-    with pytest.raises(InputError, match="batch-size"):
+    with pytest.raises(InputError, match="ExtractionConfig.batch_size"):
         extract_item_representations(tiny_model, torch.zeros(4, 8), ExtractionConfig(batch_size=0))
 
 
