@@ -18,6 +18,8 @@ run: $(STAMP)
 	$(BIN)/tslrec run --config configs/ml-100k.yaml
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 report: $(STAMP)

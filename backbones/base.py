@@ -7,6 +7,7 @@ A backbone implements `encode(seq) -> [B, L, H]`: a causal state at every positi
   loss(inputs, targets)                next-item loss at every position in one pass
 Sequences are right-padded with 0.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,10 +21,14 @@ from torch import nn
 class BackboneConfig:
     """Hyper-parameters shared by the four backbones (each reads the ones it needs)."""
 
-    num_items: int = field(default=0, metadata={"cli": False, "help": "N; ids are 1..N and 0 is padding (set from the dataset)"})
+    num_items: int = field(
+        default=0, metadata={"cli": False, "help": "N; ids are 1..N and 0 is padding (set from the dataset)"}
+    )
     hidden: int = field(default=64, metadata={"help": "H: embedding and state size"})
     max_len: int = field(default=50, metadata={"cli": False, "help": "L: input window (set from DataConfig.max_len)"})
-    num_layers: int = field(default=2, metadata={"flag": "--layers", "help": "transformer / filter blocks (SASRec, FMLP-Rec) or GRU layers"})
+    num_layers: int = field(
+        default=2, metadata={"flag": "--layers", "help": "transformer / filter blocks (SASRec, FMLP-Rec) or GRU layers"}
+    )
     num_heads: int = field(default=2, metadata={"flag": "--heads", "help": "attention heads (SASRec)"})
     dropout: float = field(default=0.2, metadata={"help": "dropout on embeddings and inside blocks"})
     caser_window: int = field(default=5, metadata={"help": "Caser: items per convolution window"})
@@ -50,8 +55,9 @@ class SequentialRecommender(nn.Module):
     def score(self, user_state: torch.Tensor) -> torch.Tensor:  # [B, H] -> [B, N+1]
         return user_state @ self.item_embedding.table().t()
 
-    def loss(self, inputs: torch.Tensor, targets: torch.Tensor, kind: str = "ce",
-             generator: torch.Generator | None = None) -> torch.Tensor:
+    def loss(
+        self, inputs: torch.Tensor, targets: torch.Tensor, kind: str = "ce", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Next-item loss at every position with a target (> 0).
 
         kind='ce': softmax cross-entropy over all N items.
@@ -68,8 +74,9 @@ class SequentialRecommender(nn.Module):
             neg = torch.randint(1, table.size(0), y.shape, device=y.device, generator=generator)  # [T]
             pos_logit = (h * table[y]).sum(-1)
             neg_logit = (h * table[neg]).sum(-1)
-            return F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit)) + \
-                F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
+            return F.binary_cross_entropy_with_logits(
+                pos_logit, torch.ones_like(pos_logit)
+            ) + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
         raise ValueError(f"unknown loss '{kind}'")
 
 

@@ -7,6 +7,7 @@ For each user with items s_1..s_n (n >= 3):
 Each input keeps its most recent `max_len` items; `prior` keeps the whole history before the
 target, which is what "history masked" removes from the candidates.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ def pad_right(seqs: list[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch
     lengths = np.zeros(len(seqs), dtype=np.int64)
     for i, s in enumerate(seqs):
         s = s[-max_len:]
-        out[i, :len(s)] = s
+        out[i, : len(s)] = s
         lengths[i] = len(s)
     return torch.from_numpy(out), torch.from_numpy(lengths)
 
@@ -49,7 +50,7 @@ class LeaveOneOutSplits:
     num_items: int  # N
 
     @classmethod
-    def from_sequences(cls, sequences: list[np.ndarray], num_items: int, max_len: int) -> "LeaveOneOutSplits":
+    def from_sequences(cls, sequences: list[np.ndarray], num_items: int, max_len: int) -> LeaveOneOutSplits:
         train = [s[:-2] for s in sequences]
         inputs = [t[:-1] for t in train if len(t) >= 2]
         targets = [t[1:] for t in train if len(t) >= 2]
@@ -63,5 +64,10 @@ class LeaveOneOutSplits:
         t_prior, _ = pad_right(before_test, max(len(s) for s in before_test))
         v_tg = torch.tensor([s[-2] for s in sequences])
         t_tg = torch.tensor([s[-1] for s in sequences])
-        return cls(tr_in, tr_tg, EvalSplit(v_hist, v_len, v_tg, seen, v_prior),
-                   EvalSplit(t_hist, t_len, t_tg, seen, t_prior), num_items)
+        return cls(
+            tr_in,
+            tr_tg,
+            EvalSplit(v_hist, v_len, v_tg, seen, v_prior),
+            EvalSplit(t_hist, t_len, t_tg, seen, t_prior),
+            num_items,
+        )

@@ -4,6 +4,7 @@ Every position gets its own window of the W most recent items (zero-padded at th
 so one pass trains on every position. The per-user embedding of the original is left out:
 the model is a pure sequence encoder, like the other backbones.
 """
+
 from __future__ import annotations
 
 import torch

@@ -11,10 +11,11 @@ candidate. `sampled_negatives=99` ranks the target against 99 items the
 user never interacted with instead; every key is then prefixed `sampled_` so the numbers
 cannot be mistaken for full-ranking ones.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -28,8 +29,16 @@ class EvalConfig:
     """How targets are ranked."""
 
     ks: tuple[int, ...] = field(default=KS, metadata={"cli": False, "help": "cut-offs for HR/Recall/NDCG/MRR"})
-    mask_history: bool = field(default=False, metadata={"help": "drop every item the user had before the target (whole history) from the candidates"})
-    sampled_negatives: int = field(default=0, metadata={"help": "0 = full ranking; N > 0 = rank against N sampled negatives (every metric then labelled sampled_)"})
+    mask_history: bool = field(
+        default=False,
+        metadata={"help": "drop every item the user had before the target (whole history) from the candidates"},
+    )
+    sampled_negatives: int = field(
+        default=0,
+        metadata={
+            "help": "0 = full ranking; N > 0 = rank against N sampled negatives (every metric then labelled sampled_)"
+        },
+    )
     seed: int = field(default=2024, metadata={"flag": "--eval-seed", "help": "seed of the negative sampler"})
     batch_size: int = field(default=512, metadata={"flag": "--eval-batch-size", "help": "users scored at once"})
 
@@ -52,8 +61,9 @@ def ranks_full(scores: torch.Tensor, targets: torch.Tensor, history: torch.Tenso
     return torch.where(torch.isnan(target_score.squeeze(1)), scores.size(1) - 1, ranks)  # NaN scores rank last
 
 
-def ranks_sampled(scores: torch.Tensor, targets: torch.Tensor, seen: torch.Tensor, n_neg: int,
-                  generator: torch.Generator) -> torch.Tensor:
+def ranks_sampled(
+    scores: torch.Tensor, targets: torch.Tensor, seen: torch.Tensor, n_neg: int, generator: torch.Generator
+) -> torch.Tensor:
     """Rank among the target and `n_neg` items the user never interacted with. seen [B, L] (all of the user's items)."""
     weights = torch.ones_like(scores, dtype=torch.float)  # [B, N+1]
     weights[:, 0] = 0
@@ -88,8 +98,12 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], split: EvalSplit,
-             cfg: EvalConfig | None = None, device: torch.device | str = "cpu") -> EvalResult:
+def evaluate(
+    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    split: EvalSplit,
+    cfg: EvalConfig | None = None,
+    device: torch.device | str = "cpu",
+) -> EvalResult:
     """Rank `split.targets` for every user.
 
     score_fn(seq [B, L], lengths [B]) -> scores [B, N+1], computed and ranked in float32 (a bf16
@@ -100,17 +114,21 @@ def evaluate(score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], spl
     gen = torch.Generator().manual_seed(cfg.seed)
     all_ranks = []
     for s in range(0, len(split.targets), cfg.batch_size):
-        seq = split.history[s:s + cfg.batch_size].to(device)
-        lens = split.lengths[s:s + cfg.batch_size].to(device)
-        tgt = split.targets[s:s + cfg.batch_size].to(device)
+        seq = split.history[s : s + cfg.batch_size].to(device)
+        lens = split.lengths[s : s + cfg.batch_size].to(device)
+        tgt = split.targets[s : s + cfg.batch_size].to(device)
         scores = score_fn(seq, lens)  # [B, N+1]
         if scores.dtype != torch.float32:
-            raise ValueError(f"evaluate: scores are {scores.dtype}; rank float32 scores (compute the scores "
-                             "outside autocast, or cast the user state and item table to float32 first)")
+            raise ValueError(
+                f"evaluate: scores are {scores.dtype}; rank float32 scores (compute the scores "
+                "outside autocast, or cast the user state and item table to float32 first)"
+            )
         if cfg.sampled_negatives:
-            ranks = ranks_sampled(scores, tgt, split.seen[s:s + cfg.batch_size].to(device), cfg.sampled_negatives, gen)
+            ranks = ranks_sampled(
+                scores, tgt, split.seen[s : s + cfg.batch_size].to(device), cfg.sampled_negatives, gen
+            )
         else:
-            prior = split.prior[s:s + cfg.batch_size].to(device) if cfg.mask_history else None
+            prior = split.prior[s : s + cfg.batch_size].to(device) if cfg.mask_history else None
             ranks = ranks_full(scores, tgt, prior)
         all_ranks.append(ranks.cpu())
     ranks = torch.cat(all_ranks)

@@ -6,6 +6,7 @@ pass that would leak the targets, so this filter is the causal form of the same 
 a learned per-channel kernel k[0..L-1] applied as a linear convolution
 y[t] = sum_{s<=t} k[t-s] x[s], computed with zero-padded FFTs (size 2L) in O(L log L).
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,8 +35,12 @@ class FMLPBlock(nn.Module):
     def __init__(self, cfg: BackboneConfig):
         super().__init__()
         self.filter = CausalFilter(cfg.max_len, cfg.hidden, cfg.dropout)
-        self.ffn = nn.Sequential(nn.Linear(cfg.hidden, 4 * cfg.hidden), nn.GELU(), nn.Linear(4 * cfg.hidden, cfg.hidden),
-                                 nn.Dropout(cfg.dropout))
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.hidden, 4 * cfg.hidden),
+            nn.GELU(),
+            nn.Linear(4 * cfg.hidden, cfg.hidden),
+            nn.Dropout(cfg.dropout),
+        )
         self.norm = nn.LayerNorm(cfg.hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, L, H]

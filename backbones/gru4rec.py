@@ -1,4 +1,5 @@
 """GRU4Rec (Hidasi et al., 2016), the sequential-recommendation form used by RecBole and the TSLRec paper."""
+
 from __future__ import annotations
 
 import torch

@@ -16,6 +16,7 @@ Fusions (TSLRec stage 2). With e_id = E_id[i] (random init, trained), e_llm = W_
   llm-only      e = e_llm                                         (no ID table)
 The LLM table x is frozen by default (`finetune_llm_table=False`); W_p is always trained.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,7 +34,9 @@ class FusionConfig:
     """How item embeddings are built."""
 
     kind: str = field(default="base", metadata={"help": "one of FUSIONS"})
-    finetune_llm_table: bool = field(default=False, metadata={"help": "train the LLM table itself (ablation) instead of keeping it frozen"})
+    finetune_llm_table: bool = field(
+        default=False, metadata={"help": "train the LLM table itself (ablation) instead of keeping it frozen"}
+    )
 
 
 class IDEmbedding(nn.Module):
@@ -56,8 +59,14 @@ class IDEmbedding(nn.Module):
 class FusedItemEmbedding(nn.Module):
     """ID embedding fused with side information (cluster index or LLM table); see the module docstring."""
 
-    def __init__(self, num_items: int, hidden: int, cfg: FusionConfig,
-                 llm_table: torch.Tensor | None = None, clusters: torch.Tensor | None = None):
+    def __init__(
+        self,
+        num_items: int,
+        hidden: int,
+        cfg: FusionConfig,
+        llm_table: torch.Tensor | None = None,
+        clusters: torch.Tensor | None = None,
+    ):
         super().__init__()
         if cfg.kind not in FUSIONS:
             raise InputError(f"FusionConfig.kind: unknown fusion '{cfg.kind}'; choose one of {', '.join(FUSIONS)}")
@@ -66,13 +75,19 @@ class FusedItemEmbedding(nn.Module):
         self.id = IDEmbedding(num_items, hidden) if cfg.kind != "llm-only" else None
         if cfg.kind == "ci":
             if clusters is None or clusters.shape != (num_items + 1,):
-                raise InputError(f"fusion 'ci': needs one cluster index per item ({num_items + 1} rows with padding); pass the stage-1 group map")
+                raise InputError(
+                    f"fusion 'ci': needs one cluster index per item ({num_items + 1} rows with padding); "
+                    "pass the stage-1 group map"
+                )
             self.register_buffer("clusters", clusters.long().clamp(min=0))  # [N+1]
             self.cluster_emb = nn.Embedding(int(clusters.max()) + 1, hidden)
             nn.init.normal_(self.cluster_emb.weight, std=0.02)
         if cfg.kind in ("gate", "scalar-gate", "add", "concat", "llm-only"):
             if llm_table is None or llm_table.shape[0] != num_items + 1:
-                raise InputError(f"fusion '{cfg.kind}': needs an LLM item table with {num_items + 1} rows (row 0 = padding); pass the stage-2 export")
+                raise InputError(
+                    f"fusion '{cfg.kind}': needs an LLM item table with {num_items + 1} rows (row 0 = padding); "
+                    "pass the stage-2 export"
+                )
             table = llm_table.float().clone()
             table[0] = 0.0
             if cfg.finetune_llm_table:
@@ -114,8 +129,13 @@ class FusedItemEmbedding(nn.Module):
         return next(self.parameters()).device
 
 
-def build_item_embedding(num_items: int, hidden: int, cfg: FusionConfig | None = None,
-                         llm_table: torch.Tensor | None = None, clusters: torch.Tensor | None = None) -> nn.Module:
+def build_item_embedding(
+    num_items: int,
+    hidden: int,
+    cfg: FusionConfig | None = None,
+    llm_table: torch.Tensor | None = None,
+    clusters: torch.Tensor | None = None,
+) -> nn.Module:
     """The seam's factory: a plain ID table for 'base', a fused module otherwise."""
     cfg = cfg or FusionConfig()
     if cfg.kind == "base":

@@ -1,12 +1,14 @@
 """Backbones by name."""
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from tslrec.core.errors import InputError
+
 from .base import BackboneConfig, SequentialRecommender, init_weights
 from .caser import Caser
-from tslrec.core.errors import InputError
 from .fmlprec import FMLPRec
 from .gru4rec import GRU4Rec
 from .item_embedding import FusionConfig, build_item_embedding
@@ -20,8 +22,13 @@ BACKBONES: dict[str, type[SequentialRecommender]] = {
 }
 
 
-def build_backbone(name: str, cfg: BackboneConfig, fusion: FusionConfig | None = None,
-                   llm_table: torch.Tensor | None = None, clusters: torch.Tensor | None = None) -> SequentialRecommender:
+def build_backbone(
+    name: str,
+    cfg: BackboneConfig,
+    fusion: FusionConfig | None = None,
+    llm_table: torch.Tensor | None = None,
+    clusters: torch.Tensor | None = None,
+) -> SequentialRecommender:
     """A backbone with its item-embedding seam filled by `fusion` (default: plain IDs)."""
     if name not in BACKBONES:
         raise InputError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")

@@ -9,6 +9,7 @@ the same trajectory. On CPU a fixed seed gives the same numbers run after run fo
 thread count; a different `torch.get_num_threads()` can change the last bits of parallel
 reductions (and so, eventually, of the result).
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,12 +23,13 @@ import torch
 from tqdm.auto import tqdm
 
 from tslrec.core.artifacts import atomic_path
-from .base import SequentialRecommender
-from .batching import EvalSplit, LeaveOneOutSplits
 from tslrec.core.errors import InputError
+from tslrec.core.modules import eval_mode, peak_memory_mb
 from tslrec.core.run_state import RunState
 from tslrec.core.settings import require
-from tslrec.core.modules import eval_mode, peak_memory_mb
+
+from .base import SequentialRecommender
+from .batching import EvalSplit, LeaveOneOutSplits
 from .evaluation import EvalConfig, EvalResult, evaluate
 
 
@@ -39,11 +41,19 @@ class TrainConfig:
     batch_size: int = field(default=128, metadata={"help": "users per step (every position of each user is trained)"})
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    loss: str = field(default="ce", metadata={"choices": ("ce", "bce"), "help": "'ce' (softmax over all items) or 'bce' (one sampled negative per position)"})
+    loss: str = field(
+        default="ce",
+        metadata={
+            "choices": ("ce", "bce"),
+            "help": "'ce' (softmax over all items) or 'bce' (one sampled negative per position)",
+        },
+    )
     patience: int = field(default=10, metadata={"help": "epochs without a better validation NDCG@10 before stopping"})
     select_metric: str = field(default="NDCG@10", metadata={"help": "validation metric for early stopping"})
     grad_clip: float = field(default=5.0, metadata={"help": "max gradient norm (0 = off)"})
-    bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast for the training forward pass (evaluation stays float32)"})
+    bf16: bool = field(
+        default=False, metadata={"help": "bfloat16 autocast for the training forward pass (evaluation stays float32)"}
+    )
     seed: int = field(default=42, metadata={"help": "seeds init, shuffling, dropout and negatives"})
 
     def __post_init__(self) -> None:
@@ -103,8 +113,11 @@ def setting_changes(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     """(dotted name, old value, new value) of every setting that differs between two nested settings dicts,
     in the order of `new` (then the settings only `old` has)."""
     a, b = _flatten(old), _flatten(new)
-    return [(k, a.get(k, MISSING), b.get(k, MISSING)) for k in [*b, *(k for k in a if k not in b)]
-            if a.get(k, MISSING) != b.get(k, MISSING)]
+    return [
+        (k, a.get(k, MISSING), b.get(k, MISSING))
+        for k in [*b, *(k for k in a if k not in b)]
+        if a.get(k, MISSING) != b.get(k, MISSING)
+    ]
 
 
 def refuse_changed_settings(source: str | Path, changes: list[tuple[str, Any, Any]], what: str = "checkpoint") -> None:
@@ -113,8 +126,10 @@ def refuse_changed_settings(source: str | Path, changes: list[tuple[str, Any, An
         return
     key, old, new = changes[0]
     more = f" (and {len(changes) - 1} other setting{'s' if len(changes) > 2 else ''})" if len(changes) > 1 else ""
-    raise InputError(f"{source}: this {what} was written with {key}={old!r}, now {new!r}{more}; to start over and "
-                     f"discard it pass --force (force=True from Python), or write to another --out")
+    raise InputError(
+        f"{source}: this {what} was written with {key}={old!r}, now {new!r}{more}; to start over and "
+        f"discard it pass --force (force=True from Python), or write to another --out"
+    )
 
 
 def plain(obj: Any) -> Any:
@@ -133,16 +148,29 @@ def resume_settings(model: SequentialRecommender, cfg: TrainConfig, eval_cfg: Ev
 
 def _check_resume(ckpt: Path, saved: Any, settings: dict, epochs_done: int) -> None:
     if not isinstance(saved, dict):
-        raise InputError(f"{ckpt}: this checkpoint records no settings (written by an older tslrec), so resuming could "
-                         "mix two configurations; to start over pass --force (force=True from Python)")
-    changes = [c for c in setting_changes(saved, settings)
-               if not (c[0] == GROWABLE and isinstance(c[2], int) and c[2] >= epochs_done)]
+        raise InputError(
+            f"{ckpt}: this checkpoint records no settings (written by an older tslrec), so resuming could "
+            "mix two configurations; to start over pass --force (force=True from Python)"
+        )
+    changes = [
+        c
+        for c in setting_changes(saved, settings)
+        if not (c[0] == GROWABLE and isinstance(c[2], int) and c[2] >= epochs_done)
+    ]
     refuse_changed_settings(ckpt, changes)
 
 
-def train(model: SequentialRecommender, splits: LeaveOneOutSplits, cfg: TrainConfig, device: torch.device,
-          eval_cfg: EvalConfig | None = None, checkpoint: str | Path | None = None, progress: bool = True,
-          settings: dict | None = None, force: bool = False) -> TrainResult:
+def train(
+    model: SequentialRecommender,
+    splits: LeaveOneOutSplits,
+    cfg: TrainConfig,
+    device: torch.device,
+    eval_cfg: EvalConfig | None = None,
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+    settings: dict | None = None,
+    force: bool = False,
+) -> TrainResult:
     """Train with early stopping on validation; restore the best weights; evaluate test once.
 
     If `checkpoint` is given, the full state (weights, optimizer, CPU/CUDA RNG, negative-sampling
@@ -154,8 +182,9 @@ def train(model: SequentialRecommender, splits: LeaveOneOutSplits, cfg: TrainCon
     """
     eval_cfg = eval_cfg or EvalConfig()
     if cfg.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise InputError(f"TrainConfig.bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; "
-                         "train without it")
+        raise InputError(
+            f"TrainConfig.bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; train without it"
+        )
     current = resume_settings(model, cfg, eval_cfg, settings)
     torch.manual_seed(cfg.seed)
     model.to(device)
@@ -171,15 +200,19 @@ def train(model: SequentialRecommender, splits: LeaveOneOutSplits, cfg: TrainCon
             saved = torch.load(ckpt, map_location="cpu", weights_only=True)
             epochs_done = int(saved["state"]["epoch"])
         except Exception as e:  # noqa: BLE001 - torch's weights-only reader raises many types on a damaged file
-            raise InputError(f"{ckpt}: checkpoint is corrupt or truncated ({type(e).__name__}); "
-                             "start over with --force (force=True from Python)") from None
+            raise InputError(
+                f"{ckpt}: checkpoint is corrupt or truncated ({type(e).__name__}); "
+                "start over with --force (force=True from Python)"
+            ) from None
         _check_resume(ckpt, saved.get("settings"), current, epochs_done)
         try:
             model.load_state_dict(saved["model"])
             opt.load_state_dict(saved["optimizer"])
         except Exception as e:  # noqa: BLE001 - a wrong key or shape is a RuntimeError, a damaged entry anything
-            raise InputError(f"{ckpt}: checkpoint does not fit this model ({type(e).__name__}); "
-                             "start over with --force (force=True from Python)") from None
+            raise InputError(
+                f"{ckpt}: checkpoint does not fit this model ({type(e).__name__}); "
+                "start over with --force (force=True from Python)"
+            ) from None
         best_weights = saved["best_model"]
         state = RunState.from_dict(saved["state"], ckpt)
         torch.set_rng_state(saved["rng"])
@@ -188,15 +221,21 @@ def train(model: SequentialRecommender, splits: LeaveOneOutSplits, cfg: TrainCon
         if gen is not None and saved.get("gen") is not None:
             gen.set_state(saved["gen"])
     n = len(splits.train_inputs)
-    bar = tqdm(total=cfg.epochs, initial=state.epoch, desc=f"train {type(model).__name__}", disable=not progress,
-               unit="epoch", dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.epochs,
+        initial=state.epoch,
+        desc=f"train {type(model).__name__}",
+        disable=not progress,
+        unit="epoch",
+        dynamic_ncols=True,
+    )
     while state.epoch < cfg.epochs and not state.stopped:
         t0 = time.perf_counter()
         model.train()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch))
         total, steps = 0.0, 0
         for s in range(0, n, cfg.batch_size):
-            idx = order[s:s + cfg.batch_size]
+            idx = order[s : s + cfg.batch_size]
             inputs = splits.train_inputs[idx].to(device)
             targets = splits.train_targets[idx].to(device)
             width = int((inputs > 0).sum(1).max())  # trim all-padding columns
@@ -215,8 +254,14 @@ def train(model: SequentialRecommender, splits: LeaveOneOutSplits, cfg: TrainCon
         state.epoch += 1
         state.elapsed += time.perf_counter() - t0
         state.train_seconds += train_seconds
-        state.history.append({"epoch": state.epoch, "loss": total / max(steps, 1),
-                              f"valid_{cfg.select_metric}": score, "train_seconds": train_seconds})
+        state.history.append(
+            {
+                "epoch": state.epoch,
+                "loss": total / max(steps, 1),
+                f"valid_{cfg.select_metric}": score,
+                "train_seconds": train_seconds,
+            }
+        )
         if state.record(score, state.epoch, higher_is_better=True):
             best_weights = copy.deepcopy(model.state_dict())
         state.stopped = state.should_stop(cfg.patience)
@@ -224,17 +269,30 @@ def train(model: SequentialRecommender, splits: LeaveOneOutSplits, cfg: TrainCon
         bar.set_postfix(loss=f"{total / max(steps, 1):.4f}", val=f"{score:.4f}", best=state.best_text())
         if ckpt is not None:
             with atomic_path(ckpt) as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "best_model": best_weights,
-                            "state": state.to_dict(), "rng": torch.get_rng_state(), "settings": current,
-                            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                            "gen": gen.get_state() if gen is not None else None}, tmp)
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "best_model": best_weights,
+                        "state": state.to_dict(),
+                        "rng": torch.get_rng_state(),
+                        "settings": current,
+                        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                        "gen": gen.get_state() if gen is not None else None,
+                    },
+                    tmp,
+                )
     bar.close()
     model.load_state_dict(best_weights)
     valid = evaluate_split(model, splits.valid, eval_cfg, device)
     test = evaluate_split(model, splits.test, eval_cfg, device)
     hist = state.history
     return TrainResult(
-        best_epoch=state.best_at, epochs_run=state.epoch, valid=valid, test=test, history=hist,
+        best_epoch=state.best_at,
+        epochs_run=state.epoch,
+        valid=valid,
+        test=test,
+        history=hist,
         seconds_to_best=state.seconds_to_best,
         seconds_per_epoch=sum(h["train_seconds"] for h in hist) / max(len(hist), 1),
         peak_memory_mb=peak_memory_mb(device),

@@ -13,6 +13,7 @@ bench/results/<name>.json (default ablation-<dataset>.json): one record per cell
 variant, seed, test metrics, timings) plus one record for stage 2 itself (seconds per 1,000 items),
 each with the command and commit. Re-running resumes the grid (finished cells are not retrained).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,12 +23,12 @@ from pathlib import Path
 import torch
 from records import add
 
-from tslrec.core.artifacts import load_tensors, read_json, resolve_device
 from tslrec.backbones.base import BackboneConfig
 from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig
 from tslrec.backbones.registry import build_backbone
 from tslrec.backbones.training import evaluate_split
+from tslrec.core.artifacts import load_tensors, read_json, resolve_device
 from tslrec.core.errors import InputError
 from tslrec.core.settings import add_arguments, from_namespace, in_flags
 from tslrec.pipelines.ablate_job import AblateJob, run_ablation
@@ -40,7 +41,6 @@ from tslrec.pipelines.stage2_job import Stage2Job, run_stage2
 from tslrec.pipelines.stage2_job import print_outcome as print_stage2
 
 
-
 def stage2_record(export: Path, dataset: str) -> dict | None:
     """The stage-2 timing the export's manifest recorded (None if another tool wrote it)."""
     manifest = read_json(export / "manifest.json", "embedding manifest")
@@ -48,29 +48,59 @@ def stage2_record(export: Path, dataset: str) -> dict | None:
     timing = source.get("extraction")
     if not timing:
         return None
-    return {"dataset": dataset, "model": "tslrec-stage2", "variant": f"extract-{source.get('llm')}", "seed": None,
-            "device": timing.get("device"), "metrics": {},
-            "timings": {"seconds": timing["seconds"], "items": timing["items"],
-                        "seconds_per_1000_items": timing["seconds_per_1000_items"], "batch_size": timing["batch_size"],
-                        "bf16_autocast": timing["bf16_autocast"]},
-            "llm": source.get("llm"), "llm_dtype": source.get("llm_dtype"), "k": source.get("k"),
-            "pooling": source.get("pooling"), "category_agreement": source.get("category_agreement"),
-            "stage1_dir": source.get("stage1_dir")}
+    return {
+        "dataset": dataset,
+        "model": "tslrec-stage2",
+        "variant": f"extract-{source.get('llm')}",
+        "seed": None,
+        "device": timing.get("device"),
+        "metrics": {},
+        "timings": {
+            "seconds": timing["seconds"],
+            "items": timing["items"],
+            "seconds_per_1000_items": timing["seconds_per_1000_items"],
+            "batch_size": timing["batch_size"],
+            "bf16_autocast": timing["bf16_autocast"],
+        },
+        "llm": source.get("llm"),
+        "llm_dtype": source.get("llm_dtype"),
+        "k": source.get("k"),
+        "pooling": source.get("pooling"),
+        "category_agreement": source.get("category_agreement"),
+        "stage1_dir": source.get("stage1_dir"),
+    }
 
 
 def cell_record(record: dict, stage2: dict | None) -> dict:
     """A finished cell's metrics.json as a benchmark record."""
-    keep = ("dataset", "model", "variant", "seed", "device", "protocol", "metrics", "valid_metrics", "best_epoch",
-            "epochs", "dataset_info", "config", "side_information", "versions")
+    keep = (
+        "dataset",
+        "model",
+        "variant",
+        "seed",
+        "device",
+        "protocol",
+        "metrics",
+        "valid_metrics",
+        "best_epoch",
+        "epochs",
+        "dataset_info",
+        "config",
+        "side_information",
+        "versions",
+    )
     rec = {k: record.get(k) for k in keep}
-    rec["timings"] = {k: record.get(k) for k in ("seconds_per_epoch", "seconds_to_best", "wall_seconds", "peak_memory_mb")}
+    rec["timings"] = {
+        k: record.get(k) for k in ("seconds_per_epoch", "seconds_to_best", "wall_seconds", "peak_memory_mb")
+    }
     if stage2 is not None:
         rec["timings"]["stage2_seconds_per_1000_items"] = stage2["timings"]["seconds_per_1000_items"]
     return rec
 
 
-def history_masked_metrics(folder: Path, record: dict, ds: SequenceDataset, splits: LeaveOneOutSplits,
-                           device: torch.device) -> dict:
+def history_masked_metrics(
+    folder: Path, record: dict, ds: SequenceDataset, splits: LeaveOneOutSplits, device: torch.device
+) -> dict:
     """The cell's chosen weights evaluated once more with the user's whole history before the target removed
     from the candidates (the Lite-LLM4Rec paper's protocol; a secondary protocol here, always labelled).
     The model is rebuilt from the files the cell itself recorded, with its own evaluation settings."""
@@ -80,11 +110,14 @@ def history_masked_metrics(folder: Path, record: dict, ds: SequenceDataset, spli
     clusters = side_info.get("clusters")
     clusters = None if clusters is None or clusters.endswith("(item_groups)") else clusters
     side = load_side_information(fusion["kind"], ds, export, clusters, fusion["finetune_llm_table"])
-    model = build_backbone(record["model"], BackboneConfig(**record["config"]["model"]), side.fusion, side.llm_table,
-                           side.clusters)
+    model = build_backbone(
+        record["model"], BackboneConfig(**record["config"]["model"]), side.fusion, side.llm_table, side.clusters
+    )
     model.load_state_dict(load_tensors(folder / "model.safetensors", "cell weights"))
     model.to(device)
-    masked = evaluate_split(model, splits.test, EvalConfig(**{**record["config"]["eval"], "mask_history": True}), device)
+    masked = evaluate_split(
+        model, splits.test, EvalConfig(**{**record["config"]["eval"], "mask_history": True}), device
+    )
     return {k: round(v, 6) for k, v in masked.metrics.items()}
 
 
@@ -108,17 +141,28 @@ def record_grid(job: AblateJob, name: str | None) -> None:
     out = Path(job.out or f"runs/bench-ablation-{stem}")
     export = Path(job.side.item_embeddings) if job.side.item_embeddings else out / "stage2"
     if job.side.item_embeddings is None and not (export / "manifest.json").is_file():
-        print_stage2(run_stage2(Stage2Job(stage1_dir=job.side.clusters, out=str(export),
-                                          runtime=replace(job.runtime, progress=False))))
+        print_stage2(
+            run_stage2(
+                Stage2Job(stage1_dir=job.side.clusters, out=str(export), runtime=replace(job.runtime, progress=False))
+            )
+        )
     stage2 = stage2_record(export, stem)
     stage1_dir = Path((stage2 or {}).get("stage1_dir") or job.side.clusters or "")  # the stage 1 behind the export
     if stage2 is not None and (stage1_dir / "metrics.json").is_file():
         s1 = read_json(stage1_dir / "metrics.json", "stage 1 metrics")
         keep = ("mse", "mse_global_mean", "mse_ratio_to_global_mean", "mse_mean_embedding", "mse_untuned_llm")
-        stage2["stage1"] = {"metrics": {k: s1["metrics"].get(k) for k in keep}, "steps": s1.get("steps"),
-                            "users": s1.get("users"), "train_seconds": s1.get("timing", {}).get("train_seconds")}
-    grid_job = replace(job, out=str(out / "grid"), side=replace(job.side, item_embeddings=str(export)),
-                       runtime=replace(job.runtime, progress=False))
+        stage2["stage1"] = {
+            "metrics": {k: s1["metrics"].get(k) for k in keep},
+            "steps": s1.get("steps"),
+            "users": s1.get("users"),
+            "train_seconds": s1.get("timing", {}).get("train_seconds"),
+        }
+    grid_job = replace(
+        job,
+        out=str(out / "grid"),
+        side=replace(job.side, item_embeddings=str(export)),
+        runtime=replace(job.runtime, progress=False),
+    )
     print_ablation(run_ablation(grid_job))
     name = name or f"ablation-{stem}"
     if stage2 is not None:
@@ -130,8 +174,10 @@ def record_grid(job: AblateJob, name: str | None) -> None:
     first = finished[0].record
     ds = load_dataset(first["dataset_source"], DataConfig(**first["config"]["data"]))  # as the cells loaded it
     if ds.hash != first["dataset_info"]["hash"]:
-        raise SystemExit(f"{job.dataset}: the data changed since the grid was trained (hash {ds.hash[:12]} vs "
-                         f"{first['dataset_info']['hash'][:12]}); re-run the grid in a new --out")
+        raise SystemExit(
+            f"{job.dataset}: the data changed since the grid was trained (hash {ds.hash[:12]} vs "
+            f"{first['dataset_info']['hash'][:12]}); re-run the grid in a new --out"
+        )
     splits = LeaveOneOutSplits.from_sequences(ds.sequences, ds.num_items, first["config"]["data"]["max_len"])
     rows = {(row.backbone, row.fusion): row for row in summarize(finished)}
     for result in finished:
@@ -139,15 +185,30 @@ def record_grid(job: AblateJob, name: str | None) -> None:
         row = rows[(result.cell.backbone, result.cell.fusion)]
         # the grid's tests against base, the same on every seed's record: Welch over per-seed means (the verdict)
         # and, secondary, the paired test over users on seed-averaged per-user metrics
-        rec["vs_base"] = {m: {"test": t.name, "mean_diff": round(t.mean_diff, 6), "t": t.t, "p": t.p, "seeds": t.seeds,
-                              "base_seeds": t.base_seeds, "verdict": t.verdict()} for m, t in row.tests.items()}
-        rec["vs_base_paired_users"] = {m: {"mean_diff": round(t.mean_diff, 6), "t": round(t.t, 4), "p": t.p,
-                                           "users": t.users} for m, t in row.user_tests.items()}
-        rec["metrics_history_masked"] = history_masked_metrics(cell_dir(out / "grid", result.cell), result.record, ds,
-                                                               splits, resolve_device(job.runtime.device))
+        rec["vs_base"] = {
+            m: {
+                "test": t.name,
+                "mean_diff": round(t.mean_diff, 6),
+                "t": t.t,
+                "p": t.p,
+                "seeds": t.seeds,
+                "base_seeds": t.base_seeds,
+                "verdict": t.verdict(),
+            }
+            for m, t in row.tests.items()
+        }
+        rec["vs_base_paired_users"] = {
+            m: {"mean_diff": round(t.mean_diff, 6), "t": round(t.t, 4), "p": t.p, "users": t.users}
+            for m, t in row.user_tests.items()
+        }
+        rec["metrics_history_masked"] = history_masked_metrics(
+            cell_dir(out / "grid", result.cell), result.record, ds, splits, resolve_device(job.runtime.device)
+        )
         add(name, rec)
-    print(f"wrote bench/results/{name}.json ({len(finished)} of {len(cells)} cells finished"
-          + (f", stage 2 {stage2['timings']['seconds_per_1000_items']:.1f} s per 1,000 items)" if stage2 else ")"))
+    print(
+        f"wrote bench/results/{name}.json ({len(finished)} of {len(cells)} cells finished"
+        + (f", stage 2 {stage2['timings']['seconds_per_1000_items']:.1f} s per 1,000 items)" if stage2 else ")")
+    )
 
 
 if __name__ == "__main__":

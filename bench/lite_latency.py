@@ -10,6 +10,7 @@ Latency only: both models are barely trained, which does not change their cost. 
 milliseconds per batch of 32 users per method, the ratio, and the input length per user
 (LLM positions for Lite vs prompt tokens for the generative model) -> bench/results/lite-latency.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,18 +19,22 @@ import time
 
 import numpy as np
 import torch
-
 from records import add
 
-from tslrec.core.artifacts import package_versions
 from tslrec.backbones.batching import pad_right
-from tslrec.lite_llm4rec.generative import (GenerativeConfig, finetune_steps, generate_top_k, history_prompt,
-                                            prompt_lengths)
+from tslrec.core.artifacts import package_versions
+from tslrec.lite_llm4rec.generative import (
+    GenerativeConfig,
+    finetune_steps,
+    generate_top_k,
+    history_prompt,
+    prompt_lengths,
+)
 from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_vectors_for_dataset
-from tslrec.llm.lora import add_lora
 from tslrec.lite_llm4rec.model import LiteConfig, build_lite_model
-from tslrec.pipelines.data import DataConfig, load_dataset
 from tslrec.llm.loading import LLMConfig, load_llm
+from tslrec.llm.lora import add_lora
+from tslrec.pipelines.data import DataConfig, load_dataset
 
 
 def title(text: str) -> str:
@@ -69,8 +74,8 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     n_batches = max(args.lite_batches, args.gen_batches) + 1  # batch 0 warms up
     users = rng.choice(ds.num_users, size=n_batches * args.users, replace=False)
-    histories = [ds.sequences[u][:-1][-args.max_history:] for u in users]  # test-time input: all but the test item
-    batches = [histories[b * args.users:(b + 1) * args.users] for b in range(n_batches)]
+    histories = [ds.sequences[u][:-1][-args.max_history :] for u in users]  # test-time input: all but the test item
+    batches = [histories[b * args.users : (b + 1) * args.users] for b in range(n_batches)]
 
     # ---- Lite-LLM4Rec: one forward pass, scores for all items
     vectors, _ = item_vectors_for_dataset(ds, ItemLLMConfig(name_or_path=args.item_llm))
@@ -86,7 +91,7 @@ def main() -> None:
 
     lite_ms, lite_top = timed(lite_batch, args.lite_batches, lambda: lite_batch(0))
     lite_positions = [len(h) + lite.rec.num_prefix for h in histories]
-    del lite
+    lite = None  # frees the Lite model before the generative one loads
 
     # ---- generative baseline: same LLM, history as text, beam search over item-id tokens
     llm, tok = load_llm(LLMConfig(name_or_path=args.llm), kind="causal_lm")
@@ -95,18 +100,23 @@ def main() -> None:
     gen_cfg = GenerativeConfig(max_history=args.max_history, num_beams=args.num_beams, top_k=min(20, args.num_beams))
     titles = [title(t) for t in ds.item_text]
     train_users = rng.choice(ds.num_users, size=256, replace=False)
-    sft_prompts = [history_prompt(titles, list(ds.sequences[u][:-3]), gen_cfg) for u in train_users]  # training items only
+    sft_prompts = [
+        history_prompt(titles, list(ds.sequences[u][:-3]), gen_cfg) for u in train_users
+    ]  # training items only
     sft_targets = [int(ds.sequences[u][-3]) for u in train_users]
     t0 = time.perf_counter()
-    losses = finetune_steps(llm, tok, sft_prompts, sft_targets, steps=args.sft_steps, batch_size=4, lr=1e-3,
-                            seed=args.seed, bf16=bf16)
+    losses = finetune_steps(
+        llm, tok, sft_prompts, sft_targets, steps=args.sft_steps, batch_size=4, lr=1e-3, seed=args.seed, bf16=bf16
+    )
     sft_seconds = time.perf_counter() - t0
     prompts = [[history_prompt(titles, list(h), gen_cfg) for h in batch] for batch in batches]
 
     def gen_batch(b: int, users: int = args.users) -> list[list[int]]:
         out = []
         for s in range(0, users, args.gen_chunk):
-            out += generate_top_k(llm, tok, prompts[b][s:min(s + args.gen_chunk, users)], ds.num_items, gen_cfg, bf16=bf16)
+            out += generate_top_k(
+                llm, tok, prompts[b][s : min(s + args.gen_chunk, users)], ds.num_items, gen_cfg, bf16=bf16
+            )
         return out
 
     gen_ms, gen_top = timed(gen_batch, args.gen_batches, lambda: gen_batch(0, users=args.gen_chunk))
@@ -114,30 +124,47 @@ def main() -> None:
 
     lite_mean, gen_mean = statistics.mean(lite_ms), statistics.mean(gen_ms)
     record = {
-        "dataset": ds.name, "model": "lite-llm4rec-vs-generative", "variant": f"{args.llm}-beam{args.num_beams}",
-        "seed": args.seed, "device": f"cpu ({torch.get_num_threads()} threads)",
+        "dataset": ds.name,
+        "model": "lite-llm4rec-vs-generative",
+        "variant": f"{args.llm}-beam{args.num_beams}",
+        "seed": args.seed,
+        "device": f"cpu ({torch.get_num_threads()} threads)",
         "users_per_batch": args.users,
         "ms_per_batch": {"lite-llm4rec": round(lite_mean, 1), f"generative-beam{args.num_beams}": round(gen_mean, 1)},
-        "ms_per_batch_runs": {"lite-llm4rec": [round(t, 1) for t in lite_ms],
-                              f"generative-beam{args.num_beams}": [round(t, 1) for t in gen_ms]},
+        "ms_per_batch_runs": {
+            "lite-llm4rec": [round(t, 1) for t in lite_ms],
+            f"generative-beam{args.num_beams}": [round(t, 1) for t in gen_ms],
+        },
         "generative_over_lite": round(gen_mean / lite_mean, 1),
-        "input_length_per_user": {"lite_positions_mean": round(statistics.mean(lite_positions), 2),
-                                  "generative_prompt_tokens_mean": round(statistics.mean(gen_tokens), 2),
-                                  "items_per_user_mean": round(statistics.mean(len(h) for h in histories), 2)},
+        "input_length_per_user": {
+            "lite_positions_mean": round(statistics.mean(lite_positions), 2),
+            "generative_prompt_tokens_mean": round(statistics.mean(gen_tokens), 2),
+            "items_per_user_mean": round(statistics.mean(len(h) for h in histories), 2),
+        },
         "generative_valid_ids_per_user": round(statistics.mean(len(r) for r in gen_top), 2),
         "lite_top20_shape": list(lite_top.shape),
-        "settings": {"llm": args.llm, "item_llm": args.item_llm, "max_history": args.max_history,
-                     "num_beams": args.num_beams, "top_k": gen_cfg.top_k, "bf16_autocast": bf16, "gen_chunk_users": args.gen_chunk,
-                     "generative_sft_steps": args.sft_steps, "generative_sft_seconds": round(sft_seconds, 1),
-                     "generative_sft_losses": [round(x, 3) for x in losses],
-                     "lite_weights": "untrained adapter/head + fresh LoRA (latency does not depend on training)",
-                     "timing": "wall clock per batch after an untimed warm-up call; CPU shared with other jobs"},
+        "settings": {
+            "llm": args.llm,
+            "item_llm": args.item_llm,
+            "max_history": args.max_history,
+            "num_beams": args.num_beams,
+            "top_k": gen_cfg.top_k,
+            "bf16_autocast": bf16,
+            "gen_chunk_users": args.gen_chunk,
+            "generative_sft_steps": args.sft_steps,
+            "generative_sft_seconds": round(sft_seconds, 1),
+            "generative_sft_losses": [round(x, 3) for x in losses],
+            "lite_weights": "untrained adapter/head + fresh LoRA (latency does not depend on training)",
+            "timing": "wall clock per batch after an untimed warm-up call; CPU shared with other jobs",
+        },
         "versions": package_versions(),
     }
     add("lite-latency", record)
-    print(f"{ds.name}: {args.users} users/batch, Lite {lite_mean:.0f} ms vs generative (beam {args.num_beams}) "
-          f"{gen_mean:.0f} ms -> {gen_mean / lite_mean:.1f}x; input per user: {statistics.mean(lite_positions):.1f} "
-          f"positions vs {statistics.mean(gen_tokens):.1f} tokens")
+    print(
+        f"{ds.name}: {args.users} users/batch, Lite {lite_mean:.0f} ms vs generative (beam {args.num_beams}) "
+        f"{gen_mean:.0f} ms -> {gen_mean / lite_mean:.1f}x; input per user: {statistics.mean(lite_positions):.1f} "
+        f"positions vs {statistics.mean(gen_tokens):.1f} tokens"
+    )
 
 
 if __name__ == "__main__":

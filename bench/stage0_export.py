@@ -1,11 +1,13 @@
 """The no-LLM control of the fusion ablation: the stage-0 SASRec item table written in the stage-2 export format.
 
     python bench/stage0_export.py --train-dir runs/beauty/stage0 --out runs/beauty/stage0-export
-    python bench/ablation.py ... --item-embeddings runs/beauty/stage0-export --fusions base,gate --name ablation-beauty-stage0
+    python bench/ablation.py ... --item-embeddings runs/beauty/stage0-export \\
+        --fusions base,gate --name ablation-beauty-stage0
 
 `gate` over this export fuses the very embeddings stage 1 started from, with no LLM in between. If the
 LLM's `gate` beats it, stage 1 and 2 added something; if not, the gain is the stage-0 model's knowledge.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +22,14 @@ def main() -> None:
     p.add_argument("--out", required=True, help="export folder to write")
     args = p.parse_args()
     run = load_train_folder(args.train_dir)
-    source = {"llm": None, "model": f"{run.metrics.get('model')} (stage 0 item table, no LLM)", "train_dir": args.train_dir}
-    folder = save_item_embeddings(args.out, run.item_table, run.dataset.item_ids, run.dataset.name, run.dataset.hash,
-                                  source=source)
+    source = {
+        "llm": None,
+        "model": f"{run.metrics.get('model')} (stage 0 item table, no LLM)",
+        "train_dir": args.train_dir,
+    }
+    folder = save_item_embeddings(
+        args.out, run.item_table, run.dataset.item_ids, run.dataset.name, run.dataset.hash, source=source
+    )
     print(f"wrote {folder}: {tuple(run.item_table.shape)} from {args.train_dir}")
 
 

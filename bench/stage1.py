@@ -6,6 +6,7 @@ Writes bench/results/stage1-<dataset>.json (held-out-user MSE vs the global-mean
 untuned-LLM baselines, timings) and bench/results/sft-efficiency.json (seconds per epoch,
 LLM passes and tokens of user-level vs instance-level SFT, same data, model and batch size).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,17 +17,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-
 from records import add
 
 from tslrec.core.artifacts import read_json
 from tslrec.core.settings import add_arguments, from_namespace
+from tslrec.llm.loading import LLMConfig
 from tslrec.pipelines.options import Runtime
 from tslrec.pipelines.stage1_job import load_train_run
 from tslrec.pipelines.train_job import TrainJob, train_backbone
 from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.instance_level import measure_sft_cost
-from tslrec.llm.loading import LLMConfig
 from tslrec.stage1_reconstruct.training import train_stage1
 
 
@@ -44,8 +44,15 @@ def ensure_train_dir(args: argparse.Namespace) -> Path:
         return Path(args.train_dir)
     folder = Path(f"runs/{args.dataset}-sasrec-s42")
     if not (folder / "item_embeddings.safetensors").is_file() or not (folder / "metrics.json").is_file():
-        train_backbone(TrainJob(dataset=args.dataset, backbone="sasrec", out=str(folder), export_item_embeddings=True,
-                                runtime=Runtime(progress=False)))
+        train_backbone(
+            TrainJob(
+                dataset=args.dataset,
+                backbone="sasrec",
+                out=str(folder),
+                export_item_embeddings=True,
+                runtime=Runtime(progress=False),
+            )
+        )
     return folder
 
 
@@ -81,39 +88,73 @@ def main() -> None:
         res = train_stage1(table.numpy(), train_sequences, out, cfg, llm_cfg, device=args.device, run_info=facts)
         wall = time.perf_counter() - start
         m, t = res["metrics"], res["timing"]
-        add(f"stage1-{dataset}", {
-            "dataset": dataset, "model": llm_cfg.name_or_path,
-            "variant": f"user-level LoRA r{cfg.lora_r}, K={cfg.k}, N={cfg.max_items}, {cfg.epochs} epochs",
-            "seed": seed, "device": device_name(args.device),
-            "metrics": {"mse": m["mse"], "mse_global_mean": m["mse_global_mean"], "mse_untuned_llm": m["mse_untuned_llm"],
-                        "mse_mean_embedding": m["mse_mean_embedding"],
-                        "mse_ratio_to_global_mean": m["mse_ratio_to_global_mean"],
-                        "mse_ratio_to_mean_embedding": m["mse"] / m["mse_mean_embedding"], "reported_on": m["reported_on"],
-                        "mse_val": m["mse_val"]},
-            "untuned_llm_variant": m["untuned_llm_variant"],
-            "load_average_before": load_before, "load_average_after": os.getloadavg(),
-            "timings": {"wall_clock_minutes": wall / 60, "train_seconds": t["train_seconds"],
-                        "seconds_per_epoch": t["seconds_per_epoch"], "tokens_per_second": t["tokens_per_second"],
-                        "llm_passes": t["train_llm_passes"], "untuned_llm_seconds": t["untuned_llm_seconds"]},
-            "steps": res["steps"], "epochs_run": res["epochs_run"], "best_step": res["best_step"],
-            "users": res["users"], "groups": res["groups"], "train_dir": str(train_dir),
-            "backbone": facts.get("backbone"), "config": read_json(out / "config.json")["stage1"],
-            "versions": res["versions"],
-        })
-        print(f"seed {seed}: tuned-LLM MSE {m['mse']:.6f}; no-LLM head on the mean item embedding "
-              f"{m['mse_mean_embedding']:.6f} (LLM / head {m['mse'] / m['mse_mean_embedding']:.3f}); global mean "
-              f"{m['mse_global_mean']:.6f} (ratio {m['mse_ratio_to_global_mean']:.3f}); untuned LLM {m['mse_untuned_llm']}; "
-              f"{wall / 60:.1f} min")
+        add(
+            f"stage1-{dataset}",
+            {
+                "dataset": dataset,
+                "model": llm_cfg.name_or_path,
+                "variant": f"user-level LoRA r{cfg.lora_r}, K={cfg.k}, N={cfg.max_items}, {cfg.epochs} epochs",
+                "seed": seed,
+                "device": device_name(args.device),
+                "metrics": {
+                    "mse": m["mse"],
+                    "mse_global_mean": m["mse_global_mean"],
+                    "mse_untuned_llm": m["mse_untuned_llm"],
+                    "mse_mean_embedding": m["mse_mean_embedding"],
+                    "mse_ratio_to_global_mean": m["mse_ratio_to_global_mean"],
+                    "mse_ratio_to_mean_embedding": m["mse"] / m["mse_mean_embedding"],
+                    "reported_on": m["reported_on"],
+                    "mse_val": m["mse_val"],
+                },
+                "untuned_llm_variant": m["untuned_llm_variant"],
+                "load_average_before": load_before,
+                "load_average_after": os.getloadavg(),
+                "timings": {
+                    "wall_clock_minutes": wall / 60,
+                    "train_seconds": t["train_seconds"],
+                    "seconds_per_epoch": t["seconds_per_epoch"],
+                    "tokens_per_second": t["tokens_per_second"],
+                    "llm_passes": t["train_llm_passes"],
+                    "untuned_llm_seconds": t["untuned_llm_seconds"],
+                },
+                "steps": res["steps"],
+                "epochs_run": res["epochs_run"],
+                "best_step": res["best_step"],
+                "users": res["users"],
+                "groups": res["groups"],
+                "train_dir": str(train_dir),
+                "backbone": facts.get("backbone"),
+                "config": read_json(out / "config.json")["stage1"],
+                "versions": res["versions"],
+            },
+        )
+        print(
+            f"seed {seed}: tuned-LLM MSE {m['mse']:.6f}; no-LLM head on the mean item embedding "
+            f"{m['mse_mean_embedding']:.6f} (LLM / head {m['mse'] / m['mse_mean_embedding']:.3f}); global mean "
+            f"{m['mse_global_mean']:.6f} (ratio {m['mse_ratio_to_global_mean']:.3f}); "
+            f"untuned LLM {m['mse_untuned_llm']}; "
+            f"{wall / 60:.1f} min"
+        )
 
     if args.cost_steps > 0:
         cfg = settings.stage1
         cost = measure_sft_cost(table.numpy(), train_sequences, cfg, llm_cfg, steps=args.cost_steps, device=args.device)
-        add("sft-efficiency", {"dataset": dataset, "model": llm_cfg.name_or_path,
-                               "variant": f"batch {cfg.batch_size}, N={cfg.max_items}",
-                               "seed": cfg.seed, "device": device_name(args.device), **cost})
+        add(
+            "sft-efficiency",
+            {
+                "dataset": dataset,
+                "model": llm_cfg.name_or_path,
+                "variant": f"batch {cfg.batch_size}, N={cfg.max_items}",
+                "seed": cfg.seed,
+                "device": device_name(args.device),
+                **cost,
+            },
+        )
         r = cost["ratio_instance_over_user"]
-        print(f"instance-level / user-level per epoch: {r['passes']:.1f}x passes, {r['tokens']:.1f}x tokens, "
-              f"{r['seconds_per_epoch']:.1f}x seconds (extrapolated)")
+        print(
+            f"instance-level / user-level per epoch: {r['passes']:.1f}x passes, {r['tokens']:.1f}x tokens, "
+            f"{r['seconds_per_epoch']:.1f}x seconds (extrapolated)"
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Both passes run in this one process on the same items, alternating, so their rat
 under the same load. Writes bench/results/stage2-prefix-cache.json: seconds per 1,000 items with
 and without the cache, their ratio, and how far the two outputs differ.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,13 @@ from tslrec.stage1_reconstruct.model import ReconstructionModel
 from tslrec.stage1_reconstruct.model_io import load_reconstruction_model
 
 
-def timed(model: ReconstructionModel, items: torch.Tensor, args: argparse.Namespace,
-          cache: bool) -> tuple[float, torch.Tensor, torch.Tensor]:
+def timed(
+    model: ReconstructionModel, items: torch.Tensor, args: argparse.Namespace, cache: bool
+) -> tuple[float, torch.Tensor, torch.Tensor]:
     start = time.perf_counter()
-    emb, probs = model.encode_items(items, batch_size=args.batch_size, autocast_bf16=args.bf16, progress=False,
-                                    cache_prefix=cache)
+    emb, probs = model.encode_items(
+        items, batch_size=args.batch_size, autocast_bf16=args.bf16, progress=False, cache_prefix=cache
+    )
     return time.perf_counter() - start, emb, probs
 
 
@@ -43,8 +46,8 @@ def main() -> None:
     train = load_train_folder(stage1.train_dir)
     device = resolve_device(args.device)
     model, _ = load_reconstruction_model(stage1.folder, device)
-    items = train.item_table[1:args.items + 1].float()  # [n, D]
-    timed(model, items[:args.batch_size], args, cache=True)  # warm-up
+    items = train.item_table[1 : args.items + 1].float()  # [n, D]
+    timed(model, items[: args.batch_size], args, cache=True)  # warm-up
     seconds: dict[bool, list[float]] = {True: [], False: []}
     outputs: dict[bool, tuple[torch.Tensor, torch.Tensor]] = {}  # cache -> (emb [n, H], probs [n, K])
     for _ in range(args.repeats):
@@ -56,28 +59,43 @@ def main() -> None:
     per_1000 = {c: 1000 * min(v) / len(items) for c, v in seconds.items()}
     prompt = model.encoder.prompt
     record = {
-        "dataset": train.dataset.name, "model": "tslrec-stage2", "variant": "prefix-cache" + ("-bf16" if args.bf16 else "-fp32"),
+        "dataset": train.dataset.name,
+        "model": "tslrec-stage2",
+        "variant": "prefix-cache" + ("-bf16" if args.bf16 else "-fp32"),
         "seed": None,
-        "device": str(device), "metrics": {},
-        "timings": {"seconds_per_1000_items_full_prompt": round(per_1000[False], 2),
-                    "seconds_per_1000_items_cached_prefix": round(per_1000[True], 2),
-                    "speedup": round(per_1000[False] / per_1000[True], 2), "items": len(items),
-                    "batch_size": args.batch_size, "bf16_autocast": args.bf16, "torch_threads": torch.get_num_threads(),
-                    "all_seconds": {"full_prompt": seconds[False], "cached_prefix": seconds[True]}},
-        "positions_per_item": {"full_prompt": prompt.num_text_tokens + 1,
-                               "cached_prefix": int(prompt.suffix_ids.numel()) + 1},
-        "max_abs_diff": {"embeddings": float((cached[0] - full[0]).abs().max()),
-                         "category_probs": float((cached[1] - full[1]).abs().max())},
+        "device": str(device),
+        "metrics": {},
+        "timings": {
+            "seconds_per_1000_items_full_prompt": round(per_1000[False], 2),
+            "seconds_per_1000_items_cached_prefix": round(per_1000[True], 2),
+            "speedup": round(per_1000[False] / per_1000[True], 2),
+            "items": len(items),
+            "batch_size": args.batch_size,
+            "bf16_autocast": args.bf16,
+            "torch_threads": torch.get_num_threads(),
+            "all_seconds": {"full_prompt": seconds[False], "cached_prefix": seconds[True]},
+        },
+        "positions_per_item": {
+            "full_prompt": prompt.num_text_tokens + 1,
+            "cached_prefix": int(prompt.suffix_ids.numel()) + 1,
+        },
+        "max_abs_diff": {
+            "embeddings": float((cached[0] - full[0]).abs().max()),
+            "category_probs": float((cached[1] - full[1]).abs().max()),
+        },
         "min_cosine_embeddings": float(torch.nn.functional.cosine_similarity(cached[0], full[0]).min()),
         "same_top_category": float((cached[1].argmax(1) == full[1].argmax(1)).float().mean()),
-        "llm": stage1.config.get("llm", {}).get("name_or_path"), "stage1_dir": str(stage1.folder),
+        "llm": stage1.config.get("llm", {}).get("name_or_path"),
+        "stage1_dir": str(stage1.folder),
         "versions": package_versions(),
     }
     add("stage2-prefix-cache", record)
     t = record["timings"]
-    print(f"{len(items)} items: full prompt {t['seconds_per_1000_items_full_prompt']} s / 1,000, cached prefix "
-          f"{t['seconds_per_1000_items_cached_prefix']} s / 1,000 ({t['speedup']}x); max |diff| "
-          f"{record['max_abs_diff']['embeddings']:.2e}, same top category {record['same_top_category']:.3f}")
+    print(
+        f"{len(items)} items: full prompt {t['seconds_per_1000_items_full_prompt']} s / 1,000, cached prefix "
+        f"{t['seconds_per_1000_items_cached_prefix']} s / 1,000 ({t['speedup']}x); max |diff| "
+        f"{record['max_abs_diff']['embeddings']:.2e}, same top category {record['same_top_category']:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 Nothing here unpickles: weights are safetensors, everything else is JSON.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -9,15 +10,35 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import InputError
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary folder next to `folder`; it replaces `folder` (and whatever an older, perhaps
+    half-written run left there) only if the block succeeds, so a folder that exists is complete."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; outputs and caches are shared like any other folder
+    try:
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 @contextlib.contextmanager
@@ -58,7 +79,10 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: {what} is not valid JSON ({e.__class__.__name__} at {getattr(e, 'pos', '?')}); re-run the step that writes it") from None
+        raise InputError(
+            f"{path}: {what} is not valid JSON ({e.__class__.__name__} at {getattr(e, 'pos', '?')}); "
+            "re-run the step that writes it"
+        ) from None
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -75,7 +99,9 @@ def load_tensors(path: str | Path, what: str = "weights file") -> dict[str, torc
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise InputError(f"{path}: {what} is corrupt or truncated ({str(e).splitlines()[0][:80]}); re-run the step that writes it") from None
+        raise InputError(
+            f"{path}: {what} is corrupt or truncated ({str(e).splitlines()[0][:80]}); re-run the step that writes it"
+        ) from None
 
 
 def check_finite(name: str, tensor: torch.Tensor, source: str | Path) -> None:

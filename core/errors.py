@@ -4,6 +4,7 @@ Library code raises `InputError` with a one-line message that names the file (or
 option), the field and the fix. The CLI prints it as `error: ...` and exits with
 code 2, so a user never sees a traceback for a mistake in their input.
 """
+
 from __future__ import annotations
 
 

@@ -1,5 +1,6 @@
 """Small helpers over torch modules that every trainer uses: eval mode for a block, trainable weights
 by name, peak memory."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -35,12 +36,16 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], sourc
     expected = {n for n, p in params.items() if p.requires_grad}
     if set(state) != expected:
         diff = sorted(expected.symmetric_difference(state))[:3]
-        raise InputError(f"{source}: checkpoint parameters do not match the model ({', '.join(diff)} ...); "
-                         "it was written with other settings: use a new --out")
+        raise InputError(
+            f"{source}: checkpoint parameters do not match the model ({', '.join(diff)} ...); "
+            "it was written with other settings: use a new --out"
+        )
     for n, t in state.items():
         if params[n].shape != t.shape:
-            raise InputError(f"{source}: parameter {n} has shape {tuple(t.shape)}, expected "
-                             f"{tuple(params[n].shape)}; use a new --out")
+            raise InputError(
+                f"{source}: parameter {n} has shape {tuple(t.shape)}, expected "
+                f"{tuple(params[n].shape)}; use a new --out"
+            )
         params[n].copy_(t.to(params[n].device, params[n].dtype))
 
 

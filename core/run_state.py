@@ -5,6 +5,7 @@ every checkpoint as plain JSON types (`to_dict`) and comes back with `from_dict`
 resumed run continues with exactly the counters it stopped with. A trainer that counts more
 (tokens, a running loss) subclasses it with its own fields.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,6 +70,8 @@ class RunState:
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in saved]
         if missing:
-            raise InputError(f"{source}: the saved run state lacks {', '.join(missing)} (written by an older "
-                             "tslrec); start over with --force (force=True from Python)")
+            raise InputError(
+                f"{source}: the saved run state lacks {', '.join(missing)} (written by an older "
+                "tslrec); start over with --force (force=True from Python)"
+            )
         return cls(**{n: saved[n] for n in names})

@@ -14,6 +14,7 @@ prefix unless one is given. Two settings with one flag are an error when the par
 Library code names a setting by `Class.field` in its errors (e.g. `TrainConfig.lr`); `flag_names` maps
 those names to the flags, so the command line can say `--lr` instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,8 +87,20 @@ def settings_of(config: Any, path: tuple[str, ...] = (), prefix: str = "") -> li
             kind = "value"
         parse = tp if tp in (int, float, str) else str
         choices = tuple(meta["choices"]) if "choices" in meta else None
-        out.append(Setting(path + (f.name,), cls.__name__, f.name, flag, aliases, kind, parse, meta["help"], choices,
-                           bool(meta.get("required"))))
+        out.append(
+            Setting(
+                path + (f.name,),
+                cls.__name__,
+                f.name,
+                flag,
+                aliases,
+                kind,
+                parse,
+                meta["help"],
+                choices,
+                bool(meta.get("required")),
+            )
+        )
     return out
 
 
@@ -98,7 +111,9 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Any) -> list[Settin
     for s in settings:
         for name in (s.flag, *s.aliases):
             if name in seen:
-                raise TypeError(f"{name} is declared twice: {seen[name].owner}.{seen[name].field} and {s.owner}.{s.field}")
+                raise TypeError(
+                    f"{name} is declared twice: {seen[name].owner}.{seen[name].field} and {s.owner}.{s.field}"
+                )
             seen[name] = s
         default = _get(defaults, s.path)
         dest = ".".join(s.path)
@@ -110,9 +125,15 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Any) -> list[Settin
         else:
             shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
             extra = " (required)" if s.required else ("" if default in (None, "") else f" (default: {shown})")
-            parser.add_argument(*names, dest=dest, default=argparse.SUPPRESS, help=s.help + extra,
-                                type=s.parse if s.kind == "value" else str, choices=s.choices,
-                                metavar=None if s.choices else s.flag.lstrip("-").upper().replace("-", "_"))
+            parser.add_argument(
+                *names,
+                dest=dest,
+                default=argparse.SUPPRESS,
+                help=s.help + extra,
+                type=s.parse if s.kind == "value" else str,
+                choices=s.choices,
+                metavar=None if s.choices else s.flag.lstrip("-").upper().replace("-", "_"),
+            )
     return settings
 
 

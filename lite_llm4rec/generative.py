@@ -6,6 +6,7 @@ beam search (`transformers` generate, 20 beams) returns the top-20 identifiers. 
 decoding scheme of generative LLM recommenders that Lite-LLM4Rec replaces with one
 forward pass and a projection head.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ class GenerativeConfig:
 
 def history_prompt(item_text: list[str], seq: list[int], cfg: GenerativeConfig) -> str:
     """The user's last `max_history` items as text, oldest first."""
-    titles = [item_text[i][:cfg.item_text_chars] for i in seq[-cfg.max_history:] if i > 0]
+    titles = [item_text[i][: cfg.item_text_chars] for i in seq[-cfg.max_history :] if i > 0]
     return PROMPT.format(history="; ".join(titles))
 
 
@@ -42,8 +43,17 @@ def prompt_lengths(tokenizer, prompts: list[str]) -> list[int]:
     return [len(ids) for ids in tokenizer(prompts)["input_ids"]]
 
 
-def finetune_steps(llm: nn.Module, tokenizer, prompts: list[str], targets: list[int], steps: int, batch_size: int,
-                   lr: float, seed: int = 0, bf16: bool = True) -> list[float]:
+def finetune_steps(
+    llm: nn.Module,
+    tokenizer,
+    prompts: list[str],
+    targets: list[int],
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int = 0,
+    bf16: bool = True,
+) -> list[float]:
     """A few AdamW steps of next-identifier SFT (loss on the identifier tokens only). Returns the losses."""
     device = next(llm.parameters()).device
     eos = tokenizer.eos_token or ""
@@ -74,8 +84,9 @@ def finetune_steps(llm: nn.Module, tokenizer, prompts: list[str], targets: list[
 
 
 @torch.no_grad()
-def generate_top_k(llm: nn.Module, tokenizer, prompts: list[str], num_items: int, cfg: GenerativeConfig,
-                   bf16: bool = True) -> list[list[int]]:
+def generate_top_k(
+    llm: nn.Module, tokenizer, prompts: list[str], num_items: int, cfg: GenerativeConfig, bf16: bool = True
+) -> list[list[int]]:
     """Beam search -> per prompt up to `top_k` distinct valid item ids, best first (invalid strings are dropped)."""
     device = next(llm.parameters()).device
     tokenizer.padding_side = "left"  # decoder-only generation continues from the last real token
@@ -83,13 +94,20 @@ def generate_top_k(llm: nn.Module, tokenizer, prompts: list[str], num_items: int
     max_new = len(tokenizer(identifier(num_items), add_special_tokens=False)["input_ids"]) + 1  # digits + EOS
     llm.eval()
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-        out = llm.generate(**batch, num_beams=cfg.num_beams, num_return_sequences=cfg.top_k, max_new_tokens=max_new,
-                           do_sample=False, early_stopping=True, pad_token_id=tokenizer.pad_token_id)
-    texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        out = llm.generate(
+            **batch,
+            num_beams=cfg.num_beams,
+            num_return_sequences=cfg.top_k,
+            max_new_tokens=max_new,
+            do_sample=False,
+            early_stopping=True,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     ranked = []
     for u in range(len(prompts)):
         items: list[int] = []
-        for text in texts[u * cfg.top_k:(u + 1) * cfg.top_k]:
+        for text in texts[u * cfg.top_k : (u + 1) * cfg.top_k]:
             token = text.strip().split(" ")[0] if text.strip() else ""
             if token.isdigit() and 1 <= int(token) <= num_items and int(token) not in items:
                 items.append(int(token))

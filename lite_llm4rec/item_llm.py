@@ -9,6 +9,7 @@ the tslrec item-embedding export format (`stage2_augment.embedding_file`), rows 
 internal item id, row 0 = padding (zeros). Any encoder or decoder works: "minilm" (default,
 all-MiniLM-L6-v2), "smollm2", a local model folder, a .gguf file or a hub id.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from tslrec.core.errors import InputError
-from tslrec.core.settings import require
 from tslrec.core.modules import eval_mode
+from tslrec.core.settings import require
 from tslrec.core.wheel_cache import cache_dir
 from tslrec.llm.loading import DTYPES, LLMConfig, load_llm, transformer_body
 from tslrec.llm.pooling import masked_mean_pool
@@ -34,25 +35,35 @@ from .loading import model_kind
 class ItemLLMConfig:
     """How item text becomes item vectors."""
 
-    name_or_path: str = field(default="minilm", metadata={"flag": "--llm", "help": "built-in name (minilm, smollm2), local folder, .gguf file or hub id"})
+    name_or_path: str = field(
+        default="minilm",
+        metadata={"flag": "--llm", "help": "built-in name (minilm, smollm2), local folder, .gguf file or hub id"},
+    )
     max_tokens: int = field(default=64, metadata={"help": "item text is truncated to this many tokens"})
     batch_size: int = field(default=64, metadata={"help": "items encoded per forward pass"})
-    dtype: str = field(default="float32", metadata={"choices": ("float32", "bfloat16", "float16"), "help": "weight dtype of the Item LLM"})
-    trust_remote_code: bool = field(default=False, metadata={"cli": False, "help": "run model code shipped with a hub model; only if you trust its author"})
+    dtype: str = field(
+        default="float32",
+        metadata={"choices": ("float32", "bfloat16", "float16"), "help": "weight dtype of the Item LLM"},
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"cli": False, "help": "run model code shipped with a hub model; only if you trust its author"},
+    )
 
     def __post_init__(self) -> None:
         require(self.max_tokens >= 1, self, "max_tokens", "need at least 1")
         require(self.batch_size >= 1, self, "batch_size", "need at least 1")
         require(self.dtype in DTYPES, self, "dtype", f"use one of {', '.join(DTYPES)}")
 
-    def validate(self) -> "ItemLLMConfig":
+    def validate(self) -> ItemLLMConfig:
         """Checked on construction (__post_init__); kept so callers can chain it."""
         return self
 
 
 @torch.no_grad()
-def encode_texts(texts: list[str], llm: torch.nn.Module, tokenizer, max_tokens: int, batch_size: int,
-                 progress: bool = False) -> torch.Tensor:
+def encode_texts(
+    texts: list[str], llm: torch.nn.Module, tokenizer, max_tokens: int, batch_size: int, progress: bool = False
+) -> torch.Tensor:
     """Masked mean of the last hidden states of each text: list of n strings -> [n, D] float32 on CPU."""
     body = transformer_body(llm)  # skips a causal LM's vocabulary head; a T5 model's encoder stack
     device = next(body.parameters()).device
@@ -60,8 +71,13 @@ def encode_texts(texts: list[str], llm: torch.nn.Module, tokenizer, max_tokens: 
     out = []
     with eval_mode(body):
         for start in tqdm(range(0, len(texts), batch_size), desc="item LLM", disable=not progress, leave=False):
-            batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=max_tokens,
-                              return_tensors="pt")
+            batch = tokenizer(
+                texts[start : start + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=max_tokens,
+                return_tensors="pt",
+            )
             ids = batch["input_ids"].to(device)  # [b, T]
             mask = batch["attention_mask"].to(device)  # [b, T]
             hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state  # [b, T, D]
@@ -85,18 +101,22 @@ def default_cache_folder(dataset_name: str, dataset_hash: str, cfg: ItemLLMConfi
     return cache_dir() / "lite-item-vectors" / f"{name}-{dataset_hash[:12]}-{model}-{tag}-t{cfg.max_tokens}"
 
 
-def compute_item_vectors(item_text: list[str], cfg: ItemLLMConfig, device: torch.device | str = "cpu",
-                         progress: bool = True) -> torch.Tensor:
+def compute_item_vectors(
+    item_text: list[str], cfg: ItemLLMConfig, device: torch.device | str = "cpu", progress: bool = True
+) -> torch.Tensor:
     """item_text[i] for internal id i ([0] = padding) -> [N+1, D] float32, row 0 zeros."""
-    llm, tokenizer = load_llm(LLMConfig(name_or_path=cfg.name_or_path, dtype=cfg.dtype,
-                                        trust_remote_code=cfg.trust_remote_code), kind=model_kind(cfg.name_or_path))
+    llm, tokenizer = load_llm(
+        LLMConfig(name_or_path=cfg.name_or_path, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code),
+        kind=model_kind(cfg.name_or_path),
+    )
     llm.to(device)
     vectors = encode_texts(item_text[1:], llm, tokenizer, cfg.max_tokens, cfg.batch_size, progress)  # [N, D]
     return torch.cat([torch.zeros(1, vectors.shape[1]), vectors])  # [N+1, D]
 
 
-def item_vectors_for_dataset(ds, cfg: ItemLLMConfig, folder: str | Path | None = None,
-                             device: torch.device | str = "cpu", progress: bool = True) -> tuple[torch.Tensor, dict]:
+def item_vectors_for_dataset(
+    ds, cfg: ItemLLMConfig, folder: str | Path | None = None, device: torch.device | str = "cpu", progress: bool = True
+) -> tuple[torch.Tensor, dict]:
     """Item vectors [N+1, D] for a `SequenceDataset`, read from the cache or computed once and cached there.
 
     folder None: the default cache folder for this dataset, text and model (recomputed if stale).
@@ -112,12 +132,16 @@ def item_vectors_for_dataset(ds, cfg: ItemLLMConfig, folder: str | Path | None =
         if stored is not None and ds.item_text is not None:
             expected = text_fingerprint(ds.item_text, ItemLLMConfig(**{**asdict(cfg), **_llm_fields(found.manifest)}))
             if stored != expected:
-                raise InputError(f"{folder}: field 'source.text_sha256' does not match this dataset's item text; "
-                                 "the vectors were computed from other text; delete the folder or drop --item-vectors")
+                raise InputError(
+                    f"{folder}: field 'source.text_sha256' does not match this dataset's item text; "
+                    "the vectors were computed from other text; delete the folder or drop --item-vectors"
+                )
         return found.embeddings, {"folder": str(folder), "computed": False, "source": found.manifest.get("source", {})}
     if ds.item_text is None:
-        raise InputError(f"dataset '{ds.name}': no item text; Lite-LLM4Rec encodes item text, so add a .item file "
-                         "with an 'item_id:token' and a 'title:token_seq' column (or pass --item-vectors)")
+        raise InputError(
+            f"dataset '{ds.name}': no item text; Lite-LLM4Rec encodes item text, so add a .item file "
+            "with an 'item_id:token' and a 'title:token_seq' column (or pass --item-vectors)"
+        )
     if not any(t.strip() for t in ds.item_text[1:]):
         raise InputError(f"dataset '{ds.name}': every item text is empty; fill the title column of the .item file")
     fingerprint = text_fingerprint(ds.item_text, cfg)
@@ -140,8 +164,14 @@ def _read_cache(folder: Path, ds, fingerprint: str) -> torch.Tensor | None:
 
 
 def _source(cfg: ItemLLMConfig, fingerprint: str) -> dict:
-    return {"method": "lite-llm4rec item LLM", "item_llm": cfg.name_or_path, "pooling": "mean",
-            "max_tokens": cfg.max_tokens, "dtype": cfg.dtype, "text_sha256": fingerprint}
+    return {
+        "method": "lite-llm4rec item LLM",
+        "item_llm": cfg.name_or_path,
+        "pooling": "mean",
+        "max_tokens": cfg.max_tokens,
+        "dtype": cfg.dtype,
+        "text_sha256": fingerprint,
+    }
 
 
 def _llm_fields(manifest: dict) -> dict:

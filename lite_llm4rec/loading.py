@@ -5,11 +5,9 @@ their own kind ("smollm2" is a causal LM, "minilm" an encoder); every other fold
 file or hub id loads through `AutoModel` ("encoder" kind), which gives the bare transformer
 of any family (LlamaModel, BertModel, T5Model, ...). Lite never needs a vocabulary head.
 """
+
 from __future__ import annotations
 
-from torch import nn
-
-from tslrec.core.errors import InputError
 from tslrec.llm.loading import BUILTIN_MODELS
 
 

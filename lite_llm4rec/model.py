@@ -15,6 +15,7 @@ For a causal LLM the mean over positions 1..t depends on items 1..t only, so one
 a sequence gives the pooled state of every prefix (`prefix_states`); training on every
 prefix ("all") then costs one pass per window instead of one per prefix.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -24,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tslrec.core.errors import InputError
 from tslrec.core.settings import require
 from tslrec.llm.loading import LLMConfig, hidden_size, load_llm, transformer_body
 from tslrec.llm.lora import add_lora
@@ -40,20 +40,35 @@ FINETUNE = ("lora", "full")
 class LiteConfig:
     """Recommendation LLM and head settings (the LLM itself is named by an LLMConfig)."""
 
-    finetune: str = field(default="lora", metadata={"choices": ("lora", "full"), "help": "lora (peft adapters) | full (every LLM weight)"})
+    finetune: str = field(
+        default="lora", metadata={"choices": ("lora", "full"), "help": "lora (peft adapters) | full (every LLM weight)"}
+    )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (alpha / r = 2)"})
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
-    lora_target_modules: list[str] | None = field(default=None, metadata={"help": "comma-separated module names to adapt (default: peft's for the model type: Llama q_proj,v_proj; T5 q,v)"})
-    add_bos: bool = field(default=True, metadata={"flag": "--no-bos", "help": "put the tokenizer's BOS first (decoder LLMs expect it); never pooled"})
-    tune_item_vectors: bool = field(default=False, metadata={"help": "also train the Item-LLM vectors with the recommendation loss"})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "comma-separated module names to adapt "
+                "(default: peft's for the model type: Llama q_proj,v_proj; T5 q,v)"
+            )
+        },
+    )
+    add_bos: bool = field(
+        default=True,
+        metadata={"flag": "--no-bos", "help": "put the tokenizer's BOS first (decoder LLMs expect it); never pooled"},
+    )
+    tune_item_vectors: bool = field(
+        default=False, metadata={"help": "also train the Item-LLM vectors with the recommendation loss"}
+    )
 
     def __post_init__(self) -> None:
         require(self.finetune in FINETUNE, self, "finetune", f"use one of {', '.join(FINETUNE)}")
         require(self.lora_r >= 1, self, "lora_r", "need at least 1")
         require(0.0 <= self.lora_dropout < 1.0, self, "lora_dropout", "must be in [0, 1)")
 
-    def validate(self) -> "LiteConfig":
+    def validate(self) -> LiteConfig:
         """Checked on construction (__post_init__); kept so callers can chain it."""
         return self
 
@@ -97,7 +112,10 @@ class RecommendationLLM(nn.Module):
         return masked_mean_pool(hidden, item_mask)  # [B, H]
 
     def prefix_states(self, vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Causal LLMs only. Left-padded input -> [B, T, H]: position t = mean of item states 1..t (h_u of that prefix)."""
+        """Causal LLMs only.
+
+        Left-padded input -> [B, T, H]: position t = mean of item states 1..t (h_u of that prefix).
+        """
         if not self.causal:
             raise ValueError("prefix_states needs a causal LLM: an encoder's states at t see later items")
         if bool((mask[:, 1:].long() < mask[:, :-1].long()).any()):
@@ -105,7 +123,7 @@ class RecommendationLLM(nn.Module):
         hidden, item_mask = self.states(vectors, mask)
         w = item_mask.unsqueeze(-1).float()  # [B, P+T, 1]
         running = (hidden * w).cumsum(dim=1) / w.cumsum(dim=1).clamp(min=1.0)  # [B, P+T, H]
-        return running[:, self.num_prefix:]  # [B, T, H], aligned with the input columns
+        return running[:, self.num_prefix :]  # [B, T, H], aligned with the input columns
 
 
 class LiteLLM4Rec(nn.Module):
@@ -115,9 +133,13 @@ class LiteLLM4Rec(nn.Module):
     def __init__(self, rec_llm: RecommendationLLM, item_vectors: torch.Tensor, tune_item_vectors: bool = False):
         super().__init__()
         self.rec = rec_llm
-        self.item_vectors = nn.Parameter(item_vectors.detach().float().clone(), requires_grad=tune_item_vectors)  # [N+1, D]
+        self.item_vectors = nn.Parameter(
+            item_vectors.detach().float().clone(), requires_grad=tune_item_vectors
+        )  # [N+1, D]
         self.head = nn.Linear(rec_llm.hidden, item_vectors.shape[0] - 1, bias=False)  # W of Eq. 5: [N, H]
-        nn.init.zeros_(self.head.weight)  # start at the uniform prediction (loss ln N): LLM states have large outlier dims
+        nn.init.zeros_(
+            self.head.weight
+        )  # start at the uniform prediction (loss ln N): LLM states have large outlier dims
 
     @property
     def num_items(self) -> int:

@@ -1,21 +1,19 @@
 """Save a trained Lite-LLM4Rec model and load it back.
 
-    <folder>/config.json        LiteConfig, LLMConfig, item dim, number of items
-    <folder>/weights.safetensors adapter.{weight,bias}, head.weight, item_vectors [N+1, D]
-    <folder>/lora/              peft adapter (finetune=lora)
-    <folder>/llm/               the whole fine-tuned LLM + tokenizer, save_pretrained (finetune=full)
+<folder>/config.json        LiteConfig, LLMConfig, item dim, number of items
+<folder>/weights.safetensors adapter.{weight,bias}, head.weight, item_vectors [N+1, D]
+<folder>/lora/              peft adapter (finetune=lora)
+<folder>/llm/               the whole fine-tuned LLM + tokenizer, save_pretrained (finetune=full)
 """
+
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from tslrec.core.artifacts import load_tensors, read_json, save_tensors, write_json
+from tslrec.core.artifacts import atomic_folder, load_tensors, read_json, save_tensors, write_json
 from tslrec.core.errors import InputError
 from tslrec.llm.loading import LLMConfig, load_llm
 from tslrec.llm.lora import load_adapter
@@ -38,27 +36,36 @@ def save_lite_model(model: LiteLLM4Rec, folder: str | Path, cfg: LiteConfig, llm
     if cfg.finetune == "lora":
         _save_pretrained_atomic(folder / LORA_DIR, lambda d: llm.save_pretrained(d, safe_serialization=True))
     else:
+
         def save_full(d: Path) -> None:
             llm.save_pretrained(d, safe_serialization=True)
             model.rec.tokenizer.save_pretrained(d)
+
         _save_pretrained_atomic(folder / LLM_DIR, save_full)
-    save_tensors(folder / WEIGHTS_FILE, {"adapter.weight": model.rec.adapter.weight, "adapter.bias": model.rec.adapter.bias,
-                                         "head.weight": model.head.weight, "item_vectors": model.item_vectors})
-    write_json(folder / CONFIG_FILE, {"lite": asdict(cfg), "llm": asdict(llm_cfg), "item_dim": model.item_vectors.shape[1],
-                                      "num_items": model.num_items})
+    save_tensors(
+        folder / WEIGHTS_FILE,
+        {
+            "adapter.weight": model.rec.adapter.weight,
+            "adapter.bias": model.rec.adapter.bias,
+            "head.weight": model.head.weight,
+            "item_vectors": model.item_vectors,
+        },
+    )
+    write_json(
+        folder / CONFIG_FILE,
+        {
+            "lite": asdict(cfg),
+            "llm": asdict(llm_cfg),
+            "item_dim": model.item_vectors.shape[1],
+            "num_items": model.num_items,
+        },
+    )
     return folder
 
 
 def _save_pretrained_atomic(target: Path, write) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_folder(target) as tmp:
         write(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def load_lite_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[LiteLLM4Rec, dict]:

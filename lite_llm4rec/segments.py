@@ -12,6 +12,7 @@
 
 A row is (inputs, targets) of equal length; targets[t] is the item after inputs[:t+1], 0 = none.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ def sampling_rows(train_sequences: list[np.ndarray], segment_len: int, rng: np.r
         if len(seq) < 2:
             continue
         t = int(rng.integers(1, len(seq)))  # target position, uniform over the training targets
-        inp = np.asarray(seq[max(0, t - (segment_len - 1)):t], dtype=np.int64)
+        inp = np.asarray(seq[max(0, t - (segment_len - 1)) : t], dtype=np.int64)
         tgt = np.zeros_like(inp)
         tgt[-1] = seq[t]
         inputs.append(inp)
@@ -69,7 +70,7 @@ def all_prefix_rows(train_sequences: list[np.ndarray], max_len: int, share_prefi
                 targets.append(tgt[start:end])
         else:
             for t in range(1, len(seq)):
-                inp = seq[max(0, t - max_len):t]
+                inp = seq[max(0, t - max_len) : t]
                 tgt = np.zeros_like(inp)
                 tgt[-1] = seq[t]
                 inputs.append(inp)

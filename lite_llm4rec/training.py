@@ -5,23 +5,24 @@ Evaluation is the foundation's `evaluate` (full ranking over all items, ties aga
 model, per-user vectors) on leave-one-out splits. A checkpoint written at every validation
 lets a killed run resume with the same arguments.
 """
+
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tslrec.core.artifacts import atomic_path
 from tslrec.backbones.batching import EvalSplit, LeaveOneOutSplits
+from tslrec.backbones.evaluation import EvalConfig, EvalResult, evaluate
+from tslrec.core.artifacts import atomic_path
 from tslrec.core.errors import InputError
+from tslrec.core.modules import eval_mode, load_trainable_state, peak_memory_mb, trainable_state
 from tslrec.core.run_state import RunState
 from tslrec.core.settings import require
-from tslrec.core.modules import eval_mode, load_trainable_state, peak_memory_mb, trainable_state
-from tslrec.backbones.evaluation import EvalConfig, EvalResult, evaluate
 
 from .model import LiteLLM4Rec
 from .segments import STRATEGIES, TrainRows, all_prefix_rows, collate, sampling_rows
@@ -31,18 +32,44 @@ from .segments import STRATEGIES, TrainRows, all_prefix_rows, collate, sampling_
 class LiteTrainConfig:
     """Optimisation and model selection."""
 
-    strategy: str = field(default="sampling", metadata={"choices": ("sampling", "all"), "help": "sampling (one random segment per user per epoch) | all (every training prefix)"})
-    segment_len: int = field(default=21, metadata={"help": "sampling: at most this many items per segment (inputs + the target)"})
+    strategy: str = field(
+        default="sampling",
+        metadata={
+            "choices": ("sampling", "all"),
+            "help": "sampling (one random segment per user per epoch) | all (every training prefix)",
+        },
+    )
+    segment_len: int = field(
+        default=21, metadata={"help": "sampling: at most this many items per segment (inputs + the target)"}
+    )
     epochs: int = field(default=10, metadata={"help": "passes over the training rows"})
-    max_steps: int | None = field(default=None, metadata={"help": "cap on optimizer steps (quick runs; None = epochs decide)"})
+    max_steps: int | None = field(
+        default=None, metadata={"help": "cap on optimizer steps (quick runs; None = epochs decide)"}
+    )
     batch_size: int = field(default=16, metadata={"help": "training rows per step"})
-    lr: float = field(default=5e-4, metadata={"help": "AdamW lr of the LLM weights (LoRA adapters, or all weights with finetune=full)"})
-    head_lr: float = field(default=2e-3, metadata={"help": "AdamW lr of the adapter, the item head and tuned item vectors (trained from scratch)"})
+    lr: float = field(
+        default=5e-4,
+        metadata={"help": "AdamW lr of the LLM weights (LoRA adapters, or all weights with finetune=full)"},
+    )
+    head_lr: float = field(
+        default=2e-3,
+        metadata={"help": "AdamW lr of the adapter, the item head and tuned item vectors (trained from scratch)"},
+    )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 = off)"})
-    bf16: bool = field(default=True, metadata={"flag": "--no-bf16", "help": "bfloat16 autocast for the LLM (about 1.5x faster on CPUs with AMX / AVX512-BF16)"})
-    eval_every: int | None = field(default=None, metadata={"help": "validate every N optimizer steps (None = after each epoch)"})
-    patience: int = field(default=3, metadata={"help": "validations without a better validation metric before stopping"})
+    bf16: bool = field(
+        default=True,
+        metadata={
+            "flag": "--no-bf16",
+            "help": "bfloat16 autocast for the LLM (about 1.5x faster on CPUs with AMX / AVX512-BF16)",
+        },
+    )
+    eval_every: int | None = field(
+        default=None, metadata={"help": "validate every N optimizer steps (None = after each epoch)"}
+    )
+    patience: int = field(
+        default=3, metadata={"help": "validations without a better validation metric before stopping"}
+    )
     select_metric: str = field(default="NDCG@10", metadata={"help": "validation metric that picks the checkpoint"})
     seed: int = field(default=42, metadata={"help": "seeds segments, order, LoRA/adapter/head init"})
 
@@ -57,7 +84,7 @@ class LiteTrainConfig:
         require(self.eval_every is None or self.eval_every >= 1, self, "eval_every", "need at least 1")
         require(self.patience >= 1, self, "patience", "need at least 1")
 
-    def validate(self) -> "LiteTrainConfig":
+    def validate(self) -> LiteTrainConfig:
         """Checked on construction (__post_init__); kept so callers can chain it."""
         return self
 
@@ -88,8 +115,9 @@ class LiteRunState(RunState):
     loss_steps: int = 0  # steps in loss_sum
 
 
-def make_rows(train_sequences: list[np.ndarray], cfg: LiteTrainConfig, max_len: int, epoch: int,
-              share_prefixes: bool) -> TrainRows:
+def make_rows(
+    train_sequences: list[np.ndarray], cfg: LiteTrainConfig, max_len: int, epoch: int, share_prefixes: bool
+) -> TrainRows:
     """The training rows of one epoch (sampling draws new segments every epoch, seeded)."""
     if cfg.strategy == "sampling":
         return sampling_rows(train_sequences, cfg.segment_len, np.random.default_rng([cfg.seed, epoch]))
@@ -97,9 +125,11 @@ def make_rows(train_sequences: list[np.ndarray], cfg: LiteTrainConfig, max_len: 
 
 
 @torch.no_grad()
-def evaluate_lite(model: LiteLLM4Rec, split: EvalSplit, eval_cfg: EvalConfig, device: torch.device,
-                  bf16: bool = True) -> EvalResult:
+def evaluate_lite(
+    model: LiteLLM4Rec, split: EvalSplit, eval_cfg: EvalConfig, device: torch.device, bf16: bool = True
+) -> EvalResult:
     """Full-ranking metrics of `model` on one split (eval mode, no grad)."""
+
     def score(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
             h = model(seq, lengths)  # [B, H]: the LLM may run in bf16
@@ -117,9 +147,17 @@ def _optimizer(model: LiteLLM4Rec, cfg: LiteTrainConfig) -> torch.optim.Optimize
     return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
 
 
-def train_lite(model: LiteLLM4Rec, train_sequences: list[np.ndarray], splits: LeaveOneOutSplits, cfg: LiteTrainConfig,
-               max_len: int, device: torch.device, eval_cfg: EvalConfig | None = None,
-               checkpoint: str | Path | None = None, progress: bool = True) -> LiteTrainResult:
+def train_lite(
+    model: LiteLLM4Rec,
+    train_sequences: list[np.ndarray],
+    splits: LeaveOneOutSplits,
+    cfg: LiteTrainConfig,
+    max_len: int,
+    device: torch.device,
+    eval_cfg: EvalConfig | None = None,
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+) -> LiteTrainResult:
     """Train, validate every `eval_every` steps (or epoch), keep the best, evaluate test once.
 
     train_sequences: each user's training items (all but validation and test), internal ids.
@@ -152,9 +190,15 @@ def train_lite(model: LiteLLM4Rec, train_sequences: list[np.ndarray], splits: Le
         result = evaluate_lite(model, splits.valid, eval_cfg, device, cfg.bf16)
         score = result.metrics[cfg.select_metric]
         state.elapsed += time.perf_counter() - t0
-        state.history.append({"step": state.step, "epoch": round(state.step / steps_per_epoch, 3),
-                              "loss": state.loss_sum / max(state.loss_steps, 1),
-                              f"valid_{cfg.select_metric}": score, "elapsed_seconds": round(state.elapsed, 1)})
+        state.history.append(
+            {
+                "step": state.step,
+                "epoch": round(state.step / steps_per_epoch, 3),
+                "loss": state.loss_sum / max(state.loss_steps, 1),
+                f"valid_{cfg.select_metric}": score,
+                "elapsed_seconds": round(state.elapsed, 1),
+            }
+        )
         state.loss_sum, state.loss_steps = 0.0, 0
         if state.record(score, state.step, higher_is_better=True):
             best.clear()
@@ -163,15 +207,29 @@ def train_lite(model: LiteLLM4Rec, train_sequences: list[np.ndarray], splits: Le
         state.stopped = state.should_stop(cfg.patience)
         if ckpt is not None:
             with atomic_path(ckpt) as tmp:
-                torch.save({"model": trainable_state(model), "optimizer": opt.state_dict(), "best": best,
-                            "state": state.to_dict(), "rng": torch.get_rng_state()}, tmp)
+                torch.save(
+                    {
+                        "model": trainable_state(model),
+                        "optimizer": opt.state_dict(),
+                        "best": best,
+                        "state": state.to_dict(),
+                        "rng": torch.get_rng_state(),
+                    },
+                    tmp,
+                )
 
-    bar = tqdm(total=total_steps, initial=state.step, desc=f"lite {cfg.strategy}", disable=not progress,
-               unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps,
+        initial=state.step,
+        desc=f"lite {cfg.strategy}",
+        disable=not progress,
+        unit="step",
+        dynamic_ncols=True,
+    )
     while not state.stopped and state.step < total_steps and state.epoch < cfg.epochs:
         rows = make_rows(train_sequences, cfg, max_len, state.epoch, share)
         order = np.random.default_rng([cfg.seed, 7, state.epoch]).permutation(len(rows))
-        batches = [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+        batches = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
         for b in range(state.batch, len(batches)):
             t0 = time.perf_counter()
             ids, targets = collate(rows, batches[b], max_len)
@@ -207,7 +265,15 @@ def train_lite(model: LiteLLM4Rec, train_sequences: list[np.ndarray], splits: Le
     valid = best_valid[0] if best_valid else evaluate_lite(model, splits.valid, eval_cfg, device, cfg.bf16)
     test = evaluate_lite(model, splits.test, eval_cfg, device, cfg.bf16)
     return LiteTrainResult(
-        best_step=state.best_at, steps=state.step, epochs_run=round(state.step / steps_per_epoch, 3),
-        valid=valid, test=test, train_targets_per_epoch=make_rows(train_sequences, cfg, max_len, 0, share).num_targets,
-        history=state.history, seconds_to_best=state.seconds_to_best, train_seconds=state.train_seconds,
-        positions_per_second=state.positions / max(state.train_seconds, 1e-9), peak_memory_mb=peak_memory_mb(device))
+        best_step=state.best_at,
+        steps=state.step,
+        epochs_run=round(state.step / steps_per_epoch, 3),
+        valid=valid,
+        test=test,
+        train_targets_per_epoch=make_rows(train_sequences, cfg, max_len, 0, share).num_targets,
+        history=state.history,
+        seconds_to_best=state.seconds_to_best,
+        train_seconds=state.train_seconds,
+        positions_per_second=state.positions / max(state.train_seconds, 1e-9),
+        peak_memory_mb=peak_memory_mb(device),
+    )

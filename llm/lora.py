@@ -1,4 +1,5 @@
 """LoRA on a loaded LLM (peft), and a saved adapter read back; one place for both stage 1 and Lite-LLM4Rec."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,15 @@ from tslrec.core.errors import InputError
 from .loading import peft_deprecations_filtered
 
 
-def add_lora(llm: nn.Module, r: int, alpha: int, dropout: float, target_modules: list[str] | None,
-             quantized: bool = False, gradient_checkpointing: bool = False) -> nn.Module:
+def add_lora(
+    llm: nn.Module,
+    r: int,
+    alpha: int,
+    dropout: float,
+    target_modules: list[str] | None,
+    quantized: bool = False,
+    gradient_checkpointing: bool = False,
+) -> nn.Module:
     """Wrap `llm` with trainable LoRA layers. target_modules None = peft's default for the model type;
     named modules the model lacks -> InputError. quantized: prepare a bitsandbytes model for training first."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -21,17 +29,26 @@ def add_lora(llm: nn.Module, r: int, alpha: int, dropout: float, target_modules:
         missing = [t for t in target_modules if t not in names]
         if missing:
             linear = sorted(n for n in names if "proj" in n or n in ("q", "v", "query", "value"))[:6]
-            raise InputError(f"lora_target_modules: {', '.join(missing)} not found in this model; pick from its "
-                             f"linear layers, e.g. {', '.join(linear)}")
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
-                        target_modules=list(target_modules) if target_modules else None, bias="none")
+            raise InputError(
+                f"lora_target_modules: {', '.join(missing)} not found in this model; pick from its "
+                f"linear layers, e.g. {', '.join(linear)}"
+            )
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(target_modules) if target_modules else None,
+        bias="none",
+    )
     try:
         with peft_deprecations_filtered():
             if quantized:
                 llm = prepare_model_for_kbit_training(llm, use_gradient_checkpointing=gradient_checkpointing)
             peft_model = get_peft_model(llm, config)
     except ValueError as e:  # peft knows no default target modules for this model type
-        raise InputError(f"LoRA: {str(e).splitlines()[0][:120]}; set lora_target_modules (e.g. q_proj,v_proj)") from None
+        raise InputError(
+            f"LoRA: {str(e).splitlines()[0][:120]}; set lora_target_modules (e.g. q_proj,v_proj)"
+        ) from None
     peft_model.train()
     return peft_model
 
@@ -48,5 +65,6 @@ def load_adapter(llm: nn.Module, folder: str | Path, rerun: str) -> nn.Module:
         with peft_deprecations_filtered():
             return PeftModel.from_pretrained(llm, str(folder), is_trainable=False)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise InputError(f"{folder}: LoRA adapter is unreadable ({str(e).splitlines()[0][:100]}); "
-                         f"re-run `{rerun}`") from None
+        raise InputError(
+            f"{folder}: LoRA adapter is unreadable ({str(e).splitlines()[0][:100]}); re-run `{rerun}`"
+        ) from None

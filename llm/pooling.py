@@ -1,4 +1,5 @@
 """Turn per-position hidden states into one vector per sequence. Shared by stage 1 and Lite-LLM4Rec."""
+
 from __future__ import annotations
 
 import torch

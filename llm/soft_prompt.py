@@ -10,6 +10,7 @@ token ("Response:"). That makes last-token pooling a plain `hidden[:, -1]` and k
 padding out of every real token's causal context. `position_ids` count real tokens from 0.
 Shared by stage 1 and Lite-LLM4Rec.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,7 +23,9 @@ from torch import nn
 class SoftPromptBuilder(nn.Module):
     """Holds the tokenised prefix/suffix and packs them around a block of soft vectors."""
 
-    def __init__(self, tokenizer, prefix_text: str, suffix_text: str, add_bos: bool = True, require_suffix: bool = True):
+    def __init__(
+        self, tokenizer, prefix_text: str, suffix_text: str, add_bos: bool = True, require_suffix: bool = True
+    ):
         super().__init__()
         prefix_ids = tokenizer(prefix_text, add_special_tokens=False)["input_ids"]
         bos = tokenizer.bos_token_id
@@ -41,8 +44,9 @@ class SoftPromptBuilder(nn.Module):
         """P + S: text positions added to every prompt."""
         return int(self.prefix_ids.numel() + self.suffix_ids.numel())
 
-    def forward(self, embed: nn.Module, soft: torch.Tensor, soft_mask: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, embed: nn.Module, soft: torch.Tensor, soft_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Build (inputs_embeds [B, L, H], attention_mask [B, L], position_ids [B, L]), L = P + T + S.
 
         embed: the LLM's input embedding layer; soft: [B, T, H]; soft_mask: [B, T] (1 = real vector).
@@ -54,8 +58,9 @@ class SoftPromptBuilder(nn.Module):
         prefix = embed(self.prefix_ids).to(weight_dtype)  # [P, H]
         suffix = embed(self.suffix_ids).to(weight_dtype)  # [S, H]
         P, S = prefix.shape[0], suffix.shape[0]
-        full = torch.cat([prefix.unsqueeze(0).expand(B, P, H), soft.to(weight_dtype),
-                          suffix.unsqueeze(0).expand(B, S, H)], dim=1)  # [B, L, H]
+        full = torch.cat(
+            [prefix.unsqueeze(0).expand(B, P, H), soft.to(weight_dtype), suffix.unsqueeze(0).expand(B, S, H)], dim=1
+        )  # [B, L, H]
         ones_p = torch.ones(B, P, dtype=torch.long, device=device)
         ones_s = torch.ones(B, S, dtype=torch.long, device=device)
         mask = torch.cat([ones_p, soft_mask.to(device=device, dtype=torch.long), ones_s], dim=1)  # [B, L]
@@ -76,8 +81,8 @@ def left_pad_ids(sequences: list, max_items: int, pad_id: int = 0) -> tuple[torc
     mask = torch.zeros((len(kept), T), dtype=torch.long)
     for row, k in enumerate(kept):
         if k:
-            ids[row, T - len(k):] = torch.as_tensor(k, dtype=torch.long)
-            mask[row, T - len(k):] = 1
+            ids[row, T - len(k) :] = torch.as_tensor(k, dtype=torch.long)
+            mask[row, T - len(k) :] = 1
     return ids, mask
 
 

@@ -8,6 +8,7 @@ Runs backbone x fusion x seed `tslrec train` cells (resumable, see ablation_grid
     activity.csv / activity.png   test metrics by user-activity group for base, ci, gate
     agreement.json / agreement.png    LLM category vs k-means group (needs an export with category_probs)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,11 +18,8 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.base import BackboneConfig
-from tslrec.backbones.evaluation import EvalConfig
 from tslrec.backbones.item_embedding import FUSIONS
 from tslrec.backbones.registry import BACKBONES
-from tslrec.backbones.training import TrainConfig
 from tslrec.core.artifacts import atomic_path, write_json
 from tslrec.core.settings import require
 from tslrec.stage2_augment.analysis import CategoryAgreement, activity_groups, category_agreement
@@ -29,37 +27,48 @@ from tslrec.stage2_augment.embedding_file import load_item_embeddings
 
 from . import ablation_report as report
 from . import plots
-from .ablation_grid import DIGESTS, CellResult, check_settings, collect, discard_cells, make_grid, run_grid, \
-    shared_settings
-from .data import DataConfig, SequenceDataset, load_dataset
-from .options import Command, Runtime
+from .ablation_grid import (
+    DIGESTS,
+    CellResult,
+    check_settings,
+    collect,
+    discard_cells,
+    make_grid,
+    run_grid,
+    shared_settings,
+)
+from .data import SequenceDataset, load_dataset
+from .options import Command
 from .side_information import LLM_FUSIONS, SideInfoConfig, load_clusters, load_side_information
-from .train_job import side_information_fingerprint
+from .train_job import BackboneSettings, side_information_fingerprint
 
 ACTIVITY_FUSIONS = ("base", "ci", "gate")  # the variants of the paper's Fig. 5
 
 
 @dataclass
-class AblateJob:
+class AblateJob(BackboneSettings):
     """A grid of `tslrec train` cells, backbone x fusion x seed, and its analyses."""
 
     dataset: str = field(default="", metadata={"required": True, "help": "built-in name (ml-100k, ml-1m) or a path"})
     out: str = field(default="", metadata={"required": True, "help": "grid folder (re-run the same command to resume)"})
-    backbones: list[str] = field(default_factory=lambda: ["gru4rec", "caser", "sasrec", "fmlprec"], metadata={
-        "help": f"comma list of {', '.join(BACKBONES)}"})
-    fusions: list[str] = field(default_factory=lambda: ["base", "ci", "gate"], metadata={
-        "help": f"comma list of {', '.join(FUSIONS)}"})
+    backbones: list[str] = field(
+        default_factory=lambda: ["gru4rec", "caser", "sasrec", "fmlprec"],
+        metadata={"help": f"comma list of {', '.join(BACKBONES)}"},
+    )
+    fusions: list[str] = field(
+        default_factory=lambda: ["base", "ci", "gate"], metadata={"help": f"comma list of {', '.join(FUSIONS)}"}
+    )
     seeds: int = field(default=3, metadata={"help": "number of seeds per cell: --seed, --seed+1, ..."})
     activity_groups: int = field(default=4, metadata={"help": "user-activity groups for the Fig. 5 analysis"})
-    force: bool = field(default=False, metadata={"help": (
-        "start the grid over: discard every cell's results and checkpoint in --out (a re-run with other settings or "
-        "side-information files is refused without it)")})
-    side: SideInfoConfig = field(default_factory=SideInfoConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: BackboneConfig = field(default_factory=BackboneConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    runtime: Runtime = field(default_factory=Runtime)
+    force: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "start the grid over: discard every cell's results and checkpoint in --out "
+                "(a re-run with other settings or side-information files is refused without it)"
+            )
+        },
+    )
 
     def __post_init__(self) -> None:
         self.backbones, self.fusions = list(dict.fromkeys(self.backbones)), list(dict.fromkeys(self.fusions))
@@ -69,8 +78,12 @@ class AblateJob:
         require(bool(self.fusions) and not bad_f, self, "fusions", f"use a comma list of {', '.join(FUSIONS)}")
         require(self.seeds >= 1, self, "seeds", "need at least 1")
         require(self.activity_groups >= 1, self, "activity_groups", "need at least 1")
-        require(not self.side.finetune_llm_table or bool(set(self.fusions) & set(LLM_FUSIONS)), self, "fusions",
-                f"none reads an LLM table ({', '.join(LLM_FUSIONS)}), so --finetune-llm-table has nothing to train")
+        require(
+            not self.side.finetune_llm_table or bool(set(self.fusions) & set(LLM_FUSIONS)),
+            self,
+            "fusions",
+            f"none reads an LLM table ({', '.join(LLM_FUSIONS)}), so --finetune-llm-table has nothing to train",
+        )
 
 
 @dataclass
@@ -93,16 +106,25 @@ def run_ablation(job: AblateJob) -> AblateOutcome:
     ds = load_dataset(job.dataset, job.data)
     digests = {}
     for fusion in job.fusions:  # every input file is checked before the first cell trains
-        side = load_side_information(fusion, ds, job.side.item_embeddings, job.side.clusters,
-                                     job.side.finetune_llm_table and fusion in LLM_FUSIONS)
+        side = load_side_information(
+            fusion,
+            ds,
+            job.side.item_embeddings,
+            job.side.clusters,
+            job.side.finetune_llm_table and fusion in LLM_FUSIONS,
+        )
         tensors = {k: v for k, v in side_information_fingerprint(side).items() if k != "fusion" and v}
         if tensors:
             digests[fusion] = hashlib.sha256(json.dumps(tensors, sort_keys=True).encode()).hexdigest()
     out = Path(job.out)
     if job.force:
         discard_cells(out)
-    check_settings(out, {**shared_settings(job), **({DIGESTS: digests} if digests else {})},
-                   shared_settings(AblateJob(dataset=job.dataset)), force=job.force)
+    check_settings(
+        out,
+        {**shared_settings(job), **({DIGESTS: digests} if digests else {})},
+        shared_settings(AblateJob(dataset=job.dataset)),
+        force=job.force,
+    )
     cells = make_grid(job.backbones, job.fusions, [job.train.seed + i for i in range(job.seeds)])
     elsewhere = run_grid(job, cells, out)
     results = collect(out, cells)
@@ -111,8 +133,11 @@ def run_ablation(job: AblateJob) -> AblateOutcome:
 
 def print_outcome(o: AblateOutcome) -> None:
     if o.elsewhere:
-        print(f"{o.elsewhere} cell(s) are still training in other processes: the report below covers the finished "
-              "cells only; run this command again when they are done", flush=True)
+        print(
+            f"{o.elsewhere} cell(s) are still training in other processes: the report below covers the finished "
+            "cells only; run this command again when they are done",
+            flush=True,
+        )
     if not o.results:
         print("no finished cells yet; nothing to report")
         return
@@ -124,7 +149,9 @@ def agreement_of(side: SideInfoConfig, ds: SequenceDataset) -> CategoryAgreement
     """C1/C2/C3 of the export's category_probs against the k-means groups, if both are at hand."""
     if side.item_embeddings is None:
         return None
-    export = load_item_embeddings(side.item_embeddings, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids)
+    export = load_item_embeddings(
+        side.item_embeddings, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids
+    )
     groups = load_clusters(side.clusters, ds) if side.clusters else export.item_groups
     if export.category_probs is None or groups is None:
         return None
@@ -158,5 +185,10 @@ def write_reports(out: Path, results: list[CellResult], ds: SequenceDataset, job
     return report_text
 
 
-COMMAND = Command("ablate", "TSLRec stage 2 ablation: backbones x fusions x seeds, tables, t-tests, plots", AblateJob(),
-                  run_ablation, print_outcome)
+COMMAND = Command(
+    "ablate",
+    "TSLRec stage 2 ablation: backbones x fusions x seeds, tables, t-tests, plots",
+    AblateJob(),
+    run_ablation,
+    print_outcome,
+)

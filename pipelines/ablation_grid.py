@@ -11,15 +11,17 @@ with other contents, are refused; `--force` starts the grid over (every cell's o
 A cell being trained holds a lock on <cell>/train.lock, so several `tslrec ablate` processes on one
 grid folder share the cells out instead of training one twice.
 """
+
 from __future__ import annotations
 
 import os
 import socket
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -124,15 +126,19 @@ def check_settings(out: Path, settings: dict, defaults: dict, force: bool = Fals
     changed = sorted(k for k in set(before) | set(settings) if differs(k))
     if changed:
         k = changed[0]
-        raise InputError(f"{path}: this grid was run with {k}={before.get(k)!r}, now {settings.get(k)!r}; "
-                         "repeat the original options to resume, pass --force to start the grid over, "
-                         "or use another --out")
+        raise InputError(
+            f"{path}: this grid was run with {k}={before.get(k)!r}, now {settings.get(k)!r}; "
+            "repeat the original options to resume, pass --force to start the grid over, "
+            "or use another --out"
+        )
     swapped = sorted(f for f in set(old_digests) & set(new_digests) if old_digests[f] != new_digests[f])
     if swapped:
         f = swapped[0]
-        raise InputError(f"{path}: the {f} cells of this grid were trained on side-information files with other "
-                         f"contents (sha256 {old_digests[f][:12]}, now {new_digests[f][:12]}); pass --force to start "
-                         "the grid over, or use another --out")
+        raise InputError(
+            f"{path}: the {f} cells of this grid were trained on side-information files with other "
+            f"contents (sha256 {old_digests[f][:12]}, now {new_digests[f][:12]}); pass --force to start "
+            "the grid over, or use another --out"
+        )
     added = {k: settings[k] for k in SIDE_OPTIONS if before.get(k) is None and settings.get(k) is not None}
     digests = {**old_digests, **new_digests}
     if added or digests != old_digests:
@@ -145,8 +151,10 @@ def discard_cells(out: Path) -> None:
     for folder in sorted(p for p in (out / "cells").glob("*") if p.is_dir()):
         with cell_lock(folder) as mine:
             if not mine:
-                raise InputError(f"{folder / LOCK_FILE}: cell {folder.name} is being trained by another process; "
-                                 "stop it, then run again with --force")
+                raise InputError(
+                    f"{folder / LOCK_FILE}: cell {folder.name} is being trained by another process; "
+                    "stop it, then run again with --force"
+                )
             for name in CELL_OUTPUTS:
                 (folder / name).unlink(missing_ok=True)
 
@@ -154,9 +162,18 @@ def discard_cells(out: Path) -> None:
 def cell_job(job: Any, cell: Cell, folder: Path) -> train_job.TrainJob:
     """The `tslrec train` job of one cell: the grid's shared settings plus the cell's own."""
     side = replace(job.side, finetune_llm_table=job.side.finetune_llm_table and cell.fusion in LLM_FUSIONS)
-    return train_job.TrainJob(dataset=job.dataset, backbone=cell.backbone, fusion=cell.fusion, out=str(folder),
-                              side=side, data=job.data, model=job.model, train=replace(job.train, seed=cell.seed),
-                              eval=job.eval, runtime=job.runtime)
+    return train_job.TrainJob(
+        dataset=job.dataset,
+        backbone=cell.backbone,
+        fusion=cell.fusion,
+        out=str(folder),
+        side=side,
+        data=job.data,
+        model=job.model,
+        train=replace(job.train, seed=cell.seed),
+        eval=job.eval,
+        runtime=job.runtime,
+    )
 
 
 LOCK_FILE = "train.lock"

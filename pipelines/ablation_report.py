@@ -5,6 +5,7 @@ against `base` of the same backbone is a Welch t-test over per-seed test means (
 seeds a side, else the difference alone); a paired t-test across users on seed-averaged
 per-user metrics is a secondary column, conditional on these training runs.
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,19 @@ from dataclasses import dataclass, field
 import torch
 
 from tslrec.stage2_augment.analysis import ActivityGroups, CategoryAgreement, mean_by_group
-from tslrec.stage2_augment.significance import (ALPHA, MIN_SEEDS, SEED_TEST, USER_TEST, PairedTest, SeedTest, format_p,
-                                                mean_std, paired_t_test, seed_average, welch_seed_test)
+from tslrec.stage2_augment.significance import (
+    ALPHA,
+    MIN_SEEDS,
+    SEED_TEST,
+    USER_TEST,
+    PairedTest,
+    SeedTest,
+    format_p,
+    mean_std,
+    paired_t_test,
+    seed_average,
+    welch_seed_test,
+)
 
 from .ablation_grid import CellResult
 
@@ -33,7 +45,9 @@ class SummaryRow:
     seeds: list[int]  # seeds that finished
     mean: dict[str, float]  # metric -> mean over seeds
     std: dict[str, float]  # metric -> sample std over seeds
-    tests: dict[str, SeedTest] = field(default_factory=dict)  # metric -> Welch test over seeds against base (the verdict)
+    tests: dict[str, SeedTest] = field(
+        default_factory=dict
+    )  # metric -> Welch test over seeds against base (the verdict)
     user_tests: dict[str, PairedTest] = field(default_factory=dict)  # metric -> paired test over users (secondary)
 
 
@@ -57,15 +71,21 @@ def summarize(results: list[CellResult]) -> list[SummaryRow]:
     for (backbone, fusion), cells in groups.items():
         values = {m: [c.record["metrics"][m] for c in cells] for m in METRICS}
         stats = {m: mean_std(v) for m, v in values.items()}
-        row = SummaryRow(backbone, fusion, sorted(c.cell.seed for c in cells), {m: s[0] for m, s in stats.items()},
-                         {m: s[1] for m, s in stats.items()})
+        row = SummaryRow(
+            backbone,
+            fusion,
+            sorted(c.cell.seed for c in cells),
+            {m: s[0] for m, s in stats.items()},
+            {m: s[1] for m, s in stats.items()},
+        )
         base = groups.get((backbone, BASELINE))
         if fusion != BASELINE and base:
             row.tests = {m: welch_seed_test(values[m], [c.record["metrics"][m] for c in base]) for m in TESTED}
             shared = {c.cell.seed for c in cells} & {c.cell.seed for c in base}
             if shared:
-                row.user_tests = {m: paired_t_test(seed_averaged(cells, m, shared), seed_averaged(base, m, shared))
-                                  for m in TESTED}
+                row.user_tests = {
+                    m: paired_t_test(seed_averaged(cells, m, shared), seed_averaged(base, m, shared)) for m in TESTED
+                }
         rows.append(row)
     return rows
 
@@ -74,13 +94,24 @@ def cells_csv(results: list[CellResult]) -> str:
     """One row per finished cell."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["backbone", "fusion", "seed", *METRICS, "MRR@10", "best_epoch", "epochs", "seconds_per_epoch",
-                "wall_seconds"])
+    w.writerow(
+        ["backbone", "fusion", "seed", *METRICS, "MRR@10", "best_epoch", "epochs", "seconds_per_epoch", "wall_seconds"]
+    )
     for r in results:
         m = r.record["metrics"]
-        w.writerow([r.cell.backbone, r.cell.fusion, r.cell.seed, *(m[k] for k in METRICS), m.get("MRR@10"),
-                    r.record.get("best_epoch"), r.record.get("epochs"), r.record.get("seconds_per_epoch"),
-                    r.record.get("wall_seconds")])
+        w.writerow(
+            [
+                r.cell.backbone,
+                r.cell.fusion,
+                r.cell.seed,
+                *(m[k] for k in METRICS),
+                m.get("MRR@10"),
+                r.record.get("best_epoch"),
+                r.record.get("epochs"),
+                r.record.get("seconds_per_epoch"),
+                r.record.get("wall_seconds"),
+            ]
+        )
     return buf.getvalue()
 
 
@@ -88,16 +119,43 @@ def summary_csv(rows: list[SummaryRow]) -> str:
     """One row per backbone x fusion: mean, std, the Welch test over seeds and the paired test over users."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["backbone", "fusion", "seeds", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")),
-                *(f"{m}_{s}_vs_base_welch_seeds" for m in TESTED for s in ("diff", "t", "p", "verdict")),
-                *(f"{m}_{s}_vs_base_paired_users" for m in TESTED for s in ("diff", "t", "p"))])
+    w.writerow(
+        [
+            "backbone",
+            "fusion",
+            "seeds",
+            *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")),
+            *(f"{m}_{s}_vs_base_welch_seeds" for m in TESTED for s in ("diff", "t", "p", "verdict")),
+            *(f"{m}_{s}_vs_base_paired_users" for m in TESTED for s in ("diff", "t", "p")),
+        ]
+    )
     for r in rows:
-        seed = [x for m in TESTED for x in ((r.tests[m].mean_diff, r.tests[m].t, r.tests[m].p, r.tests[m].verdict() or "")
-                                             if m in r.tests else ("", "", "", ""))]
-        users = [x for m in TESTED for x in ((r.user_tests[m].mean_diff, r.user_tests[m].t, r.user_tests[m].p)
-                                              if m in r.user_tests else ("", "", ""))]
-        w.writerow([r.backbone, r.fusion, " ".join(map(str, r.seeds)),
-                    *(x for m in METRICS for x in (round(r.mean[m], 6), round(r.std[m], 6))), *seed, *users])
+        seed = [
+            x
+            for m in TESTED
+            for x in (
+                (r.tests[m].mean_diff, r.tests[m].t, r.tests[m].p, r.tests[m].verdict() or "")
+                if m in r.tests
+                else ("", "", "", "")
+            )
+        ]
+        users = [
+            x
+            for m in TESTED
+            for x in (
+                (r.user_tests[m].mean_diff, r.user_tests[m].t, r.user_tests[m].p) if m in r.user_tests else ("", "", "")
+            )
+        ]
+        w.writerow(
+            [
+                r.backbone,
+                r.fusion,
+                " ".join(map(str, r.seeds)),
+                *(x for m in METRICS for x in (round(r.mean[m], 6), round(r.std[m], 6))),
+                *seed,
+                *users,
+            ]
+        )
     return buf.getvalue()
 
 
@@ -118,18 +176,25 @@ def _gain(row: SummaryRow, base: SummaryRow | None, metric: str) -> str:
 def markdown_table(rows: list[SummaryRow], protocol: str) -> str:
     """The ablation table: mean ± std over seeds, gain over base, the Welch verdict, the paired p-values."""
     bases = {r.backbone: r for r in rows if r.fusion == BASELINE}
-    lines = [f"| backbone | fusion | seeds | {' | '.join(METRICS)} | NDCG@10 vs base | NDCG@10 vs base, Welch over seeds "
-             "| HR@10 vs base, Welch over seeds | p (NDCG@10), paired over users |",
-             "|" + "---|" * (len(METRICS) + 7)]
+    lines = [
+        f"| backbone | fusion | seeds | {' | '.join(METRICS)} | NDCG@10 vs base | NDCG@10 vs base, Welch over seeds "
+        "| HR@10 vs base, Welch over seeds | p (NDCG@10), paired over users |",
+        "|" + "---|" * (len(METRICS) + 7),
+    ]
     for r in rows:
         cells = " | ".join(f"{r.mean[m]:.4f} ± {r.std[m]:.4f}" for m in METRICS)
-        lines.append(f"| {r.backbone} | {r.fusion} | {len(r.seeds)} | {cells} | {_gain(r, bases.get(r.backbone), 'NDCG@10')} "
-                     f"| {seed_test_text(r.tests.get('NDCG@10'))} | {seed_test_text(r.tests.get('HR@10'))} "
-                     f"| {_p(r.user_tests.get('NDCG@10'))} |")
-    lines += ["", f"Test metrics, {protocol}; mean ± sample std over seeds. Verdict: {SEED_TEST} (scipy.stats.ttest_ind, "
-                  f"equal_var=False) against `{BASELINE}` of the same backbone, p ≤ {ALPHA}, given only with at least "
-                  f"{MIN_SEEDS} seeds a side; **bold** marks a significant difference. Last column, secondary: "
-                  f"{USER_TEST}; it is not a verdict."]
+        lines.append(
+            f"| {r.backbone} | {r.fusion} | {len(r.seeds)} | {cells} | {_gain(r, bases.get(r.backbone), 'NDCG@10')} "
+            f"| {seed_test_text(r.tests.get('NDCG@10'))} | {seed_test_text(r.tests.get('HR@10'))} "
+            f"| {_p(r.user_tests.get('NDCG@10'))} |"
+        )
+    lines += [
+        "",
+        f"Test metrics, {protocol}; mean ± sample std over seeds. Verdict: {SEED_TEST} (scipy.stats.ttest_ind, "
+        f"equal_var=False) against `{BASELINE}` of the same backbone, p ≤ {ALPHA}, given only with at least "
+        f"{MIN_SEEDS} seeds a side; **bold** marks a significant difference. Last column, secondary: "
+        f"{USER_TEST}; it is not a verdict.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -143,8 +208,9 @@ class ActivityRow:
     values: list[float]  # one per activity group, least active first
 
 
-def activity_table(results: list[CellResult], groups: ActivityGroups, fusions: tuple[str, ...],
-                   metrics: tuple[str, ...] = TESTED) -> list[ActivityRow]:
+def activity_table(
+    results: list[CellResult], groups: ActivityGroups, fusions: tuple[str, ...], metrics: tuple[str, ...] = TESTED
+) -> list[ActivityRow]:
     """Per backbone and fusion in `fusions` (others skipped): mean metric within each user-activity group."""
     rows = []
     for (backbone, fusion), cells in _by_key(results).items():
@@ -156,8 +222,14 @@ def activity_table(results: list[CellResult], groups: ActivityGroups, fusions: t
 def activity_csv(rows: list[ActivityRow], groups: ActivityGroups) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["backbone", "fusion", "metric", *(f"group{i + 1} ({lab} items, {n} users)"
-                                                  for i, (lab, n) in enumerate(zip(groups.labels, groups.users)))])
+    w.writerow(
+        [
+            "backbone",
+            "fusion",
+            "metric",
+            *(f"group{i + 1} ({lab} items, {n} users)" for i, (lab, n) in enumerate(zip(groups.labels, groups.users))),
+        ]
+    )
     for r in rows:
         w.writerow([r.backbone, r.fusion, r.metric, *(round(v, 6) for v in r.values)])
     return buf.getvalue()
@@ -166,13 +238,20 @@ def activity_csv(rows: list[ActivityRow], groups: ActivityGroups) -> str:
 def activity_markdown(rows: list[ActivityRow], groups: ActivityGroups, metric: str = "NDCG@10") -> str:
     head = " | ".join(f"{lab} items ({n} users)" for lab, n in zip(groups.labels, groups.users))
     lines = [f"| backbone | fusion | {head} |", "|" + "---|" * (len(groups.users) + 2)]
-    lines += [f"| {r.backbone} | {r.fusion} | " + " | ".join(f"{v:.4f}" for v in r.values) + " |"
-              for r in rows if r.metric == metric]
-    return (f"Test {metric} by user activity: users sorted by sequence length into {len(groups.users)} equal-size "
-            "groups (least active first), per-user values averaged over seeds.\n\n" + "\n".join(lines) + "\n")
+    lines += [
+        f"| {r.backbone} | {r.fusion} | " + " | ".join(f"{v:.4f}" for v in r.values) + " |"
+        for r in rows
+        if r.metric == metric
+    ]
+    return (
+        f"Test {metric} by user activity: users sorted by sequence length into {len(groups.users)} equal-size "
+        "groups (least active first), per-user values averaged over seeds.\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def agreement_markdown(a: CategoryAgreement) -> str:
-    return (f"LLM-inferred category (argmax of stage-2 category_probs) against the k-means pre-grouping index, "
-            f"{a.items} items, K = {a.k}:\n\n| C1 (top-1) | C2 (in top-{a.top}, not top-1) | C3 (rest) | chance top-1 |\n"
-            f"|---|---|---|---|\n| {a.c1:.3f} | {a.c2:.3f} | {a.c3:.3f} | {1 / a.k:.3f} |\n")
+    return (
+        f"LLM-inferred category (argmax of stage-2 category_probs) against the k-means pre-grouping index, "
+        f"{a.items} items, K = {a.k}:\n\n| C1 (top-1) | C2 (in top-{a.top}, not top-1) | C3 (rest) | chance top-1 |\n"
+        f"|---|---|---|---|\n| {a.c1:.3f} | {a.c2:.3f} | {a.c3:.3f} | {1 / a.k:.3f} |\n"
+    )

@@ -4,6 +4,7 @@ The flags of `train`, `stage1`, `stage2`, `ablate` and `lite` are generated from
 (core/settings.py); each parsed command line becomes a typed job config and calls the job's entry point.
 Library errors name a setting as `Class.field`; this is the one place that turns it into the flag.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,13 @@ from tslrec.core.settings import add_arguments, from_namespace, in_flags
 from . import ablate_job, data_job, lite_job, run_job, stage1_job, stage2_job, train_job
 from .options import Command
 
-COMMANDS: list[Command] = [train_job.COMMAND, stage1_job.COMMAND, stage2_job.COMMAND, ablate_job.COMMAND,
-                           lite_job.COMMAND]
+COMMANDS: list[Command] = [
+    train_job.COMMAND,
+    stage1_job.COMMAND,
+    stage2_job.COMMAND,
+    ablate_job.COMMAND,
+    lite_job.COMMAND,
+]
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -6,6 +6,7 @@ Writes to --out:
     per_user_test.safetensors   per-user test metric vectors (for paired tests)
     metrics.json           test metrics (full ranking, leave-one-out), validation metrics, timing, config (last)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,11 +17,10 @@ from pathlib import Path
 
 import torch
 
-from tslrec.core.artifacts import package_versions, resolve_device, save_tensors, use_deterministic_kernels, \
-    write_json
 from tslrec.backbones.batching import LeaveOneOutSplits
-from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_vectors_for_dataset
 from tslrec.backbones.evaluation import EvalConfig
+from tslrec.core.artifacts import package_versions, resolve_device, save_tensors, use_deterministic_kernels, write_json
+from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_vectors_for_dataset
 from tslrec.lite_llm4rec.model import LiteConfig, build_lite_model
 from tslrec.lite_llm4rec.model_io import save_lite_model
 from tslrec.lite_llm4rec.training import LiteTrainConfig, LiteTrainResult, train_lite
@@ -37,13 +37,22 @@ MAX_LEN = 20  # the paper's sampling segments hold 20 input items, so the model 
 class LiteJob:
     """Everything `tslrec lite` needs."""
 
-    dataset: str = field(default="", metadata={"required": True, "help": (
-        "built-in name (ml-100k, ml-1m) or a path; the items need text")})
-    out: str | None = field(default=None, metadata={"help": (
-        "output folder (default runs/<dataset>-lite-<strategy>-s<seed>)")})
-    item_vectors: str | None = field(default=None, metadata={"help": (
-        "export folder of item vectors: used if present (must match the dataset), else written there (default: a "
-        "cache folder keyed by dataset, text and model)")})
+    dataset: str = field(
+        default="",
+        metadata={"required": True, "help": ("built-in name (ml-100k, ml-1m) or a path; the items need text")},
+    )
+    out: str | None = field(
+        default=None, metadata={"help": ("output folder (default runs/<dataset>-lite-<strategy>-s<seed>)")}
+    )
+    item_vectors: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "export folder of item vectors: used if present (must match the dataset), else written there "
+                "(default: a cache folder keyed by dataset, text and model)"
+            )
+        },
+    )
     data: DataConfig = field(default_factory=lambda: DataConfig(max_len=MAX_LEN))
     item: ItemLLMConfig = field(default_factory=ItemLLMConfig, metadata={"prefix": "item-"})
     llm: LLMConfig = field(default_factory=LLMConfig)
@@ -66,18 +75,40 @@ def run_lite(job: LiteJob) -> tuple[dict, Path]:
     vectors, vector_info = item_vectors_for_dataset(ds, job.item, job.item_vectors, device, job.runtime.progress)
     out = Path(job.out or f"runs/{ds.name}-lite-{job.train.strategy}-s{job.train.seed}")
     out.mkdir(parents=True, exist_ok=True)
-    config = {"data": asdict(job.data), "item_llm": asdict(job.item), "lite": asdict(job.lite), "llm": asdict(job.llm),
-              "train": asdict(job.train), "eval": asdict(job.eval)}
-    fingerprint = hashlib.sha256(json.dumps([config, ds.hash, vector_info["source"]], sort_keys=True,
-                                            default=str).encode()).hexdigest()[:12]
+    config = {
+        "data": asdict(job.data),
+        "item_llm": asdict(job.item),
+        "lite": asdict(job.lite),
+        "llm": asdict(job.llm),
+        "train": asdict(job.train),
+        "eval": asdict(job.eval),
+    }
+    fingerprint = hashlib.sha256(
+        json.dumps([config, ds.hash, vector_info["source"]], sort_keys=True, default=str).encode()
+    ).hexdigest()[:12]
     checkpoint = out / f"checkpoint-{fingerprint}.pt"  # a changed setting never resumes another run's state
     model = build_lite_model(vectors, job.lite, job.llm, seed=job.train.seed)
     splits = LeaveOneOutSplits.from_sequences(ds.sequences, ds.num_items, job.data.max_len)
-    result = train_lite(model, ds.train_sequences(), splits, job.train, job.data.max_len, device, job.eval,
-                        checkpoint=checkpoint, progress=job.runtime.progress)
+    result = train_lite(
+        model,
+        ds.train_sequences(),
+        splits,
+        job.train,
+        job.data.max_len,
+        device,
+        job.eval,
+        checkpoint=checkpoint,
+        progress=job.runtime.progress,
+    )
     save_lite_model(model, out / "model", job.lite, job.llm)
-    save_item_embeddings(out / "item_vectors", model.item_vectors, ds.item_ids, ds.name, ds.hash,
-                         source={**vector_info["source"], "tuned_by_lite": job.lite.tune_item_vectors})
+    save_item_embeddings(
+        out / "item_vectors",
+        model.item_vectors,
+        ds.item_ids,
+        ds.name,
+        ds.hash,
+        source={**vector_info["source"], "tuned_by_lite": job.lite.tune_item_vectors},
+    )
     save_tensors(out / "per_user_test.safetensors", result.test.per_user)
     record = run_record(ds, job.train, config, result, vector_info, device, time.perf_counter() - start)
     write_json(out / "metrics.json", record)  # written last: its presence means the run is complete
@@ -85,20 +116,36 @@ def run_lite(job: LiteJob) -> tuple[dict, Path]:
     return record, out
 
 
-def run_record(ds, train_cfg: LiteTrainConfig, config: dict, result: LiteTrainResult, vector_info: dict,
-               device: torch.device, wall_seconds: float) -> dict:
+def run_record(
+    ds,
+    train_cfg: LiteTrainConfig,
+    config: dict,
+    result: LiteTrainResult,
+    vector_info: dict,
+    device: torch.device,
+    wall_seconds: float,
+) -> dict:
     """The metrics.json / benchmark record of one run."""
     return {
-        "dataset": ds.name, "model": "lite-llm4rec", "variant": train_cfg.strategy, "seed": train_cfg.seed,
+        "dataset": ds.name,
+        "model": "lite-llm4rec",
+        "variant": train_cfg.strategy,
+        "seed": train_cfg.seed,
         "protocol": result.test.protocol,
         "metrics": {k: round(v, 6) for k, v in result.test.metrics.items()},
         "valid_metrics": {k: round(v, 6) for k, v in result.valid.metrics.items()},
-        "best_step": result.best_step, "steps": result.steps, "epochs_run": result.epochs_run,
+        "best_step": result.best_step,
+        "steps": result.steps,
+        "epochs_run": result.epochs_run,
         "train_targets_per_epoch": result.train_targets_per_epoch,
-        "seconds_to_best": round(result.seconds_to_best, 1), "train_seconds": round(result.train_seconds, 1),
-        "positions_per_second": round(result.positions_per_second, 1), "wall_seconds": round(wall_seconds, 1),
+        "seconds_to_best": round(result.seconds_to_best, 1),
+        "train_seconds": round(result.train_seconds, 1),
+        "positions_per_second": round(result.positions_per_second, 1),
+        "wall_seconds": round(wall_seconds, 1),
         "peak_memory_mb": round(result.peak_memory_mb, 1),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)",
         "dataset_info": {k: v for k, v in ds.summary().items() if k != "preprocessing"},
         "item_vectors": vector_info,
         "config": config,
@@ -110,11 +157,18 @@ def run_record(ds, train_cfg: LiteTrainConfig, config: dict, result: LiteTrainRe
 def print_outcome(outcome: tuple[dict, Path]) -> None:
     record, out = outcome
     m = record["metrics"]
-    print(f"lite-llm4rec ({record['variant']}) on {record['dataset']} ({record['protocol']}), "
-          f"best step {record['best_step']}/{record['steps']}")
+    print(
+        f"lite-llm4rec ({record['variant']}) on {record['dataset']} ({record['protocol']}), "
+        f"best step {record['best_step']}/{record['steps']}"
+    )
     print("test  " + "  ".join(f"{k} {m[k]:.4f}" for k in ("Recall@10", "Recall@20", "NDCG@10", "NDCG@20") if k in m))
     print(f"wrote {out}/metrics.json")
 
 
-COMMAND = Command("lite", "Lite-LLM4Rec: Item-LLM vectors -> Recommendation LLM -> item projection head", LiteJob(),
-                  run_lite, print_outcome)
+COMMAND = Command(
+    "lite",
+    "Lite-LLM4Rec: Item-LLM vectors -> Recommendation LLM -> item projection head",
+    LiteJob(),
+    run_lite,
+    print_outcome,
+)

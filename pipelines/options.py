@@ -1,4 +1,5 @@
 """Settings every job shares, and the description of one `tslrec` subcommand."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,5 @@
 """PNG figures of the ablation and the stage-2 analyses (matplotlib, Agg backend, atomic writes)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,7 +23,10 @@ def _save(fig, path: Path) -> None:
 
 
 def ablation_bars(rows: list[SummaryRow], path: Path, metrics: tuple[str, ...] = ("HR@10", "NDCG@10")) -> None:
-    """Grouped bars: one group per backbone, one bar per fusion, error bars = std over seeds; * = Welch t-test over seeds, p <= 0.05 vs base."""
+    """Grouped bars: one group per backbone, one bar per fusion, error bars = std over seeds.
+
+    * = Welch t-test over seeds, p <= 0.05 vs base.
+    """
     backbones = list(dict.fromkeys(r.backbone for r in rows))
     fusions = list(dict.fromkeys(r.fusion for r in rows))
     by_key = {(r.backbone, r.fusion): r for r in rows}

@@ -3,6 +3,7 @@
 
 Every mismatch (other dataset, other preprocessing, missing file) is a one-line InputError.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,13 +50,17 @@ def load_train_folder(train_dir: str | Path, dataset: str | None = None) -> Trai
     try:
         data_cfg = DataConfig(**metrics["config"]["data"])
     except (KeyError, TypeError) as e:
-        raise InputError(f"{metrics_path}: field config.data is missing or invalid ({e}); re-run `tslrec train`") from None
+        raise InputError(
+            f"{metrics_path}: field config.data is missing or invalid ({e}); re-run `tslrec train`"
+        ) from None
     emb_path = train_dir / "item_embeddings.safetensors"
     if not emb_path.is_file():
         raise InputError(f"{emb_path}: not found; re-run `tslrec train` with --export-item-embeddings")
     tensors = load_tensors(emb_path, "item embeddings")
     if "embeddings" not in tensors:
-        raise InputError(f"{emb_path}: no tensor named 'embeddings'; re-run `tslrec train` with --export-item-embeddings")
+        raise InputError(
+            f"{emb_path}: no tensor named 'embeddings'; re-run `tslrec train` with --export-item-embeddings"
+        )
     table = tensors["embeddings"].float()  # [N+1, D]
     check_finite("embeddings", table, emb_path)
     name = dataset or metrics.get("dataset_source") or info.get("name") or metrics.get("dataset")
@@ -63,11 +68,15 @@ def load_train_folder(train_dir: str | Path, dataset: str | None = None) -> Trai
         raise InputError(f"{metrics_path}: no dataset name recorded; pass --dataset")
     ds = load_dataset(name, data_cfg)
     if info.get("hash") and ds.hash != info["hash"]:
-        raise InputError(f"dataset {name}: data hash {ds.hash[:12]} differs from the one {train_dir} was trained on "
-                         f"({info['hash'][:12]}); pass the same dataset and preprocessing (--dataset PATH)")
+        raise InputError(
+            f"dataset {name}: data hash {ds.hash[:12]} differs from the one {train_dir} was trained on "
+            f"({info['hash'][:12]}); pass the same dataset and preprocessing (--dataset PATH)"
+        )
     if table.ndim != 2 or table.shape[0] != ds.num_items + 1:
-        raise InputError(f"{emb_path}: {table.shape[0]} rows but the dataset has {ds.num_items} items (+1 padding row); "
-                         "the embeddings were exported for another dataset or preprocessing")
+        raise InputError(
+            f"{emb_path}: {table.shape[0]} rows but the dataset has {ds.num_items} items (+1 padding row); "
+            "the embeddings were exported for another dataset or preprocessing"
+        )
     return TrainFolder(train_dir, ds, table, metrics)
 
 
@@ -77,20 +86,28 @@ def read_stage1_folder(stage1_dir: str | Path, train_dir: str | Path | None = No
     if not stage1_dir.is_dir():
         raise InputError(f"--stage1-dir {stage1_dir}: no such folder; pass the --out folder of `tslrec stage1`")
     if not (stage1_dir / STAGE1_METRICS).is_file():
-        raise InputError(f"{stage1_dir / STAGE1_METRICS}: not found, so stage 1 has not finished; "
-                         "run the same `tslrec stage1` command again to resume it")
+        raise InputError(
+            f"{stage1_dir / STAGE1_METRICS}: not found, so stage 1 has not finished; "
+            "run the same `tslrec stage1` command again to resume it"
+        )
     config = read_json(stage1_dir / STAGE1_CONFIG, "stage 1 config")
     run = config.get("run") if isinstance(config.get("run"), dict) else {}
     recorded = train_dir or run.get("train_dir")
     if not recorded:
-        raise InputError(f"{stage1_dir / STAGE1_CONFIG}: field run.train_dir is missing; pass --train-dir "
-                         "(the `tslrec train` folder stage 1 started from)")
+        raise InputError(
+            f"{stage1_dir / STAGE1_CONFIG}: field run.train_dir is missing; pass --train-dir "
+            "(the `tslrec train` folder stage 1 started from)"
+        )
     if not Path(recorded).is_dir():
-        raise InputError(f"{stage1_dir / STAGE1_CONFIG}: field run.train_dir points to {recorded}, which does not exist "
-                         "here; run from the folder stage 1 ran in, or pass --train-dir")
+        raise InputError(
+            f"{stage1_dir / STAGE1_CONFIG}: field run.train_dir points to {recorded}, which does not exist "
+            "here; run from the folder stage 1 ran in, or pass --train-dir"
+        )
     groups = load_tensors(stage1_dir / STAGE1_GROUPS, "stage 1 group map")
     if "item_group" not in groups or groups["item_group"].ndim != 1:
-        raise InputError(f"{stage1_dir / STAGE1_GROUPS}: field 'item_group' is missing or not a vector; re-run `tslrec stage1`")
+        raise InputError(
+            f"{stage1_dir / STAGE1_GROUPS}: field 'item_group' is missing or not a vector; re-run `tslrec stage1`"
+        )
     return Stage1Folder(stage1_dir, config, Path(recorded), groups["item_group"].long())
 
 
@@ -99,12 +116,18 @@ def check_stage1_matches(stage1: Stage1Folder, ds: SequenceDataset) -> None:
     source = stage1.folder / STAGE1_CONFIG
     recorded_hash = (stage1.config.get("run") or {}).get("dataset_hash")
     if recorded_hash and recorded_hash != ds.hash:
-        raise InputError(f"{source}: field run.dataset_hash ({recorded_hash[:12]}) differs from the dataset's "
-                         f"({ds.hash[:12]}); use the dataset and preprocessing stage 1 was trained on")
+        raise InputError(
+            f"{source}: field run.dataset_hash ({recorded_hash[:12]}) differs from the dataset's "
+            f"({ds.hash[:12]}); use the dataset and preprocessing stage 1 was trained on"
+        )
     n = stage1.config.get("num_items")
     if n is not None and int(n) != ds.num_items:
-        raise InputError(f"{source}: field num_items is {n} but the dataset has {ds.num_items} items; "
-                         "use the dataset stage 1 was trained on")
+        raise InputError(
+            f"{source}: field num_items is {n} but the dataset has {ds.num_items} items; "
+            "use the dataset stage 1 was trained on"
+        )
     if stage1.item_groups.shape[0] != ds.num_items + 1:
-        raise InputError(f"{stage1.folder / STAGE1_GROUPS}: field 'item_group' has {stage1.item_groups.shape[0]} rows, "
-                         f"expected {ds.num_items + 1}; use the dataset stage 1 was trained on")
+        raise InputError(
+            f"{stage1.folder / STAGE1_GROUPS}: field 'item_group' has {stage1.item_groups.shape[0]} rows, "
+            f"expected {ds.num_items + 1}; use the dataset stage 1 was trained on"
+        )

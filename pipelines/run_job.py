@@ -9,6 +9,7 @@ upstream manifest, seed, package versions). A re-run skips each stage whose mani
 `--force STAGE` runs again from that stage on; a stage killed midway has no manifest and resumes from its
 own checkpoint.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,12 +42,26 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("stage0", train_job.COMMAND, {"dataset": "{dataset}", "out": "{out}/stage0", "seed": "{seed}",
-                                        "export_item_embeddings": True}, True),
+    Stage(
+        "stage0",
+        train_job.COMMAND,
+        {"dataset": "{dataset}", "out": "{out}/stage0", "seed": "{seed}", "export_item_embeddings": True},
+        True,
+    ),
     Stage("stage1", stage1_job.COMMAND, {"train_dir": "{out}/stage0", "out": "{out}/stage1", "seed": "{seed}"}, False),
     Stage("stage2", stage2_job.COMMAND, {"stage1_dir": "{out}/stage1", "out": "{out}/stage2"}, False),
-    Stage("ablation", ablate_job.COMMAND, {"dataset": "{dataset}", "seed": "{seed}", "item_embeddings": "{out}/stage2",
-                                           "stage1_dir": "{out}/stage1", "out": "{out}/ablation"}, True),
+    Stage(
+        "ablation",
+        ablate_job.COMMAND,
+        {
+            "dataset": "{dataset}",
+            "seed": "{seed}",
+            "item_embeddings": "{out}/stage2",
+            "stage1_dir": "{out}/stage1",
+            "out": "{out}/ablation",
+        },
+        True,
+    ),
 )
 TOP_KEYS = {"dataset", "out", "seed", "data", "stages"}
 
@@ -54,8 +69,13 @@ TOP_KEYS = {"dataset", "out", "seed", "data", "stages"}
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="the whole pipeline from a YAML config, resumable")
     p.add_argument("--config", required=True, help="YAML file (see configs/)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set stages.stage1.k=16 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set stages.stage1.k=16 (repeatable)",
+    )
     p.add_argument("--force", default=None, choices=[s.name for s in STAGES], help="run again from this stage on")
     p.add_argument("--until", default=None, choices=[s.name for s in STAGES], help="stop after this stage")
     p.set_defaults(func=run)
@@ -94,19 +114,26 @@ def load_config(path: str | Path, overrides: list[str]) -> dict:
     stages = cfg.get("stages") or {}
     bad = set(stages) - {s.name for s in STAGES}
     if bad:
-        raise InputError(f"{path}: unknown stage 'stages.{sorted(bad)[0]}'; stages are {', '.join(s.name for s in STAGES)}")
+        raise InputError(
+            f"{path}: unknown stage 'stages.{sorted(bad)[0]}'; stages are {', '.join(s.name for s in STAGES)}"
+        )
     cfg["_path"] = str(path)
     return cfg
 
 
 def stage_job(stage: Stage, cfg: dict) -> Any:
     """The stage's typed job config: its defaults, the config file's keys for it, then the pipeline's wiring."""
-    fill = {"out": cfg.get("out", f"runs/{Path(str(cfg['dataset'])).stem}"), "dataset": cfg["dataset"],
-            "seed": cfg.get("seed", 42)}
+    fill = {
+        "out": cfg.get("out", f"runs/{Path(str(cfg['dataset'])).stem}"),
+        "dataset": cfg["dataset"],
+        "seed": cfg.get("seed", 42),
+    }
     options: dict[str, Any] = dict(cfg.get("stages", {}).get(stage.name) or {})
     wired = [k for k in options if k.replace("-", "_") in stage.wiring]
     if wired:
-        raise InputError(f"{cfg['_path']}: key 'stages.{stage.name}.{wired[0]}' is set by the pipeline itself; remove it")
+        raise InputError(
+            f"{cfg['_path']}: key 'stages.{stage.name}.{wired[0]}' is set by the pipeline itself; remove it"
+        )
     if stage.takes_data_options:
         options = {**(cfg.get("data") or {}), **options}
     where = f"{cfg['_path']}: stages.{stage.name}"
@@ -124,8 +151,11 @@ def dataset_fingerprint(dataset: str) -> str:
     path = Path(dataset)
     if not path.exists():
         return f"builtin:{dataset}"
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else \
-        [p for p in (path, path.with_suffix(".item")) if p.is_file()]
+    files = (
+        sorted(p for p in path.rglob("*") if p.is_file())
+        if path.is_dir()
+        else [p for p in (path, path.with_suffix(".item")) if p.is_file()]
+    )
     return hashlib.sha256("".join(sha256_file(p) for p in files).encode()).hexdigest()
 
 
@@ -147,7 +177,11 @@ def run(args: argparse.Namespace) -> None:
         folder = out / stage.name
         manifest_path = folder / "stage_manifest.json"
         forced = forced or args.force == stage.name
-        expected = {"job": _plain(asdict(job)), "upstream": upstream, "inputs": inputs if stage.takes_data_options else {}}
+        expected = {
+            "job": _plain(asdict(job)),
+            "upstream": upstream,
+            "inputs": inputs if stage.takes_data_options else {},
+        }
         if not forced and manifest_path.is_file():
             done = read_json(manifest_path, "stage manifest")
             if {k: done.get(k) for k in expected} == expected:
@@ -161,14 +195,22 @@ def run(args: argparse.Namespace) -> None:
         start_over = forced or manifest_path.is_file()
         manifest_path.unlink(missing_ok=True)
         forced = True  # every later stage depends on this one
-        print(f"[{stage.name}] tslrec {stage.command.name} {' '.join(as_flags(job, stage.command.defaults))}", flush=True)
+        print(
+            f"[{stage.name}] tslrec {stage.command.name} {' '.join(as_flags(job, stage.command.defaults))}", flush=True
+        )
         t0 = time.perf_counter()
         has_force = "force" in {f.name for f in fields(job)}
         stage.command.report(stage.command.run(replace(job, force=True) if start_over and has_force else job))
         ran.add(stage.name)
-        manifest = {**expected, "stage": stage.name, "seed": cfg.get("seed", 42),
-                    "config": {k: v for k, v in cfg.items() if k != "_path"}, "config_file": cfg["_path"],
-                    "seconds": round(time.perf_counter() - t0, 1), "versions": package_versions()}
+        manifest = {
+            **expected,
+            "stage": stage.name,
+            "seed": cfg.get("seed", 42),
+            "config": {k: v for k, v in cfg.items() if k != "_path"},
+            "config_file": cfg["_path"],
+            "seconds": round(time.perf_counter() - t0, 1),
+            "versions": package_versions(),
+        }
         write_json(manifest_path, manifest)
         upstream = _digest(manifest)
         if args.until == stage.name:

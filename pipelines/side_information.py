@@ -1,12 +1,13 @@
 """What a fusion needs besides item IDs, read from files and checked against the dataset.
 
-  --item-embeddings DIR   a `tslrec stage2` export (gate, scalar-gate, add, concat, llm-only)
-  --clusters PATH         the k-means pre-grouping index for `ci` (the paper's CI variant): a
-                          `tslrec stage1` folder, its groups.safetensors, or an export folder
-                          that carries item_groups. Without --clusters, `ci` takes item_groups
-                          from --item-embeddings.
-  --finetune-llm-table    train the LLM table itself instead of keeping it frozen
+--item-embeddings DIR   a `tslrec stage2` export (gate, scalar-gate, add, concat, llm-only)
+--clusters PATH         the k-means pre-grouping index for `ci` (the paper's CI variant): a
+                        `tslrec stage1` folder, its groups.safetensors, or an export folder
+                        that carries item_groups. Without --clusters, `ci` takes item_groups
+                        from --item-embeddings.
+--finetune-llm-table    train the LLM table itself instead of keeping it frozen
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import torch
 
+from tslrec.backbones.item_embedding import FusionConfig
 from tslrec.core.artifacts import load_tensors, read_json
 from tslrec.core.errors import InputError
-from tslrec.backbones.item_embedding import FusionConfig
 from tslrec.stage2_augment.embedding_file import TENSORS, ItemEmbeddingFile, load_item_embeddings
 
 from .data import SequenceDataset
@@ -29,13 +30,24 @@ LLM_FUSIONS = ("gate", "scalar-gate", "add", "concat", "llm-only")  # fusions th
 class SideInfoConfig:
     """Files a fusion reads besides item IDs."""
 
-    item_embeddings: str | None = field(default=None, metadata={"help": (
-        "`tslrec stage2` export folder (needed by gate, scalar-gate, add, concat, llm-only)")})
-    clusters: str | None = field(default=None, metadata={"aliases": ("--stage1-dir",), "help": (
-        "k-means group of each item for ci: a `tslrec stage1` folder, its groups.safetensors, or an export "
-        "folder (default: the item_groups inside --item-embeddings)")})
-    finetune_llm_table: bool = field(default=False, metadata={"help": (
-        "train the LLM item table too (default: frozen; its projection is always trained)")})
+    item_embeddings: str | None = field(
+        default=None,
+        metadata={"help": ("`tslrec stage2` export folder (needed by gate, scalar-gate, add, concat, llm-only)")},
+    )
+    clusters: str | None = field(
+        default=None,
+        metadata={
+            "aliases": ("--stage1-dir",),
+            "help": (
+                "k-means group of each item for ci: a `tslrec stage1` folder, its groups.safetensors, or an export "
+                "folder (default: the item_groups inside --item-embeddings)"
+            ),
+        },
+    )
+    finetune_llm_table: bool = field(
+        default=False,
+        metadata={"help": ("train the LLM item table too (default: frozen; its projection is always trained)")},
+    )
 
 
 @dataclass
@@ -56,20 +68,34 @@ class SideInformation:
         return {"fusion": asdict(self.fusion), **self.sources}
 
 
-def load_side_information(fusion: str, ds: SequenceDataset, item_embeddings: str | None = None,
-                          clusters: str | None = None, finetune_llm_table: bool = False) -> SideInformation:
+def load_side_information(
+    fusion: str,
+    ds: SequenceDataset,
+    item_embeddings: str | None = None,
+    clusters: str | None = None,
+    finetune_llm_table: bool = False,
+) -> SideInformation:
     """Read and validate only what `fusion` needs; a missing or mismatched file is a one-line InputError."""
     if finetune_llm_table and fusion not in LLM_FUSIONS:
-        raise InputError(f"SideInfoConfig.finetune_llm_table: fusion '{fusion}' has no LLM table; use it with "
-                         f"{', '.join(LLM_FUSIONS)}")
+        raise InputError(
+            f"SideInfoConfig.finetune_llm_table: fusion '{fusion}' has no LLM table; use it with "
+            f"{', '.join(LLM_FUSIONS)}"
+        )
     side = SideInformation(FusionConfig(kind=fusion, finetune_llm_table=finetune_llm_table))
     export: ItemEmbeddingFile | None = None
     if fusion in LLM_FUSIONS or (fusion == "ci" and clusters is None and item_embeddings is not None):
         if item_embeddings is None:
-            raise InputError(f"fusion {fusion} needs SideInfoConfig.item_embeddings (the output folder of `tslrec stage2`)")
-        export = load_item_embeddings(item_embeddings, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids)
-        side.sources["item_embeddings"] = {"folder": str(export.folder), "embedding_dim": int(export.embeddings.shape[1]),
-                                           "source": export.manifest.get("source", {})}
+            raise InputError(
+                f"fusion {fusion} needs SideInfoConfig.item_embeddings (the output folder of `tslrec stage2`)"
+            )
+        export = load_item_embeddings(
+            item_embeddings, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids
+        )
+        side.sources["item_embeddings"] = {
+            "folder": str(export.folder),
+            "embedding_dim": int(export.embeddings.shape[1]),
+            "source": export.manifest.get("source", {}),
+        }
     if fusion in LLM_FUSIONS:
         side.llm_table = export.embeddings
     if fusion == "ci":
@@ -81,7 +107,9 @@ def load_side_information(fusion: str, ds: SequenceDataset, item_embeddings: str
             side.sources["clusters"] = f"{export.folder} (item_groups)"
         else:
             where = f"{item_embeddings} has no item_groups; " if item_embeddings else ""
-            raise InputError(f"fusion ci: {where}set SideInfoConfig.clusters (a `tslrec stage1` folder or its {STAGE1_GROUPS})")
+            raise InputError(
+                f"fusion ci: {where}set SideInfoConfig.clusters (a `tslrec stage1` folder or its {STAGE1_GROUPS})"
+            )
     return side
 
 
@@ -91,25 +119,38 @@ def load_clusters(path: str | Path, ds: SequenceDataset) -> torch.Tensor:
     if path.is_dir() and (path / "manifest.json").is_file():
         export = load_item_embeddings(path, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids)
         if export.item_groups is None:
-            raise InputError(f"SideInfoConfig.clusters {path}: this export carries no item_groups; pass the `tslrec stage1` folder")
+            raise InputError(
+                f"SideInfoConfig.clusters {path}: this export carries no item_groups; pass the `tslrec stage1` folder"
+            )
         return export.item_groups
     if path.is_dir():
         config_path = path / STAGE1_CONFIG
         if config_path.is_file():
             recorded = (read_json(config_path, "stage 1 config").get("run") or {}).get("dataset_hash")
             if recorded and recorded != ds.hash:
-                raise InputError(f"SideInfoConfig.clusters {path}: stage 1 ran on another dataset or preprocessing (hash "
-                                 f"{recorded[:12]} vs {ds.hash[:12]}); pass the matching stage 1 folder")
+                raise InputError(
+                    f"SideInfoConfig.clusters {path}: stage 1 ran on another dataset or preprocessing (hash "
+                    f"{recorded[:12]} vs {ds.hash[:12]}); pass the matching stage 1 folder"
+                )
         path = path / STAGE1_GROUPS
     if path.name == TENSORS:
         return load_clusters(path.parent, ds)
     tensors = load_tensors(path, "group map")
     groups = tensors.get("item_group", tensors.get("item_groups"))
     if groups is None:
-        raise InputError(f"SideInfoConfig.clusters {path}: no tensor 'item_group'; pass a `tslrec stage1` folder or its {STAGE1_GROUPS}")
+        raise InputError(
+            f"SideInfoConfig.clusters {path}: no tensor 'item_group'; "
+            f"pass a `tslrec stage1` folder or its {STAGE1_GROUPS}"
+        )
     if groups.shape != (ds.num_items + 1,) or groups.is_floating_point():
-        raise InputError(f"SideInfoConfig.clusters {path}: field 'item_group' has shape {tuple(groups.shape)} {groups.dtype}, expected "
-                         f"{ds.num_items + 1} integers (one per item plus padding); use the dataset stage 1 ran on")
+        raise InputError(
+            f"SideInfoConfig.clusters {path}: field 'item_group' has shape {tuple(groups.shape)} {groups.dtype}, "
+            "expected "
+            f"{ds.num_items + 1} integers (one per item plus padding); use the dataset stage 1 ran on"
+        )
     if ds.num_items and int(groups[1:].min()) < 0:
-        raise InputError(f"SideInfoConfig.clusters {path}: field 'item_group' has negative groups for real items; re-run `tslrec stage1`")
+        raise InputError(
+            f"SideInfoConfig.clusters {path}: field 'item_group' has negative groups for real items; "
+            "re-run `tslrec stage1`"
+        )
     return groups.long()

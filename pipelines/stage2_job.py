@@ -5,6 +5,7 @@ the `tslrec train` folder it recorded, the dataset and the item table stage 1 wa
 Writes an export folder (format: stage2_augment/embedding_file.py) that
 `tslrec train --fusion gate --item-embeddings DIR` and `tslrec ablate` read.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,14 +32,19 @@ class Stage2Job:
     """Everything `tslrec stage2` needs."""
 
     stage1_dir: str = field(default="", metadata={"required": True, "help": "output folder of `tslrec stage1`"})
-    out: str = field(default="", metadata={"required": True, "help": (
-        "export folder to write (replaced atomically if it exists)")})
-    train_dir: str | None = field(default=None, metadata={"help": (
-        "the `tslrec train` folder stage 1 started from (default: the one stage 1 recorded)")})
-    dataset: str | None = field(default=None, metadata={"help": (
-        "dataset name or path (default: the one the train folder recorded)")})
-    dtype: str | None = field(default=None, metadata={"choices": tuple(DTYPES), "help": (
-        "LLM weight dtype (default: as stage 1 loaded it)")})
+    out: str = field(
+        default="", metadata={"required": True, "help": ("export folder to write (replaced atomically if it exists)")}
+    )
+    train_dir: str | None = field(
+        default=None,
+        metadata={"help": ("the `tslrec train` folder stage 1 started from (default: the one stage 1 recorded)")},
+    )
+    dataset: str | None = field(
+        default=None, metadata={"help": ("dataset name or path (default: the one the train folder recorded)")}
+    )
+    dtype: str | None = field(
+        default=None, metadata={"choices": tuple(DTYPES), "help": ("LLM weight dtype (default: as stage 1 loaded it)")}
+    )
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     runtime: Runtime = field(default_factory=Runtime)
 
@@ -61,11 +67,14 @@ def llm_config(stage1: Stage1Folder, dtype: str | None) -> LLMConfig | None:
     try:
         return LLMConfig(**{**stage1.config["llm"], "dtype": dtype})
     except (KeyError, TypeError) as e:
-        raise InputError(f"{stage1.folder / 'config.json'}: field 'llm' is missing or invalid ({e}); re-run `tslrec stage1`") from None
+        raise InputError(
+            f"{stage1.folder / 'config.json'}: field 'llm' is missing or invalid ({e}); re-run `tslrec stage1`"
+        ) from None
 
 
-def export_source(stage1: Stage1Folder, train: TrainFolder, reps: ItemRepresentations, cfg: ExtractionConfig,
-                  device: str, dtype: str) -> dict:
+def export_source(
+    stage1: Stage1Folder, train: TrainFolder, reps: ItemRepresentations, cfg: ExtractionConfig, device: str, dtype: str
+) -> dict:
     """What manifest.json records about the model that produced the export."""
     s1 = stage1.config.get("stage1", {})
     adapter = stage1.folder / ADAPTER_DIR
@@ -81,11 +90,17 @@ def export_source(stage1: Stage1Folder, train: TrainFolder, reps: ItemRepresenta
         "pooling": s1.get("pooling"),
         "k": stage1.config.get("k"),
         "prompt": stage1.config.get("prompt"),
-        "extraction": {"items": reps.num_items, "seconds": round(reps.seconds, 3),
-                       "seconds_per_1000_items": round(reps.seconds_per_1000_items, 3), "batch_size": cfg.batch_size,
-                       "bf16_autocast": cfg.autocast_bf16, "prefix_cache": cfg.prefix_cache, "device": device,
-                       "torch_threads": torch.get_num_threads(),
-                       "load_average_1min": round(os.getloadavg()[0], 2)},  # timings on a shared CPU depend on it
+        "extraction": {
+            "items": reps.num_items,
+            "seconds": round(reps.seconds, 3),
+            "seconds_per_1000_items": round(reps.seconds_per_1000_items, 3),
+            "batch_size": cfg.batch_size,
+            "bf16_autocast": cfg.autocast_bf16,
+            "prefix_cache": cfg.prefix_cache,
+            "device": device,
+            "torch_threads": torch.get_num_threads(),
+            "load_average_1min": round(os.getloadavg()[0], 2),
+        },  # timings on a shared CPU depend on it
         "category_agreement": agreement.as_dict(),
     }
 
@@ -98,8 +113,10 @@ def run_stage2(job: Stage2Job) -> Stage2Outcome:
     ds = train.dataset
     check_stage1_matches(stage1, ds)
     if int(stage1.config.get("item_dim", train.item_table.shape[1])) != train.item_table.shape[1]:
-        raise InputError(f"{train.folder / 'item_embeddings.safetensors'}: {train.item_table.shape[1]} columns but stage 1 "
-                         f"was trained on {stage1.config['item_dim']}; pass the train folder stage 1 started from")
+        raise InputError(
+            f"{train.folder / 'item_embeddings.safetensors'}: {train.item_table.shape[1]} columns but stage 1 "
+            f"was trained on {stage1.config['item_dim']}; pass the train folder stage 1 started from"
+        )
     device = resolve_device(job.runtime.device)
     use_deterministic_kernels(device)
     model, _ = load_reconstruction_model(stage1.folder, device, llm_config(stage1, job.dtype))
@@ -107,18 +124,33 @@ def run_stage2(job: Stage2Job) -> Stage2Outcome:
     reps = extract_item_representations(model, train.item_table, cfg)
     dtype = job.dtype or stage1.config.get("llm", {}).get("dtype", "float32")
     source = export_source(stage1, train, reps, cfg, str(device), dtype)
-    out = save_item_embeddings(job.out, reps.embeddings, ds.item_ids, ds.name, ds.hash, reps.category_probs, source,
-                               item_groups=stage1.item_groups)
+    out = save_item_embeddings(
+        job.out,
+        reps.embeddings,
+        ds.item_ids,
+        ds.name,
+        ds.hash,
+        reps.category_probs,
+        source,
+        item_groups=stage1.item_groups,
+    )
     return Stage2Outcome(out, ds.name, reps, source["category_agreement"], time.perf_counter() - start)
 
 
 def print_outcome(o: Stage2Outcome) -> None:
     reps, a = o.reps, o.agreement
-    print(f"stage 2 on {o.dataset}: {reps.num_items} items -> [{reps.num_items + 1}, {reps.embeddings.shape[1]}] in "
-          f"{reps.seconds:.1f} s ({reps.seconds_per_1000_items:.1f} s per 1,000 items); LLM category vs k-means group: "
-          f"C1 {a['C1']:.3f}, C2 {a['C2']:.3f}, C3 {a['C3']:.3f} (chance top-1 {a['chance_top1']:.3f})")
+    print(
+        f"stage 2 on {o.dataset}: {reps.num_items} items -> [{reps.num_items + 1}, {reps.embeddings.shape[1]}] in "
+        f"{reps.seconds:.1f} s ({reps.seconds_per_1000_items:.1f} s per 1,000 items); LLM category vs k-means group: "
+        f"C1 {a['C1']:.3f}, C2 {a['C2']:.3f}, C3 {a['C3']:.3f} (chance top-1 {a['chance_top1']:.3f})"
+    )
     print(f"wrote {o.out} in {o.seconds:.1f} s")
 
 
-COMMAND = Command("stage2", "TSLRec stage 2: embed every item with the tuned stage-1 LLM and export the table",
-                  Stage2Job(), run_stage2, print_outcome)
+COMMAND = Command(
+    "stage2",
+    "TSLRec stage 2: embed every item with the tuned stage-1 LLM and export the table",
+    Stage2Job(),
+    run_stage2,
+    print_outcome,
+)

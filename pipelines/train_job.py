@@ -1,4 +1,5 @@
 """`tslrec train`: train and evaluate one backbone on one dataset; write metrics, weights and the item table."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,26 +24,46 @@ from .side_information import SideInfoConfig, SideInformation, load_side_informa
 
 
 @dataclass
-class TrainJob:
-    """Everything `tslrec train` needs: one backbone, one fusion, one seed."""
+class BackboneSettings:
+    """What a backbone trains with; `tslrec ablate` shares these with every cell of its grid."""
 
-    dataset: str = field(default="", metadata={"required": True, "help": "built-in name (ml-100k, ml-1m) or a path"})
-    backbone: str = field(default="sasrec", metadata={"help": f"one of {', '.join(BACKBONES)}"})
-    fusion: str = field(default="base", metadata={"choices": FUSIONS, "help": (
-        "item representation: base (IDs), ci (IDs + k-means group), gate (TSLRec), or another ablation")})
-    out: str | None = field(default=None, metadata={"help": (
-        "output folder (default runs/<dataset>-<backbone>[-<fusion>]-s<seed>)")})
-    export_item_embeddings: bool = field(default=False, metadata={"help": (
-        "also write item_embeddings.safetensors ([N+1, H], row 0 = padding) for stage 1")})
-    force: bool = field(default=False, metadata={"help": (
-        "start over: discard the checkpoint an unfinished run left in --out (a run with other settings is refused "
-        "without it)")})
     side: SideInfoConfig = field(default_factory=SideInfoConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: BackboneConfig = field(default_factory=BackboneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     runtime: Runtime = field(default_factory=Runtime)
+
+
+@dataclass
+class TrainJob(BackboneSettings):
+    """Everything `tslrec train` needs: one backbone, one fusion, one seed."""
+
+    dataset: str = field(default="", metadata={"required": True, "help": "built-in name (ml-100k, ml-1m) or a path"})
+    backbone: str = field(default="sasrec", metadata={"help": f"one of {', '.join(BACKBONES)}"})
+    fusion: str = field(
+        default="base",
+        metadata={
+            "choices": FUSIONS,
+            "help": ("item representation: base (IDs), ci (IDs + k-means group), gate (TSLRec), or another ablation"),
+        },
+    )
+    out: str | None = field(
+        default=None, metadata={"help": ("output folder (default runs/<dataset>-<backbone>[-<fusion>]-s<seed>)")}
+    )
+    export_item_embeddings: bool = field(
+        default=False,
+        metadata={"help": ("also write item_embeddings.safetensors ([N+1, H], row 0 = padding) for stage 1")},
+    )
+    force: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "start over: discard the checkpoint an unfinished run left in --out "
+                "(a run with other settings is refused without it)"
+            )
+        },
+    )
 
     def __post_init__(self) -> None:
         require(self.backbone in BACKBONES, self, "backbone", f"use one of {', '.join(BACKBONES)}")
@@ -68,25 +89,48 @@ def tensor_sha256(t: torch.Tensor | None) -> str | None:
 
 def side_information_fingerprint(side: SideInformation) -> dict:
     """The fusion and the content of the files it reads (not their paths): what a checkpoint is tied to."""
-    return {"fusion": asdict(side.fusion), "llm_table_sha256": tensor_sha256(side.llm_table),
-            "clusters_sha256": tensor_sha256(side.clusters)}
+    return {
+        "fusion": asdict(side.fusion),
+        "llm_table_sha256": tensor_sha256(side.llm_table),
+        "clusters_sha256": tensor_sha256(side.clusters),
+    }
 
 
-def run_record(ds: SequenceDataset, backbone: str, variant: str, data_cfg: DataConfig, model_cfg: BackboneConfig,
-               train_cfg: TrainConfig, eval_cfg: EvalConfig, result: TrainResult, device: torch.device,
-               wall_seconds: float) -> dict:
+def run_record(
+    ds: SequenceDataset,
+    backbone: str,
+    variant: str,
+    data_cfg: DataConfig,
+    model_cfg: BackboneConfig,
+    train_cfg: TrainConfig,
+    eval_cfg: EvalConfig,
+    result: TrainResult,
+    device: torch.device,
+    wall_seconds: float,
+) -> dict:
     """The metrics.json / benchmark record of one training run."""
     return {
-        "dataset": ds.name, "model": backbone, "variant": variant, "seed": train_cfg.seed,
+        "dataset": ds.name,
+        "model": backbone,
+        "variant": variant,
+        "seed": train_cfg.seed,
         "protocol": result.test.protocol,
         "metrics": {k: round(v, 6) for k, v in result.test.metrics.items()},
         "valid_metrics": {k: round(v, 6) for k, v in result.valid.metrics.items()},
-        "best_epoch": result.best_epoch, "epochs": result.epochs_run,
-        "seconds_per_epoch": round(result.seconds_per_epoch, 2), "seconds_to_best": round(result.seconds_to_best, 1),
-        "wall_seconds": round(wall_seconds, 1), "peak_memory_mb": round(result.peak_memory_mb, 1),
+        "best_epoch": result.best_epoch,
+        "epochs": result.epochs_run,
+        "seconds_per_epoch": round(result.seconds_per_epoch, 2),
+        "seconds_to_best": round(result.seconds_to_best, 1),
+        "wall_seconds": round(wall_seconds, 1),
+        "peak_memory_mb": round(result.peak_memory_mb, 1),
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "dataset_info": {k: v for k, v in ds.summary().items() if k != "preprocessing"},
-        "config": {"data": asdict(data_cfg), "model": asdict(model_cfg), "train": asdict(train_cfg), "eval": asdict(eval_cfg)},
+        "config": {
+            "data": asdict(data_cfg),
+            "model": asdict(model_cfg),
+            "train": asdict(train_cfg),
+            "eval": asdict(eval_cfg),
+        },
         "versions": package_versions(),
         "history": result.history,
     }
@@ -96,7 +140,9 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
     """Train and evaluate `job`'s backbone; write metrics.json, weights, per-user metrics (and the item table)."""
     start = time.perf_counter()
     ds = load_dataset(job.dataset, job.data)
-    side = load_side_information(job.fusion, ds, job.side.item_embeddings, job.side.clusters, job.side.finetune_llm_table)
+    side = load_side_information(
+        job.fusion, ds, job.side.item_embeddings, job.side.clusters, job.side.finetune_llm_table
+    )
     variant = "" if side.variant == "base" else f"-{side.variant}"
     out = Path(job.out or f"runs/{ds.name}-{job.backbone}{variant}-s{job.train.seed}")
     out.mkdir(parents=True, exist_ok=True)
@@ -107,17 +153,43 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
     model = build_backbone(job.backbone, model_cfg, side.fusion, side.llm_table, side.clusters)
     splits = LeaveOneOutSplits.from_sequences(ds.sequences, ds.num_items, job.data.max_len)
     ckpt = out / "checkpoint.pt"
-    settings = {"dataset": {"name": ds.name, "hash": ds.hash}, "DataConfig": asdict(job.data), "backbone": job.backbone,
-                "side_information": side_information_fingerprint(side)}  # with the train/model/eval configs
-    result = train(model, splits, job.train, device, job.eval, checkpoint=ckpt, progress=job.runtime.progress,
-                   settings=settings, force=job.force)
+    settings = {
+        "dataset": {"name": ds.name, "hash": ds.hash},
+        "DataConfig": asdict(job.data),
+        "backbone": job.backbone,
+        "side_information": side_information_fingerprint(side),
+    }  # with the train/model/eval configs
+    result = train(
+        model,
+        splits,
+        job.train,
+        device,
+        job.eval,
+        checkpoint=ckpt,
+        progress=job.runtime.progress,
+        settings=settings,
+        force=job.force,
+    )
     save_tensors(out / "model.safetensors", model.state_dict())
     save_tensors(out / "per_user_test.safetensors", result.test.per_user)
     if job.export_item_embeddings:
-        save_tensors(out / "item_embeddings.safetensors", {"embeddings": model.item_embedding.table().detach().float()},
-                     metadata={"dataset": ds.name, "dataset_hash": ds.hash, "backbone": job.backbone})
-    record = run_record(ds, job.backbone, side.variant, job.data, model_cfg, job.train, job.eval, result, device,
-                        time.perf_counter() - start)
+        save_tensors(
+            out / "item_embeddings.safetensors",
+            {"embeddings": model.item_embedding.table().detach().float()},
+            metadata={"dataset": ds.name, "dataset_hash": ds.hash, "backbone": job.backbone},
+        )
+    record = run_record(
+        ds,
+        job.backbone,
+        side.variant,
+        job.data,
+        model_cfg,
+        job.train,
+        job.eval,
+        result,
+        device,
+        time.perf_counter() - start,
+    )
     record["side_information"] = side.record()
     record["dataset_source"] = str(Path(job.dataset).resolve()) if Path(job.dataset).exists() else job.dataset
     write_json(out / "metrics.json", record)  # written last: its presence means the run is complete
@@ -131,10 +203,23 @@ def print_outcome(outcome: TrainOutcome) -> None:
 
 def print_result(record: dict, out: Path) -> None:
     m = record["metrics"]
-    print(f"{record['model']} on {record['dataset']} ({record['protocol']}), best epoch {record['best_epoch']}/{record['epochs']}")
-    print("test  " + "  ".join(f"{k} {m[k]:.4f}" for k in ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@10") if k in m))
+    print(
+        f"{record['model']} on {record['dataset']} ({record['protocol']}), "
+        f"best epoch {record['best_epoch']}/{record['epochs']}"
+    )
+    print(
+        "test  "
+        + "  ".join(
+            f"{k} {m[k]:.4f}" for k in ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@10") if k in m
+        )
+    )
     print(f"wrote {out}/metrics.json")
 
 
-COMMAND = Command("train", "train and evaluate a backbone on item IDs (stage 0) or with stage-2 LLM embeddings (--fusion)",
-                  TrainJob(), train_backbone, print_outcome)
+COMMAND = Command(
+    "train",
+    "train and evaluate a backbone on item IDs (stage 0) or with stage-2 LLM embeddings (--fusion)",
+    TrainJob(),
+    train_backbone,
+    print_outcome,
+)

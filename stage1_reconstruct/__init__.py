@@ -7,6 +7,7 @@ Public API (stage 2 imports from here; the LLM loader, soft prompts, pooling and
     kmeans_item_groups, user_group_targets      -- grouping
     measure_sft_cost                            -- instance_level (user- vs instance-level cost)
 """
+
 from .config import Stage1Config
 from .grouping import ItemGroups, kmeans_item_groups, user_group_targets
 from .instance_level import measure_sft_cost
@@ -14,5 +15,14 @@ from .model import LLMSequenceEncoder, ReconstructionModel
 from .model_io import load_reconstruction_model
 from .training import train_stage1
 
-__all__ = ["ItemGroups", "LLMSequenceEncoder", "ReconstructionModel", "Stage1Config", "kmeans_item_groups",
-           "load_reconstruction_model", "measure_sft_cost", "train_stage1", "user_group_targets"]
+__all__ = [
+    "ItemGroups",
+    "LLMSequenceEncoder",
+    "ReconstructionModel",
+    "Stage1Config",
+    "kmeans_item_groups",
+    "load_reconstruction_model",
+    "measure_sft_cost",
+    "train_stage1",
+    "user_group_targets",
+]

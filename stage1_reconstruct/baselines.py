@@ -6,6 +6,7 @@ reported on test users (validation users when there is no test split), like the 
 - mean item embedding: no LLM at all, a softmax head on the mean embedding of the same last-N items
   the prompt shows. A sanity floor: if the LLM cannot beat it, stage 1 adds nothing on this data.
 """
+
 from __future__ import annotations
 
 import time
@@ -22,12 +23,20 @@ from .model import LLMSequenceEncoder, ReconstructionModel
 
 def split_users(data: Stage1Data) -> dict[str, np.ndarray]:
     """train / val / report user ids (report = test users, or validation users if there are none)."""
-    return {"train": data.train_users, "val": data.val_users,
-            "report": data.test_users if len(data.test_users) else data.val_users}
+    return {
+        "train": data.train_users,
+        "val": data.val_users,
+        "report": data.test_users if len(data.test_users) else data.val_users,
+    }
 
 
-def fit_softmax_head(features: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], cfg: Stage1Config,
-                     steps: int = 1000, lr: float = 3e-3) -> dict[str, Any]:
+def fit_softmax_head(
+    features: dict[str, torch.Tensor],
+    targets: dict[str, torch.Tensor],
+    cfg: Stage1Config,
+    steps: int = 1000,
+    lr: float = 3e-3,
+) -> dict[str, Any]:
     """Fit softmax(W x + b) on standardised train features; pick the step on val; return val and report MSE.
 
     The head starts at the global-mean prediction (W = 0, b = log mean target), so a step is
@@ -57,14 +66,16 @@ def fit_softmax_head(features: dict[str, torch.Tensor], targets: dict[str, torch
     return best
 
 
-def untuned_head_baseline(llm: torch.nn.Module, tokenizer, data: Stage1Data, cfg: Stage1Config,
-                          device: torch.device, progress: bool = True) -> dict[str, Any]:
+def untuned_head_baseline(
+    llm: torch.nn.Module, tokenizer, data: Stage1Data, cfg: Stage1Config, device: torch.device, progress: bool = True
+) -> dict[str, Any]:
     """Frozen LLM (no LoRA), random scale-matched projection, same prompt and pooling; only a head is fitted."""
     t0 = time.time()
     rng_state = torch.get_rng_state()
     torch.manual_seed(cfg.seed + 1)
-    encoder = LLMSequenceEncoder(llm, tokenizer, data.item_embeddings.shape[1], cfg.prefix(), cfg.suffix_text,
-                                 cfg.pooling)
+    encoder = LLMSequenceEncoder(
+        llm, tokenizer, data.item_embeddings.shape[1], cfg.prefix(), cfg.suffix_text, cfg.pooling
+    )
     encoder.match_token_scale(data.item_embeddings[1:][torch.randperm(data.item_embeddings.shape[0] - 1)[:2048]])
     frozen = ReconstructionModel(encoder, cfg.k).to(device)
     table = data.item_embeddings.to(device)
@@ -72,22 +83,28 @@ def untuned_head_baseline(llm: torch.nn.Module, tokenizer, data: Stage1Data, cfg
     order = np.concatenate(list(parts.values()))
     h_np, _ = predict_distributions(frozen, table, data, order, cfg, device, progress=progress)  # [U, H]
     bounds = np.cumsum([0] + [len(v) for v in parts.values()])
-    feats = {k: torch.from_numpy(h_np[bounds[i]:bounds[i + 1]]).float() for i, k in enumerate(parts)}
+    feats = {k: torch.from_numpy(h_np[bounds[i] : bounds[i + 1]]).float() for i, k in enumerate(parts)}
     targets = {k: torch.from_numpy(data.targets[v]).float() for k, v in parts.items()}
     best = fit_softmax_head(feats, targets, cfg)
     torch.set_rng_state(rng_state)
     llm.train()
-    return {"mse_untuned_llm": best["report"], "mse_untuned_llm_val": best["val"], "untuned_llm_best_step": best["step"],
-            "untuned_llm_variant": "head (LLM frozen, random projection, head fitted)",
-            "untuned_llm_seconds": time.time() - t0}
+    return {
+        "mse_untuned_llm": best["report"],
+        "mse_untuned_llm_val": best["val"],
+        "untuned_llm_best_step": best["step"],
+        "untuned_llm_variant": "head (LLM frozen, random projection, head fitted)",
+        "untuned_llm_seconds": time.time() - t0,
+    }
 
 
 def mean_embedding_baseline(data: Stage1Data, cfg: Stage1Config) -> dict[str, Any]:
     """No LLM: softmax head on the mean item embedding of each user's last max_items training items."""
     table = data.item_embeddings.numpy()
     parts = split_users(data)
-    feats = {k: torch.from_numpy(np.stack([table[data.train_sequences[u][-cfg.max_items:]].mean(0) for u in v])).float()
-             for k, v in parts.items()}
+    feats = {
+        k: torch.from_numpy(np.stack([table[data.train_sequences[u][-cfg.max_items :]].mean(0) for u in v])).float()
+        for k, v in parts.items()
+    }
     targets = {k: torch.from_numpy(data.targets[v]).float() for k, v in parts.items()}
     best = fit_softmax_head(feats, targets, cfg)
     return {"mse_mean_embedding": best["report"], "mse_mean_embedding_val": best["val"]}

@@ -8,6 +8,7 @@ One checkpoint folder holds:
                             CUDA when the model is there), the settings fingerprint
 The folder is written next to its final place and renamed, so a kill never leaves half a checkpoint.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,14 @@ from tslrec.core.errors import InputError
 from tslrec.core.modules import load_trainable_state, trainable_state
 
 
-def save_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    state: dict[str, Any], best: dict[str, torch.Tensor] | None) -> None:
+def save_checkpoint(
+    folder: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: dict[str, Any],
+    best: dict[str, torch.Tensor] | None,
+) -> None:
     """Write a complete checkpoint folder atomically (temp folder + rename)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -77,8 +84,9 @@ def find_checkpoint(folder: str | Path) -> Path | None:
     return None
 
 
-def load_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
-                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+def load_checkpoint(
+    folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
     """Restore model, optimizer, scheduler and torch RNG; return (state dict, best trainable params or None)."""
     folder = Path(folder)
     state = read_json(folder / "state.json", "checkpoint state")

@@ -1,4 +1,5 @@
 """Stage 1 hyper-parameters, with the reason for each default."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -17,45 +18,105 @@ class Stage1Config:
     """Information reconstruction (user-level SFT) settings."""
 
     # targets
-    k: int = field(default=32, metadata={"help": "number of latent item groups (k-means clusters); see grouping.py for the choice"})
-    kmeans_algorithm: str = field(default="auto", metadata={"flag": "--kmeans", "choices": KMEANS, "help": "auto | kmeans | minibatch (auto = minibatch above 50k items)"})
-    kmeans_normalize: bool = field(default=False, metadata={"help": "L2-normalise item embeddings before k-means (cosine groups)"})
+    k: int = field(
+        default=32, metadata={"help": "number of latent item groups (k-means clusters); see grouping.py for the choice"}
+    )
+    kmeans_algorithm: str = field(
+        default="auto",
+        metadata={
+            "flag": "--kmeans",
+            "choices": KMEANS,
+            "help": "auto | kmeans | minibatch (auto = minibatch above 50k items)",
+        },
+    )
+    kmeans_normalize: bool = field(
+        default=False, metadata={"help": "L2-normalise item embeddings before k-means (cosine groups)"}
+    )
     # prompt
-    max_items: int = field(default=50, metadata={"help": "N: the last N training items of a user go into the prompt (targets use all of them)"})
+    max_items: int = field(
+        default=50,
+        metadata={"help": "N: the last N training items of a user go into the prompt (targets use all of them)"},
+    )
     prefix_text: str = field(default=DEFAULT_PREFIX, metadata={"help": "text before the items; '{k}' is replaced by K"})
-    suffix_text: str = field(default=DEFAULT_SUFFIX, metadata={"help": "text after the items; its last token is the pooled position"})
-    pooling: str = field(default="last", metadata={"choices": ("last", "mean"), "help": "last (hidden state of 'Response:''s last token) | mean (masked mean of all positions)"})
+    suffix_text: str = field(
+        default=DEFAULT_SUFFIX, metadata={"help": "text after the items; its last token is the pooled position"}
+    )
+    pooling: str = field(
+        default="last",
+        metadata={
+            "choices": ("last", "mean"),
+            "help": "last (hidden state of 'Response:''s last token) | mean (masked mean of all positions)",
+        },
+    )
     # LoRA
-    lora: bool = field(default=True, metadata={"flag": "--no-lora", "help": "no LoRA: only the projection and head are trained (the untuned-LLM ablation; no separate baseline run)"})
+    lora: bool = field(
+        default=True,
+        metadata={
+            "flag": "--no-lora",
+            "help": (
+                "no LoRA: only the projection and head are trained (the untuned-LLM ablation; no separate baseline run)"
+            ),
+        },
+    )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank (E4SRec / TALLRec-style small rank)"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (alpha / r = 2)"})
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"], metadata={
-        "help": "comma-separated module names to adapt (Llama attention q, v)"})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "v_proj"],
+        metadata={"help": "comma-separated module names to adapt (Llama attention q, v)"},
+    )
     # optimisation
     lr: float = field(default=5e-4, metadata={"help": "AdamW lr for LoRA weights"})
-    head_lr: float = field(default=2e-3, metadata={"help": "AdamW lr for the projection and the head (trained from scratch)"})
+    head_lr: float = field(
+        default=2e-3, metadata={"help": "AdamW lr for the projection and the head (trained from scratch)"}
+    )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    epochs: int = field(default=4, metadata={"help": "passes over the training users (one LLM pass per user per epoch)"})
+    epochs: int = field(
+        default=4, metadata={"help": "passes over the training users (one LLM pass per user per epoch)"}
+    )
     max_steps: int | None = field(default=None, metadata={"help": "cap on optimizer steps (None = epochs decide)"})
     batch_size: int = field(default=16, metadata={"help": "users per micro-batch"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     eval_batch_size: int = field(default=64, metadata={"help": "users per batch for validation / inference"})
-    lr_schedule: str = field(default="cosine", metadata={"help": "any transformers scheduler name: cosine | linear | constant_with_warmup ..."})
+    lr_schedule: str = field(
+        default="cosine",
+        metadata={"help": "any transformers scheduler name: cosine | linear | constant_with_warmup ..."},
+    )
     warmup_ratio: float = field(default=0.05, metadata={"help": "fraction of total steps used for linear warm-up"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 = off)"})
-    loss_reduction: str = field(default="sum", metadata={"help": "sum: squared error summed over K, mean over users (paper's Eq. 3); mean: also / K"})
-    bf16: bool = field(default=True, metadata={"flag": "--no-bf16", "help": "torch.autocast(bfloat16) for LLM forward/backward (~1.5x on CPUs with AMX/AVX512-BF16)"})
+    loss_reduction: str = field(
+        default="sum",
+        metadata={"help": "sum: squared error summed over K, mean over users (paper's Eq. 3); mean: also / K"},
+    )
+    bf16: bool = field(
+        default=True,
+        metadata={
+            "flag": "--no-bf16",
+            "help": "torch.autocast(bfloat16) for LLM forward/backward (~1.5x on CPUs with AMX/AVX512-BF16)",
+        },
+    )
     # schedule of checks
     checkpoint_every: int = field(default=25, metadata={"help": "optimizer steps between resumable checkpoints"})
-    eval_every: int | None = field(default=None, metadata={"help": "optimizer steps between validations (None = end of each epoch)"})
-    val_fraction: float = field(default=0.1, metadata={"help": "fraction of users held out for validation MSE (early stopping, model choice)"})
-    test_fraction: float = field(default=0.1, metadata={"help": "fraction of users held out for the reported MSE (0 = report validation MSE)"})
+    eval_every: int | None = field(
+        default=None, metadata={"help": "optimizer steps between validations (None = end of each epoch)"}
+    )
+    val_fraction: float = field(
+        default=0.1, metadata={"help": "fraction of users held out for validation MSE (early stopping, model choice)"}
+    )
+    test_fraction: float = field(
+        default=0.1, metadata={"help": "fraction of users held out for the reported MSE (0 = report validation MSE)"}
+    )
     patience: int = field(default=2, metadata={"help": "validations without improvement before early stopping"})
     max_users: int | None = field(default=None, metadata={"help": "use a seeded random subset of users (quick runs)"})
     seed: int = field(default=0, metadata={"help": "seeds k-means, the user split, data order and initialisation"})
     # baselines
-    untuned_baseline: str = field(default="head", metadata={"choices": UNTUNED_BASELINES, "help": "none | head (frozen LLM features, head fitted) | head+proj (full loop, no LoRA)"})
+    untuned_baseline: str = field(
+        default="head",
+        metadata={
+            "choices": UNTUNED_BASELINES,
+            "help": "none | head (frozen LLM features, head fitted) | head+proj (full loop, no LoRA)",
+        },
+    )
 
     def __post_init__(self) -> None:
         """One-line InputError naming the field for an impossible setting."""
@@ -78,18 +139,26 @@ class Stage1Config:
         require(self.checkpoint_every >= 1, self, "checkpoint_every", "need at least 1")
         require(self.eval_every is None or self.eval_every >= 1, self, "eval_every", "need at least 1")
         require(0.0 < self.val_fraction < 1.0, self, "val_fraction", "must be in (0, 1)")
-        require(0.0 <= self.test_fraction < 1.0 - self.val_fraction, self, "test_fraction",
-                "must be in [0, 1 - val_fraction)")
+        require(
+            0.0 <= self.test_fraction < 1.0 - self.val_fraction,
+            self,
+            "test_fraction",
+            "must be in [0, 1 - val_fraction)",
+        )
         require(self.patience >= 1, self, "patience", "need at least 1")
         require(self.max_users is None or self.max_users >= 4, self, "max_users", "need at least 4")
         require(self.untuned_baseline in UNTUNED_BASELINES, self, "untuned_baseline", "use none, head or head+proj")
         require(self.kmeans_algorithm in KMEANS, self, "kmeans_algorithm", "use auto, kmeans or minibatch")
         from transformers import SchedulerType
 
-        require(self.lr_schedule in {s.value for s in SchedulerType}, self, "lr_schedule",
-                "not a transformers scheduler; use cosine, linear, constant_with_warmup or another SchedulerType name")
+        require(
+            self.lr_schedule in {s.value for s in SchedulerType},
+            self,
+            "lr_schedule",
+            "not a transformers scheduler; use cosine, linear, constant_with_warmup or another SchedulerType name",
+        )
 
-    def validate(self) -> "Stage1Config":
+    def validate(self) -> Stage1Config:
         """Checked on construction (__post_init__); kept so callers can chain it."""
         return self
 
@@ -101,6 +170,6 @@ class Stage1Config:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Stage1Config":
+    def from_dict(cls, d: dict[str, Any]) -> Stage1Config:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})

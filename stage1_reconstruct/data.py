@@ -1,4 +1,5 @@
 """Stage 1 inputs: check the item table against the sequences, build targets, split users, batch them."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,10 +8,10 @@ import numpy as np
 import torch
 
 from tslrec.core.errors import InputError
+from tslrec.llm.soft_prompt import left_pad_ids
 
 from .config import Stage1Config
 from .grouping import ItemGroups, kmeans_item_groups, user_group_targets
-from tslrec.llm.soft_prompt import left_pad_ids
 
 
 @dataclass
@@ -38,34 +39,44 @@ def check_inputs(item_embeddings: np.ndarray, train_sequences: list[np.ndarray],
     max_id = max((int(np.max(s)) for s in train_sequences if len(s)), default=0)
     min_id = min((int(np.min(s)) for s in train_sequences if len(s)), default=1)
     if max_id >= emb.shape[0] or min_id < 1:
-        raise InputError(f"{source}: sequences use item ids {min_id}..{max_id} but the table has rows "
-                         f"1..{emb.shape[0] - 1}; the embeddings were exported for another dataset or preprocessing")
+        raise InputError(
+            f"{source}: sequences use item ids {min_id}..{max_id} but the table has rows "
+            f"1..{emb.shape[0] - 1}; the embeddings were exported for another dataset or preprocessing"
+        )
     return emb
 
 
-def prepare_stage1_data(item_embeddings: np.ndarray, train_sequences: list[np.ndarray], cfg: Stage1Config,
-                        source: str = "item embeddings") -> Stage1Data:
+def prepare_stage1_data(
+    item_embeddings: np.ndarray, train_sequences: list[np.ndarray], cfg: Stage1Config, source: str = "item embeddings"
+) -> Stage1Data:
     """k-means groups, targets from training items only, and a seeded user split."""
     emb = check_inputs(item_embeddings, train_sequences, source)
-    groups = kmeans_item_groups(emb, cfg.k, seed=cfg.seed, algorithm=cfg.kmeans_algorithm,
-                                normalize=cfg.kmeans_normalize, source=source)
+    groups = kmeans_item_groups(
+        emb, cfg.k, seed=cfg.seed, algorithm=cfg.kmeans_algorithm, normalize=cfg.kmeans_normalize, source=source
+    )
     sequences = [np.asarray(s, dtype=np.int64) for s in train_sequences]
     targets = user_group_targets(sequences, groups.item_group, cfg.k)
     rng = np.random.default_rng(cfg.seed)
     usable = np.array([u for u, s in enumerate(sequences) if len(s) > 0], dtype=np.int64)
     usable = rng.permutation(usable)
     if cfg.max_users is not None:
-        usable = usable[:cfg.max_users]
+        usable = usable[: cfg.max_users]
     if len(usable) < 4:
         raise InputError(f"{source}: only {len(usable)} users with training items; stage 1 needs at least 4")
     n_val = min(max(1, int(round(cfg.val_fraction * len(usable)))), len(usable) - 2)
     n_test = min(int(round(cfg.test_fraction * len(usable))), len(usable) - n_val - 2)
     if cfg.test_fraction > 0:
         n_test = max(n_test, 1)
-    return Stage1Data(item_embeddings=torch.from_numpy(emb), train_sequences=sequences, groups=groups,
-                      targets=targets, train_users=np.sort(usable[n_val + n_test:]), val_users=np.sort(usable[:n_val]),
-                      test_users=np.sort(usable[n_val:n_val + n_test]),
-                      dropped_users=len(sequences) - int(sum(len(s) > 0 for s in sequences)))
+    return Stage1Data(
+        item_embeddings=torch.from_numpy(emb),
+        train_sequences=sequences,
+        groups=groups,
+        targets=targets,
+        train_users=np.sort(usable[n_val + n_test :]),
+        val_users=np.sort(usable[:n_val]),
+        test_users=np.sort(usable[n_val : n_val + n_test]),
+        dropped_users=len(sequences) - int(sum(len(s) > 0 for s in sequences)),
+    )
 
 
 class UserBatches:

@@ -1,13 +1,15 @@
 """Stage 1 loss and held-out evaluation (shared by training, baselines and the instance-level comparison)."""
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tslrec.llm.loading import quantized_safe_eval
+
 from .config import Stage1Config
 from .data import Stage1Data, UserBatches
-from tslrec.llm.loading import quantized_safe_eval
 from .model import ReconstructionModel
 
 
@@ -23,16 +25,21 @@ def reconstruction_loss(probs: torch.Tensor, targets: torch.Tensor, reduction: s
 
 
 @torch.no_grad()
-def predict_distributions(model: ReconstructionModel, table: torch.Tensor, data: Stage1Data, users: np.ndarray,
-                          cfg: Stage1Config, device: torch.device, progress: bool = False
-                          ) -> tuple[np.ndarray, np.ndarray]:
+def predict_distributions(
+    model: ReconstructionModel,
+    table: torch.Tensor,
+    data: Stage1Data,
+    users: np.ndarray,
+    cfg: Stage1Config,
+    device: torch.device,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """(h_u [U, H], probs [U, K]) for the given users, batched, no gradients."""
     collate = UserBatches(data, cfg.max_items)
     hs, ps = [], []
     with quantized_safe_eval(model):
-        for start in tqdm(range(0, len(users), cfg.eval_batch_size), desc="predict", disable=not progress,
-                          leave=False):
-            ids, mask, _ = collate([int(u) for u in users[start:start + cfg.eval_batch_size]])
+        for start in tqdm(range(0, len(users), cfg.eval_batch_size), desc="predict", disable=not progress, leave=False):
+            ids, mask, _ = collate([int(u) for u in users[start : start + cfg.eval_batch_size]])
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 h, p = model(table[ids.to(device)], mask.to(device))
             hs.append(h.float().cpu().numpy())
@@ -40,8 +47,14 @@ def predict_distributions(model: ReconstructionModel, table: torch.Tensor, data:
     return np.concatenate(hs), np.concatenate(ps)
 
 
-def evaluate_mse(model: ReconstructionModel, table: torch.Tensor, data: Stage1Data, users: np.ndarray,
-                 cfg: Stage1Config, device: torch.device) -> tuple[float, float]:
+def evaluate_mse(
+    model: ReconstructionModel,
+    table: torch.Tensor,
+    data: Stage1Data,
+    users: np.ndarray,
+    cfg: Stage1Config,
+    device: torch.device,
+) -> tuple[float, float]:
     """(MSE averaged over users and K, squared error summed over K averaged over users)."""
     _, probs = predict_distributions(model, table, data, users, cfg, device)
     sq = (probs - data.targets[users]) ** 2  # [U, K]

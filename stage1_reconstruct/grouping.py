@@ -9,6 +9,7 @@ enough that each group has many items on small catalogues (ML-100K: ~1.6k items,
 group) and that MSE over a softmax of K classes still gives useful gradients. Sweep it with
 `--k` (the paper treats the number of categories as a hyper-parameter).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,15 @@ class ItemGroups:
     sizes: np.ndarray  # int64 [K]: number of items per group
 
 
-def kmeans_item_groups(item_embeddings: np.ndarray, k: int, seed: int = 0, algorithm: str = "auto",
-                       normalize: bool = False, n_init: int = 4, source: str = "item embeddings") -> ItemGroups:
+def kmeans_item_groups(
+    item_embeddings: np.ndarray,
+    k: int,
+    seed: int = 0,
+    algorithm: str = "auto",
+    normalize: bool = False,
+    n_init: int = 4,
+    source: str = "item embeddings",
+) -> ItemGroups:
     """k-means over rows 1..N of `item_embeddings` [N+1, D] (row 0 is padding and gets group -1).
 
     algorithm: "kmeans" (sklearn KMeans), "minibatch" (MiniBatchKMeans, for big catalogues) or
@@ -45,11 +53,15 @@ def kmeans_item_groups(item_embeddings: np.ndarray, k: int, seed: int = 0, algor
         raise InputError(f"{source}: {bad} item rows hold NaN/inf; re-train the backbone that exported them")
     n_items = items.shape[0]
     if not 2 <= k <= n_items:
-        raise InputError(f"Stage1Config.k={k}: the number of groups must be between 2 and the number of items ({n_items}); "
-                         "choose a smaller --k")
+        raise InputError(
+            f"Stage1Config.k={k}: the number of groups must be between 2 and the number of items ({n_items}); "
+            "choose a smaller --k"
+        )
     distinct = len(np.unique(items, axis=0)) if n_items <= 200_000 else n_items
     if distinct < k:
-        raise InputError(f"{source}: only {distinct} distinct item embeddings for Stage1Config.k={k}; choose a smaller k")
+        raise InputError(
+            f"{source}: only {distinct} distinct item embeddings for Stage1Config.k={k}; choose a smaller k"
+        )
     if normalize:
         items = items / np.clip(np.linalg.norm(items, axis=1, keepdims=True), 1e-12, None)
     from sklearn.cluster import KMeans, MiniBatchKMeans
@@ -82,8 +94,10 @@ def user_group_targets(train_sequences: list[np.ndarray], item_group: np.ndarray
         if ids.size == 0:
             continue
         if ids.max() >= n_rows:
-            raise InputError(f"user {u}: item id {int(ids.max())} is outside the embedding table "
-                             f"({n_rows - 1} items); the dataset and the embeddings do not match")
+            raise InputError(
+                f"user {u}: item id {int(ids.max())} is outside the embedding table "
+                f"({n_rows - 1} items); the dataset and the embeddings do not match"
+            )
         counts = np.bincount(item_group[ids], minlength=k)[:k]
         targets[u] = counts / counts.sum()
     return targets

@@ -10,6 +10,7 @@ the number and length of the prompts.
 `measure_sft_cost` runs a few optimizer steps of each and extrapolates seconds per epoch
 from the measured seconds per step; pass and token counts per epoch are exact.
 """
+
 from __future__ import annotations
 
 import time
@@ -19,15 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from tslrec.llm.loading import LLMConfig, load_llm
+from tslrec.llm.soft_prompt import left_pad_ids
+
 from .config import Stage1Config
 from .data import UserBatches, prepare_stage1_data
-from tslrec.llm.loading import LLMConfig, load_llm
-from .model import LLMSequenceEncoder
-from tslrec.llm.lora import add_lora
-
-from .model_io import build_reconstruction_model
-from tslrec.llm.soft_prompt import left_pad_ids
 from .evaluation import reconstruction_loss
+from .model import LLMSequenceEncoder
+from .model_io import build_reconstruction_model, with_lora
 
 INSTANCE_PREFIX = "Given the user's purchase history, predict the next item."
 
@@ -60,12 +60,15 @@ def epoch_cost(lengths: np.ndarray, max_items: int, text_tokens: int) -> dict[st
     t = [np.arange(1, n) for n in lengths if n > 1]
     prefix_lengths = np.concatenate(t) if t else np.zeros(0, dtype=np.int64)
     inst_tokens = int((np.minimum(prefix_lengths, max_items) + text_tokens).sum())
-    return {"user_level": {"passes": int(len(lengths)), "tokens": user_tokens},
-            "instance_level": {"passes": int(len(prefix_lengths)), "tokens": inst_tokens}}
+    return {
+        "user_level": {"passes": int(len(lengths)), "tokens": user_tokens},
+        "instance_level": {"passes": int(len(prefix_lengths)), "tokens": inst_tokens},
+    }
 
 
-def _time_steps(model: nn.Module, batches: list, table: torch.Tensor, loss_fn, lr: float, bf16: bool,
-                device: torch.device) -> dict[str, float]:
+def _time_steps(
+    model: nn.Module, batches: list, table: torch.Tensor, loss_fn, lr: float, bf16: bool, device: torch.device
+) -> dict[str, float]:
     """Run one warm-up step plus len(batches)-1 timed optimizer steps; return timing and counts."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
@@ -85,12 +88,23 @@ def _time_steps(model: nn.Module, batches: list, table: torch.Tensor, loss_fn, l
         if i >= 1:
             seconds += time.perf_counter() - t0
     steps = len(batches) - 1
-    return {"steps_timed": steps, "seconds_timed": seconds, "seconds_per_step": seconds / steps,
-            "passes_timed": enc.llm_passes - passes0, "tokens_timed": enc.llm_tokens - tokens0}
+    return {
+        "steps_timed": steps,
+        "seconds_timed": seconds,
+        "seconds_per_step": seconds / steps,
+        "passes_timed": enc.llm_passes - passes0,
+        "tokens_timed": enc.llm_tokens - tokens0,
+    }
 
 
-def measure_sft_cost(item_embeddings: np.ndarray, train_sequences: list[np.ndarray], cfg: Stage1Config | None = None,
-                     llm_cfg: LLMConfig | None = None, steps: int = 5, device: str = "cpu") -> dict[str, Any]:
+def measure_sft_cost(
+    item_embeddings: np.ndarray,
+    train_sequences: list[np.ndarray],
+    cfg: Stage1Config | None = None,
+    llm_cfg: LLMConfig | None = None,
+    steps: int = 5,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """Seconds per epoch, LLM passes and tokens of user-level vs instance-level SFT on the same data and model.
 
     Runs `steps` timed optimizer steps of each (after one untimed warm-up step), batches of
@@ -112,9 +126,16 @@ def measure_sft_cost(item_embeddings: np.ndarray, train_sequences: list[np.ndarr
     user_model = build_reconstruction_model(llm, tok, table.shape[1], cfg, llm_cfg).to(dev)
     collate = UserBatches(data, cfg.max_items)
     order = rng.permutation(data.train_users)
-    user_batches = [collate([int(u) for u in order[(i * B) % len(order):][:B]]) for i in range(steps + 1)]
-    timing = _time_steps(user_model, user_batches, table, lambda out, y: reconstruction_loss(
-        out[1], y, cfg.loss_reduction), cfg.lr, cfg.bf16, dev)
+    user_batches = [collate([int(u) for u in order[(i * B) % len(order) :][:B]]) for i in range(steps + 1)]
+    timing = _time_steps(
+        user_model,
+        user_batches,
+        table,
+        lambda out, y: reconstruction_loss(out[1], y, cfg.loss_reduction),
+        cfg.lr,
+        cfg.bf16,
+        dev,
+    )
     text_tokens = user_model.encoder.prompt.num_text_tokens
     results["user_level"] = timing
     del user_model, llm
@@ -122,22 +143,20 @@ def measure_sft_cost(item_embeddings: np.ndarray, train_sequences: list[np.ndarr
     # instance level: same LLM, LoRA and projection shape, next-item head
     llm, tok = load_llm(llm_cfg)
     torch.manual_seed(cfg.seed)
-    if cfg.lora:
-        llm = add_lora(llm, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules,
-                       quantized=llm_cfg.quantization is not None,
-                       gradient_checkpointing=llm_cfg.gradient_checkpointing)
+    llm = with_lora(llm, cfg, llm_cfg)
     encoder = LLMSequenceEncoder(llm, tok, table.shape[1], INSTANCE_PREFIX, cfg.suffix_text, cfg.pooling)
     inst_model = NextItemModel(encoder, table.shape[0] - 1).to(dev)
     instances = training_instances(data.train_sequences, data.train_users)
     picks = instances[rng.choice(len(instances), size=min(len(instances), B * (steps + 1)), replace=False)]
     inst_batches = []
     for i in range(steps + 1):
-        chunk = picks[(i * B) % len(picks):][:B]
+        chunk = picks[(i * B) % len(picks) :][:B]
         ids, mask = left_pad_ids([data.train_sequences[u][:t] for u, t in chunk], cfg.max_items)
         target = torch.as_tensor([int(data.train_sequences[u][t]) for u, t in chunk], dtype=torch.long)
         inst_batches.append((ids, mask, target))
-    results["instance_level"] = _time_steps(inst_model, inst_batches, table, nn.functional.cross_entropy,
-                                            cfg.lr, cfg.bf16, dev)
+    results["instance_level"] = _time_steps(
+        inst_model, inst_batches, table, nn.functional.cross_entropy, cfg.lr, cfg.bf16, dev
+    )
     instance_text_tokens = encoder.prompt.num_text_tokens
 
     lengths = np.array([len(data.train_sequences[u]) for u in data.train_users])
@@ -151,9 +170,13 @@ def measure_sft_cost(item_embeddings: np.ndarray, train_sequences: list[np.ndarr
         r["tokens_per_second"] = r["tokens_timed"] / r["seconds_timed"] if r["seconds_timed"] else None
     u, i = results["user_level"], results["instance_level"]
     results["ratio_instance_over_user"] = {
-        "passes": i["passes"] / u["passes"], "tokens": i["tokens"] / u["tokens"],
-        "seconds_per_epoch": i["seconds_per_epoch_extrapolated"] / u["seconds_per_epoch_extrapolated"]}
-    results["note"] = (f"seconds per epoch extrapolated from {steps} timed optimizer steps of batch {B} "
-                       "(after 1 warm-up step); passes and tokens per epoch are exact counts")
+        "passes": i["passes"] / u["passes"],
+        "tokens": i["tokens"] / u["tokens"],
+        "seconds_per_epoch": i["seconds_per_epoch_extrapolated"] / u["seconds_per_epoch_extrapolated"],
+    }
+    results["note"] = (
+        f"seconds per epoch extrapolated from {steps} timed optimizer steps of batch {B} "
+        "(after 1 warm-up step); passes and tokens per epoch are exact counts"
+    )
     results["train_users"] = int(len(data.train_users))
     return results

@@ -8,6 +8,7 @@ predicts the user's distribution over K latent item groups.
 head on it, the instance-level baseline an item head. Stage 2 calls
 `ReconstructionModel.encode_items` (the same forward with one item per "virtual user").
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,8 +27,9 @@ from tslrec.llm.soft_prompt import SoftPromptBuilder, match_token_scale
 class LLMSequenceEncoder(nn.Module):
     """Item embeddings [B, T, D] + mask [B, T] -> one LLM pass per row -> pooled hidden state [B, H]."""
 
-    def __init__(self, llm: nn.Module, tokenizer, item_dim: int, prefix_text: str, suffix_text: str,
-                 pooling: str = "last"):
+    def __init__(
+        self, llm: nn.Module, tokenizer, item_dim: int, prefix_text: str, suffix_text: str, pooling: str = "last"
+    ):
         super().__init__()
         self.llm = llm  # possibly peft-wrapped; LoRA layers live inside it
         self.hidden = hidden_size(llm)
@@ -45,8 +47,9 @@ class LLMSequenceEncoder(nn.Module):
         """item_embs [B, T, D], mask [B, T] -> h [B, H] (float32)."""
         soft = self.item_proj(item_embs.to(self.item_proj.weight.dtype))  # [B, T, H]
         inputs, attn, position_ids = self.prompt(self.llm.get_input_embeddings(), soft, mask)  # [B, L, H], [B, L]
-        out = transformer_body(self.llm)(inputs_embeds=inputs, attention_mask=attn, position_ids=position_ids,
-                                         use_cache=False)
+        out = transformer_body(self.llm)(
+            inputs_embeds=inputs, attention_mask=attn, position_ids=position_ids, use_cache=False
+        )
         hidden = out.last_hidden_state  # [B, L, H]
         self.llm_passes += int(item_embs.shape[0])
         self.llm_tokens += int(attn.sum())
@@ -69,8 +72,13 @@ class LLMSequenceEncoder(nn.Module):
 
         body = transformer_body(self.llm)
         name = _cache_argument(body)
-        out = body(inputs_embeds=prefix, attention_mask=torch.ones(1, P, dtype=torch.long, device=prefix.device),
-                   position_ids=torch.arange(P, device=prefix.device)[None], use_cache=True, **{name: DynamicCache()})
+        out = body(
+            inputs_embeds=prefix,
+            attention_mask=torch.ones(1, P, dtype=torch.long, device=prefix.device),
+            position_ids=torch.arange(P, device=prefix.device)[None],
+            use_cache=True,
+            **{name: DynamicCache()},
+        )
         cache = getattr(out, name, None)
         if not hasattr(cache, "batch_repeat_interleave"):  # no cache (e.g. checkpointing): full prompts
             return None
@@ -95,11 +103,16 @@ class LLMSequenceEncoder(nn.Module):
         rows_cache.batch_repeat_interleave(B)
         device = tail.device
         body = transformer_body(self.llm)
-        out = body(inputs_embeds=tail, attention_mask=torch.ones(B, L, dtype=torch.long, device=device),
-                   position_ids=torch.arange(P, L, device=device).expand(B, -1), use_cache=True,
-                   **{_cache_argument(body): rows_cache})
-        hidden = torch.cat([prefix_hidden.to(out.last_hidden_state.dtype).expand(B, -1, -1),
-                            out.last_hidden_state], dim=1)  # [B, L, H]
+        out = body(
+            inputs_embeds=tail,
+            attention_mask=torch.ones(B, L, dtype=torch.long, device=device),
+            position_ids=torch.arange(P, L, device=device).expand(B, -1),
+            use_cache=True,
+            **{_cache_argument(body): rows_cache},
+        )
+        hidden = torch.cat(
+            [prefix_hidden.to(out.last_hidden_state.dtype).expand(B, -1, -1), out.last_hidden_state], dim=1
+        )  # [B, L, H]
         self.llm_passes += B
         self.llm_tokens += B * tail.shape[1]
         return pool(hidden, torch.ones(B, L, dtype=torch.long, device=device), self.pooling).float()  # [B, H]
@@ -133,8 +146,14 @@ class ReconstructionModel(nn.Module):
         return torch.softmax(self.head(h.to(self.head.weight.dtype)).float(), dim=-1)
 
     @torch.no_grad()
-    def encode_items(self, item_embs: torch.Tensor, batch_size: int = 64, autocast_bf16: bool = False,
-                     progress: bool = True, cache_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_items(
+        self,
+        item_embs: torch.Tensor,
+        batch_size: int = 64,
+        autocast_bf16: bool = False,
+        progress: bool = True,
+        cache_prefix: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Each item as a one-item user (T = 1): item_embs [N, D] -> (emb [N, H], probs [N, K]) on CPU, float32.
 
         This is stage 2's "feed each item into the LLM": same prompt, same projection, same
@@ -144,12 +163,15 @@ class ReconstructionModel(nn.Module):
         """
         device = self.head.weight.device
         embs, probs = [], []
-        with quantized_safe_eval(self), torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                                                       enabled=autocast_bf16):
+        with (
+            quantized_safe_eval(self),
+            torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast_bf16),
+        ):
             state = self.encoder.prefix_state() if cache_prefix else None
-            for start in tqdm(range(0, item_embs.shape[0], batch_size), desc="encode items",
-                              disable=not progress, leave=False):
-                x = item_embs[start:start + batch_size].to(device).unsqueeze(1)  # [b, 1, D]
+            for start in tqdm(
+                range(0, item_embs.shape[0], batch_size), desc="encode items", disable=not progress, leave=False
+            ):
+                x = item_embs[start : start + batch_size].to(device).unsqueeze(1)  # [b, 1, D]
                 if state is not None:
                     h = self.encoder.forward_after_prefix(x, state)  # [b, H]
                     p = self.group_probs(h)  # [b, K]

@@ -6,23 +6,21 @@ groups.safetensors, metrics.json and log.json; see docs/stage1.md):
     adapter/             LoRA adapter (peft save_pretrained; absent for the no-LoRA baseline)
     heads.safetensors    item_proj.{weight,bias}, head.{weight,bias}
 """
+
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from tslrec.core.artifacts import load_tensors, read_json, resolve_device, save_tensors
+from tslrec.core.artifacts import atomic_folder, load_tensors, read_json, resolve_device, save_tensors
 from tslrec.core.errors import InputError
-
-from .config import Stage1Config
 from tslrec.llm.loading import LLMConfig, load_llm
 from tslrec.llm.lora import add_lora, load_adapter
 from tslrec.llm.weights import copy_weights
+
+from .config import Stage1Config
 from .model import LLMSequenceEncoder, ReconstructionModel
 
 HEADS_FILE = "heads.safetensors"
@@ -30,13 +28,20 @@ ADAPTER_DIR = "adapter"
 CONFIG_FILE = "config.json"
 
 
-def build_reconstruction_model(llm: nn.Module, tokenizer, item_dim: int, cfg: Stage1Config,
-                               llm_cfg: LLMConfig) -> ReconstructionModel:
+def with_lora(llm: nn.Module, cfg: Stage1Config, llm_cfg: LLMConfig) -> nn.Module:
+    """`llm` with fresh trainable LoRA layers as `cfg` asks (unchanged when cfg.lora is off)."""
+    if not cfg.lora:
+        return llm
+    quantized = llm_cfg.quantization is not None
+    lora = (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
+    return add_lora(llm, *lora, quantized=quantized, gradient_checkpointing=llm_cfg.gradient_checkpointing)
+
+
+def build_reconstruction_model(
+    llm: nn.Module, tokenizer, item_dim: int, cfg: Stage1Config, llm_cfg: LLMConfig
+) -> ReconstructionModel:
     """Fresh model for training: LoRA (if cfg.lora) + new projection + new head, seeded by the caller."""
-    if cfg.lora:
-        llm = add_lora(llm, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules,
-                       quantized=llm_cfg.quantization is not None,
-                       gradient_checkpointing=llm_cfg.gradient_checkpointing)
+    llm = with_lora(llm, cfg, llm_cfg)
     encoder = LLMSequenceEncoder(llm, tokenizer, item_dim, cfg.prefix(), cfg.suffix_text, cfg.pooling)
     return ReconstructionModel(encoder, cfg.k)
 
@@ -47,24 +52,22 @@ def save_reconstruction_model(model: ReconstructionModel, out_dir: str | Path) -
     out_dir.mkdir(parents=True, exist_ok=True)
     llm = model.encoder.llm
     if hasattr(llm, "peft_config"):
-        tmp = Path(tempfile.mkdtemp(prefix=f".{ADAPTER_DIR}.", dir=out_dir))
-        try:
+        with atomic_folder(out_dir / ADAPTER_DIR) as tmp:
             llm.save_pretrained(tmp, safe_serialization=True)
-            final = out_dir / ADAPTER_DIR
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-    save_tensors(out_dir / HEADS_FILE, {
-        "item_proj.weight": model.encoder.item_proj.weight, "item_proj.bias": model.encoder.item_proj.bias,
-        "head.weight": model.head.weight, "head.bias": model.head.bias,
-    })
+    save_tensors(
+        out_dir / HEADS_FILE,
+        {
+            "item_proj.weight": model.encoder.item_proj.weight,
+            "item_proj.bias": model.encoder.item_proj.bias,
+            "head.weight": model.head.weight,
+            "head.bias": model.head.bias,
+        },
+    )
 
 
-def load_reconstruction_model(stage1_dir: str | Path, device: str | torch.device = "auto",
-                              llm_override: LLMConfig | None = None) -> tuple[ReconstructionModel, dict]:
+def load_reconstruction_model(
+    stage1_dir: str | Path, device: str | torch.device = "auto", llm_override: LLMConfig | None = None
+) -> tuple[ReconstructionModel, dict]:
     """Load a trained stage 1 model from its output folder -> (model on `device`, config dict).
 
     device: "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:N" or a torch.device.
@@ -86,8 +89,12 @@ def load_reconstruction_model(stage1_dir: str | Path, device: str | torch.device
     encoder = LLMSequenceEncoder(llm, tokenizer, item_dim, cfg.prefix(), cfg.suffix_text, cfg.pooling)
     model = ReconstructionModel(encoder, cfg.k)
     heads = load_tensors(stage1_dir / HEADS_FILE, "stage 1 projection/head weights")
-    targets = {"item_proj.weight": encoder.item_proj.weight, "item_proj.bias": encoder.item_proj.bias,
-               "head.weight": model.head.weight, "head.bias": model.head.bias}
+    targets = {
+        "item_proj.weight": encoder.item_proj.weight,
+        "item_proj.bias": encoder.item_proj.bias,
+        "head.weight": model.head.weight,
+        "head.bias": model.head.bias,
+    }
     copy_weights(targets, heads, stage1_dir / HEADS_FILE, rerun="tslrec stage1")
     for p in model.parameters():
         p.requires_grad_(False)

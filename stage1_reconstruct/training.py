@@ -20,6 +20,7 @@ identical weights after 12 steps of SmolLM2 on ML-100K. A CPU with another instr
 AMX vs AVX-512 bfloat16 matrix kernels) or many more threads may still round bf16 products
 differently: `torch.get_num_threads()` is recorded in metrics.json.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,9 +29,10 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,17 +41,16 @@ from tqdm.auto import tqdm
 
 from tslrec.core.artifacts import package_versions, read_json, save_tensors, write_json
 from tslrec.core.errors import InputError
-
 from tslrec.core.modules import load_trainable_state, trainable_state
 from tslrec.core.run_state import RunState
+from tslrec.llm.loading import LLMConfig, load_llm
 
+from .baselines import mean_embedding_baseline, untuned_head_baseline
 from .checkpointing import check_same_config, config_fingerprint, find_checkpoint, load_checkpoint, save_checkpoint
 from .config import Stage1Config
-from .baselines import mean_embedding_baseline, untuned_head_baseline
 from .data import Stage1Data, UserBatches, epoch_order, prepare_stage1_data
 from .evaluation import evaluate_mse, reconstruction_loss
 from .grouping import global_mean_mse
-from tslrec.llm.loading import LLMConfig, load_llm
 from .model import ReconstructionModel
 from .model_io import CONFIG_FILE, build_reconstruction_model, save_reconstruction_model
 
@@ -71,10 +72,18 @@ class Stage1State(RunState):
     fingerprint: str = ""  # the settings the run started with (config_fingerprint); a resume with others is refused
 
 
-def train_stage1(item_embeddings: np.ndarray, train_sequences: list[np.ndarray], out_dir: str | Path,
-                 cfg: Stage1Config | None = None, llm_cfg: LLMConfig | None = None, device: str = "auto",
-                 run_info: dict[str, Any] | None = None, on_step: Callable[[int], None] | None = None,
-                 progress: bool = True, force: bool = False) -> dict[str, Any]:
+def train_stage1(
+    item_embeddings: np.ndarray,
+    train_sequences: list[np.ndarray],
+    out_dir: str | Path,
+    cfg: Stage1Config | None = None,
+    llm_cfg: LLMConfig | None = None,
+    device: str = "auto",
+    run_info: dict[str, Any] | None = None,
+    on_step: Callable[[int], None] | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> dict[str, Any]:
     """Train stage 1 and write its artefacts to `out_dir`; return the metrics dict.
 
     item_embeddings: float32 [N+1, D] pretrained item table (row 0 = padding).
@@ -109,31 +118,52 @@ def train_stage1(item_embeddings: np.ndarray, train_sequences: list[np.ndarray],
     run.train()
     metrics = run.finish(t_start)
     if cfg.untuned_baseline == "head+proj" and cfg.lora:
-        metrics["metrics"].update(_untuned_head_proj_baseline(item_embeddings, train_sequences, out_dir, cfg, llm_cfg,
-                                                              device, run_info, progress))
+        metrics["metrics"].update(
+            _untuned_head_proj_baseline(
+                item_embeddings, train_sequences, out_dir, cfg, llm_cfg, device, run_info, progress
+            )
+        )
     run.save(metrics)
     return metrics
 
 
-def _untuned_head_proj_baseline(item_embeddings: np.ndarray, train_sequences: list[np.ndarray], out_dir: Path,
-                                cfg: Stage1Config, llm_cfg: LLMConfig, device: str, run_info: dict[str, Any] | None,
-                                progress: bool) -> dict[str, Any]:
+def _untuned_head_proj_baseline(
+    item_embeddings: np.ndarray,
+    train_sequences: list[np.ndarray],
+    out_dir: Path,
+    cfg: Stage1Config,
+    llm_cfg: LLMConfig,
+    device: str,
+    run_info: dict[str, Any] | None,
+    progress: bool,
+) -> dict[str, Any]:
     """The head+proj untuned-LLM baseline: stage 1 again with the same settings but no LoRA (the LLM frozen; the
     projection and head trained), as its own resumable run in out_dir/SUB_RUN. Its MSEs, as metrics entries."""
     no_lora = Stage1Config(**{**cfg.to_dict(), "lora": False, "untuned_baseline": "none"})
-    sub = train_stage1(item_embeddings, train_sequences, out_dir / SUB_RUN, no_lora, llm_cfg, device, run_info,
-                       progress=progress)
-    return {"mse_untuned_llm": sub["metrics"]["mse"], "mse_untuned_llm_val": sub["metrics"]["mse_val"],
-            "untuned_llm_variant": "head+proj (LLM frozen, projection and head trained)"}
+    sub = train_stage1(
+        item_embeddings, train_sequences, out_dir / SUB_RUN, no_lora, llm_cfg, device, run_info, progress=progress
+    )
+    return {
+        "mse_untuned_llm": sub["metrics"]["mse"],
+        "mse_untuned_llm_val": sub["metrics"]["mse_val"],
+        "untuned_llm_variant": "head+proj (LLM frozen, projection and head trained)",
+    }
 
 
-def _run_config(data: Stage1Data, cfg: Stage1Config, llm_cfg: LLMConfig, run_info: dict[str, Any] | None
-                ) -> dict[str, Any]:
+def _run_config(
+    data: Stage1Data, cfg: Stage1Config, llm_cfg: LLMConfig, run_info: dict[str, Any] | None
+) -> dict[str, Any]:
     """config.json: every setting and input a finished run or a checkpoint is tied to."""
-    return {"stage1": cfg.to_dict(), "llm": dict(vars(llm_cfg)), "item_dim": int(data.item_embeddings.shape[1]),
-            "num_items": int(data.item_embeddings.shape[0] - 1), "k": cfg.k, "prompt": {
-                "prefix": cfg.prefix(), "suffix": cfg.suffix_text}, "run": run_info or {},
-            "item_table_sha256": hashlib.sha256(data.item_embeddings.numpy().tobytes()).hexdigest()}
+    return {
+        "stage1": cfg.to_dict(),
+        "llm": dict(vars(llm_cfg)),
+        "item_dim": int(data.item_embeddings.shape[1]),
+        "num_items": int(data.item_embeddings.shape[0] - 1),
+        "k": cfg.k,
+        "prompt": {"prefix": cfg.prefix(), "suffix": cfg.suffix_text},
+        "run": run_info or {},
+        "item_table_sha256": hashlib.sha256(data.item_embeddings.numpy().tobytes()).hexdigest(),
+    }
 
 
 def _prepare_out_dir(out_dir: Path, config: dict[str, Any], data: Stage1Data, force: bool) -> None:
@@ -148,26 +178,48 @@ def _prepare_out_dir(out_dir: Path, config: dict[str, Any], data: Stage1Data, fo
     if saved.is_file() and config_fingerprint(read_json(saved, "stage 1 config")) != config_fingerprint(config):
         (out_dir / BASELINE_CACHE).unlink(missing_ok=True)  # computed under other settings
     write_json(out_dir / CONFIG_FILE, config)
-    save_tensors(out_dir / GROUPS_FILE, {"item_group": torch.from_numpy(data.groups.item_group),
-                                         "centroids": torch.from_numpy(data.groups.centroids),
-                                         "user_targets": torch.from_numpy(data.targets),
-                                         "train_users": torch.from_numpy(data.train_users),
-                                         "val_users": torch.from_numpy(data.val_users),
-                                         "test_users": torch.from_numpy(data.test_users)})
+    save_tensors(
+        out_dir / GROUPS_FILE,
+        {
+            "item_group": torch.from_numpy(data.groups.item_group),
+            "centroids": torch.from_numpy(data.groups.centroids),
+            "user_targets": torch.from_numpy(data.targets),
+            "train_users": torch.from_numpy(data.train_users),
+            "val_users": torch.from_numpy(data.val_users),
+            "test_users": torch.from_numpy(data.test_users),
+        },
+    )
 
 
-def _start_run(accelerator: Any, data: Stage1Data, config: dict[str, Any], cfg: Stage1Config, llm_cfg: LLMConfig,
-               out_dir: Path, progress: bool, on_step: Callable[[int], None] | None) -> "_Stage1Run":
+def _start_run(
+    accelerator: Any,
+    data: Stage1Data,
+    config: dict[str, Any],
+    cfg: Stage1Config,
+    llm_cfg: LLMConfig,
+    out_dir: Path,
+    progress: bool,
+    on_step: Callable[[int], None] | None,
+) -> _Stage1Run:
     """Compute the baselines, load the LLM, build the model and optimizer, and resume from a checkpoint if any."""
     main = accelerator.is_main_process
     report_users = data.test_users if len(data.test_users) else data.val_users  # users the reported MSEs are on
-    baselines = {"mse_global_mean": global_mean_mse(data.targets[data.train_users], data.targets[report_users]),
-                 "mse_global_mean_val": global_mean_mse(data.targets[data.train_users], data.targets[data.val_users]),
-                 **mean_embedding_baseline(data, cfg)}
+    baselines = {
+        "mse_global_mean": global_mean_mse(data.targets[data.train_users], data.targets[report_users]),
+        "mse_global_mean_val": global_mean_mse(data.targets[data.train_users], data.targets[data.val_users]),
+        **mean_embedding_baseline(data, cfg),
+    }
     llm, tokenizer = load_llm(llm_cfg, kind="causal_lm")
     if cfg.untuned_baseline == "head":
-        baselines.update(_cached(out_dir / BASELINE_CACHE, main, lambda: untuned_head_baseline(
-            llm, tokenizer, data, cfg, accelerator.device, progress=progress and main)))
+        baselines.update(
+            _cached(
+                out_dir / BASELINE_CACHE,
+                main,
+                lambda: untuned_head_baseline(
+                    llm, tokenizer, data, cfg, accelerator.device, progress=progress and main
+                ),
+            )
+        )
     model = _build_model(llm, tokenizer, data, cfg, llm_cfg, accelerator.device)
     run = _Stage1Run(accelerator, data, cfg, out_dir, model, _optimizer(model, cfg), baselines, progress, on_step)
     run.state.fingerprint = config_fingerprint(config)
@@ -180,8 +232,9 @@ def _start_run(accelerator: Any, data: Stage1Data, config: dict[str, Any], cfg: 
     return run
 
 
-def _build_model(llm: Any, tokenizer: Any, data: Stage1Data, cfg: Stage1Config, llm_cfg: LLMConfig,
-                 dev: torch.device) -> ReconstructionModel:
+def _build_model(
+    llm: Any, tokenizer: Any, data: Stage1Data, cfg: Stage1Config, llm_cfg: LLMConfig, dev: torch.device
+) -> ReconstructionModel:
     """The reconstruction model on `dev`, seeded from cfg.seed: projection scaled to the LLM's token embeddings,
     head bias at the global-mean prediction."""
     torch.manual_seed(cfg.seed)
@@ -207,9 +260,18 @@ def _optimizer(model: ReconstructionModel, cfg: Stage1Config) -> torch.optim.Opt
 class _Stage1Run:
     """One stage 1 run: its model, optimizer, scheduler, data and state, and the parts of its training loop."""
 
-    def __init__(self, accelerator: Any, data: Stage1Data, cfg: Stage1Config, out_dir: Path,
-                 model: ReconstructionModel, optimizer: torch.optim.Optimizer, baselines: dict[str, Any],
-                 progress: bool, on_step: Callable[[int], None] | None) -> None:
+    def __init__(
+        self,
+        accelerator: Any,
+        data: Stage1Data,
+        cfg: Stage1Config,
+        out_dir: Path,
+        model: ReconstructionModel,
+        optimizer: torch.optim.Optimizer,
+        baselines: dict[str, Any],
+        progress: bool,
+        on_step: Callable[[int], None] | None,
+    ) -> None:
         self.accelerator, self.data, self.cfg, self.out_dir = accelerator, data, cfg, out_dir
         self.baselines, self.on_step = baselines, on_step
         self.dev, self.main = accelerator.device, accelerator.is_main_process
@@ -224,8 +286,9 @@ class _Stage1Run:
         from transformers import get_scheduler
 
         warmup = int(cfg.warmup_ratio * self.total_steps)
-        self.scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=warmup,
-                                       num_training_steps=self.total_steps)
+        self.scheduler = get_scheduler(
+            cfg.lr_schedule, optimizer, num_warmup_steps=warmup, num_training_steps=self.total_steps
+        )
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.core: ReconstructionModel = accelerator.unwrap_model(self.model)
         self.state = Stage1State()
@@ -237,9 +300,15 @@ class _Stage1Run:
         """This epoch's batches. Its own generator keeps DataLoader from drawing on the global RNG,
         so a resumed run sees the same LoRA-dropout masks as an uninterrupted one."""
         cfg = self.cfg
-        return self.accelerator.prepare(DataLoader(epoch_order(self.data.train_users, cfg.seed, epoch),
-                                                   batch_size=cfg.batch_size, shuffle=False, collate_fn=self.collate,
-                                                   generator=torch.Generator().manual_seed(cfg.seed + epoch)))
+        return self.accelerator.prepare(
+            DataLoader(
+                epoch_order(self.data.train_users, cfg.seed, epoch),
+                batch_size=cfg.batch_size,
+                shuffle=False,
+                collate_fn=self.collate,
+                generator=torch.Generator().manual_seed(cfg.seed + epoch),
+            )
+        )
 
     def train(self) -> None:
         """Optimizer steps until total_steps or until patience runs out, validating and checkpointing on the way."""
@@ -278,8 +347,9 @@ class _Stage1Run:
                 break
         self.pause_clock()
 
-    def _forward_backward(self, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor, micro: int,
-                          last_of_step: bool) -> float:
+    def _forward_backward(
+        self, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor, micro: int, last_of_step: bool
+    ) -> float:
         """One micro-batch (the `micro`-th of its optimizer step): forward and backward, the gradient scaled so
         the step's is a mean over its micro-batches; processes sync gradients on a step's last one only. The loss."""
         item_embs = self.table[ids]  # [B, T, D]
@@ -342,14 +412,22 @@ class _Stage1Run:
             self.best = {k: v.cpu() for k, v in trainable_state(self.core).items()}
         s.history.append({"step": s.step, "epoch": s.epoch, "val_mse": mse})
         if self.progress:
-            tqdm.write(f"step {s.step}: val MSE {mse:.6f} (best {s.best_text(6)}, "
-                       f"global-mean {self.baselines['mse_global_mean_val']:.6f})")
+            tqdm.write(
+                f"step {s.step}: val MSE {mse:.6f} (best {s.best_text(6)}, "
+                f"global-mean {self.baselines['mse_global_mean_val']:.6f})"
+            )
         return s.should_stop(self.cfg.patience)
 
     def checkpoint(self) -> None:
         if self.main:
-            save_checkpoint(self.out_dir / CHECKPOINT_DIR, self.core, self.optimizer, self.scheduler,
-                            self.state.to_dict(), self.best)
+            save_checkpoint(
+                self.out_dir / CHECKPOINT_DIR,
+                self.core,
+                self.optimizer,
+                self.scheduler,
+                self.state.to_dict(),
+                self.best,
+            )
         self.accelerator.wait_for_everyone()
 
     def resume_clock(self) -> None:
@@ -380,8 +458,9 @@ class _Stage1Run:
         if self.accelerator.num_processes > 1:  # tokens and passes of every process, not just this one
             totals = self.accelerator.reduce(torch.tensor([s.train_tokens, s.train_passes], device=self.dev), "sum")
             s.train_tokens, s.train_passes = int(totals[0]), int(totals[1])
-        metrics = _final_metrics(s, self.baselines, mse, data, self.cfg, self.total_steps, self.steps_per_epoch,
-                                 t_start)
+        metrics = _final_metrics(
+            s, self.baselines, mse, data, self.cfg, self.total_steps, self.steps_per_epoch, t_start
+        )
         metrics["timing"]["processes"] = self.accelerator.num_processes
         metrics["timing"]["torch_threads"] = torch.get_num_threads()  # CPU numbers depend on it (module docstring)
         return metrics
@@ -432,8 +511,10 @@ def _check_checkpoint(out_dir: Path, config: dict[str, Any]) -> Path | None:
         return None
     saved = read_json(ckpt / "state.json", "checkpoint state").get("fingerprint")
     if saved is None:
-        raise InputError(f"{ckpt}: this checkpoint records no settings (written by an older tslrec), so resuming "
-                         "could mix two configurations; to start over pass --force (force=True from Python)")
+        raise InputError(
+            f"{ckpt}: this checkpoint records no settings (written by an older tslrec), so resuming "
+            "could mix two configurations; to start over pass --force (force=True from Python)"
+        )
     if saved != config_fingerprint(config):
         check_same_config(ckpt, json.loads(saved), config, "checkpoint")
     return ckpt
@@ -447,36 +528,63 @@ def _discard_run(out_dir: Path) -> None:
         shutil.rmtree(out_dir / name, ignore_errors=True)
 
 
-def _final_metrics(state: Stage1State, baselines: dict[str, Any], mse: float, data: Stage1Data, cfg: Stage1Config,
-                   total_steps: int, steps_per_epoch: int, t_start: float) -> dict[str, Any]:
+def _final_metrics(
+    state: Stage1State,
+    baselines: dict[str, Any],
+    mse: float,
+    data: Stage1Data,
+    cfg: Stage1Config,
+    total_steps: int,
+    steps_per_epoch: int,
+    t_start: float,
+) -> dict[str, Any]:
     """metrics.json content. `mse` is on the test users (validation users if there are none)."""
     on = "test" if len(data.test_users) else "validation"
     epochs_done = state.step / max(steps_per_epoch, 1)
     train_s = state.train_seconds
     return {
-        "metrics": {"mse": mse, "mse_global_mean": baselines["mse_global_mean"],
-                    "mse_untuned_llm": baselines.get("mse_untuned_llm"),
-                    "untuned_llm_variant": baselines.get("untuned_llm_variant"),
-                    "mse_untuned_llm_val": baselines.get("mse_untuned_llm_val"),
-                    "mse_mean_embedding": baselines["mse_mean_embedding"],
-                    "mse_mean_embedding_val": baselines["mse_mean_embedding_val"],
-                    "untuned_llm_best_step": baselines.get("untuned_llm_best_step"),
-                    "mse_ratio_to_global_mean": mse / baselines["mse_global_mean"],
-                    "mse_ratio_to_mean_embedding": mse / baselines["mse_mean_embedding"],
-                    "mse_val": state.best_score, "mse_global_mean_val": baselines["mse_global_mean_val"],
-                    "reported_on": f"{on} users",
-                    "note": (f"MSE averaged over {on} users (never trained on) and K; validation users pick the "
-                             "checkpoint" + ("" if on == "test" else ", so this number is slightly optimistic")
-                             + "; mse_mean_embedding is a head on the mean item embedding, with no LLM")},
-        "steps": state.step, "total_steps_planned": total_steps, "steps_per_epoch": steps_per_epoch,
-        "epochs_run": epochs_done, "best_step": state.best_at, "stopped_early": state.stopped,
-        "users": {"train": int(len(data.train_users)), "val": int(len(data.val_users)), "test": int(len(data.test_users)),
-                  "dropped_no_train_items": data.dropped_users},
+        "metrics": {
+            "mse": mse,
+            "mse_global_mean": baselines["mse_global_mean"],
+            "mse_untuned_llm": baselines.get("mse_untuned_llm"),
+            "untuned_llm_variant": baselines.get("untuned_llm_variant"),
+            "mse_untuned_llm_val": baselines.get("mse_untuned_llm_val"),
+            "mse_mean_embedding": baselines["mse_mean_embedding"],
+            "mse_mean_embedding_val": baselines["mse_mean_embedding_val"],
+            "untuned_llm_best_step": baselines.get("untuned_llm_best_step"),
+            "mse_ratio_to_global_mean": mse / baselines["mse_global_mean"],
+            "mse_ratio_to_mean_embedding": mse / baselines["mse_mean_embedding"],
+            "mse_val": state.best_score,
+            "mse_global_mean_val": baselines["mse_global_mean_val"],
+            "reported_on": f"{on} users",
+            "note": (
+                f"MSE averaged over {on} users (never trained on) and K; validation users pick the "
+                "checkpoint"
+                + ("" if on == "test" else ", so this number is slightly optimistic")
+                + "; mse_mean_embedding is a head on the mean item embedding, with no LLM"
+            ),
+        },
+        "steps": state.step,
+        "total_steps_planned": total_steps,
+        "steps_per_epoch": steps_per_epoch,
+        "epochs_run": epochs_done,
+        "best_step": state.best_at,
+        "stopped_early": state.stopped,
+        "users": {
+            "train": int(len(data.train_users)),
+            "val": int(len(data.val_users)),
+            "test": int(len(data.test_users)),
+            "dropped_no_train_items": data.dropped_users,
+        },
         "groups": {"k": cfg.k, "min_size": int(data.groups.sizes.min()), "max_size": int(data.groups.sizes.max())},
-        "timing": {"wall_seconds": time.time() - t_start, "train_seconds": train_s,
-                   "seconds_per_epoch": train_s / epochs_done if epochs_done else None,
-                   "train_tokens": state.train_tokens, "train_llm_passes": state.train_passes,
-                   "tokens_per_second": state.train_tokens / train_s if train_s else None,
-                   "untuned_llm_seconds": baselines.get("untuned_llm_seconds")},
+        "timing": {
+            "wall_seconds": time.time() - t_start,
+            "train_seconds": train_s,
+            "seconds_per_epoch": train_s / epochs_done if epochs_done else None,
+            "train_tokens": state.train_tokens,
+            "train_llm_passes": state.train_passes,
+            "tokens_per_second": state.train_tokens / train_s if train_s else None,
+            "untuned_llm_seconds": baselines.get("untuned_llm_seconds"),
+        },
         "versions": package_versions(),
     }

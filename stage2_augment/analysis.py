@@ -10,6 +10,7 @@ The three classes are disjoint and sum to 1:
 Activity groups (Fig. 5): users sorted by sequence length (stable, shortest first) and cut
 into G groups of equal size (sizes differ by at most one); a metric averaged within each.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,8 +35,16 @@ class CategoryAgreement:
         return self.c1 + self.c2
 
     def as_dict(self) -> dict:
-        return {"C1": self.c1, "C2": self.c2, "C3": self.c3, f"top{self.top}": self.within_top, "items": self.items,
-                "k": self.k, "chance_top1": 1.0 / self.k, f"chance_top{self.top}": min(self.top, self.k) / self.k}
+        return {
+            "C1": self.c1,
+            "C2": self.c2,
+            "C3": self.c3,
+            f"top{self.top}": self.within_top,
+            "items": self.items,
+            "k": self.k,
+            "chance_top1": 1.0 / self.k,
+            f"chance_top{self.top}": min(self.top, self.k) / self.k,
+        }
 
 
 def category_agreement(category_probs: torch.Tensor, item_groups: torch.Tensor, top: int = 3) -> CategoryAgreement:
@@ -48,13 +57,14 @@ def category_agreement(category_probs: torch.Tensor, item_groups: torch.Tensor, 
     if groups.numel() and (int(groups.min()) < 0 or int(groups.max()) >= k):
         raise ValueError(f"item_groups must lie in [0, {k}) for items 1..N")
     n = max(groups.numel(), 1)
-    ranked = probs.argsort(dim=1, descending=True, stable=True)[:, :min(top, k)]  # [N, top]
+    ranked = probs.argsort(dim=1, descending=True, stable=True)[:, : min(top, k)]  # [N, top]
     hit1 = ranked[:, 0] == groups  # [N]
     hit_top = (ranked == groups.unsqueeze(1)).any(dim=1)  # [N]
     c1 = float(hit1.sum()) / n
     c2 = float((hit_top & ~hit1).sum()) / n
-    return CategoryAgreement(c1=c1, c2=c2, c3=1.0 - c1 - c2 if groups.numel() else 0.0, items=int(groups.numel()),
-                             k=k, top=top)
+    return CategoryAgreement(
+        c1=c1, c2=c2, c3=1.0 - c1 - c2 if groups.numel() else 0.0, items=int(groups.numel()), k=k, top=top
+    )
 
 
 @dataclass
@@ -92,6 +102,9 @@ def mean_by_group(per_user: torch.Tensor, groups: ActivityGroups) -> list[float]
     """per_user [U] metric values -> mean within each activity group."""
     per_user = torch.as_tensor(per_user).double()
     if per_user.shape != groups.group_of_user.shape:
-        raise ValueError(f"per-user vector has {per_user.numel()} users but the groups cover {groups.group_of_user.numel()}")
-    return [float(per_user[groups.group_of_user == gi].mean()) if n else float("nan")
-            for gi, n in enumerate(groups.users)]
+        raise ValueError(
+            f"per-user vector has {per_user.numel()} users but the groups cover {groups.group_of_user.numel()}"
+        )
+    return [
+        float(per_user[groups.group_of_user == gi].mean()) if n else float("nan") for gi, n in enumerate(groups.users)
+    ]

@@ -16,6 +16,7 @@ manifest is always complete. `load_item_embeddings` checks everything and raises
 one-line InputError for a missing or truncated file, NaNs, a dimension mismatch, an id
 mismatch or a dataset-hash mismatch.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -46,9 +47,16 @@ class ItemEmbeddingFile:
     item_groups: torch.Tensor | None = None  # [N+1] int64 k-means group per item (row 0 = -1), or None
 
 
-def save_item_embeddings(folder: str | Path, embeddings: torch.Tensor, item_ids: list[str], dataset_name: str,
-                         dataset_hash: str, category_probs: torch.Tensor | None = None, source: dict | None = None,
-                         item_groups: torch.Tensor | None = None) -> Path:
+def save_item_embeddings(
+    folder: str | Path,
+    embeddings: torch.Tensor,
+    item_ids: list[str],
+    dataset_name: str,
+    dataset_hash: str,
+    category_probs: torch.Tensor | None = None,
+    source: dict | None = None,
+    item_groups: torch.Tensor | None = None,
+) -> Path:
     """Write the export folder atomically. `item_ids[0]` is the padding entry; `source` describes the model;
     `item_groups` [N+1] is the stage-1 k-means group of each item (optional)."""
     folder = Path(folder)
@@ -86,16 +94,24 @@ def save_item_embeddings(folder: str | Path, embeddings: torch.Tensor, item_ids:
             f.write("iid:token\titem_emb:float_seq\n")
             for i in range(1, n1):
                 f.write(item_ids[i] + "\t" + " ".join(f"{x:.6g}" for x in emb[i].tolist()) + "\n")
-        write_json(tmp / "manifest.json", {
-            "format": FORMAT,
-            "dataset": {"name": dataset_name, "hash": dataset_hash, "num_items": n1 - 1},
-            "embedding_dim": emb.shape[1],
-            "num_categories": tensors["category_probs"].shape[1] if "category_probs" in tensors else None,
-            "has_item_groups": "item_groups" in tensors,
-            "files": {"tensors": TENSORS, "npy": "item_embeddings.npy", "item_ids": "item_ids.tsv", "recbole": recbole_name},
-            "source": source or {},
-            "versions": package_versions(),
-        })
+        write_json(
+            tmp / "manifest.json",
+            {
+                "format": FORMAT,
+                "dataset": {"name": dataset_name, "hash": dataset_hash, "num_items": n1 - 1},
+                "embedding_dim": emb.shape[1],
+                "num_categories": tensors["category_probs"].shape[1] if "category_probs" in tensors else None,
+                "has_item_groups": "item_groups" in tensors,
+                "files": {
+                    "tensors": TENSORS,
+                    "npy": "item_embeddings.npy",
+                    "item_ids": "item_ids.tsv",
+                    "recbole": recbole_name,
+                },
+                "source": source or {},
+                "versions": package_versions(),
+            },
+        )
         old = folder.with_name(f".{folder.name}.old")
         if folder.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -107,8 +123,9 @@ def save_item_embeddings(folder: str | Path, embeddings: torch.Tensor, item_ids:
     return folder
 
 
-def load_item_embeddings(folder: str | Path, num_items: int | None = None, dataset_hash: str | None = None,
-                         item_ids: list[str] | None = None) -> ItemEmbeddingFile:
+def load_item_embeddings(
+    folder: str | Path, num_items: int | None = None, dataset_hash: str | None = None, item_ids: list[str] | None = None
+) -> ItemEmbeddingFile:
     """Read and validate an export; pass the dataset's facts to check the export belongs to it."""
     folder = Path(folder)
     if folder.is_file() and folder.name == TENSORS:
@@ -118,8 +135,10 @@ def load_item_embeddings(folder: str | Path, num_items: int | None = None, datas
         raise InputError(f"{manifest_path}: not found; point to a folder written by 'tslrec stage2' (or re-run it)")
     manifest = read_json(manifest_path, "embedding manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise InputError(f"{manifest_path}: field 'format' is {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
-                         f"expected {FORMAT!r}; re-export with this version of tslrec")
+        raise InputError(
+            f"{manifest_path}: field 'format' is {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
+            f"expected {FORMAT!r}; re-export with this version of tslrec"
+        )
     facts = manifest.get("dataset") if isinstance(manifest.get("dataset"), dict) else {}
     tensors = load_tensors(folder / TENSORS, "item embedding file")
     if "embeddings" not in tensors:
@@ -129,19 +148,29 @@ def load_item_embeddings(folder: str | Path, num_items: int | None = None, datas
     groups = tensors.get("item_groups")
     want_n = facts.get("num_items")
     if emb.ndim != 2 or emb.shape[0] != (want_n or 0) + 1 or emb.shape[1] != manifest.get("embedding_dim"):
-        raise InputError(f"{folder / TENSORS}: field 'embeddings' has shape {tuple(emb.shape)} but manifest.json says "
-                         f"[{(want_n or 0) + 1}, {manifest.get('embedding_dim')}]; the files are from different exports, re-export")
+        raise InputError(
+            f"{folder / TENSORS}: field 'embeddings' has shape {tuple(emb.shape)} but manifest.json says "
+            f"[{(want_n or 0) + 1}, {manifest.get('embedding_dim')}]; the files are from different exports, re-export"
+        )
     check_finite("embeddings", emb, folder / TENSORS)
     if probs is not None:
         if probs.ndim != 2 or probs.shape[0] != emb.shape[0] or probs.shape[1] != manifest.get("num_categories"):
-            raise InputError(f"{folder / TENSORS}: field 'category_probs' has shape {tuple(probs.shape)}, expected "
-                             f"[{emb.shape[0]}, {manifest.get('num_categories')}]; re-export")
+            raise InputError(
+                f"{folder / TENSORS}: field 'category_probs' has shape {tuple(probs.shape)}, expected "
+                f"[{emb.shape[0]}, {manifest.get('num_categories')}]; re-export"
+            )
         check_finite("category_probs", probs, folder / TENSORS)
         probs = probs.float()
     if groups is not None:
-        if groups.shape != (emb.shape[0],) or groups.is_floating_point() or (groups.numel() > 1 and int(groups[1:].min()) < 0):
-            raise InputError(f"{folder / TENSORS}: field 'item_groups' must be {emb.shape[0]} non-negative integers "
-                             f"(row 0 = -1), got shape {tuple(groups.shape)} {groups.dtype}; re-export")
+        if (
+            groups.shape != (emb.shape[0],)
+            or groups.is_floating_point()
+            or (groups.numel() > 1 and int(groups[1:].min()) < 0)
+        ):
+            raise InputError(
+                f"{folder / TENSORS}: field 'item_groups' must be {emb.shape[0]} non-negative integers "
+                f"(row 0 = -1), got shape {tuple(groups.shape)} {groups.dtype}; re-export"
+            )
         groups = groups.long()
     ids_path = folder / "item_ids.tsv"
     if not ids_path.is_file():
@@ -151,17 +180,25 @@ def load_item_embeddings(folder: str | Path, num_items: int | None = None, datas
     if len(stored_ids) != emb.shape[0]:
         raise InputError(f"{ids_path}: {len(lines)} rows but the embeddings have {emb.shape[0] - 1} items; re-export")
     if num_items is not None and num_items != want_n:
-        raise InputError(f"{folder}: field 'dataset.num_items' is {want_n} but the dataset has {num_items} items; "
-                         "export the embeddings from this dataset with the same preprocessing flags")
+        raise InputError(
+            f"{folder}: field 'dataset.num_items' is {want_n} but the dataset has {num_items} items; "
+            "export the embeddings from this dataset with the same preprocessing flags"
+        )
     if dataset_hash is not None and dataset_hash != facts.get("hash"):
-        raise InputError(f"{manifest_path}: field 'dataset.hash' does not match the dataset "
-                         f"({str(facts.get('hash'))[:12]} vs {dataset_hash[:12]}); "
-                         "export from the same dataset and preprocessing flags")
+        raise InputError(
+            f"{manifest_path}: field 'dataset.hash' does not match the dataset "
+            f"({str(facts.get('hash'))[:12]} vs {dataset_hash[:12]}); "
+            "export from the same dataset and preprocessing flags"
+        )
     if item_ids is not None and item_ids[1:] != stored_ids[1:]:
         if len(item_ids) != len(stored_ids):
-            raise InputError(f"{ids_path}: {len(stored_ids) - 1} items but the dataset has {len(item_ids) - 1}; "
-                             "export from the same dataset")
+            raise InputError(
+                f"{ids_path}: {len(stored_ids) - 1} items but the dataset has {len(item_ids) - 1}; "
+                "export from the same dataset"
+            )
         first = next(i for i, (a, b) in enumerate(zip(item_ids, stored_ids)) if i > 0 and a != b)
-        raise InputError(f"{ids_path}: row {first} maps to item {stored_ids[first]!r} but the dataset has {item_ids[first]!r}; "
-                         "export from the same dataset")
+        raise InputError(
+            f"{ids_path}: row {first} maps to item {stored_ids[first]!r} but the dataset has {item_ids[first]!r}; "
+            "export from the same dataset"
+        )
     return ItemEmbeddingFile(emb, probs, stored_ids, manifest, folder, groups)

@@ -5,6 +5,7 @@ as stage 1 (`ReconstructionModel.encode_items`); the pooled hidden state becomes
 LLM embedding and the head's softmax its inferred category distribution. Row 0 (padding)
 of both outputs is zeros, so they index by internal item id like every item table here.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,12 +22,28 @@ from tslrec.stage1_reconstruct.model import ReconstructionModel
 class ExtractionConfig:
     """How the items are pushed through the LLM."""
 
-    batch_size: int = field(default=64, metadata={"help": "items per LLM forward (one-item prompts, so this is cheap in memory)"})
-    autocast_bf16: bool = field(default=False, metadata={"flag": "--bf16", "help": "bfloat16 autocast for the forward (faster on AMX CPUs and GPUs, less exact)"})
+    batch_size: int = field(
+        default=64, metadata={"help": "items per LLM forward (one-item prompts, so this is cheap in memory)"}
+    )
+    autocast_bf16: bool = field(
+        default=False,
+        metadata={
+            "flag": "--bf16",
+            "help": "bfloat16 autocast for the forward (faster on AMX CPUs and GPUs, less exact)",
+        },
+    )
     # The same numbers as full prompts in float32 (1e-6 relative); under bf16 autocast they differ by up to
     # ~1e-2 relative, so an export made without the cache (before tslrec had it) is reproduced only with it off.
-    prefix_cache: bool = field(default=True, metadata={"flag": "--no-prefix-cache", "help": (
-        "run the prompt prefix once and reuse its key/value cache (~4x faster); --no-prefix-cache runs full prompts")})
+    prefix_cache: bool = field(
+        default=True,
+        metadata={
+            "flag": "--no-prefix-cache",
+            "help": (
+                "run the prompt prefix once and reuse its key/value cache (~4x faster); "
+                "--no-prefix-cache runs full prompts"
+            ),
+        },
+    )
     progress: bool = field(default=True, metadata={"cli": False, "help": "tqdm bar over the batches"})
 
 
@@ -47,8 +64,9 @@ class ItemRepresentations:
         return 1000.0 * self.seconds / max(self.num_items, 1)
 
 
-def extract_item_representations(model: ReconstructionModel, item_table: torch.Tensor,
-                                 cfg: ExtractionConfig | None = None) -> ItemRepresentations:
+def extract_item_representations(
+    model: ReconstructionModel, item_table: torch.Tensor, cfg: ExtractionConfig | None = None
+) -> ItemRepresentations:
     """item_table [N+1, D] (the stage-1 input item embeddings, row 0 = padding) -> embeddings and categories."""
     cfg = cfg or ExtractionConfig()
     if cfg.batch_size < 1:
@@ -57,11 +75,19 @@ def extract_item_representations(model: ReconstructionModel, item_table: torch.T
         raise InputError(f"item table: expected [N+1, D] with row 0 = padding, got {tuple(item_table.shape)}")
     check_finite("embeddings", item_table, "stage-1 input item table")
     start = time.perf_counter()
-    emb, probs = model.encode_items(item_table[1:].float(), batch_size=cfg.batch_size, autocast_bf16=cfg.autocast_bf16,
-                                    progress=cfg.progress, cache_prefix=cfg.prefix_cache)  # [N, H], [N, K]
+    emb, probs = model.encode_items(
+        item_table[1:].float(),
+        batch_size=cfg.batch_size,
+        autocast_bf16=cfg.autocast_bf16,
+        progress=cfg.progress,
+        cache_prefix=cfg.prefix_cache,
+    )  # [N, H], [N, K]
     seconds = time.perf_counter() - start
     if not (torch.isfinite(emb).all() and torch.isfinite(probs).all()):
-        raise InputError("stage 2: the LLM produced NaN/inf item embeddings; extract in float32 weights (Stage2Job.dtype) and without ExtractionConfig.autocast_bf16")
+        raise InputError(
+            "stage 2: the LLM produced NaN/inf item embeddings; extract in float32 weights (Stage2Job.dtype) "
+            "and without ExtractionConfig.autocast_bf16"
+        )
     embeddings = torch.cat([torch.zeros(1, emb.shape[1]), emb.float()])  # [N+1, H]
     category_probs = torch.cat([torch.zeros(1, probs.shape[1]), probs.float()])  # [N+1, K]
     return ItemRepresentations(embeddings, category_probs, seconds)

@@ -16,11 +16,12 @@ seed-to-seed spread significant, so it never gives the verdict. Identical vector
 difference zero) give t = 0, p = 1; a constant non-zero difference gives t = ±inf, p = 0
 (scipy would return NaN for both).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -72,8 +73,9 @@ def paired_t_test(variant: torch.Tensor, baseline: torch.Tensor) -> PairedTest:
         return PairedTest(float(diff.mean()) if a.size else float("nan"), float("nan"), float("nan"), int(a.size))
     if np.all(diff == diff[0]):  # zero variance of the differences: t is undefined
         same = diff[0] == 0
-        return PairedTest(float(diff[0]), 0.0 if same else math.copysign(math.inf, diff[0]), 1.0 if same else 0.0,
-                          int(a.size))
+        return PairedTest(
+            float(diff[0]), 0.0 if same else math.copysign(math.inf, diff[0]), 1.0 if same else 0.0, int(a.size)
+        )
     res = ttest_rel(a, b)
     return PairedTest(float(diff.mean()), float(res.statistic), float(res.pvalue), int(a.size))
 
@@ -129,7 +131,8 @@ def welch_seed_test(variant: Sequence[float], baseline: Sequence[float]) -> Seed
     if a.size < 2 or b.size < 2:
         return SeedTest(diff, float("nan"), float("nan"), int(a.size), int(b.size))
     if a.std() == 0 and b.std() == 0:  # no spread at all: equal means are no difference, unequal ones undefined
-        return SeedTest(diff, 0.0 if diff == 0 else float("nan"), 1.0 if diff == 0 else float("nan"),
-                        int(a.size), int(b.size))
+        return SeedTest(
+            diff, 0.0 if diff == 0 else float("nan"), 1.0 if diff == 0 else float("nan"), int(a.size), int(b.size)
+        )
     res = ttest_ind(a, b, equal_var=False)
     return SeedTest(diff, float(res.statistic), float(res.pvalue), int(a.size), int(b.size))

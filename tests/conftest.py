@@ -1,4 +1,5 @@
 """Shared fixtures: small hand-built datasets written as the file formats users bring."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,12 @@ import numpy as np
 import pytest
 
 
-def write_atomic(folder: Path, rows: list[tuple], header: str = "user_id:token\titem_id:token\trating:float\ttimestamp:float",
-                 name: str = "toy") -> Path:
+def write_atomic(
+    folder: Path,
+    rows: list[tuple],
+    header: str = "user_id:token\titem_id:token\trating:float\ttimestamp:float",
+    name: str = "toy",
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.inter"
     path.write_text(header + "\n" + "\n".join("\t".join(str(x) for x in r) for r in rows) + "\n")

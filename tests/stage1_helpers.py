@@ -1,4 +1,5 @@
 """Tiny models and data for the stage 1 tests (no network, a few MB, loads in well under a second)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-WORDS = ("given the user's purchase history , predict distribution among purchase preferences . "
-         "response : next item 2 4 8 16 32 64").split()
+WORDS = (
+    "given the user's purchase history , predict distribution among purchase preferences . "
+    "response : next item 2 4 8 16 32 64"
+).split()
 
 
 def make_tiny_tokenizer():
@@ -22,8 +25,9 @@ def make_tiny_tokenizer():
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 def make_tiny_llama(folder: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
@@ -32,10 +36,19 @@ def make_tiny_llama(folder: Path, hidden: int = 32, layers: int = 2, seed: int =
 
     tokenizer = make_tiny_tokenizer()
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-                         tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=True,
+    )
     model = LlamaForCausalLM(config)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)

@@ -1,4 +1,5 @@
 """A toy dataset file and a matching stage-2 export, for the stage 2 tests (no LLM needed)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,9 @@ from tslrec.pipelines.data import DataConfig, SequenceDataset, load_dataset
 from tslrec.stage2_augment.embedding_file import save_item_embeddings
 
 
-def write_toy_dataset(folder: Path, n_items: int = 40, n_users: int = 40, seed: int = 0,
-                      name: str = "toy") -> tuple[Path, SequenceDataset]:
+def write_toy_dataset(
+    folder: Path, n_items: int = 40, n_users: int = 40, seed: int = 0, name: str = "toy"
+) -> tuple[Path, SequenceDataset]:
     """An S3-Rec style file (`user item item ...` per line) of users who prefer one or two of 4 clusters."""
     _, truth = clustered_items(n_items=n_items, dim=4, k=4, seed=seed)
     seqs = user_sequences(truth, n_users=n_users, k=4, seed=seed, length=(5, 12))
@@ -27,5 +29,6 @@ def write_export(folder: Path, ds: SequenceDataset, dim: int = 12, k: int = 4, s
     emb = torch.randn(ds.num_items + 1, dim, generator=g)
     probs = torch.softmax(torch.randn(ds.num_items + 1, k, generator=g), dim=1)
     groups = torch.randint(0, k, (ds.num_items + 1,), generator=g)
-    return save_item_embeddings(folder, emb, ds.item_ids, ds.name, ds.hash, category_probs=probs,
-                                source={"llm": "random"}, item_groups=groups)
+    return save_item_embeddings(
+        folder, emb, ds.item_ids, ds.name, ds.hash, category_probs=probs, source={"llm": "random"}, item_groups=groups
+    )

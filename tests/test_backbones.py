@@ -1,11 +1,12 @@
 """Smoke and behaviour tests for every backbone and every fusion through the item-embedding seam."""
+
 import pytest
 import torch
 
 from tslrec.backbones.base import BackboneConfig
-from tslrec.core.errors import InputError
 from tslrec.backbones.item_embedding import FUSIONS, FusionConfig
 from tslrec.backbones.registry import BACKBONES, build_backbone
+from tslrec.core.errors import InputError
 
 N = 12
 
@@ -74,7 +75,9 @@ def test_every_backbone_accepts_every_fusion(name, fusion):
 def test_llm_table_can_be_finetuned():
     torch.manual_seed(0)
     cfg = BackboneConfig(num_items=N, hidden=16, max_len=10)
-    model = build_backbone("sasrec", cfg, FusionConfig("gate", finetune_llm_table=True), llm_table=torch.randn(N + 1, 8))
+    model = build_backbone(
+        "sasrec", cfg, FusionConfig("gate", finetune_llm_table=True), llm_table=torch.randn(N + 1, 8)
+    )
     assert "item_embedding.llm_table" in dict(model.named_parameters())
 
 

@@ -1,15 +1,15 @@
 """The bad-input catalogue: every case gives one line naming what is wrong and where, exit code 2,
 and leaves no output that looks complete."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_atomic
 
 from tslrec.pipelines.cli import main
-
-from conftest import write_atomic
 
 GOOD_ROWS = [(u, i, 5, t) for u in range(1, 7) for t, i in enumerate(range(u, u + 6))]
 
@@ -21,8 +21,26 @@ def good_dataset(tmp: Path) -> Path:
 def train_dir(tmp: Path) -> Path:
     """A real `tslrec train` output on the hand-built dataset (a few epochs)."""
     out = tmp / "stage0"
-    assert main(["train", "--dataset", str(good_dataset(tmp)), "--backbone", "gru4rec", "--epochs", "1",
-                 "--hidden", "8", "--out", str(out), "--export-item-embeddings", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                str(good_dataset(tmp)),
+                "--backbone",
+                "gru4rec",
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--out",
+                str(out),
+                "--export-item-embeddings",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -56,7 +74,11 @@ def case_inf_timestamp(tmp):
 
 
 def case_bad_timestamp(tmp):
-    return ["data", "describe", str(_file(tmp, "t.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\tnoon\n"))], "timestamp"
+    return [
+        "data",
+        "describe",
+        str(_file(tmp, "t.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t2\tnoon\n")),
+    ], "timestamp"
 
 
 def case_ragged_row(tmp):
@@ -85,7 +107,9 @@ def case_movielens_folder_without_ratings(tmp):
 
 
 def case_min_rating_without_rating_column(tmp):
-    p = write_atomic(tmp / "nr", [(1, 1, 1), (1, 2, 2), (1, 3, 3)], header="user_id:token\titem_id:token\ttimestamp:float")
+    p = write_atomic(
+        tmp / "nr", [(1, 1, 1), (1, 2, 2), (1, 3, 3)], header="user_id:token\titem_id:token\ttimestamp:float"
+    )
     return ["data", "describe", str(p), "--min-rating", "4"], "rating"
 
 
@@ -100,7 +124,16 @@ def case_max_len_too_short(tmp):
 def case_corrupt_checkpoint(tmp):
     out = tmp / "ck"
     _file(out, "checkpoint.pt", "this is not a checkpoint")
-    return ["train", "--dataset", str(good_dataset(tmp)), "--epochs", "1", "--out", str(out), "--no-progress"], "checkpoint.pt"
+    return [
+        "train",
+        "--dataset",
+        str(good_dataset(tmp)),
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+    ], "checkpoint.pt"
 
 
 def case_config_missing(tmp):
@@ -130,8 +163,17 @@ def case_config_bad_override(tmp):
 
 def case_export_missing_manifest(tmp):
     (tmp / "emb").mkdir()
-    return ["train", "--dataset", str(good_dataset(tmp)), "--fusion", "gate", "--item-embeddings", str(tmp / "emb"),
-            "--out", str(tmp / "o")], "manifest.json"
+    return [
+        "train",
+        "--dataset",
+        str(good_dataset(tmp)),
+        "--fusion",
+        "gate",
+        "--item-embeddings",
+        str(tmp / "emb"),
+        "--out",
+        str(tmp / "o"),
+    ], "manifest.json"
 
 
 def _export(tmp: Path) -> tuple[Path, Path]:
@@ -149,15 +191,33 @@ def case_export_truncated(tmp):
     folder, data = _export(tmp)
     f = folder / "item_embeddings.safetensors"
     f.write_bytes(f.read_bytes()[:40])
-    return ["train", "--dataset", str(data), "--fusion", "gate", "--item-embeddings", str(folder), "--out", str(tmp / "o")], \
-        "item_embeddings.safetensors"
+    return [
+        "train",
+        "--dataset",
+        str(data),
+        "--fusion",
+        "gate",
+        "--item-embeddings",
+        str(folder),
+        "--out",
+        str(tmp / "o"),
+    ], "item_embeddings.safetensors"
 
 
 def case_export_from_another_dataset(tmp):
     folder, _ = _export(tmp)
     other = write_atomic(tmp / "other", [(u, i, 5, t) for u in range(1, 7) for t, i in enumerate(range(u, u + 7))])
-    return ["train", "--dataset", str(other), "--fusion", "gate", "--item-embeddings", str(folder), "--out", str(tmp / "o")], \
-        str(folder)
+    return [
+        "train",
+        "--dataset",
+        str(other),
+        "--fusion",
+        "gate",
+        "--item-embeddings",
+        str(folder),
+        "--out",
+        str(tmp / "o"),
+    ], str(folder)
 
 
 def case_stage2_unfinished_stage1_folder(tmp):
@@ -168,7 +228,15 @@ def case_stage2_unfinished_stage1_folder(tmp):
 def case_stage1_corrupt_item_table(tmp):
     run = train_dir(tmp)
     (run / "item_embeddings.safetensors").write_bytes(b"\x00" * 16)
-    return ["stage1", "--train-dir", str(run), "--out", str(tmp / "s1"), "--llm", "smollm2"], "item_embeddings.safetensors"
+    return [
+        "stage1",
+        "--train-dir",
+        str(run),
+        "--out",
+        str(tmp / "s1"),
+        "--llm",
+        "smollm2",
+    ], "item_embeddings.safetensors"
 
 
 CASES = [v for k, v in sorted(globals().items()) if k.startswith("case_")]

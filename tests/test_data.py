@@ -1,20 +1,26 @@
 """Readers and the papers' preprocessing on hand-built files, real counts on the built-in datasets."""
+
 import json
 
 import numpy as np
 import pytest
+from conftest import write_atomic
 
 from tslrec.core.errors import InputError
 from tslrec.pipelines.cli import main
 from tslrec.pipelines.data import DataConfig, load_dataset
 from tslrec.pipelines.data.preprocess import kcore_mask
 
-from conftest import write_atomic
-
 
 def test_chronological_order_with_stable_tie_break_and_remap(tmp_path):
-    rows = [("u1", "30", 5, 300), ("u1", "10", 5, 100), ("u1", "20", 5, 200),
-            ("u2", "20", 4, 50), ("u2", "10", 4, 50), ("u2", "30", 4, 40)]  # u2: 20 and 10 tie at 50, file order wins
+    rows = [
+        ("u1", "30", 5, 300),
+        ("u1", "10", 5, 100),
+        ("u1", "20", 5, 200),
+        ("u2", "20", 4, 50),
+        ("u2", "10", 4, 50),
+        ("u2", "30", 4, 40),
+    ]  # u2: 20 and 10 tie at 50, file order wins
     ds = load_dataset(str(write_atomic(tmp_path, rows)))
     assert ds.item_ids == ["[PAD]", "10", "20", "30"]  # numeric order, 0 = padding
     assert [s.tolist() for s in ds.sequences] == [[1, 2, 3], [3, 2, 1]]
@@ -33,8 +39,7 @@ def test_kcore_repeats_until_nothing_changes():
 
 
 def test_min_rating_and_dropping_short_users(tmp_path):
-    rows = [("a", 1, 5, 1), ("a", 2, 5, 2), ("a", 3, 5, 3), ("a", 4, 1, 4),
-            ("b", 1, 5, 1), ("b", 2, 5, 2)]
+    rows = [("a", 1, 5, 1), ("a", 2, 5, 2), ("a", 3, 5, 3), ("a", 4, 1, 4), ("b", 1, 5, 1), ("b", 2, 5, 2)]
     ds = load_dataset(str(write_atomic(tmp_path, rows)), DataConfig(min_rating=4))
     assert ds.num_users == 1 and ds.dropped_users == 1
     assert ds.num_items == 3 and ds.num_interactions == 3
@@ -45,8 +50,10 @@ def test_s3rec_and_item_text(tmp_path):
     ds = load_dataset(str(tmp_path / "seq.txt"))
     assert ds.num_users == 2 and ds.num_items == 5 and ds.item_text is None
     inter = write_atomic(tmp_path / "t", [("a", 1, 5, 1), ("a", 2, 5, 2), ("a", 3, 5, 3)])
-    inter.with_suffix(".item").write_text("item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
-                                          "1\tToy Story\t1995\tAnimation Comedy\n2\tHeat (1995)\t1995\tAction\n")
+    inter.with_suffix(".item").write_text(
+        "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+        "1\tToy Story\t1995\tAnimation Comedy\n2\tHeat (1995)\t1995\tAction\n"
+    )
     ds = load_dataset(str(inter))
     assert ds.item_text == ["", "Toy Story (1995); genres: Animation Comedy", "Heat (1995); genres: Action", ""]
 
@@ -68,13 +75,19 @@ def test_raw_movielens_folders(tmp_path):
     assert ds.item_text[1] == "Heat (1995); genres: Action"
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "file not found"),
-    ("", "file is empty"),
-    ("user_id:token\ttimestamp:float\nu\t1\n", "missing column 'item_id'"),
-    ("user_id:token\titem_id:token\ttimestamp:float\nu\t1\tyesterday\n", "field 'timestamp' has a non-numeric value 'yesterday'"),
-    ("user_id:token\titem_id:token\nu\t1\nu\t2\nv\t1\n", "no user has at least 3 items"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "file not found"),
+        ("", "file is empty"),
+        ("user_id:token\ttimestamp:float\nu\t1\n", "missing column 'item_id'"),
+        (
+            "user_id:token\titem_id:token\ttimestamp:float\nu\t1\tyesterday\n",
+            "field 'timestamp' has a non-numeric value 'yesterday'",
+        ),
+        ("user_id:token\titem_id:token\nu\t1\nu\t2\nv\t1\n", "no user has at least 3 items"),
+    ],
+)
 def test_bad_files_give_one_line_errors(tmp_path, content, message):
     path = tmp_path / "bad.inter"
     if content is not None:

@@ -1,4 +1,5 @@
 """Same seed, same numbers: stage 1 twice on a tiny random Llama; the CUDA determinism switch."""
+
 from __future__ import annotations
 
 import os
@@ -23,10 +24,23 @@ def saved_tensors(folder) -> dict[str, torch.Tensor]:
 
 def test_stage1_twice_with_one_seed_gives_identical_results(tiny_llm_cfg, tmp_path):
     # bf16 autocast, LoRA dropout, k-means, the user split and a shuffled data order: every random draw seeded
-    cfg = Stage1Config(k=4, epochs=1, batch_size=8, lr=5e-3, head_lr=1e-2, bf16=True, lora_dropout=0.2,
-                       val_fraction=0.25, max_items=10, untuned_baseline="none", seed=3)
-    runs = [train_stage1(TABLE, SEQS, tmp_path / f"run{i}", cfg, tiny_llm_cfg, device="cpu", progress=False)
-            for i in range(2)]
+    cfg = Stage1Config(
+        k=4,
+        epochs=1,
+        batch_size=8,
+        lr=5e-3,
+        head_lr=1e-2,
+        bf16=True,
+        lora_dropout=0.2,
+        val_fraction=0.25,
+        max_items=10,
+        untuned_baseline="none",
+        seed=3,
+    )
+    runs = [
+        train_stage1(TABLE, SEQS, tmp_path / f"run{i}", cfg, tiny_llm_cfg, device="cpu", progress=False)
+        for i in range(2)
+    ]
     assert runs[0]["metrics"] == runs[1]["metrics"] and runs[0]["steps"] == runs[1]["steps"] > 0
     assert read_json(tmp_path / "run0" / "log.json") == read_json(tmp_path / "run1" / "log.json")
     a, b = saved_tensors(tmp_path / "run0"), saved_tensors(tmp_path / "run1")
@@ -40,11 +54,15 @@ def test_deterministic_kernels_on_cuda_only(monkeypatch):
     assert not torch.are_deterministic_algorithms_enabled()
     try:
         use_deterministic_kernels(torch.device("cuda"))  # sets flags only: no GPU is touched
-        assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+        assert (
+            torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+        )
         assert torch.backends.cudnn.benchmark is False
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
         monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # a user's own setting is kept
         use_deterministic_kernels(torch.device("cuda"), warn_only=True)
-        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8" and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert (
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8" and torch.is_deterministic_algorithms_warn_only_enabled()
+        )
     finally:
         torch.use_deterministic_algorithms(False)

@@ -1,4 +1,5 @@
 """Item LLM: masked mean pooling over token states, the cached export, and its checks."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,8 @@ from lite_helpers import item_title, lite_llama_dir, one_torch_thread, tiny_bert
 
 from tslrec.core.errors import InputError
 from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, encode_texts, item_vectors_for_dataset
-from tslrec.pipelines.data import DataConfig, load_dataset
 from tslrec.llm.loading import LLMConfig, load_llm
+from tslrec.pipelines.data import DataConfig, load_dataset
 from tslrec.stage2_augment.embedding_file import load_item_embeddings
 
 
@@ -84,8 +85,12 @@ def test_real_defaults_minilm_vectors_into_smollm2():
     from tslrec.lite_llm4rec.item_llm import compute_item_vectors
     from tslrec.lite_llm4rec.model import LiteConfig, build_lite_model
 
-    titles = ["", "Toy Story (1995); genres: Animation Children's Comedy",
-              "Toy Story 2 (1999); genres: Animation Children's Comedy", "Schindler's List (1993); genres: Drama War"]
+    titles = [
+        "",
+        "Toy Story (1995); genres: Animation Children's Comedy",
+        "Toy Story 2 (1999); genres: Animation Children's Comedy",
+        "Schindler's List (1993); genres: Drama War",
+    ]
     vectors = compute_item_vectors(titles, ItemLLMConfig(), progress=False)  # [4, 384]
     unit = torch.nn.functional.normalize(vectors[1:], dim=1)
     sim = unit @ unit.T

@@ -1,15 +1,16 @@
 """`tslrec lite` end to end on a user's own files with tiny models, and its one-line errors."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 from lite_helpers import lite_llama_dir, one_torch_thread, tiny_bert_dir, write_text_dataset  # noqa: F401
 
+from tslrec.backbones.batching import LeaveOneOutSplits
+from tslrec.backbones.evaluation import EvalConfig
 from tslrec.core.artifacts import load_tensors, read_json
 from tslrec.lite_llm4rec.model_io import load_lite_model
 from tslrec.lite_llm4rec.training import evaluate_lite
-from tslrec.backbones.batching import LeaveOneOutSplits
-from tslrec.backbones.evaluation import EvalConfig
 from tslrec.pipelines.cli import main
 from tslrec.pipelines.data import DataConfig, load_dataset
 from tslrec.stage2_augment.embedding_file import load_item_embeddings
@@ -27,8 +28,22 @@ def lite(*args: str) -> int:
 def test_lite_job_trains_evaluates_exports(tmp_path, tiny_bert_dir, lite_llama_dir, capsys):
     data = write_text_dataset(tmp_path / "data")
     out = tmp_path / "run"
-    code = lite("--dataset", str(data), "--out", str(out), "--item-llm", str(tiny_bert_dir), "--llm", str(lite_llama_dir),
-                "--epochs", "2", "--batch-size", "8", "--max-len", "8")
+    code = lite(
+        "--dataset",
+        str(data),
+        "--out",
+        str(out),
+        "--item-llm",
+        str(tiny_bert_dir),
+        "--llm",
+        str(lite_llama_dir),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--max-len",
+        "8",
+    )
     assert code == 0
     record = read_json(out / "metrics.json")
     assert record["model"] == "lite-llm4rec" and record["variant"] == "sampling"
@@ -36,7 +51,9 @@ def test_lite_job_trains_evaluates_exports(tmp_path, tiny_bert_dir, lite_llama_d
     assert {"Recall@10", "Recall@20", "NDCG@10", "NDCG@20"} <= set(record["metrics"])
     assert record["item_vectors"]["computed"] and record["steps"] == 10  # 40 users -> 5 steps per epoch
     ds = load_dataset(str(data), DataConfig(max_len=8))
-    export = load_item_embeddings(out / "item_vectors", num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids)
+    export = load_item_embeddings(
+        out / "item_vectors", num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids
+    )
     assert export.embeddings.shape == (ds.num_items + 1, 24)
     assert load_tensors(out / "per_user_test.safetensors")["NDCG@10"].shape == (ds.num_users,)
     assert not list(out.glob("checkpoint-*.pt"))  # removed once the run is complete
@@ -46,9 +63,27 @@ def test_lite_job_trains_evaluates_exports(tmp_path, tiny_bert_dir, lite_llama_d
     assert again.metrics["NDCG@10"] == pytest.approx(record["metrics"]["NDCG@10"], abs=1e-5)
     assert "lite-llm4rec (sampling)" in capsys.readouterr().out
     # a second run with the "all" strategy reuses the cached item vectors
-    assert lite("--dataset", str(data), "--out", str(tmp_path / "run2"), "--item-llm", str(tiny_bert_dir),
-                "--llm", str(lite_llama_dir), "--strategy", "all", "--epochs", "1", "--max-len", "8",
-                "--llm-layers", "1") == 0
+    assert (
+        lite(
+            "--dataset",
+            str(data),
+            "--out",
+            str(tmp_path / "run2"),
+            "--item-llm",
+            str(tiny_bert_dir),
+            "--llm",
+            str(lite_llama_dir),
+            "--strategy",
+            "all",
+            "--epochs",
+            "1",
+            "--max-len",
+            "8",
+            "--llm-layers",
+            "1",
+        )
+        == 0
+    )
     record2 = read_json(tmp_path / "run2" / "metrics.json")
     assert record2["variant"] == "all" and not record2["item_vectors"]["computed"]
     assert record2["config"]["llm"]["num_layers"] == 1
@@ -67,8 +102,9 @@ def test_item_vectors_of_another_dataset_exit_2(tmp_path, tiny_bert_dir, capsys)
     ds_other = load_dataset(str(other), DataConfig())
     from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_vectors_for_dataset
 
-    item_vectors_for_dataset(ds_other, ItemLLMConfig(name_or_path=str(tiny_bert_dir)), folder=tmp_path / "vecs",
-                             progress=False)
+    item_vectors_for_dataset(
+        ds_other, ItemLLMConfig(name_or_path=str(tiny_bert_dir)), folder=tmp_path / "vecs", progress=False
+    )
     data = write_text_dataset(tmp_path / "data")
     capsys.readouterr()
     assert lite("--dataset", str(data), "--item-vectors", str(tmp_path / "vecs"), "--out", str(tmp_path / "run")) == 2

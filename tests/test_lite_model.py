@@ -1,4 +1,5 @@
 """Lite-LLM4Rec model: shapes, mean pooling, prefix sharing, the T5 encoder path, the shared loader, save/load."""
+
 from __future__ import annotations
 
 import pytest
@@ -29,8 +30,11 @@ def test_shapes_and_trainable_parts(llama_model):
     scores = llama_model.score(h)
     assert h.shape == (2, 32) and scores.shape == (2, 13)
     assert torch.isinf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
-    trainable = {n.split(".")[0] if not n.startswith("rec.") else n.split(".")[1] for n, p in llama_model.named_parameters()
-                 if p.requires_grad}
+    trainable = {
+        n.split(".")[0] if not n.startswith("rec.") else n.split(".")[1]
+        for n, p in llama_model.named_parameters()
+        if p.requires_grad
+    }
     assert trainable == {"llm", "adapter", "head"}  # LoRA inside the LLM, the adapter and W; item vectors frozen
     assert any("lora_" in n for n, p in llama_model.named_parameters() if p.requires_grad)
     assert llama_model.rec.causal and llama_model.rec.num_prefix == 1  # BOS in front, never pooled
@@ -42,8 +46,9 @@ def test_mean_pooling_ignores_padding_and_bos(llama_model):
         left = llama_model(torch.tensor([[0, 0, 3, 4, 5]]))
         alone = llama_model(torch.tensor([[3, 4, 5]]))
         batched = llama_model(torch.tensor([[3, 4, 5, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 7]]))[:1]
-        hidden, item_mask = llama_model.rec.states(llama_model.item_vectors[torch.tensor([[3, 4, 5]])],
-                                                   torch.ones(1, 3, dtype=torch.bool))
+        hidden, item_mask = llama_model.rec.states(
+            llama_model.item_vectors[torch.tensor([[3, 4, 5]])], torch.ones(1, 3, dtype=torch.bool)
+        )
     for other in (right, left, batched):
         torch.testing.assert_close(other, alone, atol=1e-5, rtol=1e-4)
     assert item_mask.tolist() == [[False, True, True, True]]  # BOS attended, not pooled
@@ -136,6 +141,7 @@ def test_save_and_load_round_trip(lite_llama_dir, tmp_path, num_layers):
 
 
 def test_full_finetune_unfreezes_the_llm(lite_llama_dir):
-    model = build_lite_model(item_vectors(), LiteConfig(finetune="full", tune_item_vectors=True),
-                             LLMConfig(name_or_path=str(lite_llama_dir)))
+    model = build_lite_model(
+        item_vectors(), LiteConfig(finetune="full", tune_item_vectors=True), LLMConfig(name_or_path=str(lite_llama_dir))
+    )
     assert all(p.requires_grad for p in model.rec.llm.parameters()) and model.item_vectors.requires_grad

@@ -1,4 +1,5 @@
 """Lite-LLM4Rec training: the two strategies' rows, and that training learns and selects on validation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,8 @@ import torch
 from lite_helpers import cyclic_train_sequences, lite_llama_dir, one_torch_thread  # noqa: F401
 
 from tslrec.backbones.batching import LeaveOneOutSplits
-from tslrec.core.errors import InputError
 from tslrec.backbones.evaluation import EvalConfig
+from tslrec.core.errors import InputError
 from tslrec.lite_llm4rec.model import LiteConfig, build_lite_model
 from tslrec.lite_llm4rec.segments import all_prefix_rows, collate, sampling_rows
 from tslrec.lite_llm4rec.training import LiteTrainConfig, evaluate_lite, train_lite
@@ -16,7 +17,7 @@ from tslrec.llm.loading import LLMConfig
 
 
 def is_contiguous_in(part: np.ndarray, seq: np.ndarray) -> bool:
-    return any(np.array_equal(seq[s:s + len(part)], part) for s in range(len(seq) - len(part) + 1))
+    return any(np.array_equal(seq[s : s + len(part)], part) for s in range(len(seq) - len(part) + 1))
 
 
 def test_sampling_segments_hold_at_most_21_items():
@@ -66,10 +67,27 @@ def test_training_reduces_loss_and_selects_on_validation(strategy, lite_llama_di
     vecs[0] = 0
     model = build_lite_model(vecs, LiteConfig(), LLMConfig(name_or_path=str(lite_llama_dir)), seed=0)
     sampling = strategy == "sampling"
-    cfg = LiteTrainConfig(strategy=strategy, epochs=30 if sampling else 6, batch_size=24 if sampling else 8, lr=3e-3,
-                          head_lr=1e-2, bf16=False, eval_every=10 if sampling else 6, patience=100, seed=0)
-    result = train_lite(model, [s[:-2] for s in seqs], splits, cfg, max_len=8, device=torch.device("cpu"),
-                        checkpoint=tmp_path / "ckpt.pt", progress=False)
+    cfg = LiteTrainConfig(
+        strategy=strategy,
+        epochs=30 if sampling else 6,
+        batch_size=24 if sampling else 8,
+        lr=3e-3,
+        head_lr=1e-2,
+        bf16=False,
+        eval_every=10 if sampling else 6,
+        patience=100,
+        seed=0,
+    )
+    result = train_lite(
+        model,
+        [s[:-2] for s in seqs],
+        splits,
+        cfg,
+        max_len=8,
+        device=torch.device("cpu"),
+        checkpoint=tmp_path / "ckpt.pt",
+        progress=False,
+    )
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < 0.7 * losses[0]  # from about ln(12) = 2.5
     best = max(result.history, key=lambda h: h["valid_NDCG@10"])
@@ -85,10 +103,13 @@ def test_resume_continues_from_the_checkpoint(lite_llama_dir, tmp_path):
     vecs = torch.randn(13, 8, generator=torch.Generator().manual_seed(0))
 
     def run(max_steps: int, ckpt):
-        model = build_lite_model(vecs, LiteConfig(lora_dropout=0.0), LLMConfig(name_or_path=str(lite_llama_dir)), seed=0)
+        model = build_lite_model(
+            vecs, LiteConfig(lora_dropout=0.0), LLMConfig(name_or_path=str(lite_llama_dir)), seed=0
+        )
         cfg = LiteTrainConfig(epochs=3, max_steps=max_steps, batch_size=2, bf16=False, eval_every=2, seed=0)
-        res = train_lite(model, [s[:-2] for s in seqs], splits, cfg, 8, torch.device("cpu"), checkpoint=ckpt,
-                         progress=False)
+        res = train_lite(
+            model, [s[:-2] for s in seqs], splits, cfg, 8, torch.device("cpu"), checkpoint=ckpt, progress=False
+        )
         return model, res
 
     _, first = run(4, tmp_path / "ckpt.pt")  # "killed" after 4 steps (its checkpoint stays)

@@ -1,10 +1,10 @@
 """Ranking metrics against hand-computed answers."""
+
 import math
 
+import numpy as np
 import pytest
 import torch
-
-import numpy as np
 
 from tslrec.backbones.batching import EvalSplit, LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig, evaluate, metrics_from_ranks, ranks_full
@@ -17,9 +17,13 @@ def _split(hist: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor) -> 
 
 def test_rank_counts_ties_against_the_model():
     # items 1..4; column 0 is padding and never a candidate even with the highest score
-    scores = torch.tensor([[9.0, 0.5, 0.9, 0.5, 0.1],   # target 1 (0.5): item 2 higher, item 3 tied -> rank 3
-                           [9.0, 0.2, 0.2, 0.2, 0.2],   # constant scores -> rank N = 4
-                           [9.0, 0.1, 0.2, 0.3, 0.4]])  # target 4 is the best -> rank 1
+    scores = torch.tensor(
+        [
+            [9.0, 0.5, 0.9, 0.5, 0.1],  # target 1 (0.5): item 2 higher, item 3 tied -> rank 3
+            [9.0, 0.2, 0.2, 0.2, 0.2],  # constant scores -> rank N = 4
+            [9.0, 0.1, 0.2, 0.3, 0.4],
+        ]
+    )  # target 4 is the best -> rank 1
     ranks = ranks_full(scores, torch.tensor([1, 1, 4]))
     assert ranks.tolist() == [3, 4, 1]
 
@@ -63,11 +67,15 @@ def test_sampled_mode_is_labelled_and_never_samples_seen_items():
     score_fn = lambda seq, lens: pref.expand(len(seq), -1)
     hist = torch.tensor([[2, 3, 4]])
     # target = item 1 beats everything; target = item n loses to all 99 sampled negatives unless seen ones leaked in
-    res = evaluate(score_fn, _split(hist, torch.tensor([3]), torch.tensor([n])), EvalConfig(sampled_negatives=99, ks=(10,)))
+    res = evaluate(
+        score_fn, _split(hist, torch.tensor([3]), torch.tensor([n])), EvalConfig(sampled_negatives=99, ks=(10,))
+    )
     assert res.ranks.tolist() == [100]
     assert set(res.metrics) == {"sampled_HR@10", "sampled_Recall@10", "sampled_NDCG@10", "sampled_MRR@10"}
     assert res.protocol.startswith("sampled-99")
-    best = evaluate(score_fn, _split(hist, torch.tensor([3]), torch.tensor([1])), EvalConfig(sampled_negatives=99, ks=(10,)))
+    best = evaluate(
+        score_fn, _split(hist, torch.tensor([3]), torch.tensor([1])), EvalConfig(sampled_negatives=99, ks=(10,))
+    )
     assert best.ranks.tolist() == [1]
 
 

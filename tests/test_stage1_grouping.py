@@ -1,4 +1,5 @@
 """k-means groups and user targets: hand-built cases."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,7 @@ def test_kmeans_recovers_planted_clusters_and_excludes_padding():
 
 def test_targets_are_normalised_counts_of_training_items():
     item_group = np.array([-1, 0, 0, 1, 2, 2, 2])  # ids 1..6
-    targets = user_group_targets([np.array([1, 3, 4, 5]), np.array([6]), np.array([], dtype=np.int64)],
-                                 item_group, k=3)
+    targets = user_group_targets([np.array([1, 3, 4, 5]), np.array([6]), np.array([], dtype=np.int64)], item_group, k=3)
     assert np.allclose(targets[0], [0.25, 0.25, 0.5])
     assert np.allclose(targets[1], [0, 0, 1])
     assert np.allclose(targets[2], 0)  # no training item -> zero row (dropped by prepare_stage1_data)
@@ -40,8 +40,10 @@ def test_validation_and_test_items_never_enter_targets():
     groups = kmeans_item_groups(table, k=3, seed=0)
     ig = groups.item_group
     only_g = {g: np.flatnonzero(ig == g) for g in range(3)}
-    full = [np.array([only_g[0][0], only_g[1][0], only_g[0][1], only_g[2][0], only_g[2][1]]),
-            np.array([only_g[1][2], only_g[1][3], only_g[0][2], only_g[2][2], only_g[2][3]])]
+    full = [
+        np.array([only_g[0][0], only_g[1][0], only_g[0][1], only_g[2][0], only_g[2][1]]),
+        np.array([only_g[1][2], only_g[1][3], only_g[0][2], only_g[2][2], only_g[2][3]]),
+    ]
     train = [s[:-2] for s in full]  # leave-one-out: drop the validation and test items
     targets = user_group_targets(train, ig, k=3)
     assert np.allclose(targets[:, 2], 0.0)
@@ -82,4 +84,6 @@ def test_bad_inputs_are_one_line_input_errors(case):
         else:
             prepare_stage1_data(table, seqs, cfg.validate())
     assert "\n" not in str(err.value)
-    assert {"k_too_big": "Stage1Config.k=11", "nan": "NaN", "id_out_of_range": "item ids", "k_one": "Stage1Config.k=1"}[case] in str(err.value)
+    assert {"k_too_big": "Stage1Config.k=11", "nan": "NaN", "id_out_of_range": "item ids", "k_one": "Stage1Config.k=1"}[
+        case
+    ] in str(err.value)

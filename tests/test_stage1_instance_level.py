@@ -1,4 +1,5 @@
 """Instance-level (E4SRec-style) baseline: instance counting and the cost comparison."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """`tslrec stage1` end to end on a user's own file, a fake `tslrec train` folder and the tiny LLM."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,9 +23,15 @@ def write_train_dir(tmp_path, table: np.ndarray, seqs: list[np.ndarray]):
         emb[internal] = table[int(original[1:])]
     out = tmp_path / "train"
     save_tensors(out / "item_embeddings.safetensors", {"embeddings": torch.from_numpy(emb)})
-    write_json(out / "metrics.json", {"dataset": ds.name, "model": "sasrec",
-                                      "dataset_info": {"name": ds.name, "hash": ds.hash, "items": ds.num_items},
-                                      "config": {"data": {"kcore": 0, "min_rating": None, "max_len": 50}}})
+    write_json(
+        out / "metrics.json",
+        {
+            "dataset": ds.name,
+            "model": "sasrec",
+            "dataset_info": {"name": ds.name, "hash": ds.hash, "items": ds.num_items},
+            "config": {"data": {"kcore": 0, "min_rating": None, "max_len": 50}},
+        },
+    )
     return out, data_file, ds
 
 
@@ -41,9 +48,32 @@ def run_cli(*args: str) -> int:
 def test_stage1_job_trains_and_targets_use_training_items_only(train_dir, tiny_llama_dir, tmp_path, capsys):
     folder, data_file, ds = train_dir
     out = tmp_path / "s1"
-    code = run_cli("--train-dir", str(folder), "--dataset", str(data_file), "--out", str(out), "--llm", str(tiny_llama_dir),
-                   "--k", "4", "--epochs", "2", "--batch-size", "8", "--no-bf16", "--device", "cpu", "--no-progress",
-                   "--lr", "5e-3", "--head-lr", "1e-2", "--untuned-baseline", "none")
+    code = run_cli(
+        "--train-dir",
+        str(folder),
+        "--dataset",
+        str(data_file),
+        "--out",
+        str(out),
+        "--llm",
+        str(tiny_llama_dir),
+        "--k",
+        "4",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--no-bf16",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--lr",
+        "5e-3",
+        "--head-lr",
+        "1e-2",
+        "--untuned-baseline",
+        "none",
+    )
     assert code == 0, capsys.readouterr().err
     metrics = read_json(out / "metrics.json")
     assert metrics["metrics"]["mse"] < metrics["metrics"]["mse_global_mean"]
@@ -66,16 +96,37 @@ def test_stage1_targets_never_count_validation_or_test_items(tiny_llama_dir, tmp
     seqs = [np.concatenate([s, rng.choice(held_out, size=2)]) for s in train_seqs]
     folder, data_file, ds = write_train_dir(tmp_path, table, seqs)
     out = tmp_path / "s1"
-    code = run_cli("--train-dir", str(folder), "--dataset", str(data_file), "--out", str(out), "--llm", str(tiny_llama_dir),
-                   "--k", "4", "--max-steps", "1", "--batch-size", "8", "--no-bf16", "--device", "cpu", "--no-progress",
-                   "--untuned-baseline", "none")
+    code = run_cli(
+        "--train-dir",
+        str(folder),
+        "--dataset",
+        str(data_file),
+        "--out",
+        str(out),
+        "--llm",
+        str(tiny_llama_dir),
+        "--k",
+        "4",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "8",
+        "--no-bf16",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--untuned-baseline",
+        "none",
+    )
     assert code == 0
     groups = load_tensors(out / "groups.safetensors")
     held_internal = [i for i, orig in enumerate(ds.item_ids) if i > 0 and truth[int(orig[1:])] == 3]
     held_groups = set(groups["item_group"][held_internal].tolist())
     assert len(held_groups) == 1  # cluster 3 is one k-means group ...
     train_internal = {int(i) for s in ds.sequences for i in s[:-2]}
-    assert held_groups.isdisjoint(groups["item_group"][sorted(train_internal)].tolist())  # ... that no training item is in
+    assert held_groups.isdisjoint(
+        groups["item_group"][sorted(train_internal)].tolist()
+    )  # ... that no training item is in
     assert float(groups["user_targets"][:, held_groups.pop()].abs().max()) == 0.0
     assert torch.allclose(groups["user_targets"].sum(1), torch.ones(len(ds.sequences)))
 
@@ -97,9 +148,27 @@ def test_stage1_job_bad_inputs_exit_2(train_dir, tiny_llama_dir, tmp_path, capsy
         (folder / "item_embeddings.safetensors").unlink()
     elif case == "unknown_llm":
         llm = "not-a-model"
-    code = run_cli("--train-dir", str(folder), "--dataset", str(data_file), "--out", str(tmp_path / "x"), "--llm", llm,
-                   "--k", "4", "--device", "cpu", "--no-progress")
+    code = run_cli(
+        "--train-dir",
+        str(folder),
+        "--dataset",
+        str(data_file),
+        "--out",
+        str(tmp_path / "x"),
+        "--llm",
+        llm,
+        "--k",
+        "4",
+        "--device",
+        "cpu",
+        "--no-progress",
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
-    assert {"rows": "rows", "nan": "NaN", "hash": "hash", "no_embeddings": "--export-item-embeddings",
-            "unknown_llm": "not a built-in model"}[case] in err
+    assert {
+        "rows": "rows",
+        "nan": "NaN",
+        "hash": "hash",
+        "no_embeddings": "--export-item-embeddings",
+        "unknown_llm": "not a built-in model",
+    }[case] in err

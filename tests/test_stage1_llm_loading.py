@@ -1,4 +1,5 @@
 """Loading LLMs: local folders, bad names and files, quantisation checks, and the real SmolLM2 once."""
+
 from __future__ import annotations
 
 import shutil
@@ -12,11 +13,11 @@ from stage1_helpers import clustered_items, tiny_llama_dir, tiny_llm_cfg, user_s
 
 from tslrec.core.errors import InputError
 from tslrec.llm import loading as llm_loading
-from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.llm.loading import LLMConfig, hidden_size, load_llm, transformer_body
 from tslrec.llm.lora import add_lora
-from tslrec.stage1_reconstruct.model_io import build_reconstruction_model
+from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.evaluation import reconstruction_loss
+from tslrec.stage1_reconstruct.model_io import build_reconstruction_model
 
 
 def test_local_folder_loads_frozen_in_train_mode(tiny_llm_cfg):
@@ -56,7 +57,11 @@ def test_weights_that_do_not_load_are_reported_in_one_line(tiny_llama_dir, tmp_p
     assert capfd.readouterr().err == ""
     load_llm(LLMConfig(name_or_path=str(damaged)))
     err = capfd.readouterr().err
-    assert err.startswith(f"warning: {damaged}: 1 weight missing from the checkpoint") and "up_proj" in err and err.count("\n") == 1
+    assert (
+        err.startswith(f"warning: {damaged}: 1 weight missing from the checkpoint")
+        and "up_proj" in err
+        and err.count("\n") == 1
+    )
 
 
 @pytest.mark.parametrize("name", ["no-such-model", "./missing/folder", "/tmp/definitely/not/here.gguf"])
@@ -112,8 +117,8 @@ def test_real_smollm2_from_its_wheel_trains_one_step():
     model.encoder.match_token_scale(torch.from_numpy(table[1:]))
     lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    from tslrec.stage1_reconstruct.grouping import kmeans_item_groups, user_group_targets
     from tslrec.llm.soft_prompt import left_pad_ids
+    from tslrec.stage1_reconstruct.grouping import kmeans_item_groups, user_group_targets
 
     groups = kmeans_item_groups(table, 4)
     y = torch.from_numpy(user_group_targets(seqs, groups.item_group, 4))

@@ -1,4 +1,5 @@
 """Soft prompt packing, pooling and the encoder forward (tiny random Llama, no network)."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,9 +7,9 @@ import torch
 from stage1_helpers import make_tiny_tokenizer, tiny_llama_dir, tiny_llm_cfg  # noqa: F401  (fixtures)
 
 from tslrec.llm.loading import load_llm
-from tslrec.stage1_reconstruct.model import LLMSequenceEncoder, ReconstructionModel
 from tslrec.llm.pooling import last_token_pool, masked_mean_pool
 from tslrec.llm.soft_prompt import SoftPromptBuilder, left_pad_ids
+from tslrec.stage1_reconstruct.model import LLMSequenceEncoder, ReconstructionModel
 
 PREFIX = "Given the user's purchase history, predict the user's distribution among 4 purchase preferences."
 
@@ -30,8 +31,8 @@ def test_packed_prompt_layout_is_left_padded_with_items_between_prefix_and_suffi
         n_pad = 4 - len(kept)
         assert attn[row].tolist() == [0] * n_pad + [1] * (P + len(kept) + S)
         assert torch.all(inputs[row, :n_pad] == 0)  # padding vectors are zero
-        assert torch.allclose(inputs[row, n_pad:n_pad + P], prefix_vecs)
-        assert torch.equal(inputs[row, n_pad + P:n_pad + P + len(kept)], soft[row, kept])
+        assert torch.allclose(inputs[row, n_pad : n_pad + P], prefix_vecs)
+        assert torch.equal(inputs[row, n_pad + P : n_pad + P + len(kept)], soft[row, kept])
         assert torch.allclose(inputs[row, -S:], suffix_vecs)  # last position = last suffix token
         assert pos[row, n_pad:].tolist() == list(range(P + len(kept) + S))
 
@@ -56,13 +57,16 @@ def test_padded_batch_gives_the_same_user_vector_as_each_user_alone(tiny_llm_cfg
     llm, tok = load_llm(tiny_llm_cfg)
     torch.manual_seed(0)
     for pooling in ("last", "mean"):
-        enc = LLMSequenceEncoder(llm, tok, item_dim=5, prefix_text=PREFIX, suffix_text="Response:", pooling=pooling).eval()
+        enc = LLMSequenceEncoder(
+            llm, tok, item_dim=5, prefix_text=PREFIX, suffix_text="Response:", pooling=pooling
+        ).eval()
         x = torch.randn(3, 6, 5)
         mask = torch.tensor([[1] * 6, [0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 1]])
         with torch.no_grad():
             batched = enc(x, mask)
-            alone = [enc(x[i:i + 1, mask[i].bool()], torch.ones(1, int(mask[i].sum()), dtype=torch.long))
-                     for i in range(3)]
+            alone = [
+                enc(x[i : i + 1, mask[i].bool()], torch.ones(1, int(mask[i].sum()), dtype=torch.long)) for i in range(3)
+            ]
         assert torch.allclose(batched, torch.cat(alone), atol=1e-5), pooling
         assert enc.llm_passes == 6 and enc.llm_tokens == 2 * (10 + 3 * enc.prompt.num_text_tokens)
         # the items matter: changing one item changes the user vector
@@ -90,7 +94,6 @@ def test_encode_items_equals_one_item_users(tiny_llm_cfg):
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_cached_prefix_gives_the_same_items_as_the_full_prompt(tiny_llm_cfg, pooling):
-    from tslrec.stage1_reconstruct.config import Stage1Config
     from tslrec.llm.lora import add_lora
 
     llm, tok = load_llm(tiny_llm_cfg)

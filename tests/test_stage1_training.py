@@ -1,4 +1,5 @@
 """Stage 1 training on a tiny random Llama: learning, resuming after a kill, saved artefacts."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,8 @@ from tslrec.core.artifacts import load_tensors, read_json
 from tslrec.core.errors import InputError
 from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.data import prepare_stage1_data
-from tslrec.stage1_reconstruct.model_io import load_reconstruction_model
 from tslrec.stage1_reconstruct.evaluation import evaluate_mse
+from tslrec.stage1_reconstruct.model_io import load_reconstruction_model
 from tslrec.stage1_reconstruct.training import train_stage1
 
 TABLE, TRUTH = clustered_items(n_items=60, dim=8, k=4, seed=0)
@@ -19,8 +20,19 @@ SEQS = user_sequences(TRUTH, n_users=48, k=4, seed=0)
 
 
 def quick_cfg(**kw) -> Stage1Config:
-    base = dict(k=4, epochs=3, batch_size=4, lr=5e-3, head_lr=1e-2, bf16=False, checkpoint_every=2,
-                val_fraction=0.25, max_items=10, untuned_baseline="none", patience=5)
+    base = dict(
+        k=4,
+        epochs=3,
+        batch_size=4,
+        lr=5e-3,
+        head_lr=1e-2,
+        bf16=False,
+        checkpoint_every=2,
+        val_fraction=0.25,
+        max_items=10,
+        untuned_baseline="none",
+        patience=5,
+    )
     base.update(kw)
     return Stage1Config(**base)
 
@@ -81,8 +93,9 @@ def test_resume_after_kill_reaches_the_same_step_count_and_result(full_run, tiny
     assert (out / "checkpoint" / "state.json").is_file() and not (out / "metrics.json").exists()
     assert read_json(out / "checkpoint" / "state.json")["step"] == 10
     steps_seen: list[int] = []
-    resumed = train_stage1(TABLE, SEQS, out, quick_cfg(), tiny_llm_cfg, device="cpu", on_step=steps_seen.append,
-                           progress=False)
+    resumed = train_stage1(
+        TABLE, SEQS, out, quick_cfg(), tiny_llm_cfg, device="cpu", on_step=steps_seen.append, progress=False
+    )
     assert steps_seen[0] == 11 and steps_seen[-1] == 24
     assert resumed["steps"] == uninterrupted["steps"] == 24
     log_steps = [r["step"] for r in read_json(out / "log.json") if "loss" in r]

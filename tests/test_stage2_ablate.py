@@ -1,4 +1,5 @@
 """`tslrec ablate` on a toy grid: every output written, finished cells skipped on a re-run, settings guarded."""
+
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,25 @@ from tslrec.core.artifacts import read_json
 from tslrec.core.errors import InputError
 from tslrec.pipelines.cli import main
 
-GRID = ["--backbones", "gru4rec", "--fusions", "base,ci,gate", "--seeds", "2", "--epochs", "1", "--hidden", "8",
-        "--layers", "1", "--device", "cpu", "--no-progress", "--activity-groups", "3"]
+GRID = [
+    "--backbones",
+    "gru4rec",
+    "--fusions",
+    "base,ci,gate",
+    "--seeds",
+    "2",
+    "--epochs",
+    "1",
+    "--hidden",
+    "8",
+    "--layers",
+    "1",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--activity-groups",
+    "3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +44,22 @@ def grid_run(tmp_path_factory):
 
 def test_grid_writes_every_table_and_figure(grid_run):
     out, _, ds = grid_run
-    for name in ("ablation.json", "cells.csv", "summary.csv", "results.md", "results.png", "activity.csv",
-                 "activity.png", "agreement.json", "agreement.png"):
+    for name in (
+        "ablation.json",
+        "cells.csv",
+        "summary.csv",
+        "results.md",
+        "results.png",
+        "activity.csv",
+        "activity.png",
+        "agreement.json",
+        "agreement.png",
+    ):
         assert (out / name).is_file(), name
     cells = list(csv.DictReader((out / "cells.csv").open()))
-    assert sorted((c["fusion"], c["seed"]) for c in cells) == sorted((f, s) for f in ("base", "ci", "gate")
-                                                                     for s in ("42", "43"))
+    assert sorted((c["fusion"], c["seed"]) for c in cells) == sorted(
+        (f, s) for f in ("base", "ci", "gate") for s in ("42", "43")
+    )
     for c in cells:
         record = read_json(out / "cells" / f"gru4rec-{c['fusion']}-s{c['seed']}" / "metrics.json")
         assert record["variant"] == c["fusion"] and record["seed"] == int(c["seed"])
@@ -60,12 +88,14 @@ def test_cell_held_by_a_live_process_is_left_to_it(grid_run, tmp_path, capsys):
     out = tmp_path / "grid"
     held = out / "cells" / "gru4rec-base-s42"
     held.mkdir(parents=True)
-    holder = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); "
-              "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)")
+    holder = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"
+    )
     other = subprocess.Popen([sys.executable, "-c", holder, str(held / LOCK_FILE)], stdout=subprocess.PIPE, text=True)
     try:
         assert other.stdout.readline().strip() == "held"
-        grid = [*argv[:argv.index("--out")], "--out", str(out), *argv[argv.index("--out") + 2:]]
+        grid = [*argv[: argv.index("--out")], "--out", str(out), *argv[argv.index("--out") + 2 :]]
         assert main([*grid, "--fusions", "base", "--seeds", "1"]) == 0
         printed = capsys.readouterr().out
         assert "being trained by another process" in printed and "still training in other processes" in printed
@@ -105,11 +135,13 @@ def test_rerun_with_other_settings_is_refused(grid_run, capsys):
     assert err.count("\n") == 1 and "lr=0.001" in err
 
 
-@pytest.mark.parametrize("flag, value, words", [("--fusions", "base,magic", "magic"),
-                                                ("--backbones", "bert4rec", "bert4rec"), ("--seeds", "0", "--seeds")])
+@pytest.mark.parametrize(
+    "flag, value, words",
+    [("--fusions", "base,magic", "magic"), ("--backbones", "bert4rec", "bert4rec"), ("--seeds", "0", "--seeds")],
+)
 def test_bad_grid_options_exit_2(grid_run, tmp_path, capsys, flag, value, words):
     _, argv, _ = grid_run
-    argv = [*argv[:argv.index("--out")], "--out", str(tmp_path / "g"), *GRID, flag, value]
+    argv = [*argv[: argv.index("--out")], "--out", str(tmp_path / "g"), *GRID, flag, value]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and words in err and not (tmp_path / "g").exists()

@@ -1,4 +1,5 @@
 """The stage-2 export: round trip, and every corrupt or mismatched file is a one-line InputError."""
+
 from __future__ import annotations
 
 import json
@@ -64,13 +65,22 @@ CORRUPTIONS = {
     "dimension": (lambda f: _rewrite_tensor(f, "embeddings", lambda t: t[:, :5].contiguous()), "shape", False),
     "rows_vs_dataset": (lambda f: _edit_manifest(f, lambda m: m["dataset"].update(num_items=7)), "shape", True),
     "num_items": (None, "items", True),
-    "item_id": (lambda f: (f / "item_ids.tsv").write_text((f / "item_ids.tsv").read_text().replace("\ti", "\tx", 1)),
-                "row 1", True),
+    "item_id": (
+        lambda f: (f / "item_ids.tsv").write_text((f / "item_ids.tsv").read_text().replace("\ti", "\tx", 1)),
+        "row 1",
+        True,
+    ),
     "hash": (lambda f: _edit_manifest(f, lambda m: m["dataset"].update(hash="0" * 64)), "dataset.hash", True),
-    "nan": (lambda f: _rewrite_tensor(f, "embeddings", lambda t: t.index_fill(0, torch.tensor([3]), float("nan"))),
-            "NaN", False),
-    "nan_probs": (lambda f: _rewrite_tensor(f, "category_probs", lambda t: t.index_fill(0, torch.tensor([2]), float("inf"))),
-                  "category_probs", False),
+    "nan": (
+        lambda f: _rewrite_tensor(f, "embeddings", lambda t: t.index_fill(0, torch.tensor([3]), float("nan"))),
+        "NaN",
+        False,
+    ),
+    "nan_probs": (
+        lambda f: _rewrite_tensor(f, "category_probs", lambda t: t.index_fill(0, torch.tensor([2]), float("inf"))),
+        "category_probs",
+        False,
+    ),
     "truncated": (lambda f: (f / TENSORS).write_bytes((f / TENSORS).read_bytes()[:-40]), "truncated", False),
     "not_safetensors": (lambda f: (f / TENSORS).write_bytes(b"\x00garbage"), "corrupt", False),
     "missing_tensors": (lambda f: (f / TENSORS).unlink(), "not found", False),
@@ -101,8 +111,24 @@ def test_train_with_an_export_of_another_dataset_exits_2(tmp_path, capsys):
     data, ds = write_toy_dataset(tmp_path / "a", seed=0)
     _, other = write_toy_dataset(tmp_path / "b", seed=1)
     export = write_export(tmp_path / "export", other)
-    code = main(["train", "--dataset", str(data), "--fusion", "gate", "--item-embeddings", str(export),
-                 "--out", str(tmp_path / "run"), "--epochs", "1", "--device", "cpu", "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            str(data),
+            "--fusion",
+            "gate",
+            "--item-embeddings",
+            str(export),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert not (tmp_path / "run").exists()  # rejected before any training or output

@@ -1,4 +1,5 @@
 """Stage 2 extraction on a tiny random Llama: one-item prompts, batching, and `tslrec stage2` end to end."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,10 +9,10 @@ from stage1_helpers import clustered_items, tiny_llama_dir, tiny_llm_cfg, user_s
 
 from tslrec.core.artifacts import load_tensors, read_json, save_tensors, write_json
 from tslrec.core.errors import InputError
+from tslrec.llm.loading import load_llm
 from tslrec.pipelines.cli import main
 from tslrec.pipelines.data import DataConfig, load_dataset
 from tslrec.stage1_reconstruct.config import Stage1Config
-from tslrec.llm.loading import load_llm
 from tslrec.stage1_reconstruct.model_io import build_reconstruction_model
 from tslrec.stage1_reconstruct.training import train_stage1
 from tslrec.stage2_augment.embedding_file import load_item_embeddings
@@ -39,7 +40,9 @@ def test_every_item_is_embedded_alone_and_batching_does_not_matter(tiny_model):
     assert torch.allclose(reps.embeddings, one_by_one.embeddings, atol=1e-5)
     with torch.no_grad():  # item 3 as a one-item virtual user through the stage-1 forward
         h, p = tiny_model.eval()(table[3].view(1, 1, 8), torch.ones(1, 1, dtype=torch.long))
-    assert torch.allclose(reps.embeddings[3], h[0], atol=1e-5) and torch.allclose(reps.category_probs[3], p[0], atol=1e-5)
+    assert torch.allclose(reps.embeddings[3], h[0], atol=1e-5) and torch.allclose(
+        reps.category_probs[3], p[0], atol=1e-5
+    )
     assert not torch.allclose(reps.embeddings[3], reps.embeddings[4])
 
 
@@ -64,21 +67,48 @@ def stage1_run(tmp_path_factory, tiny_llm_cfg):
         emb[internal] = table[int(original[1:])]
     train_dir = tmp / "train"
     save_tensors(train_dir / "item_embeddings.safetensors", {"embeddings": torch.from_numpy(emb)})
-    write_json(train_dir / "metrics.json", {"dataset": ds.name, "model": "sasrec", "dataset_source": str(data),
-                                            "dataset_info": {"name": ds.name, "hash": ds.hash, "items": ds.num_items},
-                                            "config": {"data": {"kcore": 0, "min_rating": None, "max_len": 50}}})
+    write_json(
+        train_dir / "metrics.json",
+        {
+            "dataset": ds.name,
+            "model": "sasrec",
+            "dataset_source": str(data),
+            "dataset_info": {"name": ds.name, "hash": ds.hash, "items": ds.num_items},
+            "config": {"data": {"kcore": 0, "min_rating": None, "max_len": 50}},
+        },
+    )
     stage1_dir = tmp / "stage1"
     cfg = Stage1Config(k=K, epochs=1, max_steps=1, batch_size=8, bf16=False, untuned_baseline="none", max_items=10)
-    train_stage1(emb, ds.train_sequences(), stage1_dir, cfg, tiny_llm_cfg, device="cpu", progress=False,
-                 run_info={"dataset": ds.name, "dataset_hash": ds.hash, "train_dir": str(train_dir)})
+    train_stage1(
+        emb,
+        ds.train_sequences(),
+        stage1_dir,
+        cfg,
+        tiny_llm_cfg,
+        device="cpu",
+        progress=False,
+        run_info={"dataset": ds.name, "dataset_hash": ds.hash, "train_dir": str(train_dir)},
+    )
     return data, ds, stage1_dir
 
 
 def test_stage2_cli_writes_an_export_that_loads_against_the_dataset(stage1_run, tmp_path, capsys):
     data, ds, stage1_dir = stage1_run
     out = tmp_path / "export"
-    code = main(["stage2", "--stage1-dir", str(stage1_dir), "--out", str(out), "--batch-size", "7", "--device", "cpu",
-                 "--no-progress"])
+    code = main(
+        [
+            "stage2",
+            "--stage1-dir",
+            str(stage1_dir),
+            "--out",
+            str(out),
+            "--batch-size",
+            "7",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert "per 1,000 items" in capsys.readouterr().out
     export = load_item_embeddings(out, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids)
@@ -96,8 +126,20 @@ def test_stage2_cli_rejects_another_dataset_in_one_line(stage1_run, tmp_path, ca
     data, ds, stage1_dir = stage1_run
     other = tmp_path / "other.txt"
     other.write_text(data.read_text().replace("u0 ", "u0 i1 ", 1))
-    code = main(["stage2", "--stage1-dir", str(stage1_dir), "--out", str(tmp_path / "x"), "--dataset", str(other),
-                 "--device", "cpu", "--no-progress"])
+    code = main(
+        [
+            "stage2",
+            "--stage1-dir",
+            str(stage1_dir),
+            "--out",
+            str(tmp_path / "x"),
+            "--dataset",
+            str(other),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "hash" in err
     code = main(["stage2", "--stage1-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])

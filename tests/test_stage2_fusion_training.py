@@ -1,4 +1,5 @@
 """Exported files load, through the project's loader, into a backbone trained from scratch, from the files alone."""
+
 from __future__ import annotations
 
 import shutil
@@ -28,8 +29,20 @@ def toy(tmp_path_factory):
 def test_gate_backbone_trains_from_the_export_folder_alone(toy, tmp_path, capsys):
     data, ds, export = toy
     out = tmp_path / "gate"
-    code = main(["train", "--dataset", str(data), "--fusion", "gate", "--item-embeddings", str(export), "--out", str(out),
-                 *TINY])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            str(data),
+            "--fusion",
+            "gate",
+            "--item-embeddings",
+            str(export),
+            "--out",
+            str(out),
+            *TINY,
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     record = read_json(out / "metrics.json")
     assert record["variant"] == "gate" and record["model"] == "sasrec"
@@ -45,8 +58,22 @@ def test_gate_backbone_trains_from_the_export_folder_alone(toy, tmp_path, capsys
 def test_ci_takes_the_kmeans_groups_carried_by_the_export(toy, tmp_path, capsys):
     data, ds, export = toy
     out = tmp_path / "ci"
-    code = main(["train", "--dataset", str(data), "--fusion", "ci", "--item-embeddings", str(export), "--out", str(out),
-                 *TINY, "--epochs", "1"])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            str(data),
+            "--fusion",
+            "ci",
+            "--item-embeddings",
+            str(export),
+            "--out",
+            str(out),
+            *TINY,
+            "--epochs",
+            "1",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert read_json(out / "metrics.json")["variant"] == "ci"
     clusters = load_tensors(out / "model.safetensors")["item_embedding.clusters"]
@@ -56,20 +83,36 @@ def test_ci_takes_the_kmeans_groups_carried_by_the_export(toy, tmp_path, capsys)
 def test_finetuned_table_is_a_separate_variant(toy, tmp_path, capsys):
     data, ds, export = toy
     out = tmp_path / "ft"
-    code = main(["train", "--dataset", str(data), "--fusion", "add", "--item-embeddings", str(export),
-                 "--finetune-llm-table", "--out", str(out), *TINY])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            str(data),
+            "--fusion",
+            "add",
+            "--item-embeddings",
+            str(export),
+            "--finetune-llm-table",
+            "--out",
+            str(out),
+            *TINY,
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert read_json(out / "metrics.json")["variant"] == "add+finetune"
     trained = load_tensors(out / "model.safetensors")["item_embedding.llm_table"]
     assert not torch.equal(trained, load_item_embeddings(export).embeddings)
 
 
-@pytest.mark.parametrize("extra, words", [
-    (["--fusion", "gate"], "--item-embeddings"),
-    (["--fusion", "ci"], "--clusters"),
-    (["--fusion", "base", "--finetune-llm-table"], "no LLM table"),
-    (["--fusion", "ci", "--clusters", "nowhere.safetensors"], "not found"),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--fusion", "gate"], "--item-embeddings"),
+        (["--fusion", "ci"], "--clusters"),
+        (["--fusion", "base", "--finetune-llm-table"], "no LLM table"),
+        (["--fusion", "ci", "--clusters", "nowhere.safetensors"], "not found"),
+    ],
+)
 def test_missing_side_information_exits_2(toy, tmp_path, capsys, extra, words):
     data, _, _ = toy
     code = main(["train", "--dataset", str(data), *extra, "--out", str(tmp_path / "x"), *TINY])

