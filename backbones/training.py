@@ -284,17 +284,14 @@ def train(
                 )
     bar.close()
     model.load_state_dict(best_weights)
-    valid = evaluate_split(model, splits.valid, eval_cfg, device)
-    test = evaluate_split(model, splits.test, eval_cfg, device)
-    hist = state.history
     return TrainResult(
         best_epoch=state.best_at,
         epochs_run=state.epoch,
-        valid=valid,
-        test=test,
-        history=hist,
+        valid=evaluate_split(model, splits.valid, eval_cfg, device),
+        test=evaluate_split(model, splits.test, eval_cfg, device),
+        history=state.history,
         seconds_to_best=state.seconds_to_best,
-        seconds_per_epoch=sum(h["train_seconds"] for h in hist) / max(len(hist), 1),
+        seconds_per_epoch=sum(h["train_seconds"] for h in state.history) / max(len(state.history), 1),
         peak_memory_mb=peak_memory_mb(device),
     )
 

@@ -90,73 +90,76 @@ def summarize(results: list[CellResult]) -> list[SummaryRow]:
     return rows
 
 
-def cells_csv(results: list[CellResult]) -> str:
-    """One row per finished cell."""
+def _csv_text(header: list, rows) -> str:
+    """A header row and the given rows written with csv.writer ("\n" line ends), as text."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(
-        ["backbone", "fusion", "seed", *METRICS, "MRR@10", "best_epoch", "epochs", "seconds_per_epoch", "wall_seconds"]
-    )
-    for r in results:
-        m = r.record["metrics"]
-        w.writerow(
-            [
-                r.cell.backbone,
-                r.cell.fusion,
-                r.cell.seed,
-                *(m[k] for k in METRICS),
-                m.get("MRR@10"),
-                r.record.get("best_epoch"),
-                r.record.get("epochs"),
-                r.record.get("seconds_per_epoch"),
-                r.record.get("wall_seconds"),
-            ]
-        )
+    w.writerow(header)
+    w.writerows(rows)
     return buf.getvalue()
+
+
+def cells_csv(results: list[CellResult]) -> str:
+    """One row per finished cell."""
+    return _csv_text(
+        ["backbone", "fusion", "seed", *METRICS, "MRR@10", "best_epoch", "epochs", "seconds_per_epoch", "wall_seconds"],
+        (_cell_row(r) for r in results),
+    )
+
+
+def _cell_row(r: CellResult) -> list:
+    m = r.record["metrics"]
+    return [
+        r.cell.backbone,
+        r.cell.fusion,
+        r.cell.seed,
+        *(m[k] for k in METRICS),
+        m.get("MRR@10"),
+        r.record.get("best_epoch"),
+        r.record.get("epochs"),
+        r.record.get("seconds_per_epoch"),
+        r.record.get("wall_seconds"),
+    ]
 
 
 def summary_csv(rows: list[SummaryRow]) -> str:
     """One row per backbone x fusion: mean, std, the Welch test over seeds and the paired test over users."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(
-        [
-            "backbone",
-            "fusion",
-            "seeds",
-            *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")),
-            *(f"{m}_{s}_vs_base_welch_seeds" for m in TESTED for s in ("diff", "t", "p", "verdict")),
-            *(f"{m}_{s}_vs_base_paired_users" for m in TESTED for s in ("diff", "t", "p")),
-        ]
-    )
-    for r in rows:
-        seed = [
-            x
-            for m in TESTED
-            for x in (
-                (r.tests[m].mean_diff, r.tests[m].t, r.tests[m].p, r.tests[m].verdict() or "")
-                if m in r.tests
-                else ("", "", "", "")
-            )
-        ]
-        users = [
-            x
-            for m in TESTED
-            for x in (
-                (r.user_tests[m].mean_diff, r.user_tests[m].t, r.user_tests[m].p) if m in r.user_tests else ("", "", "")
-            )
-        ]
-        w.writerow(
-            [
-                r.backbone,
-                r.fusion,
-                " ".join(map(str, r.seeds)),
-                *(x for m in METRICS for x in (round(r.mean[m], 6), round(r.std[m], 6))),
-                *seed,
-                *users,
-            ]
+    header = [
+        "backbone",
+        "fusion",
+        "seeds",
+        *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")),
+        *(f"{m}_{s}_vs_base_welch_seeds" for m in TESTED for s in ("diff", "t", "p", "verdict")),
+        *(f"{m}_{s}_vs_base_paired_users" for m in TESTED for s in ("diff", "t", "p")),
+    ]
+    return _csv_text(header, (_summary_row(r) for r in rows))
+
+
+def _summary_row(r: SummaryRow) -> list:
+    seed = [
+        x
+        for m in TESTED
+        for x in (
+            (r.tests[m].mean_diff, r.tests[m].t, r.tests[m].p, r.tests[m].verdict() or "")
+            if m in r.tests
+            else ("", "", "", "")
         )
-    return buf.getvalue()
+    ]
+    users = [
+        x
+        for m in TESTED
+        for x in (
+            (r.user_tests[m].mean_diff, r.user_tests[m].t, r.user_tests[m].p) if m in r.user_tests else ("", "", "")
+        )
+    ]
+    return [
+        r.backbone,
+        r.fusion,
+        " ".join(map(str, r.seeds)),
+        *(x for m in METRICS for x in (round(r.mean[m], 6), round(r.std[m], 6))),
+        *seed,
+        *users,
+    ]
 
 
 def seed_test_text(test: SeedTest | None) -> str:
@@ -220,19 +223,13 @@ def activity_table(
 
 
 def activity_csv(rows: list[ActivityRow], groups: ActivityGroups) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(
-        [
-            "backbone",
-            "fusion",
-            "metric",
-            *(f"group{i + 1} ({lab} items, {n} users)" for i, (lab, n) in enumerate(zip(groups.labels, groups.users))),
-        ]
-    )
-    for r in rows:
-        w.writerow([r.backbone, r.fusion, r.metric, *(round(v, 6) for v in r.values)])
-    return buf.getvalue()
+    header = [
+        "backbone",
+        "fusion",
+        "metric",
+        *(f"group{i + 1} ({lab} items, {n} users)" for i, (lab, n) in enumerate(zip(groups.labels, groups.users))),
+    ]
+    return _csv_text(header, ([r.backbone, r.fusion, r.metric, *(round(v, 6) for v in r.values)] for r in rows))
 
 
 def activity_markdown(rows: list[ActivityRow], groups: ActivityGroups, metric: str = "NDCG@10") -> str:

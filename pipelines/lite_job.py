@@ -28,7 +28,7 @@ from tslrec.llm.loading import LLMConfig
 from tslrec.stage2_augment.embedding_file import save_item_embeddings
 
 from .data import DataConfig, load_dataset
-from .options import Command, Runtime
+from .options import Command, Runtime, record_head
 
 MAX_LEN = 20  # the paper's sampling segments hold 20 input items, so the model sees at most 20
 
@@ -127,13 +127,7 @@ def run_record(
 ) -> dict:
     """The metrics.json / benchmark record of one run."""
     return {
-        "dataset": ds.name,
-        "model": "lite-llm4rec",
-        "variant": train_cfg.strategy,
-        "seed": train_cfg.seed,
-        "protocol": result.test.protocol,
-        "metrics": {k: round(v, 6) for k, v in result.test.metrics.items()},
-        "valid_metrics": {k: round(v, 6) for k, v in result.valid.metrics.items()},
+        **record_head(ds.name, "lite-llm4rec", train_cfg.strategy, train_cfg.seed, result.test, result.valid),
         "best_step": result.best_step,
         "steps": result.steps,
         "epochs_run": result.epochs_run,

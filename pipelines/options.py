@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tslrec.backbones.evaluation import EvalResult
+
 
 @dataclass
 class Runtime:
@@ -13,6 +15,19 @@ class Runtime:
 
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     progress: bool = field(default=True, metadata={"flag": "--no-progress", "help": "hide progress bars"})
+
+
+def record_head(dataset: str, model: str, variant: str, seed: int, test: EvalResult, valid: EvalResult) -> dict:
+    """The keys every metrics.json and benchmark record starts with: what ran, and its test and validation metrics."""
+    return {
+        "dataset": dataset,
+        "model": model,
+        "variant": variant,
+        "seed": seed,
+        "protocol": test.protocol,
+        "metrics": {k: round(v, 6) for k, v in test.metrics.items()},
+        "valid_metrics": {k: round(v, 6) for k, v in valid.metrics.items()},
+    }
 
 
 @dataclass(frozen=True)

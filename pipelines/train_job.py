@@ -19,7 +19,7 @@ from tslrec.core.artifacts import package_versions, resolve_device, save_tensors
 from tslrec.core.settings import require
 
 from .data import DataConfig, SequenceDataset, load_dataset
-from .options import Command, Runtime
+from .options import Command, Runtime, record_head
 from .side_information import SideInfoConfig, SideInformation, load_side_information
 
 
@@ -110,13 +110,7 @@ def run_record(
 ) -> dict:
     """The metrics.json / benchmark record of one training run."""
     return {
-        "dataset": ds.name,
-        "model": backbone,
-        "variant": variant,
-        "seed": train_cfg.seed,
-        "protocol": result.test.protocol,
-        "metrics": {k: round(v, 6) for k, v in result.test.metrics.items()},
-        "valid_metrics": {k: round(v, 6) for k, v in result.valid.metrics.items()},
+        **record_head(ds.name, backbone, variant, train_cfg.seed, result.test, result.valid),
         "best_epoch": result.best_epoch,
         "epochs": result.epochs_run,
         "seconds_per_epoch": round(result.seconds_per_epoch, 2),

@@ -47,15 +47,8 @@ def predict_distributions(
     return np.concatenate(hs), np.concatenate(ps)
 
 
-def evaluate_mse(
-    model: ReconstructionModel,
-    table: torch.Tensor,
-    data: Stage1Data,
-    users: np.ndarray,
-    cfg: Stage1Config,
-    device: torch.device,
-) -> tuple[float, float]:
-    """(MSE averaged over users and K, squared error summed over K averaged over users)."""
-    _, probs = predict_distributions(model, table, data, users, cfg, device)
-    sq = (probs - data.targets[users]) ** 2  # [U, K]
+def distribution_mse(probs: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
+    """(MSE averaged over users and K, squared error summed over K averaged over users) of predicted
+    distributions `probs` [U, K] (from `predict_distributions`) against the users' `targets` [U, K]."""
+    sq = (probs - targets) ** 2  # [U, K]
     return float(sq.mean()), float(sq.sum(axis=1).mean())

@@ -49,7 +49,7 @@ from .baselines import mean_embedding_baseline, untuned_head_baseline
 from .checkpointing import check_same_config, config_fingerprint, find_checkpoint, load_checkpoint, save_checkpoint
 from .config import Stage1Config
 from .data import Stage1Data, UserBatches, epoch_order, prepare_stage1_data
-from .evaluation import evaluate_mse, reconstruction_loss
+from .evaluation import distribution_mse, predict_distributions, reconstruction_loss
 from .grouping import global_mean_mse
 from .model import ReconstructionModel
 from .model_io import CONFIG_FILE, build_reconstruction_model, save_reconstruction_model
@@ -406,7 +406,7 @@ class _Stage1Run:
         """Validation MSE; keep the weights if it is the best so far; True when patience has run out."""
         s = self.state
         t0 = time.time()
-        mse, _ = evaluate_mse(self.core, self.table, self.data, self.data.val_users, self.cfg, self.dev)
+        mse = self.mse(self.data, self.data.val_users)
         s.elapsed += time.time() - t0
         if s.record(mse, s.step, higher_is_better=False, min_delta=1e-9):
             self.best = {k: v.cpu() for k, v in trainable_state(self.core).items()}
@@ -417,6 +417,11 @@ class _Stage1Run:
                 f"global-mean {self.baselines['mse_global_mean_val']:.6f})"
             )
         return s.should_stop(self.cfg.patience)
+
+    def mse(self, data: Stage1Data, users: np.ndarray) -> float:
+        """MSE (averaged over `users` and K) of the current weights' distributions against the targets."""
+        _, probs = predict_distributions(self.core, self.table, data, users, self.cfg, self.dev)
+        return distribution_mse(probs, data.targets[users])[0]
 
     def checkpoint(self) -> None:
         if self.main:
@@ -452,7 +457,7 @@ class _Stage1Run:
         if self.best is not None:
             load_trainable_state(self.core, self.best, "best weights")
         if len(data.test_users):
-            mse = evaluate_mse(self.core, self.table, data, data.test_users, self.cfg, self.dev)[0]
+            mse = self.mse(data, data.test_users)
         else:
             mse = s.best_score if s.best_score is not None else math.nan  # NaN: every validation MSE was NaN
         if self.accelerator.num_processes > 1:  # tokens and passes of every process, not just this one

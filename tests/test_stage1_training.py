@@ -11,7 +11,7 @@ from tslrec.core.artifacts import load_tensors, read_json
 from tslrec.core.errors import InputError
 from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.data import prepare_stage1_data
-from tslrec.stage1_reconstruct.evaluation import evaluate_mse
+from tslrec.stage1_reconstruct.evaluation import distribution_mse, predict_distributions
 from tslrec.stage1_reconstruct.model_io import load_reconstruction_model
 from tslrec.stage1_reconstruct.training import train_stage1
 
@@ -69,7 +69,8 @@ def test_saved_model_reloads_with_the_same_predictions(full_run, tiny_llm_cfg):
     cfg = quick_cfg()
     data = prepare_stage1_data(TABLE, SEQS, cfg)
     assert np.array_equal(groups["test_users"].numpy(), data.test_users)
-    mse, _ = evaluate_mse(model, data.item_embeddings, data, data.test_users, cfg, torch.device("cpu"))
+    _, probs = predict_distributions(model, data.item_embeddings, data, data.test_users, cfg, torch.device("cpu"))
+    mse, _ = distribution_mse(probs, data.targets[data.test_users])
     assert mse == pytest.approx(metrics["metrics"]["mse"], rel=1e-4)
     emb, probs = model.encode_items(data.item_embeddings[1:], progress=False)
     assert emb.shape == (60, 32) and torch.allclose(probs.sum(1), torch.ones(60), atol=1e-5)

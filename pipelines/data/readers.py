@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,7 +190,7 @@ ML100K_GENRES = [
 ]
 
 
-def _split_rows(path: Path, sep: str, ncols: int, names: list[str], encoding: str = "utf-8") -> list[list[str]]:
+def _split_rows(path: Path, sep: str, ncols: int, names: tuple[str, ...], encoding: str = "utf-8") -> list[list[str]]:
     rows = []
     for i, ln in enumerate(_read_lines(path, encoding)):
         r = ln.split(sep)
@@ -201,35 +202,58 @@ def _split_rows(path: Path, sep: str, ncols: int, names: list[str], encoding: st
     return rows
 
 
+@dataclass(frozen=True)
+class _SplitFile:
+    """A file of `sep`-separated lines with at least `fields` fields; `names` describe them in error messages."""
+
+    name: str
+    sep: str
+    fields: int
+    names: tuple[str, ...]
+
+    def read(self, folder: Path, encoding: str = "utf-8") -> list[list[str]]:
+        return _split_rows(folder / self.name, self.sep, self.fields, self.names, encoding)
+
+
+@dataclass(frozen=True)
+class _MovieLensFormat:
+    """One GroupLens release: its ratings file (user, item, rating, timestamp), its optional latin-1 item file and
+    how an item row lists genres."""
+
+    ratings: _SplitFile
+    items: _SplitFile
+    genre: Callable[[list[str]], str]  # item row -> space-separated genres
+
+
+_MOVIELENS_FORMATS = (
+    _MovieLensFormat(  # ML-1M
+        _SplitFile("ratings.dat", "::", 4, ("UserID", "MovieID", "Rating", "Timestamp")),
+        _SplitFile("movies.dat", "::", 3, ("MovieID", "Title", "Genres")),
+        genre=lambda r: r[2].replace("|", " "),
+    ),
+    _MovieLensFormat(  # ML-100K
+        _SplitFile("u.data", "\t", 4, ("user id", "item id", "rating", "timestamp")),
+        _SplitFile("u.item", "|", 24, ("movie id", "title", "release date", "...", "19 genre flags")),
+        genre=lambda r: " ".join(g for g, f in zip(ML100K_GENRES, r[5:24]) if f == "1"),
+    ),
+)
+
+
 def read_movielens_raw(folder: Path) -> RawInteractions:
     """Original GroupLens files: `ratings.dat` + `movies.dat` (ML-1M) or `u.data` + `u.item` (ML-100K)."""
-    if (folder / "ratings.dat").is_file():
-        names = ["UserID", "MovieID", "Rating", "Timestamp"]
-        rows = _split_rows(folder / "ratings.dat", "::", 4, names)
-        movies = folder / "movies.dat"
-        text = None
-        if movies.is_file():
-            mrows = _split_rows(movies, "::", 3, ["MovieID", "Title", "Genres"], encoding="latin-1")
-            text = {r[0]: item_text_from_fields({"title": r[1], "genre": r[2].replace("|", " ")}) for r in mrows}
-        src = folder / "ratings.dat"
-    elif (folder / "u.data").is_file():
-        names = ["user id", "item id", "rating", "timestamp"]
-        rows = _split_rows(folder / "u.data", "\t", 4, names)
-        items_file = folder / "u.item"
-        text = None
-        if items_file.is_file():
-            mrows = _split_rows(
-                items_file, "|", 24, ["movie id", "title", "release date", "...", "19 genre flags"], encoding="latin-1"
-            )
-            text = {
-                r[0]: item_text_from_fields(
-                    {"title": r[1], "genre": " ".join(g for g, f in zip(ML100K_GENRES, r[5:24]) if f == "1")}
-                )
-                for r in mrows
-            }
-        src = folder / "u.data"
-    else:
-        raise InputError(f"{folder}: no ratings.dat or u.data in this folder; point to a raw MovieLens folder")
+    fmt = next((f for f in _MOVIELENS_FORMATS if (folder / f.ratings.name).is_file()), None)
+    if fmt is None:
+        wanted = " or ".join(f.ratings.name for f in _MOVIELENS_FORMATS)
+        raise InputError(f"{folder}: no {wanted} in this folder; point to a raw MovieLens folder")
+    src = folder / fmt.ratings.name
+    names = fmt.ratings.names
+    rows = fmt.ratings.read(folder)
+    text = None
+    if (folder / fmt.items.name).is_file():
+        text = {
+            r[0]: item_text_from_fields({"title": r[1], "genre": fmt.genre(r)})
+            for r in fmt.items.read(folder, encoding="latin-1")
+        }
     return RawInteractions(
         source=str(src),
         users=np.asarray([r[0] for r in rows], dtype=object),
