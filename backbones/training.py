@@ -50,6 +50,7 @@ class TrainConfig:
     )
     patience: int = field(default=10, metadata={"help": "epochs without a better validation NDCG@10 before stopping"})
     select_metric: str = field(default="NDCG@10", metadata={"help": "validation metric for early stopping"})
+    min_delta: float = field(default=0.0, metadata={"help": "smallest validation gain that counts as better"})
     grad_clip: float = field(default=5.0, metadata={"help": "max gradient norm (0 = off)"})
     bf16: bool = field(
         default=False, metadata={"help": "bfloat16 autocast for the training forward pass (evaluation stays float32)"}
@@ -262,7 +263,7 @@ def train(
                 "train_seconds": train_seconds,
             }
         )
-        if state.record(score, state.epoch, higher_is_better=True):
+        if state.record(score, state.epoch, higher_is_better=True, min_delta=cfg.min_delta):
             best_weights = copy.deepcopy(model.state_dict())
         state.stopped = state.should_stop(cfg.patience)
         bar.update(1)

@@ -76,3 +76,15 @@ def test_resume_after_kill_continues_to_the_same_end(cyclic_sequences, tmp_path)
     assert [h["epoch"] for h in resumed.history] == list(range(1, 7))
     assert abs(resumed.history[-1]["loss"] - ref.history[-1]["loss"]) < 0.05 * ref.history[-1]["loss"]
     del full
+
+
+def test_min_delta_stops_when_gains_are_too_small(cyclic_sequences):
+    splits = LeaveOneOutSplits.from_sequences(cyclic_sequences, 8, max_len=10)
+    runs = []
+    for min_delta in (0.0, 1.0):  # no NDCG@10 gain can exceed 1: every epoch after the first is "no better"
+        torch.manual_seed(0)
+        model = build_backbone("sasrec", BackboneConfig(num_items=8, hidden=16, max_len=10))
+        cfg = TrainConfig(epochs=6, patience=2, lr=5e-3, min_delta=min_delta, seed=0)
+        runs.append(train(model, splits, cfg, torch.device("cpu"), progress=False))
+    assert runs[1].epochs_run == 3 and runs[1].best_epoch == 1  # patience 2 after the first validation
+    assert runs[0].epochs_run > 3
