@@ -23,12 +23,10 @@ from pathlib import Path
 import torch
 from records import add
 
-from tslrec.backbones.base import BackboneConfig
 from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig
-from tslrec.backbones.registry import build_backbone
 from tslrec.backbones.training import evaluate_split
-from tslrec.core.artifacts import load_tensors, read_json, resolve_device
+from tslrec.core.artifacts import read_json, resolve_device
 from tslrec.core.errors import InputError
 from tslrec.core.settings import add_arguments, from_namespace, in_flags
 from tslrec.pipelines.ablate_job import AblateJob, run_ablation
@@ -36,7 +34,7 @@ from tslrec.pipelines.ablate_job import print_outcome as print_ablation
 from tslrec.pipelines.ablation_grid import cell_dir, collect, make_grid
 from tslrec.pipelines.ablation_report import summarize
 from tslrec.pipelines.data import DataConfig, SequenceDataset, load_dataset
-from tslrec.pipelines.side_information import load_side_information
+from tslrec.pipelines.recommend_job import load_trained_model
 from tslrec.pipelines.stage2_job import Stage2Job, run_stage2
 from tslrec.pipelines.stage2_job import print_outcome as print_stage2
 
@@ -104,16 +102,7 @@ def history_masked_metrics(
     """The cell's chosen weights evaluated once more with the user's whole history before the target removed
     from the candidates (the Lite-LLM4Rec paper's protocol; a secondary protocol here, always labelled).
     The model is rebuilt from the files the cell itself recorded, with its own evaluation settings."""
-    side_info = record["side_information"]
-    fusion = side_info["fusion"]
-    export = side_info.get("item_embeddings", {}).get("folder")
-    clusters = side_info.get("clusters")
-    clusters = None if clusters is None or clusters.endswith("(item_groups)") else clusters
-    side = load_side_information(fusion["kind"], ds, export, clusters, fusion["finetune_llm_table"])
-    model = build_backbone(
-        record["model"], BackboneConfig(**record["config"]["model"]), side.fusion, side.llm_table, side.clusters
-    )
-    model.load_state_dict(load_tensors(folder / "model.safetensors", "cell weights"))
+    model, _ = load_trained_model(folder, record["dataset_source"])
     model.to(device)
     masked = evaluate_split(
         model, splits.test, EvalConfig(**{**record["config"]["eval"], "mask_history": True}), device

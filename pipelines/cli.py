@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from tslrec.core.errors import InputError
 from tslrec.core.settings import add_arguments, from_namespace, in_flags
 
-from . import ablate_job, data_job, lite_job, run_job, stage1_job, stage2_job, train_job
+from . import ablate_job, data_job, lite_job, recommend_job, run_job, stage1_job, stage2_job, train_job
 from .options import Command
 
 COMMANDS: list[Command] = [
@@ -23,6 +23,7 @@ COMMANDS: list[Command] = [
     stage2_job.COMMAND,
     ablate_job.COMMAND,
     lite_job.COMMAND,
+    recommend_job.COMMAND,
 ]
 
 

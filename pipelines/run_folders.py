@@ -41,8 +41,9 @@ class Stage1Folder:
     item_groups: torch.Tensor  # [N+1] int64 k-means group of each item, row 0 = -1
 
 
-def load_train_folder(train_dir: str | Path, dataset: str | None = None) -> TrainFolder:
-    """Dataset and item table of a `tslrec train` run; `dataset` overrides the recorded name or path."""
+def load_recorded_dataset(train_dir: str | Path, dataset: str | None = None) -> tuple[SequenceDataset, dict]:
+    """(dataset, metrics.json) of a finished `tslrec train` run: the dataset reloaded with the preprocessing the
+    run recorded, checked against its hash. `dataset` overrides the recorded name or path."""
     train_dir = Path(train_dir)
     metrics_path = train_dir / "metrics.json"
     metrics = read_json(metrics_path, "`tslrec train` metrics")
@@ -53,6 +54,22 @@ def load_train_folder(train_dir: str | Path, dataset: str | None = None) -> Trai
         raise InputError(
             f"{metrics_path}: field config.data is missing or invalid ({e}); re-run `tslrec train`"
         ) from None
+    name = dataset or metrics.get("dataset_source") or info.get("name") or metrics.get("dataset")
+    if not name:
+        raise InputError(f"{metrics_path}: no dataset name recorded; pass --dataset")
+    ds = load_dataset(name, data_cfg)
+    if info.get("hash") and ds.hash != info["hash"]:
+        raise InputError(
+            f"dataset {name}: data hash {ds.hash[:12]} differs from the one {train_dir} was trained on "
+            f"({info['hash'][:12]}); pass the same dataset and preprocessing (--dataset PATH)"
+        )
+    return ds, metrics
+
+
+def load_train_folder(train_dir: str | Path, dataset: str | None = None) -> TrainFolder:
+    """Dataset and item table of a `tslrec train` run; `dataset` overrides the recorded name or path."""
+    train_dir = Path(train_dir)
+    ds, metrics = load_recorded_dataset(train_dir, dataset)
     emb_path = train_dir / "item_embeddings.safetensors"
     if not emb_path.is_file():
         raise InputError(f"{emb_path}: not found; re-run `tslrec train` with --export-item-embeddings")
@@ -63,15 +80,6 @@ def load_train_folder(train_dir: str | Path, dataset: str | None = None) -> Trai
         )
     table = tensors["embeddings"].float()  # [N+1, D]
     check_finite("embeddings", table, emb_path)
-    name = dataset or metrics.get("dataset_source") or info.get("name") or metrics.get("dataset")
-    if not name:
-        raise InputError(f"{metrics_path}: no dataset name recorded; pass --dataset")
-    ds = load_dataset(name, data_cfg)
-    if info.get("hash") and ds.hash != info["hash"]:
-        raise InputError(
-            f"dataset {name}: data hash {ds.hash[:12]} differs from the one {train_dir} was trained on "
-            f"({info['hash'][:12]}); pass the same dataset and preprocessing (--dataset PATH)"
-        )
     if table.ndim != 2 or table.shape[0] != ds.num_items + 1:
         raise InputError(
             f"{emb_path}: {table.shape[0]} rows but the dataset has {ds.num_items} items (+1 padding row); "

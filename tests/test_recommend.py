@@ -1,0 +1,65 @@
+"""`tslrec recommend`: top-K lists under original ids, seen items left out unless asked."""
+
+from __future__ import annotations
+
+import json
+
+from tslrec.pipelines.cli import main
+
+
+def _train(tmp_path):
+    # 30 users walking a cycle of 12 items from different starts: the next item is always the following one
+    lines = []
+    for u in range(30):
+        items = [f"i{(u + t) % 12}" for t in range(8)]
+        lines.append(f"u{u} " + " ".join(items))
+    data = tmp_path / "cycle.txt"
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        "--dataset",
+        str(data),
+        "--out",
+        str(out),
+        "--hidden",
+        "16",
+        "--epochs",
+        "30",
+        "--lr",
+        "5e-3",
+        "--patience",
+        "30",
+        "--dropout",
+        "0",
+        "--max-len",
+        "10",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    return data, out
+
+
+def test_recommend_lists_unseen_items_under_original_ids(tmp_path, capsys):
+    data, out = _train(tmp_path)
+    capsys.readouterr()
+    users = tmp_path / "users.txt"
+    users.write_text("u0\nu5\n")
+    assert main(["recommend", "--model", str(out), "--users", str(users), "--k", "3", "--format", "jsonl"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["user"] for r in rows] == ["u0", "u5"]
+    for r in rows:
+        u = int(r["user"][1:])
+        seen = {f"i{(u + t) % 12}" for t in range(8)}
+        assert len(r["items"]) == 3 and not seen & set(r["items"])  # never an item the user already has
+        assert r["items"][0] == f"i{(u + 8) % 12}"  # the next item of the cycle comes first
+        assert r["scores"] == sorted(r["scores"], reverse=True)
+
+
+def test_recommend_keep_seen_and_tsv_file(tmp_path, capsys):
+    _, out = _train(tmp_path)
+    target = tmp_path / "top.tsv"
+    assert main(["recommend", "--model", str(out), "--k", "12", "--keep-seen", "--out", str(target)]) == 0
+    rows = [line.split("\t") for line in target.read_text().splitlines()]
+    assert len(rows) == 30 * 12 and {r[2] for r in rows if r[0] == "u0"} == {f"i{i}" for i in range(12)}
+    assert main(["recommend", "--model", str(out), "--users", str(tmp_path / "missing.txt")]) == 2
