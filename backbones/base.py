@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tslrec.core.settings import require
+
 
 @dataclass
 class BackboneConfig:
@@ -34,6 +36,17 @@ class BackboneConfig:
     caser_window: int = field(default=5, metadata={"help": "Caser: items per convolution window"})
     caser_h_filters: int = field(default=16, metadata={"help": "Caser: horizontal filters per height"})
     caser_v_filters: int = field(default=4, metadata={"help": "Caser: vertical filters"})
+
+    def __post_init__(self) -> None:
+        require(self.hidden >= 1, self, "hidden", "need at least 1")
+        require(self.num_layers >= 1, self, "num_layers", "need at least 1")
+        require(
+            self.num_heads >= 1 and self.hidden % self.num_heads == 0,
+            self,
+            "num_heads",
+            f"need at least 1, dividing hidden={self.hidden}",
+        )
+        require(0.0 <= self.dropout < 1.0, self, "dropout", "must be in [0, 1)")
 
 
 class SequentialRecommender(nn.Module):

@@ -4,7 +4,7 @@ For each user with items s_1..s_n (n >= 3):
   train:  inputs s_1..s_{n-3}, targets s_2..s_{n-2} (every position, one pass)
   valid:  history s_1..s_{n-2}, target s_{n-1}
   test:   history s_1..s_{n-1}, target s_n
-Each input keeps its most recent `max_len` items; `prior` keeps the whole history before the
+Each input keeps its most recent `max_len` items; `seen[:, :prior_len]` is the whole history before the
 target, which is what "history masked" removes from the candidates.
 """
 
@@ -36,7 +36,7 @@ class EvalSplit:
     lengths: torch.Tensor  # [U]
     targets: torch.Tensor  # [U]
     seen: torch.Tensor  # [U, n_max] every item of the user, for sampled negatives
-    prior: torch.Tensor  # [U, P] every item before the target (the whole history, not the input window), 0 = pad
+    prior_len: torch.Tensor  # [U] the items before the target are seen[:, :prior_len] (the whole history)
 
 
 @dataclass
@@ -60,8 +60,8 @@ class LeaveOneOutSplits:
         before_test = [s[:-1] for s in sequences]
         v_hist, v_len = pad_right(train, max_len)
         t_hist, t_len = pad_right(before_test, max_len)
-        v_prior, _ = pad_right(train, max(len(s) for s in train))
-        t_prior, _ = pad_right(before_test, max(len(s) for s in before_test))
+        v_prior = torch.tensor([len(s) - 2 for s in sequences])  # [U]: s[:-2] comes before the validation target
+        t_prior = v_prior + 1  # s[:-1] comes before the test target
         v_tg = torch.tensor([s[-2] for s in sequences])
         t_tg = torch.tensor([s[-1] for s in sequences])
         return cls(

@@ -14,14 +14,23 @@ cannot be mistaken for full-ranking ones.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
+from tslrec.core.settings import require
+
 from .batching import EvalSplit
 
 KS = (5, 10, 20)
+METRIC_NAME = re.compile(r"(HR|Recall|NDCG|MRR)@[1-9][0-9]*")
+
+
+def is_metric_name(name: str) -> bool:
+    """True for the names `evaluate` reports: HR@K, Recall@K, NDCG@K, MRR@K."""
+    return METRIC_NAME.fullmatch(name) is not None
 
 
 @dataclass
@@ -41,6 +50,15 @@ class EvalConfig:
     )
     seed: int = field(default=2024, metadata={"flag": "--eval-seed", "help": "seed of the negative sampler"})
     batch_size: int = field(default=512, metadata={"flag": "--eval-batch-size", "help": "users scored at once"})
+
+    def __post_init__(self) -> None:
+        require(self.batch_size >= 1, self, "batch_size", "need at least 1")
+        require(self.sampled_negatives >= 0, self, "sampled_negatives", "0 (full ranking) or a positive count")
+        require(all(k >= 1 for k in self.ks), self, "ks", "cut-offs must be at least 1")
+
+    def metric_key(self, name: str) -> str:
+        """The key of metric `name` (e.g. NDCG@10) in this protocol's results (sampled_NDCG@10 when sampled)."""
+        return ("sampled_" if self.sampled_negatives else "") + name
 
     @property
     def protocol(self) -> str:
@@ -108,7 +126,7 @@ def evaluate(
 
     score_fn(seq [B, L], lengths [B]) -> scores [B, N+1], computed and ranked in float32 (a bf16
     score raises: bf16 logits tie, and ties count against the model). With `cfg.mask_history`
-    the candidates exclude `split.prior`, the user's whole history before the target.
+    the candidates exclude the user's whole history before the target (`split.seen[:, :split.prior_len]`).
     """
     cfg = cfg or EvalConfig()
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -128,7 +146,11 @@ def evaluate(
                 scores, tgt, split.seen[s : s + cfg.batch_size].to(device), cfg.sampled_negatives, gen
             )
         else:
-            prior = split.prior[s : s + cfg.batch_size].to(device) if cfg.mask_history else None
+            prior = None
+            if cfg.mask_history:
+                seen = split.seen[s : s + cfg.batch_size]  # [B, n]
+                before = torch.arange(seen.shape[1]) < split.prior_len[s : s + cfg.batch_size, None]  # [B, n]
+                prior = (seen * before).to(device)  # the whole history before the target, 0 = pad
             ranks = ranks_full(scores, tgt, prior)
         all_ranks.append(ranks.cpu())
     ranks = torch.cat(all_ranks)

@@ -30,7 +30,7 @@ from tslrec.core.settings import require
 
 from .base import SequentialRecommender
 from .batching import EvalSplit, LeaveOneOutSplits
-from .evaluation import EvalConfig, EvalResult, evaluate
+from .evaluation import EvalConfig, EvalResult, evaluate, is_metric_name
 
 
 @dataclass
@@ -63,6 +63,7 @@ class TrainConfig:
         require(self.lr > 0, self, "lr", "must be positive")
         require(self.patience >= 1, self, "patience", "need at least 1")
         require(self.grad_clip >= 0, self, "grad_clip", "must be 0 (off) or positive")
+        require(is_metric_name(self.select_metric), self, "select_metric", "use HR@K, Recall@K, NDCG@K or MRR@K")
 
 
 @dataclass
@@ -251,7 +252,7 @@ def train(
             steps += 1
         train_seconds = time.perf_counter() - t0
         valid = evaluate_split(model, splits.valid, eval_cfg, device)
-        score = valid.metrics[cfg.select_metric]
+        score = valid.metrics[eval_cfg.metric_key(cfg.select_metric)]
         state.epoch += 1
         state.elapsed += time.perf_counter() - t0
         state.train_seconds += train_seconds

@@ -115,11 +115,14 @@ def main() -> None:
     p.add_argument("--name", default=None, help="results file name (default ablation-<dataset>)")
     defaults = AblateJob(dataset="ml-1m", data=DataConfig(kcore=5, max_len=200))
     add_arguments(p, defaults)
+    args = p.parse_args()
+    if "out" not in vars(args):  # the benchmark's own folder: the grid goes to <out>/grid
+        args.out = f"runs/bench-ablation-{Path(vars(args).get('dataset', defaults.dataset)).stem}"
     try:
-        job = from_namespace(defaults, p.parse_args())
+        job = from_namespace(defaults, args)
         if job.side.item_embeddings is None and job.side.clusters is None:
             raise InputError("pass --stage1-dir (stage 2 runs first) or --item-embeddings")
-        record_grid(job, p.parse_args().name)
+        record_grid(job, args.name)
     except InputError as e:
         raise SystemExit(f"error: {in_flags(str(e), defaults)}") from None
 
@@ -127,7 +130,7 @@ def main() -> None:
 def record_grid(job: AblateJob, name: str | None) -> None:
     """Stage 2 if needed, the grid, then one record per finished cell (and one for stage 2)."""
     stem = Path(job.dataset).stem
-    out = Path(job.out or f"runs/bench-ablation-{stem}")
+    out = Path(job.out)
     export = Path(job.side.item_embeddings) if job.side.item_embeddings else out / "stage2"
     if job.side.item_embeddings is None and not (export / "manifest.json").is_file():
         print_stage2(

@@ -43,6 +43,7 @@ class Setting:
     help: str
     choices: tuple | None
     required: bool
+    optional: bool  # None is a value of its own (e.g. max_steps: None = no cap)
 
     @property
     def key(self) -> str:
@@ -99,6 +100,7 @@ def settings_of(config: Any, path: tuple[str, ...] = (), prefix: str = "") -> li
                 meta["help"],
                 choices,
                 bool(meta.get("required")),
+                optional,
             )
         )
     return out
@@ -172,17 +174,33 @@ def from_mapping(defaults: Any, mapping: dict[str, Any], where: str) -> Any:
             near = difflib.get_close_matches(str(key).replace("-", "_"), list(by_key), n=3)
             hint = f"; did you mean {' or '.join(near)}?" if near else f"; known keys: {', '.join(sorted(by_key))}"
             raise InputError(f"{where}: unknown key '{key}'{hint}")
-        if s.kind == "no-bool":
-            value = not value if isinstance(value, bool) else value
-        elif s.kind == "list" and isinstance(value, str):
-            value = _parse_list(value)
-        elif s.kind == "value" and value is not None and s.parse in (int, float) and not isinstance(value, bool):
-            try:
-                value = s.parse(value)
-            except (TypeError, ValueError):
-                raise InputError(f"{where}: key '{key}' must be a {s.parse.__name__}, got {value!r}") from None
-        values[s.path] = value
+        if value is None and not s.optional:
+            continue  # an empty key keeps the default, as a flag left out would
+        values[s.path] = _value_from_file(s, key, value, where)
     return replace_nested(defaults, values)
+
+
+def _value_from_file(s: Setting, key: str, value: Any, where: str) -> Any:
+    """A config file's value for setting `s`, checked as the command line would check it."""
+    if s.kind in ("bool", "no-bool"):
+        if not isinstance(value, bool):
+            raise InputError(f"{where}: key '{key}' must be true or false, got {value!r}")
+        return not value if s.kind == "no-bool" else value
+    if s.kind == "list":
+        return _parse_list(value)
+    if value is not None and s.parse is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise InputError(f"{where}: key '{key}' must be a whole number, got {value!r}")
+        value = int(value)
+    elif value is not None and s.parse is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{where}: key '{key}' must be a number, got {value!r}")
+        value = float(value)
+    elif value is not None and s.parse is str:
+        value = str(value)
+    if s.choices is not None and value not in s.choices:
+        raise InputError(f"{where}: key '{key}' is {value!r}; use one of {', '.join(map(str, s.choices))}")
+    return value
 
 
 def flag_names(*configs: Any) -> dict[str, str]:

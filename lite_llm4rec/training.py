@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tslrec.backbones.batching import EvalSplit, LeaveOneOutSplits
-from tslrec.backbones.evaluation import EvalConfig, EvalResult, evaluate
+from tslrec.backbones.evaluation import EvalConfig, EvalResult, evaluate, is_metric_name
 from tslrec.core.artifacts import atomic_path
 from tslrec.core.errors import InputError
 from tslrec.core.modules import eval_mode, load_trainable_state, peak_memory_mb, trainable_state
@@ -83,6 +83,7 @@ class LiteTrainConfig:
         require(self.head_lr > 0, self, "head_lr", "must be positive")
         require(self.eval_every is None or self.eval_every >= 1, self, "eval_every", "need at least 1")
         require(self.patience >= 1, self, "patience", "need at least 1")
+        require(is_metric_name(self.select_metric), self, "select_metric", "use HR@K, Recall@K, NDCG@K or MRR@K")
 
     def validate(self) -> LiteTrainConfig:
         """Checked on construction (__post_init__); kept so callers can chain it."""
@@ -188,7 +189,7 @@ def train_lite(
     def validate() -> None:
         t0 = time.perf_counter()
         result = evaluate_lite(model, splits.valid, eval_cfg, device, cfg.bf16)
-        score = result.metrics[cfg.select_metric]
+        score = result.metrics[eval_cfg.metric_key(cfg.select_metric)]
         state.elapsed += time.perf_counter() - t0
         state.history.append(
             {

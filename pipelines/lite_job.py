@@ -20,6 +20,7 @@ import torch
 from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig
 from tslrec.core.artifacts import package_versions, resolve_device, save_tensors, use_deterministic_kernels, write_json
+from tslrec.core.settings import require
 from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_vectors_for_dataset
 from tslrec.lite_llm4rec.model import LiteConfig, build_lite_model
 from tslrec.lite_llm4rec.model_io import save_lite_model
@@ -62,6 +63,9 @@ class LiteJob:
     runtime: Runtime = field(default_factory=Runtime)
 
     def __post_init__(self) -> None:
+        require(
+            self.llm.quantization is None, self.llm, "quantization", "not supported by Lite-LLM4Rec; leave it unset"
+        )
         if self.item.trust_remote_code != self.llm.trust_remote_code:  # one switch for both LLMs
             self.item = replace(self.item, trust_remote_code=self.llm.trust_remote_code)
 

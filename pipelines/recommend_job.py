@@ -24,7 +24,7 @@ from tslrec.core.modules import eval_mode
 from tslrec.core.settings import require
 
 from .data import SequenceDataset
-from .options import Command, Runtime
+from .options import Command
 from .run_folders import load_recorded_dataset
 from .side_information import load_side_information
 
@@ -43,7 +43,7 @@ class RecommendJob:
     out: str | None = field(default=None, metadata={"help": "output file (default: standard output)"})
     dataset: str | None = field(default=None, metadata={"help": "dataset name or path (default: the recorded one)"})
     batch_size: int = field(default=512, metadata={"help": "users scored at once"})
-    runtime: Runtime = field(default_factory=Runtime)
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
 
     def __post_init__(self) -> None:
         require(self.k >= 1, self, "k", "need at least 1")
@@ -103,7 +103,7 @@ def top_k(
 
 def recommend(job: RecommendJob) -> Path | None:
     """Write the top-K lists; returns the output file (None for standard output)."""
-    device = resolve_device(job.runtime.device)
+    device = resolve_device(job.device)
     model, ds = load_trained_model(job.model, job.dataset)
     model.to(device)
     index = {u: i for i, u in enumerate(ds.user_ids)}
@@ -118,6 +118,8 @@ def recommend(job: RecommendJob) -> Path | None:
                 "list original user ids, one per line"
             )
         rows = [index[u] for u in wanted]
+        if not rows:
+            raise InputError(f"RecommendJob.users {job.users}: the file lists no user; one original user id per line")
     else:
         rows = list(range(ds.num_users))
     items, scores = top_k(

@@ -24,7 +24,7 @@ import yaml
 
 from tslrec.core.artifacts import package_versions, read_json, sha256_file, write_json
 from tslrec.core.errors import InputError
-from tslrec.core.settings import as_flags, from_mapping
+from tslrec.core.settings import as_flags, from_mapping, settings_of
 
 from . import ablate_job, stage1_job, stage2_job, train_job
 from .data import DataConfig
@@ -121,6 +121,13 @@ def load_config(path: str | Path, overrides: list[str]) -> dict:
     return cfg
 
 
+def _fill(template: Any, fill: dict[str, Any]) -> Any:
+    """A wiring value: "{seed}" alone gives the seed itself (an int), other strings are formatted."""
+    if isinstance(template, str) and template.startswith("{") and template.endswith("}") and template[1:-1] in fill:
+        return fill[template[1:-1]]
+    return template.format(**fill) if isinstance(template, str) else template
+
+
 def stage_job(stage: Stage, cfg: dict) -> Any:
     """The stage's typed job config: its defaults, the config file's keys for it, then the pipeline's wiring."""
     fill = {
@@ -129,7 +136,13 @@ def stage_job(stage: Stage, cfg: dict) -> Any:
         "seed": cfg.get("seed", 42),
     }
     options: dict[str, Any] = dict(cfg.get("stages", {}).get(stage.name) or {})
-    wired = [k for k in options if k.replace("-", "_") in stage.wiring]
+    paths = {
+        name.lstrip("-").replace("-", "_"): st.path
+        for st in settings_of(stage.command.defaults)
+        for name in (st.flag, *st.aliases)
+    }  # config key (any spelling of the flag) -> setting
+    wired_paths = {paths[k] for k in stage.wiring}
+    wired = [k for k in options if paths.get(str(k).replace("-", "_")) in wired_paths]
     if wired:
         raise InputError(
             f"{cfg['_path']}: key 'stages.{stage.name}.{wired[0]}' is set by the pipeline itself; remove it"
@@ -138,7 +151,7 @@ def stage_job(stage: Stage, cfg: dict) -> Any:
         options = {**(cfg.get("data") or {}), **options}
     where = f"{cfg['_path']}: stages.{stage.name}"
     job = from_mapping(stage.command.defaults, options, where)
-    wiring = {k: v.format(**fill) if isinstance(v, str) else v for k, v in stage.wiring.items()}
+    wiring = {k: _fill(v, fill) for k, v in stage.wiring.items()}
     return from_mapping(job, wiring, where)
 
 

@@ -92,7 +92,7 @@ def load_side_information(
             item_embeddings, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids
         )
         side.sources["item_embeddings"] = {
-            "folder": str(export.folder),
+            "folder": str(Path(export.folder).resolve()),
             "embedding_dim": int(export.embeddings.shape[1]),
             "source": export.manifest.get("source", {}),
         }
@@ -101,7 +101,7 @@ def load_side_information(
     if fusion == "ci":
         if clusters is not None:
             side.clusters = load_clusters(clusters, ds)
-            side.sources["clusters"] = str(clusters)
+            side.sources["clusters"] = str(Path(clusters).resolve())
         elif export is not None and export.item_groups is not None:
             side.clusters = export.item_groups
             side.sources["clusters"] = f"{export.folder} (item_groups)"

@@ -14,8 +14,23 @@ from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig
 from tslrec.backbones.item_embedding import FUSIONS
 from tslrec.backbones.registry import BACKBONES, build_backbone
-from tslrec.backbones.training import TrainConfig, TrainResult, train
-from tslrec.core.artifacts import package_versions, resolve_device, save_tensors, use_deterministic_kernels, write_json
+from tslrec.backbones.training import (
+    TrainConfig,
+    TrainResult,
+    refuse_changed_settings,
+    resume_settings,
+    setting_changes,
+    train,
+)
+from tslrec.core.artifacts import (
+    package_versions,
+    read_json,
+    resolve_device,
+    save_tensors,
+    use_deterministic_kernels,
+    write_json,
+)
+from tslrec.core.errors import InputError
 from tslrec.core.settings import require
 
 from .data import DataConfig, SequenceDataset, load_dataset
@@ -153,6 +168,10 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
         "backbone": job.backbone,
         "side_information": side_information_fingerprint(side),
     }  # with the train/model/eval configs
+    current = resume_settings(model, job.train, job.eval, settings)
+    finished = _finished_run(out, current, job)
+    if finished is not None:
+        return finished
     result = train(
         model,
         splits,
@@ -185,9 +204,27 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
         time.perf_counter() - start,
     )
     record["side_information"] = side.record()
+    record["settings"] = current  # what a re-run into this folder is compared with
     record["dataset_source"] = str(Path(job.dataset).resolve()) if Path(job.dataset).exists() else job.dataset
     write_json(out / "metrics.json", record)  # written last: its presence means the run is complete
     ckpt.unlink(missing_ok=True)
+    return TrainOutcome(record, out)
+
+
+def _finished_run(out: Path, current: dict, job: TrainJob) -> TrainOutcome | None:
+    """The finished run in `out` if it was trained with these settings; InputError naming the first changed
+    setting if it was trained with others (unless job.force); None when there is nothing finished to reuse."""
+    path = out / "metrics.json"
+    wanted = [out / "model.safetensors"] + ([out / "item_embeddings.safetensors"] if job.export_item_embeddings else [])
+    if job.force or not path.is_file() or not all(p.is_file() for p in wanted):
+        return None
+    record = read_json(path, "`tslrec train` metrics")
+    if "settings" not in record:
+        raise InputError(
+            f"{path}: a finished run whose settings were not recorded (an older tslrec); to train again "
+            "pass --force (force=True from Python), or write to another --out"
+        )
+    refuse_changed_settings(path, setting_changes(record["settings"], current), "finished run")
     return TrainOutcome(record, out)
 
 

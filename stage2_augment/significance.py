@@ -109,8 +109,10 @@ class SeedTest:
 
     def text(self) -> str:
         """'+0.0030, p = 0.034: better' (bold when significant); the difference alone with too few seeds."""
-        if not self.has_verdict:
+        if min(self.seeds, self.base_seeds) < MIN_SEEDS:
             return f"{self.mean_diff:+.4f} (fewer than {MIN_SEEDS} seeds: no verdict)"
+        if not self.has_verdict:
+            return f"{self.mean_diff:+.4f} (no spread across seeds: the test is undefined)"
         text = f"{self.mean_diff:+.4f}, p = {format_p(self.p)}: {self.verdict()}"
         return f"**{text}**" if self.significant() else text
 

@@ -12,7 +12,7 @@ from tslrec.backbones.evaluation import EvalConfig, evaluate, metrics_from_ranks
 
 def _split(hist: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor) -> EvalSplit:
     """An evaluation split whose whole history is its input window."""
-    return EvalSplit(hist, lengths, targets, seen=hist, prior=hist)
+    return EvalSplit(hist, lengths, targets, seen=hist, prior_len=(hist > 0).sum(1))
 
 
 def test_rank_counts_ties_against_the_model():

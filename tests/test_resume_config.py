@@ -359,3 +359,19 @@ def test_stage1_job_names_the_flag(tiny_llama_dir, tmp_path, capsys):
     assert err.count("\n") == 1 and "--lr 0.0005, now 0.001" in err and "--force" in err
     assert main([*argv, "--lr", "0.001", "--force"]) == 0
     assert read_json(out / "config.json")["stage1"]["lr"] == 0.001
+
+
+def test_a_finished_train_folder_is_reused_or_refused(tmp_path, capsys):
+    data = tmp_path / "d.txt"
+    data.write_text("".join(f"u{u} " + " ".join(f"i{(u + t) % 9}" for t in range(6)) + "\n" for u in range(12)))
+    argv = ["train", "--dataset", str(data), "--out", str(tmp_path / "run"), "--epochs", "2", "--hidden", "8",
+            "--no-progress"]
+    assert main(argv) == 0
+    first = (tmp_path / "run" / "metrics.json").read_text()
+    assert main(argv) == 0 and (tmp_path / "run" / "metrics.json").read_text() == first  # same settings: reused
+    capsys.readouterr()
+    assert main([*argv, "--lr", "0.01"]) == 2  # other settings: refused, the finished run stays
+    err = capsys.readouterr().err
+    assert "finished run was written with --lr 0.001, now 0.01" in err and "--force" in err
+    assert main([*argv, "--lr", "0.01", "--force"]) == 0
+    assert (tmp_path / "run" / "metrics.json").read_text() != first

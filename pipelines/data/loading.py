@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tslrec.core.errors import InputError
+from tslrec.core.settings import require
 from tslrec.core.wheel_cache import WheelSpec, read_member
 
 from .dataset import SequenceDataset
@@ -24,6 +25,10 @@ class DataConfig:
         default=None, metadata={"help": "drop interactions rated below this (None = keep all)"}
     )
     max_len: int = field(default=50, metadata={"help": "model input window: the most recent items fed to a model"})
+
+    def __post_init__(self) -> None:
+        require(self.kcore >= 0, self, "kcore", "0 (off) or a positive count")
+        require(self.max_len >= 1, self, "max_len", "need at least 1")
 
 
 RECBOLE = WheelSpec(
