@@ -364,8 +364,18 @@ def test_stage1_job_names_the_flag(tiny_llama_dir, tmp_path, capsys):
 def test_a_finished_train_folder_is_reused_or_refused(tmp_path, capsys):
     data = tmp_path / "d.txt"
     data.write_text("".join(f"u{u} " + " ".join(f"i{(u + t) % 9}" for t in range(6)) + "\n" for u in range(12)))
-    argv = ["train", "--dataset", str(data), "--out", str(tmp_path / "run"), "--epochs", "2", "--hidden", "8",
-            "--no-progress"]
+    argv = [
+        "train",
+        "--dataset",
+        str(data),
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "2",
+        "--hidden",
+        "8",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     first = (tmp_path / "run" / "metrics.json").read_text()
     assert main(argv) == 0 and (tmp_path / "run" / "metrics.json").read_text() == first  # same settings: reused
