@@ -89,3 +89,23 @@ def tiny_llm_cfg(tiny_llama_dir):
     from tslrec.llm.loading import LLMConfig
 
     return LLMConfig(name_or_path=str(tiny_llama_dir))
+
+
+def quick_stage1_cfg(**overrides):
+    """A small, fast Stage1Config for the toy data of these tests (K = 4, no baseline run, fp32)."""
+    from tslrec.stage1_reconstruct.config import Stage1Config
+
+    base = dict(
+        k=4,
+        epochs=3,
+        batch_size=4,
+        lr=5e-3,
+        head_lr=1e-2,
+        bf16=False,
+        checkpoint_every=2,
+        val_fraction=0.25,
+        max_items=10,
+        untuned_baseline="none",
+        patience=5,
+    )
+    return Stage1Config(**{**base, **overrides})

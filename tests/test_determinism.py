@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 
 import torch
-from stage1_helpers import clustered_items, tiny_llama_dir, tiny_llm_cfg, user_sequences  # noqa: F401
+from stage1_helpers import clustered_items, quick_stage1_cfg, tiny_llama_dir, tiny_llm_cfg, user_sequences  # noqa: F401
 
 from tslrec.core.artifacts import load_tensors, read_json, use_deterministic_kernels
-from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.training import train_stage1
 
 TABLE, TRUTH = clustered_items(n_items=60, dim=8, k=4, seed=0)
@@ -24,19 +23,7 @@ def saved_tensors(folder) -> dict[str, torch.Tensor]:
 
 def test_stage1_twice_with_one_seed_gives_identical_results(tiny_llm_cfg, tmp_path):
     # bf16 autocast, LoRA dropout, k-means, the user split and a shuffled data order: every random draw seeded
-    cfg = Stage1Config(
-        k=4,
-        epochs=1,
-        batch_size=8,
-        lr=5e-3,
-        head_lr=1e-2,
-        bf16=True,
-        lora_dropout=0.2,
-        val_fraction=0.25,
-        max_items=10,
-        untuned_baseline="none",
-        seed=3,
-    )
+    cfg = quick_stage1_cfg(epochs=1, batch_size=8, bf16=True, lora_dropout=0.2, seed=3)
     runs = [
         train_stage1(TABLE, SEQS, tmp_path / f"run{i}", cfg, tiny_llm_cfg, device="cpu", progress=False)
         for i in range(2)

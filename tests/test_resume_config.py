@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from stage1_helpers import clustered_items, tiny_llama_dir, tiny_llm_cfg, user_sequences  # noqa: F401
+from stage1_helpers import clustered_items, quick_stage1_cfg, tiny_llama_dir, tiny_llm_cfg, user_sequences  # noqa: F401
 from stage2_helpers import write_export, write_toy_dataset
 
 import tslrec.backbones.training as training
@@ -265,20 +265,7 @@ SEQS = user_sequences(TRUTH, n_users=48, k=4, seed=0)
 
 
 def stage1_cfg(**kw) -> Stage1Config:
-    base = dict(
-        k=4,
-        epochs=1,
-        batch_size=8,
-        lr=5e-3,
-        head_lr=1e-2,
-        bf16=False,
-        checkpoint_every=2,
-        val_fraction=0.25,
-        max_items=10,
-        untuned_baseline="none",
-        patience=5,
-    )
-    return Stage1Config(**{**base, **kw})
+    return quick_stage1_cfg(**{"epochs": 1, "batch_size": 8, **kw})
 
 
 def test_stage1_refuses_another_lr_and_force_starts_over(tiny_llm_cfg, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from stage1_helpers import clustered_items, tiny_llama_dir, tiny_llm_cfg, user_sequences  # noqa: F401
+from stage1_helpers import clustered_items, quick_stage1_cfg, tiny_llama_dir, tiny_llm_cfg, user_sequences  # noqa: F401
 
 from tslrec.core.artifacts import load_tensors, read_json
 from tslrec.core.errors import InputError
@@ -20,21 +20,7 @@ SEQS = user_sequences(TRUTH, n_users=48, k=4, seed=0)
 
 
 def quick_cfg(**kw) -> Stage1Config:
-    base = dict(
-        k=4,
-        epochs=3,
-        batch_size=4,
-        lr=5e-3,
-        head_lr=1e-2,
-        bf16=False,
-        checkpoint_every=2,
-        val_fraction=0.25,
-        max_items=10,
-        untuned_baseline="none",
-        patience=5,
-    )
-    base.update(kw)
-    return Stage1Config(**base)
+    return quick_stage1_cfg(**kw)
 
 
 class Killed(Exception):
