@@ -34,7 +34,7 @@ from tslrec.pipelines.ablate_job import print_outcome as print_ablation
 from tslrec.pipelines.ablation_grid import cell_dir, collect, make_grid
 from tslrec.pipelines.ablation_report import summarize
 from tslrec.pipelines.data import DataConfig, SequenceDataset, load_dataset
-from tslrec.pipelines.recommend_job import load_trained_model
+from tslrec.pipelines.recommend_job import rebuild_model
 from tslrec.pipelines.stage2_job import Stage2Job, run_stage2
 from tslrec.pipelines.stage2_job import print_outcome as print_stage2
 
@@ -102,7 +102,7 @@ def history_masked_metrics(
     """The cell's chosen weights evaluated once more with the user's whole history before the target removed
     from the candidates (the Lite-LLM4Rec paper's protocol; a secondary protocol here, always labelled).
     The model is rebuilt from the files the cell itself recorded, with its own evaluation settings."""
-    model, _ = load_trained_model(folder, record["dataset_source"])
+    model = rebuild_model(folder, record, ds)  # the dataset is loaded once for every cell
     model.to(device)
     masked = evaluate_split(
         model, splits.test, EvalConfig(**{**record["config"]["eval"], "mask_history": True}), device

@@ -53,8 +53,13 @@ class RecommendJob:
 def load_trained_model(folder: str | Path, dataset: str | None = None) -> tuple[SequentialRecommender, SequenceDataset]:
     """The model of a finished `tslrec train` folder, rebuilt from the files and settings it recorded, with its
     weights, and the dataset it was trained on."""
-    folder = Path(folder)
     ds, record = load_recorded_dataset(folder, dataset)
+    return rebuild_model(folder, record, ds), ds
+
+
+def rebuild_model(folder: str | Path, record: dict, ds: SequenceDataset) -> SequentialRecommender:
+    """The model a `tslrec train` folder recorded (its metrics.json `record`), on dataset `ds`, with its weights."""
+    folder = Path(folder)
     try:
         side_info, config = record["side_information"], record["config"]["model"]
         fusion = side_info["fusion"]
@@ -69,7 +74,7 @@ def load_trained_model(folder: str | Path, dataset: str | None = None) -> tuple[
         model.load_state_dict(load_tensors(folder / "model.safetensors", "model weights"))
     except RuntimeError as e:
         raise InputError(f"{folder / 'model.safetensors'}: does not fit the recorded model ({str(e)[:80]})") from None
-    return model, ds
+    return model
 
 
 @torch.no_grad()

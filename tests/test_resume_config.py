@@ -209,25 +209,10 @@ def test_train_job_refuses_an_llm_table_with_other_contents(tmp_path, monkeypatc
     assert "side_information.llm_table_sha256=" in capsys.readouterr().err
 
 
-ABLATE = [
-    "--backbones",
-    "gru4rec",
-    "--fusions",
-    "gate",
-    "--seeds",
-    "1",
-    "--epochs",
-    "1",
-    "--hidden",
-    "8",
-    "--layers",
-    "1",
-    "--device",
-    "cpu",
-    "--no-progress",
-    "--activity-groups",
-    "2",
-]
+ABLATE = (
+    "--backbones gru4rec --fusions gate --seeds 1 --epochs 1 --hidden 8"
+    " --layers 1 --device cpu --no-progress --activity-groups 2"
+).split()
 
 
 def test_ablate_refuses_a_swapped_export_and_force_starts_over(tmp_path, capsys):
@@ -307,38 +292,15 @@ def test_stage1_refuses_another_lr_and_force_starts_over(tiny_llm_cfg, tmp_path)
 
 
 def test_stage1_job_names_the_flag(tiny_llama_dir, tmp_path, capsys):
-    from test_stage1_job import write_train_dir
+    from test_stage1_job import stage1_args, write_train_dir
 
     table, truth = clustered_items(n_items=50, dim=8, k=4, seed=2)
     folder, data_file, _ = write_train_dir(
         tmp_path, table, user_sequences(truth, n_users=40, k=4, seed=2, length=(5, 12))
     )
     out = tmp_path / "s1"
-    argv = [
-        "stage1",
-        "--train-dir",
-        str(folder),
-        "--dataset",
-        str(data_file),
-        "--out",
-        str(out),
-        "--llm",
-        str(tiny_llama_dir),
-        "--k",
-        "4",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--no-bf16",
-        "--device",
-        "cpu",
-        "--no-progress",
-        "--untuned-baseline",
-        "none",
-        "--max-users",
-        "12",
-    ]
+    extra = "--epochs 1 --batch-size 8 --no-bf16 --untuned-baseline none --max-users 12".split()
+    argv = ["stage1", *stage1_args(folder, data_file, out, tiny_llama_dir, *extra)]
     assert main(argv) == 0
     capsys.readouterr()
     assert main([*argv, "--lr", "0.001"]) == 2

@@ -45,35 +45,17 @@ def run_cli(*args: str) -> int:
     return main(["stage1", *args])
 
 
+def stage1_args(folder, data_file, out, llm, *extra: str) -> list[str]:
+    """`tslrec stage1` arguments for the toy data: K = 4, CPU, no progress bars, then `extra`."""
+    paths = ["--train-dir", str(folder), "--dataset", str(data_file), "--out", str(out), "--llm", str(llm)]
+    return [*paths, "--k", "4", "--device", "cpu", "--no-progress", *extra]
+
+
 def test_stage1_job_trains_and_targets_use_training_items_only(train_dir, tiny_llama_dir, tmp_path, capsys):
     folder, data_file, ds = train_dir
     out = tmp_path / "s1"
-    code = run_cli(
-        "--train-dir",
-        str(folder),
-        "--dataset",
-        str(data_file),
-        "--out",
-        str(out),
-        "--llm",
-        str(tiny_llama_dir),
-        "--k",
-        "4",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "8",
-        "--no-bf16",
-        "--device",
-        "cpu",
-        "--no-progress",
-        "--lr",
-        "5e-3",
-        "--head-lr",
-        "1e-2",
-        "--untuned-baseline",
-        "none",
-    )
+    extra = "--epochs 2 --batch-size 8 --no-bf16 --lr 5e-3 --head-lr 1e-2 --untuned-baseline none".split()
+    code = run_cli(*stage1_args(folder, data_file, out, tiny_llama_dir, *extra))
     assert code == 0, capsys.readouterr().err
     metrics = read_json(out / "metrics.json")
     assert metrics["metrics"]["mse"] < metrics["metrics"]["mse_global_mean"]
@@ -96,28 +78,8 @@ def test_stage1_targets_never_count_validation_or_test_items(tiny_llama_dir, tmp
     seqs = [np.concatenate([s, rng.choice(held_out, size=2)]) for s in train_seqs]
     folder, data_file, ds = write_train_dir(tmp_path, table, seqs)
     out = tmp_path / "s1"
-    code = run_cli(
-        "--train-dir",
-        str(folder),
-        "--dataset",
-        str(data_file),
-        "--out",
-        str(out),
-        "--llm",
-        str(tiny_llama_dir),
-        "--k",
-        "4",
-        "--max-steps",
-        "1",
-        "--batch-size",
-        "8",
-        "--no-bf16",
-        "--device",
-        "cpu",
-        "--no-progress",
-        "--untuned-baseline",
-        "none",
-    )
+    extra = "--max-steps 1 --batch-size 8 --no-bf16 --untuned-baseline none".split()
+    code = run_cli(*stage1_args(folder, data_file, out, tiny_llama_dir, *extra))
     assert code == 0
     groups = load_tensors(out / "groups.safetensors")
     held_internal = [i for i, orig in enumerate(ds.item_ids) if i > 0 and truth[int(orig[1:])] == 3]
@@ -148,21 +110,7 @@ def test_stage1_job_bad_inputs_exit_2(train_dir, tiny_llama_dir, tmp_path, capsy
         (folder / "item_embeddings.safetensors").unlink()
     elif case == "unknown_llm":
         llm = "not-a-model"
-    code = run_cli(
-        "--train-dir",
-        str(folder),
-        "--dataset",
-        str(data_file),
-        "--out",
-        str(tmp_path / "x"),
-        "--llm",
-        llm,
-        "--k",
-        "4",
-        "--device",
-        "cpu",
-        "--no-progress",
-    )
+    code = run_cli(*stage1_args(folder, data_file, tmp_path / "x", llm))
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert {

@@ -11,25 +11,10 @@ from tslrec.core.artifacts import read_json
 from tslrec.core.errors import InputError
 from tslrec.pipelines.cli import main
 
-GRID = [
-    "--backbones",
-    "gru4rec",
-    "--fusions",
-    "base,ci,gate",
-    "--seeds",
-    "2",
-    "--epochs",
-    "1",
-    "--hidden",
-    "8",
-    "--layers",
-    "1",
-    "--device",
-    "cpu",
-    "--no-progress",
-    "--activity-groups",
-    "3",
-]
+GRID = (
+    "--backbones gru4rec --fusions base,ci,gate --seeds 2 --epochs 1 --hidden 8"
+    " --layers 1 --device cpu --no-progress --activity-groups 3"
+).split()
 
 
 @pytest.fixture(scope="module")
