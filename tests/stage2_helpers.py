@@ -32,3 +32,8 @@ def write_export(folder: Path, ds: SequenceDataset, dim: int = 12, k: int = 4, s
     return save_item_embeddings(
         folder, emb, ds.item_ids, ds.name, ds.hash, category_probs=probs, source={"llm": "random"}, item_groups=groups
     )
+
+
+def gate_train_argv(data, export, out) -> list[str]:
+    """`tslrec train` with the gate fusion over an export: dataset, export folder and output folder."""
+    return ["train", "--dataset", str(data), "--fusion", "gate", "--item-embeddings", str(export), "--out", str(out)]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import write_atomic
+from stage2_helpers import gate_train_argv
 
 from tslrec.pipelines.cli import main
 
@@ -163,17 +164,7 @@ def case_config_bad_override(tmp):
 
 def case_export_missing_manifest(tmp):
     (tmp / "emb").mkdir()
-    return [
-        "train",
-        "--dataset",
-        str(good_dataset(tmp)),
-        "--fusion",
-        "gate",
-        "--item-embeddings",
-        str(tmp / "emb"),
-        "--out",
-        str(tmp / "o"),
-    ], "manifest.json"
+    return gate_train_argv(good_dataset(tmp), tmp / "emb", tmp / "o"), "manifest.json"
 
 
 def _export(tmp: Path) -> tuple[Path, Path]:
@@ -191,33 +182,13 @@ def case_export_truncated(tmp):
     folder, data = _export(tmp)
     f = folder / "item_embeddings.safetensors"
     f.write_bytes(f.read_bytes()[:40])
-    return [
-        "train",
-        "--dataset",
-        str(data),
-        "--fusion",
-        "gate",
-        "--item-embeddings",
-        str(folder),
-        "--out",
-        str(tmp / "o"),
-    ], "item_embeddings.safetensors"
+    return gate_train_argv(data, folder, tmp / "o"), "item_embeddings.safetensors"
 
 
 def case_export_from_another_dataset(tmp):
     folder, _ = _export(tmp)
     other = write_atomic(tmp / "other", [(u, i, 5, t) for u in range(1, 7) for t, i in enumerate(range(u, u + 7))])
-    return [
-        "train",
-        "--dataset",
-        str(other),
-        "--fusion",
-        "gate",
-        "--item-embeddings",
-        str(folder),
-        "--out",
-        str(tmp / "o"),
-    ], str(folder)
+    return gate_train_argv(other, folder, tmp / "o"), str(folder)
 
 
 def case_stage2_unfinished_stage1_folder(tmp):

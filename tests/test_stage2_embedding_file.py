@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from stage2_helpers import write_export, write_toy_dataset
+from stage2_helpers import gate_train_argv, write_export, write_toy_dataset
 
 from tslrec.core.errors import InputError
 from tslrec.pipelines.cli import main
@@ -113,15 +113,7 @@ def test_train_with_an_export_of_another_dataset_exits_2(tmp_path, capsys):
     export = write_export(tmp_path / "export", other)
     code = main(
         [
-            "train",
-            "--dataset",
-            str(data),
-            "--fusion",
-            "gate",
-            "--item-embeddings",
-            str(export),
-            "--out",
-            str(tmp_path / "run"),
+            *gate_train_argv(data, export, tmp_path / "run"),
             "--epochs",
             "1",
             "--device",

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from stage2_helpers import write_export, write_toy_dataset
+from stage2_helpers import gate_train_argv, write_export, write_toy_dataset
 
 from tslrec.core.artifacts import load_tensors, read_json
 from tslrec.pipelines.cli import main
@@ -31,15 +31,7 @@ def test_gate_backbone_trains_from_the_export_folder_alone(toy, tmp_path, capsys
     out = tmp_path / "gate"
     code = main(
         [
-            "train",
-            "--dataset",
-            str(data),
-            "--fusion",
-            "gate",
-            "--item-embeddings",
-            str(export),
-            "--out",
-            str(out),
+            *gate_train_argv(data, export, out),
             *TINY,
         ]
     )
