@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tslrec.core.settings import require
+
+from .losses import full_softmax_ce, sampled_bce
 
 
 @dataclass
@@ -33,6 +34,9 @@ class BackboneConfig:
     )
     num_heads: int = field(default=2, metadata={"flag": "--heads", "help": "attention heads (SASRec)"})
     dropout: float = field(default=0.2, metadata={"help": "dropout on embeddings and inside blocks"})
+    attn_dropout: float | None = field(
+        default=None, metadata={"help": "dropout on attention weights (SASRec); unset = the same as dropout"}
+    )
     caser_window: int = field(default=5, metadata={"help": "Caser: items per convolution window"})
     caser_h_filters: int = field(default=16, metadata={"help": "Caser: horizontal filters per height"})
     caser_v_filters: int = field(default=4, metadata={"help": "Caser: vertical filters"})
@@ -47,6 +51,7 @@ class BackboneConfig:
             f"need at least 1, dividing hidden={self.hidden}",
         )
         require(0.0 <= self.dropout < 1.0, self, "dropout", "must be in [0, 1)")
+        require(self.attn_dropout is None or 0.0 <= self.attn_dropout < 1.0, self, "attn_dropout", "must be in [0, 1)")
 
 
 class SequentialRecommender(nn.Module):
@@ -81,15 +86,9 @@ class SequentialRecommender(nn.Module):
         h, y = states[mask], targets[mask]  # [T, H], [T]
         table = self.item_embedding.table()  # [N+1, H]
         if kind == "ce":
-            logits = h @ table[1:].t()  # [T, N]
-            return F.cross_entropy(logits, y - 1)
+            return full_softmax_ce(h, table[1:], y - 1)
         if kind == "bce":
-            neg = torch.randint(1, table.size(0), y.shape, device=y.device, generator=generator)  # [T]
-            pos_logit = (h * table[y]).sum(-1)
-            neg_logit = (h * table[neg]).sum(-1)
-            return F.binary_cross_entropy_with_logits(
-                pos_logit, torch.ones_like(pos_logit)
-            ) + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
+            return sampled_bce(h, table, y, generator)
         raise ValueError(f"unknown loss '{kind}'")
 
 
@@ -102,8 +101,3 @@ def init_weights(module: nn.Module) -> None:
         if isinstance(module, nn.Embedding) and module.padding_idx is not None:
             with torch.no_grad():
                 module.weight[module.padding_idx].zero_()
-
-
-def causal_mask(length: int, device: torch.device) -> torch.Tensor:
-    """[L, L] bool mask, True where attention is NOT allowed (future positions)."""
-    return torch.triu(torch.ones(length, length, dtype=torch.bool, device=device), diagonal=1)

@@ -49,7 +49,16 @@ class EvalConfig:
         },
     )
     seed: int = field(default=2024, metadata={"flag": "--eval-seed", "help": "seed of the negative sampler"})
-    batch_size: int = field(default=512, metadata={"flag": "--eval-batch-size", "help": "users scored at once"})
+    batch_size: int = field(
+        default=32, metadata={"flag": "--eval-batch-size", "help": "users scored at once (small batches stay in cache)"}
+    )
+    bf16: bool = field(
+        default=False,
+        metadata={
+            "flag": "--eval-bf16",
+            "help": "encode users under bfloat16 autocast; the user states and item table are cast to float32 to score",
+        },
+    )
 
     def __post_init__(self) -> None:
         require(self.batch_size >= 1, self, "batch_size", "need at least 1")
@@ -130,30 +139,29 @@ def evaluate(
     """
     cfg = cfg or EvalConfig()
     gen = torch.Generator().manual_seed(cfg.seed)
-    all_ranks = []
-    for s in range(0, len(split.targets), cfg.batch_size):
-        seq = split.history[s : s + cfg.batch_size].to(device)
-        lens = split.lengths[s : s + cfg.batch_size].to(device)
-        tgt = split.targets[s : s + cfg.batch_size].to(device)
-        scores = score_fn(seq, lens)  # [B, N+1]
+    order = torch.argsort(split.lengths, stable=True)  # users of similar length together: less padding to encode
+    ranks = torch.empty(len(split.targets), dtype=torch.long)
+    for s in range(0, len(order), cfg.batch_size):
+        users = order[s : s + cfg.batch_size]  # [B]
+        lens = split.lengths[users]
+        seq = split.history[users, : max(1, int(lens.max()))].to(device)  # [B, width]: right padding trimmed
+        tgt = split.targets[users].to(device)
+        scores = score_fn(seq, lens.to(device))  # [B, N+1]
         if scores.dtype != torch.float32:
             raise ValueError(
                 f"evaluate: scores are {scores.dtype}; rank float32 scores (compute the scores "
                 "outside autocast, or cast the user state and item table to float32 first)"
             )
         if cfg.sampled_negatives:
-            ranks = ranks_sampled(
-                scores, tgt, split.seen[s : s + cfg.batch_size].to(device), cfg.sampled_negatives, gen
-            )
+            batch_ranks = ranks_sampled(scores, tgt, split.seen[users].to(device), cfg.sampled_negatives, gen)
         else:
             prior = None
             if cfg.mask_history:
-                seen = split.seen[s : s + cfg.batch_size]  # [B, n]
-                before = torch.arange(seen.shape[1]) < split.prior_len[s : s + cfg.batch_size, None]  # [B, n]
+                seen = split.seen[users]  # [B, n]
+                before = torch.arange(seen.shape[1]) < split.prior_len[users, None]  # [B, n]
                 prior = (seen * before).to(device)  # the whole history before the target, 0 = pad
-            ranks = ranks_full(scores, tgt, prior)
-        all_ranks.append(ranks.cpu())
-    ranks = torch.cat(all_ranks)
+            batch_ranks = ranks_full(scores, tgt, prior)
+        ranks[users] = batch_ranks.cpu()
     prefix = "sampled_" if cfg.sampled_negatives else ""
     per_user = metrics_from_ranks(ranks, cfg.ks, prefix)
     return EvalResult({k: float(v.mean()) for k, v in per_user.items()}, per_user, ranks, cfg.protocol)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -29,7 +30,7 @@ from tslrec.core.run_state import RunState
 from tslrec.core.settings import require
 
 from .base import SequentialRecommender
-from .batching import EvalSplit, LeaveOneOutSplits
+from .batching import WINDOWS, EvalSplit, LeaveOneOutSplits, length_bucketed_batches
 from .evaluation import EvalConfig, EvalResult, evaluate, is_metric_name
 
 
@@ -38,7 +39,18 @@ class TrainConfig:
     """Optimisation and model-selection settings."""
 
     epochs: int = field(default=200, metadata={"help": "maximum epochs"})
-    batch_size: int = field(default=128, metadata={"help": "users per step (every position of each user is trained)"})
+    batch_size: int = field(default=128, metadata={"help": "training windows per step (see windows)"})
+    windows: str = field(
+        default="fixed",
+        metadata={
+            "choices": WINDOWS,
+            "help": (
+                "how each user's training items become max_len windows: fixed = non-overlapping, counted back "
+                "from the most recent (every item a target each epoch); shifted = the same with a random offset "
+                "each epoch; last = only the most recent window"
+            ),
+        },
+    )
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     loss: str = field(
@@ -80,14 +92,21 @@ class TrainResult:
     peak_memory_mb: float = 0.0  # peak RSS (CPU) or peak allocated (CUDA)
 
 
-def _score_fn(model: SequentialRecommender):
-    return lambda seq, lens: model.score(model(seq, lens))
+def score_users(model: SequentialRecommender, bf16: bool = False):
+    """score_fn for `evaluate`: scores [B, N+1] in float32; with `bf16` the encoder runs under bf16 autocast."""
+
+    def score(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(seq.device.type, dtype=torch.bfloat16, enabled=bf16):
+            state = model(seq, lengths)  # [B, H]
+        return model.score(state.float())  # the item table is built outside autocast: float32
+
+    return score
 
 
 def evaluate_split(model: SequentialRecommender, split: EvalSplit, cfg: EvalConfig, device: torch.device) -> EvalResult:
     """Evaluate `model` on one split (eval mode, no grad)."""
     with eval_mode(model):
-        return evaluate(_score_fn(model), split, cfg, device=device)
+        return evaluate(score_users(model, cfg.bf16), split, cfg, device=device)
 
 
 class _Missing:
@@ -222,7 +241,6 @@ def train(
             torch.cuda.set_rng_state(saved["cuda_rng"], device)
         if gen is not None and saved.get("gen") is not None:
             gen.set_state(saved["gen"])
-    n = len(splits.train_inputs)
     bar = tqdm(
         total=cfg.epochs,
         initial=state.epoch,
@@ -234,41 +252,46 @@ def train(
     while state.epoch < cfg.epochs and not state.stopped:
         t0 = time.perf_counter()
         model.train()
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch))
-        total, steps = 0.0, 0
-        for s in range(0, n, cfg.batch_size):
-            idx = order[s : s + cfg.batch_size]
-            inputs = splits.train_inputs[idx].to(device)
-            targets = splits.train_targets[idx].to(device)
-            width = int((inputs > 0).sum(1).max())  # trim all-padding columns
+        windows = splits.windows(cfg.windows, np.random.default_rng([cfg.seed, state.epoch]))
+        batches = length_bucketed_batches(
+            windows.lengths, cfg.batch_size, torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch)
+        )
+        total = torch.zeros((), device=device)  # summed on the device: no host sync per step
+        for idx in batches:
+            width = int(windows.lengths[idx].max())  # trim all-padding columns
+            inputs = windows.inputs[idx, :width].to(device)  # [B, width]
+            targets = windows.targets[idx, :width].to(device)  # [B, width]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = model.loss(inputs[:, :width], targets[:, :width], cfg.loss, gen)
+                loss = model.loss(inputs, targets, cfg.loss, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            total += loss.item()
-            steps += 1
+            total += loss.detach()
+        steps = len(batches)
         train_seconds = time.perf_counter() - t0
         valid = evaluate_split(model, splits.valid, eval_cfg, device)
         score = valid.metrics[eval_cfg.metric_key(cfg.select_metric)]
         state.epoch += 1
         state.elapsed += time.perf_counter() - t0
         state.train_seconds += train_seconds
+        mean_loss = float(total) / max(steps, 1)
         state.history.append(
             {
                 "epoch": state.epoch,
-                "loss": total / max(steps, 1),
+                "loss": mean_loss,
                 f"valid_{cfg.select_metric}": score,
                 "train_seconds": train_seconds,
+                "elapsed_seconds": state.elapsed,  # since the start: training and validation
+                "targets": windows.num_targets,
             }
         )
         if state.record(score, state.epoch, higher_is_better=True, min_delta=cfg.min_delta):
             best_weights = copy.deepcopy(model.state_dict())
         state.stopped = state.should_stop(cfg.patience)
         bar.update(1)
-        bar.set_postfix(loss=f"{total / max(steps, 1):.4f}", val=f"{score:.4f}", best=state.best_text())
+        bar.set_postfix(loss=f"{mean_loss:.4f}", val=f"{score:.4f}", best=state.best_text())
         if ckpt is not None:
             with atomic_path(ckpt) as tmp:
                 torch.save(

@@ -37,6 +37,19 @@ def test_contract_shapes_and_causality(name):
     # right padding does not change the user state
     h_short = model(seq[:1, :4], lengths[:1])
     assert torch.allclose(h[:1], h_short, atol=1e-5)
+    # the user state is the encoder's state at the last real item (SASRec computes it alone)
+    assert torch.allclose(h, states[torch.arange(2), lengths - 1], atol=1e-5)
+
+
+def test_fast_dropout_drops_at_its_rate_and_keeps_the_mean():
+    from tslrec.backbones.dropout import FastDropout
+
+    torch.manual_seed(0)
+    x = torch.ones(300_001)
+    y = FastDropout(0.2).train()(x)
+    assert abs(float((y == 0).float().mean()) - 0.2) < 0.005  # a biased bit would give 0.15 or 0.25
+    assert abs(float(y.mean()) - 1.0) < 0.01
+    assert torch.equal(FastDropout(0.2).eval()(x), x)
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))

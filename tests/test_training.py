@@ -12,8 +12,9 @@ def test_splits_follow_leave_one_out():
     import numpy as np
 
     s = LeaveOneOutSplits.from_sequences([np.array([1, 2, 3, 4, 5]), np.array([6, 7, 8])], 8, max_len=3)
-    assert s.train_inputs.tolist() == [[1, 2]]  # user 2 has one training item and no training target
-    assert s.train_targets.tolist() == [[2, 3]]
+    windows = s.windows("fixed")
+    assert windows.inputs.tolist() == [[1, 2]]  # user 2 has one training item and no training target
+    assert windows.targets.tolist() == [[2, 3]]
     assert s.valid.history.tolist() == [[1, 2, 3], [6, 0, 0]] and s.valid.targets.tolist() == [4, 7]
     assert s.test.history.tolist() == [[2, 3, 4], [6, 7, 0]] and s.test.targets.tolist() == [5, 8]
     assert pad_right([np.array([1, 2, 3])], 2)[0].tolist() == [[2, 3]]

@@ -1,0 +1,56 @@
+"""Every training interaction is a target in every epoch, however long the sequence is against max_len."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from tslrec.backbones.batching import LeaveOneOutSplits, length_bucketed_batches, window_starts
+
+
+def _targets(windows) -> Counter:
+    """(previous item, target) pairs the windows train on."""
+    pairs = Counter()
+    for x, y, n in zip(windows.inputs.tolist(), windows.targets.tolist(), windows.lengths.tolist(), strict=True):
+        pairs.update(zip(x[:n], y[:n], strict=True))
+    return pairs
+
+
+LONG = [np.arange(1, 24), np.arange(30, 37), np.arange(40, 44)]  # 21, 5 and 2 training items (+ valid, test)
+
+
+@pytest.mark.parametrize("mode", ["fixed", "shifted"])
+def test_every_training_target_once_per_epoch(mode):
+    splits = LeaveOneOutSplits.from_sequences(LONG, 50, max_len=4)
+    expected = Counter()
+    for s in LONG:
+        t = s[:-2]
+        expected.update(zip(t[:-1].tolist(), t[1:].tolist(), strict=True))
+    for epoch in range(3):
+        windows = splits.windows(mode, np.random.default_rng([0, epoch]))
+        assert _targets(windows) == expected  # each (input, target) pair exactly once
+        assert windows.num_targets == splits.num_train_targets == 20 + 4 + 1
+        assert windows.inputs.shape[1] == 4
+
+
+def test_last_window_keeps_only_the_most_recent_targets():
+    windows = LeaveOneOutSplits.from_sequences(LONG, 50, max_len=4).windows("last")
+    assert windows.num_targets == 4 + 4 + 1
+    assert windows.targets[0].tolist() == [18, 19, 20, 21]
+
+
+def test_shifted_windows_move_between_epochs():
+    starts = {tuple(window_starts(20, 4, off)) for off in range(4)}
+    assert len(starts) == 4 and all(s[0] == 0 for s in starts)
+    splits = LeaveOneOutSplits.from_sequences(LONG, 50, max_len=4)
+    cuts = {tuple(splits.windows("shifted", np.random.default_rng([0, e])).lengths.tolist()) for e in range(8)}
+    assert len(cuts) > 1
+
+
+def test_bucketed_batches_cover_every_row_once_and_group_lengths():
+    lengths = torch.tensor([1, 50, 2, 49, 3, 48, 4, 47])
+    batches = length_bucketed_batches(lengths, 2, torch.Generator().manual_seed(0))
+    assert sorted(torch.cat(batches).tolist()) == list(range(8))
+    assert all(len(b) == 2 for b in batches)
+    assert all(abs(int(lengths[b[0]]) - int(lengths[b[1]])) <= 1 for b in batches)  # long with long
