@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import BackboneConfig, SequentialRecommender
+from .dropout import FastDropout
 
 
 class Caser(SequentialRecommender):
@@ -20,7 +21,7 @@ class Caser(SequentialRecommender):
         W, H = cfg.caser_window, cfg.hidden
         self.vertical = nn.Conv2d(1, cfg.caser_v_filters, (W, 1))
         self.horizontal = nn.ModuleList(nn.Conv2d(1, cfg.caser_h_filters, (h, H)) for h in range(1, W + 1))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = FastDropout(cfg.dropout)
         self.fc = nn.Linear(cfg.caser_v_filters * H + cfg.caser_h_filters * W, H)
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B, L, H]

@@ -13,13 +13,14 @@ import torch
 from torch import nn
 
 from .base import BackboneConfig, SequentialRecommender
+from .dropout import FastDropout
 
 
 class CausalFilter(nn.Module):
     def __init__(self, max_len: int, hidden: int, dropout: float):
         super().__init__()
         self.kernel = nn.Parameter(torch.randn(max_len, hidden) * 0.02)  # [L, H]
-        self.drop = nn.Dropout(dropout)
+        self.drop = FastDropout(dropout)
         self.norm = nn.LayerNorm(hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, L, H] -> [B, L, H]
@@ -39,7 +40,7 @@ class FMLPBlock(nn.Module):
             nn.Linear(cfg.hidden, 4 * cfg.hidden),
             nn.GELU(),
             nn.Linear(4 * cfg.hidden, cfg.hidden),
-            nn.Dropout(cfg.dropout),
+            FastDropout(cfg.dropout),
         )
         self.norm = nn.LayerNorm(cfg.hidden)
 
@@ -53,7 +54,7 @@ class FMLPRec(SequentialRecommender):
         super().__init__(cfg, item_embedding)
         self.pos = nn.Embedding(cfg.max_len, cfg.hidden)
         self.norm = nn.LayerNorm(cfg.hidden)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = FastDropout(cfg.dropout)
         self.blocks = nn.ModuleList(FMLPBlock(cfg) for _ in range(cfg.num_layers))
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B, L, H]

@@ -6,12 +6,13 @@ import torch
 from torch import nn
 
 from .base import BackboneConfig, SequentialRecommender
+from .dropout import FastDropout
 
 
 class GRU4Rec(SequentialRecommender):
     def __init__(self, cfg: BackboneConfig, item_embedding: nn.Module):
         super().__init__(cfg, item_embedding)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = FastDropout(cfg.dropout)
         self.gru = nn.GRU(cfg.hidden, cfg.hidden, num_layers=1, batch_first=True)
         self.dense = nn.Linear(cfg.hidden, cfg.hidden)
 

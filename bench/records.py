@@ -50,8 +50,12 @@ def load(name: str) -> list[dict]:
     return json.loads(path.read_text()) if path.is_file() else []
 
 
+COMMIT_AT_START = git_commit()  # the code a long benchmark runs is the code it started with
+
+
 def add(name: str, record: dict) -> None:
-    """Append `record` (with command and commit), replacing an earlier run with the same key."""
-    record = {**record, "command": command_line(), "commit": git_commit()}
+    """Append `record` (with command and the commit the process started at), replacing an earlier run with the
+    same key."""
+    record = {**record, "command": command_line(), "commit": COMMIT_AT_START}
     records = [r for r in load(name) if tuple(r.get(k) for k in KEY) != tuple(record.get(k) for k in KEY)]
     write_json(RESULTS / f"{name}.json", records + [record])
