@@ -11,6 +11,7 @@ DEFAULT_PREFIX = "Given the user's purchase history, predict the user's distribu
 DEFAULT_SUFFIX = "Response:"
 UNTUNED_BASELINES = ("none", "head", "head+proj")
 KMEANS = ("auto", "kmeans", "minibatch")
+PROMPTS = ("windows", "history")
 
 
 @dataclass
@@ -35,7 +36,17 @@ class Stage1Config:
     # prompt
     max_items: int = field(
         default=50,
-        metadata={"help": "N: the last N training items of a user go into the prompt (targets use all of them)"},
+        metadata={"help": "N: at most N items in a prompt; the target counts exactly the items the prompt shows"},
+    )
+    prompts: str = field(
+        default="windows",
+        metadata={
+            "choices": PROMPTS,
+            "help": (
+                "training prompts: windows = a random run of 1..max_items consecutive training items per user "
+                "and epoch (one-item prompts included, as stage 2 asks); history = the last max_items (the paper)"
+            ),
+        },
     )
     prefix_text: str = field(default=DEFAULT_PREFIX, metadata={"help": "text before the items; '{k}' is replaced by K"})
     suffix_text: str = field(
@@ -75,6 +86,10 @@ class Stage1Config:
         default=4, metadata={"help": "passes over the training users (one LLM pass per user per epoch)"}
     )
     max_steps: int | None = field(default=None, metadata={"help": "cap on optimizer steps (None = epochs decide)"})
+    max_minutes: float | None = field(
+        default=None,
+        metadata={"help": "budget of training minutes (validation excluded); then validate once more and stop"},
+    )
     batch_size: int = field(default=16, metadata={"help": "users per micro-batch"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     eval_batch_size: int = field(default=64, metadata={"help": "users per batch for validation / inference"})
@@ -125,12 +140,14 @@ class Stage1Config:
         require(self.k >= 2, self, "k", "need at least 2 groups")
         require(self.max_items >= 1, self, "max_items", "need at least 1")
         require(self.pooling in ("last", "mean"), self, "pooling", "use last or mean")
+        require(self.prompts in PROMPTS, self, "prompts", "use windows or history")
         require(self.lora_r >= 1, self, "lora_r", "need at least 1")
         require(0.0 <= self.lora_dropout < 1.0, self, "lora_dropout", "must be in [0, 1)")
         require(self.lr > 0, self, "lr", "must be positive")
         require(self.head_lr > 0, self, "head_lr", "must be positive")
         require(self.epochs >= 1, self, "epochs", "need at least 1")
         require(self.max_steps is None or self.max_steps >= 1, self, "max_steps", "need at least 1")
+        require(self.max_minutes is None or self.max_minutes > 0, self, "max_minutes", "must be positive")
         require(self.batch_size >= 1, self, "batch_size", "need at least 1")
         require(self.eval_batch_size >= 1, self, "eval_batch_size", "need at least 1")
         require(self.grad_accum >= 1, self, "grad_accum", "need at least 1")

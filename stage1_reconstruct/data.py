@@ -10,7 +10,7 @@ import torch
 from tslrec.core.errors import InputError
 from tslrec.llm.soft_prompt import left_pad_ids
 
-from .config import Stage1Config
+from .config import PROMPTS, Stage1Config
 from .grouping import ItemGroups, kmeans_item_groups, user_group_targets
 
 
@@ -21,7 +21,7 @@ class Stage1Data:
     item_embeddings: torch.Tensor  # float32 [N+1, D]; row 0 = padding
     train_sequences: list[np.ndarray]  # per user: TRAINING item ids only (1..N), chronological
     groups: ItemGroups  # k-means result
-    targets: np.ndarray  # float32 [U, K]: normalised group counts of training items
+    targets: np.ndarray  # float32 [U, K]: group distribution of the items each user's full prompt shows
     train_users: np.ndarray  # int64: users trained on
     val_users: np.ndarray  # int64: held-out users for validation MSE (early stopping)
     test_users: np.ndarray  # int64: held-out users for the reported MSE (empty if test_fraction = 0)
@@ -49,13 +49,17 @@ def check_inputs(item_embeddings: np.ndarray, train_sequences: list[np.ndarray],
 def prepare_stage1_data(
     item_embeddings: np.ndarray, train_sequences: list[np.ndarray], cfg: Stage1Config, source: str = "item embeddings"
 ) -> Stage1Data:
-    """k-means groups, targets from training items only, and a seeded user split."""
+    """k-means groups, targets from training items only, and a seeded user split.
+
+    A user's target is the group distribution of exactly the items the prompt shows: the last
+    `max_items` training items (the whole training history when it is shorter).
+    """
     emb = check_inputs(item_embeddings, train_sequences, source)
     groups = kmeans_item_groups(
         emb, cfg.k, seed=cfg.seed, algorithm=cfg.kmeans_algorithm, normalize=cfg.kmeans_normalize, source=source
     )
     sequences = [np.asarray(s, dtype=np.int64) for s in train_sequences]
-    targets = user_group_targets(sequences, groups.item_group, cfg.k)
+    targets = user_group_targets([q[-cfg.max_items :] for q in sequences], groups.item_group, cfg.k)
     rng = np.random.default_rng(cfg.seed)
     usable = np.array([u for u, s in enumerate(sequences) if len(s) > 0], dtype=np.int64)
     usable = rng.permutation(usable)
@@ -80,16 +84,39 @@ def prepare_stage1_data(
 
 
 class UserBatches:
-    """Collate user indices into (ids [B, T], mask [B, T], targets [B, K]) of the last max_items items."""
+    """Collate user indices into (ids [B, T], mask [B, T], targets [B, K]).
 
-    def __init__(self, data: Stage1Data, max_items: int):
-        self.data = data
-        self.max_items = max_items
+    mode 'history': each user's last `max_items` training items and `data.targets` (validation, test, the
+    paper's form of training). mode 'windows': for each user a random window of 1..max_items consecutive
+    training items, drawn from (seed, epoch, user) so a resumed epoch draws the same windows, and the
+    group distribution of exactly those items as the target.
+    """
+
+    def __init__(self, data: Stage1Data, max_items: int, mode: str = "history", seed: int = 0, epoch: int = 0):
+        if mode not in PROMPTS:
+            raise ValueError(f"Stage1Config.prompts: unknown mode '{mode}'; use one of {', '.join(PROMPTS)}")
+        self.data, self.max_items, self.mode = data, max_items, mode
+        self.seed, self.epoch = seed, epoch
+
+    def window(self, user: int) -> np.ndarray:
+        """This epoch's random window of `user`'s training items (1..max_items of them, consecutive)."""
+        seq = self.data.train_sequences[user]
+        rng = np.random.default_rng([self.seed, self.epoch, user])
+        n = int(rng.integers(1, min(self.max_items, len(seq)) + 1))
+        start = int(rng.integers(0, len(seq) - n + 1))
+        return seq[start : start + n]
 
     def __call__(self, users: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        ids, mask = left_pad_ids([self.data.train_sequences[u] for u in users], self.max_items)  # [B, T]
-        targets = torch.from_numpy(self.data.targets[np.asarray(users, dtype=np.int64)])  # [B, K]
-        return ids, mask, targets
+        if self.mode == "history":
+            ids, mask = left_pad_ids([self.data.train_sequences[u] for u in users], self.max_items)  # [B, T]
+            targets = torch.from_numpy(self.data.targets[np.asarray(users, dtype=np.int64)])  # [B, K]
+            return ids, mask, targets
+        shown = [self.window(u) for u in users]
+        ids, mask = left_pad_ids(shown, self.max_items)  # [B, T]
+        k = self.data.targets.shape[1]
+        group = self.data.groups.item_group
+        targets = np.stack([np.bincount(group[w], minlength=k)[:k] / len(w) for w in shown]).astype(np.float32)
+        return ids, mask, torch.from_numpy(targets)  # targets [B, K]
 
 
 def epoch_order(users: np.ndarray, seed: int, epoch: int) -> list[int]:

@@ -277,7 +277,6 @@ class _Stage1Run:
         self.dev, self.main = accelerator.device, accelerator.is_main_process
         self.progress = progress and self.main
         self.table = data.item_embeddings.to(self.dev)  # [N+1, D]
-        self.collate = UserBatches(data, cfg.max_items)
         self.batches_per_epoch = len(self.loader_for(0))
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.grad_accum)
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -305,7 +304,7 @@ class _Stage1Run:
                 epoch_order(self.data.train_users, cfg.seed, epoch),
                 batch_size=cfg.batch_size,
                 shuffle=False,
-                collate_fn=self.collate,
+                collate_fn=UserBatches(self.data, cfg.max_items, cfg.prompts, cfg.seed, epoch),
                 generator=torch.Generator().manual_seed(cfg.seed + epoch),
             )
         )
@@ -379,6 +378,13 @@ class _Stage1Run:
         after a validation, every checkpoint_every steps and at the last step; True to leave the epoch."""
         s, cfg = self.state, self.cfg
         finished = s.step >= self.total_steps
+        if not finished and self._out_of_time():  # the budget is spent: keep the better of now and the best so far
+            self.pause_clock()
+            self.validate()
+            s.stopped = True
+            self.checkpoint()
+            self.resume_clock()
+            return True
         if cfg.eval_every and s.step % cfg.eval_every == 0 and not finished:
             self.pause_clock()
             s.stopped = self.validate()
@@ -392,6 +398,16 @@ class _Stage1Run:
         if self.on_step is not None:
             self.on_step(s.step)
         return finished or s.stopped
+
+    def _out_of_time(self) -> bool:
+        """True once the training minutes (`Stage1Config.max_minutes`) are spent; every process agrees."""
+        if self.cfg.max_minutes is None:
+            return False
+        spent = self.state.train_seconds + time.time() - self._clock[0]
+        flag = torch.tensor([float(spent >= 60 * self.cfg.max_minutes)], device=self.dev)
+        if self.accelerator.num_processes > 1:
+            flag = self.accelerator.reduce(flag, reduction="max")  # the slowest clock must not leave the others
+        return bool(flag.item())
 
     def _end_epoch(self) -> None:
         """At an epoch's end: validate (unless eval_every decides when, but always after the last step), move on to

@@ -100,3 +100,11 @@ def test_grad_accumulation_max_steps_and_untuned_baseline(tiny_llm_cfg, tmp_path
     log = read_json(tmp_path / "acc" / "log.json")
     assert [r["step"] for r in log if "val_mse" in r] == [3, 6, 7]
     assert 0 < metrics["metrics"]["mse_untuned_llm"] and 0 <= metrics["metrics"]["untuned_llm_best_step"] <= 1000
+
+
+def test_minutes_budget_stops_after_one_step_and_validates_it(tiny_llm_cfg, tmp_path):
+    cfg = quick_cfg(max_minutes=1e-9, untuned_baseline="none")  # spent after the first step
+    metrics = train_stage1(TABLE, SEQS, tmp_path / "budget", cfg, tiny_llm_cfg, device="cpu", progress=False)
+    assert metrics["steps"] == 1
+    log = read_json(tmp_path / "budget" / "log.json")
+    assert [r["step"] for r in log if "val_mse" in r] == [1]  # the last weights are validated before stopping
