@@ -13,14 +13,14 @@ import torch
 from torch import nn
 
 
-def keep_mask(shape: torch.Size, p: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Random mask of `shape` with 0 where dropped (probability p) and 1 / (1 - p) where kept."""
+def drop_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+    """Random bool mask of `shape`, True where an element is dropped (probability p)."""
     n = shape.numel()
     words = (n + 2) // 3
     bits = torch.empty(words, dtype=torch.int64, device=device).random_()  # 63 random bits each (sign bit is 0)
-    u16 = bits.view(torch.int16).view(words, 4)[:, :3].reshape(-1)[:n]  # [n] the 3 low 16-bit words, -32768..32767
-    keep = u16 >= round(p * 65536) - 32768
-    return torch.where(keep, 1.0 / (1.0 - p), 0.0).to(dtype).view(shape)
+    # [n]: the 3 low 16-bit words of each draw (little-endian, as on every platform torch runs on), -32768..32767
+    u16 = bits.view(torch.int16).view(words, 4)[:, :3].reshape(-1)[:n]
+    return (u16 < round(p * 65536) - 32768).view(shape)
 
 
 class FastDropout(nn.Module):
@@ -31,7 +31,7 @@ class FastDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        return x * keep_mask(x.shape, self.p, x.device, x.dtype)
+        return x.masked_fill(drop_mask(x.shape, self.p, x.device), 0.0) * (1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
