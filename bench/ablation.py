@@ -5,13 +5,18 @@
     # reuse an export, smaller grid; every flag of `tslrec ablate` is accepted
     python bench/ablation.py --dataset ml-100k --item-embeddings runs/ml-100k/stage2 --stage1-dir runs/ml-100k/stage1 \
         --backbones sasrec --seeds 1 --epochs 3
+    # gate over the LLM export and over the stage-0 SASRec's own table (the no-LLM control), one grid
+    python bench/ablation.py --dataset ml-100k --item-embeddings tuned=runs/ml-100k/stage2,stage0=runs/ml-100k/stage0 \
+        --stage1-dir runs/ml-100k/stage1 --fusions base,ci,gate
 
 --out is the benchmark's folder (default runs/bench-ablation-<dataset>): the grid goes to <out>/grid and a
 stage-2 export made here to <out>/stage2. Runs stage 2 (unless --item-embeddings is given) and the grid
 in-process through their typed entry points, then writes
 bench/results/<name>.json (default ablation-<dataset>.json): one record per cell (dataset, model,
-variant, seed, test metrics, timings) plus one record for stage 2 itself (seconds per 1,000 items),
-each with the command and commit. Re-running resumes the grid (finished cells are not retrained).
+variant (base, ci, gate:tuned, gate:stage0; gate for a grid made before item-table sources), fusion, source,
+seed, test metrics, timings, the Welch tests against base and, with labelled sources, against ci and
+gate:stage0) plus one record for stage 2 itself (seconds per 1,000 items), each with the command and
+commit. Re-running resumes the grid (finished cells are not retrained).
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ from tslrec.core.errors import InputError
 from tslrec.core.settings import add_arguments, from_namespace, in_flags
 from tslrec.pipelines.ablate_job import AblateJob, run_ablation
 from tslrec.pipelines.ablate_job import print_outcome as print_ablation
-from tslrec.pipelines.ablation_grid import cell_dir, collect, make_grid
-from tslrec.pipelines.ablation_report import summarize
+from tslrec.pipelines.ablation_grid import cell_dir
+from tslrec.pipelines.ablation_report import compare, has_sources, summarize
 from tslrec.pipelines.data import DataConfig, SequenceDataset, load_dataset
 from tslrec.pipelines.recommend_job import rebuild_model
+from tslrec.pipelines.side_information import TUNED, item_table_sources
 from tslrec.pipelines.stage2_job import Stage2Job, run_stage2
 from tslrec.pipelines.stage2_job import print_outcome as print_stage2
+from tslrec.stage2_augment.significance import SeedTest
 
 
 def stage2_record(export: Path, dataset: str) -> dict | None:
@@ -110,6 +117,19 @@ def history_masked_metrics(
     return {k: round(v, 6) for k, v in masked.metrics.items()}
 
 
+def seed_test_record(t: SeedTest) -> dict:
+    """A Welch test over seeds as a benchmark record field."""
+    return {
+        "test": t.name,
+        "mean_diff": round(t.mean_diff, 6),
+        "t": t.t,
+        "p": t.p,
+        "seeds": t.seeds,
+        "base_seeds": t.base_seeds,
+        "verdict": t.verdict(),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", default=None, help="results file name (default ablation-<dataset>)")
@@ -120,7 +140,7 @@ def main() -> None:
         args.out = f"runs/bench-ablation-{Path(vars(args).get('dataset', defaults.dataset)).stem}"
     try:
         job = from_namespace(defaults, args)
-        if job.side.item_embeddings is None and job.side.clusters is None:
+        if not job.side.item_embeddings and job.side.clusters is None:
             raise InputError("pass --stage1-dir (stage 2 runs first) or --item-embeddings")
         record_grid(job, args.name)
     except InputError as e:
@@ -131,14 +151,15 @@ def record_grid(job: AblateJob, name: str | None) -> None:
     """Stage 2 if needed, the grid, then one record per finished cell (and one for stage 2)."""
     stem = Path(job.dataset).stem
     out = Path(job.out)
-    export = Path(job.side.item_embeddings) if job.side.item_embeddings else out / "stage2"
-    if job.side.item_embeddings is None and not (export / "manifest.json").is_file():
+    entries = job.side.item_embeddings or [str(out / "stage2")]  # no sources given: stage 2 runs here, bare = tuned
+    export = Path(item_table_sources(entries).get(TUNED, out / "stage2"))
+    if not job.side.item_embeddings and not (export / "manifest.json").is_file():
         print_stage2(
             run_stage2(
                 Stage2Job(stage1_dir=job.side.clusters, out=str(export), runtime=replace(job.runtime, progress=False))
             )
         )
-    stage2 = stage2_record(export, stem)
+    stage2 = stage2_record(export, stem) if (export / "manifest.json").is_file() else None
     stage1_dir = Path((stage2 or {}).get("stage1_dir") or job.side.clusters or "")  # the stage 1 behind the export
     if stage2 is not None and (stage1_dir / "metrics.json").is_file():
         s1 = read_json(stage1_dir / "metrics.json", "stage 1 metrics")
@@ -152,15 +173,15 @@ def record_grid(job: AblateJob, name: str | None) -> None:
     grid_job = replace(
         job,
         out=str(out / "grid"),
-        side=replace(job.side, item_embeddings=str(export)),
+        side=replace(job.side, item_embeddings=entries),
         runtime=replace(job.runtime, progress=False),
     )
-    print_ablation(run_ablation(grid_job))
+    outcome = run_ablation(grid_job)
+    print_ablation(outcome)
     name = name or f"ablation-{stem}"
     if stage2 is not None:
         add(name, stage2)
-    cells = make_grid(job.backbones, job.fusions, [job.train.seed + i for i in range(job.seeds)])
-    finished = collect(out / "grid", cells)
+    finished = outcome.results
     if not finished:
         raise SystemExit(f"no finished cells in {out / 'grid'}; nothing to record")
     first = finished[0].record
@@ -172,33 +193,30 @@ def record_grid(job: AblateJob, name: str | None) -> None:
         )
     splits = LeaveOneOutSplits.from_sequences(ds.sequences, ds.num_items, first["config"]["data"]["max_len"])
     rows = {(row.backbone, row.fusion): row for row in summarize(finished)}
+    against: dict[tuple[str, str], dict] = {}  # (backbone, variant) -> {base / ci / gate:stage0: {metric: test}}
+    for c in compare(finished) if has_sources(finished) else []:
+        against.setdefault((c.backbone, c.variant), {})[c.against] = {
+            m: seed_test_record(t) for m, t in c.tests.items()
+        }
     for result in finished:
-        rec = cell_record(result.record, stage2)
-        row = rows[(result.cell.backbone, result.cell.fusion)]
+        cell = result.cell
+        rec = {**cell_record(result.record, stage2), "fusion": cell.fusion, "source": cell.source}
+        row = rows[(cell.backbone, cell.variant)]
         # the grid's tests against base, the same on every seed's record: Welch over per-seed means (the verdict)
         # and, secondary, the paired test over users on seed-averaged per-user metrics
-        rec["vs_base"] = {
-            m: {
-                "test": t.name,
-                "mean_diff": round(t.mean_diff, 6),
-                "t": t.t,
-                "p": t.p,
-                "seeds": t.seeds,
-                "base_seeds": t.base_seeds,
-                "verdict": t.verdict(),
-            }
-            for m, t in row.tests.items()
-        }
+        rec["vs_base"] = {m: seed_test_record(t) for m, t in row.tests.items()}
         rec["vs_base_paired_users"] = {
             m: {"mean_diff": round(t.mean_diff, 6), "t": round(t.t, 4), "p": t.p, "users": t.users}
             for m, t in row.user_tests.items()
         }
+        if (cell.backbone, cell.variant) in against:  # Welch over seeds against base, ci and gate:stage0
+            rec["vs"] = against[(cell.backbone, cell.variant)]
         rec["metrics_history_masked"] = history_masked_metrics(
-            cell_dir(out / "grid", result.cell), result.record, ds, splits, resolve_device(job.runtime.device)
+            cell_dir(out / "grid", cell), result.record, ds, splits, resolve_device(job.runtime.device)
         )
         add(name, rec)
     print(
-        f"wrote bench/results/{name}.json ({len(finished)} of {len(cells)} cells finished"
+        f"wrote bench/results/{name}.json ({len(finished)} of {len(outcome.cells)} cells finished"
         + (f", stage 2 {stage2['timings']['seconds_per_1000_items']:.1f} s per 1,000 items)" if stage2 else ")")
     )
 

@@ -1,11 +1,17 @@
-"""The no-LLM control of the fusion ablation: the stage-0 SASRec item table written in the stage-2 export format.
+"""The stage-0 SASRec item table written in the stage-2 export format (e.g. for RecBole's .itememb reader).
 
     python bench/stage0_export.py --train-dir runs/beauty/stage0 --out runs/beauty/stage0-export
-    python bench/ablation.py ... --item-embeddings runs/beauty/stage0-export \\
-        --fusions base,gate --name ablation-beauty-stage0
 
-`gate` over this export fuses the very embeddings stage 1 started from, with no LLM in between. If the
-LLM's `gate` beats it, stage 1 and 2 added something; if not, the gain is the stage-0 model's knowledge.
+The no-LLM control of the fusion ablation no longer needs it: `tslrec ablate` (and bench/ablation.py) read a
+`tslrec train --export-item-embeddings` folder directly as an item-table source, beside the LLM export:
+
+    python bench/ablation.py ... --item-embeddings tuned=runs/beauty/stage2,stage0=runs/beauty/stage0 \\
+        --fusions base,ci,gate
+
+`gate:stage0` fuses the very embeddings stage 1 started from, with no LLM in between. If `gate:tuned` beats it,
+stage 1 and 2 added something; if not, the gain is the stage-0 model's knowledge. A fusion reads the same table
+either way (the padding row is zeroed by both), so grids made over this script's output, such as
+runs/beauty/bench-stage0, keep their meaning.
 """
 
 from __future__ import annotations

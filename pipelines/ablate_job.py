@@ -1,9 +1,12 @@
 """`tslrec ablate`: the fusion ablation of TSLRec (paper Table 3) and its analyses (Fig. 4, Fig. 5).
 
-Runs backbone x fusion x seed `tslrec train` cells (resumable, see ablation_grid.py), then writes
-    cells.csv      one row per cell (test metrics, epochs, timings)
+Runs backbone x fusion x item-table source x seed `tslrec train` cells (resumable, see ablation_grid.py):
+`--item-embeddings tuned=DIR,stage0=DIR` names the sources, and a fusion that reads an item table runs once
+per source (`gate` -> gate:tuned, gate:stage0) unless it names one (`gate:stage0`). Then it writes
+    cells.csv      one row per cell (test metrics, epochs, timings); the fusion column reads fusion:source
     summary.csv    mean/std over seeds; Welch t-tests over seeds (and paired t-tests over users) against base
-    results.md     the ablation table, C1/C2/C3 agreement, performance by user activity
+    comparisons.csv  with labelled sources: each source against base, ci and the same fusion over stage0
+    results.md     the ablation table, the source comparisons, C1/C2/C3 agreement, performance by user activity
     results.png    grouped bars of HR@10 and NDCG@10
     activity.csv / activity.png   test metrics by user-activity group for base, ci, gate
     agreement.json / agreement.png    LLM category vs k-means group (needs an export with category_probs)
@@ -29,17 +32,31 @@ from . import ablation_report as report
 from . import plots
 from .ablation_grid import (
     DIGESTS,
+    ITEM_TABLES,
+    Cell,
     CellResult,
+    cell_side,
     check_settings,
     collect,
     discard_cells,
+    grid_variants,
     make_grid,
+    parse_fusion,
     run_grid,
     shared_settings,
 )
 from .data import SequenceDataset, load_dataset
 from .options import Command
-from .side_information import LLM_FUSIONS, SideInfoConfig, load_clusters, load_side_information
+from .run_folders import is_train_folder
+from .side_information import (
+    LLM_FUSIONS,
+    SideInfoConfig,
+    groups_source,
+    item_table_sources,
+    load_clusters,
+    load_side_information,
+    one_item_table,
+)
 from .train_job import BackboneSettings, side_information_fingerprint
 
 ACTIVITY_FUSIONS = ("base", "ci", "gate")  # the variants of the paper's Fig. 5
@@ -56,7 +73,13 @@ class AblateJob(BackboneSettings):
         metadata={"help": f"comma list of {', '.join(BACKBONES)}"},
     )
     fusions: list[str] = field(
-        default_factory=lambda: ["base", "ci", "gate"], metadata={"help": f"comma list of {', '.join(FUSIONS)}"}
+        default_factory=lambda: ["base", "ci", "gate"],
+        metadata={
+            "help": (
+                f"comma list of {', '.join(FUSIONS)}; one that reads an item table runs once per --item-embeddings "
+                "source, or names one: gate:stage0"
+            )
+        },
     )
     seeds: int = field(default=3, metadata={"help": "number of seeds per cell: --seed, --seed+1, ..."})
     activity_groups: int = field(default=4, metadata={"help": "user-activity groups for the Fig. 5 analysis"})
@@ -72,18 +95,22 @@ class AblateJob(BackboneSettings):
 
     def __post_init__(self) -> None:
         self.backbones, self.fusions = list(dict.fromkeys(self.backbones)), list(dict.fromkeys(self.fusions))
+        kinds = [parse_fusion(f)[0] for f in self.fusions]
         bad_b = [b for b in self.backbones if b not in BACKBONES]
-        bad_f = [f for f in self.fusions if f not in FUSIONS]
+        bad_f = [f for f in kinds if f not in FUSIONS]
         require(bool(self.backbones) and not bad_b, self, "backbones", f"use a comma list of {', '.join(BACKBONES)}")
         require(bool(self.fusions) and not bad_f, self, "fusions", f"use a comma list of {', '.join(FUSIONS)}")
         require(self.seeds >= 1, self, "seeds", "need at least 1")
         require(self.activity_groups >= 1, self, "activity_groups", "need at least 1")
         require(
-            not self.side.finetune_llm_table or bool(set(self.fusions) & set(LLM_FUSIONS)),
+            not self.side.finetune_llm_table or bool(set(kinds) & set(LLM_FUSIONS)),
             self,
             "fusions",
             f"none reads an LLM table ({', '.join(LLM_FUSIONS)}), so --finetune-llm-table has nothing to train",
         )
+        labels = list(item_table_sources(self.side.item_embeddings))
+        if labels:  # a source named in --fusions must be given (checked again, with none given, when the grid runs)
+            grid_variants(self.fusions, labels)
 
 
 @dataclass
@@ -91,6 +118,7 @@ class AblateOutcome:
     """A grid's folder, its finished cells and the report written from them."""
 
     out: Path
+    cells: list[Cell]  # every cell of this run's grid
     results: list[CellResult]
     report: str  # the markdown of results.md ("" with no finished cell)
     elsewhere: int  # cells still training in other processes
@@ -101,34 +129,36 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def variant_digests(side: SideInfoConfig, variants: list[tuple[str, str | None]], ds: SequenceDataset) -> dict:
+    """{fusion:source (or the ID fusion): content hash of the tensors its cells read}; every file is read and
+    checked here, before the first cell trains."""
+    digests = {}
+    for fusion, source in variants:
+        cell = cell_side(side, fusion, source)
+        label, table = one_item_table(cell.item_embeddings)
+        info = load_side_information(fusion, ds, table, cell.clusters, cell.finetune_llm_table, label)
+        tensors = {k: v for k, v in side_information_fingerprint(info).items() if k != "fusion" and v}
+        if tensors:
+            key = fusion if source is None else f"{fusion}:{source}"
+            digests[key] = hashlib.sha256(json.dumps(tensors, sort_keys=True).encode()).hexdigest()
+    return digests
+
+
 def run_ablation(job: AblateJob) -> AblateOutcome:
     """Train every unfinished cell of the grid (resumable, shared with other processes), then write the reports."""
+    sources = item_table_sources(job.side.item_embeddings)
+    variants = grid_variants(job.fusions, list(sources))
     ds = load_dataset(job.dataset, job.data)
-    digests = {}
-    for fusion in job.fusions:  # every input file is checked before the first cell trains
-        side = load_side_information(
-            fusion,
-            ds,
-            job.side.item_embeddings,
-            job.side.clusters,
-            job.side.finetune_llm_table and fusion in LLM_FUSIONS,
-        )
-        tensors = {k: v for k, v in side_information_fingerprint(side).items() if k != "fusion" and v}
-        if tensors:
-            digests[fusion] = hashlib.sha256(json.dumps(tensors, sort_keys=True).encode()).hexdigest()
+    digests = variant_digests(job.side, variants, ds)
     out = Path(job.out)
     if job.force:
         discard_cells(out)
-    check_settings(
-        out,
-        {**shared_settings(job), **({DIGESTS: digests} if digests else {})},
-        shared_settings(AblateJob(dataset=job.dataset)),
-        force=job.force,
-    )
-    cells = make_grid(job.backbones, job.fusions, [job.train.seed + i for i in range(job.seeds)])
+    settings = {**shared_settings(job), ITEM_TABLES: sources or None, **({DIGESTS: digests} if digests else {})}
+    unlabelled = check_settings(out, settings, shared_settings(AblateJob(dataset=job.dataset)), force=job.force)
+    cells = make_grid(job.backbones, variants, [job.train.seed + i for i in range(job.seeds)], unlabelled)
     elsewhere = run_grid(job, cells, out)
     results = collect(out, cells)
-    return AblateOutcome(out, results, write_reports(out, results, ds, job), elsewhere)
+    return AblateOutcome(out, cells, results, write_reports(out, results, ds, job), elsewhere)
 
 
 def print_outcome(o: AblateOutcome) -> None:
@@ -146,12 +176,11 @@ def print_outcome(o: AblateOutcome) -> None:
 
 
 def agreement_of(side: SideInfoConfig, ds: SequenceDataset) -> CategoryAgreement | None:
-    """C1/C2/C3 of the export's category_probs against the k-means groups, if both are at hand."""
-    if side.item_embeddings is None:
+    """C1/C2/C3 of the `tuned` export's category_probs against the k-means groups, if both are at hand."""
+    folder = groups_source(item_table_sources(side.item_embeddings))
+    if folder is None or is_train_folder(folder):  # a `tslrec train` folder has no LLM categories
         return None
-    export = load_item_embeddings(
-        side.item_embeddings, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids
-    )
+    export = load_item_embeddings(folder, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids)
     groups = load_clusters(side.clusters, ds) if side.clusters else export.item_groups
     if export.category_probs is None or groups is None:
         return None
@@ -168,6 +197,10 @@ def write_reports(out: Path, results: list[CellResult], ds: SequenceDataset, job
     write_text(out / "summary.csv", report.summary_csv(rows))
     plots.ablation_bars(rows, out / "results.png")
     sections = [f"# Fusion ablation on {ds.name}\n", report.markdown_table(rows, protocol)]
+    if report.has_sources(results):  # a grid with labelled item-table sources: each against base, ci and stage0
+        comparisons = report.compare(results)
+        write_text(out / "comparisons.csv", report.comparisons_csv(comparisons))
+        sections += ["## Item-table sources\n", report.comparisons_markdown(comparisons)]
     agreement = agreement_of(job.side, ds)
     if agreement is not None:
         write_json(out / "agreement.json", agreement.as_dict())
@@ -187,7 +220,7 @@ def write_reports(out: Path, results: list[CellResult], ds: SequenceDataset, job
 
 COMMAND = Command(
     "ablate",
-    "TSLRec stage 2 ablation: backbones x fusions x seeds, tables, t-tests, plots",
+    "TSLRec stage 2 ablation: backbones x fusions x item-table sources x seeds, tables, t-tests, plots",
     AblateJob(),
     run_ablation,
     print_outcome,

@@ -1,15 +1,22 @@
-"""The ablation grid: backbone x fusion x seed cells, each one `tslrec train` run in its own folder.
+"""The ablation grid: backbone x fusion x item-table source x seed cells, each one `tslrec train` run in its own folder.
 
-    <out>/ablation.json                 the settings every cell shares (a re-run must match them), with a
-                                        content hash of each fusion's side-information tensors
-    <out>/cells/<backbone>-<fusion>-s<seed>/metrics.json, per_user_test.safetensors, model.safetensors
+    <out>/ablation.json                 the settings every cell shares (a re-run must match them): the item-table
+                                        sources {label: path}, with a content hash of the tensors each
+                                        fusion:source (or ID fusion) reads
+    <out>/cells/<backbone>-<fusion>-<source>-s<seed>/   a fusion that reads an item table (gate-stage0, gate-tuned)
+    <out>/cells/<backbone>-<fusion>-s<seed>/            base and ci, which read none
+        metrics.json, per_user_test.safetensors, model.safetensors
 
 A cell whose metrics.json exists is finished and skipped; a killed cell resumes from its
 checkpoint.pt (the trainer's own resume, which refuses a checkpoint written with other settings),
-so re-running the same command continues the grid. Other settings, or side-information files
-with other contents, are refused; `--force` starts the grid over (every cell's outputs discarded).
-A cell being trained holds a lock on <cell>/train.lock, so several `tslrec ablate` processes on one
-grid folder share the cells out instead of training one twice.
+so re-running the same command continues the grid. Other settings, or a source whose files have
+other contents, are refused; a source may be added to a grid. `--force` starts the grid over (every
+cell's outputs discarded). A cell being trained holds a lock on <cell>/train.lock, so several
+`tslrec ablate` processes on one grid folder share the cells out instead of training one twice.
+
+A grid made before sources recorded its one item table as a path: that source is `tuned`, and its cells
+keep the names they had (`<backbone>-gate-s<seed>`, variant `gate`), recorded as the grid's unlabelled
+source, so an older grid resumes, reports as before, and takes further sources.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from tslrec.core.errors import InputError
 from tslrec.core.settings import settings_of
 
 from . import train_job
-from .side_information import LLM_FUSIONS
+from .side_information import LLM_FUSIONS, TUNED, SideInfoConfig, groups_source, item_table_sources
 
 try:
     import fcntl
@@ -44,10 +51,14 @@ SHARED_GROUPS = ("side", "data", "model", "train", "eval")
 PER_CELL = {"seed"}  # train.seed: each cell's own seed (the job's is the first)
 # Side-information files: a run may leave them out (ID-only cells can train before stage 2 exists) or
 # add them to a grid that had none, but never swap one file for another.
-SIDE_OPTIONS = {"item_embeddings", "clusters"}
-# fusion -> content hashes of the tensors its cells read; recorded per fusion, like SIDE_OPTIONS: a fusion
-# may be added to a grid, but the tensors of a fusion already in it may not change.
+SIDE_OPTIONS = {"clusters"}
+# The item-table sources, {label: path}, checked the same way per label: a source may be added, not swapped.
+ITEM_TABLES = "item_embeddings"
+# fusion:source (or the ID fusion) -> content hash of the tensors its cells read; recorded like the sources: a
+# source may be added to a grid, but the tensors of one already in it may not change.
 DIGESTS = "side_information_sha256"
+# The label whose cells keep the names of a grid made before sources (see the module docstring).
+UNLABELLED = "unlabelled_source"
 CELL_OUTPUTS = ("metrics.json", "per_user_test.safetensors", "model.safetensors", "checkpoint.pt")
 
 
@@ -58,10 +69,17 @@ class Cell:
     backbone: str  # sasrec, gru4rec, caser, fmlprec
     fusion: str  # base, ci, gate, ...
     seed: int  # training seed
+    source: str | None = None  # label of the item table a table-reading fusion reads (None for base, ci)
+    unlabelled: bool = False  # the one source of a grid made before sources: named without its label, as then
+
+    @property
+    def variant(self) -> str:
+        """How results name it: base, ci, gate:tuned, gate:stage0 (gate for an older grid's unlabelled source)."""
+        return self.fusion if self.source is None or self.unlabelled else f"{self.fusion}:{self.source}"
 
     @property
     def name(self) -> str:
-        return f"{self.backbone}-{self.fusion}-s{self.seed}"
+        return f"{self.backbone}-{self.variant.replace(':', '-')}-s{self.seed}"
 
 
 @dataclass
@@ -73,9 +91,48 @@ class CellResult:
     per_user: dict[str, torch.Tensor]  # per-user test metrics, [U] each, users in dataset order
 
 
-def make_grid(backbones: list[str], fusions: list[str], seeds: list[int]) -> list[Cell]:
-    """Every combination: backbone, then seed, then fusion, so each finished seed is a complete comparison."""
-    return [Cell(b, f, s) for b in backbones for s in seeds for f in fusions]
+def parse_fusion(spec: str) -> tuple[str, str | None]:
+    """(fusion, source label or None) of one --fusions entry: `gate`, `gate:stage0`."""
+    fusion, _, source = spec.partition(":")
+    return fusion, source or None
+
+
+def grid_variants(fusions: list[str], labels: list[str]) -> list[tuple[str, str | None]]:
+    """(fusion, source) of every variant: a table-reading fusion without `:source` once per source, base and ci
+    once (source None); a source named on base or ci, an unknown one or none at all is a one-line InputError."""
+    out: list[tuple[str, str | None]] = []
+    for spec in fusions:
+        fusion, source = parse_fusion(spec)
+        if fusion not in LLM_FUSIONS:
+            if source is not None:
+                raise InputError(f"AblateJob.fusions: {fusion} reads no item table; write {fusion}, not {spec}")
+            out.append((fusion, None))
+        elif not labels:
+            raise InputError(
+                f"AblateJob.fusions: {spec} reads an item table; set SideInfoConfig.item_embeddings "
+                f"(label=PATH,...: a `tslrec stage2` export or a `tslrec train` folder)"
+            )
+        elif source is not None and source not in labels:
+            raise InputError(
+                f"AblateJob.fusions: {spec} names source '{source}', but SideInfoConfig.item_embeddings has "
+                f"{', '.join(labels)}; name one of them, or add {source}=PATH there"
+            )
+        else:
+            out += [(fusion, s) for s in ([source] if source else labels)]
+    return list(dict.fromkeys(out))
+
+
+def make_grid(
+    backbones: list[str], variants: list[tuple[str, str | None]], seeds: list[int], unlabelled: str | None = None
+) -> list[Cell]:
+    """Every combination: backbone, then seed, then variant (fusion, source), so each finished seed is a complete
+    comparison. unlabelled: the source whose cells keep the names of a grid made before sources."""
+    return [
+        Cell(b, f, s, src, src is not None and src == unlabelled)
+        for b in backbones
+        for s in seeds
+        for f, src in variants
+    ]
 
 
 def cell_dir(out: Path, cell: Cell) -> Path:
@@ -98,23 +155,46 @@ def shared_settings(job: Any) -> dict:
     return dict(sorted(out.items()))
 
 
-def check_settings(out: Path, settings: dict, defaults: dict, force: bool = False) -> None:
+def recorded_sources(value: Any) -> dict[str, str]:
+    """{label: path} of the item tables in a settings record: a mapping now; a grid made before sources recorded
+    one path (its `tuned` source) or none."""
+    if not value:
+        return {}
+    if isinstance(value, str):
+        return {TUNED: value}
+    if isinstance(value, list):
+        return item_table_sources(value)
+    return dict(value)
+
+
+def recorded_digests(digests: dict) -> dict:
+    """Digests keyed fusion:source; a grid made before sources keyed a table-reading fusion alone (source tuned)."""
+    return {f"{k}:{TUNED}" if k in LLM_FUSIONS else k: v for k, v in digests.items()}
+
+
+def check_settings(out: Path, settings: dict, defaults: dict, force: bool = False) -> str | None:
     """Record the shared settings, or refuse to mix cells trained with other ones into this folder.
 
-    settings: shared_settings(job), optionally with DIGESTS ({fusion: hash}); defaults: shared_settings of the
-    default job (a setting newer than the grid is fine at its default). force: record them as they are.
+    settings: shared_settings(job) with item_embeddings as {label: path}, optionally with DIGESTS
+    ({fusion:source: hash}); defaults: shared_settings of the default job (a setting newer than the grid is fine
+    at its default). force: record them as they are. Returns the grid's unlabelled source (None but for a grid
+    made before sources).
     """
     path = out / SETTINGS_FILE
     if force or not path.is_file():
         write_json(path, settings)
-        return
+        return None
     before = read_json(path, "ablation settings")
-    old_digests = before.pop(DIGESTS, None) or {}
+    old_digests = recorded_digests(before.pop(DIGESTS, None) or {})
     new_digests = settings.get(DIGESTS) or {}
+    unlabelled = before.pop(UNLABELLED, None) or (TUNED if isinstance(before.get(ITEM_TABLES), str) else None)
+    old_sources, new_sources = recorded_sources(before.get(ITEM_TABLES)), recorded_sources(settings.get(ITEM_TABLES))
     settings = {k: v for k, v in settings.items() if k != DIGESTS}
 
     def differs(k: str) -> bool:
         old, new = before.get(k), settings.get(k)
+        if k == ITEM_TABLES:  # per source, below
+            return False
         if k in SIDE_OPTIONS:
             return old is not None and new is not None and old != new
         if k not in before:  # a setting newer than this grid: fine while it is at its default
@@ -131,6 +211,14 @@ def check_settings(out: Path, settings: dict, defaults: dict, force: bool = Fals
             "repeat the original options to resume, pass --force to start the grid over, "
             "or use another --out"
         )
+    moved = sorted(s for s in set(old_sources) & set(new_sources) if old_sources[s] != new_sources[s])
+    if moved:
+        s = moved[0]
+        raise InputError(
+            f"{path}: this grid was run with {ITEM_TABLES} source {s}={old_sources[s]!r}, now {new_sources[s]!r}; "
+            "repeat the original path, give the new table another label, pass --force to start the grid over, "
+            "or use another --out"
+        )
     swapped = sorted(f for f in set(old_digests) & set(new_digests) if old_digests[f] != new_digests[f])
     if swapped:
         f = swapped[0]
@@ -140,9 +228,14 @@ def check_settings(out: Path, settings: dict, defaults: dict, force: bool = Fals
             "the grid over, or use another --out"
         )
     added = {k: settings[k] for k in SIDE_OPTIONS if before.get(k) is None and settings.get(k) is not None}
+    sources = {**old_sources, **new_sources}
+    if sources != old_sources:  # a source added: the record becomes {label: path}
+        added[ITEM_TABLES] = sources if old_sources else settings[ITEM_TABLES]
     digests = {**old_digests, **new_digests}
     if added or digests != old_digests:
-        write_json(path, {**before, **added, **({DIGESTS: digests} if digests else {})})
+        marker = {UNLABELLED: unlabelled} if unlabelled else {}
+        write_json(path, {**before, **added, **marker, **({DIGESTS: digests} if digests else {})})
+    return unlabelled
 
 
 def discard_cells(out: Path) -> None:
@@ -159,15 +252,27 @@ def discard_cells(out: Path) -> None:
                 (folder / name).unlink(missing_ok=True)
 
 
+def cell_side(side: SideInfoConfig, fusion: str, source: str | None, unlabelled: bool = False) -> SideInfoConfig:
+    """The side-information settings of one cell: the one item table it reads (labelled, so its variant names it;
+    bare for an older grid's unlabelled source), the `tuned` one for ci's groups, none for base."""
+    sources = item_table_sources(side.item_embeddings)
+    if source is not None:
+        table = [sources[source] if unlabelled else f"{source}={sources[source]}"]
+    elif fusion == "ci" and side.clusters is None and sources:
+        table = [groups_source(sources)]
+    else:
+        table = None
+    return replace(side, item_embeddings=table, finetune_llm_table=side.finetune_llm_table and fusion in LLM_FUSIONS)
+
+
 def cell_job(job: Any, cell: Cell, folder: Path) -> train_job.TrainJob:
     """The `tslrec train` job of one cell: the grid's shared settings plus the cell's own."""
-    side = replace(job.side, finetune_llm_table=job.side.finetune_llm_table and cell.fusion in LLM_FUSIONS)
     return train_job.TrainJob(
         dataset=job.dataset,
         backbone=cell.backbone,
         fusion=cell.fusion,
         out=str(folder),
-        side=side,
+        side=cell_side(job.side, cell.fusion, cell.source, cell.unlabelled),
         data=job.data,
         model=job.model,
         train=replace(job.train, seed=cell.seed),

@@ -4,6 +4,10 @@ Numbers come from stage2_augment.significance: mean ± sample std over seeds; th
 against `base` of the same backbone is a Welch t-test over per-seed test means (at least 3
 seeds a side, else the difference alone); a paired t-test across users on seed-averaged
 per-user metrics is a secondary column, conditional on these training runs.
+
+A row is a backbone and a variant: `base`, `ci`, or a table-reading fusion and its item-table source
+(`gate:tuned`, `gate:stage0`). With labelled sources, `compare` adds the same Welch test of every
+source's row against `base`, `ci` and the same fusion over `stage0` (the stage-0 model's own table).
 """
 
 from __future__ import annotations
@@ -30,18 +34,20 @@ from tslrec.stage2_augment.significance import (
 )
 
 from .ablation_grid import CellResult
+from .side_information import CONTROL
 
 METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")  # reported as mean ± std over seeds
 TESTED = ("HR@10", "NDCG@10")  # tested against base on these metrics
 BASELINE = "base"
+ID_GROUPS = "ci"  # the other row every item-table source is compared with
 
 
 @dataclass
 class SummaryRow:
-    """One backbone x fusion over its seeds."""
+    """One backbone x variant over its seeds."""
 
     backbone: str  # backbone name
-    fusion: str  # fusion name
+    fusion: str  # the variant: base, ci, gate:tuned (a fusion and its item-table source)
     seeds: list[int]  # seeds that finished
     mean: dict[str, float]  # metric -> mean over seeds
     std: dict[str, float]  # metric -> sample std over seeds
@@ -52,10 +58,16 @@ class SummaryRow:
 
 
 def _by_key(results: list[CellResult]) -> dict[tuple[str, str], list[CellResult]]:
+    """(backbone, variant) -> its cells, one per seed."""
     groups: dict[tuple[str, str], list[CellResult]] = {}
     for r in results:
-        groups.setdefault((r.cell.backbone, r.cell.fusion), []).append(r)
+        groups.setdefault((r.cell.backbone, r.cell.variant), []).append(r)
     return groups
+
+
+def _values(cells: list[CellResult], metric: str) -> list[float]:
+    """The cells' test `metric`, one per seed."""
+    return [c.record["metrics"][metric] for c in cells]
 
 
 def seed_averaged(cells: list[CellResult], metric: str, seeds: set[int] | None = None) -> torch.Tensor:
@@ -100,7 +112,7 @@ def _csv_text(header: list, rows) -> str:
 
 
 def cells_csv(results: list[CellResult]) -> str:
-    """One row per finished cell."""
+    """One row per finished cell; its fusion column names the variant (gate:tuned)."""
     return _csv_text(
         ["backbone", "fusion", "seed", *METRICS, "MRR@10", "best_epoch", "epochs", "seconds_per_epoch", "wall_seconds"],
         (_cell_row(r) for r in results),
@@ -111,7 +123,7 @@ def _cell_row(r: CellResult) -> list:
     m = r.record["metrics"]
     return [
         r.cell.backbone,
-        r.cell.fusion,
+        r.cell.variant,
         r.cell.seed,
         *(m[k] for k in METRICS),
         m.get("MRR@10"),
@@ -214,10 +226,11 @@ class ActivityRow:
 def activity_table(
     results: list[CellResult], groups: ActivityGroups, fusions: tuple[str, ...], metrics: tuple[str, ...] = TESTED
 ) -> list[ActivityRow]:
-    """Per backbone and fusion in `fusions` (others skipped): mean metric within each user-activity group."""
+    """Per backbone and variant of a fusion in `fusions` (others skipped): mean metric within each user-activity
+    group."""
     rows = []
     for (backbone, fusion), cells in _by_key(results).items():
-        if fusion in fusions:
+        if cells[0].cell.fusion in fusions:
             rows += [ActivityRow(backbone, fusion, m, mean_by_group(seed_averaged(cells, m), groups)) for m in metrics]
     return rows
 
@@ -244,6 +257,92 @@ def activity_markdown(rows: list[ActivityRow], groups: ActivityGroups, metric: s
         f"Test {metric} by user activity: users sorted by sequence length into {len(groups.users)} equal-size "
         "groups (least active first), per-user values averaged over seeds.\n\n" + "\n".join(lines) + "\n"
     )
+
+
+@dataclass
+class Comparison:
+    """One item-table source's row against another row of the same backbone: Welch over seeds."""
+
+    backbone: str  # backbone name
+    variant: str  # e.g. gate:tuned
+    against: str  # base, ci or e.g. gate:stage0
+    tests: dict[str, SeedTest]  # metric -> Welch test over seeds, variant minus against
+
+
+def has_sources(results: list[CellResult]) -> bool:
+    """Whether any cell names its item-table source (a grid made before sources names none)."""
+    return any(r.cell.source is not None and not r.cell.unlabelled for r in results)
+
+
+def compare(results: list[CellResult]) -> list[Comparison]:
+    """Every row of a table-reading fusion against base, ci and the same fusion over the stage-0 table (when
+    those rows exist), with the Welch test over seeds on the tested metrics."""
+    groups = _by_key(results)
+    by_source = {(b, cells[0].cell.fusion, cells[0].cell.source): v for (b, v), cells in groups.items()}
+    out = []
+    for (backbone, variant), cells in groups.items():
+        cell = cells[0].cell
+        if cell.source is None:
+            continue
+        control = by_source.get((backbone, cell.fusion, CONTROL)) if cell.source != CONTROL else None
+        for against in (BASELINE, ID_GROUPS, control):
+            other = groups.get((backbone, against)) if against else None
+            if other:
+                tests = {m: welch_seed_test(_values(cells, m), _values(other, m)) for m in TESTED}
+                out.append(Comparison(backbone, variant, against, tests))
+    return out
+
+
+def comparisons_csv(rows: list[Comparison]) -> str:
+    """One row per comparison: the Welch test over seeds on each tested metric."""
+    header = [
+        "backbone",
+        "variant",
+        "against",
+        *(f"{m}_{s}_welch_seeds" for m in TESTED for s in ("diff", "t", "p", "verdict", "seeds", "against_seeds")),
+    ]
+    body = (
+        [
+            c.backbone,
+            c.variant,
+            c.against,
+            *(
+                x
+                for m in TESTED
+                for x in (
+                    c.tests[m].mean_diff,
+                    c.tests[m].t,
+                    c.tests[m].p,
+                    c.tests[m].verdict() or "",
+                    c.tests[m].seeds,
+                    c.tests[m].base_seeds,
+                )
+            ),
+        ]
+        for c in rows
+    )
+    return _csv_text(header, body)
+
+
+def comparisons_markdown(rows: list[Comparison]) -> str:
+    """The comparisons as a table, with how to read them."""
+    lines = [
+        "| backbone | variant | against | NDCG@10, Welch over seeds | HR@10, Welch over seeds |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {c.backbone} | {c.variant} | {c.against} | {seed_test_text(c.tests.get('NDCG@10'))} "
+        f"| {seed_test_text(c.tests.get('HR@10'))} |"
+        for c in rows
+    ]
+    lines += [
+        "",
+        f"Each row of a fusion that reads an item table (fusion:source) against `{BASELINE}`, `{ID_GROUPS}` and the "
+        f"same fusion over the `{CONTROL}` table (the stage-0 model's own item table, no LLM), same backbone: "
+        f"difference of the mean test metric, {SEED_TEST}, p ≤ {ALPHA}, verdict only with at least {MIN_SEEDS} "
+        "seeds a side.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def agreement_markdown(a: CategoryAgreement) -> str:

@@ -19,6 +19,7 @@ from .data import DataConfig, SequenceDataset, load_dataset
 STAGE1_CONFIG = "config.json"  # written by stage1_reconstruct.training
 STAGE1_GROUPS = "groups.safetensors"  # item_group [N+1] (row 0 = -1), centroids, user targets
 STAGE1_METRICS = "metrics.json"  # written last: its presence means stage 1 finished
+TRAIN_TABLE = "item_embeddings.safetensors"  # `tslrec train --export-item-embeddings`: embeddings [N+1, H]
 
 
 @dataclass
@@ -86,6 +87,41 @@ def load_train_folder(train_dir: str | Path, dataset: str | None = None) -> Trai
             "the embeddings were exported for another dataset or preprocessing"
         )
     return TrainFolder(train_dir, ds, table, metrics)
+
+
+def is_train_folder(path: str | Path) -> bool:
+    """A `tslrec train` output folder (metrics.json, no export manifest), as opposed to a `tslrec stage2` export."""
+    path = Path(path)
+    return path.is_dir() and (path / "metrics.json").is_file() and not (path / "manifest.json").is_file()
+
+
+def train_folder_table(train_dir: str | Path, ds: SequenceDataset) -> tuple[torch.Tensor, dict]:
+    """(item table [N+1, H] float32, where it came from) of a `tslrec train --export-item-embeddings` folder,
+    checked against the dataset `ds` by the data hash the run recorded; the table exactly as written."""
+    train_dir = Path(train_dir)
+    metrics = read_json(train_dir / "metrics.json", "`tslrec train` metrics")
+    info = metrics.get("dataset_info") if isinstance(metrics.get("dataset_info"), dict) else {}
+    recorded = info.get("hash")
+    if recorded != ds.hash:
+        raise InputError(
+            f"SideInfoConfig.item_embeddings {train_dir}: field dataset_info.hash of its metrics.json "
+            f"({str(recorded)[:12]}) differs from the dataset's ({ds.hash[:12]}); pass the `tslrec train` folder "
+            "of this dataset and preprocessing"
+        )
+    emb_path = train_dir / TRAIN_TABLE
+    if not emb_path.is_file():
+        raise InputError(f"{emb_path}: not found; re-run `tslrec train` with --export-item-embeddings")
+    table = load_tensors(emb_path, "item embeddings").get("embeddings")
+    if table is None or table.ndim != 2 or table.shape[0] != ds.num_items + 1:
+        shape = None if table is None else tuple(table.shape)
+        raise InputError(
+            f"{emb_path}: field 'embeddings' has shape {shape}, expected [{ds.num_items + 1}, H]; "
+            "re-run `tslrec train` with --export-item-embeddings on this dataset"
+        )
+    table = table.float()  # [N+1, H]
+    check_finite("embeddings", table, emb_path)
+    source = {"llm": None, "model": f"{metrics.get('model')} (its own item table, no LLM)", "train_dir": str(train_dir)}
+    return table, source
 
 
 def read_stage1_folder(stage1_dir: str | Path, train_dir: str | Path | None = None) -> Stage1Folder:

@@ -56,7 +56,7 @@ STAGES: tuple[Stage, ...] = (
         {
             "dataset": "{dataset}",
             "seed": "{seed}",
-            "item_embeddings": "{out}/stage2",
+            "item_embeddings": "tuned={out}/stage2,stage0={out}/stage0",  # the LLM export and the no-LLM control
             "stage1_dir": "{out}/stage1",
             "out": "{out}/ablation",
         },
@@ -150,9 +150,8 @@ def stage_job(stage: Stage, cfg: dict) -> Any:
     if stage.takes_data_options:
         options = {**(cfg.get("data") or {}), **options}
     where = f"{cfg['_path']}: stages.{stage.name}"
-    job = from_mapping(stage.command.defaults, options, where)
     wiring = {k: _fill(v, fill) for k, v in stage.wiring.items()}
-    return from_mapping(job, wiring, where)
+    return from_mapping(stage.command.defaults, {**options, **wiring}, where)  # checked with its wiring in place
 
 
 def _digest(obj: Any) -> str:

@@ -1,6 +1,9 @@
 """What a fusion needs besides item IDs, read from files and checked against the dataset.
 
---item-embeddings DIR   a `tslrec stage2` export (gate, scalar-gate, add, concat, llm-only)
+--item-embeddings DIR   the LLM item table of gate, scalar-gate, add, concat, llm-only: a `tslrec stage2`
+                        export, or a `tslrec train --export-item-embeddings` folder (its own item table, e.g.
+                        the stage-0 SASRec's: the no-LLM control). `tslrec ablate` takes several labelled
+                        sources, `tuned=DIR,stage0=DIR` (a bare DIR is labelled `tuned`); `tslrec train` one.
 --clusters PATH         the k-means pre-grouping index for `ci` (the paper's CI variant): a
                         `tslrec stage1` folder, its groups.safetensors, or an export folder
                         that carries item_groups. Without --clusters, `ci` takes item_groups
@@ -10,6 +13,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,18 +25,27 @@ from tslrec.core.errors import InputError
 from tslrec.stage2_augment.embedding_file import TENSORS, ItemEmbeddingFile, load_item_embeddings
 
 from .data import SequenceDataset
-from .run_folders import STAGE1_CONFIG, STAGE1_GROUPS
+from .run_folders import STAGE1_CONFIG, STAGE1_GROUPS, is_train_folder, train_folder_table
 
 LLM_FUSIONS = ("gate", "scalar-gate", "add", "concat", "llm-only")  # fusions that read the LLM item table
+TUNED = "tuned"  # the label of an item-table source given as a bare path: the stage-2 export of the tuned LLM
+CONTROL = "stage0"  # the label the reports compare every other source against: the stage-0 model's own table
+LABEL = re.compile(r"[a-z0-9-]+")
 
 
 @dataclass
 class SideInfoConfig:
     """Files a fusion reads besides item IDs."""
 
-    item_embeddings: str | None = field(
+    item_embeddings: list[str] | None = field(
         default=None,
-        metadata={"help": ("`tslrec stage2` export folder (needed by gate, scalar-gate, add, concat, llm-only)")},
+        metadata={
+            "help": (
+                "item table of gate, scalar-gate, add, concat, llm-only: a `tslrec stage2` export or a `tslrec train "
+                "--export-item-embeddings` folder; `tslrec ablate` takes several, label=PATH,... (a bare PATH is "
+                f"labelled {TUNED})"
+            )
+        },
     )
     clusters: str | None = field(
         default=None,
@@ -49,6 +62,56 @@ class SideInfoConfig:
         metadata={"help": ("train the LLM item table too (default: frozen; its projection is always trained)")},
     )
 
+    def __post_init__(self) -> None:
+        if isinstance(self.item_embeddings, str):  # from Python: one comma list, as on the command line
+            self.item_embeddings = [p.strip() for p in self.item_embeddings.split(",") if p.strip()]
+        item_table_sources(self.item_embeddings)  # labels checked before any work
+
+
+def parse_source(entry: str) -> tuple[str | None, str]:
+    """(label, path) of one --item-embeddings entry: `label=PATH`, or a bare PATH (label None)."""
+    label, sep, path = entry.partition("=")
+    if not sep or "/" in label or "\\" in label:
+        return None, entry
+    if not LABEL.fullmatch(label) or not path:
+        raise InputError(
+            f"SideInfoConfig.item_embeddings: {entry!r} is not label=PATH with a label of a-z, 0-9 and '-' "
+            f"(e.g. {TUNED}=runs/ml-100k/stage2); fix the label or give a bare path"
+        )
+    return label, path
+
+
+def item_table_sources(entries: list[str] | None) -> dict[str, str]:
+    """{label: path} of the --item-embeddings entries, in their order; a bare path is labelled `tuned`."""
+    sources: dict[str, str] = {}
+    for entry in entries or []:
+        label, path = parse_source(entry)
+        label = label or TUNED
+        if label in sources:
+            raise InputError(
+                f"SideInfoConfig.item_embeddings: source '{label}' is given twice (a bare path is labelled {TUNED}); "
+                "give each item table its own label"
+            )
+        sources[label] = path
+    return sources
+
+
+def one_item_table(entries: list[str] | None) -> tuple[str | None, str | None]:
+    """(label or None, path or None) of the single --item-embeddings of `tslrec train`."""
+    if not entries:
+        return None, None
+    if len(entries) > 1:
+        raise InputError(
+            f"SideInfoConfig.item_embeddings: one run reads one item table, got {len(entries)} "
+            f"({', '.join(entries)}); give one, or use `tslrec ablate` for several"
+        )
+    return parse_source(entries[0])
+
+
+def groups_source(sources: dict[str, str]) -> str | None:
+    """The item table `ci` takes its k-means groups from when no clusters are given: `tuned`, else the first."""
+    return sources.get(TUNED, next(iter(sources.values()), None))
+
 
 @dataclass
 class SideInformation:
@@ -58,11 +121,13 @@ class SideInformation:
     llm_table: torch.Tensor | None = None  # [N+1, D] exported LLM embeddings
     clusters: torch.Tensor | None = None  # [N+1] k-means group per item
     sources: dict = field(default_factory=dict)  # where they came from, for metrics.json
+    label: str | None = None  # the item table's label (`gate:stage0`), when it was given one
 
     @property
     def variant(self) -> str:
-        """Name in results: the fusion, plus '+finetune' when the LLM table is trained."""
-        return self.fusion.kind + ("+finetune" if self.fusion.finetune_llm_table else "")
+        """Name in results: the fusion, ':label' of a labelled item table, '+finetune' when the table is trained."""
+        label = f":{self.label}" if self.label and self.fusion.kind in LLM_FUSIONS else ""
+        return self.fusion.kind + label + ("+finetune" if self.fusion.finetune_llm_table else "")
 
     def record(self) -> dict:
         return {"fusion": asdict(self.fusion), **self.sources}
@@ -74,27 +139,35 @@ def load_side_information(
     item_embeddings: str | None = None,
     clusters: str | None = None,
     finetune_llm_table: bool = False,
+    label: str | None = None,
 ) -> SideInformation:
-    """Read and validate only what `fusion` needs; a missing or mismatched file is a one-line InputError."""
+    """Read and validate only what `fusion` needs; a missing or mismatched file is a one-line InputError.
+
+    item_embeddings: one item table, an export or a `tslrec train` folder; label: its name in the variant."""
     if finetune_llm_table and fusion not in LLM_FUSIONS:
         raise InputError(
             f"SideInfoConfig.finetune_llm_table: fusion '{fusion}' has no LLM table; use it with "
             f"{', '.join(LLM_FUSIONS)}"
         )
-    side = SideInformation(FusionConfig(kind=fusion, finetune_llm_table=finetune_llm_table))
+    side = SideInformation(FusionConfig(kind=fusion, finetune_llm_table=finetune_llm_table), label=label)
     export: ItemEmbeddingFile | None = None
     if fusion in LLM_FUSIONS or (fusion == "ci" and clusters is None and item_embeddings is not None):
         if item_embeddings is None:
             raise InputError(
                 f"fusion {fusion} needs SideInfoConfig.item_embeddings (the output folder of `tslrec stage2`)"
             )
-        export = load_item_embeddings(
-            item_embeddings, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids
-        )
+        if is_train_folder(item_embeddings):
+            table, record = train_folder_table(item_embeddings, ds)
+            export = ItemEmbeddingFile(table, None, ds.item_ids, {"source": record}, Path(item_embeddings))
+        else:
+            export = load_item_embeddings(
+                item_embeddings, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids
+            )
         side.sources["item_embeddings"] = {
             "folder": str(Path(export.folder).resolve()),
             "embedding_dim": int(export.embeddings.shape[1]),
             "source": export.manifest.get("source", {}),
+            **({"label": label} if label else {}),
         }
     if fusion in LLM_FUSIONS:
         side.llm_table = export.embeddings

@@ -35,7 +35,7 @@ from tslrec.core.settings import require
 
 from .data import DataConfig, SequenceDataset, load_dataset
 from .options import Command, Runtime, record_head
-from .side_information import SideInfoConfig, SideInformation, load_side_information
+from .side_information import SideInfoConfig, SideInformation, load_side_information, one_item_table
 
 
 @dataclass
@@ -148,11 +148,10 @@ def run_record(
 def train_backbone(job: TrainJob) -> TrainOutcome:
     """Train and evaluate `job`'s backbone; write metrics.json, weights, per-user metrics (and the item table)."""
     start = time.perf_counter()
+    label, item_table = one_item_table(job.side.item_embeddings)
     ds = load_dataset(job.dataset, job.data)
-    side = load_side_information(
-        job.fusion, ds, job.side.item_embeddings, job.side.clusters, job.side.finetune_llm_table
-    )
-    variant = "" if side.variant == "base" else f"-{side.variant}"
+    side = load_side_information(job.fusion, ds, item_table, job.side.clusters, job.side.finetune_llm_table, label)
+    variant = "" if side.variant == "base" else f"-{side.variant.replace(':', '-')}"
     out = Path(job.out or f"runs/{ds.name}-{job.backbone}{variant}-s{job.train.seed}")
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(job.runtime.device)

@@ -39,34 +39,78 @@ def test_unknown_config_key_names_it_and_the_near_match(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "config, records_name", [("ml-1m-cpu.yaml", "ablation-ml-1m"), ("beauty.yaml", "ablation-beauty")]
+    "config, records_name, control_name",
+    [("ml-1m-cpu.yaml", "ablation-ml-1m", None), ("beauty.yaml", "ablation-beauty", "ablation-beauty-stage0")],
 )
-def test_config_is_the_setting_of_its_recorded_grid(config, records_name):
-    """Each of these configs claims to reproduce a recorded grid in bench/results: its grid options must match."""
+def test_config_is_the_setting_of_its_recorded_grid(config, records_name, control_name):
+    """Each of these configs claims to reproduce recorded grids in bench/results: its grid options must match.
+
+    The records were made before item-table sources: their `gate` read the stage-2 export (`gate:tuned` now), and a
+    control grid's `gate` the stage-0 table (`gate:stage0`); a variant of the config not recorded yet may only be
+    over stage0."""
+    from tslrec.pipelines.ablation_grid import grid_variants
+    from tslrec.pipelines.side_information import LLM_FUSIONS, item_table_sources
+
     root = Path(__file__).resolve().parent.parent
     records = root / "bench" / "results" / f"{records_name}.json"
     if not records.is_file():
         pytest.skip(f"no {records_name} recorded")
-    cells = [r for r in json.loads(records.read_text()) if r["model"] != "tslrec-stage2"]
     grid = stage_job(STAGES[-1], load_config(root / "configs" / config, []))
-    for r in cells:
-        data, model, train = r["config"]["data"], r["config"]["model"], r["config"]["train"]
-        assert (grid.data.kcore, grid.data.max_len, grid.model.hidden, grid.model.num_layers, grid.model.dropout) == (
-            data["kcore"],
-            data["max_len"],
-            model["hidden"],
-            model["num_layers"],
-            model["dropout"],
-        )
-        assert (grid.train.batch_size, grid.train.lr, grid.train.epochs, grid.train.patience, grid.train.bf16) == (
-            train["batch_size"],
-            train["lr"],
-            train["epochs"],
-            train["patience"],
-            train["bf16"],
-        )
-    assert {r["seed"] for r in cells} == {grid.train.seed + i for i in range(grid.seeds)}
-    assert {(r["model"], r["variant"]) for r in cells} == {(b, f) for b in grid.backbones for f in grid.fusions}
+    recorded = set()
+    for name, source in ((records_name, "tuned"), (control_name, "stage0")):
+        path = root / "bench" / "results" / f"{name}.json"
+        if name is None or not path.is_file():
+            continue
+        cells = [r for r in json.loads(path.read_text()) if r["model"] != "tslrec-stage2"]
+        for r in cells:
+            data, model, train = r["config"]["data"], r["config"]["model"], r["config"]["train"]
+            assert (
+                grid.data.kcore,
+                grid.data.max_len,
+                grid.model.hidden,
+                grid.model.num_layers,
+                grid.model.dropout,
+            ) == (data["kcore"], data["max_len"], model["hidden"], model["num_layers"], model["dropout"])
+            assert (grid.train.batch_size, grid.train.lr, grid.train.epochs, grid.train.patience, grid.train.bf16) == (
+                train["batch_size"],
+                train["lr"],
+                train["epochs"],
+                train["patience"],
+                train["bf16"],
+            )
+        assert {r["seed"] for r in cells} == {grid.train.seed + i for i in range(grid.seeds)}
+        recorded |= {
+            (r["model"], f"{r['variant']}:{source}" if r["variant"] in LLM_FUSIONS else r["variant"]) for r in cells
+        }
+    labels = list(item_table_sources(grid.side.item_embeddings))
+    wanted = {
+        (b, f if s is None else f"{f}:{s}") for b in grid.backbones for f, s in grid_variants(grid.fusions, labels)
+    }
+    assert recorded <= wanted and all(v.endswith(":stage0") for _, v in wanted - recorded)
+
+
+def test_the_ablation_stage_reads_the_stage2_export_and_the_stage0_table(tmp_path):
+    """Every config's grid gets both item tables wired in; a source named in `fusions` is checked with the wiring
+    in place, so a misspelt one stops the run before stage 0 trains."""
+    from tslrec.pipelines.ablation_grid import grid_variants
+    from tslrec.pipelines.side_information import item_table_sources
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "ml-100k.yaml", [])
+    grid = stage_job(STAGES[-1], cfg)
+    assert item_table_sources(grid.side.item_embeddings) == {
+        "tuned": "runs/ml-100k/stage2",
+        "stage0": "runs/ml-100k/stage0",
+    }
+    assert grid_variants(grid.fusions, ["tuned", "stage0"]) == [
+        ("base", None),
+        ("ci", None),
+        ("gate", "stage0"),
+        ("gate", "tuned"),
+    ]
+    config = tmp_path / "c.yaml"
+    config.write_text("dataset: ml-100k\nstages:\n  ablation:\n    fusions: [base, 'gate:stag0']\n")
+    with pytest.raises(InputError, match=r"gate:stag0 names source 'stag0'.* has tuned, stage0"):
+        stage_job(STAGES[-1], load_config(config, []))
 
 
 def test_run_prints_the_final_report_once(tmp_path, monkeypatch, capsys):

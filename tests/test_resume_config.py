@@ -229,13 +229,13 @@ def test_ablate_refuses_a_swapped_export_and_force_starts_over(tmp_path, capsys)
         *ABLATE,
     ]
     assert main(argv) == 0
-    gate = tmp_path / "grid" / "cells" / "gru4rec-gate-s42" / "metrics.json"
+    gate = tmp_path / "grid" / "cells" / "gru4rec-gate-tuned-s42" / "metrics.json"  # a bare path is source tuned
     before = read_json(gate)["metrics"]
     write_export(export, ds, seed=1)  # the export changed under the same path: finished gate cells are stale
     capsys.readouterr()
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "gate cells" in err and "--force" in err
+    assert err.count("\n") == 1 and "gate:tuned cells" in err and "--force" in err
     assert main([*argv, "--force"]) == 0
     assert "finished earlier" not in capsys.readouterr().out  # every cell trained again
     assert read_json(gate)["metrics"] != before

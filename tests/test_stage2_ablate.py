@@ -43,14 +43,16 @@ def test_grid_writes_every_table_and_figure(grid_run):
         assert (out / name).is_file(), name
     cells = list(csv.DictReader((out / "cells.csv").open()))
     assert sorted((c["fusion"], c["seed"]) for c in cells) == sorted(
-        (f, s) for f in ("base", "ci", "gate") for s in ("42", "43")
+        (f, s)
+        for f in ("base", "ci", "gate:tuned")
+        for s in ("42", "43")  # a bare path is the source `tuned`
     )
     for c in cells:
-        record = read_json(out / "cells" / f"gru4rec-{c['fusion']}-s{c['seed']}" / "metrics.json")
+        record = read_json(out / "cells" / f"gru4rec-{c['fusion'].replace(':', '-')}-s{c['seed']}" / "metrics.json")
         assert record["variant"] == c["fusion"] and record["seed"] == int(c["seed"])
         assert float(c["NDCG@10"]) == record["metrics"]["NDCG@10"]
     report = (out / "results.md").read_text()
-    assert "| gru4rec | gate | 2 |" in report and "C1 (top-1)" in report and "user activity" in report
+    assert "| gru4rec | gate:tuned | 2 |" in report and "C1 (top-1)" in report and "user activity" in report
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
     assert read_json(out / "agreement.json")["items"] == ds.num_items
 
@@ -130,3 +132,204 @@ def test_bad_grid_options_exit_2(grid_run, tmp_path, capsys, flag, value, words)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and words in err and not (tmp_path / "g").exists()
+
+
+# Item-table sources: `--item-embeddings tuned=DIR,stage0=DIR`, `--fusions base,ci,gate:stage0`.
+
+TRAIN_TINY = "--backbone gru4rec --hidden 8 --layers 1 --epochs 1 --device cpu --no-progress".split()
+
+
+def _given(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+@pytest.fixture(scope="module")
+def stage0_dir(grid_run, tmp_path_factory):
+    """A `tslrec train --export-item-embeddings` folder on the grid's dataset: the no-LLM control's table."""
+    _, argv, _ = grid_run
+    out = tmp_path_factory.mktemp("stage0") / "stage0"
+    train = ["train", "--dataset", _given(argv, "--dataset"), *TRAIN_TINY, "--export-item-embeddings"]
+    assert main([*train, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def sources_run(grid_run, stage0_dir, tmp_path_factory):
+    _, argv, _ = grid_run
+    out = tmp_path_factory.mktemp("sources") / "grid"
+    sources = f"tuned={_given(argv, '--item-embeddings')},stage0={stage0_dir}"
+    grid = [*argv[: argv.index("--out")], "--out", str(out), *GRID, "--seeds", "1"]
+    assert main([*grid, "--item-embeddings", sources]) == 0
+    return out
+
+
+def test_item_table_sources_take_labels_and_a_bare_path_is_tuned():
+    from tslrec.core.settings import from_mapping
+    from tslrec.pipelines.ablate_job import AblateJob
+    from tslrec.pipelines.side_information import item_table_sources
+
+    assert item_table_sources(["runs/x/stage2"]) == {"tuned": "runs/x/stage2"}
+    assert item_table_sources(["runs/lr=0.1/stage2"]) == {"tuned": "runs/lr=0.1/stage2"}  # '/' before '=': a path
+    assert list(item_table_sources(["stage0=a", "tuned=b", "llm-2=c"]).items()) == [
+        ("stage0", "a"),
+        ("tuned", "b"),
+        ("llm-2", "c"),
+    ]
+    for listed in (["tuned=a", "stage0=b"], "tuned=a,stage0=b"):  # a YAML list or one comma string
+        job = from_mapping(AblateJob(), {"item_embeddings": listed}, "c.yaml: stages.ablation")
+        assert item_table_sources(job.side.item_embeddings) == {"tuned": "a", "stage0": "b"}
+    for bad, words in ((["a", "tuned=b"], "'tuned' is given twice"), (["Tuned=a"], "'Tuned=a'")):
+        with pytest.raises(InputError, match=words) as e:
+            item_table_sources(bad)
+        assert "SideInfoConfig.item_embeddings" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "tables, fusions, words",
+    [
+        ("tuned=E,stage0=E", "base,gate:x", ["gate:x", "'x'", "tuned, stage0"]),
+        ("tuned=E", "base:tuned,gate", ["base reads no item table"]),
+        ("tuned=E,tuned=E", "base,gate", ["--item-embeddings", "'tuned' is given twice"]),
+        ("E,tuned=E", "base,gate", ["--item-embeddings", "'tuned' is given twice"]),
+    ],
+)
+def test_bad_sources_exit_2_in_one_line(grid_run, tmp_path, capsys, tables, fusions, words):
+    _, argv, _ = grid_run
+    tables = tables.replace("E", _given(argv, "--item-embeddings"))
+    grid = [*argv[: argv.index("--item-embeddings")], "--out", str(tmp_path / "g"), *GRID]
+    assert main([*grid, "--item-embeddings", tables, "--fusions", fusions]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and all(w in err for w in words), err
+    assert not (tmp_path / "g").exists()
+
+
+def test_a_grid_with_two_sources_runs_base_and_ci_once_and_gate_once_per_source(sources_run, stage0_dir):
+    out = sources_run
+    assert sorted(p.name for p in (out / "cells").iterdir()) == [
+        "gru4rec-base-s42",
+        "gru4rec-ci-s42",
+        "gru4rec-gate-stage0-s42",
+        "gru4rec-gate-tuned-s42",
+    ]
+    variants = {p.name: read_json(p / "metrics.json")["variant"] for p in (out / "cells").iterdir()}
+    assert variants == {
+        "gru4rec-base-s42": "base",
+        "gru4rec-ci-s42": "ci",
+        "gru4rec-gate-stage0-s42": "gate:stage0",
+        "gru4rec-gate-tuned-s42": "gate:tuned",
+    }
+    assert sorted(c["fusion"] for c in csv.DictReader((out / "cells.csv").open())) == sorted(variants.values())
+    settings = read_json(out / "ablation.json")
+    assert settings["item_embeddings"]["stage0"] == str(stage0_dir) and set(settings["item_embeddings"]) == {
+        "tuned",
+        "stage0",
+    }
+    assert set(settings["side_information_sha256"]) == {"ci", "gate:tuned", "gate:stage0"}
+    pairs = {(c["variant"], c["against"]) for c in csv.DictReader((out / "comparisons.csv").open())}
+    assert pairs == {
+        ("gate:tuned", "base"),
+        ("gate:tuned", "ci"),
+        ("gate:tuned", "gate:stage0"),
+        ("gate:stage0", "base"),
+        ("gate:stage0", "ci"),
+    }
+    report = (out / "results.md").read_text()
+    assert "| gru4rec | gate:tuned | gate:stage0 | " in report and "| gru4rec | gate:stage0 | 1 |" in report
+
+
+def test_a_stage0_source_is_exactly_the_train_folders_table(sources_run, stage0_dir, grid_run, tmp_path, capsys):
+    import torch
+
+    from tslrec.core.artifacts import load_tensors
+    from tslrec.pipelines.side_information import load_side_information
+
+    _, argv, ds = grid_run
+    table = load_tensors(stage0_dir / "item_embeddings.safetensors")["embeddings"]  # [N+1, 8]
+    side = load_side_information("gate", ds, str(stage0_dir), label="stage0")
+    assert torch.equal(side.llm_table, table) and side.variant == "gate:stage0"
+    cell = sources_run / "cells" / "gru4rec-gate-stage0-s42"
+    assert torch.equal(load_tensors(cell / "model.safetensors")["item_embedding.llm_table"][1:], table[1:])
+    recorded = read_json(cell / "metrics.json")["side_information"]["item_embeddings"]
+    assert recorded["folder"] == str(stage0_dir.resolve()) and recorded["label"] == "stage0"
+    # trained on another dataset: one line naming the recorded hash
+    other, _ = write_toy_dataset(tmp_path / "other", seed=1)
+    train = ["train", "--dataset", str(other), *TRAIN_TINY, "--fusion", "gate", "--out", str(tmp_path / "t")]
+    assert main([*train, "--item-embeddings", f"stage0={stage0_dir}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "dataset_info.hash" in err and str(stage0_dir) in err
+
+
+def test_an_older_grid_resumes_as_before_and_takes_a_new_source(grid_run, stage0_dir, tmp_path, capsys):
+    """A grid made before sources (one unlabelled table, cells <backbone>-gate-s<seed>) resumes without retraining,
+    reports as before, and a source added to it trains only that source's cells."""
+    import json
+    import shutil
+
+    src, argv, _ = grid_run
+    out = tmp_path / "old"
+    shutil.copytree(src, out)
+    for new in sorted(out.glob("cells/*-gate-tuned-s*")):  # the layout and records the older version wrote
+        record = read_json(new / "metrics.json")
+        record["variant"] = "gate"
+        record["side_information"]["item_embeddings"].pop("label")
+        (new / "metrics.json").write_text(json.dumps(record))
+        new.rename(new.with_name(new.name.replace("-gate-tuned-", "-gate-")))
+    settings = read_json(out / "ablation.json")
+    settings["item_embeddings"] = _given(argv, "--item-embeddings")
+    settings["side_information_sha256"] = {
+        k.replace(":tuned", ""): v for k, v in settings["side_information_sha256"].items()
+    }
+    (out / "ablation.json").write_text(json.dumps(settings))
+    before = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/metrics.json")}
+    old_grid = [*argv[: argv.index("--out")], "--out", str(out), *argv[argv.index("--out") + 2 :]]
+    assert main(old_grid) == 0
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 6
+    assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/metrics.json")} == before
+    report = (out / "results.md").read_text()
+    assert "| gru4rec | gate | 2 |" in report and "gate:tuned" not in report and "Item-table sources" not in report
+    assert {c["fusion"] for c in csv.DictReader((out / "cells.csv").open())} == {"base", "ci", "gate"}
+
+    tables = f"tuned={_given(argv, '--item-embeddings')},stage0={stage0_dir}"
+    assert main([*old_grid, "--item-embeddings", tables]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("finished earlier, skipped") == 6 and printed.count(": training") == 2
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # the older cells untouched
+    assert sorted(p.name for p in out.glob("cells/*-gate-*")) == [
+        "gru4rec-gate-s42",
+        "gru4rec-gate-s43",
+        "gru4rec-gate-stage0-s42",
+        "gru4rec-gate-stage0-s43",
+    ]
+    assert "| gru4rec | gate | gate:stage0 | " in (out / "results.md").read_text()
+    assert read_json(out / "ablation.json")["unlabelled_source"] == "tuned"
+    assert main(old_grid) == 0  # and the original command still resumes it, every cell skipped
+    assert capsys.readouterr().out.count("finished earlier, skipped") == 6
+
+
+def test_the_settings_check_is_per_source(tmp_path):
+    from tslrec.core.artifacts import write_json
+    from tslrec.pipelines.ablation_grid import DIGESTS, SETTINGS_FILE, check_settings
+
+    defaults = {"lr": 0.001, "item_embeddings": None}
+    one = {"lr": 0.001, "item_embeddings": {"tuned": "a"}, DIGESTS: {"gate:tuned": "1" * 64}}
+    assert check_settings(tmp_path, one, defaults) is None
+    two = {"lr": 0.001, "item_embeddings": {"tuned": "a", "stage0": "b"}, DIGESTS: {"gate:stage0": "2" * 64}}
+    check_settings(tmp_path, two, defaults)  # a source added
+    recorded = read_json(tmp_path / SETTINGS_FILE)
+    assert recorded["item_embeddings"] == {"tuned": "a", "stage0": "b"} and set(recorded[DIGESTS]) == {
+        "gate:tuned",
+        "gate:stage0",
+    }
+    check_settings(tmp_path, {**one, "item_embeddings": {"stage0": "b"}, DIGESTS: {}}, defaults)  # a subset: fine
+    with pytest.raises(InputError, match="item_embeddings source stage0='b', now 'c'"):
+        check_settings(tmp_path, {**two, "item_embeddings": {"stage0": "c"}}, defaults)
+    with pytest.raises(InputError, match="the gate:stage0 cells"):
+        check_settings(tmp_path, {**two, DIGESTS: {"gate:stage0": "3" * 64}}, defaults)
+    # a grid made before sources: its one path is `tuned`, its digest keys the fusion alone
+    old = tmp_path / "old"
+    write_json(old / SETTINGS_FILE, {"lr": 0.001, "item_embeddings": "a", DIGESTS: {"gate": "1" * 64}})
+    assert check_settings(old, one, defaults) == "tuned"
+    with pytest.raises(InputError, match="the gate:tuned cells"):
+        check_settings(old, {**one, DIGESTS: {"gate:tuned": "4" * 64}}, defaults)
+    assert check_settings(old, two, defaults) == "tuned"
+    assert read_json(old / SETTINGS_FILE)["unlabelled_source"] == "tuned"
