@@ -37,6 +37,7 @@ PAPER_TABLE2 = {
     dataset: {(b, f): row[4 * i : 4 * i + 4] for b, row in rows.items() for i, f in enumerate(PAPER_VARIANT)}
     for dataset, rows in _PAPER_TABLE2_ROWS.items()
 }
+PAPER_ROW_OF = {"gate:tuned": "gate"}  # the paper's TSLRec row sits beside our gate over the tuned LLM's table
 PAPER_SETTING = (
     "TSLRec paper, Table 2: Llama2-13B, RecBole backbones, embedding dimension 256, lr 1e-4, batch 1024, "
     "patience 10 on validation NDCG@10, leave-one-out; it does not say whether history items are masked"
@@ -351,7 +352,7 @@ def ablation_tables(dataset: str) -> str:
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in cells:
         groups.setdefault((r["model"], r["variant"]), []).append(r)
-    order = {"base": 0, "ci": 1, "gate": 2}
+    order = {"base": 0, "ci": 1, "gate": 2, "gate:stage0": 3, "gate:tuned": 4}
     seeds = max(len(v) for v in groups.values())
     masked_col = any(r.get("metrics_history_masked") for r in cells)
     lines = [
@@ -389,7 +390,7 @@ def ablation_tables(dataset: str) -> str:
             + " | ".join(_mean_std([r["metrics"][k] for r in rs]) for k in ("HR@5", "HR@10", "NDCG@5", "NDCG@10"))
             + f" | {_seed_test(rs, base, 'NDCG@10')} | {_seed_test(rs, base, 'HR@10')} | {_user_p(rs[0], 'NDCG@10')} | "
             + masked_text
-            + f"{_paper(paper.get((backbone, fusion)))} | "
+            + f"{_paper(paper.get((backbone, PAPER_ROW_OF.get(fusion, fusion))))} | "
             f"{', '.join(str(r['best_epoch']) + '/' + str(r['epochs']) for r in rs)} | "
             f"{fmt(sum(r.get('timings', r)['seconds_per_epoch'] for r in rs) / len(rs), 1)} |"
         )
