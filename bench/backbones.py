@@ -55,6 +55,9 @@ def main() -> None:
     p.add_argument("--backbones", default="sasrec", help="comma-separated backbones")
     p.add_argument("--seeds", default="42", help="comma-separated seeds")
     p.add_argument("--name", default=None, help="results file name (default backbones-<dataset>)")
+    p.add_argument(
+        "--label", default="base", help="the records' variant: name an ablation so it does not replace the base runs"
+    )
     args = p.parse_args()
     base: TrainJob = from_namespace(TrainJob(dataset="ml-1m"), args)
     ds = load_dataset(base.dataset, base.data)
@@ -69,10 +72,12 @@ def main() -> None:
                 base,
                 backbone=backbone,
                 train=replace(base.train, seed=seed),
-                out=str(out_root / f"{backbone}-s{seed}"),
+                out=str(
+                    out_root / (f"{backbone}-s{seed}" if args.label == "base" else f"{backbone}-{args.label}-s{seed}")
+                ),
             )
             outcome = train_backbone(job)
-            rec = dict(outcome.record)
+            rec = {**outcome.record, "variant": args.label}
             model = rebuild_model(outcome.out, rec, ds).to(device)
             masked = evaluate_split(model, splits.test, replace(job.eval, mask_history=True), device)
             rec["metrics_history_masked"] = {k: round(v, 6) for k, v in masked.metrics.items()}
