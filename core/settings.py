@@ -120,10 +120,11 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Any) -> list[Settin
         default = _get(defaults, s.path)
         dest = ".".join(s.path)
         names = [s.flag, *s.aliases]
+        shown_help = s.help.replace("%", "%%")  # argparse formats help with %: "35%" would break --help
         if s.kind == "bool":
-            parser.add_argument(*names, dest=dest, action="store_true", help=s.help)
+            parser.add_argument(*names, dest=dest, action="store_true", help=shown_help)
         elif s.kind == "no-bool":
-            parser.add_argument(*names, dest=dest, action="store_false", help=s.help)
+            parser.add_argument(*names, dest=dest, action="store_false", help=shown_help)
         else:
             shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
             extra = " (required)" if s.required else ("" if default in (None, "") else f" (default: {shown})")
@@ -131,7 +132,7 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Any) -> list[Settin
                 *names,
                 dest=dest,
                 default=argparse.SUPPRESS,
-                help=s.help + extra,
+                help=shown_help + extra.replace("%", "%%"),
                 type=s.parse if s.kind == "value" else str,
                 choices=s.choices,
                 metavar=None if s.choices else s.flag.lstrip("-").upper().replace("-", "_"),

@@ -6,34 +6,43 @@
     loss  = cross-entropy(y_hat, next item)               (Eq. 6)
 
 The item vectors come from the Item LLM (item_llm.py) and are fixed unless
-`tune_item_vectors`. The Recommendation LLM is any transformer loaded by stage 1's
-`load_llm` and fed through stage 1's `SoftPromptBuilder` (inputs_embeds, left-packed, with
-the tokenizer's BOS in front when it has one; BOS is attended to but not pooled). No text
-prompt: one position per item.
+`tune_item_vectors`. The Recommendation LLM is loaded by stage 1's `load_llm` and fed
+through stage 1's `SoftPromptBuilder` (inputs_embeds, left-packed, with the tokenizer's BOS,
+or an encoder's [CLS], in front when it has one; attended to but not pooled). No text
+prompt: one position per item. It is either
+- a causal LM (SmolLM2, any decoder): position t attends to items 1..t ("causal"), or, with
+  `LiteConfig.attention="bidirectional"`, to every item (transformers' `config.is_causal=False`);
+- a text encoder (T5's encoder stack, a BERT-style encoder such as MiniLM): every item
+  attends to every item ("bidirectional").
+`RecommendationLLM.attention` says which. Pooling is the same either way: the masked mean
+over the user's item positions.
 
-For a causal LLM the mean over positions 1..t depends on items 1..t only, so one pass over
-a sequence gives the pooled state of every prefix (`prefix_states`); training on every
+For causal attention the mean over positions 1..t depends on items 1..t only, so one pass
+over a sequence gives the pooled state of every prefix (`prefix_states`); training on every
 prefix ("all") then costs one pass per window instead of one per prefix.
 """
 
 from __future__ import annotations
 
 import inspect
+import sys
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tslrec.core.errors import InputError
 from tslrec.core.settings import require
 from tslrec.llm.loading import LLMConfig, hidden_size, load_llm, transformer_body
 from tslrec.llm.lora import add_lora
 from tslrec.llm.pooling import masked_mean_pool
 from tslrec.llm.soft_prompt import SoftPromptBuilder, match_token_scale
 
-from .loading import model_kind
+from .loading import rec_llm_kind
 
 FINETUNE = ("lora", "full")
+ATTENTION = ("auto", "bidirectional")
 
 
 @dataclass
@@ -51,13 +60,26 @@ class LiteConfig:
         metadata={
             "help": (
                 "comma-separated module names to adapt "
-                "(default: peft's for the model type: Llama q_proj,v_proj; T5 q,v)"
+                "(default: peft's for the model type: Llama q_proj,v_proj; T5 q,v; BERT query,value)"
             )
         },
     )
     add_bos: bool = field(
         default=True,
-        metadata={"flag": "--no-bos", "help": "put the tokenizer's BOS first (decoder LLMs expect it); never pooled"},
+        metadata={
+            "flag": "--no-bos",
+            "help": "put the tokenizer's BOS (an encoder's [CLS]) first (pretrained models expect it); never pooled",
+        },
+    )
+    attention: str = field(
+        default="auto",
+        metadata={
+            "choices": ATTENTION,
+            "help": (
+                "auto: the model's own (causal for a decoder LLM, bidirectional for an encoder) | "
+                "bidirectional: a decoder LLM also attends to later items"
+            ),
+        },
     )
     tune_item_vectors: bool = field(
         default=False, metadata={"help": "also train the Item-LLM vectors with the recommendation loss"}
@@ -67,6 +89,7 @@ class LiteConfig:
         require(self.finetune in FINETUNE, self, "finetune", f"use one of {', '.join(FINETUNE)}")
         require(self.lora_r >= 1, self, "lora_r", "need at least 1")
         require(0.0 <= self.lora_dropout < 1.0, self, "lora_dropout", "must be in [0, 1)")
+        require(self.attention in ATTENTION, self, "attention", f"use one of {', '.join(ATTENTION)}")
 
     def validate(self) -> LiteConfig:
         """Checked on construction (__post_init__); kept so callers can chain it."""
@@ -74,24 +97,66 @@ class LiteConfig:
 
 
 def is_causal(body: nn.Module) -> bool:
-    """True when the transformer's self-attention is causal (decoder LLMs), False for encoders (BERT, T5)."""
+    """True when the transformer's self-attention is causal (decoder LLMs), False for encoders (BERT, T5)
+    and for a decoder switched to bidirectional attention (`make_bidirectional`)."""
+    if getattr(getattr(body, "config", None), "is_causal", True) is False:
+        return False
     return any(getattr(m, "is_causal", False) is True for m in body.modules())
 
 
-class RecommendationLLM(nn.Module):
-    """Item vectors [B, T, D] + mask [B, T] -> adapter -> LLM over inputs_embeds -> pooled h_u [B, H]."""
+def make_bidirectional(body: nn.Module) -> None:
+    """Let a decoder's positions attend to later positions too (padding stays masked).
 
-    def __init__(self, llm: nn.Module, tokenizer, item_dim: int, add_bos: bool = True):
+    transformers' `create_causal_mask` (which decoders call to build their mask) builds a
+    bidirectional one when the model config says `is_causal=False`; a model whose code does not
+    build its mask there is refused rather than silently left causal.
+    """
+    module = sys.modules.get(type(body).__module__)
+    if not hasattr(module, "create_causal_mask"):
+        raise InputError(
+            f"LiteConfig.attention=bidirectional: {type(body).__name__} does not build its attention mask with "
+            "transformers' create_causal_mask, so it cannot be made bidirectional; use attention=auto"
+        )
+    body.config.is_causal = False
+
+
+def start_prefix(tokenizer, causal: bool, add_bos: bool) -> tuple[str, bool]:
+    """(prefix_text, add_bos) for SoftPromptBuilder: a decoder's BOS, or an encoder's [CLS] when it has one."""
+    cls = getattr(tokenizer, "cls_token", None)
+    if add_bos and not causal and cls is not None:
+        return cls, False  # BERT-style encoders saw [CLS] first in pretraining (T5 has no such token)
+    return "", add_bos
+
+
+class RecommendationLLM(nn.Module):
+    """Item vectors [B, T, D] + mask [B, T] -> adapter -> LLM over inputs_embeds -> pooled h_u [B, H].
+
+    attention: "auto" keeps the model's own attention; "bidirectional" also opens a decoder's
+    causal mask (an encoder is bidirectional either way).
+    """
+
+    def __init__(self, llm: nn.Module, tokenizer, item_dim: int, add_bos: bool = True, attention: str = "auto"):
         super().__init__()
         self.llm = llm  # possibly peft-wrapped
         self.tokenizer = tokenizer  # kept to save a fully fine-tuned model as a loadable folder
         self.hidden = hidden_size(llm)
         self.adapter = nn.Linear(item_dim, self.hidden)  # A: item vector -> one LLM input position
-        self.prompt = SoftPromptBuilder(tokenizer, "", "", add_bos=add_bos, require_suffix=False)
-        self.num_prefix = int(self.prompt.prefix_ids.numel())  # P: 1 with a BOS token, else 0
         body = transformer_body(llm)
+        if attention == "bidirectional" and is_causal(body):
+            make_bidirectional(body)
         self.causal = is_causal(body)
-        self._takes_position_ids = "position_ids" in inspect.signature(body.forward).parameters  # T5 does not
+        prefix_text, bos = start_prefix(tokenizer, self.causal, add_bos)
+        self.prompt = SoftPromptBuilder(tokenizer, prefix_text, "", add_bos=bos, require_suffix=False)
+        self.num_prefix = int(self.prompt.prefix_ids.numel())  # P: 1 with a BOS / [CLS] token, else 0
+        params = inspect.signature(body.forward).parameters
+        self._takes_position_ids = "position_ids" in params  # T5 does not (relative positions)
+        self._takes_use_cache = "use_cache" in params  # decoders; most encoders have no cache
+        self._position_offset = _position_offset(body)
+
+    @property
+    def attention(self) -> str:
+        """How the items attend: "causal" (item t sees items 1..t) or "bidirectional" (each sees every item)."""
+        return "causal" if self.causal else "bidirectional"
 
     def match_token_scale(self, item_vectors: torch.Tensor) -> None:
         """Rescale the adapter to the LLM's token-embedding norm (item_vectors: [n, D] sample)."""
@@ -101,8 +166,10 @@ class RecommendationLLM(nn.Module):
         """(hidden [B, P+T, H] float32, item_mask [B, P+T] bool): rows left-packed, P prefix positions first."""
         soft = self.adapter(vectors.to(self.adapter.weight.dtype))  # [B, T, H]
         inputs, attn, position_ids = self.prompt(self.llm.get_input_embeddings(), soft, mask)  # [B, P+T, H], [B, P+T]
-        extra = {"position_ids": position_ids} if self._takes_position_ids else {}
-        out = transformer_body(self.llm)(inputs_embeds=inputs, attention_mask=attn, use_cache=False, **extra)
+        extra = {"position_ids": position_ids + self._position_offset} if self._takes_position_ids else {}
+        if self._takes_use_cache:
+            extra["use_cache"] = False
+        out = transformer_body(self.llm)(inputs_embeds=inputs, attention_mask=attn, **extra)  # [B, P+T, H] states
         item_mask = attn.bool() & (position_ids >= self.num_prefix)  # real item positions (BOS excluded)
         return out.last_hidden_state.float(), item_mask
 
@@ -117,13 +184,23 @@ class RecommendationLLM(nn.Module):
         Left-padded input -> [B, T, H]: position t = mean of item states 1..t (h_u of that prefix).
         """
         if not self.causal:
-            raise ValueError("prefix_states needs a causal LLM: an encoder's states at t see later items")
+            raise ValueError(
+                "prefix_states needs causal attention: with bidirectional attention states see later items"
+            )
         if bool((mask[:, 1:].long() < mask[:, :-1].long()).any()):
             raise ValueError("prefix_states expects left-padded rows (padding first)")
         hidden, item_mask = self.states(vectors, mask)
         w = item_mask.unsqueeze(-1).float()  # [B, P+T, 1]
         running = (hidden * w).cumsum(dim=1) / w.cumsum(dim=1).clamp(min=1.0)  # [B, P+T, H]
         return running[:, self.num_prefix :]  # [B, T, H], aligned with the input columns
+
+
+def _position_offset(body: nn.Module) -> int:
+    """First position id of a real token: padding_idx + 1 for RoBERTa-style embeddings, else 0."""
+    embeddings = getattr(body, "embeddings", None)
+    if hasattr(type(embeddings), "create_position_ids_from_inputs_embeds"):
+        return int(embeddings.padding_idx) + 1  # RoBERTa, XLM-R: positions start after the padding index
+    return 0
 
 
 class LiteLLM4Rec(nn.Module):
@@ -162,7 +239,7 @@ class LiteLLM4Rec(nn.Module):
         """Cross-entropy over all items (Eq. 6) -> (mean loss, number of targets).
 
         ids, targets: [B, T] left-padded; targets[b, t] = next item after the prefix ending at t, 0 = none.
-        Causal LLM: every position with a target is a prefix (one pass). Encoder: only the last column.
+        Causal attention: every position with a target is a prefix (one pass). Bidirectional: only the last column.
         """
         mask = ids > 0
         if self.rec.causal:
@@ -171,7 +248,7 @@ class LiteLLM4Rec(nn.Module):
             h, y = states[has_target], targets[has_target]  # [n, H], [n]
         else:
             if bool((targets[:, :-1] > 0).any()):
-                raise ValueError("an encoder Recommendation LLM takes one target per row, in the last column")
+                raise ValueError("a bidirectional Recommendation LLM takes one target per row, in the last column")
             h, y = self.rec(self.item_vectors[ids], mask), targets[:, -1]
         return F.cross_entropy(self.logits(h), y - 1), int(y.numel())
 
@@ -179,14 +256,14 @@ class LiteLLM4Rec(nn.Module):
 def build_lite_model(item_vectors: torch.Tensor, cfg: LiteConfig, llm_cfg: LLMConfig, seed: int = 0) -> LiteLLM4Rec:
     """Load the Recommendation LLM with stage 1's loader, add LoRA (or unfreeze it), a fresh adapter and head."""
     cfg.validate()
-    llm, tokenizer = load_llm(llm_cfg, kind=model_kind(llm_cfg.name_or_path))
+    llm, tokenizer = load_llm(llm_cfg, kind=rec_llm_kind(llm_cfg))
     torch.manual_seed(seed)
     if cfg.finetune == "lora":
         llm = add_lora(llm, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
     else:
         for p in llm.parameters():
             p.requires_grad_(True)
-    rec = RecommendationLLM(llm, tokenizer, item_vectors.shape[1], cfg.add_bos)
+    rec = RecommendationLLM(llm, tokenizer, item_vectors.shape[1], cfg.add_bos, cfg.attention)
     real = item_vectors[1:]
     rec.match_token_scale(real[torch.randperm(real.shape[0])[:4096]])
     return LiteLLM4Rec(rec, item_vectors, cfg.tune_item_vectors)

@@ -19,7 +19,7 @@ from tslrec.llm.loading import LLMConfig, load_llm
 from tslrec.llm.lora import load_adapter
 from tslrec.llm.weights import copy_weights
 
-from .loading import model_kind
+from .loading import rec_llm_kind
 from .model import LiteConfig, LiteLLM4Rec, RecommendationLLM
 
 CONFIG_FILE = "config.json"
@@ -56,6 +56,7 @@ def save_lite_model(model: LiteLLM4Rec, folder: str | Path, cfg: LiteConfig, llm
         {
             "lite": asdict(cfg),
             "llm": asdict(llm_cfg),
+            "attention": model.rec.attention,
             "item_dim": model.item_vectors.shape[1],
             "num_items": model.num_items,
         },
@@ -80,12 +81,12 @@ def load_lite_model(folder: str | Path, device: str | torch.device = "cpu") -> t
     weights = load_tensors(folder / WEIGHTS_FILE, "Lite-LLM4Rec weights")
     if cfg.finetune == "full":
         llm_cfg = LLMConfig(**{**asdict(llm_cfg), "name_or_path": str(folder / LLM_DIR)})
-    llm, tokenizer = load_llm(llm_cfg, kind=model_kind(llm_cfg.name_or_path))
+    llm, tokenizer = load_llm(llm_cfg, kind=rec_llm_kind(llm_cfg))
     if cfg.finetune == "lora":
         llm = load_adapter(llm, folder / LORA_DIR, rerun="tslrec lite")
     if "item_vectors" not in weights:
         raise InputError(f"{folder / WEIGHTS_FILE}: no item_vectors tensor; re-run `tslrec lite`")
-    rec = RecommendationLLM(llm, tokenizer, int(config["item_dim"]), cfg.add_bos)
+    rec = RecommendationLLM(llm, tokenizer, int(config["item_dim"]), cfg.add_bos, cfg.attention)
     model = LiteLLM4Rec(rec, weights["item_vectors"], tune_item_vectors=False)
     targets = {"adapter.weight": rec.adapter.weight, "adapter.bias": rec.adapter.bias, "head.weight": model.head.weight}
     copy_weights(targets, weights, folder / WEIGHTS_FILE, rerun="tslrec lite")

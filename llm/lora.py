@@ -10,6 +10,9 @@ from tslrec.core.errors import InputError
 
 from .loading import peft_deprecations_filtered
 
+# Default LoRA targets for model types peft 0.21 has no default for (text encoders Lite-LLM4Rec accepts).
+EXTRA_DEFAULT_TARGETS = {"distilbert": ["q_lin", "v_lin"], "albert": ["query", "value"], "umt5": ["q", "v"]}
+
 
 def add_lora(
     llm: nn.Module,
@@ -20,10 +23,13 @@ def add_lora(
     quantized: bool = False,
     gradient_checkpointing: bool = False,
 ) -> nn.Module:
-    """Wrap `llm` with trainable LoRA layers. target_modules None = peft's default for the model type;
-    named modules the model lacks -> InputError. quantized: prepare a bitsandbytes model for training first."""
+    """Wrap `llm` with trainable LoRA layers. target_modules None = peft's default for the model type
+    (or EXTRA_DEFAULT_TARGETS); named modules the model lacks -> InputError. quantized: prepare a
+    bitsandbytes model for training first."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    if not target_modules:
+        target_modules = EXTRA_DEFAULT_TARGETS.get(getattr(getattr(llm, "config", None), "model_type", ""))
     if target_modules:
         names = {n.rsplit(".", 1)[-1] for n, _ in llm.named_modules()}
         missing = [t for t in target_modules if t not in names]

@@ -4,7 +4,8 @@ Writes to --out:
     item_vectors/          the item vectors the model used, in the tslrec item-embedding export format
     model/                 config.json, weights.safetensors, lora/ or llm/ (see lite_llm4rec.model_io)
     per_user_test.safetensors   per-user test metric vectors (for paired tests)
-    metrics.json           test metrics (full ranking, leave-one-out), validation metrics, timing, config (last)
+    metrics.json           test metrics (full ranking, leave-one-out), validation metrics, the Recommendation LLM's
+                           attention (causal | bidirectional), timing, config (last)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tslrec.backbones.evaluation import EvalConfig
 from tslrec.core.artifacts import package_versions, resolve_device, save_tensors, use_deterministic_kernels, write_json
 from tslrec.core.settings import require
 from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_vectors_for_dataset
+from tslrec.lite_llm4rec.loading import rec_llm_kind
 from tslrec.lite_llm4rec.model import LiteConfig, build_lite_model
 from tslrec.lite_llm4rec.model_io import save_lite_model
 from tslrec.lite_llm4rec.training import LiteTrainConfig, LiteTrainResult, train_lite
@@ -73,6 +75,7 @@ class LiteJob:
 def run_lite(job: LiteJob) -> tuple[dict, Path]:
     """Run the whole job; returns (the metrics.json record, output folder)."""
     start = time.perf_counter()
+    rec_llm_kind(job.llm)  # a --llm that is neither a causal LM nor a text encoder stops here, before any work
     ds = load_dataset(job.dataset, job.data)
     device = resolve_device(job.runtime.device)
     use_deterministic_kernels(device, warn_only=True)  # float cumsum (prefix means) has no deterministic CUDA kernel
@@ -114,7 +117,9 @@ def run_lite(job: LiteJob) -> tuple[dict, Path]:
         source={**vector_info["source"], "tuned_by_lite": job.lite.tune_item_vectors},
     )
     save_tensors(out / "per_user_test.safetensors", result.test.per_user)
-    record = run_record(ds, job.train, config, result, vector_info, device, time.perf_counter() - start)
+    record = run_record(
+        ds, job.train, config, result, vector_info, device, time.perf_counter() - start, model.rec.attention
+    )
     write_json(out / "metrics.json", record)  # written last: its presence means the run is complete
     checkpoint.unlink(missing_ok=True)
     return record, out
@@ -128,10 +133,12 @@ def run_record(
     vector_info: dict,
     device: torch.device,
     wall_seconds: float,
+    attention: str,
 ) -> dict:
-    """The metrics.json / benchmark record of one run."""
+    """The metrics.json / benchmark record of one run (attention: the Recommendation LLM's, causal | bidirectional)."""
     return {
         **record_head(ds.name, "lite-llm4rec", train_cfg.strategy, train_cfg.seed, result.test, result.valid),
+        "attention": attention,
         "best_step": result.best_step,
         "steps": result.steps,
         "epochs_run": result.epochs_run,

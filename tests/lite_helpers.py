@@ -89,6 +89,45 @@ def make_tiny_t5(folder: Path, d_model: int = 32, seed: int = 0) -> Path:
     return folder
 
 
+def make_tiny_encoder(folder: Path, model_type: str, hidden: int = 16, seed: int = 0) -> Path:
+    """A random 2-layer encoder of another family ("roberta", "distilbert" or "mt5") + the title tokenizer."""
+    from transformers import (
+        DistilBertConfig,
+        DistilBertModel,
+        MT5Config,
+        MT5Model,
+        RobertaConfig,
+        RobertaModel,
+    )
+
+    tok = make_text_tokenizer()
+    common = {"vocab_size": len(tok), "pad_token_id": 0}
+    configs = {
+        "roberta": lambda: RobertaModel(
+            RobertaConfig(
+                hidden_size=hidden,
+                intermediate_size=2 * hidden,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                max_position_embeddings=130,
+                **common,
+            )
+        ),
+        "distilbert": lambda: DistilBertModel(
+            DistilBertConfig(dim=hidden, hidden_dim=2 * hidden, n_layers=2, n_heads=2, **common)
+        ),
+        "mt5": lambda: MT5Model(
+            MT5Config(
+                d_model=hidden, d_ff=2 * hidden, num_layers=2, num_heads=2, d_kv=8, decoder_start_token_id=0, **common
+            )
+        ),
+    }
+    torch.manual_seed(seed)
+    configs[model_type]().save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return folder
+
+
 def make_tiny_text_llama(folder: Path, hidden: int = 32, seed: int = 0) -> Path:
     """A random 2-layer LlamaForCausalLM with the title tokenizer (digits are tokens): the generative baseline's LLM."""
     from transformers import LlamaConfig, LlamaForCausalLM

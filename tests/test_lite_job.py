@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lite_helpers import lite_llama_dir, one_torch_thread, tiny_bert_dir, write_text_dataset  # noqa: F401
+from lite_helpers import (  # noqa: F401
+    lite_llama_dir,
+    one_torch_thread,
+    tiny_bert_dir,
+    tiny_t5_dir,
+    write_text_dataset,
+)
 
 from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig
@@ -116,3 +122,40 @@ def test_bad_option_exits_2_before_any_work(tmp_path, capsys):
     data = write_text_dataset(tmp_path / "data")
     assert lite("--dataset", str(data), "--segment-len", "1") == 2
     assert "--segment-len" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("rec_llm", "extra"), [("t5", ["--strategy", "all"]), ("llama", ["--attention", "bidirectional"])]
+)
+def test_lite_job_records_the_attention_of_its_recommendation_llm(
+    rec_llm, extra, tmp_path, tiny_bert_dir, tiny_t5_dir, lite_llama_dir
+):
+    """A T5 encoder, or a decoder with --attention bidirectional, trains end to end; metrics.json says how it
+    attended."""
+    data = write_text_dataset(tmp_path / "data", n_users=16)
+    folder = {"t5": tiny_t5_dir, "llama": lite_llama_dir}[rec_llm]
+    out = tmp_path / "run"
+    common = ["--item-llm", str(tiny_bert_dir), "--epochs", "1", "--batch-size", "16", "--max-len", "6"]
+    assert lite("--dataset", str(data), "--out", str(out), "--llm", str(folder), *common, *extra) == 0
+    record = read_json(out / "metrics.json")
+    assert record["attention"] == "bidirectional"
+    assert record["config"]["lite"]["attention"] == ("bidirectional" if rec_llm == "llama" else "auto")
+    model, config = load_lite_model(out / "model")
+    assert model.rec.attention == config["attention"] == "bidirectional"
+
+
+def test_a_recommendation_llm_folder_that_is_no_language_model_exits_2(tmp_path, capsys):
+    from transformers import ViTConfig
+
+    vit = tmp_path / "vit"
+    ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(vit)
+    data = write_text_dataset(tmp_path / "data")
+    assert lite("--dataset", str(data), "--llm", str(vit), "--out", str(tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --llm {vit}: model_type 'vit' is neither") and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_lite_help_lists_the_attention_choice(capsys):
+    assert main(["lite", "--help"]) == 0
+    assert "--attention {auto,bidirectional}" in capsys.readouterr().out
