@@ -4,8 +4,13 @@ Layout of one row (Eq. 1 of the TSLRec paper):
 
     [pad ... pad] [prefix text tokens] [soft vector 1 .. soft vector n] [suffix text tokens]
 
-Each row keeps only its valid soft vectors (mask == 1) in their original order, and the
-whole packed prompt is left-padded, so the LAST position of every row is the last suffix
+With item text (stage 1's `--item-text`, beyond the paper) each item is its title tokens, then its
+soft vector:
+
+    [pad ... pad] [prefix] [title 1 tokens, soft vector 1] .. [title n tokens, soft vector n] [suffix]
+
+Each row keeps only its valid soft vectors (mask == 1) and title tokens in their original order, and
+the whole packed prompt is left-padded, so the LAST position of every row is the last suffix
 token ("Response:"). That makes last-token pooling a plain `hidden[:, -1]` and keeps the
 padding out of every real token's causal context. `position_ids` count real tokens from 0.
 Shared by stage 1 and Lite-LLM4Rec.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -44,13 +50,46 @@ class SoftPromptBuilder(nn.Module):
         """P + S: text positions added to every prompt."""
         return int(self.prefix_ids.numel() + self.suffix_ids.numel())
 
+    def item_block(
+        self,
+        embed: nn.Module,
+        soft: torch.Tensor,
+        soft_mask: torch.Tensor,
+        text_ids: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The item part of the prompt, unpacked: (vectors [B, M, H], mask [B, M]).
+
+        soft [B, T, H], soft_mask [B, T]. Without text M = T (the soft vectors). With text_ids [B, T, C] and
+        text_mask [B, T, C] (1 = a real title token) every item is its C title slots then its soft vector,
+        M = T * (C + 1); a padded item's title slots are padding too.
+        """
+        weight_dtype = embed.weight.dtype
+        if text_ids is None:
+            return soft.to(weight_dtype), soft_mask.to(device=soft.device, dtype=torch.long)
+        B, T, H = soft.shape
+        C = text_ids.shape[2]
+        words = embed(text_ids).to(weight_dtype)  # [B, T, C, H]
+        block = torch.cat([words, soft.to(weight_dtype).unsqueeze(2)], dim=2).reshape(B, T * (C + 1), H)
+        item_real = soft_mask.to(device=soft.device, dtype=torch.long).unsqueeze(2)  # [B, T, 1]
+        words_real = text_mask.to(device=soft.device, dtype=torch.long) * item_real  # [B, T, C]
+        mask = torch.cat([words_real, item_real], dim=2).reshape(B, T * (C + 1))  # [B, M]
+        return block, mask
+
     def forward(
-        self, embed: nn.Module, soft: torch.Tensor, soft_mask: torch.Tensor
+        self,
+        embed: nn.Module,
+        soft: torch.Tensor,
+        soft_mask: torch.Tensor,
+        text_ids: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Build (inputs_embeds [B, L, H], attention_mask [B, L], position_ids [B, L]), L = P + T + S.
 
         embed: the LLM's input embedding layer; soft: [B, T, H]; soft_mask: [B, T] (1 = real vector).
-        Rows with no valid soft vector are allowed (text only).
+        Rows with no valid soft vector are allowed (text only). With item text (text_ids [B, T, C],
+        text_mask [B, T, C]; see `item_block`) each item's title tokens come right before its soft vector,
+        and L is the longest row's real length (columns that are padding in every row are dropped).
         """
         B, T, H = soft.shape
         device = soft.device
@@ -58,19 +97,52 @@ class SoftPromptBuilder(nn.Module):
         prefix = embed(self.prefix_ids).to(weight_dtype)  # [P, H]
         suffix = embed(self.suffix_ids).to(weight_dtype)  # [S, H]
         P, S = prefix.shape[0], suffix.shape[0]
+        items, items_mask = self.item_block(embed, soft, soft_mask, text_ids, text_mask)  # [B, M, H], [B, M]
         full = torch.cat(
-            [prefix.unsqueeze(0).expand(B, P, H), soft.to(weight_dtype), suffix.unsqueeze(0).expand(B, S, H)], dim=1
+            [prefix.unsqueeze(0).expand(B, P, H), items, suffix.unsqueeze(0).expand(B, S, H)], dim=1
         )  # [B, L, H]
         ones_p = torch.ones(B, P, dtype=torch.long, device=device)
         ones_s = torch.ones(B, S, dtype=torch.long, device=device)
-        mask = torch.cat([ones_p, soft_mask.to(device=device, dtype=torch.long), ones_s], dim=1)  # [B, L]
+        mask = torch.cat([ones_p, items_mask, ones_s], dim=1)  # [B, L]
         # Stable sort on the mask moves padding (0) to the front and keeps real tokens in order.
         order = torch.argsort(mask, dim=1, stable=True)  # [B, L]
         mask = torch.gather(mask, 1, order)  # [B, L]
         inputs = torch.gather(full, 1, order.unsqueeze(-1).expand(B, full.shape[1], H))  # [B, L, H]
         inputs = inputs * mask.unsqueeze(-1).to(inputs.dtype)  # zero the padding vectors
         position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)  # [B, L]
+        if text_ids is not None:  # title slots leave many all-padding columns: keep the longest row's length
+            keep = int(mask.sum(dim=1).max())
+            inputs, mask, position_ids = inputs[:, -keep:], mask[:, -keep:], position_ids[:, -keep:]
         return inputs, mask, position_ids
+
+
+@dataclass
+class ItemTokens:
+    """Every item's title, tokenised once: gather rows by item id to put titles into prompts."""
+
+    ids: torch.Tensor  # [N+1, C] long: item i's first lengths[i] title tokens, then 0; row 0 = padding (no text)
+    lengths: torch.Tensor  # [N+1] long: title tokens kept (at most `cap`); 0 for row 0 and empty titles
+    untruncated: torch.Tensor  # [N+1] long: title tokens before the cap
+    cap: int  # most title tokens kept per item
+
+    @property
+    def num_items(self) -> int:
+        return int(self.ids.shape[0] - 1)
+
+
+def tokenize_item_texts(tokenizer, texts: list[str], cap: int) -> ItemTokens:
+    """texts[i] = item i's title ([0] = padding, never shown) -> its tokens without special tokens, cut to `cap`."""
+    if cap < 1:
+        raise ValueError(f"cap={cap}: need at least 1 title token per item")
+    tokenized = tokenizer(list(texts[1:]), add_special_tokens=False)["input_ids"] if len(texts) > 1 else []
+    rows = [[]] + [list(t) for t in tokenized]
+    untruncated = torch.tensor([len(r) for r in rows], dtype=torch.long)  # [N+1]
+    lengths = untruncated.clamp(max=cap)  # [N+1]
+    ids = torch.zeros(len(rows), max(int(lengths.max()), 1), dtype=torch.long)  # [N+1, C]
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, : int(lengths[i])] = torch.as_tensor(r[:cap], dtype=torch.long)
+    return ItemTokens(ids, lengths, untruncated, cap)
 
 
 def left_pad_ids(sequences: list, max_items: int, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,12 +13,14 @@ from pathlib import Path
 import torch
 
 from tslrec.core.artifacts import resolve_device, use_deterministic_kernels
+from tslrec.core.errors import InputError
 from tslrec.llm.loading import LLMConfig
 from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.training import train_stage1
 
+from .data import SequenceDataset
 from .options import Command, Runtime
-from .run_folders import load_train_folder
+from .run_folders import TrainFolder, load_train_folder
 
 
 @dataclass
@@ -64,17 +66,34 @@ class Stage1Outcome:
 
 def load_train_run(train_dir: Path, dataset: str | None) -> tuple[torch.Tensor, list, dict]:
     """(item table [N+1, D], training sequences, run facts) from a `tslrec train` folder; mismatches -> InputError."""
-    run = load_train_folder(train_dir, dataset)
+    return train_run_inputs(load_train_folder(train_dir, dataset))
+
+
+def train_run_inputs(run: TrainFolder) -> tuple[torch.Tensor, list, dict]:
+    """(item table [N+1, D], training sequences, run facts) of a loaded `tslrec train` folder."""
     ds = run.dataset
     facts = {
         "dataset": ds.name,
         "dataset_hash": ds.hash,
-        "train_dir": str(train_dir),
+        "train_dir": str(run.folder),
         "backbone": run.metrics.get("model"),
         "users": ds.num_users,
         "items": ds.num_items,
     }
     return run.item_table, ds.train_sequences(), facts
+
+
+def item_titles_for_prompt(ds: SequenceDataset, wanted: bool) -> list[str] | None:
+    """The titles `--item-text` shows (None when not asked for); a dataset without item text -> InputError."""
+    if not wanted:
+        return None
+    titles = ds.item_titles()
+    if titles is None or not any(t.strip() for t in titles[1:]):
+        raise InputError(
+            f"--item-text: dataset '{ds.name}' has no item text (titles); drop --item-text, or use a RecBole "
+            ".inter with a .item file that has a 'title:token_seq' column"
+        )
+    return titles
 
 
 def run_stage1(job: Stage1Job) -> Stage1Outcome:
@@ -83,7 +102,9 @@ def run_stage1(job: Stage1Job) -> Stage1Outcome:
     use_deterministic_kernels(device)  # before the first CUDA call
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
-    table, train_sequences, facts = load_train_run(Path(job.train_dir), job.dataset)
+    run = load_train_folder(Path(job.train_dir), job.dataset)
+    titles = item_titles_for_prompt(run.dataset, job.stage1.item_text)
+    table, train_sequences, facts = train_run_inputs(run)
     out = Path(job.out or f"runs/{facts['dataset']}-stage1-k{job.stage1.k}-s{job.stage1.seed}")
     metrics = train_stage1(
         table.numpy(),
@@ -95,6 +116,7 @@ def run_stage1(job: Stage1Job) -> Stage1Outcome:
         run_info=facts,
         progress=job.runtime.progress,
         force=job.force,
+        item_texts=titles,
     )
     from accelerate import PartialState
 
@@ -112,9 +134,22 @@ def print_outcome(outcome: Stage1Outcome) -> None:
         f"stage 1 on {outcome.dataset}: held-out-user MSE {m['mse']:.6f}; without an LLM: head on the mean item "
         f"embedding {m['mse_mean_embedding']:.6f} (LLM / head {ratio:.3f}: the LLM does "
         f"{'better' if ratio < 1 else 'no better'}), global mean {m['mse_global_mean']:.6f}{untuned}; "
-        f"{metrics['steps']} steps, {metrics['timing']['wall_seconds'] / 60:.1f} min"
+        f"{metrics['steps']} steps, {metrics['timing']['wall_seconds'] / 60:.1f} min{_text_cost(metrics)}"
     )
     print(f"wrote {outcome.out}")
+
+
+def _text_cost(metrics: dict) -> str:
+    """'; item text: ...' for the summary line of a run with --item-text ('' otherwise)."""
+    c = metrics.get("prompt_tokens")
+    if not c:
+        return ""
+    return (
+        f"; item text: {c['per_user_mean']:.0f} prompt tokens per user (max {c['per_user_max']}) against "
+        f"{c['per_user_mean_without_text']:.0f} (max {c['per_user_max_without_text']}) without, "
+        f"{c['title_tokens_per_item_mean']:.1f} title tokens per item ({c['titles_cut']} of {c['items']} titles "
+        f"cut at {c['title_tokens_cap']})"
+    )
 
 
 COMMAND = Command(

@@ -4,6 +4,10 @@ Reads the `tslrec stage1` folder (adapter, projection and head, group map, confi
 the `tslrec train` folder it recorded, the dataset and the item table stage 1 was trained on.
 Writes an export folder (format: stage2_augment/embedding_file.py) that
 `tslrec train --fusion gate --item-embeddings DIR` and `tslrec ablate` read.
+
+A stage 1 run with `--item-text` (its config.json's stage1.item_text) shows every item's title tokens
+before its soft token; stage 2 then feeds each item with its title too, from the same dataset
+(checked against the texts' sha256 stage 1 recorded), through the same prompt code.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from tslrec.stage2_augment.analysis import category_agreement
 from tslrec.stage2_augment.embedding_file import save_item_embeddings
 from tslrec.stage2_augment.extraction import ExtractionConfig, ItemRepresentations, extract_item_representations
 
+from .data import SequenceDataset
 from .options import Command, Runtime
 from .run_folders import Stage1Folder, TrainFolder, check_stage1_matches, load_train_folder, read_stage1_folder
 
@@ -79,7 +84,7 @@ def export_source(
     s1 = stage1.config.get("stage1", {})
     adapter = stage1.folder / ADAPTER_DIR
     agreement = category_agreement(reps.category_probs, stage1.item_groups)
-    return {
+    source = {
         "producer": "tslrec stage2",
         "llm": stage1.config.get("llm", {}).get("name_or_path"),
         "llm_dtype": dtype,
@@ -103,6 +108,35 @@ def export_source(
         },  # timings on a shared CPU depend on it
         "category_agreement": agreement.as_dict(),
     }
+    if s1.get("item_text"):  # beyond the paper: the prompt showed titles (a no-text manifest is as before)
+        source["item_text"] = _item_text_note(s1, cfg)
+    return source
+
+
+def stage1_item_titles(stage1: Stage1Folder, ds: SequenceDataset) -> list[str] | None:
+    """The item titles stage 1 showed in its prompts (its config's stage1.item_text), None if it showed none."""
+    if not stage1.config.get("stage1", {}).get("item_text"):
+        return None
+    titles = ds.item_titles()
+    if titles is None:
+        raise InputError(
+            f"{stage1.folder / 'config.json'}: stage 1 was trained with --item-text, but dataset '{ds.name}' has "
+            "no item text; pass the dataset stage 1 was trained on (--dataset)"
+        )
+    return titles
+
+
+def _item_text_note(s1: dict, cfg: ExtractionConfig) -> dict:
+    """What the manifest says about item text in the prompt."""
+    return {
+        "title_tokens_cap": s1.get("item_text_tokens"),
+        "prompt": "each item: its title tokens, then its soft token (as in stage 1)",
+        "prefix_cache": (
+            "kept: items are batched by title length, so no row is padded after the cached prefix"
+            if cfg.prefix_cache
+            else "off (--no-prefix-cache)"
+        ),
+    }
 
 
 def run_stage2(job: Stage2Job) -> Stage2Outcome:
@@ -119,7 +153,8 @@ def run_stage2(job: Stage2Job) -> Stage2Outcome:
         )
     device = resolve_device(job.runtime.device)
     use_deterministic_kernels(device)
-    model, _ = load_reconstruction_model(stage1.folder, device, llm_config(stage1, job.dtype))
+    titles = stage1_item_titles(stage1, ds)
+    model, _ = load_reconstruction_model(stage1.folder, device, llm_config(stage1, job.dtype), titles)
     cfg = replace(job.extraction, progress=job.runtime.progress)
     reps = extract_item_representations(model, train.item_table, cfg)
     dtype = job.dtype or stage1.config.get("llm", {}).get("dtype", "float32")

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tslrec.llm.soft_prompt import ItemTokens
+
 from .config import Stage1Config
 from .data import Stage1Data
 from .evaluation import predict_distributions, reconstruction_loss
@@ -67,9 +69,16 @@ def fit_softmax_head(
 
 
 def untuned_head_baseline(
-    llm: torch.nn.Module, tokenizer, data: Stage1Data, cfg: Stage1Config, device: torch.device, progress: bool = True
+    llm: torch.nn.Module,
+    tokenizer,
+    data: Stage1Data,
+    cfg: Stage1Config,
+    device: torch.device,
+    progress: bool = True,
+    titles: ItemTokens | None = None,
 ) -> dict[str, Any]:
-    """Frozen LLM (no LoRA), random scale-matched projection, same prompt and pooling; only a head is fitted."""
+    """Frozen LLM (no LoRA), random scale-matched projection, same prompt and pooling; only a head is fitted.
+    titles: the items' title tokens when the prompt shows item text (Stage1Config.item_text)."""
     t0 = time.time()
     rng_state = torch.get_rng_state()
     torch.manual_seed(cfg.seed + 1)
@@ -77,6 +86,8 @@ def untuned_head_baseline(
         llm, tokenizer, data.item_embeddings.shape[1], cfg.prefix(), cfg.suffix_text, cfg.pooling
     )
     encoder.match_token_scale(data.item_embeddings[1:][torch.randperm(data.item_embeddings.shape[0] - 1)[:2048]])
+    if titles is not None:
+        encoder.use_item_text(titles)
     frozen = ReconstructionModel(encoder, cfg.k).to(device)
     table = data.item_embeddings.to(device)
     parts = split_users(data)

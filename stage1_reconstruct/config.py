@@ -48,6 +48,18 @@ class Stage1Config:
             ),
         },
     )
+    item_text: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "beyond the paper: each item in the prompt is its title's tokens, then its soft token (stage 1 "
+                "and stage 2); needs a dataset with item text"
+            )
+        },
+    )
+    item_text_tokens: int = field(
+        default=16, metadata={"help": "with --item-text: at most this many title tokens per item (the rest is cut)"}
+    )
     prefix_text: str = field(default=DEFAULT_PREFIX, metadata={"help": "text before the items; '{k}' is replaced by K"})
     suffix_text: str = field(
         default=DEFAULT_SUFFIX, metadata={"help": "text after the items; its last token is the pooled position"}
@@ -141,6 +153,7 @@ class Stage1Config:
         require(self.max_items >= 1, self, "max_items", "need at least 1")
         require(self.pooling in ("last", "mean"), self, "pooling", "use last or mean")
         require(self.prompts in PROMPTS, self, "prompts", "use windows or history")
+        require(self.item_text_tokens >= 1, self, "item_text_tokens", "need at least 1")
         require(self.lora_r >= 1, self, "lora_r", "need at least 1")
         require(0.0 <= self.lora_dropout < 1.0, self, "lora_dropout", "must be in [0, 1)")
         require(self.lr > 0, self, "lr", "must be positive")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from tslrec.core.errors import InputError
-from tslrec.llm.soft_prompt import left_pad_ids
+from tslrec.llm.soft_prompt import ItemTokens, left_pad_ids
 
 from .config import PROMPTS, Stage1Config
 from .grouping import ItemGroups, kmeans_item_groups, user_group_targets
@@ -122,3 +123,49 @@ class UserBatches:
 def epoch_order(users: np.ndarray, seed: int, epoch: int) -> list[int]:
     """Deterministic shuffle of the training users for one epoch (the same after a resume)."""
     return [int(u) for u in np.random.default_rng([seed, epoch]).permutation(users)]
+
+
+def item_texts_sha256(texts: list[str]) -> str:
+    """sha256 of the item texts shown in prompts (recorded in config.json; stage 2 checks its dataset against it)."""
+    return hashlib.sha256("\x1f".join(texts).encode()).hexdigest()
+
+
+def check_item_texts(texts: list[str] | None, num_items: int, cfg: Stage1Config) -> None:
+    """With `cfg.item_text`, one text per item id 0..N, not all empty; InputError naming Stage1Config.item_text."""
+    if not cfg.item_text:
+        return
+    if texts is None:
+        raise InputError("Stage1Config.item_text=True: the dataset has no item text; drop it or use one with titles")
+    if len(texts) != num_items + 1:
+        raise InputError(
+            f"Stage1Config.item_text=True: {len(texts)} item texts for {num_items} items (+1 padding row); "
+            "pass the texts of the dataset the item table was trained on"
+        )
+    if not any(t.strip() for t in texts[1:]):
+        raise InputError("Stage1Config.item_text=True: every item text is empty; fill the titles or drop it")
+
+
+def prompt_token_cost(data: Stage1Data, max_items: int, titles: ItemTokens, text_tokens: int) -> dict[str, float]:
+    """What item text costs in prompt length: tokens per user with and without the titles, over every user's
+    last `max_items` training items (the validation/test prompt), and the titles' own tokens per item.
+
+    text_tokens: the prompt's prefix and suffix tokens (the same for every user).
+    """
+    users = np.concatenate([data.train_users, data.val_users, data.test_users])  # [U]
+    kept = titles.lengths.numpy()  # [N+1]
+    shown = [data.train_sequences[u][-max_items:] for u in users]
+    without = np.array([text_tokens + len(s) for s in shown], dtype=np.int64)  # [U]
+    with_text = without + np.array([kept[s].sum() for s in shown], dtype=np.int64)  # [U]
+    per_item, uncut = kept[1:], titles.untruncated.numpy()[1:]  # [N]
+    return {
+        "users": int(len(users)),
+        "per_user_mean": float(with_text.mean()),
+        "per_user_max": int(with_text.max()),
+        "per_user_mean_without_text": float(without.mean()),
+        "per_user_max_without_text": int(without.max()),
+        "title_tokens_per_item_mean": float(per_item.mean()),
+        "title_tokens_per_item_mean_uncut": float(uncut.mean()),
+        "title_tokens_cap": titles.cap,
+        "titles_cut": int((uncut > per_item).sum()),
+        "items": int(len(per_item)),
+    }

@@ -40,8 +40,9 @@ def predict_distributions(
     with quantized_safe_eval(model):
         for start in tqdm(range(0, len(users), cfg.eval_batch_size), desc="predict", disable=not progress, leave=False):
             ids, mask, _ = collate([int(u) for u in users[start : start + cfg.eval_batch_size]])
+            ids = ids.to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                h, p = model(table[ids.to(device)], mask.to(device))
+                h, p = model(table[ids], mask.to(device), ids)
             hs.append(h.float().cpu().numpy())
             ps.append(p.float().cpu().numpy())
     return np.concatenate(hs), np.concatenate(ps)

@@ -4,6 +4,9 @@ predicts the user's distribution over K latent item groups.
     h_u   = pool(LLM([prefix ; item_proj(e_1) .. item_proj(e_n) ; "Response:"]))   (Eq. 1)
     p_hat = softmax(W h_u + b)                                                      (Eq. 2)
 
+With item text (`Stage1Config.item_text`, beyond the paper; `use_item_text`) item i is its title
+tokens followed by item_proj(e_i); the forward then needs the item ids to look the titles up.
+
 `LLMSequenceEncoder` (LLM + projection + prompt + pooling) is shared: stage 1 puts a group
 head on it, the instance-level baseline an item head. Stage 2 calls
 `ReconstructionModel.encode_items` (the same forward with one item per "virtual user").
@@ -21,7 +24,7 @@ from tqdm.auto import tqdm
 
 from tslrec.llm.loading import hidden_size, quantized_safe_eval, transformer_body
 from tslrec.llm.pooling import pool
-from tslrec.llm.soft_prompt import SoftPromptBuilder, match_token_scale
+from tslrec.llm.soft_prompt import ItemTokens, SoftPromptBuilder, match_token_scale
 
 
 class LLMSequenceEncoder(nn.Module):
@@ -38,15 +41,52 @@ class LLMSequenceEncoder(nn.Module):
         self.pooling = pooling
         self.llm_passes = 0  # sequences sent through the LLM (one per row of every forward)
         self.llm_tokens = 0  # real (non-padding) positions processed
+        self.register_buffer("item_text_ids", None, persistent=False)  # [N+1, C] title tokens, with item text
+        self.register_buffer("item_text_len", None, persistent=False)  # [N+1] title tokens kept per item
+
+    def use_item_text(self, titles: ItemTokens) -> None:
+        """Show each item's title tokens right before its soft token (every forward then needs item ids)."""
+        device = self.item_proj.weight.device
+        self.item_text_ids = titles.ids.to(device)  # [N+1, C]
+        self.item_text_len = titles.lengths.to(device)  # [N+1]
+
+    @property
+    def has_item_text(self) -> bool:
+        return self.item_text_ids is not None
+
+    def title_tokens(
+        self, item_ids: torch.Tensor | None, mask: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(title token ids [B, T, C], title mask [B, T, C]) of the items item_ids [B, T] (mask [B, T]: 1 = real);
+        (None, None) without item text. C is the longest title in the batch."""
+        if not self.has_item_text:
+            return None, None
+        if item_ids is None:
+            raise ValueError("Stage1Config.item_text: this model shows item titles, so pass item_ids [B, T]")
+        lengths = self.item_text_len[item_ids] * mask.to(self.item_text_len.dtype)  # [B, T]
+        C = int(lengths.max()) if lengths.numel() else 0
+        ids = self.item_text_ids[item_ids][..., :C]  # [B, T, C]
+        words = torch.arange(C, device=ids.device).view(1, 1, C) < lengths.unsqueeze(-1)  # [B, T, C]
+        return ids, words.long()
+
+    def build_prompt(
+        self, item_embs: torch.Tensor, mask: torch.Tensor, item_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """item_embs [B, T, D], mask [B, T] (item_ids [B, T] with item text) -> the packed prompt
+        (inputs_embeds [B, L, H], attention_mask [B, L], position_ids [B, L]) of `SoftPromptBuilder`."""
+        soft = self.item_proj(item_embs.to(self.item_proj.weight.dtype))  # [B, T, H]
+        text_ids, text_mask = self.title_tokens(item_ids, mask)  # [B, T, C] each, or None
+        return self.prompt(self.llm.get_input_embeddings(), soft, mask, text_ids, text_mask)
 
     def match_token_scale(self, item_embeddings: torch.Tensor) -> None:
         """Rescale item_proj to the LLM's token-embedding norm (item_embeddings: [n, D] real rows)."""
         match_token_scale(self.item_proj, self.llm, item_embeddings)
 
-    def forward(self, item_embs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """item_embs [B, T, D], mask [B, T] -> h [B, H] (float32)."""
-        soft = self.item_proj(item_embs.to(self.item_proj.weight.dtype))  # [B, T, H]
-        inputs, attn, position_ids = self.prompt(self.llm.get_input_embeddings(), soft, mask)  # [B, L, H], [B, L]
+    def forward(
+        self, item_embs: torch.Tensor, mask: torch.Tensor, item_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """item_embs [B, T, D], mask [B, T] -> h [B, H] (float32). item_ids [B, T]: needed with item text only."""
+        inputs, attn, position_ids = self.build_prompt(item_embs, mask, item_ids)  # [B, L, H], [B, L], [B, L]
         out = transformer_body(self.llm)(
             inputs_embeds=inputs, attention_mask=attn, position_ids=position_ids, use_cache=False
         )
@@ -86,15 +126,21 @@ class LLMSequenceEncoder(nn.Module):
         return cache, out.last_hidden_state
 
     @torch.no_grad()
-    def forward_after_prefix(self, item_embs: torch.Tensor, state: tuple[Any, torch.Tensor]) -> torch.Tensor:
+    def forward_after_prefix(
+        self, item_embs: torch.Tensor, state: tuple[Any, torch.Tensor], item_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Like `forward` for rows with every item real (no padding), continuing from `prefix_state()`.
 
         item_embs [B, T, D] -> h [B, H] (float32). Only the T items and the S suffix tokens go through the LLM.
+        With item text (item_ids [B, T]) the items' title tokens go too, and every row must hold the same
+        number of them (`ReconstructionModel.encode_items` batches items of one title length), so no row is padded.
         """
         cache, prefix_hidden = state  # cache of P positions (batch 1), prefix_hidden [1, P, H]
         B, T, _ = item_embs.shape
         embed = self.llm.get_input_embeddings()
         soft = self.item_proj(item_embs.to(self.item_proj.weight.dtype)).to(embed.weight.dtype)  # [B, T, H]
+        if self.has_item_text:
+            soft = self._titled_items(embed, soft, item_ids)  # [B, T + title tokens, H]
         suffix = embed(self.prompt.suffix_ids).to(embed.weight.dtype)  # [S, H]
         tail = torch.cat([soft, suffix.unsqueeze(0).expand(B, -1, -1)], dim=1)  # [B, T + S, H]
         P = prefix_hidden.shape[1]
@@ -117,6 +163,20 @@ class LLMSequenceEncoder(nn.Module):
         self.llm_tokens += B * tail.shape[1]
         return pool(hidden, torch.ones(B, L, dtype=torch.long, device=device), self.pooling).float()  # [B, H]
 
+    def _titled_items(self, embed: nn.Module, soft: torch.Tensor, item_ids: torch.Tensor | None) -> torch.Tensor:
+        """soft [B, T, H] of unpadded rows -> [B, M, H]: each item's title tokens, then its soft vector, in order.
+        Every row must have the same number M of real positions."""
+        B, T, H = soft.shape
+        ones = torch.ones(B, T, dtype=torch.long, device=soft.device)
+        text_ids, text_mask = self.title_tokens(item_ids, ones)  # [B, T, C] each
+        block, real = self.prompt.item_block(embed, soft, ones, text_ids, text_mask)  # [B, T * (C + 1), H], [B, .]
+        counts = real.sum(dim=1)  # [B]
+        if not bool((counts == counts[0]).all()):
+            raise ValueError("forward_after_prefix: rows with item text must hold equally many title tokens")
+        order = torch.argsort(real, dim=1, stable=True)  # real positions last, in order
+        block = torch.gather(block, 1, order.unsqueeze(-1).expand(-1, -1, H))  # [B, T * (C + 1), H]
+        return block[:, block.shape[1] - int(counts[0]) :]  # [B, M, H]
+
 
 def _cache_argument(body: nn.Module) -> str:
     """Name of the key/value-cache argument (and output field) of `body.forward`.
@@ -136,9 +196,12 @@ class ReconstructionModel(nn.Module):
         self.k = k
         self.head = nn.Linear(encoder.hidden, k)  # W, b of Eq. 2
 
-    def forward(self, item_embs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """item_embs [B, T, D], mask [B, T] -> (h_u [B, H], probs [B, K]), both float32."""
-        h = self.encoder(item_embs, mask)  # [B, H]
+    def forward(
+        self, item_embs: torch.Tensor, mask: torch.Tensor, item_ids: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """item_embs [B, T, D], mask [B, T] -> (h_u [B, H], probs [B, K]), both float32.
+        item_ids [B, T]: the items' ids, needed when the encoder shows item titles (ignored otherwise)."""
+        h = self.encoder(item_embs, mask, item_ids)  # [B, H]
         return h, self.group_probs(h)
 
     def group_probs(self, h: torch.Tensor) -> torch.Tensor:
@@ -153,6 +216,7 @@ class ReconstructionModel(nn.Module):
         autocast_bf16: bool = False,
         progress: bool = True,
         cache_prefix: bool = True,
+        item_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Each item as a one-item user (T = 1): item_embs [N, D] -> (emb [N, H], probs [N, K]) on CPU, float32.
 
@@ -160,23 +224,41 @@ class ReconstructionModel(nn.Module):
         pooling as training. Runs without gradients; bitsandbytes layers stay in train mode.
         With `cache_prefix` the prompt prefix, the same for every item, is run once and its
         key/value cache reused, so each item costs 1 + S positions instead of P + 1 + S.
+        item_ids [N]: the items' ids, needed when the encoder shows item titles; then, with the cache,
+        items are batched by title length (a row is never padded) and returned in their given order.
         """
         device = self.head.weight.device
-        embs, probs = [], []
+        n = item_embs.shape[0]
+        embs = torch.zeros(n, self.encoder.hidden)  # [N, H]
+        probs = torch.zeros(n, self.k)  # [N, K]
         with (
             quantized_safe_eval(self),
             torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast_bf16),
         ):
             state = self.encoder.prefix_state() if cache_prefix else None
-            for start in tqdm(
-                range(0, item_embs.shape[0], batch_size), desc="encode items", disable=not progress, leave=False
-            ):
-                x = item_embs[start : start + batch_size].to(device).unsqueeze(1)  # [b, 1, D]
+            batches = self._item_batches(n, batch_size, item_ids, by_title=state is not None)
+            for rows in tqdm(batches, desc="encode items", disable=not progress, leave=False):
+                x = item_embs[rows].to(device).unsqueeze(1)  # [b, 1, D]
+                ids = None if item_ids is None else item_ids[rows].to(device).unsqueeze(1)  # [b, 1]
                 if state is not None:
-                    h = self.encoder.forward_after_prefix(x, state)  # [b, H]
+                    h = self.encoder.forward_after_prefix(x, state, ids)  # [b, H]
                     p = self.group_probs(h)  # [b, K]
                 else:
-                    h, p = self(x, torch.ones(x.shape[0], 1, dtype=torch.long, device=device))
-                embs.append(h.float().cpu())
-                probs.append(p.float().cpu())
-        return torch.cat(embs), torch.cat(probs)
+                    h, p = self(x, torch.ones(x.shape[0], 1, dtype=torch.long, device=device), ids)
+                embs[rows] = h.float().cpu()
+                probs[rows] = p.float().cpu()
+        return embs, probs
+
+    def _item_batches(
+        self, n: int, batch_size: int, item_ids: torch.Tensor | None, by_title: bool
+    ) -> list[slice] | list[torch.Tensor]:
+        """Rows of each batch of `encode_items`: consecutive slices (views, as before item text existed), or
+        (`by_title` with item text) index tensors grouping items by title length, so every row of a batch has as
+        many title tokens."""
+        if not (by_title and self.encoder.has_item_text):
+            return [slice(start, start + batch_size) for start in range(0, n, batch_size)]
+        if item_ids is None:
+            raise ValueError("Stage1Config.item_text: this model shows item titles, so pass item_ids [N]")
+        lengths = self.encoder.item_text_len.cpu()[item_ids.cpu()]  # [N]
+        order = torch.arange(n)
+        return [rows for value in lengths.unique() for rows in order[lengths == value].split(batch_size)]

@@ -18,9 +18,11 @@ from tslrec.core.artifacts import atomic_folder, load_tensors, read_json, resolv
 from tslrec.core.errors import InputError
 from tslrec.llm.loading import LLMConfig, load_llm
 from tslrec.llm.lora import add_lora, load_adapter
+from tslrec.llm.soft_prompt import ItemTokens, tokenize_item_texts
 from tslrec.llm.weights import copy_weights
 
 from .config import Stage1Config
+from .data import item_texts_sha256
 from .model import LLMSequenceEncoder, ReconstructionModel
 
 HEADS_FILE = "heads.safetensors"
@@ -38,11 +40,16 @@ def with_lora(llm: nn.Module, cfg: Stage1Config, llm_cfg: LLMConfig) -> nn.Modul
 
 
 def build_reconstruction_model(
-    llm: nn.Module, tokenizer, item_dim: int, cfg: Stage1Config, llm_cfg: LLMConfig
+    llm: nn.Module, tokenizer, item_dim: int, cfg: Stage1Config, llm_cfg: LLMConfig, titles: ItemTokens | None = None
 ) -> ReconstructionModel:
-    """Fresh model for training: LoRA (if cfg.lora) + new projection + new head, seeded by the caller."""
+    """Fresh model for training: LoRA (if cfg.lora) + new projection + new head, seeded by the caller.
+    titles: every item's title tokens, shown in the prompt when cfg.item_text."""
     llm = with_lora(llm, cfg, llm_cfg)
     encoder = LLMSequenceEncoder(llm, tokenizer, item_dim, cfg.prefix(), cfg.suffix_text, cfg.pooling)
+    if cfg.item_text:
+        if titles is None:
+            raise ValueError("Stage1Config.item_text: build_reconstruction_model needs the items' title tokens")
+        encoder.use_item_text(titles)
     return ReconstructionModel(encoder, cfg.k)
 
 
@@ -66,7 +73,10 @@ def save_reconstruction_model(model: ReconstructionModel, out_dir: str | Path) -
 
 
 def load_reconstruction_model(
-    stage1_dir: str | Path, device: str | torch.device = "auto", llm_override: LLMConfig | None = None
+    stage1_dir: str | Path,
+    device: str | torch.device = "auto",
+    llm_override: LLMConfig | None = None,
+    item_texts: list[str] | None = None,
 ) -> tuple[ReconstructionModel, dict]:
     """Load a trained stage 1 model from its output folder -> (model on `device`, config dict).
 
@@ -74,6 +84,8 @@ def load_reconstruction_model(
 
     llm_override: load the LLM differently (e.g. another dtype) than it was trained with;
     the name must still point to the same weights.
+    item_texts: each item's text ([0] = padding), needed when stage 1 showed item text (its config's
+    stage1.item_text); it must be the text stage 1 was trained on (config.json's item_text_sha256).
     """
     stage1_dir = Path(stage1_dir)
     config = read_json(stage1_dir / CONFIG_FILE, "stage 1 config")
@@ -87,6 +99,9 @@ def load_reconstruction_model(
     if cfg.lora:
         llm = load_adapter(llm, stage1_dir / ADAPTER_DIR, rerun="tslrec stage1")
     encoder = LLMSequenceEncoder(llm, tokenizer, item_dim, cfg.prefix(), cfg.suffix_text, cfg.pooling)
+    if cfg.item_text:
+        _check_item_texts(stage1_dir / CONFIG_FILE, config, item_texts)
+        encoder.use_item_text(tokenize_item_texts(tokenizer, item_texts, cfg.item_text_tokens))
     model = ReconstructionModel(encoder, cfg.k)
     heads = load_tensors(stage1_dir / HEADS_FILE, "stage 1 projection/head weights")
     targets = {
@@ -99,3 +114,18 @@ def load_reconstruction_model(
     for p in model.parameters():
         p.requires_grad_(False)
     return model.to(resolve_device(device) if isinstance(device, str) else device), config
+
+
+def _check_item_texts(source: Path, config: dict, item_texts: list[str] | None) -> None:
+    """The item texts must be those stage 1 was trained on (InputError naming the config file otherwise)."""
+    if item_texts is None:
+        raise InputError(
+            f"{source}: field stage1.item_text is true, so the prompt shows item titles, but no item text was "
+            "given; use the dataset stage 1 was trained on (it has item text)"
+        )
+    recorded = config.get("item_text_sha256")
+    if recorded != item_texts_sha256(item_texts):
+        raise InputError(
+            f"{source}: field item_text_sha256 ({str(recorded)[:12]}) does not match this dataset's item texts "
+            f"({item_texts_sha256(item_texts)[:12]}); use the dataset stage 1 was trained on"
+        )

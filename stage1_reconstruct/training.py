@@ -44,11 +44,20 @@ from tslrec.core.errors import InputError
 from tslrec.core.modules import load_trainable_state, trainable_state
 from tslrec.core.run_state import RunState
 from tslrec.llm.loading import LLMConfig, load_llm
+from tslrec.llm.soft_prompt import ItemTokens, tokenize_item_texts
 
 from .baselines import mean_embedding_baseline, untuned_head_baseline
 from .checkpointing import check_same_config, config_fingerprint, find_checkpoint, load_checkpoint, save_checkpoint
 from .config import Stage1Config
-from .data import Stage1Data, UserBatches, epoch_order, prepare_stage1_data
+from .data import (
+    Stage1Data,
+    UserBatches,
+    check_item_texts,
+    epoch_order,
+    item_texts_sha256,
+    prepare_stage1_data,
+    prompt_token_cost,
+)
 from .evaluation import distribution_mse, predict_distributions, reconstruction_loss
 from .grouping import global_mean_mse
 from .model import ReconstructionModel
@@ -83,6 +92,7 @@ def train_stage1(
     on_step: Callable[[int], None] | None = None,
     progress: bool = True,
     force: bool = False,
+    item_texts: list[str] | None = None,
 ) -> dict[str, Any]:
     """Train stage 1 and write its artefacts to `out_dir`; return the metrics dict.
 
@@ -93,13 +103,17 @@ def train_stage1(
     Re-running with the same out_dir and settings resumes from the last checkpoint, or
     returns the saved metrics if the run had finished; with other settings it raises InputError.
     force: discard whatever an earlier run left in out_dir (checkpoint, metrics, cached baseline) and start over.
+    item_texts: each item's text ([0] = padding), shown in the prompt before its soft token when cfg.item_text
+    (beyond the paper); ignored otherwise.
     """
     cfg = (cfg or Stage1Config()).validate()
     llm_cfg = llm_cfg or LLMConfig()
     out_dir = Path(out_dir)
     t_start = time.time()
     data = prepare_stage1_data(item_embeddings, train_sequences, cfg)
-    config = _run_config(data, cfg, llm_cfg, run_info)
+    check_item_texts(item_texts, data.item_embeddings.shape[0] - 1, cfg)
+    texts = item_texts if cfg.item_text else None
+    config = _run_config(data, cfg, llm_cfg, run_info, texts)
     if not force:
         done = _finished_metrics(out_dir, config)
         if done is not None:
@@ -114,13 +128,13 @@ def train_stage1(
         _prepare_out_dir(out_dir, config, data, force)
     accelerator.wait_for_everyone()  # no process reads the folder before the main one has cleaned it
 
-    run = _start_run(accelerator, data, config, cfg, llm_cfg, out_dir, progress, on_step)
+    run = _start_run(accelerator, data, config, cfg, llm_cfg, out_dir, progress, on_step, texts)
     run.train()
     metrics = run.finish(t_start)
     if cfg.untuned_baseline == "head+proj" and cfg.lora:
         metrics["metrics"].update(
             _untuned_head_proj_baseline(
-                item_embeddings, train_sequences, out_dir, cfg, llm_cfg, device, run_info, progress
+                item_embeddings, train_sequences, out_dir, cfg, llm_cfg, device, run_info, progress, texts
             )
         )
     run.save(metrics)
@@ -136,12 +150,21 @@ def _untuned_head_proj_baseline(
     device: str,
     run_info: dict[str, Any] | None,
     progress: bool,
+    item_texts: list[str] | None,
 ) -> dict[str, Any]:
     """The head+proj untuned-LLM baseline: stage 1 again with the same settings but no LoRA (the LLM frozen; the
     projection and head trained), as its own resumable run in out_dir/SUB_RUN. Its MSEs, as metrics entries."""
     no_lora = Stage1Config(**{**cfg.to_dict(), "lora": False, "untuned_baseline": "none"})
     sub = train_stage1(
-        item_embeddings, train_sequences, out_dir / SUB_RUN, no_lora, llm_cfg, device, run_info, progress=progress
+        item_embeddings,
+        train_sequences,
+        out_dir / SUB_RUN,
+        no_lora,
+        llm_cfg,
+        device,
+        run_info,
+        progress=progress,
+        item_texts=item_texts,
     )
     return {
         "mse_untuned_llm": sub["metrics"]["mse"],
@@ -151,10 +174,15 @@ def _untuned_head_proj_baseline(
 
 
 def _run_config(
-    data: Stage1Data, cfg: Stage1Config, llm_cfg: LLMConfig, run_info: dict[str, Any] | None
+    data: Stage1Data,
+    cfg: Stage1Config,
+    llm_cfg: LLMConfig,
+    run_info: dict[str, Any] | None,
+    item_texts: list[str] | None = None,
 ) -> dict[str, Any]:
-    """config.json: every setting and input a finished run or a checkpoint is tied to."""
-    return {
+    """config.json: every setting and input a finished run or a checkpoint is tied to (with item text, the
+    texts' sha256, which stage 2 checks its dataset against)."""
+    config = {
         "stage1": cfg.to_dict(),
         "llm": dict(vars(llm_cfg)),
         "item_dim": int(data.item_embeddings.shape[1]),
@@ -164,6 +192,9 @@ def _run_config(
         "run": run_info or {},
         "item_table_sha256": hashlib.sha256(data.item_embeddings.numpy().tobytes()).hexdigest(),
     }
+    if item_texts is not None:
+        config["item_text_sha256"] = item_texts_sha256(item_texts)
+    return config
 
 
 def _prepare_out_dir(out_dir: Path, config: dict[str, Any], data: Stage1Data, force: bool) -> None:
@@ -200,8 +231,10 @@ def _start_run(
     out_dir: Path,
     progress: bool,
     on_step: Callable[[int], None] | None,
+    item_texts: list[str] | None = None,
 ) -> _Stage1Run:
-    """Compute the baselines, load the LLM, build the model and optimizer, and resume from a checkpoint if any."""
+    """Compute the baselines, load the LLM, build the model and optimizer, and resume from a checkpoint if any.
+    item_texts: shown in the prompt when cfg.item_text; tokenised once here, with the LLM's tokenizer."""
     main = accelerator.is_main_process
     report_users = data.test_users if len(data.test_users) else data.val_users  # users the reported MSEs are on
     baselines = {
@@ -210,18 +243,21 @@ def _start_run(
         **mean_embedding_baseline(data, cfg),
     }
     llm, tokenizer = load_llm(llm_cfg, kind="causal_lm")
+    titles = tokenize_item_texts(tokenizer, item_texts, cfg.item_text_tokens) if item_texts is not None else None
     if cfg.untuned_baseline == "head":
         baselines.update(
             _cached(
                 out_dir / BASELINE_CACHE,
                 main,
                 lambda: untuned_head_baseline(
-                    llm, tokenizer, data, cfg, accelerator.device, progress=progress and main
+                    llm, tokenizer, data, cfg, accelerator.device, progress=progress and main, titles=titles
                 ),
             )
         )
-    model = _build_model(llm, tokenizer, data, cfg, llm_cfg, accelerator.device)
+    model = _build_model(llm, tokenizer, data, cfg, llm_cfg, accelerator.device, titles)
     run = _Stage1Run(accelerator, data, cfg, out_dir, model, _optimizer(model, cfg), baselines, progress, on_step)
+    if titles is not None:
+        run.prompt_cost = prompt_token_cost(data, cfg.max_items, titles, model.encoder.prompt.num_text_tokens)
     run.state.fingerprint = config_fingerprint(config)
     ckpt = _check_checkpoint(out_dir, config)
     if ckpt is not None:
@@ -233,12 +269,18 @@ def _start_run(
 
 
 def _build_model(
-    llm: Any, tokenizer: Any, data: Stage1Data, cfg: Stage1Config, llm_cfg: LLMConfig, dev: torch.device
+    llm: Any,
+    tokenizer: Any,
+    data: Stage1Data,
+    cfg: Stage1Config,
+    llm_cfg: LLMConfig,
+    dev: torch.device,
+    titles: ItemTokens | None = None,
 ) -> ReconstructionModel:
     """The reconstruction model on `dev`, seeded from cfg.seed: projection scaled to the LLM's token embeddings,
-    head bias at the global-mean prediction."""
+    head bias at the global-mean prediction; `titles` shown in the prompt when cfg.item_text."""
     torch.manual_seed(cfg.seed)
-    model = build_reconstruction_model(llm, tokenizer, data.item_embeddings.shape[1], cfg, llm_cfg)
+    model = build_reconstruction_model(llm, tokenizer, data.item_embeddings.shape[1], cfg, llm_cfg, titles)
     sample = data.item_embeddings[1:][torch.randperm(data.item_embeddings.shape[0] - 1)[:2048]]
     model.encoder.match_token_scale(sample)
     with torch.no_grad():  # start at the global-mean prediction; the head's weights learn the deviations
@@ -293,6 +335,7 @@ class _Stage1Run:
         self.state = Stage1State()
         self.best: dict[str, torch.Tensor] | None = None  # trainable weights at the best validation MSE
         self.bar: Any = None  # the progress bar, while `train` runs
+        self.prompt_cost: dict[str, Any] | None = None  # prompt tokens with and without item text (item_text only)
         self.resume_clock()
 
     def loader_for(self, epoch: int) -> DataLoader:
@@ -354,7 +397,7 @@ class _Stage1Run:
         item_embs = self.table[ids]  # [B, T, D]
         with contextlib.nullcontext() if last_of_step else self.accelerator.no_sync(self.model):
             with torch.autocast(device_type=self.dev.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
-                _, probs = self.model(item_embs, mask)  # [B, K]
+                _, probs = self.model(item_embs, mask, ids)  # [B, K]; ids show titles with item text
             loss = reconstruction_loss(probs, targets, self.cfg.loss_reduction)
             in_step = micro_weight(self.cfg.grad_accum, self.batches_per_epoch, self.state.batch - micro)
             self.accelerator.backward(loss / in_step)
@@ -484,6 +527,8 @@ class _Stage1Run:
         )
         metrics["timing"]["processes"] = self.accelerator.num_processes
         metrics["timing"]["torch_threads"] = torch.get_num_threads()  # CPU numbers depend on it (module docstring)
+        if self.prompt_cost is not None:
+            metrics["prompt_tokens"] = self.prompt_cost
         return metrics
 
     def save(self, metrics: dict[str, Any]) -> None:

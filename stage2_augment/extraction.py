@@ -1,7 +1,8 @@
 """Stage 2, step 1 (paper §4.2): every item alone through the tuned stage-1 LLM.
 
 Each item is fed as a one-item "virtual user" with the same prompt, projection and pooling
-as stage 1 (`ReconstructionModel.encode_items`); the pooled hidden state becomes the item's
+as stage 1 (`ReconstructionModel.encode_items`; with stage 1's item text, the item's title tokens
+come before its soft token, as in training); the pooled hidden state becomes the item's
 LLM embedding and the head's softmax its inferred category distribution. Row 0 (padding)
 of both outputs is zeros, so they index by internal item id like every item table here.
 """
@@ -81,6 +82,7 @@ def extract_item_representations(
         autocast_bf16=cfg.autocast_bf16,
         progress=cfg.progress,
         cache_prefix=cfg.prefix_cache,
+        item_ids=torch.arange(1, item_table.shape[0]),  # [N]: their titles, when stage 1 showed item text
     )  # [N, H], [N, K]
     seconds = time.perf_counter() - start
     if not (torch.isfinite(emb).all() and torch.isfinite(probs).all()):

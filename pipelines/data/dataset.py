@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .readers import item_title
+
 
 @dataclass
 class SequenceDataset:
@@ -45,6 +47,13 @@ class SequenceDataset:
             h.update(np.concatenate(self.sequences).astype(np.int64).tobytes())
             self._hash = h.hexdigest()
         return self._hash
+
+    def item_titles(self) -> list[str] | None:
+        """Title per internal id ([0] == ""): the item text without its genres, e.g. 'Toy Story (1995)' (MovieLens
+        keeps the release year in the title); None if the source has no item text."""
+        if self.item_text is None:
+            return None
+        return [item_title(t) for t in self.item_text]
 
     def train_sequences(self) -> list[np.ndarray]:
         """Leave-one-out training part: all but the last two items of each user."""

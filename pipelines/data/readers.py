@@ -137,6 +137,13 @@ def item_text_from_fields(fields: dict[str, str]) -> str:
     return text.strip()
 
 
+def item_title(text: str) -> str:
+    """The title part of an `item_text_from_fields` text: 'Title (Year)' without '; genres: ...' ('' for none)."""
+    if text.startswith("genres: "):
+        return ""
+    return text.partition("; genres: ")[0].strip()
+
+
 def _atomic_item_text(path: Path | None, text: str | None) -> dict[str, str]:
     header, rows = _atomic_table(path, text)
     if "item_id" not in header:
