@@ -1,0 +1,74 @@
+"""Benchmark: stage-1 training prompts, random windows (--prompts windows) against the paper's last-N history
+(--prompts history), read from finished runs: held-out MSE beside the no-LLM head, and the stage-2 category
+agreement (Fig. 4 C1), which is what stage 2's one-item prompts depend on.
+
+    tslrec stage1 --train-dir runs/ml-100k/stage0 --out runs/ml-100k-s1-history/stage1 --epochs 3 --seed 42 \
+        --prompts history
+    tslrec stage2 --stage1-dir runs/ml-100k-s1-history/stage1 --out runs/ml-100k-s1-history/stage2 --bf16
+    python bench/stage1_prompts.py --dataset ml-100k --runs windows=runs/ml-100k,history=runs/ml-100k-s1-history
+Each DIR holds stage1/ and stage2/ (a `tslrec run` folder does). Writes bench/results/stage1-prompts-<dataset>.json,
+one record per run, with the tslrec commands that made it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from records import add
+
+from tslrec.core.artifacts import read_json
+
+
+def record(dataset: str, label: str, folder: Path) -> dict:
+    s1 = read_json(folder / "stage1" / "metrics.json", "stage-1 metrics")
+    cfg = read_json(folder / "stage1" / "config.json", "stage-1 config")
+    s2 = read_json(folder / "stage2" / "manifest.json", "stage-2 manifest")["source"]
+    m = s1["metrics"]
+    agree = s2["category_agreement"]
+    return {
+        "dataset": dataset,
+        "model": f"tslrec-stage1-{s2['llm']}",
+        "variant": f"prompts-{label}",
+        "seed": cfg.get("stage1", cfg).get("seed"),
+        "device": f"cpu, {s1['timing'].get('torch_threads')} threads",
+        "metrics": {
+            "mse": m["mse"],
+            "mse_mean_embedding": m["mse_mean_embedding"],
+            "mse_ratio_to_mean_embedding": m["mse_ratio_to_mean_embedding"],
+            "mse_global_mean": m["mse_global_mean"],
+            "C1": agree["C1"],
+            "C2": agree["C2"],
+            "chance_top1": agree["chance_top1"],
+        },
+        "timings": {
+            "stage1_train_seconds": round(s1["timing"]["train_seconds"], 1),
+            "stage1_train_tokens": s1["timing"]["train_tokens"],
+            "steps": s1["steps"],
+            "stage2_seconds": s2["extraction"]["seconds"],
+        },
+        "config": cfg,
+        "versions": s1.get("versions", {}),
+        "runs": str(folder),
+        "note": "MSE on held-out users' last max_items items (the history prompt) for both; C1 on one-item prompts",
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--runs", required=True, help="label=DIR,... (DIR holds stage1/ and stage2/)")
+    args = p.parse_args()
+    for entry in args.runs.split(","):
+        label, _, folder = entry.partition("=")
+        rec = record(args.dataset, label, Path(folder))
+        add(f"stage1-prompts-{args.dataset}", rec)
+        m = rec["metrics"]
+        print(
+            f"{label}: held-out MSE {m['mse']:.6f} (no-LLM head {m['mse_mean_embedding']:.6f}), C1 {m['C1']:.3f} "
+            f"(chance {m['chance_top1']:.3f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
