@@ -109,3 +109,23 @@ def quick_stage1_cfg(**overrides):
         patience=5,
     )
     return Stage1Config(**{**base, **overrides})
+
+
+PREFIX = "Given the user's purchase history, predict the user's distribution among 4 purchase preferences."
+
+
+def adapted_reconstruction_model(llm_cfg, pooling: str = "last"):
+    """A ReconstructionModel (item dim 5, K = 4) on the tiny LLM with a LoRA adapter whose B matrices are non-zero,
+    as after training, so that the adapter changes every output."""
+    from tslrec.llm.loading import load_llm
+    from tslrec.llm.lora import add_lora
+    from tslrec.stage1_reconstruct.model import LLMSequenceEncoder, ReconstructionModel
+
+    llm, tok = load_llm(llm_cfg)
+    llm = add_lora(llm, 8, 16, 0.05, ["q_proj", "v_proj"])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in llm.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.2)
+    return ReconstructionModel(LLMSequenceEncoder(llm, tok, 5, PREFIX, "Response:", pooling=pooling), k=4), tok

@@ -272,9 +272,8 @@ def test_stage1_and_lite_load_through_the_same_function(lite_llama_dir, monkeypa
     assert type(stage1.encoder.prompt) is type(lite.rec.prompt)  # the same soft-prompt packing code
 
 
-@pytest.mark.parametrize("num_layers", [None, 1])
-def test_save_and_load_round_trip(lite_llama_dir, tmp_path, num_layers):
-    cfg, llm_cfg = LiteConfig(), LLMConfig(name_or_path=str(lite_llama_dir), num_layers=num_layers)
+def _saved_and_loaded(cfg: LiteConfig, llm_cfg: LLMConfig, tmp_path):
+    """Build, make LoRA matter, save, load; the loaded model scores as the saved one. -> (loaded, config)."""
     model = build_lite_model(item_vectors(), cfg, llm_cfg)
     with torch.no_grad():  # make the LoRA B matrices non-zero so the adapter matters
         for n, p in model.named_parameters():
@@ -289,6 +288,13 @@ def test_save_and_load_round_trip(lite_llama_dir, tmp_path, num_layers):
     with torch.no_grad():
         after = loaded.score(loaded(seq))
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
+    return loaded, config
+
+
+@pytest.mark.parametrize("num_layers", [None, 1])
+def test_save_and_load_round_trip(lite_llama_dir, tmp_path, num_layers):
+    cfg, llm_cfg = LiteConfig(), LLMConfig(name_or_path=str(lite_llama_dir), num_layers=num_layers)
+    loaded, config = _saved_and_loaded(cfg, llm_cfg, tmp_path)
     assert config["num_items"] == 12 and (tmp_path / "m" / "lora" / "adapter_model.safetensors").is_file()
     assert len(loaded.rec.llm.get_base_model().layers) == (num_layers or 2)  # the shallower model comes back as saved
 
@@ -296,20 +302,7 @@ def test_save_and_load_round_trip(lite_llama_dir, tmp_path, num_layers):
 @pytest.mark.parametrize(("name", "finetune"), [("t5", "lora"), ("t5", "full"), ("llama-bidirectional", "full")])
 def test_encoder_and_bidirectional_models_round_trip(name, finetune, rec_folders, tmp_path):
     cfg, llm_cfg = rec_configs(name, rec_folders, finetune=finetune)
-    model = build_lite_model(item_vectors(), cfg, llm_cfg)
-    with torch.no_grad():  # make the LoRA B matrices non-zero so the adapter matters
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(std=0.1)
-    model.eval()
-    seq = torch.tensor([[1, 2, 3, 0], [5, 6, 7, 8]])
-    with torch.no_grad():
-        before = model.score(model(seq))
-    save_lite_model(model, tmp_path / "m", cfg, llm_cfg)
-    loaded, config = load_lite_model(tmp_path / "m")
-    with torch.no_grad():
-        after = loaded.score(loaded(seq))
-    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
+    loaded, config = _saved_and_loaded(cfg, llm_cfg, tmp_path)
     assert loaded.rec.attention == config["attention"] == "bidirectional"
     llm = loaded.rec.llm
     assert type(llm.get_base_model() if finetune == "lora" else llm).__name__ == REC_LLMS[name][0]

@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from stage1_helpers import clustered_items, make_tiny_tokenizer, tiny_llama_dir, tiny_llm_cfg, user_sequences  # noqa: F401
+from stage1_helpers import (  # noqa: F401
+    adapted_reconstruction_model,
+    clustered_items,
+    make_tiny_tokenizer,
+    tiny_llama_dir,
+    tiny_llm_cfg,
+    user_sequences,
+)
 
 from tslrec.core.artifacts import read_json, save_tensors, write_json
 from tslrec.core.errors import InputError
@@ -15,7 +22,7 @@ from tslrec.llm.soft_prompt import tokenize_item_texts
 from tslrec.pipelines.cli import main
 from tslrec.pipelines.data import DataConfig, load_dataset
 from tslrec.stage1_reconstruct.config import Stage1Config
-from tslrec.stage1_reconstruct.model import LLMSequenceEncoder, ReconstructionModel
+from tslrec.stage1_reconstruct.model import LLMSequenceEncoder
 from tslrec.stage1_reconstruct.model_io import load_reconstruction_model
 from tslrec.stage2_augment.embedding_file import load_item_embeddings
 
@@ -70,16 +77,7 @@ def test_prompt_shows_each_items_capped_title_right_before_its_soft_token(tiny_l
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_items_with_titles_cached_batched_and_alone_agree(tiny_llm_cfg, pooling):
     """Stage 2's prefix cache with titles (items batched by title length) equals the full prompt, item by item."""
-    from tslrec.llm.lora import add_lora
-
-    llm, tok = load_llm(tiny_llm_cfg)
-    llm = add_lora(llm, 8, 16, 0.05, ["q_proj", "v_proj"])
-    torch.manual_seed(0)
-    with torch.no_grad():  # a trained adapter: non-zero LoRA B matrices
-        for name, param in llm.named_parameters():
-            if "lora_B" in name:
-                param.normal_(std=0.2)
-    model = ReconstructionModel(LLMSequenceEncoder(llm, tok, 5, PREFIX, "Response:", pooling=pooling), k=4)
+    model, tok = adapted_reconstruction_model(tiny_llm_cfg, pooling)
     model.encoder.use_item_text(tokenize_item_texts(tok, TITLES, cap=3))
     table = torch.randn(6, 5)
     ids = torch.arange(1, 6)  # [N]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from stage1_helpers import make_tiny_tokenizer, tiny_llama_dir, tiny_llm_cfg  # noqa: F401  (fixtures)
+from stage1_helpers import adapted_reconstruction_model, make_tiny_tokenizer, tiny_llama_dir, tiny_llm_cfg  # noqa: F401  (fixtures)
 
 from tslrec.llm.loading import load_llm
 from tslrec.llm.pooling import last_token_pool, masked_mean_pool
@@ -94,16 +94,7 @@ def test_encode_items_equals_one_item_users(tiny_llm_cfg):
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_cached_prefix_gives_the_same_items_as_the_full_prompt(tiny_llm_cfg, pooling):
-    from tslrec.llm.lora import add_lora
-
-    llm, tok = load_llm(tiny_llm_cfg)
-    llm = add_lora(llm, 8, 16, 0.05, ["q_proj", "v_proj"])
-    torch.manual_seed(0)
-    with torch.no_grad():  # a trained adapter: non-zero LoRA B matrices
-        for name, param in llm.named_parameters():
-            if "lora_B" in name:
-                param.normal_(std=0.2)
-    model = ReconstructionModel(LLMSequenceEncoder(llm, tok, 5, PREFIX, "Response:", pooling=pooling), k=4)
+    model, tok = adapted_reconstruction_model(tiny_llm_cfg, pooling)
     items = torch.randn(7, 5)
     full_emb, full_probs = model.encode_items(items, batch_size=3, progress=False, cache_prefix=False)
     model.encoder.llm_tokens = 0
