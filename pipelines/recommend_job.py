@@ -73,7 +73,10 @@ def rebuild_model(folder: str | Path, record: dict, ds: SequenceDataset) -> Sequ
     try:
         model.load_state_dict(load_tensors(folder / "model.safetensors", "model weights"))
     except RuntimeError as e:
-        raise InputError(f"{folder / 'model.safetensors'}: does not fit the recorded model ({str(e)[:80]})") from None
+        raise InputError(
+            f"{folder / 'model.safetensors'}: does not fit the recorded model ({str(e)[:80]}); a model saved by an "
+            "older tslrec (SASRec changed its layer names) needs `tslrec train` again"
+        ) from None
     return model
 
 
