@@ -390,7 +390,8 @@ def ablation_tables(dataset: str) -> str:
         "each run's epoch chosen on validation NDCG@10.**",
         "",
         f"Setting: kcore {data['kcore']}, max_len {data['max_len']}, hidden {model['hidden']}, lr {train['lr']}, "
-        f"batch {train['batch_size']} users, at most {train['epochs']} epochs, patience {train['patience']}, "
+        f"batch {train['batch_size']} {'windows' if 'windows' in train else 'users'}, at most {train['epochs']} "
+        f"epochs, patience {train['patience']}, "
         f"bf16 training {train.get('bf16', False)}. {sum(r['best_epoch'] == train['epochs'] for r in cells)} of "
         f"{len(cells)} runs had their best validation epoch at the {train['epochs']}-epoch cap, i.e. were still "
         "improving when the budget ended."
