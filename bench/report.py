@@ -180,9 +180,20 @@ def time_to_quality_table(dataset: str = "ml-1m") -> str:
             f"{fmt(t.get('seconds_per_epoch'), 1)} | {ratio} | {fmt(m.get('HR@10'))} | {fmt(m.get('NDCG@10'))} | "
             f"{r.get('device')} |"
         )
-    lines += ["", "Commands:", ""] + [f"    {c}" for c in sorted({r["command"] for r in runs})]
-    lines += ["", f"Commits: {', '.join(sorted({r['commit'] for r in runs}))}."]
+    lines += commands_and_commits(runs)
     return "\n".join(lines)
+
+
+def commands_and_commits(runs: list[dict]) -> list[str]:
+    """A table's footer: the commands that made its records, and their commits."""
+    return (
+        ["", "Commands:", ""]
+        + [f"    {c}" for c in sorted({r["command"] for r in runs})]
+        + [
+            "",
+            f"Commits: {', '.join(sorted({r['commit'] for r in runs}))}.",
+        ]
+    )
 
 
 def training_speed_table(dataset: str = "ml-1m") -> str:
@@ -208,8 +219,7 @@ def training_speed_table(dataset: str = "ml-1m") -> str:
             f"| {r['model']} | {setting} | {t['seconds_per_epoch']} | {t['targets_per_epoch']:,} | {share} | "
             f"{t['validation_seconds']} | {r['device']} |"
         )
-    lines += ["", "Commands:", ""] + [f"    {c}" for c in sorted({r["command"] for r in runs})]
-    lines += ["", f"Commits: {', '.join(sorted({r['commit'] for r in runs}))}."]
+    lines += commands_and_commits(runs)
     return "\n".join(lines)
 
 
@@ -229,8 +239,7 @@ def eval_speed_table() -> str:
         lines.append(
             f"| {r['variant']} | {t['seconds_best']} | {t['users']} | {t['eval_batch_size']} | {r['device']} |"
         )
-    lines += ["", "Commands:", ""] + [f"    {c}" for c in sorted({r["command"] for r in runs})]
-    lines += ["", f"Commits: {', '.join(sorted({r['commit'] for r in runs}))}."]
+    lines += commands_and_commits(runs)
     return "\n".join(lines)
 
 
