@@ -42,7 +42,7 @@ from .ablation_grid import (
     grid_variants,
     make_grid,
     parse_fusion,
-    run_grid,
+    run_grid_workers,
     shared_settings,
 )
 from .data import SequenceDataset, load_dataset
@@ -82,6 +82,10 @@ class AblateJob(BackboneSettings):
         },
     )
     seeds: int = field(default=3, metadata={"help": "number of seeds per cell: --seed, --seed+1, ..."})
+    workers: int = field(
+        default=1,
+        metadata={"help": "processes that train cells at once, each on 1/N of torch's threads (2 on a 2-core CPU)"},
+    )
     activity_groups: int = field(default=4, metadata={"help": "user-activity groups for the Fig. 5 analysis"})
     force: bool = field(
         default=False,
@@ -101,6 +105,7 @@ class AblateJob(BackboneSettings):
         require(bool(self.backbones) and not bad_b, self, "backbones", f"use a comma list of {', '.join(BACKBONES)}")
         require(bool(self.fusions) and not bad_f, self, "fusions", f"use a comma list of {', '.join(FUSIONS)}")
         require(self.seeds >= 1, self, "seeds", "need at least 1")
+        require(self.workers >= 1, self, "workers", "need at least 1")
         require(self.activity_groups >= 1, self, "activity_groups", "need at least 1")
         require(
             not self.side.finetune_llm_table or bool(set(kinds) & set(LLM_FUSIONS)),
@@ -156,7 +161,7 @@ def run_ablation(job: AblateJob) -> AblateOutcome:
     settings = {**shared_settings(job), ITEM_TABLES: sources or None, **({DIGESTS: digests} if digests else {})}
     unlabelled = check_settings(out, settings, shared_settings(AblateJob(dataset=job.dataset)), force=job.force)
     cells = make_grid(job.backbones, variants, [job.train.seed + i for i in range(job.seeds)], unlabelled)
-    elsewhere = run_grid(job, cells, out)
+    elsewhere = run_grid_workers(job, cells, out, job.workers)
     results = collect(out, cells)
     return AblateOutcome(out, cells, results, write_reports(out, results, ds, job), elsewhere)
 

@@ -12,7 +12,8 @@ checkpoint.pt (the trainer's own resume, which refuses a checkpoint written with
 so re-running the same command continues the grid. Other settings, or a source whose files have
 other contents, are refused; a source may be added to a grid. `--force` starts the grid over (every
 cell's outputs discarded). A cell being trained holds a lock on <cell>/train.lock, so several
-`tslrec ablate` processes on one grid folder share the cells out instead of training one twice.
+`tslrec ablate` processes on one grid folder share the cells out instead of training one twice;
+`--workers N` starts them itself (N processes, each with 1/N of torch's threads).
 
 A grid made before sources recorded its one item table as a path: that source is `tuned`, and its cells
 keep the names they had (`<backbone>-gate-s<seed>`, variant `gate`), recorded as the grid's unlabelled
@@ -21,6 +22,7 @@ source, so an older grid resumes, reports as before, and takes further sources.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import socket
 import time
@@ -310,18 +312,23 @@ def cell_lock(folder: Path) -> Iterator[bool]:
         os.close(fd)  # releases the lock
 
 
-def run_grid(job: Any, cells: list[Cell], out: Path) -> int:
-    """Train every unfinished cell not held by another process, one line per cell; returns the cells left to others."""
+def run_grid(job: Any, cells: list[Cell], out: Path, tag: str = "") -> int:
+    """Train every unfinished cell not held by another process, one line per cell; returns the cells left to others.
+
+    `tag` ("" or e.g. "worker 2: ") starts each line; a tagged run does not list the cells it skips.
+    """
     elsewhere = 0
     for i, cell in enumerate(cells, 1):
         folder = cell_dir(out, cell)
-        head = f"[{i}/{len(cells)}] {cell.name}"
+        head = f"{tag}[{i}/{len(cells)}] {cell.name}"
         if is_finished(folder):
-            print(f"{head}: finished earlier, skipped", flush=True)
+            if not tag:
+                print(f"{head}: finished earlier, skipped", flush=True)
             continue
         with cell_lock(folder) as mine:
             if not mine:
-                print(f"{head}: being trained by another process ({folder / LOCK_FILE}), skipped", flush=True)
+                if not tag:
+                    print(f"{head}: being trained by another process ({folder / LOCK_FILE}), skipped", flush=True)
                 elsewhere += 1
                 continue
             if is_finished(folder):
@@ -332,6 +339,47 @@ def run_grid(job: Any, cells: list[Cell], out: Path) -> int:
             train_job.print_outcome(train_job.train_backbone(cell_job(job, cell, folder)))
             print(f"{head}: done in {time.perf_counter() - start:.0f} s", flush=True)
     return elsewhere
+
+
+def grid_worker(job: Any, cells: list[Cell], out: Path, threads: int, tag: str) -> None:
+    """One of `run_grid_workers`' processes: `run_grid` on `threads` torch threads, without progress bars."""
+    torch.set_num_threads(threads)
+    run_grid(replace(job, runtime=replace(job.runtime, progress=False)), cells, out, tag)
+
+
+def run_grid_workers(job: Any, cells: list[Cell], out: Path, workers: int) -> int:
+    """Train the grid in `workers` processes (this one and workers - 1 spawned ones) that share the cells through
+    their locks, each on torch.get_num_threads() // workers threads; returns the cells left to other processes.
+
+    Small models use two cores better as two one-thread trainers than as one two-thread trainer. A worker
+    that dies leaves its cell unfinished; this process trains it afterwards (from its checkpoint).
+    """
+    if workers <= 1:
+        return run_grid(job, cells, out)
+    threads = max(1, torch.get_num_threads() // workers)
+    print(f"training the grid in {workers} processes of {threads} torch thread(s) each", flush=True)
+    spawn = multiprocessing.get_context("spawn")  # not fork: a forked OpenMP runtime can hang
+    others = [
+        spawn.Process(target=grid_worker, args=(job, cells, out, threads, f"worker {w}: "), name=f"grid worker {w}")
+        for w in range(2, workers + 1)
+    ]
+    for p in others:
+        p.start()
+    before = torch.get_num_threads()
+    try:
+        grid_worker(job, cells, out, threads, "worker 1: ")
+        for p in others:
+            p.join()
+    except BaseException:
+        for p in others:
+            p.terminate()
+        raise
+    finally:
+        torch.set_num_threads(before)
+    failed = [p.name for p in others if p.exitcode != 0]
+    if failed:
+        print(f"{', '.join(failed)} stopped early (exit code != 0); training what they left", flush=True)
+    return run_grid(job, cells, out, tag="finishing: ")
 
 
 def collect(out: Path, cells: list[Cell]) -> list[CellResult]:

@@ -100,6 +100,21 @@ def test_cell_held_by_a_live_process_is_left_to_it(grid_run, tmp_path, capsys):
         assert mine
 
 
+def test_two_workers_train_every_cell_once(grid_run, tmp_path, capfd):
+    """--workers 2: a spawned process and this one share the cells through their locks; none is trained twice."""
+    _, argv, _ = grid_run
+    out = tmp_path / "grid"
+    grid = [*argv[: argv.index("--out")], "--out", str(out), *argv[argv.index("--out") + 2 :]]
+    assert main([*grid, "--fusions", "base,ci", "--workers", "2"]) == 0
+    printed = capfd.readouterr().out  # file-descriptor level: the spawned worker's lines too
+    names = [f"gru4rec-{f}-s{s}" for f in ("base", "ci") for s in (42, 43)]
+    for name in names:
+        assert printed.count(f"{name}: training") == 1, printed
+        assert (out / "cells" / name / "metrics.json").is_file()
+    assert "training the grid in 2 processes" in printed
+    assert "still training in other processes" not in printed
+
+
 def test_settings_of_an_older_grid_still_resume(grid_run, tmp_path):
     from tslrec.core.artifacts import write_json
     from tslrec.pipelines.ablation_grid import SETTINGS_FILE, check_settings
