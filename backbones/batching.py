@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-WINDOWS = ("fixed", "shifted", "last")
+WINDOWS = ("fixed", "shifted", "overlap", "last")
 
 
 def pad_right(seqs: list[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,6 +47,22 @@ def window_starts(n_targets: int, max_len: int, offset: int = 0) -> list[int]:
     return starts[::-1]
 
 
+def overlap_windows(n_targets: int, max_len: int) -> list[tuple[int, int, int]]:
+    """(start, end, first_owned) of windows of `max_len` targets whose ends step back by max_len // 2 from the
+    most recent target: each target is trained in exactly one window (the one that gives it the most items
+    before it, at least max_len - max_len // 2 except near the user's start); the rest of a window is context.
+    """
+    stride = max(1, max_len // 2)
+    out, end = [], n_targets
+    while True:
+        start = max(0, end - max_len)
+        out.append((start, end, 0 if start == 0 else end - stride))
+        if start == 0:
+            break
+        end -= stride
+    return out[::-1]
+
+
 @dataclass
 class TrainWindows:
     """One epoch of training windows: every target of the chosen windows, right-padded."""
@@ -57,7 +73,7 @@ class TrainWindows:
 
     @property
     def num_targets(self) -> int:
-        return int(self.lengths.sum())
+        return int((self.targets > 0).sum())
 
 
 def cut_windows(train: list[np.ndarray], max_len: int, mode: str, rng: np.random.Generator | None) -> TrainWindows:
@@ -65,27 +81,32 @@ def cut_windows(train: list[np.ndarray], max_len: int, mode: str, rng: np.random
 
     mode 'fixed': non-overlapping windows counted back from the most recent target (every target, every epoch);
     'shifted': the same with a random offset per user and epoch (`rng`), so boundaries move between epochs;
+    'overlap': windows overlapping by half (`overlap_windows`): every target once, with at least max_len // 2
+    items before it where the user has them, for twice the encoder positions;
     'last': only the most recent window (older targets are never trained; the behaviour of SASRec's reference code).
     """
     if mode not in WINDOWS:
         raise ValueError(f"TrainConfig.windows: unknown mode '{mode}'; use one of {', '.join(WINDOWS)}")
-    pieces: list[np.ndarray] = []  # each piece is inputs + the final target: len = targets + 1
+    pieces: list[tuple[np.ndarray, int]] = []  # (inputs + the final target, targets before this one are context)
     for t in train:
         n = len(t) - 1  # targets t[1..n]
+        if mode == "overlap":
+            pieces.extend((t[a : b + 1], owned - a) for a, b, owned in overlap_windows(n, max_len))
+            continue
         if mode == "last":
             starts = [max(0, n - max_len)]
         else:
             offset = int(rng.integers(max_len)) if mode == "shifted" and rng is not None and n > max_len else 0
             starts = window_starts(n, max_len, offset)
         ends = [*starts[1:], n]
-        pieces.extend(t[a : b + 1] for a, b in zip(starts, ends, strict=True))
-    width = max(1, max((len(p) - 1 for p in pieces), default=1))
+        pieces.extend((t[a : b + 1], 0) for a, b in zip(starts, ends, strict=True))
+    width = max(1, max((len(p) - 1 for p, _ in pieces), default=1))
     inputs = np.zeros((len(pieces), width), dtype=np.int64)
     targets = np.zeros((len(pieces), width), dtype=np.int64)
     lengths = np.zeros(len(pieces), dtype=np.int64)
-    for i, p in enumerate(pieces):
+    for i, (p, context) in enumerate(pieces):
         inputs[i, : len(p) - 1] = p[:-1]
-        targets[i, : len(p) - 1] = p[1:]
+        targets[i, context : len(p) - 1] = p[context + 1 :]  # 0 before `context`: no loss there
         lengths[i] = len(p) - 1
     return TrainWindows(torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(lengths))
 

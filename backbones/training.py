@@ -47,7 +47,8 @@ class TrainConfig:
             "help": (
                 "how each user's training items become max_len windows: fixed = non-overlapping, counted back "
                 "from the most recent (every item a target each epoch); shifted = the same with a random offset "
-                "each epoch; last = only the most recent window"
+                "each epoch; overlap = windows overlapping by half, each target trained once with at least "
+                "max_len/2 items before it (twice the encoder positions); last = only the most recent window"
             ),
         },
     )

@@ -27,10 +27,11 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ GROUPS_FILE = "groups.safetensors"
 LOG_FILE = "log.json"
 BASELINE_CACHE = "baseline_untuned_head.json"
 SUB_RUN = "untuned_head_proj"  # the head+proj baseline's own stage 1 run
+TRACE_ENV = "TSLREC_STAGE1_TRACE"  # a folder: each process appends a StepTrace per step (to check multi-process runs)
 
 
 @dataclass
@@ -79,6 +81,40 @@ class Stage1State(RunState):
     train_tokens: int = 0  # LLM input tokens in training passes (this process until the end, then all of them)
     train_passes: int = 0  # LLM forward passes in training
     fingerprint: str = ""  # the settings the run started with (config_fingerprint); a resume with others is refused
+
+
+@dataclass
+class StepTrace:
+    """One process's view of one optimizer step: which users it trained on and where its weights ended up.
+
+    Written as a JSON line to $TSLREC_STAGE1_TRACE/process<i>.jsonl when that variable is set, so that a
+    multi-process run can be checked for disjoint data shards and in-sync weights (read them with `read_step_traces`).
+    """
+
+    process: int  # accelerator.process_index
+    step: int  # optimizer steps done, this one included
+    epoch: int
+    users: list[int]  # this process's users in the step's micro-batches, in order
+    weights_sha256: str  # this process's trainable weights after the step (the same in every process when in sync)
+
+
+def read_step_traces(folder: str | Path) -> dict[int, list[StepTrace]]:
+    """The StepTraces a run wrote to `folder` ($TSLREC_STAGE1_TRACE), by process index, in step order."""
+    traces: dict[int, list[StepTrace]] = {}
+    for path in sorted(Path(folder).glob("process*.jsonl")):
+        for line in path.read_text().splitlines():
+            trace = StepTrace(**json.loads(line))
+            traces.setdefault(trace.process, []).append(trace)
+    return traces
+
+
+def weights_sha256(weights: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names and raw bytes of `weights` (bitwise equality, any dtype or device)."""
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        digest.update(name.encode())
+        digest.update(weights[name].detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())  # [bytes]
+    return digest.hexdigest()
 
 
 def train_stage1(
@@ -336,6 +372,8 @@ class _Stage1Run:
         self.best: dict[str, torch.Tensor] | None = None  # trainable weights at the best validation MSE
         self.bar: Any = None  # the progress bar, while `train` runs
         self.prompt_cost: dict[str, Any] | None = None  # prompt tokens with and without item text (item_text only)
+        trace = os.environ.get(TRACE_ENV)
+        self.trace: Path | None = Path(trace) / f"process{accelerator.process_index}.jsonl" if trace else None
         self.resume_clock()
 
     def loader_for(self, epoch: int) -> DataLoader:
@@ -347,7 +385,7 @@ class _Stage1Run:
                 epoch_order(self.data.train_users, cfg.seed, epoch),
                 batch_size=cfg.batch_size,
                 shuffle=False,
-                collate_fn=UserBatches(self.data, cfg.max_items, cfg.prompts, cfg.seed, epoch),
+                collate_fn=_WithUsers(UserBatches(self.data, cfg.max_items, cfg.prompts, cfg.seed, epoch)),
                 generator=torch.Generator().manual_seed(cfg.seed + epoch),
             )
         )
@@ -375,16 +413,19 @@ class _Stage1Run:
             loader = self.accelerator.skip_first_batches(loader, s.batch)
         self.model.train()
         self.resume_clock()
-        running, micro = 0.0, 0
-        for ids, mask, targets in loader:
+        running, micro, users = 0.0, 0, []
+        for batch_users, ids, mask, targets in loader:  # [B], [B, T], [B, T], [B, K]
             s.batch += 1
             micro += 1
+            if self.trace is not None:
+                users += batch_users.tolist()
             last_of_step = micro == cfg.grad_accum or s.batch == self.batches_per_epoch
             running += self._forward_backward(ids, mask, targets, micro, last_of_step)
             if not last_of_step:
                 continue
             self._optimizer_step(running / micro)
-            running, micro = 0.0, 0
+            self._write_trace(users)
+            running, micro, users = 0.0, 0, []
             if self._after_step():
                 break
         self.pause_clock()
@@ -404,17 +445,32 @@ class _Stage1Run:
         return float(loss.detach())
 
     def _optimizer_step(self, step_loss: float) -> None:
-        """Clip, step optimizer and scheduler, count the step and log its mean micro-batch loss."""
+        """Clip, step optimizer and scheduler, count the step and log its mean micro-batch loss (over every
+        process's micro-batches, so the log does not depend on the process count)."""
         if self.cfg.grad_clip > 0:
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.accelerator.num_processes > 1:  # each process saw only its shard of the step's users
+            step_loss = float(self.accelerator.reduce(torch.tensor([step_loss], device=self.dev), "mean"))
         s = self.state
         s.step += 1
         s.history.append({"step": s.step, "loss": step_loss, "lr": self.scheduler.get_last_lr()[0]})
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{step_loss:.5f}", epoch=s.epoch)
+
+    def _write_trace(self, users: list[int]) -> None:
+        """With $TSLREC_STAGE1_TRACE set: append this process's StepTrace of the step just taken."""
+        if self.trace is None:
+            return
+        s = self.state
+        trace = StepTrace(
+            self.accelerator.process_index, s.step, s.epoch, users, weights_sha256(trainable_state(self.core))
+        )
+        self.trace.parent.mkdir(parents=True, exist_ok=True)
+        with self.trace.open("a") as f:
+            f.write(json.dumps(asdict(trace)) + "\n")
 
     def _after_step(self) -> bool:
         """Validate every eval_every steps (the last step is validated by the epoch's end or `finish`), checkpoint
@@ -539,6 +595,16 @@ class _Stage1Run:
             write_json(self.out_dir / METRICS_FILE, metrics)
             shutil.rmtree(self.out_dir / CHECKPOINT_DIR, ignore_errors=True)
         self.accelerator.wait_for_everyone()
+
+
+class _WithUsers:
+    """A collate function: the batch of `batches` with its user ids [B] in front (for StepTrace)."""
+
+    def __init__(self, batches: UserBatches) -> None:
+        self.batches = batches
+
+    def __call__(self, users: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (torch.tensor(users, dtype=torch.long), *self.batches(users))  # [B], [B, T], [B, T], [B, K]
 
 
 def micro_weight(grad_accum: int, batches_per_epoch: int, first_batch_of_step: int) -> int:

@@ -13,14 +13,14 @@ def _targets(windows) -> Counter:
     """(previous item, target) pairs the windows train on."""
     pairs = Counter()
     for x, y, n in zip(windows.inputs.tolist(), windows.targets.tolist(), windows.lengths.tolist(), strict=True):
-        pairs.update(zip(x[:n], y[:n], strict=True))
+        pairs.update((a, b) for a, b in zip(x[:n], y[:n], strict=True) if b)  # y = 0: context only
     return pairs
 
 
 LONG = [np.arange(1, 24), np.arange(30, 37), np.arange(40, 44)]  # 21, 5 and 2 training items (+ valid, test)
 
 
-@pytest.mark.parametrize("mode", ["fixed", "shifted"])
+@pytest.mark.parametrize("mode", ["fixed", "shifted", "overlap"])
 def test_every_training_target_once_per_epoch(mode):
     splits = LeaveOneOutSplits.from_sequences(LONG, 50, max_len=4)
     expected = Counter()
@@ -32,6 +32,18 @@ def test_every_training_target_once_per_epoch(mode):
         assert _targets(windows) == expected  # each (input, target) pair exactly once
         assert windows.num_targets == splits.num_train_targets == 20 + 4 + 1
         assert windows.inputs.shape[1] == 4
+
+
+def test_overlap_windows_give_every_target_half_a_window_of_context():
+    windows = LeaveOneOutSplits.from_sequences(LONG, 50, max_len=4).windows("overlap")
+    first_items = {1, 30, 40}  # a window that starts at a user's first item has no earlier items to show
+    for x, y in zip(windows.inputs.tolist(), windows.targets.tolist(), strict=True):
+        owned = [pos for pos, target in enumerate(y) if target]
+        assert owned, (x, y)
+        if x[0] not in first_items:
+            assert min(owned) >= 2, (x, y)  # max_len // 2 items of context before the first target it trains
+    assert windows.targets[1].tolist() == [0, 0, 6, 7]  # inputs 3, 4, 5, 6: targets 4 and 5 belong to the window before
+    assert windows.num_targets == 20 + 4 + 1
 
 
 def test_last_window_keeps_only_the_most_recent_targets():

@@ -1,0 +1,81 @@
+"""Benchmark: the main job (`make run`: `tslrec run --config configs/ml-100k.yaml`), whole process, from stage 0.
+
+    python bench/main_job.py                                   # runs/bench-main-job, every stage from scratch
+    python bench/main_job.py --config configs/ml-100k.yaml --out runs/bench-main-job --name main-job-ml-100k
+Runs `tslrec run --config CONFIG --set out=OUT --force stage0` as one process and writes
+bench/results/<name>.json (default main-job-<dataset>.json), one record per run: the wall time of the whole
+process and of each stage (from the stage manifests), stage 0's test metrics (the SASRec whose item table the
+rest reads), stage 1's held-out MSE beside its no-LLM baselines, and the grid's cells (NDCG@10 and HR@10 each).
+The target is 15 minutes on a 2-core CPU; run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from records import add
+
+from tslrec.core.artifacts import read_json
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("stage0", "stage1", "stage2", "ablation")
+
+
+def stage_seconds(out: Path) -> dict[str, float]:
+    """{stage: seconds} from each stage's manifest (written when the stage finished)."""
+    return {s: read_json(out / s / "stage_manifest.json", f"{s} manifest")["seconds"] for s in STAGES}
+
+
+def grid_cells(out: Path) -> dict[str, dict[str, float]]:
+    """{cell name: {HR@10, NDCG@10}} of every finished grid cell."""
+    cells = {}
+    for path in sorted((out / "ablation" / "cells").glob("*/metrics.json")):
+        m = read_json(path, "cell metrics")["metrics"]
+        cells[path.parent.name] = {k: m[k] for k in ("HR@10", "NDCG@10")}
+    return cells
+
+
+def record(config: Path, out: Path, wall: float, threads: int) -> dict:
+    cfg = yaml.safe_load(config.read_text())
+    s0 = read_json(out / "stage0" / "metrics.json", "stage-0 metrics")
+    s1 = read_json(out / "stage1" / "metrics.json", "stage-1 metrics")["metrics"]
+    return {
+        "dataset": str(cfg["dataset"]),
+        "model": "tslrec-run",
+        "variant": config.stem,
+        "seed": cfg.get("seed", 42),
+        "device": f"cpu, {threads} threads",
+        "metrics": s0["metrics"],  # stage 0's SASRec, full ranking, history not masked
+        "stage1": {k: s1[k] for k in ("mse", "mse_mean_embedding", "mse_untuned_llm", "mse_global_mean") if k in s1},
+        "cells": grid_cells(out),
+        "timings": {"wall_seconds": round(wall, 1), **{f"{s}_seconds": v for s, v in stage_seconds(out).items()}},
+        "config": cfg,
+        "out": str(out),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, default=ROOT / "configs" / "ml-100k.yaml", help="the tslrec run config")
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-main-job", help="run folder (started over)")
+    p.add_argument("--name", default=None, help="results file under bench/results (default main-job-<dataset>)")
+    args = p.parse_args()
+    tslrec = Path(sys.executable).with_name("tslrec")
+    cmd = [str(tslrec), "run", "--config", str(args.config), "--set", f"out={args.out}", "--force", "stage0"]
+    print("+", " ".join(cmd), flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    rec = record(args.config, args.out, wall, torch.get_num_threads())  # the child inherits the same environment
+    add(args.name or f"main-job-{rec['dataset']}", rec)
+    print(f"main job: {wall / 60:.1f} min ({', '.join(f'{k} {v:.0f} s' for k, v in rec['timings'].items())})")
+
+
+if __name__ == "__main__":
+    main()
