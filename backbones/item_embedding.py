@@ -14,6 +14,9 @@ Fusions (TSLRec stage 2). With e_id = E_id[i] (random init, trained), e_llm = W_
   add           e = e_id + e_llm
   concat        e = W_c [e_id ; e_llm] + b_c
   llm-only      e = e_llm                                         (no ID table)
+  gate-matched  gate, with e_llm = W_p z_i, z_i = x_i standardised per dimension over the items and W_p drawn
+                N(0, 0.02^2 / D): e_llm starts at the ID table's scale (std 0.02), where gate's starts ~50x larger
+  gate-input    gate for the input items; users are scored against the ID table alone
 The LLM table x is frozen by default (`finetune_llm_table=False`); W_p is always trained.
 """
 
@@ -26,7 +29,10 @@ from torch import nn
 
 from tslrec.core.errors import InputError
 
-FUSIONS = ("base", "ci", "gate", "scalar-gate", "add", "concat", "llm-only")
+FUSIONS = ("base", "ci", "gate", "scalar-gate", "add", "concat", "llm-only", "gate-matched", "gate-input")
+LLM_FUSIONS = FUSIONS[2:]  # the fusions that read an LLM item table
+GATED = ("gate", "gate-matched", "gate-input")  # g = sigmoid(W_g [e_id ; e_llm] + b_g), e = g e_llm + (1 - g) e_id
+ID_INIT_STD = 0.02  # IDEmbedding's init
 
 
 @dataclass
@@ -45,7 +51,7 @@ class IDEmbedding(nn.Module):
     def __init__(self, num_items: int, hidden: int):
         super().__init__()
         self.weight = nn.Embedding(num_items + 1, hidden, padding_idx=0)
-        nn.init.normal_(self.weight.weight, std=0.02)
+        nn.init.normal_(self.weight.weight, std=ID_INIT_STD)
         with torch.no_grad():
             self.weight.weight[0].zero_()
 
@@ -82,7 +88,7 @@ class FusedItemEmbedding(nn.Module):
             self.register_buffer("clusters", clusters.long().clamp(min=0))  # [N+1]
             self.cluster_emb = nn.Embedding(int(clusters.max()) + 1, hidden)
             nn.init.normal_(self.cluster_emb.weight, std=0.02)
-        if cfg.kind in ("gate", "scalar-gate", "add", "concat", "llm-only"):
+        if cfg.kind in LLM_FUSIONS:
             if llm_table is None or llm_table.shape[0] != num_items + 1:
                 raise InputError(
                     f"fusion '{cfg.kind}': needs an LLM item table with {num_items + 1} rows (row 0 = padding); "
@@ -90,12 +96,17 @@ class FusedItemEmbedding(nn.Module):
                 )
             table = llm_table.float().clone()
             table[0] = 0.0
+            if cfg.kind == "gate-matched":
+                table[1:] = standardised(table[1:])
             if cfg.finetune_llm_table:
                 self.llm_table = nn.Parameter(table)  # [N+1, D]
             else:
                 self.register_buffer("llm_table", table)  # [N+1, D]
             self.proj = nn.Linear(table.shape[1], hidden)
-            if cfg.kind == "gate":
+            if cfg.kind == "gate-matched":
+                nn.init.normal_(self.proj.weight, std=ID_INIT_STD / table.shape[1] ** 0.5)
+                nn.init.zeros_(self.proj.bias)
+            if cfg.kind in GATED:
                 self.gate = nn.Linear(2 * hidden, hidden)
             elif cfg.kind == "scalar-gate":
                 self.gate_logit = nn.Parameter(torch.zeros(()))
@@ -122,11 +133,18 @@ class FusedItemEmbedding(nn.Module):
         return g * e_llm + (1 - g) * e_id
 
     def table(self) -> torch.Tensor:  # [N+1, H]
+        if self.kind == "gate-input":
+            return self.id.table()
         ids = torch.arange(self.num_items + 1, device=self._device())
         return self.forward(ids)
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
+
+
+def standardised(x: torch.Tensor) -> torch.Tensor:
+    """x [N, D] with each column at mean 0 and std 1 over the N rows (a constant column stays 0)."""
+    return (x - x.mean(0)) / x.std(0).clamp(min=1e-6)
 
 
 def build_item_embedding(

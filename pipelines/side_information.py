@@ -1,6 +1,6 @@
 """What a fusion needs besides item IDs, read from files and checked against the dataset.
 
---item-embeddings DIR   the LLM item table of gate, scalar-gate, add, concat, llm-only: a `tslrec stage2`
+--item-embeddings DIR   the LLM item table of the fusions in LLM_FUSIONS (gate, ...): a `tslrec stage2`
                         export, or a `tslrec train --export-item-embeddings` folder (its own item table, e.g.
                         the stage-0 SASRec's: the no-LLM control). `tslrec ablate` takes several labelled
                         sources, `tuned=DIR,stage0=DIR` (a bare DIR is labelled `tuned`); `tslrec train` one.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.item_embedding import FusionConfig
+from tslrec.backbones.item_embedding import LLM_FUSIONS, FusionConfig
 from tslrec.core.artifacts import load_tensors, read_json
 from tslrec.core.errors import InputError
 from tslrec.stage2_augment.embedding_file import TENSORS, ItemEmbeddingFile, load_item_embeddings
@@ -27,7 +27,6 @@ from tslrec.stage2_augment.embedding_file import TENSORS, ItemEmbeddingFile, loa
 from .data import SequenceDataset
 from .run_folders import STAGE1_CONFIG, STAGE1_GROUPS, is_train_folder, train_folder_table
 
-LLM_FUSIONS = ("gate", "scalar-gate", "add", "concat", "llm-only")  # fusions that read the LLM item table
 TUNED = "tuned"  # the label of an item-table source given as a bare path: the stage-2 export of the tuned LLM
 CONTROL = "stage0"  # the label the reports compare every other source against: the stage-0 model's own table
 LABEL = re.compile(r"[a-z0-9-]+")
@@ -41,7 +40,7 @@ class SideInfoConfig:
         default=None,
         metadata={
             "help": (
-                "item table of gate, scalar-gate, add, concat, llm-only: a `tslrec stage2` export or a `tslrec train "
+                f"item table of {', '.join(LLM_FUSIONS)}: a `tslrec stage2` export or a `tslrec train "
                 "--export-item-embeddings` folder; `tslrec ablate` takes several, label=PATH,... (a bare PATH is "
                 f"labelled {TUNED})"
             )

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tslrec.backbones.base import BackboneConfig
-from tslrec.backbones.item_embedding import FUSIONS, FusionConfig
+from tslrec.backbones.item_embedding import FUSIONS, LLM_FUSIONS, FusionConfig, build_item_embedding
 from tslrec.backbones.registry import BACKBONES, build_backbone
 from tslrec.core.errors import InputError
 
@@ -78,11 +78,32 @@ def test_every_backbone_accepts_every_fusion(name, fusion):
     seq = torch.tensor([[3, 4, 5]])
     model.loss(seq, torch.tensor([[4, 5, 6]])).backward()
     trained = [n for n, p in model.item_embedding.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
-    if fusion in ("gate", "scalar-gate", "add", "concat", "llm-only"):
+    if fusion in LLM_FUSIONS:
         assert any(n.startswith("proj") for n in trained)
         assert "llm_table" not in dict(model.item_embedding.named_parameters())  # frozen by default
     if fusion == "ci":
         assert "cluster_emb.weight" in trained
+
+
+def test_gate_matched_starts_the_llm_side_at_the_id_tables_scale():
+    """gate's projected LLM vectors start far larger than the ID embeddings; gate-matched's start at their scale."""
+    torch.manual_seed(0)
+    llm = torch.randn(N + 1, 64) * 3.0 + 5.0  # LLM hidden states: large and off-centre
+    scales = {}
+    for kind in ("gate", "gate-matched"):
+        emb = build_item_embedding(N, 16, FusionConfig(kind), llm_table=llm)
+        with torch.no_grad():
+            e_llm = emb.proj(emb.llm_table[1:])  # [N, H]
+            scales[kind] = float(e_llm.std() / emb.id.table()[1:].std())
+    assert scales["gate"] > 20 and 0.5 < scales["gate-matched"] < 2, scales
+
+
+def test_gate_input_scores_against_the_id_table_only():
+    torch.manual_seed(0)
+    emb = build_item_embedding(N, 16, FusionConfig("gate-input"), llm_table=torch.randn(N + 1, 8))
+    ids = torch.arange(N + 1)
+    assert torch.equal(emb.table(), emb.id.table())  # scoring: IDs
+    assert not torch.allclose(emb(ids), emb.id(ids))  # inputs: the gated fusion
 
 
 def test_llm_table_can_be_finetuned():

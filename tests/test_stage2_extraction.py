@@ -14,7 +14,7 @@ from tslrec.pipelines.cli import main
 from tslrec.pipelines.data import DataConfig, load_dataset
 from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.model_io import build_reconstruction_model
-from tslrec.stage1_reconstruct.training import train_stage1
+from tslrec.stage1_reconstruct.training import SUB_RUN, train_stage1
 from tslrec.stage2_augment.embedding_file import load_item_embeddings
 from tslrec.stage2_augment.extraction import ExtractionConfig, extract_item_representations
 
@@ -78,7 +78,8 @@ def stage1_run(tmp_path_factory, tiny_llm_cfg):
         },
     )
     stage1_dir = tmp / "stage1"
-    cfg = Stage1Config(k=K, epochs=1, max_steps=1, batch_size=8, bf16=False, untuned_baseline="none", max_items=10)
+    # head+proj: the untuned-LLM baseline is a stage 1 run of its own (stage1/untuned_head_proj), the `untuned` source
+    cfg = Stage1Config(k=K, epochs=1, max_steps=1, batch_size=8, bf16=False, untuned_baseline="head+proj", max_items=10)
     train_stage1(
         emb,
         ds.train_sequences(),
@@ -120,6 +121,20 @@ def test_stage2_cli_writes_an_export_that_loads_against_the_dataset(stage1_run, 
     assert source["extraction"]["items"] == ds.num_items and source["extraction"]["seconds_per_1000_items"] > 0
     assert set(source["category_agreement"]) >= {"C1", "C2", "C3"}
     assert read_json(stage1_dir / "config.json")["llm"]["name_or_path"] == source["llm"]
+
+
+def test_the_untuned_source_is_the_frozen_llm_through_its_own_projection_and_head(stage1_run, tmp_path, capsys):
+    """stage 2 on stage 1's head+proj baseline run (no LoRA) exports the `untuned` item table of the grid."""
+    _, ds, stage1_dir = stage1_run
+    exports = {}
+    for label, folder in (("tuned", stage1_dir), ("untuned", stage1_dir / SUB_RUN)):
+        out = tmp_path / label
+        args = ["stage2", "--stage1-dir", str(folder), "--out", str(out), "--device", "cpu", "--no-progress"]
+        assert main(args) == 0, capsys.readouterr().err
+        exports[label] = load_item_embeddings(out, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids)
+    assert exports["untuned"].manifest["source"]["adapter"] is None  # the LLM as loaded, no LoRA
+    assert exports["tuned"].manifest["source"]["adapter"] is not None
+    assert not torch.allclose(exports["untuned"].embeddings, exports["tuned"].embeddings)
 
 
 def test_stage2_cli_rejects_another_dataset_in_one_line(stage1_run, tmp_path, capsys):
