@@ -1,10 +1,11 @@
 """The generative baseline Lite-LLM4Rec is measured against (inference cost only).
 
-The same LLM reads the user's history written as text (item titles) and is fine-tuned to
-write the next item's identifier (its internal id in digits) token by token; at inference,
-beam search (`transformers` generate, 20 beams) returns the top-20 identifiers. This is the
-decoding scheme of generative LLM recommenders that Lite-LLM4Rec replaces with one
-forward pass and a projection head.
+The same LLM reads the user's history written as text and is fine-tuned to write the next
+item's identifier (its internal id in digits) token by token; at inference, beam search
+(`transformers` generate, 20 beams) returns the top-20 identifiers. This is the decoding
+scheme of generative LLM recommenders that Lite-LLM4Rec replaces with one forward pass and a
+projection head. The history is written either as item titles or, as in P5 / POD, as the
+items' ids (`item_ids_as_text`: the same digits the model writes as its answer).
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ class GenerativeConfig:
 
 
 def history_prompt(item_text: list[str], seq: list[int], cfg: GenerativeConfig) -> str:
-    """The user's last `max_history` items as text, oldest first."""
+    """The user's last `max_history` items as text, oldest first.
+
+    item_text[i]: item i as written into the prompt (its title, or `item_ids_as_text`'s id).
+    """
     titles = [item_text[i][: cfg.item_text_chars] for i in seq[-cfg.max_history :] if i > 0]
     return PROMPT.format(history="; ".join(titles))
 
@@ -36,6 +40,11 @@ def history_prompt(item_text: list[str], seq: list[int], cfg: GenerativeConfig) 
 def identifier(item: int) -> str:
     """The item's identifier as the model writes it: a space and its internal id."""
     return f" {item}"
+
+
+def item_ids_as_text(num_items: int) -> list[str]:
+    """Each item written as its id, the digits `identifier` makes the model write: [i] -> "i" ([0], padding -> "")."""
+    return [""] + [identifier(i).strip() for i in range(1, num_items + 1)]
 
 
 def prompt_lengths(tokenizer, prompts: list[str]) -> list[int]:
