@@ -134,9 +134,18 @@ def print_outcome(outcome: Stage1Outcome) -> None:
         f"stage 1 on {outcome.dataset}: held-out-user MSE {m['mse']:.6f}; without an LLM: head on the mean item "
         f"embedding {m['mse_mean_embedding']:.6f} (LLM / head {ratio:.3f}: the LLM does "
         f"{'better' if ratio < 1 else 'no better'}), global mean {m['mse_global_mean']:.6f}{untuned}; "
-        f"{metrics['steps']} steps, {metrics['timing']['wall_seconds'] / 60:.1f} min{_text_cost(metrics)}"
+        f"{metrics['steps']} steps{_all_users_text(metrics)}, {metrics['timing']['wall_seconds'] / 60:.1f} min"
+        f"{_text_cost(metrics)}"
     )
     print(f"wrote {outcome.out}")
+
+
+def _all_users_text(metrics: dict) -> str:
+    """' then N on all U users (...)' for the summary line of a run with --all-users-epochs ('' otherwise)."""
+    c = metrics.get("all_users")
+    if not c:
+        return ""
+    return f" then {c['steps']} on all {c['users']} users (the saved weights; the MSEs are from before)"
 
 
 def _text_cost(metrics: dict) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -102,6 +103,17 @@ class Stage1Config:
         default=None,
         metadata={"help": "budget of training minutes (validation excluded); then validate once more and stop"},
     )
+    all_users_epochs: float = field(
+        default=0.0,
+        metadata={
+            "help": (
+                "after early stopping, continue from the best weights for this many epochs (may be fractional) over "
+                "every user, held-out ones included, so that stage 2 reads an LLM that saw every user; the reported "
+                "held-out MSEs are measured before it (0 = off; max_steps and max_minutes bound the early-stopped "
+                "training only)"
+            )
+        },
+    )
     batch_size: int = field(default=16, metadata={"help": "users per micro-batch"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     eval_batch_size: int = field(default=64, metadata={"help": "users per batch for validation / inference"})
@@ -161,6 +173,12 @@ class Stage1Config:
         require(self.epochs >= 1, self, "epochs", "need at least 1")
         require(self.max_steps is None or self.max_steps >= 1, self, "max_steps", "need at least 1")
         require(self.max_minutes is None or self.max_minutes > 0, self, "max_minutes", "must be positive")
+        require(
+            math.isfinite(self.all_users_epochs) and self.all_users_epochs >= 0,
+            self,
+            "all_users_epochs",
+            "must be 0 (off) or a positive number of epochs",
+        )
         require(self.batch_size >= 1, self, "batch_size", "need at least 1")
         require(self.eval_batch_size >= 1, self, "eval_batch_size", "need at least 1")
         require(self.grad_accum >= 1, self, "grad_accum", "need at least 1")

@@ -12,6 +12,11 @@ uninterrupted one. Other settings (config.json: Stage1Config, LLMConfig, prompt,
 table's contents, the dataset) are refused with an InputError naming the first changed one;
 `force=True` (`--force`) starts over instead.
 
+Continuing on all users (`Stage1Config.all_users_epochs` > 0): after early stopping the reported MSEs are measured
+on the then-held-out users, and training goes on from the best weights over every user (held-out ones included) for
+that many epochs, with the same loop, its own checkpoint folder (resumable the same way) and no validation; the
+saved adapter and heads are the weights after it, and metrics.json's "all_users" records what it did.
+
 Determinism: everything random is seeded from `Stage1Config.seed` (k-means, user split, data
 order, LoRA and head init, LoRA dropout), so two runs with the same settings give bitwise-identical
 weights and metrics. The projection's init divides by a norm over the whole vocabulary, a parallel
@@ -65,6 +70,8 @@ from .model import ReconstructionModel
 from .model_io import CONFIG_FILE, build_reconstruction_model, save_reconstruction_model
 
 CHECKPOINT_DIR = "checkpoint"
+ALL_USERS_CHECKPOINT_DIR = "checkpoint_all_users"  # the continuation on all users (Stage1Config.all_users_epochs)
+CHECKPOINT_DIRS = (CHECKPOINT_DIR, ALL_USERS_CHECKPOINT_DIR)
 METRICS_FILE = "metrics.json"
 GROUPS_FILE = "groups.safetensors"
 LOG_FILE = "log.json"
@@ -154,7 +161,8 @@ def train_stage1(
         done = _finished_metrics(out_dir, config)
         if done is not None:
             return done
-        _check_checkpoint(out_dir, config)  # before the LLM loads: a refused resume costs nothing
+        for name in CHECKPOINT_DIRS:  # before the LLM loads: a refused resume costs nothing
+            _check_checkpoint(out_dir / name, config)
 
     from accelerate import Accelerator
 
@@ -166,7 +174,9 @@ def train_stage1(
 
     run = _start_run(accelerator, data, config, cfg, llm_cfg, out_dir, progress, on_step, texts)
     run.train()
-    metrics = run.finish(t_start)
+    metrics = run.finish(t_start)  # the held-out MSEs: before any continuation, which trains on those users
+    if cfg.all_users_epochs > 0:
+        metrics = run.continue_on_all_users(metrics, t_start)
     if cfg.untuned_baseline == "head+proj" and cfg.lora:
         metrics["metrics"].update(
             _untuned_head_proj_baseline(
@@ -219,7 +229,7 @@ def _run_config(
     """config.json: every setting and input a finished run or a checkpoint is tied to (with item text, the
     texts' sha256, which stage 2 checks its dataset against)."""
     config = {
-        "stage1": cfg.to_dict(),
+        "stage1": _stage1_settings(cfg),
         "llm": dict(vars(llm_cfg)),
         "item_dim": int(data.item_embeddings.shape[1]),
         "num_items": int(data.item_embeddings.shape[0] - 1),
@@ -233,14 +243,25 @@ def _run_config(
     return config
 
 
+def _stage1_settings(cfg: Stage1Config) -> dict[str, Any]:
+    """config.json's Stage1Config. all_users_epochs is left out while off (0), so a run without it writes the same
+    config.json as before the setting existed and keeps its fingerprint (its finished folder and checkpoints stay
+    valid); Stage1Config.from_dict reads the missing key as 0."""
+    settings = cfg.to_dict()
+    if not cfg.all_users_epochs:
+        del settings["all_users_epochs"]
+    return settings
+
+
 def _prepare_out_dir(out_dir: Path, config: dict[str, Any], data: Stage1Data, force: bool) -> None:
     """Main process only: clear what force or a killed save left, drop a baseline cached under other settings,
     write config.json and the groups file."""
     if force:
         _discard_run(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(f".{CHECKPOINT_DIR}.*"):  # temp folders of a killed save
-        shutil.rmtree(stale, ignore_errors=True)
+    for name in CHECKPOINT_DIRS:
+        for stale in out_dir.glob(f".{name}.*"):  # temp folders of a killed save
+            shutil.rmtree(stale, ignore_errors=True)
     saved = out_dir / CONFIG_FILE
     if saved.is_file() and config_fingerprint(read_json(saved, "stage 1 config")) != config_fingerprint(config):
         (out_dir / BASELINE_CACHE).unlink(missing_ok=True)  # computed under other settings
@@ -291,16 +312,12 @@ def _start_run(
             )
         )
     model = _build_model(llm, tokenizer, data, cfg, llm_cfg, accelerator.device, titles)
-    run = _Stage1Run(accelerator, data, cfg, out_dir, model, _optimizer(model, cfg), baselines, progress, on_step)
+    run = _Stage1Run(
+        accelerator, data, cfg, out_dir, model, _optimizer(model, cfg), baselines, progress, on_step, config
+    )
     if titles is not None:
         run.prompt_cost = prompt_token_cost(data, cfg.max_items, titles, model.encoder.prompt.num_text_tokens)
-    run.state.fingerprint = config_fingerprint(config)
-    ckpt = _check_checkpoint(out_dir, config)
-    if ckpt is not None:
-        saved, run.best = load_checkpoint(ckpt, run.core, run.optimizer, run.scheduler)
-        run.state = Stage1State.from_dict(saved, ckpt)
-        if main:
-            print(f"resuming from {ckpt} at optimizer step {run.state.step}/{run.total_steps}")
+    run.resume()
     return run
 
 
@@ -335,8 +352,26 @@ def _optimizer(model: ReconstructionModel, cfg: Stage1Config) -> torch.optim.Opt
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+@dataclass(frozen=True)
+class _Phase:
+    """What one part of a run trains: the early-stopped training on the training users, or the continuation on
+    every user (Stage1Config.all_users_epochs)."""
+
+    name: str  # the progress bar's label
+    users: np.ndarray  # int64 [U]: the users whose prompts it trains on
+    epochs: float  # its length in passes over `users` (fractional for the continuation)
+    max_steps: int | None  # a cap on its optimizer steps
+    early_stopping: bool  # validation, patience and max_minutes; False: exactly its steps, never validated
+    checkpoint_dir: str  # its checkpoint folder in out_dir
+    first_epoch: int = 0  # its epoch e draws the data order and windows of epoch first_epoch + e
+    step_offset: int = 0  # optimizer steps before it: on_step, StepTrace and log.json count on from there
+
+
 class _Stage1Run:
-    """One stage 1 run: its model, optimizer, scheduler, data and state, and the parts of its training loop."""
+    """One stage 1 run: its model, optimizer, scheduler, data and state, and the parts of its training loop.
+
+    The loop trains one _Phase at a time: first the early-stopped one; `continue_on_all_users` then switches to
+    the continuation (a fresh state, optimizer and schedule; the same loop and checkpoints)."""
 
     def __init__(
         self,
@@ -349,40 +384,65 @@ class _Stage1Run:
         baselines: dict[str, Any],
         progress: bool,
         on_step: Callable[[int], None] | None,
+        config: dict[str, Any],
     ) -> None:
         self.accelerator, self.data, self.cfg, self.out_dir = accelerator, data, cfg, out_dir
-        self.baselines, self.on_step = baselines, on_step
+        self.baselines, self.on_step, self.config = baselines, on_step, config
         self.dev, self.main = accelerator.device, accelerator.is_main_process
         self.progress = progress and self.main
         self.table = data.item_embeddings.to(self.dev)  # [N+1, D]
-        self.batches_per_epoch = len(self.loader_for(0))
-        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.grad_accum)
-        self.total_steps = self.steps_per_epoch * cfg.epochs
-        if cfg.max_steps is not None:
-            self.total_steps = min(self.total_steps, cfg.max_steps)
-        from transformers import get_scheduler
-
-        warmup = int(cfg.warmup_ratio * self.total_steps)
-        self.scheduler = get_scheduler(
-            cfg.lr_schedule, optimizer, num_warmup_steps=warmup, num_training_steps=self.total_steps
+        first = _Phase(
+            name="stage1",
+            users=data.train_users,
+            epochs=cfg.epochs,
+            max_steps=cfg.max_steps,
+            early_stopping=True,
+            checkpoint_dir=CHECKPOINT_DIR,
         )
+        self._begin(first, optimizer)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.core: ReconstructionModel = accelerator.unwrap_model(self.model)
-        self.state = Stage1State()
         self.best: dict[str, torch.Tensor] | None = None  # trainable weights at the best validation MSE
+        self.main_state: Stage1State | None = None  # the early-stopped training's, once the continuation runs
         self.bar: Any = None  # the progress bar, while `train` runs
         self.prompt_cost: dict[str, Any] | None = None  # prompt tokens with and without item text (item_text only)
         trace = os.environ.get(TRACE_ENV)
         self.trace: Path | None = Path(trace) / f"process{accelerator.process_index}.jsonl" if trace else None
         self.resume_clock()
 
-    def loader_for(self, epoch: int) -> DataLoader:
-        """This epoch's batches. Its own generator keeps DataLoader from drawing on the global RNG,
-        so a resumed run sees the same LoRA-dropout masks as an uninterrupted one."""
+    def _begin(self, phase: _Phase, optimizer: torch.optim.Optimizer) -> None:
+        """Plan `phase`: its batches and optimizer steps, cfg.lr_schedule (with warm-up) over those steps on
+        `optimizer` (before accelerator.prepare), and a fresh state tied to the run's settings."""
+        from transformers import get_scheduler
+
         cfg = self.cfg
+        self.phase = phase
+        self.batches_per_epoch = len(self.loader_for(0))
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.grad_accum)
+        self.total_steps = phase_steps(phase.epochs, self.steps_per_epoch, phase.max_steps)
+        warmup = int(cfg.warmup_ratio * self.total_steps)
+        self.scheduler = get_scheduler(
+            cfg.lr_schedule, optimizer, num_warmup_steps=warmup, num_training_steps=self.total_steps
+        )
+        self.state = Stage1State(fingerprint=config_fingerprint(self.config))
+
+    def resume(self) -> None:
+        """Continue the current phase from its checkpoint, if one was written (with other settings: InputError)."""
+        ckpt = _check_checkpoint(self.out_dir / self.phase.checkpoint_dir, self.config)
+        if ckpt is None:
+            return
+        saved, self.best = load_checkpoint(ckpt, self.core, self.optimizer, self.scheduler)
+        self.state = Stage1State.from_dict(saved, ckpt)
+        if self.main:
+            print(f"resuming from {ckpt} at optimizer step {self.state.step}/{self.total_steps}")
+
+    def loader_for(self, epoch: int) -> DataLoader:
+        """The phase's batches in its epoch `epoch`. Its own generator keeps DataLoader from drawing on the global
+        RNG, so a resumed run sees the same LoRA-dropout masks as an uninterrupted one."""
+        cfg, epoch = self.cfg, self.phase.first_epoch + epoch
         return self.accelerator.prepare(
             DataLoader(
-                epoch_order(self.data.train_users, cfg.seed, epoch),
+                epoch_order(self.phase.users, cfg.seed, epoch),
                 batch_size=cfg.batch_size,
                 shuffle=False,
                 collate_fn=_WithUsers(UserBatches(self.data, cfg.max_items, cfg.prompts, cfg.seed, epoch)),
@@ -393,7 +453,7 @@ class _Stage1Run:
     def train(self) -> None:
         """Optimizer steps until total_steps or until patience runs out, validating and checkpointing on the way."""
         s = self.state
-        self.bar = tqdm(total=self.total_steps, initial=s.step, desc="stage1", disable=not self.progress)
+        self.bar = tqdm(total=self.total_steps, initial=s.step, desc=self.phase.name, disable=not self.progress)
         while s.step < self.total_steps and not s.stopped:
             if s.batch >= self.batches_per_epoch:  # the checkpoint fell on an epoch end
                 s.epoch, s.batch = s.epoch + 1, 0
@@ -464,9 +524,13 @@ class _Stage1Run:
         """With $TSLREC_STAGE1_TRACE set: append this process's StepTrace of the step just taken."""
         if self.trace is None:
             return
-        s = self.state
+        s, phase = self.state, self.phase
         trace = StepTrace(
-            self.accelerator.process_index, s.step, s.epoch, users, weights_sha256(trainable_state(self.core))
+            self.accelerator.process_index,
+            phase.step_offset + s.step,
+            phase.first_epoch + s.epoch,
+            users,
+            weights_sha256(trainable_state(self.core)),
         )
         self.trace.parent.mkdir(parents=True, exist_ok=True)
         with self.trace.open("a") as f:
@@ -474,17 +538,19 @@ class _Stage1Run:
 
     def _after_step(self) -> bool:
         """Validate every eval_every steps (the last step is validated by the epoch's end or `finish`), checkpoint
-        after a validation, every checkpoint_every steps and at the last step; True to leave the epoch."""
+        after a validation, every checkpoint_every steps and at the last step; True to leave the epoch. A phase
+        without early stopping is never validated and has no time budget."""
         s, cfg = self.state, self.cfg
         finished = s.step >= self.total_steps
-        if not finished and self._out_of_time():  # the budget is spent: keep the better of now and the best so far
+        validates = self.phase.early_stopping
+        if validates and not finished and self._out_of_time():  # spent: keep the better of now and the best so far
             self.pause_clock()
             self.validate()
             s.stopped = True
             self.checkpoint()
             self.resume_clock()
             return True
-        if cfg.eval_every and s.step % cfg.eval_every == 0 and not finished:
+        if validates and cfg.eval_every and s.step % cfg.eval_every == 0 and not finished:
             self.pause_clock()
             s.stopped = self.validate()
             self.checkpoint()
@@ -495,7 +561,7 @@ class _Stage1Run:
             self.checkpoint()
             self.resume_clock()
         if self.on_step is not None:
-            self.on_step(s.step)
+            self.on_step(self.phase.step_offset + s.step)
         return finished or s.stopped
 
     def _out_of_time(self) -> bool:
@@ -509,10 +575,10 @@ class _Stage1Run:
         return bool(flag.item())
 
     def _end_epoch(self) -> None:
-        """At an epoch's end: validate (unless eval_every decides when, but always after the last step), move on to
-        the next epoch and checkpoint."""
+        """At an epoch's end: validate (unless eval_every decides when, but always after the last step; never without
+        early stopping), move on to the next epoch and checkpoint."""
         s = self.state
-        if self.cfg.eval_every is None or s.step >= self.total_steps:
+        if self.phase.early_stopping and (self.cfg.eval_every is None or s.step >= self.total_steps):
             s.stopped = self.validate() and s.step < self.total_steps
         s.epoch, s.batch = s.epoch + 1, 0
         self.checkpoint()
@@ -541,7 +607,7 @@ class _Stage1Run:
     def checkpoint(self) -> None:
         if self.main:
             save_checkpoint(
-                self.out_dir / CHECKPOINT_DIR,
+                self.out_dir / self.phase.checkpoint_dir,
                 self.core,
                 self.optimizer,
                 self.scheduler,
@@ -575,9 +641,7 @@ class _Stage1Run:
             mse = self.mse(data, data.test_users)
         else:
             mse = s.best_score if s.best_score is not None else math.nan  # NaN: every validation MSE was NaN
-        if self.accelerator.num_processes > 1:  # tokens and passes of every process, not just this one
-            totals = self.accelerator.reduce(torch.tensor([s.train_tokens, s.train_passes], device=self.dev), "sum")
-            s.train_tokens, s.train_passes = int(totals[0]), int(totals[1])
+        self._count_every_process()
         metrics = _final_metrics(
             s, self.baselines, mse, data, self.cfg, self.total_steps, self.steps_per_epoch, t_start
         )
@@ -587,13 +651,67 @@ class _Stage1Run:
             metrics["prompt_tokens"] = self.prompt_cost
         return metrics
 
+    def _count_every_process(self) -> None:
+        """At the end of a phase: its training tokens and passes, of every process rather than this one's."""
+        if self.accelerator.num_processes > 1:
+            s = self.state
+            totals = self.accelerator.reduce(torch.tensor([s.train_tokens, s.train_passes], device=self.dev), "sum")
+            s.train_tokens, s.train_passes = int(totals[0]), int(totals[1])
+
+    def continue_on_all_users(self, metrics: dict[str, Any], t_start: float) -> dict[str, Any]:
+        """After `finish` (which measured the held-out MSEs and loaded the best weights): train on from those weights
+        over every user, held-out ones included, for cfg.all_users_epochs epochs. `metrics`, with what the
+        continuation did under "all_users"; its MSEs stay the ones measured before, on then-held-out users."""
+        cfg, data = self.cfg, self.data
+        self.main_state, self.best = self.state, None
+        users = np.sort(np.concatenate([data.train_users, data.val_users, data.test_users]))  # [U]
+        phase = _Phase(
+            name="stage1 all users",
+            users=users,
+            epochs=cfg.all_users_epochs,
+            max_steps=None,
+            early_stopping=False,
+            checkpoint_dir=ALL_USERS_CHECKPOINT_DIR,
+            first_epoch=cfg.epochs,  # windows and order unlike any epoch the early-stopped training planned
+            step_offset=self.main_state.step,
+        )
+        # The learning rate: a warm restart of cfg.lr_schedule (warm-up, then decay) over the continuation's own
+        # steps, at cfg.lr / cfg.head_lr, with fresh AdamW moments. Continuing the early-stopped schedule is no
+        # option: a run that went its planned length ended it at lr ~0 (the continuation would change nothing), and
+        # cosine past its end rises again. A constant lr (the best step's, or the peak) has the same problem or
+        # leaves un-annealed final weights that no held-out user can check. The saved AdamW moments belong to the
+        # last weights, not to the best ones the continuation starts from, hence fresh ones, and with them warm-up.
+        optimizer = _optimizer(self.core, cfg)
+        self._begin(phase, optimizer)
+        self.optimizer = self.accelerator.prepare(optimizer)
+        torch.manual_seed(cfg.seed)  # its LoRA-dropout masks: a function of the seed, not of the draws before it
+        self.resume()
+        self.train()
+        self._count_every_process()
+        metrics["all_users"] = _all_users_metrics(self.state, self.steps_per_epoch, data, cfg)
+        metrics["metrics"]["note"] += (
+            "; measured before the continuation on all users (see all_users), whose weights are the ones saved"
+        )
+        metrics["timing"]["wall_seconds"] = time.time() - t_start
+        return metrics
+
+    def log(self) -> list[dict[str, Any]]:
+        """log.json: the early-stopped training's steps and validations, then the continuation's steps (if it ran),
+        numbered on from there and marked "all_users"."""
+        if self.main_state is None:
+            return self.state.history
+        offset = self.phase.step_offset
+        continued = [{**e, "step": offset + e["step"], "all_users": True} for e in self.state.history]
+        return self.main_state.history + continued
+
     def save(self, metrics: dict[str, Any]) -> None:
-        """Main process: write the best model, log.json and metrics.json; the checkpoint is no longer needed."""
+        """Main process: write the final model, log.json and metrics.json; the checkpoints are no longer needed."""
         if self.main:
             save_reconstruction_model(self.core, self.out_dir)
-            write_json(self.out_dir / LOG_FILE, self.state.history)
+            write_json(self.out_dir / LOG_FILE, self.log())
             write_json(self.out_dir / METRICS_FILE, metrics)
-            shutil.rmtree(self.out_dir / CHECKPOINT_DIR, ignore_errors=True)
+            for name in CHECKPOINT_DIRS:
+                shutil.rmtree(self.out_dir / name, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
 
@@ -605,6 +723,12 @@ class _WithUsers:
 
     def __call__(self, users: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         return (torch.tensor(users, dtype=torch.long), *self.batches(users))  # [B], [B, T], [B, T], [B, K]
+
+
+def phase_steps(epochs: float, steps_per_epoch: int, max_steps: int | None) -> int:
+    """Optimizer steps of `epochs` (possibly fractional, then rounded up; at least 1) passes, capped at max_steps."""
+    steps = max(1, math.ceil(epochs * steps_per_epoch - 1e-9))  # 1e-9: 0.3 * 10 is 3.0000000000000004
+    return steps if max_steps is None else min(steps, max_steps)
 
 
 def micro_weight(grad_accum: int, batches_per_epoch: int, first_batch_of_step: int) -> int:
@@ -636,9 +760,9 @@ def _finished_metrics(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] |
     raise AssertionError("unreachable: the fingerprints differ, so some setting does")
 
 
-def _check_checkpoint(out_dir: Path, config: dict[str, Any]) -> Path | None:
-    """The checkpoint to resume from, if any; InputError if it was written with other settings."""
-    ckpt = find_checkpoint(out_dir / CHECKPOINT_DIR)
+def _check_checkpoint(folder: Path, config: dict[str, Any]) -> Path | None:
+    """The checkpoint in `folder` to resume from, if any; InputError if it was written with other settings."""
+    ckpt = find_checkpoint(folder)
     if ckpt is None:
         return None
     saved = read_json(ckpt / "state.json", "checkpoint state").get("fingerprint")
@@ -656,7 +780,7 @@ def _discard_run(out_dir: Path) -> None:
     """force=True: remove what an earlier run left in out_dir (checkpoints, metrics, log, cached baselines)."""
     for name in (METRICS_FILE, LOG_FILE, BASELINE_CACHE):
         (out_dir / name).unlink(missing_ok=True)
-    for name in (CHECKPOINT_DIR, CHECKPOINT_DIR + ".old", SUB_RUN):
+    for name in (*CHECKPOINT_DIRS, *(c + ".old" for c in CHECKPOINT_DIRS), SUB_RUN):
         shutil.rmtree(out_dir / name, ignore_errors=True)
 
 
@@ -719,4 +843,25 @@ def _final_metrics(
             "untuned_llm_seconds": baselines.get("untuned_llm_seconds"),
         },
         "versions": package_versions(),
+    }
+
+
+def _all_users_metrics(state: Stage1State, steps_per_epoch: int, data: Stage1Data, cfg: Stage1Config) -> dict[str, Any]:
+    """metrics.json's "all_users": what the continuation on every user did (`state`: its own counters)."""
+    held_out = len(data.val_users) + len(data.test_users)
+    return {
+        "epochs": cfg.all_users_epochs,
+        "epochs_run": state.step / max(steps_per_epoch, 1),
+        "steps": state.step,
+        "steps_per_epoch": steps_per_epoch,
+        "users": int(len(data.train_users)) + held_out,
+        "held_out_users": held_out,
+        "train_seconds": state.train_seconds,
+        "train_tokens": state.train_tokens,
+        "train_llm_passes": state.train_passes,
+        "lr_schedule": f"{cfg.lr_schedule} with warm-up, restarted over these steps; fresh AdamW moments",
+        "note": (
+            "after early stopping, training went on from the best weights over every user, held-out ones included; "
+            "the saved adapter and heads are its weights, the MSEs were measured before it"
+        ),
     }
