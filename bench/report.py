@@ -1,7 +1,10 @@
-"""Generate docs/results.md (and the README's results block) from bench/results/*.json.
+"""Generate docs/results.md and the README's results block from bench/results/*.json.
 
     python bench/report.py
-Every number in the docs comes from a record here; each table names the command that made it.
+The README block is one summary table (per dataset and backbone: base, gate over the LLM table, gate over the
+stage-0 table, the Welch verdicts); docs/results.md starts with the same summary and holds every table. A record
+that no table below reads gets a generic table, so nothing recorded is left out. Every number in the docs comes
+from a record here; each table names the command that made it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,15 @@ import re
 import statistics
 from pathlib import Path
 
-from tslrec.stage2_augment.significance import MIN_SEEDS, SEED_TEST, USER_TEST, format_p, mean_std, welch_seed_test
+from tslrec.stage2_augment.significance import (
+    MIN_SEEDS,
+    SEED_TEST,
+    USER_TEST,
+    SeedTest,
+    format_p,
+    mean_std,
+    welch_seed_test,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -43,6 +54,17 @@ PAPER_SETTING = (
     "TSLRec paper, Table 2: Llama2-13B, RecBole backbones, embedding dimension 256, lr 1e-4, batch 1024, "
     "patience 10 on validation NDCG@10, leave-one-out; it does not say whether history items are masked"
 )
+# Fusion grids: ablation-<dataset>.json (and fusion-variants-<dataset>.json, the same format); a grid's no-LLM
+# control, when trained as a grid of its own, is ablation-<dataset>-stage0.json (gate over the stage-0 item table).
+GRID_PREFIXES = ("ablation-", "fusion-variants-")
+CONTROL_SUFFIX = "-stage0"
+LLM_GATES = ("gate:tuned", "gate")  # gate over the tuned LLM's table (plain `gate` in grids made before sources)
+CONTROL_GATE = "gate:stage0"  # gate over the stage-0 item table inside a grid with sources
+# Grids kept in docs/results.md but left out of the summary, with the reason (the README says the same).
+SUPERSEDED = {
+    "ablation-ml-1m": "a fixed CPU budget (configs/ml-1m-cpu.yaml) trained before every interaction became a "
+    "training target and before stage 1's windowed prompts; the config now trains differently",
+}
 METRIC_ORDER = [
     "HR@5",
     "HR@10",
@@ -57,9 +79,18 @@ METRIC_ORDER = [
 ]
 
 
+_READ: set[str] = set()  # the record names a table has read; the others get a generic table
+
+
 def load(name: str) -> list[dict]:
+    _READ.add(name)
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else []
+
+
+def record_names(prefix: str) -> list[str]:
+    """The names of the records in bench/results whose name starts with `prefix`, sorted."""
+    return [path.stem for path in sorted(RESULTS.glob(f"{prefix}*.json"))]
 
 
 def fmt(x, digits: int = 4) -> str:
@@ -153,16 +184,17 @@ def cpu_backbones_table(dataset: str = "ml-1m") -> str:
     return "\n".join(lines)
 
 
-def time_to_quality_table(dataset: str = "ml-1m") -> str:
-    runs = load(f"time-to-quality-{dataset}")
+def time_to_quality_table(name: str = "time-to-quality-ml-1m") -> str:
+    runs = load(name)
     if not runs:
         return ""
+    dataset = runs[0].get("dataset", name)
     ours = next((r for r in runs if r["variant"] == "tslrec"), None)
     target = runs[0].get("target", {})
     lines = [
-        f"**Time to quality on {dataset}: wall seconds (training + validation) until validation "
-        f"{target.get('metric', 'NDCG@10')} first reaches {target.get('value')}, the same SASRec in each system "
-        "(max_len 50, hidden 64, 2 layers, 2 heads, dropout 0.2, softmax cross-entropy), one after the other "
+        f"**Time to quality on {dataset}: wall seconds (training + validation) until "
+        f"{target.get('metric', 'validation NDCG@10')} first reaches {target.get('value')}, the same SASRec in each "
+        "system (max_len 50, hidden 64, 2 layers, 2 heads, dropout 0.2, softmax cross-entropy), one after the other "
         "on the same machine and threads.**",
         "",
         "| system | seconds to target | epochs to target | s/epoch (training) | ours / this | test HR@10 | "
@@ -244,10 +276,11 @@ def eval_speed_table() -> str:
     return "\n".join(lines)
 
 
-def main_job_table(dataset: str = "ml-100k") -> str:
-    runs = load(f"main-job-{dataset}")
+def main_job_table(name: str = "main-job-ml-100k") -> str:
+    runs = load(name)
     if not runs:
         return ""
+    dataset = runs[0].get("dataset", name)
     lines = [
         f"**The main job (`make run`, {dataset}): the whole process from stage 0, target 15 min on a 2-core CPU.**",
         "",
@@ -273,23 +306,25 @@ def _paper(row: tuple | None) -> str:
 
 
 def generic_table(name: str) -> str:
+    """A record no other table reads: its metrics and its numeric timings, a row per record."""
     runs = load(name)
     if not runs:
         return ""
-    keys = [k for k in METRIC_ORDER if any(k in r.get("metrics", {}) for r in runs)]
-    lines = [
-        f"**{name}**",
-        "",
-        "| dataset | model | variant | seed | " + " | ".join(keys) + " |",
-        "|---|---|---|---|" + "---|" * len(keys),
-    ]
-    for r in runs:
-        m = r.get("metrics", {})
-        lines.append(
-            f"| {r.get('dataset')} | {r.get('model')} | {r.get('variant')} | {r.get('seed')} | "
-            + " | ".join(fmt(m.get(k)) for k in keys)
-            + " |"
+    metrics = [k for k in METRIC_ORDER if any(k in r.get("metrics", {}) for r in runs)]
+    timings = list(
+        dict.fromkeys(
+            k
+            for r in runs
+            for k, v in (r.get("timings") or {}).items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
         )
+    )
+    columns = ["dataset", "model", "variant", "seed", *metrics, *timings]
+    lines = [f"**{name}**", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in runs:
+        m, t = r.get("metrics", {}), r.get("timings") or {}
+        cells = [r.get(k) for k in columns[:4]] + [m.get(k) for k in metrics] + [t.get(k) for k in timings]
+        lines.append("| " + " | ".join(fmt(c) for c in cells) + " |")
     cmds = sorted({r.get("command", "?") for r in runs})
     lines += ["", "Commands:", ""] + [f"    {c}" for c in cmds]
     return "\n".join(lines)
@@ -427,11 +462,28 @@ def _mean_std(values: list[float]) -> str:
     return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} ± {std:.4f}"  # one seed: no spread to report
 
 
+def _values(runs: list[dict], metric: str) -> list[float]:
+    """One test value per run (per seed)."""
+    return [r["metrics"][metric] for r in runs]
+
+
+def _welch(runs: list[dict], base: list[dict], metric: str) -> SeedTest | None:
+    """Welch t-test over the per-seed test values against base; None when a side has no run."""
+    return welch_seed_test(_values(runs, metric), _values(base, metric)) if runs and base else None
+
+
 def _seed_test(runs: list[dict], base: list[dict], metric: str) -> str:
     """The verdict against base: Welch t-test over the per-seed test values (difference only below MIN_SEEDS)."""
-    if not runs or not base:
+    test = _welch(runs, base, metric)
+    return "–" if test is None else test.text()
+
+
+def _short_test(runs: list[dict], base: list[dict], metric: str = "NDCG@10") -> str:
+    """The same test for a summary cell: below MIN_SEEDS a side, the difference and "no verdict"."""
+    test = _welch(runs, base, metric)
+    if test is None:
         return "–"
-    return welch_seed_test([r["metrics"][metric] for r in runs], [r["metrics"][metric] for r in base]).text()
+    return test.text() if min(test.seeds, test.base_seeds) >= MIN_SEEDS else f"{test.mean_diff:+.4f}, no verdict"
 
 
 def _user_p(record: dict, metric: str) -> str:
@@ -453,11 +505,32 @@ def _stage1_line(s1: dict) -> str:
     )
 
 
-def ablation_tables(dataset: str) -> str:
-    runs = load(f"ablation-{dataset}")
-    cells = [r for r in runs if r.get("model") != "tslrec-stage2"]
+def grid_dataset(name: str) -> str:
+    """The dataset of a fusion grid's record name: ablation-beauty -> beauty."""
+    return next((name.removeprefix(p) for p in GRID_PREFIXES if name.startswith(p)), name)
+
+
+def grid_cells(name: str) -> list[dict]:
+    """A fusion grid's training runs: its records less the stage-2 timing record."""
+    return [r for r in load(name) if r.get("model") != "tslrec-stage2"]
+
+
+def _pick(runs: list[dict], backbone: str, *fusions: str) -> list[dict]:
+    """The backbone's runs, by seed, of the first of `fusions` that it has."""
+    for fusion in fusions:
+        picked = sorted((r for r in runs if r["model"] == backbone and r["variant"] == fusion), key=lambda r: r["seed"])
+        if picked:
+            return picked
+    return []
+
+
+def ablation_tables(name: str) -> str:
+    """Every cell of a fusion grid (ablation-<dataset> or fusion-variants-<dataset>), mean ± std over seeds."""
+    runs = load(name)
+    cells = grid_cells(name)
     if not cells:
         return ""
+    dataset = grid_dataset(name)
     stage2 = [r for r in runs if r.get("model") == "tslrec-stage2"]
     cfg = cells[0]["config"]
     data, model, train = cfg["data"], cfg["model"], cfg["train"]
@@ -469,13 +542,17 @@ def ablation_tables(dataset: str) -> str:
     seeds = max(len(v) for v in groups.values())
     masked_col = any(r.get("metrics_history_masked") for r in cells)
     lines = [
-        f"**Fusion ablation on {dataset}: test metrics, full ranking (history not masked), mean ± std over seeds; "
-        "each run's epoch chosen on validation NDCG@10.**",
+        f"**Fusion ablation on {dataset} (`{name}`): test metrics, full ranking (history not masked), mean ± std "
+        "over seeds; each run's epoch chosen on validation NDCG@10.**",
         "",
+    ]
+    if name in SUPERSEDED:
+        lines += [f"*Superseded, not in the summary: {SUPERSEDED[name]}. Kept for the record.*", ""]
+    lines += [
         f"Setting: kcore {data['kcore']}, max_len {data['max_len']}, hidden {model['hidden']}, lr {train['lr']}, "
         f"batch {train['batch_size']} {'windows' if 'windows' in train else 'users'}, at most {train['epochs']} "
         f"epochs, patience {train['patience']}, "
-        f"bf16 training {train.get('bf16', False)}. {sum(r['best_epoch'] == train['epochs'] for r in cells)} of "
+        f"bf16 training {train.get('bf16', False)}. {_at_cap(cells)} of "
         f"{len(cells)} runs had their best validation epoch at the {train['epochs']}-epoch cap, i.e. were still "
         "improving when the budget ended."
         + (
@@ -540,17 +617,15 @@ def ablation_tables(dataset: str) -> str:
     return "\n".join(lines)
 
 
-def control_table(dataset: str) -> str:
+def control_table(name: str) -> str:
     """`gate` over the LLM export against `gate` over the stage-0 item table the LLM was tuned from
-    (bench/stage0_export.py): what stage 1 and 2 add beyond the stage-0 model's own knowledge."""
-    llm = [r for r in load(f"ablation-{dataset}") if r.get("model") != "tslrec-stage2"]
-    ctl = load(f"ablation-{dataset}-stage0")
+    (bench/stage0_export.py), trained as a grid of its own (<name>-stage0): what stage 1 and 2 add beyond the
+    stage-0 model's own knowledge."""
+    llm = grid_cells(name)
+    ctl = load(name + CONTROL_SUFFIX)
     if not (llm and ctl):
         return ""
-
-    def pick(runs: list[dict], backbone: str, fusion: str) -> list[dict]:
-        return sorted((r for r in runs if r["model"] == backbone and r["variant"] == fusion), key=lambda r: r["seed"])
-
+    dataset = grid_dataset(name)
     lines = [
         f"**No-LLM control on {dataset}: `gate` over the stage-0 SASRec item table (no LLM) next to `gate` over "
         "the LLM export; test NDCG@10 / HR@10, full ranking, mean ± std over the same seeds. Every test is a "
@@ -561,7 +636,7 @@ def control_table(dataset: str) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for backbone in sorted({r["model"] for r in ctl}):
-        base, gate, gate0 = pick(llm, backbone, "base"), pick(llm, backbone, "gate"), pick(ctl, backbone, "gate")
+        base, gate, gate0 = _pick(llm, backbone, "base"), _pick(llm, backbone, *LLM_GATES), _pick(ctl, backbone, "gate")
         if not (base and gate and gate0):
             continue
         ndcg = [[r["metrics"]["NDCG@10"] for r in rs] for rs in (base, gate, gate0)]
@@ -594,6 +669,73 @@ def control_table(dataset: str) -> str:
         f"Commits: {', '.join(sorted({r['commit'] for r in ctl}))}; devices: "
         f"{', '.join(sorted({str(r.get('device')) for r in ctl}))}.",
     ]
+    return "\n".join(lines)
+
+
+def _with_test(runs: list[dict], base: list[dict]) -> str:
+    """A summary cell: NDCG@10 over seeds, and in brackets its test against base."""
+    return "–" if not runs else f"{_mean_std(_values(runs, 'NDCG@10'))} ({_short_test(runs, base)})"
+
+
+def _at_cap(runs: list[dict]) -> int:
+    """How many runs had their best validation epoch at their epoch cap (still improving when the budget ended)."""
+    return sum(r["best_epoch"] == r.get("config", {}).get("train", {}).get("epochs") for r in runs)
+
+
+def _status(runs: list[dict], seeds: int) -> str:
+    """A summary row's protocol and status: too few seeds for a verdict, the protocol, runs stopped by the cap."""
+    protocol = ", ".join(sorted({str(r.get("protocol")) for r in runs}))
+    few = f"{seeds} seed{'' if seeds == 1 else 's'}: no verdict; " if seeds < MIN_SEEDS else ""
+    return f"{few}{protocol}; {_at_cap(runs)} of {len(runs)} runs at the epoch cap"
+
+
+def summary_rows(name: str) -> list[str]:
+    """One row per backbone of a fusion grid: base, gate over the LLM table and over the stage-0 table (the
+    no-LLM control, from the grid itself or from its -stage0 grid), each against base, and LLM against control."""
+    cells, control = grid_cells(name), grid_cells(name + CONTROL_SUFFIX)
+    rows = []
+    for backbone in sorted({r["model"] for r in cells}):
+        base = _pick(cells, backbone, "base")
+        if not base:
+            continue
+        llm = _pick(cells, backbone, *LLM_GATES)
+        stage0 = _pick(cells, backbone, CONTROL_GATE) or _pick(control, backbone, "gate")
+        rows.append(
+            f"| {grid_dataset(name)} | {backbone} | {len(base)} | {_mean_std(_values(base, 'NDCG@10'))} | "
+            f"{_with_test(llm, base)} | {_with_test(stage0, base)} | {_short_test(llm, stage0)} | "
+            f"{_status(base + llm + stage0, len(base))} |"
+        )
+    return rows
+
+
+def summary_table(grids: list[str]) -> str:
+    """The README's one table: every fusion grid that is not superseded, a row per (dataset, backbone)."""
+    rows = [row for name in grids if name not in SUPERSEDED for row in summary_rows(name)]
+    if not rows:
+        return ""
+    lines = [
+        f"**Summary: test NDCG@10 (full ranking), mean ± std over seeds; in brackets the {SEED_TEST} against `base`.**",
+        "",
+        "| dataset | backbone | seeds | base | gate, LLM table | gate, stage-0 table (no LLM) "
+        "| LLM table vs stage-0 table | protocol, status |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"A verdict needs at least {MIN_SEEDS} seeds a side (p ≤ 0.05; **bold** = significant); with fewer, only "
+        "the difference is given. The LLM table is stage 2's export of the tuned LLM; the stage-0 table is the "
+        "stage-0 SASRec's own item table through the same gate, the control without an LLM; – = not recorded. "
+        '"Runs at the epoch cap" counts runs whose best validation epoch was the last one allowed.',
+    ]
+    for name, why in SUPERSEDED.items():
+        old = grid_cells(name)
+        if old:
+            seeds, cap = len({r["seed"] for r in old}), old[0]["config"]["train"]["epochs"]
+            lines += [
+                "",
+                f"Not in this table: `bench/results/{name}.json` ({grid_dataset(name)}, {seeds} seeds, "
+                f"{_at_cap(old)} of {len(old)} runs at the {cap}-epoch cap), superseded: {why}. Its tables are kept "
+                "with the others, marked superseded.",
+            ]
     return "\n".join(lines)
 
 
@@ -683,51 +825,37 @@ def sft_table() -> str:
 
 
 def main() -> None:
-    headline = [
-        main_job_table("ml-100k"),
-        cpu_backbones_table("ml-1m"),
-        time_to_quality_table("ml-1m"),
+    grids = [n for n in record_names("ablation-") if not n.endswith(CONTROL_SUFFIX)]
+    variants = [n for n in record_names("fusion-variants-") if not n.endswith(CONTROL_SUFFIX)]
+    summary = summary_table(grids)
+    sections = [summary]
+    for name in sorted(grids + variants, key=lambda n: n in SUPERSEDED):  # superseded grids last
+        sections += [ablation_tables(name), control_table(name)]
+    sections += [main_job_table(n) for n in record_names("main-job-")]
+    sections += [cpu_backbones_table("ml-1m")]
+    sections += [time_to_quality_table(n) for n in record_names("time-to-quality-")]
+    sections += [
         training_speed_table("ml-1m"),
         eval_speed_table(),
         backbones_table("ml-1m"),
-        ablation_tables("ml-1m"),
-        ablation_tables("beauty"),
-        control_table("beauty"),
-    ]
-    sections = headline + [
-        ablation_tables("ml-100k"),
         stage1_prompts_table("ml-100k"),
         stage1_table(),
         sft_table(),
         lite_tables(),
     ]
-    special = (
-        "backbones-",
-        "lite-",
-        "sft-efficiency",
-        "ablation-",
-        "stage1-",
-        "time-to-quality-",
-        "eval-speed-",
-        "speed-",
-        "main-job-",
-    )
-    for path in sorted(RESULTS.glob("*.json")):
-        if not path.stem.startswith(special):
-            sections.append(generic_table(path.stem))
-    body = "\n\n".join(s for s in sections if s)
+    sections += [generic_table(path.stem) for path in sorted(RESULTS.glob("*.json")) if path.stem not in _READ]
     docs = ROOT / "docs" / "results.md"
     docs.parent.mkdir(exist_ok=True)
     docs.write_text(
-        "# Results\n\nGenerated by `python bench/report.py` from `bench/results/*.json`; do not edit by hand.\n\n"
-        + body
+        "# Results\n\nGenerated by `python bench/report.py` from `bench/results/*.json`; do not edit by hand. "
+        "The summary is also the README's; the plain-words readings are in [findings.md](findings.md).\n\n"
+        + "\n\n".join(s for s in sections if s)
         + "\n"
     )
     readme = ROOT / "README.md"
     if readme.is_file():
-        text = readme.read_text()
-        block = "<!-- results:start -->\n" + "\n\n".join(t for t in headline if t) + "\n<!-- results:end -->"
-        text = re.sub(r"<!-- results:start -->.*?<!-- results:end -->", lambda _: block, text, flags=re.S)
+        block = f"<!-- results:start -->\n{summary}\n<!-- results:end -->"
+        text = re.sub(r"<!-- results:start -->.*?<!-- results:end -->", lambda _: block, readme.read_text(), flags=re.S)
         readme.write_text(text)
     print(f"wrote {docs}")
 
