@@ -70,7 +70,17 @@ def load_adapter(llm: nn.Module, folder: str | Path, rerun: str) -> nn.Module:
     try:
         with peft_deprecations_filtered():
             return PeftModel.from_pretrained(llm, str(folder), is_trainable=False)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+    except RuntimeError as e:
+        if "size mismatch" not in str(e):
+            raise InputError(
+                f"{folder}: LoRA adapter is unreadable ({str(e).splitlines()[0][:100]}); re-run `{rerun}`"
+            ) from None
+        hidden = getattr(getattr(llm, "config", None), "hidden_size", "?")
+        raise InputError(
+            f"{folder}: LoRA adapter does not fit this LLM (hidden size {hidden}; the adapter's weights have other "
+            f"shapes): load the LLM it was trained with, or re-run `{rerun}` with this one"
+        ) from None
+    except (OSError, ValueError, KeyError) as e:
         raise InputError(
             f"{folder}: LoRA adapter is unreadable ({str(e).splitlines()[0][:100]}); re-run `{rerun}`"
         ) from None

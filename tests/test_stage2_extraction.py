@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from stage1_helpers import clustered_items, tiny_llama_dir, tiny_llm_cfg, user_sequences  # noqa: F401
+from stage1_helpers import (  # noqa: F401
+    clustered_items,
+    make_tiny_llama,
+    tiny_llama_dir,
+    tiny_llm_cfg,
+    user_sequences,
+)
 
 from tslrec.core.artifacts import load_tensors, read_json, save_tensors, write_json
 from tslrec.core.errors import InputError
@@ -135,6 +141,25 @@ def test_the_untuned_source_is_the_frozen_llm_through_its_own_projection_and_hea
     assert exports["untuned"].manifest["source"]["adapter"] is None  # the LLM as loaded, no LoRA
     assert exports["tuned"].manifest["source"]["adapter"] is not None
     assert not torch.allclose(exports["untuned"].embeddings, exports["tuned"].embeddings)
+
+
+def test_an_adapter_on_an_llm_of_another_width_is_one_line_and_exit_2(stage1_run, tmp_path, capsys):
+    """stage 1's folder names an LLM whose hidden size is not the one its LoRA adapter was trained on."""
+    import shutil
+
+    _, _, stage1_dir = stage1_run
+    moved = tmp_path / "stage1"
+    shutil.copytree(stage1_dir, moved)
+    config = read_json(moved / "config.json")
+    config["llm"]["name_or_path"] = str(make_tiny_llama(tmp_path / "wider", hidden=48))
+    write_json(moved / "config.json", config)
+    capsys.readouterr()  # the tiny model's save messages
+    code = main(
+        ["stage2", "--stage1-dir", str(moved), "--out", str(tmp_path / "x"), "--device", "cpu", "--no-progress"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "adapter" in err and "does not fit" in err and "hidden size" in err, err
 
 
 def test_stage2_cli_rejects_another_dataset_in_one_line(stage1_run, tmp_path, capsys):
