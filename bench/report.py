@@ -201,20 +201,34 @@ def time_to_quality_table(name: str = "time-to-quality-ml-1m") -> str:
         "test NDCG@10 | device |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    mine = (ours or {}).get("timings", {}).get("seconds_to_target")
+    notes = []
     for r in runs:
         t, m = r.get("timings", {}), r.get("metrics", {})
-        ratio = (
-            f"{ours['timings']['seconds_to_target'] / t['seconds_to_target']:.3f}"
-            if ours and ours["timings"].get("seconds_to_target") and t.get("seconds_to_target")
-            else "–"
-        )
+        reached, seconds, ratio = _time_to_target(r, mine)
         lines.append(
-            f"| {r['variant']} | {fmt(t.get('seconds_to_target'), 0)} | {t.get('epochs_to_target', '–')} | "
+            f"| {r['variant']} | {seconds} | {t.get('epochs_to_target') if reached else '–'} | "
             f"{fmt(t.get('seconds_per_epoch'), 1)} | {ratio} | {fmt(m.get('HR@10'))} | {fmt(m.get('NDCG@10'))} | "
             f"{r.get('device')} |"
         )
+        notes += [f"- {r['variant']}: {r[k]}" for k in ("target_not_reached", "note") if r.get(k)]
+    lines += ["", *notes] if notes else []
     lines += commands_and_commits(runs)
     return "\n".join(lines)
+
+
+def _time_to_target(r: dict, ours_seconds: float | None) -> tuple[bool, str, str]:
+    """(reached, seconds cell, ours / this cell) of a time-to-quality record. A run that stopped short of the
+    target gives a bound: it had not reached it after its last epoch's elapsed seconds."""
+    seconds = r.get("timings", {}).get("seconds_to_target")
+    if seconds:
+        return True, fmt(seconds, 0), f"{ours_seconds / seconds:.3f}" if ours_seconds else "–"
+    history = r.get("history") or []
+    if not history:
+        return False, "not reached", "–"
+    last = history[-1]["elapsed_seconds"]
+    bound = f"< {ours_seconds / last:.3f}" if ours_seconds else "–"
+    return False, f"not reached in {last:.0f} ({len(history)} epochs)", bound
 
 
 def commands_and_commits(runs: list[dict]) -> list[str]:

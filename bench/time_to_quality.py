@@ -89,6 +89,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="RecBole's virtual environment")
     p.add_argument("--ours-args", default="", help='extra flags for `tslrec train`, e.g. "--batch-size 256"')
     p.add_argument("--name", default="time-to-quality-ml-1m", help="results file name under bench/results")
+    p.add_argument(
+        "--record-stopped",
+        action="store_true",
+        help="train nothing: record each RecBole system from the epochs its stopped run left in --work",
+    )
     p.add_argument("--max-users", type=int, default=None, help=argparse.SUPPRESS)  # smoke tests: the first N users
     args = p.parse_args()
     unknown = [s for s in args.systems.split(",") if s not in SYSTEMS]
@@ -265,6 +270,37 @@ def run_recbole(args: argparse.Namespace, variant: str, python: Path, work: Path
     cmd = [str(python), str(BENCH / "recbole_driver.py"), str(folder / "spec.json"), str(result_path)]
     wall, killed = run_logged(cmd, thread_env(args.threads), folder, hard_timeout(args.max_seconds))
     result = json.loads(result_path.read_text()) if result_path.is_file() else {"history": []}
+    result.setdefault("config", config)
+    rec = recbole_record(args, variant, python, result, wall, killed)
+    if killed:
+        rec["note"] = f"killed after {wall:.0f} s (--max-seconds {args.max_seconds}); no test evaluation"
+    return rec
+
+
+def record_stopped_recbole(args: argparse.Namespace, variant: str, python: Path, work: Path) -> dict[str, Any]:
+    """--record-stopped: the record of a RecBole run that was stopped before it finished (its driver writes
+    result.json after every epoch), from those epochs; it can only say that the target was not reached by then."""
+    path = work / variant / "result.json"
+    if not path.is_file():
+        raise SystemFailed(f"{path}: no result of an earlier {variant} run to record")
+    result = json.loads(path.read_text())
+    history = result.get("history", [])
+    wall = result.get("setup_seconds", 0.0) + (history[-1]["elapsed_seconds"] if history else 0.0)
+    rec = recbole_record(args, variant, python, result, wall, killed=False)
+    rec["stop_reason"] = "stopped from outside" if result.get("status") == "running" else rec["stop_reason"]
+    rec["note"] = (
+        f"recorded with --record-stopped from the {len(history)} epoch(s) its driver finished before it was "
+        "stopped; no test evaluation"
+    )
+    reach_note(rec, history, args, rec["stop_reason"])
+    return rec
+
+
+def recbole_record(
+    args: argparse.Namespace, variant: str, python: Path, result: dict, wall: float, killed: bool
+) -> dict[str, Any]:
+    """A RecBole system's record from its driver's result.json."""
+    config = result.get("config", {})
     rec = base_record(variant, args, result.get("threads", args.threads))
     rec.update(
         metrics=result.get("test_metrics", {}),
@@ -282,13 +318,11 @@ def run_recbole(args: argparse.Namespace, variant: str, python: Path, work: Path
             "in_training": result.get("anomaly_detection_in_training"),
         },
         dataset_info=result.get("dataset_info"),
-        config=result.get("config", config),
+        config=config,
         versions={**installed_versions(python), **result.get("versions", {})},
         epochs=len(result["history"]),
         history=[_short(h) for h in result["history"]],
     )
-    if killed:
-        rec["note"] = f"killed after {wall:.0f} s (--max-seconds {args.max_seconds}); no test evaluation"
     reach_note(rec, result["history"], args, rec["stop_reason"])
     return rec
 
@@ -342,6 +376,8 @@ def main() -> None:
 def run_system(args: argparse.Namespace, system: str, work: Path, inter: Path) -> dict[str, Any]:
     if system == "tslrec":
         return run_ours(args, work, inter)
+    if args.record_stopped:
+        return record_stopped_recbole(args, system, ensure_recbole_venv(args.venv), work)
     return run_recbole(args, system, ensure_recbole_venv(args.venv), work)
 
 
