@@ -808,7 +808,7 @@ def stage1_prompts_table(dataset: str = "ml-100k") -> str:
             f"{fmt(m['mse'], 6)} | {fmt(m['mse_mean_embedding'], 6)} | {fmt(m['mse_ratio_to_mean_embedding'], 3)} | "
             f"{fmt(m['C1'], 3)} | {fmt(m['chance_top1'], 3)} | {t['stage1_train_seconds']} ({r['device']}) |"
         )
-    lines += ["", "Commands:", ""] + [f"    {c}" for c in sorted({r["command"] for r in runs})]
+    lines += commands_and_commits(runs)
     return "\n".join(lines)
 
 
