@@ -123,3 +123,27 @@ def test_unknown_backbone_and_fusion_and_mismatched_table():
         build_backbone("sasrec", cfg, FusionConfig("mix"))
     with pytest.raises(InputError, match="13 rows"):
         build_backbone("sasrec", cfg, FusionConfig("gate"), llm_table=torch.randn(N, 8))
+
+
+@pytest.mark.parametrize("fusion", ["base", "gate"])  # gate: the padding id's fused embedding is not zero
+def test_caser_matmul_encode_is_the_conv2d_function(fusion):
+    """Caser computes its convolutions as matrix products over the sequence; same function as its Conv2d layers,
+    gradients included, at every position (the first W-1 see zero-padded windows) and for every filter height."""
+    torch.manual_seed(0)
+    cfg = BackboneConfig(num_items=N, hidden=16, max_len=10, dropout=0.0, caser_window=4, caser_h_filters=3)
+    model = build_backbone("caser", cfg, FusionConfig(kind=fusion), llm_table=torch.randn(N + 1, 24))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()  # biases too: a mixed-up filter, row or bias shows
+    seq = torch.tensor([[1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 0, 0, 0, 0]])
+    fast, slow = model.encode(seq), model.conv2d_reference(seq)
+    assert fast.shape == slow.shape == (2, 7, 16)
+    assert torch.allclose(fast, slow, rtol=1e-4, atol=1e-4)
+    grads = []
+    for out in (fast, slow):
+        model.zero_grad()
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward(retain_graph=True)
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and any("horizontal.3" in n for n in grads[0])
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], rtol=1e-3, atol=1e-3), n
