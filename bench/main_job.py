@@ -5,7 +5,8 @@
 Runs `tslrec run --config CONFIG --set out=OUT --force stage0` as one process and writes
 bench/results/<name>.json (default main-job-<dataset>.json), one record per run: the wall time of the whole
 process and of each stage (from the stage manifests), stage 0's test metrics (the SASRec whose item table the
-rest reads), stage 1's held-out MSE beside its no-LLM baselines, and the grid's cells (NDCG@10 and HR@10 each).
+rest reads), stage 1's held-out MSE beside its no-LLM baselines, stage 2's category agreement (C1-C3), and the
+grid's cells (NDCG@10 and HR@10 each).
 The target is 15 minutes on a 2-core CPU; run it on an otherwise idle machine.
 """
 
@@ -45,6 +46,7 @@ def record(config: Path, out: Path, wall: float, threads: int) -> dict:
     cfg = yaml.safe_load(config.read_text())
     s0 = read_json(out / "stage0" / "metrics.json", "stage-0 metrics")
     s1 = read_json(out / "stage1" / "metrics.json", "stage-1 metrics")["metrics"]
+    agreement = read_json(out / "stage2" / "manifest.json", "stage-2 manifest")["source"].get("category_agreement")
     return {
         "dataset": str(cfg["dataset"]),
         "model": "tslrec-run",
@@ -53,6 +55,7 @@ def record(config: Path, out: Path, wall: float, threads: int) -> dict:
         "device": f"cpu, {threads} threads",
         "metrics": s0["metrics"],  # stage 0's SASRec, full ranking, history not masked
         "stage1": {k: s1[k] for k in ("mse", "mse_mean_embedding", "mse_untuned_llm", "mse_global_mean") if k in s1},
+        "stage2_category_agreement": agreement,  # one-item LLM category vs k-means group: C1, C2, C3, chance
         "cells": grid_cells(out),
         "timings": {"wall_seconds": round(wall, 1), **{f"{s}_seconds": v for s, v in stage_seconds(out).items()}},
         "config": cfg,
