@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from tslrec.llm.soft_prompt import ItemTokens
+
 from .config import Stage1Config
 from .data import Stage1Data
 from .evaluation import predict_distributions, reconstruction_loss
-from .model import ReconstructionModel
+from .model import LLMSequenceEncoder, ReconstructionModel
 
 
 def split_users(data: Stage1Data) -> dict[str, np.ndarray]:
@@ -37,13 +39,12 @@ def fit_softmax_head(
     steps: int = 1000,
     lr: float = 3e-3,
 ) -> dict[str, Any]:
-    """Fit softmax(W x + b) on standardised train features; pick the step on val; return val and report MSE,
-    and the chosen head as `weight` [K, H] and `bias` [K] over the raw (unstandardised) features.
+    """Fit softmax(W x + b) on standardised train features; pick the step on val; return val and report MSE.
 
     The head starts at the global-mean prediction (W = 0, b = log mean target), so a step is
     only chosen if it beats the global mean on validation users.
     """
-    mu, sd = features["train"].mean(0), features["train"].std(0).clamp(min=1e-6)  # [H], [H]
+    mu, sd = features["train"].mean(0), features["train"].std(0).clamp(min=1e-6)
     x = {k: (v - mu) / sd for k, v in features.items()}  # standardised features suit a linear head
     head = torch.nn.Linear(x["train"].shape[1], targets["train"].shape[1])
     with torch.no_grad():
@@ -55,13 +56,7 @@ def fit_softmax_head(
         with torch.no_grad():
             return float(((torch.softmax(head(x[part]), -1) - targets[part]) ** 2).mean())
 
-    def chosen(step: int, val: float) -> dict[str, Any]:
-        with torch.no_grad():  # W (x - mu) / sd + b  ==  (W / sd) x + (b - (W / sd) mu)
-            weight = head.weight / sd  # [K, H]
-            bias = head.bias - weight @ mu  # [K]
-            return {"val": val, "report": mse("report"), "step": step, "weight": weight, "bias": bias}
-
-    best = chosen(0, mse("val"))
+    best = {"val": mse("val"), "report": mse("report"), "step": 0}
     for step in range(1, steps + 1):
         loss = reconstruction_loss(torch.softmax(head(x["train"]), -1), targets["train"], cfg.loss_reduction)
         opt.zero_grad()
@@ -69,39 +64,48 @@ def fit_softmax_head(
         opt.step()
         val = mse("val")
         if val < best["val"]:
-            best = chosen(step, val)
+            best = {"val": val, "report": mse("report"), "step": step}
     return best
 
 
 def untuned_head_baseline(
-    model: ReconstructionModel,
+    llm: torch.nn.Module,
+    tokenizer,
     data: Stage1Data,
     cfg: Stage1Config,
     device: torch.device,
     progress: bool = True,
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The untuned LLM: `model` before any training (LoRA's B = 0, so the LLM as it was loaded; its random,
-    scale-matched projection; the same prompt and pooling), with only a softmax head fitted on its user vectors.
-
-    Returns its metrics and the fitted head ({"head.weight" [K, H], "head.bias" [K]}), which
-    Stage1Config.head_init = "probe" starts the training from (linear probing, then fine-tuning)."""
+    titles: ItemTokens | None = None,
+) -> dict[str, Any]:
+    """Frozen LLM (no LoRA), random scale-matched projection, same prompt and pooling; only a head is fitted.
+    titles: the items' title tokens when the prompt shows item text (Stage1Config.item_text)."""
     t0 = time.time()
+    rng_state = torch.get_rng_state()
+    torch.manual_seed(cfg.seed + 1)
+    encoder = LLMSequenceEncoder(
+        llm, tokenizer, data.item_embeddings.shape[1], cfg.prefix(), cfg.suffix_text, cfg.pooling
+    )
+    encoder.match_token_scale(data.item_embeddings[1:][torch.randperm(data.item_embeddings.shape[0] - 1)[:2048]])
+    if titles is not None:
+        encoder.use_item_text(titles)
+    frozen = ReconstructionModel(encoder, cfg.k).to(device)
     table = data.item_embeddings.to(device)
     parts = split_users(data)
     order = np.concatenate(list(parts.values()))
-    h_np, _ = predict_distributions(model, table, data, order, cfg, device, progress=progress)  # [U, H]
+    h_np, _ = predict_distributions(frozen, table, data, order, cfg, device, progress=progress)  # [U, H]
     bounds = np.cumsum([0] + [len(v) for v in parts.values()])
     feats = {k: torch.from_numpy(h_np[bounds[i] : bounds[i + 1]]).float() for i, k in enumerate(parts)}
     targets = {k: torch.from_numpy(data.targets[v]).float() for k, v in parts.items()}
     best = fit_softmax_head(feats, targets, cfg)
-    metrics = {
+    torch.set_rng_state(rng_state)
+    llm.train()
+    return {
         "mse_untuned_llm": best["report"],
         "mse_untuned_llm_val": best["val"],
         "untuned_llm_best_step": best["step"],
-        "untuned_llm_variant": "head (LLM frozen, the model's initial projection, head fitted)",
+        "untuned_llm_variant": "head (LLM frozen, random projection, head fitted)",
         "untuned_llm_seconds": time.time() - t0,
     }
-    return metrics, {"head.weight": best["weight"].contiguous(), "head.bias": best["bias"].contiguous()}
 
 
 def mean_embedding_baseline(data: Stage1Data, cfg: Stage1Config) -> dict[str, Any]:

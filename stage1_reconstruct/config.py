@@ -13,7 +13,6 @@ DEFAULT_SUFFIX = "Response:"
 UNTUNED_BASELINES = ("none", "head", "head+proj")
 KMEANS = ("auto", "kmeans", "minibatch")
 PROMPTS = ("windows", "history")
-HEAD_INITS = ("probe", "random")
 
 
 @dataclass
@@ -95,16 +94,6 @@ class Stage1Config:
     head_lr: float = field(
         default=2e-3, metadata={"help": "AdamW lr for the projection and the head (trained from scratch)"}
     )
-    head_init: str = field(
-        default="probe",
-        metadata={
-            "choices": HEAD_INITS,
-            "help": (
-                "probe: before training, fit the head on the untuned model's user vectors and start from it "
-                "(linear probing, then fine-tuning; the untuned-LLM baseline's pass); random: a random head"
-            ),
-        },
-    )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     epochs: int = field(
         default=4, metadata={"help": "passes over the training users (one LLM pass per user per epoch)"}
@@ -176,7 +165,6 @@ class Stage1Config:
         require(self.max_items >= 1, self, "max_items", "need at least 1")
         require(self.pooling in ("last", "mean"), self, "pooling", "use last or mean")
         require(self.prompts in PROMPTS, self, "prompts", "use windows or history")
-        require(self.head_init in HEAD_INITS, self, "head_init", "use probe or random")
         require(self.item_text_tokens >= 1, self, "item_text_tokens", "need at least 1")
         require(self.lora_r >= 1, self, "lora_r", "need at least 1")
         require(0.0 <= self.lora_dropout < 1.0, self, "lora_dropout", "must be in [0, 1)")

@@ -45,7 +45,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from tslrec.core.artifacts import load_tensors, package_versions, read_json, save_tensors, write_json
+from tslrec.core.artifacts import package_versions, read_json, save_tensors, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.modules import load_trainable_state, trainable_state
 from tslrec.core.run_state import RunState
@@ -76,7 +76,6 @@ METRICS_FILE = "metrics.json"
 GROUPS_FILE = "groups.safetensors"
 LOG_FILE = "log.json"
 BASELINE_CACHE = "baseline_untuned_head.json"
-BASELINE_HEAD = "baseline_untuned_head.safetensors"  # the head it fitted (Stage1Config.head_init = "probe")
 SUB_RUN = "untuned_head_proj"  # the head+proj baseline's own stage 1 run
 TRACE_ENV = "TSLREC_STAGE1_TRACE"  # a folder: each process appends a StepTrace per step (to check multi-process runs)
 
@@ -265,8 +264,7 @@ def _prepare_out_dir(out_dir: Path, config: dict[str, Any], data: Stage1Data, fo
             shutil.rmtree(stale, ignore_errors=True)
     saved = out_dir / CONFIG_FILE
     if saved.is_file() and config_fingerprint(read_json(saved, "stage 1 config")) != config_fingerprint(config):
-        for name in (BASELINE_CACHE, BASELINE_HEAD):  # computed under other settings
-            (out_dir / name).unlink(missing_ok=True)
+        (out_dir / BASELINE_CACHE).unlink(missing_ok=True)  # computed under other settings
     write_json(out_dir / CONFIG_FILE, config)
     save_tensors(
         out_dir / GROUPS_FILE,
@@ -303,13 +301,17 @@ def _start_run(
     }
     llm, tokenizer = load_llm(llm_cfg, kind="causal_lm")
     titles = tokenize_item_texts(tokenizer, item_texts, cfg.item_text_tokens) if item_texts is not None else None
+    if cfg.untuned_baseline == "head":
+        baselines.update(
+            _cached(
+                out_dir / BASELINE_CACHE,
+                main,
+                lambda: untuned_head_baseline(
+                    llm, tokenizer, data, cfg, accelerator.device, progress=progress and main, titles=titles
+                ),
+            )
+        )
     model = _build_model(llm, tokenizer, data, cfg, llm_cfg, accelerator.device, titles)
-    if cfg.untuned_baseline == "head" or cfg.head_init == "probe":
-        untuned, head = _untuned_probe(out_dir, main, model, data, cfg, accelerator.device, progress and main)
-        if cfg.untuned_baseline == "head":
-            baselines.update(untuned)
-        if cfg.head_init == "probe":  # before accelerator.prepare, which starts every process from these weights
-            load_trainable_state(model.head, {k.removeprefix("head."): v for k, v in head.items()}, "probe head")
     run = _Stage1Run(
         accelerator, data, cfg, out_dir, model, _optimizer(model, cfg), baselines, progress, on_step, config
     )
@@ -735,28 +737,14 @@ def micro_weight(grad_accum: int, batches_per_epoch: int, first_batch_of_step: i
     return min(grad_accum, batches_per_epoch - first_batch_of_step)
 
 
-def _untuned_probe(
-    out_dir: Path,
-    main: bool,
-    model: ReconstructionModel,
-    data: Stage1Data,
-    cfg: Stage1Config,
-    dev: torch.device,
-    progress: bool,
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """untuned_head_baseline's metrics and fitted head, stored in out_dir so that a resumed run does not repeat
-    them. Called on the untrained `model`; the global RNG is left as it was."""
-    json_path, head_path = out_dir / BASELINE_CACHE, out_dir / BASELINE_HEAD
-    if json_path.is_file() and head_path.is_file():
-        return read_json(json_path, "baseline result"), load_tensors(head_path, "baseline head")
-    rng = torch.get_rng_state()
-    metrics, head = untuned_head_baseline(model, data, cfg, dev, progress=progress)
-    torch.set_rng_state(rng)
-    model.train()
+def _cached(path: Path, main: bool, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Result of `compute`, stored in `path` so a resumed run does not repeat it."""
+    if path.is_file():
+        return read_json(path, "baseline result")
+    result = compute()
     if main:
-        save_tensors(head_path, head)
-        write_json(json_path, metrics)
-    return metrics, head
+        write_json(path, result)
+    return result
 
 
 def _finished_metrics(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
@@ -790,7 +778,7 @@ def _check_checkpoint(folder: Path, config: dict[str, Any]) -> Path | None:
 
 def _discard_run(out_dir: Path) -> None:
     """force=True: remove what an earlier run left in out_dir (checkpoints, metrics, log, cached baselines)."""
-    for name in (METRICS_FILE, LOG_FILE, BASELINE_CACHE, BASELINE_HEAD):
+    for name in (METRICS_FILE, LOG_FILE, BASELINE_CACHE):
         (out_dir / name).unlink(missing_ok=True)
     for name in (*CHECKPOINT_DIRS, *(c + ".old" for c in CHECKPOINT_DIRS), SUB_RUN):
         shutil.rmtree(out_dir / name, ignore_errors=True)

@@ -20,8 +20,7 @@ SEQS = user_sequences(TRUTH, n_users=48, k=4, seed=0)
 
 
 def quick_cfg(**kw) -> Stage1Config:
-    """A random head unless asked otherwise: these tests watch the loop learn from scratch."""
-    return quick_stage1_cfg(**{"head_init": "random", **kw})
+    return quick_stage1_cfg(**kw)
 
 
 class Killed(Exception):
@@ -109,17 +108,3 @@ def test_minutes_budget_stops_after_one_step_and_validates_it(tiny_llm_cfg, tmp_
     assert metrics["steps"] == 1
     log = read_json(tmp_path / "budget" / "log.json")
     assert [r["step"] for r in log if "val_mse" in r] == [1]  # the last weights are validated before stopping
-
-
-def test_probe_head_init_starts_training_at_the_untuned_baselines_mse(tiny_llm_cfg, tmp_path):
-    """head_init="probe" starts from the head fitted on the untuned model's user vectors (linear probing, then
-    fine-tuning): one step at a negligible learning rate validates at the untuned baseline's MSE. A random head,
-    as before, starts far from it, which is why 144 steps on ML-100K ended above the untuned baseline."""
-    val = {}
-    for init in ("probe", "random"):
-        cfg = quick_cfg(head_init=init, untuned_baseline="head", max_steps=1, lr=1e-9, head_lr=1e-9)
-        metrics = train_stage1(TABLE, SEQS, tmp_path / init, cfg, tiny_llm_cfg, device="cpu", progress=False)
-        (val[init],) = [r["val_mse"] for r in read_json(tmp_path / init / "log.json") if "val_mse" in r]
-        untuned = metrics["metrics"]["mse_untuned_llm_val"]
-    assert val["probe"] == pytest.approx(untuned, rel=1e-4)
-    assert val["random"] > 1.5 * untuned
