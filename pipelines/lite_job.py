@@ -5,7 +5,9 @@ Writes to --out:
     model/                 config.json, weights.safetensors, lora/ or llm/ (see lite_llm4rec.model_io)
     per_user_test.safetensors   per-user test metric vectors (for paired tests)
     metrics.json           test metrics (full ranking, leave-one-out), validation metrics, the Recommendation LLM's
-                           attention (causal | bidirectional), timing, config (last)
+                           attention (causal | bidirectional), timing, config (last); unless --mask-history, also
+                           the test metrics with the user's whole history removed from the candidates (the paper's
+                           protocol) as metrics_history_masked
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_vectors_for_dataset
 from tslrec.lite_llm4rec.loading import rec_llm_kind
 from tslrec.lite_llm4rec.model import LiteConfig, build_lite_model
 from tslrec.lite_llm4rec.model_io import save_lite_model
-from tslrec.lite_llm4rec.training import LiteTrainConfig, LiteTrainResult, train_lite
+from tslrec.lite_llm4rec.training import LiteTrainConfig, LiteTrainResult, evaluate_lite, train_lite
 from tslrec.llm.loading import LLMConfig
 from tslrec.stage2_augment.embedding_file import save_item_embeddings
 
@@ -120,6 +122,10 @@ def run_lite(job: LiteJob) -> tuple[dict, Path]:
     record = run_record(
         ds, job.train, config, result, vector_info, device, time.perf_counter() - start, model.rec.attention
     )
+    if not job.eval.mask_history:  # the paper's protocol too (candidates I \ I_u), labelled, from the same model
+        masked = evaluate_lite(model, splits.test, replace(job.eval, mask_history=True), device, job.train.bf16)
+        record["metrics_history_masked"] = {k: round(v, 6) for k, v in masked.metrics.items()}
+        record["protocol_history_masked"] = masked.protocol
     write_json(out / "metrics.json", record)  # written last: its presence means the run is complete
     checkpoint.unlink(missing_ok=True)
     return record, out

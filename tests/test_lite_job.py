@@ -67,6 +67,11 @@ def test_lite_job_trains_evaluates_exports(tmp_path, tiny_bert_dir, lite_llama_d
     splits = LeaveOneOutSplits.from_sequences(ds.sequences, ds.num_items, 8)
     again = evaluate_lite(model, splits.test, EvalConfig(), torch.device("cpu"), bf16=False)
     assert again.metrics["NDCG@10"] == pytest.approx(record["metrics"]["NDCG@10"], abs=1e-5)
+    # the paper's protocol beside it: the same model with the user's whole history removed from the candidates
+    masked = evaluate_lite(model, splits.test, EvalConfig(mask_history=True), torch.device("cpu"), bf16=False)
+    assert record["protocol_history_masked"] == "full-ranking, history masked"
+    assert record["metrics_history_masked"]["NDCG@10"] == pytest.approx(masked.metrics["NDCG@10"], abs=1e-5)
+    assert all(record["metrics_history_masked"][k] >= record["metrics"][k] for k in ("Recall@10", "Recall@20"))
     assert "lite-llm4rec (sampling)" in capsys.readouterr().out
     # a second run with the "all" strategy reuses the cached item vectors
     assert (
