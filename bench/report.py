@@ -299,17 +299,19 @@ def main_job_table(name: str = "main-job-ml-100k") -> str:
         f"**The main job (`make run`, {dataset}): the whole process from stage 0, target 15 min on a 2-core CPU.**",
         "",
         "| config | wall min | stage 0 s | stage 1 s | stage 2 s | grid s (cells) | stage-0 SASRec HR@10 / NDCG@10 "
-        "| stage-1 MSE: LLM / head on mean embedding / untuned LLM | device |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| stage-1 MSE: LLM / head on mean embedding / untuned LLM | stage-2 C1 (chance) | device |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         t, m, s1 = r["timings"], r["metrics"], r["stage1"]
+        c = r.get("stage2_category_agreement")
+        c1 = f"{fmt(c['C1'], 3)} ({fmt(c['chance_top1'], 3)})" if c else "–"
         lines.append(
             f"| {r['variant']} | {t['wall_seconds'] / 60:.1f} | {t['stage0_seconds']:.0f} | {t['stage1_seconds']:.0f} "
             f"| {t['stage2_seconds']:.0f} | {t['ablation_seconds']:.0f} ({len(r['cells'])}) "
             f"| {fmt(m['HR@10'])} / {fmt(m['NDCG@10'])} "
             f"| {fmt(s1['mse'], 6)} / {fmt(s1.get('mse_mean_embedding'), 6)} / {fmt(s1.get('mse_untuned_llm'), 6)} "
-            f"| {r['device']} |"
+            f"| {c1} | {r['device']} |"
         )
     lines += commands_and_commits(runs)
     return "\n".join(lines)
@@ -409,6 +411,14 @@ def lite_latency_table(runs: list[dict]) -> str:
     return "\n".join(lines + commands_and_commits(runs))
 
 
+def _protocols(r: dict) -> list[tuple[str, dict]]:
+    """(protocol, test metrics) of a record: its own, then the history-masked ones where it has them."""
+    out = [(r.get("protocol", "–"), r["metrics"])]
+    if "metrics_history_masked" in r:
+        out.append((r.get("protocol_history_masked", "full-ranking, history masked"), r["metrics_history_masked"]))
+    return out
+
+
 def lite_tables() -> str:
     out = []
     latency = lite_latency_table(load("lite-latency"))
@@ -420,8 +430,8 @@ def lite_tables() -> str:
         out += [
             "**Lite-LLM4Rec on ML-1M (5-core), leave-one-out, full ranking, test set, step chosen on validation "
             "NDCG@10, scores ranked in float32.** The protocol column says whether the user's history was removed "
-            "from the candidates; the paper's rows remove it (I \\ I_u), ours here do not, so they are not "
-            "directly comparable.",
+            "from the candidates; the paper's rows remove it (I \\ I_u). Compare rows of the same protocol: runs "
+            "recorded since the masked figures were added have a row for each, from the same model.",
             "",
             "| model | variant | Recommendation LLM | device | training budget | protocol | " + " | ".join(keys) + " |",
             "|---|---|---|---|---|---|" + "---|" * len(keys),
@@ -434,10 +444,21 @@ def lite_tables() -> str:
                 f"{r.get('steps')} steps ({r.get('epochs_run')} epochs of '{r['variant']}' rows), best step "
                 f"{r.get('best_step')}{rising}, {r.get('train_seconds', 0) / 60:.0f} min training"
             )
+            for protocol, metrics in _protocols(r):
+                out.append(
+                    f"| {r['model']} | {r['variant']} | {llm['name_or_path']}{layers}, "
+                    f"{r['config']['lite']['finetune']} | {r.get('device')} | {budget} | {protocol} | "
+                    + " | ".join(fmt(metrics.get(k)) for k in keys)
+                    + " |"
+                )
+        cpu = [r for r in load("backbones-ml-1m-cpu") if r["model"] == "sasrec"]
+        for protocol, metrics in _protocols(cpu[0]) if cpu else []:
+            masked = protocol != cpu[0].get("protocol")
+            mean = {k: statistics.mean(_protocols(r)[masked][1][k] for r in cpu) for k in keys}
             out.append(
-                f"| {r['model']} | {r['variant']} | {llm['name_or_path']}{layers}, {r['config']['lite']['finetune']} | "
-                f"{r.get('device')} | {budget} | {r.get('protocol')} | "
-                + " | ".join(fmt(r["metrics"].get(k)) for k in keys)
+                f"| SASRec (this project, ID only, max_len {cpu[0]['config']['data']['max_len']}, mean of "
+                f"{len(cpu)} seeds) | base | – | {cpu[0]['device']} | converged | {protocol} | "
+                + " | ".join(fmt(mean[k]) for k in keys)
                 + " |"
             )
         for r in load("backbones-ml-1m"):
