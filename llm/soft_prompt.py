@@ -76,6 +76,30 @@ class SoftPromptBuilder(nn.Module):
         mask = torch.cat([words_real, item_real], dim=2).reshape(B, T * (C + 1))  # [B, M]
         return block, mask
 
+    def tail(
+        self,
+        embed: nn.Module,
+        soft: torch.Tensor,
+        soft_mask: torch.Tensor,
+        text_ids: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt after the prefix, right-padded: (inputs_embeds [B, M', H], mask [B, M']), each row its real
+        item positions (see `item_block`) then the S suffix tokens, M' the longest row's; for rows that continue
+        from the prefix's key/value cache at positions P onwards."""
+        B, _, H = soft.shape
+        items, items_mask = self.item_block(embed, soft, soft_mask, text_ids, text_mask)  # [B, M, H], [B, M]
+        suffix = embed(self.suffix_ids).to(items.dtype)  # [S, H]
+        full = torch.cat([items, suffix.unsqueeze(0).expand(B, -1, H)], dim=1)  # [B, M + S, H]
+        ones_s = torch.ones(B, suffix.shape[0], dtype=torch.long, device=soft.device)
+        mask = torch.cat([items_mask, ones_s], dim=1)  # [B, M + S]
+        order = torch.argsort(1 - mask, dim=1, stable=True)  # real positions first, in order
+        mask = torch.gather(mask, 1, order)  # [B, M + S]
+        inputs = torch.gather(full, 1, order.unsqueeze(-1).expand(-1, -1, H))  # [B, M + S, H]
+        keep = int(mask.sum(dim=1).max())  # columns that are padding in every row are dropped
+        inputs, mask = inputs[:, :keep], mask[:, :keep]
+        return inputs * mask.unsqueeze(-1).to(inputs.dtype), mask  # padding vectors zeroed
+
     def forward(
         self,
         embed: nn.Module,

@@ -85,7 +85,22 @@ class LLMSequenceEncoder(nn.Module):
     def forward(
         self, item_embs: torch.Tensor, mask: torch.Tensor, item_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """item_embs [B, T, D], mask [B, T] -> h [B, H] (float32). item_ids [B, T]: needed with item text only."""
+        """item_embs [B, T, D], mask [B, T] -> h [B, H] (float32). item_ids [B, T]: needed with item text only.
+
+        The prompt prefix is the same in every row: it goes through the LLM once per call, and every row continues
+        from its keys and values, gradients included (`shared_prefix_forward`). That is the function of
+        `full_forward`, which runs each row's whole prompt, at fewer positions; `full_forward` is used where no
+        key/value cache is kept (activation checkpointing) or there is no prefix."""
+        if self.prompt.prefix_ids.numel() and not _checkpointing(self.llm):
+            h = self.shared_prefix_forward(item_embs, mask, item_ids)
+            if h is not None:
+                return h
+        return self.full_forward(item_embs, mask, item_ids)
+
+    def full_forward(
+        self, item_embs: torch.Tensor, mask: torch.Tensor, item_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Like `forward`, with each row's whole prompt (prefix included) through the LLM."""
         inputs, attn, position_ids = self.build_prompt(item_embs, mask, item_ids)  # [B, L, H], [B, L], [B, L]
         out = transformer_body(self.llm)(
             inputs_embeds=inputs, attention_mask=attn, position_ids=position_ids, use_cache=False
@@ -95,13 +110,48 @@ class LLMSequenceEncoder(nn.Module):
         self.llm_tokens += int(attn.sum())
         return pool(hidden, attn, self.pooling).float()  # [B, H]
 
+    def shared_prefix_forward(
+        self, item_embs: torch.Tensor, mask: torch.Tensor, item_ids: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """Like `forward`: the prefix once ([1, P]), then every row's items and suffix ([B, M + S], right-padded)
+        attending to the prefix's keys and values, repeated over the rows. None if the model keeps no cache."""
+        state = self._run_prefix()
+        if state is None:
+            return None
+        cache, prefix_hidden = state  # cache of P positions (batch 1), prefix_hidden [1, P, H]
+        B, P = item_embs.shape[0], prefix_hidden.shape[1]
+        soft = self.item_proj(item_embs.to(self.item_proj.weight.dtype))  # [B, T, H]
+        text_ids, text_mask = self.title_tokens(item_ids, mask)  # [B, T, C] each, or None
+        tail, tail_mask = self.prompt.tail(self.llm.get_input_embeddings(), soft, mask, text_ids, text_mask)
+        cache.batch_repeat_interleave(B)  # differentiable: each row's gradient flows back into the one prefix pass
+        attn = torch.cat([torch.ones(B, P, dtype=torch.long, device=tail.device), tail_mask], dim=1)  # [B, P + M + S]
+        body = transformer_body(self.llm)
+        out = body(
+            inputs_embeds=tail,
+            attention_mask=attn,
+            position_ids=P + (tail_mask.cumsum(dim=1) - 1).clamp(min=0),  # [B, M + S]
+            use_cache=True,
+            **{_cache_argument(body): cache},
+        )
+        hidden = torch.cat(
+            [prefix_hidden.to(out.last_hidden_state.dtype).expand(B, -1, -1), out.last_hidden_state], dim=1
+        )  # [B, P + M + S, H]
+        self.llm_passes += B
+        self.llm_tokens += int(tail_mask.sum())
+        return pool(hidden, attn, self.pooling).float()  # [B, H]
+
     @torch.no_grad()
     def prefix_state(self) -> tuple[Any, torch.Tensor] | None:
-        """Run the prompt prefix once: (its key/value cache, hidden states [1, P, H]).
+        """Run the prompt prefix once, without gradients: (its key/value cache, hidden states [1, P, H]).
 
         A row without padding starts with exactly these P positions, so it can continue from the
         cache instead of recomputing them. None when there is no prefix or the model returns no cache.
         """
+        return self._run_prefix()
+
+    def _run_prefix(self) -> tuple[Any, torch.Tensor] | None:
+        """The prefix through the LLM (with gradients where enabled): (key/value cache, hidden states [1, P, H]),
+        or None without a prefix or a cache."""
         prefix_ids = self.prompt.prefix_ids  # [P]
         if prefix_ids.numel() == 0:
             return None
@@ -185,6 +235,11 @@ def _cache_argument(body: nn.Module) -> str:
     name; older releases and remote-code models only know `past_key_values`.
     """
     return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+
+
+def _checkpointing(llm: nn.Module) -> bool:
+    """Whether activation checkpointing is on in `llm` (it keeps no key/value cache while training)."""
+    return any(getattr(m, "gradient_checkpointing", False) is True for m in llm.modules())
 
 
 class ReconstructionModel(nn.Module):

@@ -208,3 +208,17 @@ def test_item_text_on_a_dataset_without_text_exits_2_in_one_line(tmp_path, tiny_
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--item-text" in err and "'plain'" in err and "no item text" in err
     assert not (tmp_path / "s1").exists()  # refused before any work
+
+
+def test_shared_prefix_forward_with_titles_is_the_full_prompts_function(tiny_llm_cfg):
+    """Training's shared prefix with item titles (rows of other title lengths, one left-padded) equals each row's
+    whole prompt."""
+    model, tok = adapted_reconstruction_model(tiny_llm_cfg, "last")
+    enc = model.encoder.eval()
+    enc.use_item_text(tokenize_item_texts(tok, TITLES, cap=3))
+    table = torch.randn(6, 5)
+    ids = torch.tensor([[1, 4, 3, 5], [0, 0, 2, 1]])
+    mask = (ids > 0).long()
+    with torch.no_grad():
+        shared, full = enc(table[ids], mask, ids), enc.full_forward(table[ids], mask, ids)
+    torch.testing.assert_close(shared, full, atol=1e-5, rtol=1e-4)

@@ -68,7 +68,8 @@ def test_padded_batch_gives_the_same_user_vector_as_each_user_alone(tiny_llm_cfg
                 enc(x[i : i + 1, mask[i].bool()], torch.ones(1, int(mask[i].sum()), dtype=torch.long)) for i in range(3)
             ]
         assert torch.allclose(batched, torch.cat(alone), atol=1e-5), pooling
-        assert enc.llm_passes == 6 and enc.llm_tokens == 2 * (10 + 3 * enc.prompt.num_text_tokens)
+        P, S = enc.prompt.prefix_ids.numel(), enc.prompt.suffix_ids.numel()
+        assert enc.llm_passes == 6 and enc.llm_tokens == 4 * P + 2 * (10 + 3 * S)  # the prefix once per call
         # the items matter: changing one item changes the user vector
         x2 = x.clone()
         x2[0, 2] += 1.0
@@ -105,3 +106,32 @@ def test_cached_prefix_gives_the_same_items_as_the_full_prompt(tiny_llm_cfg, poo
     suffix_len = model.encoder.prompt.suffix_ids.numel()
     assert prefix_len > 1 and model.encoder.llm_tokens == prefix_len + 7 * (1 + suffix_len)  # the prefix ran once
     assert not torch.allclose(emb[0], emb[1])  # and the items still differ
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_shared_prefix_forward_is_the_full_prompts_function_with_gradients(tiny_llm_cfg, pooling):
+    """Training and validation run the prefix once per batch and let every row attend to its keys and values: the
+    user vectors and every gradient (LoRA through the prefix's keys and values too, the projection) equal those of
+    each row's whole prompt, for left- and right-padded rows and a row with no item."""
+    model, _ = adapted_reconstruction_model(tiny_llm_cfg, pooling)
+    enc = model.encoder.eval()  # no LoRA dropout, gradients on
+    torch.manual_seed(1)
+    x = torch.randn(4, 6, 5)
+    mask = torch.tensor([[1] * 6, [0, 0, 0, 1, 1, 1], [1, 1, 0, 0, 0, 0], [0] * 6])
+    weights = torch.randn(4, enc.hidden)
+    outs, grads, tokens = [], [], []
+    for forward in (enc.forward, enc.full_forward):
+        enc.zero_grad()
+        enc.llm_tokens = 0
+        h = forward(x, mask)  # [4, H]
+        (h * weights).sum().backward()
+        outs.append(h.detach())
+        grads.append({n: p.grad.clone() for n, p in enc.named_parameters() if p.grad is not None})
+        tokens.append(enc.llm_tokens)
+    P, S = enc.prompt.prefix_ids.numel(), enc.prompt.suffix_ids.numel()
+    assert tokens == [P + 11 + 4 * S, 11 + 4 * (P + S)]  # the shared forward ran the prefix once
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-4)
+    assert grads[0].keys() == grads[1].keys()
+    assert any("lora_A" in n for n in grads[0]) and "item_proj.weight" in grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4, msg=name)
