@@ -452,9 +452,8 @@ def lite_tables() -> str:
                     + " |"
                 )
         cpu = [r for r in load("backbones-ml-1m-cpu") if r["model"] == "sasrec"]
-        for protocol, metrics in _protocols(cpu[0]) if cpu else []:
-            masked = protocol != cpu[0].get("protocol")
-            mean = {k: statistics.mean(_protocols(r)[masked][1][k] for r in cpu) for k in keys}
+        for i, (protocol, _) in enumerate(_protocols(cpu[0]) if cpu else []):
+            mean = {k: statistics.mean(_protocols(r)[i][1][k] for r in cpu) for k in keys}
             out.append(
                 f"| SASRec (this project, ID only, max_len {cpu[0]['config']['data']['max_len']}, mean of "
                 f"{len(cpu)} seeds) | base | – | {cpu[0]['device']} | converged | {protocol} | "
