@@ -57,7 +57,6 @@ class Caser(SequentialRecommender):
             starts = L + W - h  # window starts over the padded sequence
             g = sum(yh[:, r : r + starts, :, r] for r in range(h)) + conv.bias  # [B, L+W-h, n_h]
             out.append(F.relu(g).unfold(1, W - h + 1, 1).amax(-1))  # [B, L, n_h]: max over offsets p
-        assert col == n_h * W * (W + 1) // 2
         return out
 
     def conv2d_reference(self, seq: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B, L, H]
