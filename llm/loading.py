@@ -37,6 +37,7 @@ from tslrec.core.errors import InputError
 from tslrec.core.wheel_cache import WheelSpec, cache_dir, extract_members
 
 KINDS = ("causal_lm", "encoder", "text_encoder")
+KIND_NAMES = {"causal_lm": "a causal LM", "encoder": "an encoder", "text_encoder": "a text encoder"}  # for errors
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 QUANTIZATIONS = (None, "4bit", "8bit")
 
@@ -301,7 +302,7 @@ def resolve_model_source(name_or_path: str, kind: str) -> tuple[str, str | None]
         spec = BUILTIN_MODELS[key]
         if spec.kind != kind:
             raise InputError(
-                f"model '{name_or_path}' is a {spec.kind}, but this step needs a {kind}; "
+                f"model '{name_or_path}' is {KIND_NAMES[spec.kind]}, but this step needs {KIND_NAMES[kind]}; "
                 f"choose one of: {', '.join(n for n, s in BUILTIN_MODELS.items() if s.kind == kind)}"
             )
         return str(builtin_model_dir(key)), None

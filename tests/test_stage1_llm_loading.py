@@ -73,7 +73,7 @@ def test_unknown_model_is_input_error(name):
 def test_folder_without_config_and_kind_mismatch(tmp_path):
     with pytest.raises(InputError, match="no config.json"):
         load_llm(LLMConfig(name_or_path=str(tmp_path)))
-    with pytest.raises(InputError, match="is a encoder"):
+    with pytest.raises(InputError, match="is an encoder, but this step needs a causal LM"):
         llm_loading.resolve_model_source("minilm", "causal_lm")
 
 
