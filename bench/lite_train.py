@@ -3,9 +3,10 @@
     python bench/lite_train.py --dataset ml-1m --kcore 5                                   # to convergence
     OMP_NUM_THREADS=1 python bench/lite_train.py --dataset ml-1m --kcore 5 --max-steps 378 # a capped CPU run
 Takes every option of `tslrec lite` (--llm, --item-llm, --finetune, --epochs, --lr, ...) plus
---variants and --name; writes bench/results/<name>.json (default lite-<dataset>.json) with
-model "lite-llm4rec", variant = strategy, test metrics keyed Recall@10, Recall@20, NDCG@10, NDCG@20,
-and the budget actually run (steps, epochs of training rows, targets seen) next to them.
+--variants, --name and --tag; writes bench/results/<name>.json (default lite-<dataset>.json) with
+model "lite-llm4rec", variant = strategy (strategy+TAG with --tag, for runs of other settings), test metrics
+keyed Recall@10, Recall@20, NDCG@10, NDCG@20, and the budget actually run (steps, epochs of training rows,
+targets seen) next to them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ def main() -> None:
     p.add_argument("--variants", default="sampling,all", help="comma-separated strategies to run")
     p.add_argument("--name", default=None, help="results file name (default lite-<dataset>)")
     p.add_argument("--runs", default="runs/bench-lite", help="parent folder of the run outputs")
+    p.add_argument(
+        "--tag", default="", help="appended to each record's variant and run folder (strategy+TAG): other settings"
+    )
     defaults = LiteJob(dataset="ml-1m", data=DataConfig(kcore=5, max_len=MAX_LEN))
     add_arguments(p, defaults)  # every setting of `tslrec lite`
     args = p.parse_args()
@@ -33,9 +37,11 @@ def main() -> None:
         run = replace(
             job,
             train=replace(job.train, strategy=variant),
-            out=f"{args.runs}/{job.dataset}-{variant}-s{job.train.seed}",
+            out=f"{args.runs}/{job.dataset}-{variant}{'+' + args.tag if args.tag else ''}-s{job.train.seed}",
         )
         record, _ = run_lite(run)
+        if args.tag:  # a record per setting: the key (dataset, model, variant, seed, device) tells them apart
+            record["variant"] = f"{variant}+{args.tag}"
         targets_seen = record["epochs_run"] * record["train_targets_per_epoch"]
         record["budget"] = (
             f"{record['steps']} steps x {job.train.batch_size} rows = {record['epochs_run']} epochs of "

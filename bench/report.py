@@ -439,6 +439,7 @@ def lite_tables() -> str:
         for r in runs:
             llm = r["config"]["llm"]
             layers = f", first {llm['num_layers']} blocks" if llm.get("num_layers") else ""
+            layers += f", {r['attention']}" if r.get("attention") else ""
             rising = ": still improving when the budget ended" if r.get("best_step") == r.get("steps") else ""
             budget = (
                 f"{r.get('steps')} steps ({r.get('epochs_run')} epochs of '{r['variant']}' rows), best step "
