@@ -9,7 +9,8 @@
     python bench/ablation.py --dataset ml-100k --item-embeddings tuned=runs/ml-100k/stage2,stage0=runs/ml-100k/stage0 \
         --stage1-dir runs/ml-100k/stage1 --fusions base,ci,gate
 
---out is the benchmark's folder (default runs/bench-ablation-<dataset>): the grid goes to <out>/grid and a
+--out is the benchmark's folder (default runs/bench-ablation-<dataset>): the grid goes to <out>/grid (a `tslrec run`
+folder's own grid, <out>/ablation, is read in place) and a
 stage-2 export made here to <out>/stage2. Runs stage 2 (unless --item-embeddings is given) and the grid
 in-process through their typed entry points, then writes
 bench/results/<name>.json (default ablation-<dataset>.json): one record per cell (dataset, model,
@@ -147,6 +148,12 @@ def main() -> None:
         raise SystemExit(f"error: {in_flags(str(e), defaults)}") from None
 
 
+def grid_dir(out: Path) -> Path:
+    """<out>/grid, or the grid of a `tslrec run` folder (<out>/ablation) when that is what <out> holds."""
+    run_grid = out / "ablation"
+    return run_grid if not (out / "grid").exists() and (run_grid / "ablation.json").is_file() else out / "grid"
+
+
 def record_grid(job: AblateJob, name: str | None) -> None:
     """Stage 2 if needed, the grid, then one record per finished cell (and one for stage 2)."""
     stem = Path(job.dataset).stem
@@ -172,7 +179,7 @@ def record_grid(job: AblateJob, name: str | None) -> None:
         }
     grid_job = replace(
         job,
-        out=str(out / "grid"),
+        out=str(grid_dir(out)),
         side=replace(job.side, item_embeddings=entries),
         runtime=replace(job.runtime, progress=False),
     )
@@ -183,7 +190,7 @@ def record_grid(job: AblateJob, name: str | None) -> None:
         add(name, stage2)
     finished = outcome.results
     if not finished:
-        raise SystemExit(f"no finished cells in {out / 'grid'}; nothing to record")
+        raise SystemExit(f"no finished cells in {grid_dir(out)}; nothing to record")
     first = finished[0].record
     ds = load_dataset(first["dataset_source"], DataConfig(**first["config"]["data"]))  # as the cells loaded it
     if ds.hash != first["dataset_info"]["hash"]:
@@ -212,7 +219,7 @@ def record_grid(job: AblateJob, name: str | None) -> None:
         if (cell.backbone, cell.variant) in against:  # Welch over seeds against base, ci and gate:stage0
             rec["vs"] = against[(cell.backbone, cell.variant)]
         rec["metrics_history_masked"] = history_masked_metrics(
-            cell_dir(out / "grid", cell), result.record, ds, splits, resolve_device(job.runtime.device)
+            cell_dir(grid_dir(out), cell), result.record, ds, splits, resolve_device(job.runtime.device)
         )
         add(name, rec)
     print(
