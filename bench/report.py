@@ -441,8 +441,9 @@ def lite_tables() -> str:
             layers = f", first {llm['num_layers']} blocks" if llm.get("num_layers") else ""
             layers += f", {r['attention']}" if r.get("attention") else ""
             rising = ": still improving when the budget ended" if r.get("best_step") == r.get("steps") else ""
+            strategy = r["variant"].split("+")[0]  # a tagged run's variant is strategy+TAG
             budget = (
-                f"{r.get('steps')} steps ({r.get('epochs_run')} epochs of '{r['variant']}' rows), best step "
+                f"{r.get('steps')} steps ({r.get('epochs_run')} epochs of '{strategy}' rows), best step "
                 f"{r.get('best_step')}{rising}, {r.get('train_seconds', 0) / 60:.0f} min training"
             )
             for protocol, metrics in _protocols(r):
