@@ -1,5 +1,8 @@
 """`tslrec run --config configs/ml-100k.yaml`: stage 0 -> stage 1 -> stage 2 -> ablation grid -> report.
 
+The grid reads every item table an earlier stage made: `stage0` (the no-LLM control), `tuned` (stage 2) and, when
+the config names the optional `stage2_untuned` stage, `untuned` (stage 2 through stage 1's frozen-LLM run).
+
 Each stage is a typed job (`train_job.TrainJob`, `stage1_job.Stage1Job`, ...) built from the config file:
 a stage's keys are the flags of its subcommand without the dashes (`lr: 0.002` is `--lr 0.002`), an
 unknown key is an error that names it and the near matches, and the keys that wire a stage to the one
@@ -25,6 +28,7 @@ import yaml
 from tslrec.core.artifacts import package_versions, read_json, sha256_file, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.settings import as_flags, from_mapping, settings_of
+from tslrec.stage1_reconstruct.training import SUB_RUN as UNTUNED_SUB_RUN
 
 from . import ablate_job, stage1_job, stage2_job, train_job
 from .data import DataConfig
@@ -39,6 +43,8 @@ class Stage:
     command: Command  # the job it runs
     wiring: dict[str, Any]  # config keys the pipeline sets, filled with {out}, {dataset}, {seed}
     takes_data_options: bool  # accepts the config's `data` section (kcore, min_rating, max_len)
+    source: str | None = None  # the item-table label its output folder gives the ablation grid
+    optional: bool = False  # runs only when the config names it under `stages`
 
 
 STAGES: tuple[Stage, ...] = (
@@ -47,16 +53,25 @@ STAGES: tuple[Stage, ...] = (
         train_job.COMMAND,
         {"dataset": "{dataset}", "out": "{out}/stage0", "seed": "{seed}", "export_item_embeddings": True},
         True,
+        source="stage0",  # the no-LLM control
     ),
     Stage("stage1", stage1_job.COMMAND, {"train_dir": "{out}/stage0", "out": "{out}/stage1", "seed": "{seed}"}, False),
-    Stage("stage2", stage2_job.COMMAND, {"stage1_dir": "{out}/stage1", "out": "{out}/stage2"}, False),
+    Stage("stage2", stage2_job.COMMAND, {"stage1_dir": "{out}/stage1", "out": "{out}/stage2"}, False, source="tuned"),
+    Stage(  # the export through the frozen LLM, from the head+proj run stage 1 trains beside the tuned one
+        "stage2_untuned",
+        stage2_job.COMMAND,
+        {"stage1_dir": f"{{out}}/stage1/{UNTUNED_SUB_RUN}", "out": "{out}/stage2_untuned"},
+        False,
+        source="untuned",
+        optional=True,
+    ),
     Stage(
         "ablation",
         ablate_job.COMMAND,
         {
             "dataset": "{dataset}",
             "seed": "{seed}",
-            "item_embeddings": "tuned={out}/stage2,stage0={out}/stage0",  # the LLM export and the no-LLM control
+            "item_embeddings": "{sources}",  # every earlier stage's table, e.g. tuned=<out>/stage2,stage0=<out>/stage0
             "stage1_dir": "{out}/stage1",
             "out": "{out}/ablation",
         },
@@ -128,12 +143,21 @@ def _fill(template: Any, fill: dict[str, Any]) -> Any:
     return template.format(**fill) if isinstance(template, str) else template
 
 
+def active_stages(cfg: dict) -> tuple[Stage, ...]:
+    """The stages this config runs: every required one, and the optional ones it names under `stages`."""
+    named = cfg.get("stages") or {}
+    return tuple(s for s in STAGES if not s.optional or s.name in named)
+
+
 def stage_job(stage: Stage, cfg: dict) -> Any:
     """The stage's typed job config: its defaults, the config file's keys for it, then the pipeline's wiring."""
+    out = cfg.get("out", f"runs/{Path(str(cfg['dataset'])).stem}")
+    tables = sorted((s for s in active_stages(cfg) if s.source), key=lambda s: s.source != "tuned")
     fill = {
-        "out": cfg.get("out", f"runs/{Path(str(cfg['dataset'])).stem}"),
+        "out": out,
         "dataset": cfg["dataset"],
         "seed": cfg.get("seed", 42),
+        "sources": ",".join(f"{s.source}={out}/{s.name}" for s in tables),
     }
     options: dict[str, Any] = dict(cfg.get("stages", {}).get(stage.name) or {})
     paths = {
@@ -152,6 +176,15 @@ def stage_job(stage: Stage, cfg: dict) -> Any:
     where = f"{cfg['_path']}: stages.{stage.name}"
     wiring = {k: _fill(v, fill) for k, v in stage.wiring.items()}
     return from_mapping(stage.command.defaults, {**options, **wiring}, where)  # checked with its wiring in place
+
+
+def check_untuned_export(cfg: dict, jobs: dict[str, Any]) -> None:
+    """stage2_untuned exports the frozen-LLM run that stage 1 trains only with untuned_baseline head+proj."""
+    if "stage2_untuned" in jobs and jobs["stage1"].stage1.untuned_baseline != "head+proj":
+        raise InputError(
+            f"{cfg['_path']}: stages.stage2_untuned exports stage 1's frozen-LLM run; "
+            "set stages.stage1.untuned_baseline: head+proj (and keep LoRA on)"
+        )
 
 
 def _digest(obj: Any) -> str:
@@ -183,7 +216,11 @@ def run(args: argparse.Namespace) -> None:
     upstream = ""
     started = time.perf_counter()
     inputs = {"dataset": dataset_fingerprint(str(cfg["dataset"]))}
-    jobs = [(stage, stage_job(stage, cfg)) for stage in STAGES]  # every stage's settings checked before any work
+    jobs = [(stage, stage_job(stage, cfg)) for stage in active_stages(cfg)]  # all checked before any work
+    check_untuned_export(cfg, dict((stage.name, job) for stage, job in jobs))
+    for flag, name in (("--force", args.force), ("--until", args.until)):
+        if name is not None and name not in {stage.name for stage, _ in jobs}:
+            raise InputError(f"{flag} {name}: {cfg['_path']} does not run that stage; add it under 'stages'")
     ran: set[str] = set()
     for stage, job in jobs:
         folder = out / stage.name

@@ -10,7 +10,7 @@ import pytest
 
 from tslrec.core.errors import InputError
 from tslrec.pipelines.cli import main
-from tslrec.pipelines.run_job import STAGES, load_config, stage_job
+from tslrec.pipelines.run_job import STAGES, active_stages, load_config, stage_job
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 
@@ -22,7 +22,7 @@ def test_configs_are_shipped():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_config_builds_valid_stage_jobs(path):
     cfg = load_config(path, [])
-    for stage in STAGES:
+    for stage in active_stages(cfg):
         job = stage_job(stage, cfg)  # unknown keys and bad values raise InputError
         if stage.name in ("stage0", "ablation"):
             assert job.data.max_len == cfg["data"]["max_len"]  # data options reach the stages that load the dataset
@@ -86,7 +86,7 @@ def test_config_is_the_setting_of_its_recorded_grid(config, records_name, contro
     wanted = {
         (b, f if s is None else f"{f}:{s}") for b in grid.backbones for f, s in grid_variants(grid.fusions, labels)
     }
-    assert recorded <= wanted and all(v.endswith(":stage0") for _, v in wanted - recorded)
+    assert recorded <= wanted and all(v.endswith((":stage0", ":untuned")) for _, v in wanted - recorded)
 
 
 def test_the_ablation_stage_reads_the_stage2_export_and_the_stage0_table(tmp_path):
@@ -110,6 +110,41 @@ def test_the_ablation_stage_reads_the_stage2_export_and_the_stage0_table(tmp_pat
     config = tmp_path / "c.yaml"
     config.write_text("dataset: ml-100k\nstages:\n  ablation:\n    fusions: [base, 'gate:stag0']\n")
     with pytest.raises(InputError, match=r"gate:stag0 names source 'stag0'.* has tuned, stage0"):
+        stage_job(STAGES[-1], load_config(config, []))
+
+
+def test_the_untuned_export_is_a_stage_and_a_source_only_when_named(tmp_path):
+    """`stages.stage2_untuned` exports stage 1's frozen-LLM run and wires it into the grid as `untuned`; without it
+    the grid has no such source, and with a stage 1 that trains no frozen-LLM run the config is refused."""
+    from tslrec.pipelines.run_job import active_stages, check_untuned_export
+    from tslrec.pipelines.side_information import item_table_sources
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "dataset: ml-100k\nout: o\nstages:\n  stage1:\n    untuned_baseline: head+proj\n  stage2_untuned: {}\n"
+        "  ablation:\n    fusions: [base, 'gate:untuned', 'gate:tuned']\n"
+    )
+    cfg = load_config(config, [])
+    names = [s.name for s in active_stages(cfg)]
+    assert names == ["stage0", "stage1", "stage2", "stage2_untuned", "ablation"]
+    jobs = {s.name: stage_job(s, cfg) for s in active_stages(cfg)}
+    assert jobs["stage2_untuned"].stage1_dir == "o/stage1/untuned_head_proj"
+    assert jobs["stage2_untuned"].out == "o/stage2_untuned"
+    assert item_table_sources(jobs["ablation"].side.item_embeddings) == {
+        "tuned": "o/stage2",
+        "stage0": "o/stage0",
+        "untuned": "o/stage2_untuned",
+    }
+    check_untuned_export(cfg, jobs)
+
+    config.write_text("dataset: ml-100k\nstages:\n  stage2_untuned: {}\n")
+    cfg = load_config(config, [])
+    with pytest.raises(InputError, match=r"stages.stage2_untuned .* set stages.stage1.untuned_baseline: head\+proj"):
+        check_untuned_export(cfg, {s.name: stage_job(s, cfg) for s in active_stages(cfg)})
+
+    config.write_text("dataset: ml-100k\nstages:\n  ablation:\n    fusions: [base, 'gate:untuned']\n")
+    assert "stage2_untuned" not in [s.name for s in active_stages(load_config(config, []))]
+    with pytest.raises(InputError, match=r"gate:untuned names source 'untuned'"):
         stage_job(STAGES[-1], load_config(config, []))
 
 
