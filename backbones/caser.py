@@ -4,10 +4,11 @@ Every position gets its own window of the W most recent items (zero-padded at th
 so one pass trains on every position. The per-user embedding of the original is left out:
 the model is a pure sequence encoder, like the other backbones.
 
-The convolutions are computed as matrix products over the sequence, not as Conv2d over one W x H image per
-position: each item is embedded and multiplied by the filters once, and the windows are sums of shifted rows.
-This is the same function as the Conv2d layers whose parameters it keeps (`conv2d_reference`), without Conv2d's
-backward over one tiny image per position, which dominated a CPU training step.
+The convolutions run over the sequence once, not as Conv2d over one W x H image per position: the vertical one
+as a matrix product over each position's window, the horizontal ones as a single Conv1d over the items, with a
+sliding max. This is the same function as the Conv2d layers whose parameters it keeps (`conv2d_reference`),
+without Conv2d's backward over one tiny image per position, which dominated a CPU training step, and its cost
+grows with W^2 per position (not with W^2 tensor operations), so a wide window stays affordable.
 """
 
 from __future__ import annotations
@@ -44,18 +45,22 @@ class Caser(SequentialRecommender):
         return v.transpose(2, 3).reshape(B, L, -1)
 
     def _horizontal(self, x: torch.Tensor, L: int) -> list[torch.Tensor]:  # -> W tensors [B, L, n_h]
-        """Conv2d (h, H) for h = 1..W: a filter's response at window offset p is sum_r F[r] . x[t+p+r]; each item
-        row is multiplied by every filter row once (y), then the h shifted rows are summed, ReLU, max over p."""
+        """Conv2d (h, H) for h = 1..W is a Conv1d over the sequence with H input channels and kernel h. All heights
+        run as one Conv1d with kernel W (a height-h kernel padded with zeros after its h rows); the sequence is
+        padded with W - h ... W - 1 zero rows at the end so every height has its L + W - h window starts. Then
+        ReLU and a max over the W - h + 1 starts inside each position's window (max_pool1d, stride 1)."""
         W, n_h = self.cfg.caser_window, self.cfg.caser_h_filters
-        rows = torch.cat([conv.weight.flatten(0, 2) for conv in self.horizontal])  # [n_h * W(W+1)/2, H], (h, j, r)
-        y = x @ rows.t()  # [B, L+W-1, n_h * W(W+1)/2]
-        out, col = [], 0
-        for h, conv in enumerate(self.horizontal, start=1):
-            yh = y[..., col : col + n_h * h].unflatten(-1, (n_h, h))  # [B, L+W-1, n_h, h]
-            col += n_h * h
-            starts = L + W - h  # window starts over the padded sequence
-            g = sum(yh[:, r : r + starts, :, r] for r in range(h)) + conv.bias  # [B, L+W-h, n_h]
-            out.append(F.relu(g).unfold(1, W - h + 1, 1).amax(-1))  # [B, L, n_h]: max over offsets p
+        kernels = [
+            F.pad(conv.weight.squeeze(1).transpose(1, 2), (0, W - h)) for h, conv in enumerate(self.horizontal, 1)
+        ]
+        weight = torch.cat(kernels)  # [W * n_h, H, W]: height h's filters in rows (h-1)*n_h .. h*n_h
+        bias = torch.cat([conv.bias for conv in self.horizontal])  # [W * n_h]
+        xt = F.pad(x.transpose(1, 2), (0, W - 1))  # [B, H, L + 2W - 2]
+        g = F.conv1d(xt, weight.to(xt.dtype), bias.to(xt.dtype))  # [B, W * n_h, L + W - 1]: response per start
+        out = []
+        for h in range(1, W + 1):
+            gh = F.relu(g[:, (h - 1) * n_h : h * n_h, : L + W - h])  # [B, n_h, L + W - h]: starts of height h
+            out.append(F.max_pool1d(gh, W - h + 1, stride=1).transpose(1, 2))  # [B, L, n_h]
         return out
 
     def conv2d_reference(self, seq: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B, L, H]
