@@ -41,14 +41,15 @@ from tslrec.pipelines.ablation_grid import cell_dir
 from tslrec.pipelines.ablation_report import compare, has_sources, summarize
 from tslrec.pipelines.data import DataConfig, SequenceDataset, load_dataset
 from tslrec.pipelines.recommend_job import rebuild_model
+from tslrec.pipelines.run_folders import is_train_folder
 from tslrec.pipelines.side_information import TUNED, item_table_sources
 from tslrec.pipelines.stage2_job import Stage2Job, run_stage2
 from tslrec.pipelines.stage2_job import print_outcome as print_stage2
 from tslrec.stage2_augment.significance import SeedTest
 
 
-def stage2_record(export: Path, dataset: str) -> dict | None:
-    """The stage-2 timing the export's manifest recorded (None if another tool wrote it)."""
+def stage2_record(export: Path, dataset: str, label: str = TUNED) -> dict | None:
+    """The stage-2 timing and category agreement the export's manifest recorded (None if another tool wrote it)."""
     manifest = read_json(export / "manifest.json", "embedding manifest")
     source = manifest.get("source", {})
     timing = source.get("extraction")
@@ -59,6 +60,7 @@ def stage2_record(export: Path, dataset: str) -> dict | None:
         "model": "tslrec-stage2",
         "variant": f"extract-{source.get('llm')}",
         "seed": None,
+        "source": label,  # the item-table label the grid gives this export
         "device": timing.get("device"),
         "metrics": {},
         "timings": {
@@ -74,6 +76,20 @@ def stage2_record(export: Path, dataset: str) -> dict | None:
         "pooling": source.get("pooling"),
         "category_agreement": source.get("category_agreement"),
         "stage1_dir": source.get("stage1_dir"),
+    }
+
+
+def add_stage1(stage2: dict, stage1_dir: Path) -> None:
+    """The stage 1 behind an export, its held-out MSEs beside the no-LLM baselines, into its stage-2 record."""
+    if not (stage1_dir / "metrics.json").is_file():
+        return
+    s1 = read_json(stage1_dir / "metrics.json", "stage 1 metrics")
+    keep = ("mse", "mse_global_mean", "mse_ratio_to_global_mean", "mse_mean_embedding", "mse_untuned_llm")
+    stage2["stage1"] = {
+        "metrics": {k: s1["metrics"].get(k) for k in keep},
+        "steps": s1.get("steps"),
+        "users": s1.get("users"),
+        "train_seconds": s1.get("timing", {}).get("train_seconds"),
     }
 
 
@@ -167,16 +183,15 @@ def record_grid(job: AblateJob, name: str | None) -> None:
             )
         )
     stage2 = stage2_record(export, stem) if (export / "manifest.json").is_file() else None
-    stage1_dir = Path((stage2 or {}).get("stage1_dir") or job.side.clusters or "")  # the stage 1 behind the export
-    if stage2 is not None and (stage1_dir / "metrics.json").is_file():
-        s1 = read_json(stage1_dir / "metrics.json", "stage 1 metrics")
-        keep = ("mse", "mse_global_mean", "mse_ratio_to_global_mean", "mse_mean_embedding", "mse_untuned_llm")
-        stage2["stage1"] = {
-            "metrics": {k: s1["metrics"].get(k) for k in keep},
-            "steps": s1.get("steps"),
-            "users": s1.get("users"),
-            "train_seconds": s1.get("timing", {}).get("train_seconds"),
-        }
+    if stage2 is not None:
+        add_stage1(stage2, Path(stage2.get("stage1_dir") or job.side.clusters or ""))
+    others = [  # every other export among the sources (`untuned`, `tuned-text`, ...): its stage 2 and stage 1 too
+        stage2_record(Path(folder), stem, label)
+        for label, folder in item_table_sources(entries).items()
+        if label != TUNED and (Path(folder) / "manifest.json").is_file() and not is_train_folder(Path(folder))
+    ]
+    for r in (r for r in others if r is not None):
+        add_stage1(r, Path(r.get("stage1_dir") or ""))
     grid_job = replace(
         job,
         out=str(grid_dir(out)),
@@ -186,8 +201,9 @@ def record_grid(job: AblateJob, name: str | None) -> None:
     outcome = run_ablation(grid_job)
     print_ablation(outcome)
     name = name or f"ablation-{stem}"
-    if stage2 is not None:
-        add(name, stage2)
+    for r in [stage2, *others]:
+        if r is not None:
+            add(name, r)
     finished = outcome.results
     if not finished:
         raise SystemExit(f"no finished cells in {grid_dir(out)}; nothing to record")

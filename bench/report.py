@@ -634,7 +634,8 @@ def ablation_tables(name: str) -> str:
         agree = r.get("category_agreement") or {}
         lines += [
             "",
-            f"Stage 2 ({r['variant']}, {r.get('device')}, batch {t['batch_size']}, bf16 autocast "
+            f"Stage 2 ({r['variant']}, source `{r.get('source', 'tuned')}`, {r.get('device')}, batch "
+            f"{t['batch_size']}, bf16 autocast "
             f"{t['bf16_autocast']}): {t['seconds']:.0f} s for {t['items']} items = "
             f"**{t['seconds_per_1000_items']:.1f} s per 1,000 items**. LLM category vs k-means group (Fig. 4): "
             f"C1 {fmt(agree.get('C1'), 3)}, C2 {fmt(agree.get('C2'), 3)}, C3 {fmt(agree.get('C3'), 3)} "

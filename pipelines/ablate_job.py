@@ -9,7 +9,7 @@ per source (`gate` -> gate:tuned, gate:stage0) unless it names one (`gate:stage0
     results.md     the ablation table, the source comparisons, C1/C2/C3 agreement, performance by user activity
     results.png    grouped bars of HR@10 and NDCG@10
     activity.csv / activity.png   test metrics by user-activity group for base, ci, gate
-    agreement.json / agreement.png    LLM category vs k-means group (needs an export with category_probs)
+    agreement.json / agreement.png    LLM category vs k-means group, per export source with category_probs
 """
 
 from __future__ import annotations
@@ -180,16 +180,28 @@ def print_outcome(o: AblateOutcome) -> None:
     print(f"wrote {o.out}/results.md, summary.csv, cells.csv and figures ({len(o.results)} cells)")
 
 
-def agreement_of(side: SideInfoConfig, ds: SequenceDataset) -> CategoryAgreement | None:
-    """C1/C2/C3 of the `tuned` export's category_probs against the k-means groups, if both are at hand."""
-    folder = groups_source(item_table_sources(side.item_embeddings))
-    if folder is None or is_train_folder(folder):  # a `tslrec train` folder has no LLM categories
-        return None
-    export = load_item_embeddings(folder, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids)
-    groups = load_clusters(side.clusters, ds) if side.clusters else export.item_groups
-    if export.category_probs is None or groups is None:
-        return None
-    return category_agreement(export.category_probs, groups)
+def agreement_of(side: SideInfoConfig, ds: SequenceDataset) -> dict[str, CategoryAgreement]:
+    """C1/C2/C3 per item-table source that is a stage-2 export with category_probs (a `tslrec train` folder has no
+    LLM categories), all against one set of k-means groups: --clusters, else the `tuned` export's (`ci`'s groups)."""
+    sources = item_table_sources(side.item_embeddings)
+    exports = {
+        label: load_item_embeddings(folder, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids)
+        for label, folder in sources.items()
+        if not is_train_folder(folder)
+    }
+    reference = groups_source({k: v for k, v in sources.items() if k in exports})
+    groups = (
+        load_clusters(side.clusters, ds)
+        if side.clusters
+        else next((e.item_groups for k, e in exports.items() if sources[k] == reference), None)
+    )
+    if groups is None:
+        return {}
+    return {
+        label: category_agreement(e.category_probs, groups)
+        for label, e in exports.items()
+        if e.category_probs is not None
+    }
 
 
 def write_reports(out: Path, results: list[CellResult], ds: SequenceDataset, job: AblateJob) -> str:
@@ -207,8 +219,8 @@ def write_reports(out: Path, results: list[CellResult], ds: SequenceDataset, job
         write_text(out / "comparisons.csv", report.comparisons_csv(comparisons))
         sections += ["## Item-table sources\n", report.comparisons_markdown(comparisons)]
     agreement = agreement_of(job.side, ds)
-    if agreement is not None:
-        write_json(out / "agreement.json", agreement.as_dict())
+    if agreement:
+        write_json(out / "agreement.json", {label: a.as_dict() for label, a in agreement.items()})
         plots.agreement_bar(agreement, out / "agreement.png")
         sections += ["## LLM category vs k-means group (Fig. 4)\n", report.agreement_markdown(agreement)]
     lengths = torch.tensor([len(s) for s in ds.sequences])  # [U], the users of every per-user vector

@@ -345,9 +345,14 @@ def comparisons_markdown(rows: list[Comparison]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def agreement_markdown(a: CategoryAgreement) -> str:
-    return (
+def agreement_markdown(by_source: dict[str, CategoryAgreement]) -> str:
+    """One row per item-table source: its LLM category (argmax of category_probs) against the k-means groups."""
+    a = next(iter(by_source.values()))
+    lines = [
         f"LLM-inferred category (argmax of stage-2 category_probs) against the k-means pre-grouping index, "
-        f"{a.items} items, K = {a.k}:\n\n| C1 (top-1) | C2 (in top-{a.top}, not top-1) | C3 (rest) | chance top-1 |\n"
-        f"|---|---|---|---|\n| {a.c1:.3f} | {a.c2:.3f} | {a.c3:.3f} | {1 / a.k:.3f} |\n"
-    )
+        f"{a.items} items, K = {a.k}, per item-table source:\n",
+        f"| source | C1 (top-1) | C2 (in top-{a.top}, not top-1) | C3 (rest) | chance top-1 |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {label} | {x.c1:.3f} | {x.c2:.3f} | {x.c3:.3f} | {1 / x.k:.3f} |" for label, x in by_source.items()]
+    return "\n".join(lines) + "\n"

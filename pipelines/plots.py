@@ -68,11 +68,15 @@ def activity_lines(rows: list[ActivityRow], groups: ActivityGroups, path: Path, 
     _save(fig, path)
 
 
-def agreement_bar(a: CategoryAgreement, path: Path) -> None:
-    """C1/C2/C3 shares of items (paper Fig. 4)."""
-    fig, ax = plt.subplots(figsize=(4, 3))
+def agreement_bar(by_source: dict[str, CategoryAgreement], path: Path) -> None:
+    """C1/C2/C3 shares of items per item-table source (paper Fig. 4)."""
+    a = next(iter(by_source.values()))
+    fig, ax = plt.subplots(figsize=(2 + 2 * len(by_source), 3))
     labels = ["C1\n(top-1)", f"C2\n(in top-{a.top},\nnot top-1)", "C3\n(rest)"]
-    ax.bar(labels, [a.c1, a.c2, a.c3], color=["tab:green", "tab:orange", "tab:gray"])
+    width = 0.8 / len(by_source)
+    for i, (source, x) in enumerate(by_source.items()):
+        ax.bar([j + i * width for j in range(3)], [x.c1, x.c2, x.c3], width, label=source)
+    ax.set_xticks([j + width * (len(by_source) - 1) / 2 for j in range(3)], labels)
     ax.axhline(1 / a.k, ls="--", lw=1, color="k", label=f"chance top-1 (1/{a.k})")
     ax.set_ylabel("share of items")
     ax.set_ylim(0, 1)

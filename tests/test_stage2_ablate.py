@@ -54,7 +54,38 @@ def test_grid_writes_every_table_and_figure(grid_run):
     report = (out / "results.md").read_text()
     assert "| gru4rec | gate:tuned | 2 |" in report and "C1 (top-1)" in report and "user activity" in report
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
-    assert read_json(out / "agreement.json")["items"] == ds.num_items
+    assert read_json(out / "agreement.json")["tuned"]["items"] == ds.num_items
+
+
+def test_category_agreement_per_source_against_one_set_of_groups(tmp_path):
+    """Fig. 4 for every export source, each against the same k-means groups (the `tuned` export's, which `ci`
+    uses), not against groups of its own: an export that matches its own groups but not tuned's scores low."""
+    import torch
+
+    from tslrec.pipelines.ablate_job import agreement_of
+    from tslrec.pipelines.side_information import SideInfoConfig
+    from tslrec.stage2_augment.analysis import category_agreement
+    from tslrec.stage2_augment.embedding_file import load_item_embeddings, save_item_embeddings
+
+    _, ds = write_toy_dataset(tmp_path / "data")
+    tuned = write_export(tmp_path / "tuned", ds, k=4, seed=0)
+    groups = load_item_embeddings(tuned, num_items=ds.num_items).item_groups
+    own = (groups + 1) % 4  # the untuned export's own groups: every item shifted by one
+    untuned = save_item_embeddings(
+        tmp_path / "untuned",
+        torch.randn(ds.num_items + 1, 12),
+        ds.item_ids,
+        ds.name,
+        ds.hash,
+        category_probs=torch.nn.functional.one_hot(own, 4).float(),
+        item_groups=own,
+    )
+    side = SideInfoConfig(item_embeddings=[f"untuned={untuned}", f"tuned={tuned}"])
+    by_source = agreement_of(side, ds)
+    assert list(by_source) == ["untuned", "tuned"]
+    tuned_probs = load_item_embeddings(tuned, num_items=ds.num_items).category_probs
+    assert by_source["tuned"] == category_agreement(tuned_probs, groups)
+    assert by_source["untuned"].c1 == 0.0  # against tuned's groups; against its own it would be 1.0
 
 
 def test_rerun_skips_finished_cells(grid_run, capsys):
