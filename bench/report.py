@@ -321,6 +321,42 @@ def _paper(row: tuple | None) -> str:
     return "–" if row is None else " / ".join(f"{x:.4f}" for x in row)
 
 
+def backbone_ablation_table(name: str, reference: str) -> str:
+    """A `bench/backbones.py --label` ablation: one row per variant, mean ± std over seeds in both protocols, and
+    the Welch test over seeds against the `reference` variant."""
+    runs = load(name)
+    if not runs:
+        return ""
+    by_variant: dict[str, list[dict]] = {}
+    for r in runs:
+        by_variant.setdefault(r["variant"], []).append(r)
+    ref = by_variant.get(reference, [])
+    first = runs[0]
+    lines = [
+        f"**{first['model']} on {first['dataset']}, one setting changed at a time ({name}): test metrics, mean ± "
+        f"std over seeds, against `{reference}` by the Welch t-test over seeds.**",
+        "",
+        "| variant | seeds | HR@10 | NDCG@10 | vs reference (NDCG@10) | NDCG@10 masked | best epoch / run | s/epoch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, rs in by_variant.items():
+        masked = [r["metrics_history_masked"]["NDCG@10"] for r in rs if r.get("metrics_history_masked")]
+        epochs = ", ".join(f"{r['best_epoch']}/{r['epochs']}" for r in rs)
+        lines.append(
+            f"| {variant} | {len(rs)} | {_mean_std(_values(rs, 'HR@10'))} | {_mean_std(_values(rs, 'NDCG@10'))} | "
+            f"{'–' if variant == reference else _seed_test(rs, ref, 'NDCG@10')} | {_mean_std(masked)} | "
+            f"{epochs} | "
+            f"{fmt(sum(r['seconds_per_epoch'] for r in rs) / len(rs), 2)} |"
+        )
+    lines += [
+        "",
+        f"Protocol: {first.get('protocol', 'full ranking')}; masked = the user's whole history removed from the "
+        f"candidates. Devices: {', '.join(sorted({str(r.get('device')) for r in runs}))}.",
+    ]
+    lines += commands_and_commits(runs)
+    return "\n".join(lines)
+
+
 def generic_table(name: str) -> str:
     """A record no other table reads: its metrics and its numeric timings, a row per record."""
     runs = load(name)
@@ -875,7 +911,8 @@ def main() -> None:
         training_speed_table("ml-1m"),
         eval_speed_table(),
         backbones_table("ml-1m"),
-        stage1_prompts_table("ml-100k"),
+        backbone_ablation_table("caser-window-ml-100k", reference="window-5"),
+        *[stage1_prompts_table(n.removeprefix("stage1-prompts-")) for n in record_names("stage1-prompts-")],
         stage1_table(),
         sft_table(),
         lite_tables(),
