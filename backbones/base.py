@@ -10,7 +10,8 @@ Sequences are right-padded with 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
@@ -40,14 +41,17 @@ class BackboneConfig:
     caser_window: int = field(
         default=10,
         metadata={
+            "only": ("Caser",),
             "help": (
                 "Caser: items per convolution window (the paper's 5 comes with a user embedding; without one, 10 "
                 "carries the longer-term taste: bench/results/caser-window-ml-100k.json)"
-            )
+            ),
         },
     )
-    caser_h_filters: int = field(default=16, metadata={"help": "Caser: horizontal filters per height"})
-    caser_v_filters: int = field(default=4, metadata={"help": "Caser: vertical filters"})
+    caser_h_filters: int = field(
+        default=16, metadata={"only": ("Caser",), "help": "Caser: horizontal filters per height"}
+    )
+    caser_v_filters: int = field(default=4, metadata={"only": ("Caser",), "help": "Caser: vertical filters"})
 
     def __post_init__(self) -> None:
         require(self.hidden >= 1, self, "hidden", "need at least 1")
@@ -60,6 +64,14 @@ class BackboneConfig:
         )
         require(0.0 <= self.dropout < 1.0, self, "dropout", "must be in [0, 1)")
         require(self.attn_dropout is None or 0.0 <= self.attn_dropout < 1.0, self, "attn_dropout", "must be in [0, 1)")
+
+
+def settings_read_by(config: dict, models: Iterable[str]) -> dict:
+    """A BackboneConfig as a dict without the fields that none of `models` (class names) reads (metadata "only"):
+    a Caser setting does not bind a SASRec run, so changing its default leaves finished SASRec runs valid."""
+    only = {f.name: f.metadata["only"] for f in fields(BackboneConfig) if "only" in f.metadata}
+    models = set(models)
+    return {k: v for k, v in config.items() if k not in only or models & set(only[k])}
 
 
 class SequentialRecommender(nn.Module):

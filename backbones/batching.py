@@ -111,6 +111,9 @@ def cut_windows(train: list[np.ndarray], max_len: int, mode: str, rng: np.random
     return TrainWindows(torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(lengths))
 
 
+BATCHING = ("length", "random")  # how training windows are grouped into batches (TrainConfig.batching)
+
+
 def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """Shuffled batches of `batch_size` rows in which rows of similar length go together (less padding).
 
@@ -125,6 +128,16 @@ def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: t
         idx = idx[torch.argsort(lengths[idx], descending=True, stable=True)]
         batches.extend(idx[b : b + batch_size] for b in range(0, len(idx), batch_size))
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def epoch_batches(lengths: torch.Tensor, batch_size: int, mode: str, generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's batches of window indices, every window once: `length` buckets similar lengths together
+    (length_bucketed_batches), `random` is a uniform shuffle cut into batches."""
+    if mode == "length":
+        return length_bucketed_batches(lengths, batch_size, generator)
+    if mode == "random":
+        return list(torch.randperm(len(lengths), generator=generator).split(batch_size))
+    raise ValueError(f"unknown batching '{mode}'; use {' or '.join(BATCHING)}")
 
 
 @dataclass

@@ -29,8 +29,8 @@ from tslrec.core.modules import eval_mode, peak_memory_mb
 from tslrec.core.run_state import RunState
 from tslrec.core.settings import require
 
-from .base import SequentialRecommender
-from .batching import WINDOWS, EvalSplit, LeaveOneOutSplits, length_bucketed_batches
+from .base import SequentialRecommender, settings_read_by
+from .batching import BATCHING, WINDOWS, EvalSplit, LeaveOneOutSplits, epoch_batches
 from .evaluation import EvalConfig, EvalResult, evaluate, is_metric_name
 
 
@@ -49,6 +49,16 @@ class TrainConfig:
                 "from the most recent (every item a target each epoch); shifted = the same with a random offset "
                 "each epoch; overlap = windows overlapping by half, each target trained once with at least "
                 "max_len/2 items before it (twice the encoder positions); last = only the most recent window"
+            ),
+        },
+    )
+    batching: str = field(
+        default="length",
+        metadata={
+            "choices": BATCHING,
+            "help": (
+                "length = windows of similar length share a batch (less padding); random = a uniform shuffle "
+                "(every batch a mix of short and long windows)"
             ),
         },
     )
@@ -73,6 +83,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require(self.epochs >= 1, self, "epochs", "need at least 1")
         require(self.batch_size >= 1, self, "batch_size", "need at least 1")
+        require(self.batching in BATCHING, self, "batching", f"use {' or '.join(BATCHING)}")
         require(self.lr > 0, self, "lr", "must be positive")
         require(self.patience >= 1, self, "patience", "need at least 1")
         require(self.grad_clip >= 0, self, "grad_clip", "must be 0 (off) or positive")
@@ -131,15 +142,26 @@ def _flatten(settings: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def setting_changes(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
+def setting_changes(old: dict, new: dict, defaults: dict | None = None) -> list[tuple[str, Any, Any]]:
     """(dotted name, old value, new value) of every setting that differs between two nested settings dicts,
-    in the order of `new` (then the settings only `old` has)."""
-    a, b = _flatten(old), _flatten(new)
+    in the order of `new` (then the settings only `old` has). A setting `old` lacks (added to the code since)
+    is no change when `new` leaves it at its value in `defaults`."""
+    a, b, d = _flatten(old), _flatten(new), _flatten(defaults or {})
     return [
         (k, a.get(k, MISSING), b.get(k, MISSING))
         for k in [*b, *(k for k in a if k not in b)]
-        if a.get(k, MISSING) != b.get(k, MISSING)
+        if a.get(k, MISSING) != b.get(k, MISSING) and not (k not in a and k in d and b[k] == d[k])
     ]
+
+
+def run_setting_changes(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
+    """setting_changes between a run's recorded settings (resume_settings) and this run's: the model settings
+    its model class does not read are left out on both sides, and settings added since count at their defaults."""
+    model = saved.get("model")
+    if isinstance(saved.get("BackboneConfig"), dict):
+        saved = {**saved, "BackboneConfig": settings_read_by(saved["BackboneConfig"], [model])}
+    defaults = {"TrainConfig": asdict(TrainConfig()), "EvalConfig": asdict(EvalConfig())}
+    return setting_changes(saved, current, plain(defaults))
 
 
 def refuse_changed_settings(source: str | Path, changes: list[tuple[str, Any, Any]], what: str = "checkpoint") -> None:
@@ -163,7 +185,7 @@ def resume_settings(model: SequentialRecommender, cfg: TrainConfig, eval_cfg: Ev
     """The settings a checkpoint is tied to: model class and config, train and eval config, plus the caller's."""
     settings: dict[str, Any] = {"model": type(model).__name__}
     if is_dataclass(getattr(model, "cfg", None)):
-        settings["BackboneConfig"] = asdict(model.cfg)
+        settings["BackboneConfig"] = settings_read_by(asdict(model.cfg), [type(model).__name__])
     settings.update(TrainConfig=asdict(cfg), EvalConfig=asdict(eval_cfg), **(extra or {}))
     return plain(settings)
 
@@ -176,7 +198,7 @@ def _check_resume(ckpt: Path, saved: Any, settings: dict, epochs_done: int) -> N
         )
     changes = [
         c
-        for c in setting_changes(saved, settings)
+        for c in run_setting_changes(saved, settings)
         if not (c[0] == GROWABLE and isinstance(c[2], int) and c[2] >= epochs_done)
     ]
     refuse_changed_settings(ckpt, changes)
@@ -254,8 +276,8 @@ def train(
         t0 = time.perf_counter()
         model.train()
         windows = splits.windows(cfg.windows, np.random.default_rng([cfg.seed, state.epoch]))
-        batches = length_bucketed_batches(
-            windows.lengths, cfg.batch_size, torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch)
+        batches = epoch_batches(
+            windows.lengths, cfg.batch_size, cfg.batching, torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch)
         )
         total = torch.zeros((), device=device)  # summed on the device: no host sync per step
         for idx in batches:

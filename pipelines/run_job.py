@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from tslrec.backbones.base import settings_read_by
+from tslrec.backbones.registry import BACKBONES
 from tslrec.core.artifacts import package_versions, read_json, sha256_file, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.settings import as_flags, from_mapping, settings_of
@@ -187,6 +189,27 @@ def check_untuned_export(cfg: dict, jobs: dict[str, Any]) -> None:
         )
 
 
+def with_new_defaults(done: dict, expected: dict, default: dict) -> dict:
+    """A finished stage's recorded job with the settings added to the code since then filled in, where this run
+    leaves them at their defaults: a new option does not make every finished stage run again."""
+    out = dict(done)
+    for key, value in expected.items():
+        if key not in done and key in default and value == default[key]:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(done.get(key), dict) and isinstance(default.get(key), dict):
+            out[key] = with_new_defaults(done[key], value, default[key])
+    return out
+
+
+def binding(job: dict) -> dict:
+    """A job's settings without the model settings none of its backbones reads (a Caser setting does not make a
+    finished SASRec stage 0 stale)."""
+    if not isinstance(job.get("model"), dict):
+        return job
+    names = [job["backbone"]] if "backbone" in job else list(job.get("backbones") or [])
+    return {**job, "model": settings_read_by(job["model"], [BACKBONES[n].__name__ for n in names if n in BACKBONES])}
+
+
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
@@ -233,7 +256,9 @@ def run(args: argparse.Namespace) -> None:
         }
         if not forced and manifest_path.is_file():
             done = read_json(manifest_path, "stage manifest")
-            if {k: done.get(k) for k in expected} == expected:
+            defaults = _plain(asdict(stage.command.defaults))
+            recorded = {**done, "job": binding(with_new_defaults(done.get("job") or {}, expected["job"], defaults))}
+            if {k: recorded.get(k) for k in expected} == {**expected, "job": binding(expected["job"])}:
                 print(f"[{stage.name}] up to date, skipped ({folder})")
                 upstream = _digest(done)
                 if args.until == stage.name:

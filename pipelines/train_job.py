@@ -19,7 +19,7 @@ from tslrec.backbones.training import (
     TrainResult,
     refuse_changed_settings,
     resume_settings,
-    setting_changes,
+    run_setting_changes,
     train,
 )
 from tslrec.core.artifacts import (
@@ -223,7 +223,7 @@ def _finished_run(out: Path, current: dict, job: TrainJob) -> TrainOutcome | Non
             f"{path}: a finished run whose settings were not recorded (an older tslrec); to train again "
             "pass --force (force=True from Python), or write to another --out"
         )
-    refuse_changed_settings(path, setting_changes(record["settings"], current), "finished run")
+    refuse_changed_settings(path, run_setting_changes(record["settings"], current), "finished run")
     return TrainOutcome(record, out)
 
 

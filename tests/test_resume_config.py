@@ -334,3 +334,28 @@ def test_a_finished_train_folder_is_reused_or_refused(tmp_path, capsys):
     assert "finished run was written with --lr 0.001, now 0.01" in err and "--force" in err
     assert main([*argv, "--lr", "0.01", "--force"]) == 0
     assert (tmp_path / "run" / "metrics.json").read_text() != first
+
+
+def test_settings_a_model_does_not_read_or_that_came_later_at_their_default_do_not_bind_a_run():
+    """A SASRec run recorded when Caser's window defaulted to 5, before `batching` existed, still matches the
+    current settings; the same for a Caser run is a change of its window, and a new option set away from its
+    default is a change too."""
+    from dataclasses import asdict, replace
+
+    from tslrec.backbones.evaluation import EvalConfig
+    from tslrec.backbones.training import resume_settings, run_setting_changes
+
+    def recorded(backbone: str) -> dict:
+        model = build_backbone(backbone, BackboneConfig(num_items=20, hidden=8, max_len=6))
+        old = resume_settings(model, TrainConfig(), EvalConfig(), None)
+        old["BackboneConfig"] = {**asdict(model.cfg), "caser_window": 5}  # every field, as written back then
+        del old["TrainConfig"]["batching"]
+        return old
+
+    for backbone in ("sasrec", "caser"):
+        now = build_backbone(backbone, BackboneConfig(num_items=20, hidden=8, max_len=6))
+        current = resume_settings(now, TrainConfig(), EvalConfig(), None)
+        changes = run_setting_changes(recorded(backbone), current)
+        assert [c[0] for c in changes] == ([] if backbone == "sasrec" else ["BackboneConfig.caser_window"])
+        random = resume_settings(now, replace(TrainConfig(), batching="random"), EvalConfig(), None)
+        assert "TrainConfig.batching" in [c[0] for c in run_setting_changes(recorded(backbone), random)]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tslrec.backbones.batching import LeaveOneOutSplits, length_bucketed_batches, window_starts
+from tslrec.backbones.batching import LeaveOneOutSplits, epoch_batches, length_bucketed_batches, window_starts
 
 
 def _targets(windows) -> Counter:
@@ -66,3 +66,14 @@ def test_bucketed_batches_cover_every_row_once_and_group_lengths():
     assert sorted(torch.cat(batches).tolist()) == list(range(8))
     assert all(len(b) == 2 for b in batches)
     assert all(abs(int(lengths[b[0]]) - int(lengths[b[1]])) <= 1 for b in batches)  # long with long
+
+
+def test_random_batching_mixes_lengths_and_covers_every_row_once():
+    """`--batching random` is a plain shuffle: every window once, and batches not sorted by length."""
+    lengths = torch.tensor([1, 50, 2, 49, 3, 48, 4, 47] * 8)
+    batches = epoch_batches(lengths, 8, "random", torch.Generator().manual_seed(0))
+    assert sorted(torch.cat(batches).tolist()) == list(range(64))
+    spread = [int(lengths[b].max() - lengths[b].min()) for b in batches]
+    assert max(spread) > 40  # short and long windows share a batch
+    bucketed = epoch_batches(lengths, 8, "length", torch.Generator().manual_seed(0))
+    assert max(int(lengths[b].max() - lengths[b].min()) for b in bucketed) <= 3
