@@ -27,7 +27,7 @@ from tslrec.core.artifacts import atomic_path
 from tslrec.core.errors import InputError
 from tslrec.core.modules import eval_mode, peak_memory_mb
 from tslrec.core.run_state import RunState
-from tslrec.core.settings import require
+from tslrec.core.settings import as_recorded_before, require
 
 from .base import SequentialRecommender, settings_read_by
 from .batching import BATCHING, WINDOWS, EvalSplit, LeaveOneOutSplits, epoch_batches
@@ -53,12 +53,14 @@ class TrainConfig:
         },
     )
     batching: str = field(
-        default="length",
+        default="random",
         metadata={
             "choices": BATCHING,
+            "before": "length",  # what runs recorded before this setting existed did
             "help": (
-                "length = windows of similar length share a batch (less padding); random = a uniform shuffle "
-                "(every batch a mix of short and long windows)"
+                "random = a uniform shuffle, every batch a mix of short and long windows; length = windows of "
+                "similar length share a batch (less padding, but short windows' targets weigh more: it trained "
+                "worse on Beauty, bench/results/batching-beauty.json)"
             ),
         },
     )
@@ -145,7 +147,7 @@ def _flatten(settings: dict, prefix: str = "") -> dict[str, Any]:
 def setting_changes(old: dict, new: dict, defaults: dict | None = None) -> list[tuple[str, Any, Any]]:
     """(dotted name, old value, new value) of every setting that differs between two nested settings dicts,
     in the order of `new` (then the settings only `old` has). A setting `old` lacks (added to the code since)
-    is no change when `new` leaves it at its value in `defaults`."""
+    is no change when `new` has the value that `defaults` says runs behaved as before it existed."""
     a, b, d = _flatten(old), _flatten(new), _flatten(defaults or {})
     return [
         (k, a.get(k, MISSING), b.get(k, MISSING))
@@ -156,12 +158,13 @@ def setting_changes(old: dict, new: dict, defaults: dict | None = None) -> list[
 
 def run_setting_changes(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
     """setting_changes between a run's recorded settings (resume_settings) and this run's: the model settings
-    its model class does not read are left out on both sides, and settings added since count at their defaults."""
+    its model class does not read are left out on both sides, and a setting added since counts as the value runs
+    behaved as before it (as_recorded_before)."""
     model = saved.get("model")
     if isinstance(saved.get("BackboneConfig"), dict):
         saved = {**saved, "BackboneConfig": settings_read_by(saved["BackboneConfig"], [model])}
-    defaults = {"TrainConfig": asdict(TrainConfig()), "EvalConfig": asdict(EvalConfig())}
-    return setting_changes(saved, current, plain(defaults))
+    before = {"TrainConfig": as_recorded_before(TrainConfig()), "EvalConfig": as_recorded_before(EvalConfig())}
+    return setting_changes(saved, current, plain(before))
 
 
 def refuse_changed_settings(source: str | Path, changes: list[tuple[str, Any, Any]], what: str = "checkpoint") -> None:

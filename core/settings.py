@@ -8,6 +8,8 @@ A setting is a dataclass field with a default and `metadata={"help": "one line"}
     prefix    on a nested dataclass field: put before each of its flags (e.g. "item-" gives --item-llm)
     cli       False: not a flag (set by the program, e.g. the item count)
     required  True: must be given
+    before    for a setting added later: the value that runs recorded before it existed behaved as (when that
+              differs from its default), so a finished run is compared with what it really did
 A field whose type is a dataclass is a group of settings: its fields become flags of their own, with no
 prefix unless one is given. Two settings with one flag are an error when the parser is built.
 
@@ -227,6 +229,19 @@ def replace_nested(config: Any, values: dict[tuple[str, ...], Any]) -> Any:
         inner = {path[1:]: v for path, v in values.items() if len(path) > 1 and path[0] == name}
         here[name] = replace_nested(getattr(config, name), inner)
     return dataclasses.replace(config, **here) if here else config
+
+
+def as_recorded_before(config: Any) -> dict[str, Any]:
+    """dataclasses.asdict(config), with each field that declares `before` at that value: the settings a run
+    recorded before such a field existed is to be read with (see the module docstring)."""
+    out = dataclasses.asdict(config)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = as_recorded_before(value)
+        elif "before" in f.metadata:
+            out[f.name] = f.metadata["before"]
+    return out
 
 
 def as_flags(config: Any, defaults: Any) -> list[str]:

@@ -29,7 +29,7 @@ from tslrec.backbones.base import settings_read_by
 from tslrec.backbones.registry import BACKBONES
 from tslrec.core.artifacts import package_versions, read_json, sha256_file, write_json
 from tslrec.core.errors import InputError
-from tslrec.core.settings import as_flags, from_mapping, settings_of
+from tslrec.core.settings import as_flags, as_recorded_before, from_mapping, settings_of
 from tslrec.stage1_reconstruct.training import SUB_RUN as UNTUNED_SUB_RUN
 
 from . import ablate_job, stage1_job, stage2_job, train_job
@@ -191,7 +191,8 @@ def check_untuned_export(cfg: dict, jobs: dict[str, Any]) -> None:
 
 def with_new_defaults(done: dict, expected: dict, default: dict) -> dict:
     """A finished stage's recorded job with the settings added to the code since then filled in, where this run
-    leaves them at their defaults: a new option does not make every finished stage run again."""
+    sets them to what the stage did before they existed (`default`: as_recorded_before of the job's defaults): a
+    new option does not make every finished stage run again, and a new default that changes behaviour does."""
     out = dict(done)
     for key, value in expected.items():
         if key not in done and key in default and value == default[key]:
@@ -256,8 +257,8 @@ def run(args: argparse.Namespace) -> None:
         }
         if not forced and manifest_path.is_file():
             done = read_json(manifest_path, "stage manifest")
-            defaults = _plain(asdict(stage.command.defaults))
-            recorded = {**done, "job": binding(with_new_defaults(done.get("job") or {}, expected["job"], defaults))}
+            before = _plain(as_recorded_before(stage.command.defaults))
+            recorded = {**done, "job": binding(with_new_defaults(done.get("job") or {}, expected["job"], before))}
             if {k: recorded.get(k) for k in expected} == {**expected, "job": binding(expected["job"])}:
                 print(f"[{stage.name}] up to date, skipped ({folder})")
                 upstream = _digest(done)

@@ -172,9 +172,10 @@ def test_run_prints_the_final_report_once(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out.count("REPORT-TABLE") == 1
 
 
-def test_a_setting_added_since_a_stage_finished_does_not_rerun_it(tmp_path, monkeypatch, capsys):
-    """A manifest written before an option existed still matches while the config leaves the option at its
-    default, so the finished stages are skipped; setting the option re-runs that stage."""
+def test_a_setting_added_since_a_stage_finished_counts_as_what_the_stage_did(tmp_path, monkeypatch, capsys):
+    """A manifest written before an option existed is read with the value the stage behaved as back then (the
+    field's `before`): equal to it, the finished stages are skipped (the chain's digests still match); the new
+    default, which behaves differently, re-runs the stage. A Caser setting never binds a SASRec stage."""
     from tslrec.pipelines import run_job
 
     ran = []
@@ -189,15 +190,16 @@ def test_a_setting_added_since_a_stage_finished_does_not_rerun_it(tmp_path, monk
     assert main(["run", "--config", str(config), "--until", "stage1"]) == 0
     manifest = tmp_path / "out" / "stage0" / "stage_manifest.json"
     old = json.loads(manifest.read_text())
-    del old["job"]["train"]["batching"]  # as written before the option existed
+    del old["job"]["train"]["batching"]  # as written before the option existed, when batches were by length
     old["job"]["model"]["caser_window"] = 5  # and under an older Caser default, which SASRec does not read
     manifest.write_text(json.dumps(old))
     next_manifest = tmp_path / "out" / "stage1" / "stage_manifest.json"  # which recorded that file's digest
     next_manifest.write_text(json.dumps({**json.loads(next_manifest.read_text()), "upstream": run_job._digest(old)}))
     ran.clear()
-    assert main(["run", "--config", str(config), "--until", "stage1"]) == 0
-    assert ran == [] and "[stage1] up to date" in capsys.readouterr().out  # the chain's digests still match
-    assert main(["run", "--config", str(config), "--until", "stage1", "--set", "stages.stage0.batching=random"]) == 0
+    length = ["--set", "stages.stage0.batching=length"]
+    assert main(["run", "--config", str(config), "--until", "stage1", *length]) == 0
+    assert ran == [] and "[stage1] up to date" in capsys.readouterr().out
+    assert main(["run", "--config", str(config), "--until", "stage1"]) == 0  # the default is random now
     assert ran == ["TrainJob", "Stage1Job"]
 
 

@@ -336,10 +336,10 @@ def test_a_finished_train_folder_is_reused_or_refused(tmp_path, capsys):
     assert (tmp_path / "run" / "metrics.json").read_text() != first
 
 
-def test_settings_a_model_does_not_read_or_that_came_later_at_their_default_do_not_bind_a_run():
-    """A SASRec run recorded when Caser's window defaulted to 5, before `batching` existed, still matches the
-    current settings; the same for a Caser run is a change of its window, and a new option set away from its
-    default is a change too."""
+def test_settings_a_model_does_not_read_do_not_bind_a_run_and_later_ones_count_as_what_it_did():
+    """A SASRec run recorded when Caser's window defaulted to 5, before `batching` existed, matches settings that
+    batch by length as it did; the same for a Caser run is a change of its window, and the new default batching
+    (random) is a change too."""
     from dataclasses import asdict, replace
 
     from tslrec.backbones.evaluation import EvalConfig
@@ -354,8 +354,8 @@ def test_settings_a_model_does_not_read_or_that_came_later_at_their_default_do_n
 
     for backbone in ("sasrec", "caser"):
         now = build_backbone(backbone, BackboneConfig(num_items=20, hidden=8, max_len=6))
-        current = resume_settings(now, TrainConfig(), EvalConfig(), None)
-        changes = run_setting_changes(recorded(backbone), current)
+        length = resume_settings(now, replace(TrainConfig(), batching="length"), EvalConfig(), None)
+        changes = run_setting_changes(recorded(backbone), length)  # what it did before `batching` existed
         assert [c[0] for c in changes] == ([] if backbone == "sasrec" else ["BackboneConfig.caser_window"])
-        random = resume_settings(now, replace(TrainConfig(), batching="random"), EvalConfig(), None)
-        assert "TrainConfig.batching" in [c[0] for c in run_setting_changes(recorded(backbone), random)]
+        default = resume_settings(now, TrainConfig(), EvalConfig(), None)  # random batches: another behaviour
+        assert "TrainConfig.batching" in [c[0] for c in run_setting_changes(recorded(backbone), default)]
