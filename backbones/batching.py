@@ -140,6 +140,15 @@ def epoch_batches(lengths: torch.Tensor, batch_size: int, mode: str, generator: 
     raise ValueError(f"unknown batching '{mode}'; use {' or '.join(BATCHING)}")
 
 
+def target_weights(targets: torch.Tensor, batches: list[torch.Tensor]) -> list[float]:
+    """Per batch, its number of targets over the epoch's mean per batch. A batch's mean loss times its weight,
+    summed over the epoch, is len(batches) times the mean loss over every target: each target weighs the same,
+    however the batches group short and long windows (`targets` [W, L], 0 = none)."""
+    counts = [int((targets[idx] > 0).sum()) for idx in batches]
+    per_batch = sum(counts) / len(batches)
+    return [c / per_batch for c in counts]
+
+
 @dataclass
 class EvalSplit:
     """Model inputs and targets for one evaluation split."""

@@ -190,16 +190,16 @@ def test_a_setting_added_since_a_stage_finished_counts_as_what_the_stage_did(tmp
     assert main(["run", "--config", str(config), "--until", "stage1"]) == 0
     manifest = tmp_path / "out" / "stage0" / "stage_manifest.json"
     old = json.loads(manifest.read_text())
-    del old["job"]["train"]["batching"]  # as written before the option existed, when batches were by length
+    del old["job"]["train"]["loss_weight"]  # as written before the option existed, when batches were unweighted
     old["job"]["model"]["caser_window"] = 5  # and under an older Caser default, which SASRec does not read
     manifest.write_text(json.dumps(old))
     next_manifest = tmp_path / "out" / "stage1" / "stage_manifest.json"  # which recorded that file's digest
     next_manifest.write_text(json.dumps({**json.loads(next_manifest.read_text()), "upstream": run_job._digest(old)}))
     ran.clear()
-    length = ["--set", "stages.stage0.batching=length"]
-    assert main(["run", "--config", str(config), "--until", "stage1", *length]) == 0
+    as_then = ["--set", "stages.stage0.loss_weight=batch"]
+    assert main(["run", "--config", str(config), "--until", "stage1", *as_then]) == 0
     assert ran == [] and "[stage1] up to date" in capsys.readouterr().out
-    assert main(["run", "--config", str(config), "--until", "stage1"]) == 0  # the default is random now
+    assert main(["run", "--config", str(config), "--until", "stage1"]) == 0  # the default weighs each target
     assert ran == ["TrainJob", "Stage1Job"]
 
 

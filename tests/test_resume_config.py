@@ -337,9 +337,9 @@ def test_a_finished_train_folder_is_reused_or_refused(tmp_path, capsys):
 
 
 def test_settings_a_model_does_not_read_do_not_bind_a_run_and_later_ones_count_as_what_it_did():
-    """A SASRec run recorded when Caser's window defaulted to 5, before `batching` existed, matches settings that
-    batch by length as it did; the same for a Caser run is a change of its window, and the new default batching
-    (random) is a change too."""
+    """A SASRec run recorded when Caser's window defaulted to 5, before `batching` and `loss_weight` existed,
+    matches settings that do what it did (length batches, each batch's mean loss); the same for a Caser run is a
+    change of its window, and the new default loss weighting (per target) is a change too."""
     from dataclasses import asdict, replace
 
     from tslrec.backbones.evaluation import EvalConfig
@@ -349,13 +349,14 @@ def test_settings_a_model_does_not_read_do_not_bind_a_run_and_later_ones_count_a
         model = build_backbone(backbone, BackboneConfig(num_items=20, hidden=8, max_len=6))
         old = resume_settings(model, TrainConfig(), EvalConfig(), None)
         old["BackboneConfig"] = {**asdict(model.cfg), "caser_window": 5}  # every field, as written back then
-        del old["TrainConfig"]["batching"]
+        del old["TrainConfig"]["batching"], old["TrainConfig"]["loss_weight"]
         return old
 
     for backbone in ("sasrec", "caser"):
         now = build_backbone(backbone, BackboneConfig(num_items=20, hidden=8, max_len=6))
-        length = resume_settings(now, replace(TrainConfig(), batching="length"), EvalConfig(), None)
-        changes = run_setting_changes(recorded(backbone), length)  # what it did before `batching` existed
+        as_then = resume_settings(now, replace(TrainConfig(), loss_weight="batch"), EvalConfig(), None)
+        changes = run_setting_changes(recorded(backbone), as_then)  # what it did before those settings existed
         assert [c[0] for c in changes] == ([] if backbone == "sasrec" else ["BackboneConfig.caser_window"])
-        default = resume_settings(now, TrainConfig(), EvalConfig(), None)  # random batches: another behaviour
-        assert "TrainConfig.batching" in [c[0] for c in run_setting_changes(recorded(backbone), default)]
+        default = resume_settings(now, TrainConfig(), EvalConfig(), None)  # target-weighted loss: another behaviour
+        changed = [c[0] for c in run_setting_changes(recorded(backbone), default)]
+        assert "TrainConfig.loss_weight" in changed and "TrainConfig.batching" not in changed

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from tslrec.backbones.batching import LeaveOneOutSplits, epoch_batches, length_bucketed_batches, window_starts
+from tslrec.backbones.batching import (
+    LeaveOneOutSplits,
+    epoch_batches,
+    length_bucketed_batches,
+    target_weights,
+    window_starts,
+)
 
 
 def _targets(windows) -> Counter:
@@ -77,3 +83,20 @@ def test_random_batching_mixes_lengths_and_covers_every_row_once():
     assert max(spread) > 40  # short and long windows share a batch
     bucketed = epoch_batches(lengths, 8, "length", torch.Generator().manual_seed(0))
     assert max(int(lengths[b].max() - lengths[b].min()) for b in bucketed) <= 3
+
+
+def test_target_weights_give_every_target_the_same_weight_in_length_bucketed_batches():
+    """Batches of short windows hold few targets; weighting each batch's mean loss by its share of the epoch's
+    targets makes the epoch's summed loss the mean over all targets. Unweighted, the short windows' targets
+    weigh more (the bias that made length-bucketed training worse on Beauty)."""
+    lengths = torch.tensor([1, 2, 1, 2, 50, 49, 48, 50])
+    targets = torch.zeros(8, 50, dtype=torch.long)
+    for row, n in enumerate(lengths.tolist()):
+        targets[row, :n] = 1 + torch.arange(n)
+    per_target = torch.rand(8, 50) * (targets > 0)  # any per-target losses
+    batches = epoch_batches(lengths, 4, "length", torch.Generator().manual_seed(0))
+    batch_means = [float(per_target[b].sum() / (targets[b] > 0).sum()) for b in batches]
+    epoch_mean = float(per_target.sum() / (targets > 0).sum())
+    weights = target_weights(targets, batches)
+    assert sum(w * m for w, m in zip(weights, batch_means)) == pytest.approx(len(batches) * epoch_mean)
+    assert sum(batch_means) != pytest.approx(len(batches) * epoch_mean)  # unweighted: biased toward short windows
