@@ -912,6 +912,7 @@ def main() -> None:
         eval_speed_table(),
         backbones_table("ml-1m"),
         backbone_ablation_table("caser-window-ml-100k", reference="window-5"),
+        *[backbone_ablation_table(n, reference="batching-length") for n in record_names("batching-")],
         *[stage1_prompts_table(n.removeprefix("stage1-prompts-")) for n in record_names("stage1-prompts-")],
         stage1_table(),
         sft_table(),
