@@ -297,8 +297,10 @@ def train(
         )
         weights = target_weights(windows.targets, batches) if cfg.loss_weight == "target" else [1.0] * len(batches)
         total = torch.zeros((), device=device)  # summed on the device: no host sync per step
+        positions = 0  # encoder positions, padding included: the cost the batching decides
         for idx, weight in zip(batches, weights):
             width = int(windows.lengths[idx].max())  # trim all-padding columns
+            positions += width * len(idx)
             inputs = windows.inputs[idx, :width].to(device)  # [B, width]
             targets = windows.targets[idx, :width].to(device)  # [B, width]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -325,6 +327,7 @@ def train(
                 "train_seconds": train_seconds,
                 "elapsed_seconds": state.elapsed,  # since the start: training and validation
                 "targets": windows.num_targets,
+                "positions": positions,
             }
         )
         if state.record(score, state.epoch, higher_is_better=True, min_delta=cfg.min_delta):

@@ -100,3 +100,21 @@ def test_target_weights_give_every_target_the_same_weight_in_length_bucketed_bat
     weights = target_weights(targets, batches)
     assert sum(w * m for w, m in zip(weights, batch_means)) == pytest.approx(len(batches) * epoch_mean)
     assert sum(batch_means) != pytest.approx(len(batches) * epoch_mean)  # unweighted: biased toward short windows
+
+
+def test_an_epoch_records_the_encoder_positions_its_batching_costs():
+    """The history records padded encoder positions per epoch: length batches pad little, random ones more."""
+    from tslrec.backbones.base import BackboneConfig
+    from tslrec.backbones.registry import build_backbone
+    from tslrec.backbones.training import TrainConfig, train
+
+    sequences = [np.arange(1, 24), *[np.arange(30, 34) + i for i in range(12)]]  # one long user, many short
+    splits = LeaveOneOutSplits.from_sequences(sequences, 60, max_len=8)
+    positions = {}
+    for mode in ("length", "random"):
+        model = build_backbone("sasrec", BackboneConfig(num_items=60, hidden=8, max_len=8, num_heads=1))
+        cfg = TrainConfig(epochs=1, batch_size=3, batching=mode, seed=1)
+        history = train(model, splits, cfg, torch.device("cpu"), progress=False).history
+        assert history[-1]["targets"] == splits.num_train_targets
+        positions[mode] = history[-1]["positions"]
+    assert splits.num_train_targets <= positions["length"] < positions["random"]
