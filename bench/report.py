@@ -336,22 +336,28 @@ def backbone_ablation_table(name: str, reference: str) -> str:
         f"**{first['model']} on {first['dataset']}, one setting changed at a time ({name}): test metrics, mean ± "
         f"std over seeds, against `{reference}` by the Welch t-test over seeds.**",
         "",
-        "| variant | seeds | HR@10 | NDCG@10 | vs reference (NDCG@10) | NDCG@10 masked | best epoch / run | s/epoch |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | seeds | HR@10 | NDCG@10 | vs reference (NDCG@10) | NDCG@10 masked | best epoch / run "
+        "| s/epoch | encoder positions / targets |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for variant, rs in by_variant.items():
         masked = [r["metrics_history_masked"]["NDCG@10"] for r in rs if r.get("metrics_history_masked")]
         epochs = ", ".join(f"{r['best_epoch']}/{r['epochs']}" for r in rs)
+        last = [(r.get("history") or [{}])[-1] for r in rs]
+        padding = [h["positions"] / h["targets"] for h in last if h.get("positions") and h.get("targets")]
         lines.append(
             f"| {variant} | {len(rs)} | {_mean_std(_values(rs, 'HR@10'))} | {_mean_std(_values(rs, 'NDCG@10'))} | "
             f"{'–' if variant == reference else _seed_test(rs, ref, 'NDCG@10')} | {_mean_std(masked)} | "
             f"{epochs} | "
-            f"{fmt(sum(r['seconds_per_epoch'] for r in rs) / len(rs), 2)} |"
+            f"{fmt(sum(r['seconds_per_epoch'] for r in rs) / len(rs), 2)} | "
+            f"{fmt(sum(padding) / len(padding), 2) if padding else '–'} |"
         )
     lines += [
         "",
         f"Protocol: {first.get('protocol', 'full ranking')}; masked = the user's whole history removed from the "
-        f"candidates. Devices: {', '.join(sorted({str(r.get('device')) for r in runs}))}.",
+        f"candidates. Devices: {', '.join(sorted({str(r.get('device')) for r in runs}))}. Seconds per epoch come "
+        "from whatever else ran on the machine at the time; encoder positions (padding included) per training "
+        "target measure what a batching costs (– = recorded before they were counted).",
     ]
     lines += commands_and_commits(runs)
     return "\n".join(lines)
