@@ -862,16 +862,17 @@ def stage1_prompts_table(dataset: str = "ml-100k") -> str:
         "max_items (targets count exactly the items shown in both).** Held-out MSE on the users' history prompts; "
         "C1 = share of items whose one-item stage-2 category is their k-means group (Fig. 4).",
         "",
-        "| training prompts | LLM | seed | held-out MSE | no-LLM head | LLM / head | C1 | chance "
-        "| stage-1 training s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| training prompts | LLM | seed | held-out MSE | no-LLM head | LLM / head | frozen LLM | C1 | chance "
+        "| steps | stage-1 training s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         m, t = r["metrics"], r["timings"]
         lines.append(
             f"| {r['variant'].removeprefix('prompts-')} | {r['model'].removeprefix('tslrec-stage1-')} | {r['seed']} | "
             f"{fmt(m['mse'], 6)} | {fmt(m['mse_mean_embedding'], 6)} | {fmt(m['mse_ratio_to_mean_embedding'], 3)} | "
-            f"{fmt(m['C1'], 3)} | {fmt(m['chance_top1'], 3)} | {t['stage1_train_seconds']} ({r['device']}) |"
+            f"{fmt(m.get('mse_untuned_llm'), 6)} | {fmt(m['C1'], 3)} | {fmt(m['chance_top1'], 3)} | "
+            f"{t.get('steps', '–')} | {t['stage1_train_seconds']} ({r['device']}) |"
         )
     lines += commands_and_commits(runs)
     return "\n".join(lines)

@@ -37,6 +37,7 @@ def record(dataset: str, label: str, folder: Path) -> dict:
             "mse_mean_embedding": m["mse_mean_embedding"],
             "mse_ratio_to_mean_embedding": m["mse_ratio_to_mean_embedding"],
             "mse_global_mean": m["mse_global_mean"],
+            "mse_untuned_llm": m.get("mse_untuned_llm"),  # the frozen LLM (its variant in untuned_llm_variant)
             "C1": agree["C1"],
             "C2": agree["C2"],
             "chance_top1": agree["chance_top1"],
@@ -50,6 +51,7 @@ def record(dataset: str, label: str, folder: Path) -> dict:
         "config": cfg,
         "versions": s1.get("versions", {}),
         "runs": str(folder),
+        "untuned_llm_variant": m.get("untuned_llm_variant"),
         "note": "MSE on held-out users' last max_items items (the history prompt) for both; C1 on one-item prompts",
     }
 
