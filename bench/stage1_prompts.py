@@ -64,7 +64,7 @@ def main() -> None:
     for entry in args.runs.split(","):
         label, _, folder = entry.partition("=")
         rec = record(args.dataset, label, Path(folder))
-        add(f"stage1-prompts-{args.dataset}", rec)
+        add(f"stage1-prompts-{args.dataset.lower()}", rec)  # file names are lower case, as the others
         m = rec["metrics"]
         print(
             f"{label}: held-out MSE {m['mse']:.6f} (no-LLM head {m['mse_mean_embedding']:.6f}), C1 {m['C1']:.3f} "
