@@ -189,16 +189,16 @@ def check_untuned_export(cfg: dict, jobs: dict[str, Any]) -> None:
         )
 
 
-def with_new_defaults(done: dict, expected: dict, default: dict) -> dict:
+def with_settings_added_since(done: dict, expected: dict, before: dict) -> dict:
     """A finished stage's recorded job with the settings added to the code since then filled in, where this run
-    sets them to what the stage did before they existed (`default`: as_recorded_before of the job's defaults): a
+    sets them to what the stage did before they existed (`before`: as_recorded_before of the job's defaults): a
     new option does not make every finished stage run again, and a new default that changes behaviour does."""
     out = dict(done)
     for key, value in expected.items():
-        if key not in done and key in default and value == default[key]:
+        if key not in done and key in before and value == before[key]:
             out[key] = value
-        elif isinstance(value, dict) and isinstance(done.get(key), dict) and isinstance(default.get(key), dict):
-            out[key] = with_new_defaults(done[key], value, default[key])
+        elif isinstance(value, dict) and isinstance(done.get(key), dict) and isinstance(before.get(key), dict):
+            out[key] = with_settings_added_since(done[key], value, before[key])
     return out
 
 
@@ -258,7 +258,7 @@ def run(args: argparse.Namespace) -> None:
         if not forced and manifest_path.is_file():
             done = read_json(manifest_path, "stage manifest")
             before = _plain(as_recorded_before(stage.command.defaults))
-            recorded = {**done, "job": binding(with_new_defaults(done.get("job") or {}, expected["job"], before))}
+            recorded = {**done, "job": binding(with_settings_added_since(done.get("job") or {}, expected["job"], before))}
             if {k: recorded.get(k) for k in expected} == {**expected, "job": binding(expected["job"])}:
                 print(f"[{stage.name}] up to date, skipped ({folder})")
                 upstream = _digest(done)
