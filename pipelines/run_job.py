@@ -258,7 +258,8 @@ def run(args: argparse.Namespace) -> None:
         if not forced and manifest_path.is_file():
             done = read_json(manifest_path, "stage manifest")
             before = _plain(as_recorded_before(stage.command.defaults))
-            recorded = {**done, "job": binding(with_settings_added_since(done.get("job") or {}, expected["job"], before))}
+            job_then = with_settings_added_since(done.get("job") or {}, expected["job"], before)
+            recorded = {**done, "job": binding(job_then)}
             if {k: recorded.get(k) for k in expected} == {**expected, "job": binding(expected["job"])}:
                 print(f"[{stage.name}] up to date, skipped ({folder})")
                 upstream = _digest(done)
