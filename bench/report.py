@@ -612,7 +612,7 @@ def ablation_tables(name: str) -> str:
     stage2 = [r for r in runs if r.get("model") == "tslrec-stage2"]
     cfg = cells[0]["config"]
     data, model, train = cfg["data"], cfg["model"], cfg["train"]
-    paper = PAPER_TABLE2.get(dataset, {})
+    paper = PAPER_TABLE2.get(str(cells[0]["dataset"]).lower(), {})  # the records' dataset, whatever the file name
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in cells:
         groups.setdefault((r["model"], r["variant"]), []).append(r)
