@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -341,10 +343,26 @@ def run_grid(job: Any, cells: list[Cell], out: Path, tag: str = "") -> int:
     return elsewhere
 
 
-def grid_worker(job: Any, cells: list[Cell], out: Path, threads: int, tag: str) -> None:
-    """One of `run_grid_workers`' processes: `run_grid` on `threads` torch threads, without progress bars."""
+def exit_with_parent(parent: int, every: float = 2.0) -> None:
+    """Block until this process's parent is no longer `parent` (it died, even by SIGKILL), then exit at once: a
+    spawned grid worker must not go on training, orphaned, into a grid that a new run now owns. Its cell keeps
+    its last checkpoint."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
+
+
+def grid_worker(job: Any, cells: list[Cell], out: Path, threads: int, tag: str, parent: int | None = None) -> None:
+    """One of `run_grid_workers`' processes: `run_grid` on `threads` torch threads, without progress bars; a
+    spawned one (`parent` given) stops when its parent process is gone."""
+    if parent is not None:
+        threading.Thread(target=exit_with_parent, args=(parent,), daemon=True).start()
     torch.set_num_threads(threads)
     run_grid(replace(job, runtime=replace(job.runtime, progress=False)), cells, out, tag)
+
+
+def _raise_exit(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def run_grid_workers(job: Any, cells: list[Cell], out: Path, workers: int) -> int:
@@ -360,12 +378,16 @@ def run_grid_workers(job: Any, cells: list[Cell], out: Path, workers: int) -> in
     print(f"training the grid in {workers} processes of {threads} torch thread(s) each", flush=True)
     spawn = multiprocessing.get_context("spawn")  # not fork: a forked OpenMP runtime can hang
     others = [
-        spawn.Process(target=grid_worker, args=(job, cells, out, threads, f"worker {w}: "), name=f"grid worker {w}")
+        spawn.Process(
+            target=grid_worker, args=(job, cells, out, threads, f"worker {w}: ", os.getpid()), name=f"grid worker {w}"
+        )
         for w in range(2, workers + 1)
     ]
     for p in others:
         p.start()
     before = torch.get_num_threads()
+    main_thread = threading.current_thread() is threading.main_thread()  # only there can a handler be set
+    on_term = signal.signal(signal.SIGTERM, _raise_exit) if main_thread else None  # `kill` stops the workers too
     try:
         grid_worker(job, cells, out, threads, "worker 1: ")
         for p in others:
@@ -376,6 +398,8 @@ def run_grid_workers(job: Any, cells: list[Cell], out: Path, workers: int) -> in
         raise
     finally:
         torch.set_num_threads(before)
+        if main_thread:
+            signal.signal(signal.SIGTERM, on_term)
     failed = [p.name for p in others if p.exitcode != 0]
     if failed:
         print(f"{', '.join(failed)} stopped early (exit code != 0); training what they left", flush=True)

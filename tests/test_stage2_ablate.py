@@ -379,3 +379,50 @@ def test_the_settings_check_is_per_source(tmp_path):
         check_settings(old, {**one, DIGESTS: {"gate:tuned": "4" * 64}}, defaults)
     assert check_settings(old, two, defaults) == "tuned"
     assert read_json(old / SETTINGS_FILE)["unlabelled_source"] == "tuned"
+
+
+def test_a_spawned_grid_worker_stops_when_its_parent_is_gone():
+    """An orphaned worker (its parent killed, even with SIGKILL) exits instead of training on into the grid."""
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import threading, time\n"
+        "from tslrec.pipelines.ablation_grid import exit_with_parent\n"
+        "threading.Thread(target=exit_with_parent, args=(-1, 0.1), daemon=True).start()\n"  # -1: never its parent
+        "time.sleep(60)\n"
+    )
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], timeout=50)
+    assert done.returncode == 1 and time.perf_counter() - start < 30
+
+
+def test_sigterm_to_the_grid_stops_its_spawned_workers(tmp_path):
+    """`kill` on `tslrec ablate --workers 2` ends the spawned worker as well (it used to go on, orphaned)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data, _ = write_toy_dataset(tmp_path / "data")
+    argv = [sys.executable, "-m", "tslrec.pipelines.cli", "ablate", "--dataset", str(data)]
+    argv += ["--out", str(tmp_path / "g"), "--backbones", "gru4rec,sasrec", "--fusions", "base", "--seeds", "3"]
+    argv += ["--epochs", "200", "--patience"]
+    argv += ["200", "--hidden", "8", "--layers", "1", "--device", "cpu", "--no-progress", "--workers", "2"]
+    parent = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    children: list[int] = []
+    deadline = time.time() + 120
+    while not children and time.time() < deadline:  # the spawned worker (and the resource tracker)
+        time.sleep(0.5)
+        path = f"/proc/{parent.pid}/task/{parent.pid}/children"
+        children = [int(c) for c in open(path).read().split()] if os.path.exists(path) else []
+    assert children, "no worker was spawned"
+    time.sleep(3)
+    parent.send_signal(signal.SIGTERM)
+    parent.wait(timeout=60)
+    time.sleep(2)
+    running = [c for c in children if os.path.exists(f"/proc/{c}")]
+    alive = [c for c in running if open(f"/proc/{c}/stat").read().split()[2] != "Z"]  # not a zombie
+    assert alive == [], f"workers still running after SIGTERM: {alive}"
