@@ -59,8 +59,8 @@ class TrainConfig:
         metadata={
             "choices": BATCHING,
             "help": (
-                "length = windows of similar length share a batch (little padding: 1.1x the targets on Beauty "
-                "against 8.4x for random); random = a uniform shuffle"
+                "length = windows of similar length share a batch (little padding); random = a uniform shuffle, "
+                "each batch padded to its longest window (the history's `positions` counts what an epoch costs)"
             ),
         },
     )
