@@ -157,11 +157,11 @@ def _flatten(settings: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def setting_changes(old: dict, new: dict, defaults: dict | None = None) -> list[tuple[str, Any, Any]]:
+def setting_changes(old: dict, new: dict, before: dict | None = None) -> list[tuple[str, Any, Any]]:
     """(dotted name, old value, new value) of every setting that differs between two nested settings dicts,
     in the order of `new` (then the settings only `old` has). A setting `old` lacks (added to the code since)
-    is no change when `new` has the value that `defaults` says runs behaved as before it existed."""
-    a, b, d = _flatten(old), _flatten(new), _flatten(defaults or {})
+    is no change when `new` has the value that `before` says runs behaved as before it existed."""
+    a, b, d = _flatten(old), _flatten(new), _flatten(before or {})
     return [
         (k, a.get(k, MISSING), b.get(k, MISSING))
         for k in [*b, *(k for k in a if k not in b)]

@@ -27,6 +27,7 @@ import yaml
 
 from tslrec.backbones.base import settings_read_by
 from tslrec.backbones.registry import BACKBONES
+from tslrec.backbones.training import setting_changes
 from tslrec.core.artifacts import package_versions, read_json, sha256_file, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.settings import as_flags, as_recorded_before, from_mapping, settings_of
@@ -189,19 +190,6 @@ def check_untuned_export(cfg: dict, jobs: dict[str, Any]) -> None:
         )
 
 
-def with_settings_added_since(done: dict, expected: dict, before: dict) -> dict:
-    """A finished stage's recorded job with the settings added to the code since then filled in, where this run
-    sets them to what the stage did before they existed (`before`: as_recorded_before of the job's defaults): a
-    new option does not make every finished stage run again, and a new default that changes behaviour does."""
-    out = dict(done)
-    for key, value in expected.items():
-        if key not in done and key in before and value == before[key]:
-            out[key] = value
-        elif isinstance(value, dict) and isinstance(done.get(key), dict) and isinstance(before.get(key), dict):
-            out[key] = with_settings_added_since(done[key], value, before[key])
-    return out
-
-
 def binding(job: dict) -> dict:
     """A job's settings without the model settings none of its backbones reads (a Caser setting does not make a
     finished SASRec stage 0 stale)."""
@@ -258,9 +246,9 @@ def run(args: argparse.Namespace) -> None:
         if not forced and manifest_path.is_file():
             done = read_json(manifest_path, "stage manifest")
             before = _plain(as_recorded_before(stage.command.defaults))
-            job_then = with_settings_added_since(done.get("job") or {}, expected["job"], before)
-            recorded = {**done, "job": binding(job_then)}
-            if {k: recorded.get(k) for k in expected} == {**expected, "job": binding(expected["job"])}:
+            # a setting added since the stage ran counts as what the stage did then (as_recorded_before)
+            same_job = not setting_changes(binding(done.get("job") or {}), binding(expected["job"]), before)
+            if same_job and all(done.get(k) == expected[k] for k in ("upstream", "inputs")):
                 print(f"[{stage.name}] up to date, skipped ({folder})")
                 upstream = _digest(done)
                 if args.until == stage.name:
