@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from tslrec.core.settings import require
@@ -13,6 +13,7 @@ DEFAULT_SUFFIX = "Response:"
 UNTUNED_BASELINES = ("none", "head", "head+proj")
 KMEANS = ("auto", "kmeans", "minibatch")
 PROMPTS = ("windows", "history")
+BATCHING = ("length", "random")
 
 
 @dataclass
@@ -46,6 +47,17 @@ class Stage1Config:
             "help": (
                 "training prompts: windows = a random run of 1..max_items consecutive training items per user "
                 "and epoch (one-item prompts included, as stage 2 asks); history = the last max_items (the paper)"
+            ),
+        },
+    )
+    batching: str = field(
+        default="length",
+        metadata={
+            "choices": BATCHING,
+            "before": "random",  # what runs recorded before this setting existed did
+            "help": (
+                "training batches: length = users whose prompts are of similar length share a batch (less "
+                "padding); random = the shuffled users cut into batches"
             ),
         },
     )
@@ -106,12 +118,13 @@ class Stage1Config:
     all_users_epochs: float = field(
         default=0.0,
         metadata={
+            "before": 0.0,
             "help": (
                 "after early stopping, continue from the best weights for this many epochs (may be fractional) over "
                 "every user, held-out ones included, so that stage 2 reads an LLM that saw every user; the reported "
                 "held-out MSEs are measured before it (0 = off; max_steps and max_minutes bound the early-stopped "
                 "training only)"
-            )
+            ),
         },
     )
     batch_size: int = field(default=16, metadata={"help": "users per micro-batch"})
@@ -165,6 +178,7 @@ class Stage1Config:
         require(self.max_items >= 1, self, "max_items", "need at least 1")
         require(self.pooling in ("last", "mean"), self, "pooling", "use last or mean")
         require(self.prompts in PROMPTS, self, "prompts", "use windows or history")
+        require(self.batching in BATCHING, self, "batching", "use length or random")
         require(self.item_text_tokens >= 1, self, "item_text_tokens", "need at least 1")
         require(self.lora_r >= 1, self, "lora_r", "need at least 1")
         require(0.0 <= self.lora_dropout < 1.0, self, "lora_dropout", "must be in [0, 1)")
@@ -219,5 +233,8 @@ class Stage1Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Stage1Config:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """The settings a config.json records; a field it lacks reads as its `before` value if it declares one
+        (what the run did before the field existed), else as its default."""
+        before = {f.name: f.metadata["before"] for f in fields(cls) if "before" in f.metadata}
+        known = {f.name for f in fields(cls)}
+        return cls(**{**before, **{k: v for k, v in d.items() if k in known}})

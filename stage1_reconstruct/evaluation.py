@@ -34,18 +34,25 @@ def predict_distributions(
     device: torch.device,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(h_u [U, H], probs [U, K]) for the given users, batched, no gradients."""
-    collate = UserBatches(data, cfg.max_items)
+    """(h_u [U, H], probs [U, K]) for the given users, in their order; batched by prompt length (less padding),
+    no gradients."""
+    users = np.asarray(users, dtype=np.int64)  # [U]
+    text_len = model.encoder.item_text_len  # [N+1] title tokens per item, with item text
+    collate = UserBatches(data, cfg.max_items, tokens_per_item=None if text_len is None else 1 + text_len.cpu().numpy())
+    order = np.argsort([collate.prompt_length(int(u)) for u in users], kind="stable")  # [U]
     hs, ps = [], []
     with quantized_safe_eval(model):
         for start in tqdm(range(0, len(users), cfg.eval_batch_size), desc="predict", disable=not progress, leave=False):
-            ids, mask, _ = collate([int(u) for u in users[start : start + cfg.eval_batch_size]])
+            ids, mask, _ = collate([int(u) for u in users[order[start : start + cfg.eval_batch_size]]])
             ids = ids.to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 h, p = model(table[ids], mask.to(device), ids)
             hs.append(h.float().cpu().numpy())
             ps.append(p.float().cpu().numpy())
-    return np.concatenate(hs), np.concatenate(ps)
+    h_sorted, p_sorted = np.concatenate(hs), np.concatenate(ps)  # [U, H], [U, K] in `order`
+    h_users, p_users = np.empty_like(h_sorted), np.empty_like(p_sorted)
+    h_users[order], p_users[order] = h_sorted, p_sorted
+    return h_users, p_users
 
 
 def distribution_mse(probs: np.ndarray, targets: np.ndarray) -> tuple[float, float]:

@@ -36,7 +36,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ from .data import (
     Stage1Data,
     UserBatches,
     check_item_texts,
-    epoch_order,
+    epoch_batches,
     item_texts_sha256,
     prepare_stage1_data,
     prompt_token_cost,
@@ -244,12 +244,14 @@ def _run_config(
 
 
 def _stage1_settings(cfg: Stage1Config) -> dict[str, Any]:
-    """config.json's Stage1Config. all_users_epochs is left out while off (0), so a run without it writes the same
-    config.json as before the setting existed and keeps its fingerprint (its finished folder and checkpoints stay
-    valid); Stage1Config.from_dict reads the missing key as 0."""
+    """config.json's Stage1Config. A setting at its `before` value (all_users_epochs off, batching random) is left
+    out, so a run that does what runs did before the setting existed writes the same config.json and keeps its
+    fingerprint (its finished folder and checkpoints stay valid); Stage1Config.from_dict reads the missing key back
+    as that value."""
     settings = cfg.to_dict()
-    if not cfg.all_users_epochs:
-        del settings["all_users_epochs"]
+    for f in fields(cfg):
+        if "before" in f.metadata and settings[f.name] == f.metadata["before"]:
+            del settings[f.name]
     return settings
 
 
@@ -391,6 +393,8 @@ class _Stage1Run:
         self.dev, self.main = accelerator.device, accelerator.is_main_process
         self.progress = progress and self.main
         self.table = data.item_embeddings.to(self.dev)  # [N+1, D]
+        text_len = model.encoder.item_text_len  # [N+1] title tokens per item, with item text
+        self.tokens_per_item = None if text_len is None else 1 + text_len.cpu().numpy()  # [N+1] with the soft token
         first = _Phase(
             name="stage1",
             users=data.train_users,
@@ -437,15 +441,21 @@ class _Stage1Run:
             print(f"resuming from {ckpt} at optimizer step {self.state.step}/{self.total_steps}")
 
     def loader_for(self, epoch: int) -> DataLoader:
-        """The phase's batches in its epoch `epoch`. Its own generator keeps DataLoader from drawing on the global
-        RNG, so a resumed run sees the same LoRA-dropout masks as an uninterrupted one."""
-        cfg, epoch = self.cfg, self.phase.first_epoch + epoch
+        """This process's batches in the phase's epoch `epoch`. Every micro-step's users across the processes are one
+        batch of epoch_batches (batch_size users per process), in pieces that accelerate deals out in turn, so the
+        steps take the same users whatever the process count. Its own generator keeps DataLoader from drawing on the
+        global RNG, so a resumed run sees the same LoRA-dropout masks as an uninterrupted one."""
+        cfg, epoch, n = self.cfg, self.phase.first_epoch + epoch, self.accelerator.num_processes
+        prompts = UserBatches(self.data, cfg.max_items, cfg.prompts, cfg.seed, epoch, self.tokens_per_item)
+        together = epoch_batches(self.phase.users, cfg.batch_size * n, cfg.seed, epoch, cfg.batching, prompts)
+        bs = cfg.batch_size
+        users = [piece for b in together for piece in (b[i * bs : (i + 1) * bs] for i in range(n)) if piece]
+        rows = np.cumsum([0] + [len(b) for b in users])
         return self.accelerator.prepare(
             DataLoader(
-                epoch_order(self.phase.users, cfg.seed, epoch),
-                batch_size=cfg.batch_size,
-                shuffle=False,
-                collate_fn=_WithUsers(UserBatches(self.data, cfg.max_items, cfg.prompts, cfg.seed, epoch)),
+                [u for batch in users for u in batch],
+                batch_sampler=[range(a, b) for a, b in zip(rows[:-1], rows[1:], strict=True)],
+                collate_fn=_WithUsers(prompts),
                 generator=torch.Generator().manual_seed(cfg.seed + epoch),
             )
         )

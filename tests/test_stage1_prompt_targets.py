@@ -1,10 +1,12 @@
-"""Stage-1 targets count exactly the items the prompt shows; training prompts are windows down to one item."""
+"""Stage-1 targets count exactly the items the prompt shows; training prompts are windows down to one item;
+training batches put prompts of similar length together."""
 
 import numpy as np
 import pytest
 
 from tslrec.stage1_reconstruct.config import Stage1Config
-from tslrec.stage1_reconstruct.data import UserBatches, prepare_stage1_data
+from tslrec.stage1_reconstruct.data import UserBatches, epoch_batches, epoch_order, prepare_stage1_data
+from tslrec.stage1_reconstruct.training import _stage1_settings
 
 
 @pytest.fixture
@@ -44,3 +46,50 @@ def test_window_prompts_span_one_to_max_items_with_matching_targets(data):
     # a user's window depends on (seed, epoch, user) only: a resumed epoch draws the same prompts
     first = UserBatches(d, cfg.max_items, "windows", seed=0, epoch=3)
     assert np.array_equal(first.window(4), UserBatches(d, cfg.max_items, "windows", seed=0, epoch=3).window(4))
+
+
+def padded_positions(batches: list[list[int]], prompts: UserBatches) -> int:
+    """Item positions the batches cost: each row is padded to its batch's longest prompt."""
+    return sum(len(b) * max(prompts.prompt_length(u) for u in b) for b in batches)
+
+
+def test_length_batches_pad_less_and_train_every_user_once_per_epoch(data):
+    d, cfg = data
+    users = np.arange(12)
+    for epoch in range(5):
+        prompts = UserBatches(d, cfg.max_items, "windows", seed=0, epoch=epoch)
+        by_length = epoch_batches(users, 4, 0, epoch, "length", prompts)
+        shuffled = epoch_batches(users, 4, 0, epoch, "random", prompts)
+        for batches in (by_length, shuffled):
+            assert sorted(u for b in batches for u in b) == list(range(12))  # every user once
+            assert [len(b) for b in batches] == [4, 4, 4]  # the same users per batch: every user weighs the same
+        spans = sorted((min(map(prompts.prompt_length, b)), max(map(prompts.prompt_length, b))) for b in by_length)
+        assert all(hi <= lo for (_, hi), (lo, _) in zip(spans, spans[1:]))  # batches do not interleave in length
+        assert padded_positions(by_length, prompts) <= padded_positions(shuffled, prompts)
+        assert by_length == epoch_batches(users, 4, 0, epoch, "length", prompts)  # a resumed epoch: the same batches
+    prompts = UserBatches(d, cfg.max_items, "windows", seed=0, epoch=0)
+    assert padded_positions(epoch_batches(users, 4, 0, 0, "length", prompts), prompts) < padded_positions(
+        epoch_batches(users, 4, 0, 0, "random", prompts), prompts
+    )
+
+
+def test_random_batches_are_the_shuffled_order_runs_had_before_length_batches(data):
+    d, cfg = data
+    order = epoch_order(np.arange(12), 3, 2)
+    prompts = UserBatches(d, cfg.max_items, "windows", seed=3, epoch=2)
+    assert epoch_batches(np.arange(12), 5, 3, 2, "random", prompts) == [order[:5], order[5:10], order[10:]]
+
+
+def test_history_prompt_length_counts_title_tokens_with_item_text(data):
+    d, cfg = data
+    tokens = np.arange(11) + 1  # item i costs i + 1 positions (i title tokens and its soft token)
+    prompts = UserBatches(d, cfg.max_items, tokens_per_item=tokens)
+    assert prompts.prompt_length(0) == sum(tokens[[6, 7, 8, 9, 10]])  # the last five items it shows
+    assert UserBatches(d, cfg.max_items).prompt_length(0) == 5
+
+
+def test_a_stage1_run_recorded_before_length_batches_reads_as_random_batches():
+    as_before = _stage1_settings(Stage1Config(batching="random"))
+    assert "batching" not in as_before  # batching as runs did before the setting existed: the same config.json
+    assert Stage1Config.from_dict(as_before).batching == "random"  # ... and read back as what that run did
+    assert _stage1_settings(Stage1Config())["batching"] == "length"  # the default is a different run
