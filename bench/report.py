@@ -820,7 +820,7 @@ def summary_table(grids: list[str]) -> str:
 
 def stage1_table() -> str:
     """Every stage-1 record: the tuned LLM's held-out MSE beside the no-LLM baselines, with the ratios."""
-    paths = [p for p in sorted(RESULTS.glob("stage1-*.json")) if not p.stem.startswith("stage1-prompts-")]
+    paths = [p for p in sorted(RESULTS.glob("stage1-*.json")) if not p.stem.startswith(STAGE1_VARIANTS)]
     runs = [r for path in paths for r in load(path.stem)]
     if not runs:
         return ""
@@ -852,27 +852,37 @@ def stage1_table() -> str:
     return "\n".join(lines)
 
 
-def stage1_prompts_table(dataset: str = "ml-100k") -> str:
-    """Training prompts: random windows against the paper's last-N history, same stage-0 table and seed."""
-    runs = load(f"stage1-prompts-{dataset}")
+STAGE1_VARIANTS = ("stage1-prompts-", "stage1-batching-")  # bench/stage1_prompts.py's records, one table each
+STAGE1_VARIANT_TITLES = {
+    "prompts": "training prompts on {dataset}: random windows of 1..max_items items against the paper's last "
+    "max_items (targets count exactly the items shown in both)",
+    "batching": "training batches on {dataset}: users whose prompts are of similar length together (length) "
+    "against shuffled users (random), the same stage-0 table, seed and steps",
+}
+
+
+def stage1_variants_table(name: str) -> str:
+    """Stage-1 runs that differ in one setting (stage1-<what>-<dataset>), the same stage-0 table and seed."""
+    runs = load(name)
     if not runs:
         return ""
+    what, _, dataset = name.removeprefix("stage1-").partition("-")
     lines = [
-        f"**Stage-1 training prompts on {dataset}: random windows of 1..max_items items against the paper's last "
-        "max_items (targets count exactly the items shown in both).** Held-out MSE on the users' history prompts; "
-        "C1 = share of items whose one-item stage-2 category is their k-means group (Fig. 4).",
+        f"**Stage-1 {STAGE1_VARIANT_TITLES[what].format(dataset=dataset)}.** Held-out MSE on the users' history "
+        "prompts; C1 = share of items whose one-item stage-2 category is their k-means group (Fig. 4).",
         "",
-        "| training prompts | LLM | seed | held-out MSE | no-LLM head | LLM / head | frozen LLM | C1 | chance "
-        "| steps | stage-1 training s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| {what} | LLM | seed | held-out MSE | no-LLM head | LLM / head | frozen LLM | C1 | chance "
+        "| steps | stage-1 training s | tokens / s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         m, t = r["metrics"], r["timings"]
         lines.append(
-            f"| {r['variant'].removeprefix('prompts-')} | {r['model'].removeprefix('tslrec-stage1-')} | {r['seed']} | "
+            f"| {r['variant'].removeprefix(what + '-')} | {r['model'].removeprefix('tslrec-stage1-')} | {r['seed']} | "
             f"{fmt(m['mse'], 6)} | {fmt(m['mse_mean_embedding'], 6)} | {fmt(m['mse_ratio_to_mean_embedding'], 3)} | "
             f"{fmt(m.get('mse_untuned_llm'), 6)} | {fmt(m['C1'], 3)} | {fmt(m['chance_top1'], 3)} | "
-            f"{t.get('steps', '–')} | {t['stage1_train_seconds']} ({r['device']}) |"
+            f"{t.get('steps', '–')} | {t['stage1_train_seconds']} ({r['device']}) | "
+            f"{fmt(t['stage1_train_tokens'] / t['stage1_train_seconds'], 1)} |"
         )
     lines += commands_and_commits(runs)
     return "\n".join(lines)
@@ -920,7 +930,7 @@ def main() -> None:
         backbones_table("ml-1m"),
         backbone_ablation_table("caser-window-ml-100k", reference="window-5"),
         *[backbone_ablation_table(n, reference="batching-length") for n in record_names("batching-")],
-        *[stage1_prompts_table(n.removeprefix("stage1-prompts-")) for n in record_names("stage1-prompts-")],
+        *[stage1_variants_table(n) for prefix in STAGE1_VARIANTS for n in record_names(prefix)],
         stage1_table(),
         sft_table(),
         lite_tables(),

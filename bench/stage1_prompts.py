@@ -7,7 +7,12 @@ agreement (Fig. 4 C1), which is what stage 2's one-item prompts depend on.
     tslrec stage2 --stage1-dir runs/ml-100k-s1-history/stage1 --out runs/ml-100k-s1-history/stage2 --bf16
     python bench/stage1_prompts.py --dataset ml-100k --runs windows=runs/ml-100k,history=runs/ml-100k-s1-history
 Each DIR holds stage1/ and stage2/ (a `tslrec run` folder does). Writes bench/results/stage1-prompts-<dataset>.json,
-one record per run, with the tslrec commands that made it.
+one record per run, with the tslrec commands that made it. `--what batching` records runs that differ in
+`--batching` instead (stage1-batching-<dataset>.json), e.g. two one-thread runs side by side on one stage-0 table:
+    tslrec stage1 --train-dir runs/bench-main-job/stage0 --out runs/s1-batching-length/stage1 --epochs 3 --seed 42
+    tslrec stage1 ... --out runs/s1-batching-random/stage1 ... --batching random      (each followed by stage2)
+    python bench/stage1_prompts.py --what batching --dataset ml-100k \
+        --runs length=runs/s1-batching-length,random=runs/s1-batching-random
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from records import add
 from tslrec.core.artifacts import read_json
 
 
-def record(dataset: str, label: str, folder: Path) -> dict:
+def record(dataset: str, what: str, label: str, folder: Path) -> dict:
     s1 = read_json(folder / "stage1" / "metrics.json", "stage-1 metrics")
     cfg = read_json(folder / "stage1" / "config.json", "stage-1 config")
     s2 = read_json(folder / "stage2" / "manifest.json", "stage-2 manifest")["source"]
@@ -29,7 +34,7 @@ def record(dataset: str, label: str, folder: Path) -> dict:
     return {
         "dataset": dataset,
         "model": f"tslrec-stage1-{s2['llm']}",
-        "variant": f"prompts-{label}",
+        "variant": f"{what}-{label}",
         "seed": cfg.get("stage1", cfg).get("seed"),
         "device": f"cpu, {s1['timing'].get('torch_threads')} threads",
         "metrics": {
@@ -60,11 +65,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True)
     p.add_argument("--runs", required=True, help="label=DIR,... (DIR holds stage1/ and stage2/)")
+    p.add_argument("--what", default="prompts", choices=("prompts", "batching"), help="the setting the runs differ in")
     args = p.parse_args()
     for entry in args.runs.split(","):
         label, _, folder = entry.partition("=")
-        rec = record(args.dataset, label, Path(folder))
-        add(f"stage1-prompts-{args.dataset.lower()}", rec)  # file names are lower case, as the others
+        rec = record(args.dataset, args.what, label, Path(folder))
+        add(f"stage1-{args.what}-{args.dataset.lower()}", rec)  # file names are lower case, as the others
         m = rec["metrics"]
         print(
             f"{label}: held-out MSE {m['mse']:.6f} (no-LLM head {m['mse_mean_embedding']:.6f}), C1 {m['C1']:.3f} "
