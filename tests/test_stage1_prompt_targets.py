@@ -92,4 +92,5 @@ def test_a_stage1_run_recorded_before_length_batches_reads_as_random_batches():
     as_before = _stage1_settings(Stage1Config(batching="random"))
     assert "batching" not in as_before  # batching as runs did before the setting existed: the same config.json
     assert Stage1Config.from_dict(as_before).batching == "random"  # ... and read back as what that run did
-    assert _stage1_settings(Stage1Config())["batching"] == "length"  # the default is a different run
+    assert Stage1Config.from_dict(as_before) == Stage1Config(batching="random")
+    assert _stage1_settings(Stage1Config(batching="length"))["batching"] == "length"  # another run: recorded
