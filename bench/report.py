@@ -930,6 +930,7 @@ def main() -> None:
         backbones_table("ml-1m"),
         backbone_ablation_table("caser-window-ml-100k", reference="window-5"),
         *[backbone_ablation_table(n, reference="batching-length") for n in record_names("batching-")],
+        *[backbone_ablation_table(n, reference="weight-batch") for n in record_names("weighting-")],
         *[stage1_variants_table(n) for prefix in STAGE1_VARIANTS for n in record_names(prefix)],
         stage1_table(),
         sft_table(),
