@@ -852,12 +852,14 @@ def stage1_table() -> str:
     return "\n".join(lines)
 
 
-STAGE1_VARIANTS = ("stage1-prompts-", "stage1-batching-")  # bench/stage1_prompts.py's records, one table each
+STAGE1_VARIANTS = ("stage1-prompts-", "stage1-batching-", "stage1-llm-")  # bench/stage1_prompts.py's records
 STAGE1_VARIANT_TITLES = {
     "prompts": "training prompts on {dataset}: random windows of 1..max_items items against the paper's last "
     "max_items (targets count exactly the items shown in both)",
     "batching": "training batches on {dataset}: users whose prompts are of similar length together (length) "
     "against shuffled users (random), the same stage-0 table, seed and steps",
+    "llm": "LLMs on {dataset}: the same stage-0 table, prompts, seed and steps, one LLM after the other on the "
+    "same machine",
 }
 
 

@@ -13,6 +13,7 @@ one record per run, with the tslrec commands that made it. `--what batching` rec
     tslrec stage1 ... --out runs/s1-batching-random/stage1 ... --batching random      (each followed by stage2)
     python bench/stage1_prompts.py --what batching --dataset ml-100k \
         --runs length=runs/s1-batching-length,random=runs/s1-batching-random
+`--what llm` records runs that differ in `--llm` (stage1-llm-<dataset>.json): what a larger LLM costs.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True)
     p.add_argument("--runs", required=True, help="label=DIR,... (DIR holds stage1/ and stage2/)")
-    p.add_argument("--what", default="prompts", choices=("prompts", "batching"), help="the setting the runs differ in")
+    p.add_argument(
+        "--what", default="prompts", choices=("prompts", "batching", "llm"), help="the setting the runs differ in"
+    )
     args = p.parse_args()
     for entry in args.runs.split(","):
         label, _, folder = entry.partition("=")
