@@ -101,13 +101,13 @@ class UserBatches:
         mode: str = "history",
         seed: int = 0,
         epoch: int = 0,
-        tokens_per_item: np.ndarray | None = None,
+        positions_per_item: np.ndarray | None = None,
     ):
         if mode not in PROMPTS:
             raise ValueError(f"Stage1Config.prompts: unknown mode '{mode}'; use one of {', '.join(PROMPTS)}")
         self.data, self.max_items, self.mode = data, max_items, mode
         self.seed, self.epoch = seed, epoch
-        self.tokens_per_item = tokens_per_item  # [N+1] prompt tokens per item (title + soft token); None = 1 each
+        self.positions_per_item = positions_per_item  # [N+1] with item text (title + soft token); None = 1 each
 
     def shown(self, user: int) -> np.ndarray:
         """The training items `user`'s prompt shows in this epoch."""
@@ -118,7 +118,7 @@ class UserBatches:
     def prompt_length(self, user: int) -> int:
         """Item positions (tokens, with item text) of `user`'s prompt in this epoch: what its row costs."""
         shown = self.shown(user)
-        return len(shown) if self.tokens_per_item is None else int(self.tokens_per_item[shown].sum())
+        return len(shown) if self.positions_per_item is None else int(self.positions_per_item[shown].sum())
 
     def window(self, user: int) -> np.ndarray:
         """This epoch's random window of `user`'s training items (1..max_items of them, consecutive)."""
@@ -147,12 +147,12 @@ def epoch_order(users: np.ndarray, seed: int, epoch: int) -> list[int]:
 
 
 def epoch_batches(
-    users: np.ndarray, batch_size: int, seed: int, epoch: int, batching: str, batches: UserBatches
+    users: np.ndarray, batch_size: int, seed: int, epoch: int, batching: str, prompts: UserBatches
 ) -> list[list[int]]:
     """One epoch's micro-batches of training users, every user once, the same after a resume.
 
     batching 'random': the shuffled order (epoch_order) cut into batches. 'length': users whose prompts
-    (batches.prompt_length) are of similar length go together, as the backbones batch their windows
+    (prompts.prompt_length) are of similar length go together, as the backbones batch their windows
     (length_bucketed_batches), so rows are padded less. In both, every batch but the last holds batch_size users,
     so every user weighs the same in the loss wherever a short last batch does not fall.
     """
@@ -161,7 +161,7 @@ def epoch_batches(
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if batching != "length":
         raise ValueError(f"Stage1Config.batching: unknown '{batching}'; use one of {', '.join(BATCHING)}")
-    lengths = torch.tensor([batches.prompt_length(u) for u in order])  # [U]
+    lengths = torch.tensor([prompts.prompt_length(u) for u in order])  # [U]
     generator = torch.Generator().manual_seed(int(np.random.default_rng([seed, epoch, 1]).integers(2**62)))
     batches = [[order[i] for i in rows.tolist()] for rows in length_bucketed_batches(lengths, batch_size, generator)]
     return sorted(batches, key=lambda b: len(b) < batch_size)  # the short batch, if any, last (stable sort)

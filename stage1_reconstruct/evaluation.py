@@ -37,8 +37,7 @@ def predict_distributions(
     """(h_u [U, H], probs [U, K]) for the given users, in their order; batched by prompt length (less padding),
     no gradients."""
     users = np.asarray(users, dtype=np.int64)  # [U]
-    text_len = model.encoder.item_text_len  # [N+1] title tokens per item, with item text
-    collate = UserBatches(data, cfg.max_items, tokens_per_item=None if text_len is None else 1 + text_len.cpu().numpy())
+    collate = UserBatches(data, cfg.max_items, positions_per_item=model.encoder.positions_per_item())
     order = np.argsort([collate.prompt_length(int(u)) for u in users], kind="stable")  # [U]
     hs, ps = [], []
     with quantized_safe_eval(model):

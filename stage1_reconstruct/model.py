@@ -18,6 +18,7 @@ import copy
 import inspect
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -53,6 +54,11 @@ class LLMSequenceEncoder(nn.Module):
     @property
     def has_item_text(self) -> bool:
         return self.item_text_ids is not None
+
+    def positions_per_item(self) -> np.ndarray | None:
+        """[N+1] prompt positions each item takes with item text (its title tokens and its soft token); None
+        without item text, where every item takes one."""
+        return None if self.item_text_len is None else 1 + self.item_text_len.cpu().numpy()
 
     def title_tokens(
         self, item_ids: torch.Tensor | None, mask: torch.Tensor

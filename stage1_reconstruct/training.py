@@ -393,8 +393,7 @@ class _Stage1Run:
         self.dev, self.main = accelerator.device, accelerator.is_main_process
         self.progress = progress and self.main
         self.table = data.item_embeddings.to(self.dev)  # [N+1, D]
-        text_len = model.encoder.item_text_len  # [N+1] title tokens per item, with item text
-        self.tokens_per_item = None if text_len is None else 1 + text_len.cpu().numpy()  # [N+1] with the soft token
+        self.positions_per_item = model.encoder.positions_per_item()  # [N+1], with item text
         first = _Phase(
             name="stage1",
             users=data.train_users,
@@ -446,7 +445,7 @@ class _Stage1Run:
         steps take the same users whatever the process count. Its own generator keeps DataLoader from drawing on the
         global RNG, so a resumed run sees the same LoRA-dropout masks as an uninterrupted one."""
         cfg, epoch, n = self.cfg, self.phase.first_epoch + epoch, self.accelerator.num_processes
-        prompts = UserBatches(self.data, cfg.max_items, cfg.prompts, cfg.seed, epoch, self.tokens_per_item)
+        prompts = UserBatches(self.data, cfg.max_items, cfg.prompts, cfg.seed, epoch, self.positions_per_item)
         together = epoch_batches(self.phase.users, cfg.batch_size * n, cfg.seed, epoch, cfg.batching, prompts)
         bs = cfg.batch_size
         users = [piece for b in together for piece in (b[i * bs : (i + 1) * bs] for i in range(n)) if piece]

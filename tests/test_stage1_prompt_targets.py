@@ -83,7 +83,7 @@ def test_random_batches_are_the_shuffled_order_runs_had_before_length_batches(da
 def test_history_prompt_length_counts_title_tokens_with_item_text(data):
     d, cfg = data
     tokens = np.arange(11) + 1  # item i costs i + 1 positions (i title tokens and its soft token)
-    prompts = UserBatches(d, cfg.max_items, tokens_per_item=tokens)
+    prompts = UserBatches(d, cfg.max_items, positions_per_item=tokens)
     assert prompts.prompt_length(0) == sum(tokens[[6, 7, 8, 9, 10]])  # the last five items it shows
     assert UserBatches(d, cfg.max_items).prompt_length(0) == 5
 
