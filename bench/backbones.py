@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from peak import matmul_peak_gflops
 from records import add
 
 from tslrec.backbones.batching import LeaveOneOutSplits
@@ -28,18 +29,6 @@ from tslrec.core.settings import add_arguments, from_namespace
 from tslrec.pipelines.data import load_dataset
 from tslrec.pipelines.recommend_job import rebuild_model
 from tslrec.pipelines.train_job import TrainJob, train_backbone
-
-
-def matmul_peak_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """Best GFLOP/s of an n x n x n matmul in `dtype` on this CPU/GPU, measured now."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
 
 
 def train_flops_per_target(job: TrainJob, num_items: int) -> float:

@@ -874,8 +874,8 @@ def stage1_variants_table(name: str) -> str:
         "prompts; C1 = share of items whose one-item stage-2 category is their k-means group (Fig. 4).",
         "",
         f"| {what} | LLM | seed | held-out MSE | no-LLM head | LLM / head | frozen LLM | C1 | chance "
-        "| steps | stage-1 training s | tokens / s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| steps | stage-1 training s | tokens / s | share of the bf16 matmul peak |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         m, t = r["metrics"], r["timings"]
@@ -884,8 +884,14 @@ def stage1_variants_table(name: str) -> str:
             f"{fmt(m['mse'], 6)} | {fmt(m['mse_mean_embedding'], 6)} | {fmt(m['mse_ratio_to_mean_embedding'], 3)} | "
             f"{fmt(m.get('mse_untuned_llm'), 6)} | {fmt(m['C1'], 3)} | {fmt(m['chance_top1'], 3)} | "
             f"{t.get('steps', '–')} | {t['stage1_train_seconds']} ({r['device']}) | "
-            f"{fmt(t['stage1_train_tokens'] / t['stage1_train_seconds'], 1)} |"
+            f"{fmt(t['stage1_train_tokens'] / t['stage1_train_seconds'], 1)} | "
+            f"{fmt(t.get('fraction_of_matmul_peak'), 3)} |"
         )
+    lines += [
+        "",
+        "Share of the peak: 4 x the LLM body's parameters in FLOPs per real prompt token, against the bf16 matmul "
+        "peak on the run's threads measured when the record was made (– = recorded before it was).",
+    ]
     lines += commands_and_commits(runs)
     return "\n".join(lines)
 
