@@ -88,7 +88,7 @@ def untuned_head_baseline(
     encoder.match_token_scale(data.item_embeddings[1:][torch.randperm(data.item_embeddings.shape[0] - 1)[:2048]])
     if titles is not None:
         encoder.use_item_text(titles)
-    frozen = ReconstructionModel(encoder, cfg.k).to(device)
+    frozen = ReconstructionModel(encoder, cfg.k, cfg.head_norm).to(device)
     table = data.item_embeddings.to(device)
     parts = split_users(data)
     order = np.concatenate(list(parts.values()))

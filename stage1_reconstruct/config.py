@@ -14,6 +14,7 @@ UNTUNED_BASELINES = ("none", "head", "head+proj")
 KMEANS = ("auto", "kmeans", "minibatch")
 PROMPTS = ("windows", "history")
 BATCHING = ("length", "random")
+HEAD_NORMS = ("none", "rms")
 
 
 @dataclass
@@ -83,6 +84,17 @@ class Stage1Config:
         metadata={
             "choices": ("last", "mean"),
             "help": "last (hidden state of 'Response:''s last token) | mean (masked mean of all positions)",
+        },
+    )
+    head_norm: str = field(
+        default="none",
+        metadata={
+            "choices": HEAD_NORMS,
+            "before": "none",  # what runs recorded before this setting existed did
+            "help": (
+                "the head's input: none = the pooled hidden state as is (the paper); rms = divided by its root mean "
+                "square, so --head-lr means the same for LLMs whose hidden states differ in scale"
+            ),
         },
     )
     # LoRA
@@ -180,6 +192,7 @@ class Stage1Config:
         require(self.pooling in ("last", "mean"), self, "pooling", "use last or mean")
         require(self.prompts in PROMPTS, self, "prompts", "use windows or history")
         require(self.batching in BATCHING, self, "batching", "use length or random")
+        require(self.head_norm in HEAD_NORMS, self, "head_norm", "use none or rms")
         require(self.item_text_tokens >= 1, self, "item_text_tokens", "need at least 1")
         require(self.lora_r >= 1, self, "lora_r", "need at least 1")
         require(0.0 <= self.lora_dropout < 1.0, self, "lora_dropout", "must be in [0, 1)")

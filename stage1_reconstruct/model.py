@@ -249,12 +249,14 @@ def _checkpointing(llm: nn.Module) -> bool:
 
 
 class ReconstructionModel(nn.Module):
-    """LLMSequenceEncoder + softmax head over K groups."""
+    """LLMSequenceEncoder + softmax head over K groups. head_norm 'rms' divides the head's input by its root mean
+    square (Stage1Config.head_norm), so the head sees the same scale whatever the LLM."""
 
-    def __init__(self, encoder: LLMSequenceEncoder, k: int):
+    def __init__(self, encoder: LLMSequenceEncoder, k: int, head_norm: str = "none"):
         super().__init__()
         self.encoder = encoder
         self.k = k
+        self.head_norm = head_norm
         self.head = nn.Linear(encoder.hidden, k)  # W, b of Eq. 2
 
     def forward(
@@ -266,7 +268,9 @@ class ReconstructionModel(nn.Module):
         return h, self.group_probs(h)
 
     def group_probs(self, h: torch.Tensor) -> torch.Tensor:
-        """h [B, H] -> softmax(W h + b) [B, K], float32 (Eq. 2)."""
+        """h [B, H] -> softmax(W h + b) [B, K], float32 (Eq. 2); with head_norm 'rms', h / rms(h) instead of h."""
+        if self.head_norm == "rms":
+            h = h.float() * torch.rsqrt(h.float().pow(2).mean(dim=-1, keepdim=True) + 1e-6)  # [B, H]
         return torch.softmax(self.head(h.to(self.head.weight.dtype)).float(), dim=-1)
 
     @torch.no_grad()

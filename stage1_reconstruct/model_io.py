@@ -50,7 +50,7 @@ def build_reconstruction_model(
         if titles is None:
             raise ValueError("Stage1Config.item_text: build_reconstruction_model needs the items' title tokens")
         encoder.use_item_text(titles)
-    return ReconstructionModel(encoder, cfg.k)
+    return ReconstructionModel(encoder, cfg.k, cfg.head_norm)
 
 
 def save_reconstruction_model(model: ReconstructionModel, out_dir: str | Path) -> None:
@@ -102,7 +102,7 @@ def load_reconstruction_model(
     if cfg.item_text:
         _check_item_texts(stage1_dir / CONFIG_FILE, config, item_texts)
         encoder.use_item_text(tokenize_item_texts(tokenizer, item_texts, cfg.item_text_tokens))
-    model = ReconstructionModel(encoder, cfg.k)
+    model = ReconstructionModel(encoder, cfg.k, cfg.head_norm)
     heads = load_tensors(stage1_dir / HEADS_FILE, "stage 1 projection/head weights")
     targets = {
         "item_proj.weight": encoder.item_proj.weight,

@@ -108,3 +108,19 @@ def test_minutes_budget_stops_after_one_step_and_validates_it(tiny_llm_cfg, tmp_
     assert metrics["steps"] == 1
     log = read_json(tmp_path / "budget" / "log.json")
     assert [r["step"] for r in log if "val_mse" in r] == [1]  # the last weights are validated before stopping
+
+
+def test_rms_head_norm_reads_the_pooled_state_at_one_scale_and_reloads_with_it(tiny_llm_cfg, tmp_path):
+    cfg = quick_cfg(head_norm="rms", max_steps=3)
+    metrics = train_stage1(TABLE, SEQS, tmp_path / "rms", cfg, tiny_llm_cfg, device="cpu", progress=False)
+    model, _ = load_reconstruction_model(tmp_path / "rms")
+    assert model.head_norm == "rms"  # stage 2 reads the head as it was trained
+    data = prepare_stage1_data(TABLE, SEQS, cfg)
+    _, probs = predict_distributions(model, data.item_embeddings, data, data.test_users, cfg, torch.device("cpu"))
+    mse, _ = distribution_mse(probs, data.targets[data.test_users])
+    assert mse == pytest.approx(metrics["metrics"]["mse"], rel=1e-4)
+    h = torch.randn(5, model.encoder.hidden)
+    assert torch.allclose(model.group_probs(3.0 * h), model.group_probs(h), atol=1e-6)  # an LLM 3x louder: same head
+    model.head_norm = "none"
+    assert not torch.allclose(model.group_probs(3.0 * h), model.group_probs(h), atol=1e-6)
+    assert Stage1Config.from_dict({}).head_norm == "none"  # a run recorded before the setting: the paper's head
