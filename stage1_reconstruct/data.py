@@ -167,6 +167,14 @@ def epoch_batches(
     return sorted(batches, key=lambda b: len(b) < batch_size)  # the short batch, if any, last (stable sort)
 
 
+def pieces_for_processes(batches: list[list[int]], batch_size: int, processes: int) -> list[list[int]]:
+    """Each batch of up to batch_size * processes users cut into `processes` pieces of batch_size, in order (empty
+    pieces dropped). accelerate deals a loader's batches out to the processes in turn, so process p trains on piece p
+    of every batch, and a step takes the same users whatever the process count."""
+    pieces = (b[i * batch_size : (i + 1) * batch_size] for b in batches for i in range(processes))
+    return [piece for piece in pieces if piece]
+
+
 def item_texts_sha256(texts: list[str]) -> str:
     """sha256 of the item texts shown in prompts (recorded in config.json; stage 2 checks its dataset against it)."""
     return hashlib.sha256("\x1f".join(texts).encode()).hexdigest()

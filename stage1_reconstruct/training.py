@@ -61,6 +61,7 @@ from .data import (
     check_item_texts,
     epoch_batches,
     item_texts_sha256,
+    pieces_for_processes,
     prepare_stage1_data,
     prompt_token_cost,
 )
@@ -447,8 +448,7 @@ class _Stage1Run:
         cfg, epoch, n = self.cfg, self.phase.first_epoch + epoch, self.accelerator.num_processes
         prompts = UserBatches(self.data, cfg.max_items, cfg.prompts, cfg.seed, epoch, self.positions_per_item)
         together = epoch_batches(self.phase.users, cfg.batch_size * n, cfg.seed, epoch, cfg.batching, prompts)
-        bs = cfg.batch_size
-        users = [piece for b in together for piece in (b[i * bs : (i + 1) * bs] for i in range(n)) if piece]
+        users = pieces_for_processes(together, cfg.batch_size, n)
         rows = np.cumsum([0] + [len(b) for b in users])
         return self.accelerator.prepare(
             DataLoader(

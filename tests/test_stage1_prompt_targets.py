@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from tslrec.stage1_reconstruct.config import Stage1Config
-from tslrec.stage1_reconstruct.data import UserBatches, epoch_batches, epoch_order, prepare_stage1_data
+from tslrec.stage1_reconstruct.data import (
+    UserBatches,
+    epoch_batches,
+    epoch_order,
+    pieces_for_processes,
+    prepare_stage1_data,
+)
 from tslrec.stage1_reconstruct.training import _stage1_settings
 
 
@@ -94,3 +100,15 @@ def test_a_stage1_run_recorded_before_length_batches_reads_as_random_batches():
     assert Stage1Config.from_dict(as_before).batching == "random"  # ... and read back as what that run did
     assert Stage1Config.from_dict(as_before) == Stage1Config(batching="random")
     assert _stage1_settings(Stage1Config(batching="length"))["batching"] == "length"  # another run: recorded
+
+
+@pytest.mark.parametrize("batching", ["length", "random"])
+def test_two_processes_take_the_users_of_one_process_step_by_step(data, batching):
+    d, cfg = data
+    prompts = UserBatches(d, cfg.max_items, "windows", seed=0, epoch=1)
+    one = epoch_batches(np.arange(12), 4, 0, 1, batching, prompts)  # one process, 4 users a step
+    dealt = pieces_for_processes(epoch_batches(np.arange(12), 2 * 2, 0, 1, batching, prompts), 2, 2)
+    by_process = dealt[0::2], dealt[1::2]  # accelerate deals the loader's batches out in turn
+    assert all(len(p) == 2 for p in dealt)
+    for step, users in enumerate(one):
+        assert sorted(by_process[0][step] + by_process[1][step]) == sorted(users)
