@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
 
 from records import add
 
@@ -37,7 +38,7 @@ def main() -> None:
         run = replace(
             job,
             train=replace(job.train, strategy=variant),
-            out=f"{args.runs}/{job.dataset}-{variant}{'+' + args.tag if args.tag else ''}-s{job.train.seed}",
+            out=f"{args.runs}/{Path(job.dataset).name}-{variant}{'+' + args.tag if args.tag else ''}-s{job.train.seed}",
         )
         record, _ = run_lite(run)
         if args.tag:  # a record per setting: the key (dataset, model, variant, seed, device) tells them apart

@@ -42,7 +42,7 @@ def ensure_train_dir(args: argparse.Namespace) -> Path:
     """The `tslrec train` folder to start from; trains SASRec (exporting its item table) if needed."""
     if args.train_dir:
         return Path(args.train_dir)
-    folder = Path(f"runs/{args.dataset}-sasrec-s42")
+    folder = Path(f"runs/{Path(args.dataset).name}-sasrec-s42")
     if not (folder / "item_embeddings.safetensors").is_file() or not (folder / "metrics.json").is_file():
         train_backbone(
             TrainJob(
