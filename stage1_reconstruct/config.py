@@ -87,13 +87,14 @@ class Stage1Config:
         },
     )
     head_norm: str = field(
-        default="none",
+        default="rms",
         metadata={
             "choices": HEAD_NORMS,
             "before": "none",  # what runs recorded before this setting existed did
             "help": (
-                "the head's input: none = the pooled hidden state as is (the paper); rms = divided by its root mean "
-                "square, so --head-lr means the same for LLMs whose hidden states differ in scale"
+                "the head's input: rms = the pooled hidden state divided by its root mean square, so --head-lr means "
+                "the same for LLMs whose hidden states differ in scale (Qwen2.5-0.5B diverges without it: "
+                "bench/results/stage1-llm-ml-100k.json); none = as is (the paper)"
             ),
         },
     )
