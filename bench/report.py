@@ -163,7 +163,7 @@ def cpu_backbones_table(dataset: str = "ml-1m") -> str:
         setting = (
             f"max_len {c['data']['max_len']}, H {c['model']['hidden']}, heads {c['model']['num_heads']}, "
             f"dropout {c['model']['dropout']}, windows {c['train'].get('windows', 'last')}, "
-            f"{'bf16' if c['train']['bf16'] else 'fp32'}"
+            f"loss weight {c['train'].get('loss_weight', 'batch')}, {'bf16' if c['train']['bf16'] else 'fp32'}"
         )
         share = f"{t['train_gflops']} GFLOP/s, {t['fraction_of_matmul_peak']:.0%}" if "train_gflops" in t else "–"
         lines.append(
