@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from tslrec.backbones.batching import BATCHING  # the backbones' batchings, the same two ways
 from tslrec.core.settings import require
 
 DEFAULT_PREFIX = "Given the user's purchase history, predict the user's distribution among {k} purchase preferences."
@@ -13,7 +14,6 @@ DEFAULT_SUFFIX = "Response:"
 UNTUNED_BASELINES = ("none", "head", "head+proj")
 KMEANS = ("auto", "kmeans", "minibatch")
 PROMPTS = ("windows", "history")
-BATCHING = ("length", "random")
 HEAD_NORMS = ("none", "rms")
 
 
