@@ -27,6 +27,8 @@ from tslrec.llm.loading import hidden_size, quantized_safe_eval, transformer_bod
 from tslrec.llm.pooling import pool
 from tslrec.llm.soft_prompt import ItemTokens, SoftPromptBuilder, match_token_scale
 
+from .config import HEAD_NORMS
+
 
 class LLMSequenceEncoder(nn.Module):
     """Item embeddings [B, T, D] + mask [B, T] -> one LLM pass per row -> pooled hidden state [B, H]."""
@@ -254,6 +256,8 @@ class ReconstructionModel(nn.Module):
 
     def __init__(self, encoder: LLMSequenceEncoder, k: int, head_norm: str = "none"):
         super().__init__()
+        if head_norm not in HEAD_NORMS:
+            raise ValueError(f"Stage1Config.head_norm: unknown '{head_norm}'; use one of {', '.join(HEAD_NORMS)}")
         self.encoder = encoder
         self.k = k
         self.head_norm = head_norm
