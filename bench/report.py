@@ -461,49 +461,66 @@ def _protocols(r: dict) -> list[tuple[str, dict]]:
     return out
 
 
+LITE_KEYS = ["Recall@10", "Recall@20", "NDCG@10", "NDCG@20"]
+LITE_HEADER = [
+    "| model | variant | Recommendation LLM | device | training budget | protocol | " + " | ".join(LITE_KEYS) + " |",
+    "|---|---|---|---|---|---|" + "---|" * len(LITE_KEYS),
+]
+LITE_ML1M = ("lite-ml-1m", "lite-ml-1m-cpu")  # the full 30-block model capped early; 4 blocks trained longer
+
+
+def _lite_rows(runs: list[dict]) -> list[str]:
+    """One row per Lite-LLM4Rec record and protocol."""
+    rows = []
+    for r in runs:
+        llm = r["config"]["llm"]
+        layers = f", first {llm['num_layers']} blocks" if llm.get("num_layers") else ""
+        layers += f", {r['attention']}" if r.get("attention") else ""
+        rising = ": still improving when the budget ended" if r.get("best_step") == r.get("steps") else ""
+        strategy = r["variant"].split("+")[0]  # a tagged run's variant is strategy+TAG
+        budget = (
+            f"{r.get('steps')} steps ({r.get('epochs_run')} epochs of '{strategy}' rows), best step "
+            f"{r.get('best_step')}{rising}, {r.get('train_seconds', 0) / 60:.0f} min training"
+        )
+        for protocol, metrics in _protocols(r):
+            rows.append(
+                f"| {r['model']} | {r['variant']} | {llm['name_or_path']}{layers}, "
+                f"{r['config']['lite']['finetune']} | {r.get('device')} | {budget} | {protocol} | "
+                + " | ".join(fmt(metrics.get(k)) for k in LITE_KEYS)
+                + " |"
+            )
+    return rows
+
+
 def lite_tables() -> str:
     out = []
     latency = lite_latency_table(load("lite-latency"))
     if latency:
         out += [latency, ""]
-    runs = load("lite-ml-1m") + load("lite-ml-1m-cpu")  # the full 30-block model capped early; 4 blocks trained longer
+    runs = [r for name in LITE_ML1M for r in load(name)]
+    keys = LITE_KEYS
     if runs:
-        keys = ["Recall@10", "Recall@20", "NDCG@10", "NDCG@20"]
         out += [
             "**Lite-LLM4Rec on ML-1M (5-core), leave-one-out, full ranking, test set, step chosen on validation "
             "NDCG@10, scores ranked in float32.** The protocol column says whether the user's history was removed "
             "from the candidates; the paper's rows remove it (I \\ I_u). Compare rows of the same protocol: runs "
             "recorded since the masked figures were added have a row for each, from the same model.",
             "",
-            "| model | variant | Recommendation LLM | device | training budget | protocol | " + " | ".join(keys) + " |",
-            "|---|---|---|---|---|---|" + "---|" * len(keys),
+            *LITE_HEADER,
+            *_lite_rows(runs),
         ]
-        for r in runs:
-            llm = r["config"]["llm"]
-            layers = f", first {llm['num_layers']} blocks" if llm.get("num_layers") else ""
-            layers += f", {r['attention']}" if r.get("attention") else ""
-            rising = ": still improving when the budget ended" if r.get("best_step") == r.get("steps") else ""
-            strategy = r["variant"].split("+")[0]  # a tagged run's variant is strategy+TAG
-            budget = (
-                f"{r.get('steps')} steps ({r.get('epochs_run')} epochs of '{strategy}' rows), best step "
-                f"{r.get('best_step')}{rising}, {r.get('train_seconds', 0) / 60:.0f} min training"
-            )
-            for protocol, metrics in _protocols(r):
+        cpu_sasrec: dict[str, list[dict]] = {}
+        for r in load("backbones-ml-1m-cpu"):
+            if r["model"] == "sasrec":
+                cpu_sasrec.setdefault(r["variant"], []).append(r)
+        for variant, cpu in cpu_sasrec.items():  # one row per setting: a mean over seeds of one setting only
+            for i, (protocol, _) in enumerate(_protocols(cpu[0])):
+                mean = {k: statistics.mean(_protocols(r)[i][1][k] for r in cpu) for k in keys}
                 out.append(
-                    f"| {r['model']} | {r['variant']} | {llm['name_or_path']}{layers}, "
-                    f"{r['config']['lite']['finetune']} | {r.get('device')} | {budget} | {protocol} | "
-                    + " | ".join(fmt(metrics.get(k)) for k in keys)
-                    + " |"
+                    f"| SASRec (this project, ID only, max_len {cpu[0]['config']['data']['max_len']}, mean of "
+                    f"{len(cpu)} seed{'s' if len(cpu) > 1 else ''}) | {variant} | – | {cpu[0]['device']} | converged | "
+                    f"{protocol} | " + " | ".join(fmt(mean[k]) for k in keys) + " |"
                 )
-        cpu = [r for r in load("backbones-ml-1m-cpu") if r["model"] == "sasrec"]
-        for i, (protocol, _) in enumerate(_protocols(cpu[0]) if cpu else []):
-            mean = {k: statistics.mean(_protocols(r)[i][1][k] for r in cpu) for k in keys}
-            out.append(
-                f"| SASRec (this project, ID only, max_len {cpu[0]['config']['data']['max_len']}, mean of "
-                f"{len(cpu)} seeds) | base | – | {cpu[0]['device']} | converged | {protocol} | "
-                + " | ".join(fmt(mean[k]) for k in keys)
-                + " |"
-            )
         for r in load("backbones-ml-1m"):
             if r["model"] == "sasrec":
                 out.append(
@@ -530,6 +547,21 @@ def lite_tables() -> str:
             "| 0.1040 |",
         ]
         out += ["", "Commands (from `bench/`):", ""] + [f"    {c}" for c in sorted({r["command"] for r in runs})]
+    for name in record_names("lite-"):
+        if name in LITE_ML1M or name == "lite-latency":
+            continue
+        others = load(name)
+        out += [
+            "",
+            f"**Lite-LLM4Rec on {others[0]['dataset']} ({name}), leave-one-out, full ranking, test set, step chosen "
+            "on validation NDCG@10, scores ranked in float32.** Both protocols from the same model.",
+            "",
+            *LITE_HEADER,
+            *_lite_rows(others),
+            "",
+            "Commands (from `bench/`):",
+            "",
+        ] + [f"    {c}" for c in sorted({r["command"] for r in others})]
     return "\n".join(out)
 
 
