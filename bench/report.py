@@ -884,7 +884,7 @@ def stage1_table() -> str:
     return "\n".join(lines)
 
 
-STAGE1_VARIANTS = ("stage1-prompts-", "stage1-batching-", "stage1-llm-")  # bench/stage1_prompts.py's records
+STAGE1_VARIANTS = ("stage1-prompts-", "stage1-batching-", "stage1-llm-", "stage1-head-")  # stage1_prompts.py's
 STAGE1_VARIANT_TITLES = {
     "prompts": "training prompts on {dataset}: random windows of 1..max_items items against the paper's last "
     "max_items (targets count exactly the items shown in both)",
@@ -892,6 +892,8 @@ STAGE1_VARIANT_TITLES = {
     "against shuffled users (random), the same stage-0 table, seed and steps",
     "llm": "LLMs on {dataset}: the same stage-0 table, prompts, seed and steps, one LLM after the other on the "
     "same machine",
+    "head": "heads on {dataset}: the pooled state as is (none, the paper) against divided by its RMS (rms), the same "
+    "stage-0 table, prompts, seed and steps",
 }
 
 

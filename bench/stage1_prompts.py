@@ -13,7 +13,8 @@ one record per run, with the tslrec commands that made it. `--what batching` rec
     tslrec stage1 ... --out runs/s1-batching-random/stage1 ... --batching random      (each followed by stage2)
     python bench/stage1_prompts.py --what batching --dataset ml-100k \
         --runs length=runs/s1-batching-length,random=runs/s1-batching-random
-`--what llm` records runs that differ in `--llm` (stage1-llm-<dataset>.json): what a larger LLM costs.
+`--what llm` records runs that differ in `--llm` (stage1-llm-<dataset>.json): what a larger LLM costs; `--what head`
+runs that differ in `--head-norm` (stage1-head-<dataset>.json).
 Every record gives stage 1's training speed as a fraction of the bf16 matmul peak on the run's thread count,
 measured when the record is made (so make it on the machine the runs used, while it is idle): 4 x (the LLM body's
 parameters) FLOPs per real prompt token (forward 2N, and 2N for the backward's input gradients through the frozen
@@ -112,7 +113,10 @@ def main() -> None:
     p.add_argument("--dataset", required=True)
     p.add_argument("--runs", required=True, help="label=DIR,... (DIR holds stage1/ and stage2/)")
     p.add_argument(
-        "--what", default="prompts", choices=("prompts", "batching", "llm"), help="the setting the runs differ in"
+        "--what",
+        default="prompts",
+        choices=("prompts", "batching", "llm", "head"),
+        help="the setting the runs differ in",
     )
     args = p.parse_args()
     for entry in args.runs.split(","):
