@@ -14,7 +14,8 @@ one record per run, with the tslrec commands that made it. `--what batching` rec
     python bench/stage1_prompts.py --what batching --dataset ml-100k \
         --runs length=runs/s1-batching-length,random=runs/s1-batching-random
 `--what llm` records runs that differ in `--llm` (stage1-llm-<dataset>.json): what a larger LLM costs; `--what head`
-runs that differ in `--head-norm` (stage1-head-<dataset>.json).
+runs that differ in `--head-norm` (stage1-head-<dataset>.json); `--what text` runs with and without `--item-text`
+(stage1-text-<dataset>.json); `--what packing` runs that differ in `--pack-tokens` (stage1-packing-<dataset>.json).
 Every record gives stage 1's training speed as a fraction of the bf16 matmul peak on the run's thread count,
 measured when the record is made (so make it on the machine the runs used, while it is idle): 4 x (the LLM body's
 parameters) FLOPs per real prompt token (forward 2N, and 2N for the backward's input gradients through the frozen
@@ -101,6 +102,7 @@ def record(dataset: str, what: str, label: str, folder: Path) -> dict:
             **training_speed(s1, cfg["llm"]),
         },
         "config": cfg,
+        "prompt_tokens": s1.get("prompt_tokens"),  # with item text: title tokens per item and what the cap cut
         "versions": s1.get("versions", {}),
         "runs": str(folder),
         "untuned_llm_variant": m.get("untuned_llm_variant"),
@@ -115,7 +117,7 @@ def main() -> None:
     p.add_argument(
         "--what",
         default="prompts",
-        choices=("prompts", "batching", "llm", "head"),
+        choices=("prompts", "batching", "llm", "head", "text", "packing"),
         help="the setting the runs differ in",
     )
     args = p.parse_args()

@@ -82,9 +82,7 @@ def untuned_head_baseline(
     t0 = time.time()
     rng_state = torch.get_rng_state()
     torch.manual_seed(cfg.seed + 1)
-    encoder = LLMSequenceEncoder(
-        llm, tokenizer, data.item_embeddings.shape[1], cfg.prefix(), cfg.suffix_text, cfg.pooling
-    )
+    encoder = LLMSequenceEncoder.from_config(llm, tokenizer, data.item_embeddings.shape[1], cfg)
     encoder.match_token_scale(data.item_embeddings[1:][torch.randperm(data.item_embeddings.shape[0] - 1)[:2048]])
     if titles is not None:
         encoder.use_item_text(titles)

@@ -98,6 +98,17 @@ class Stage1Config:
             ),
         },
     )
+    pack_tokens: int = field(
+        default=512,
+        metadata={
+            "before": 0,  # what runs recorded before this setting existed did
+            "help": (
+                "prompts continue from the shared prefix packed into rows of about this many positions, each "
+                "attending to itself only (the same results as padded rows, about 1.4x faster); 0 = one padded row "
+                "per prompt"
+            ),
+        },
+    )
     # LoRA
     lora: bool = field(
         default=True,
@@ -194,6 +205,7 @@ class Stage1Config:
         require(self.prompts in PROMPTS, self, "prompts", "use windows or history")
         require(self.batching in BATCHING, self, "batching", "use length or random")
         require(self.head_norm in HEAD_NORMS, self, "head_norm", "use none or rms")
+        require(self.pack_tokens >= 0, self, "pack_tokens", "use 0 (no packing) or a positive number of positions")
         require(self.item_text_tokens >= 1, self, "item_text_tokens", "need at least 1")
         require(self.lora_r >= 1, self, "lora_r", "need at least 1")
         require(0.0 <= self.lora_dropout < 1.0, self, "lora_dropout", "must be in [0, 1)")

@@ -144,7 +144,7 @@ def measure_sft_cost(
     llm, tok = load_llm(llm_cfg)
     torch.manual_seed(cfg.seed)
     llm = with_lora(llm, cfg, llm_cfg)
-    encoder = LLMSequenceEncoder(llm, tok, table.shape[1], INSTANCE_PREFIX, cfg.suffix_text, cfg.pooling)
+    encoder = LLMSequenceEncoder.from_config(llm, tok, table.shape[1], cfg, INSTANCE_PREFIX)
     inst_model = NextItemModel(encoder, table.shape[0] - 1).to(dev)
     instances = training_instances(data.train_sequences, data.train_users)
     picks = instances[rng.choice(len(instances), size=min(len(instances), B * (steps + 1)), replace=False)]

@@ -24,10 +24,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tslrec.llm.loading import hidden_size, quantized_safe_eval, transformer_body
+from tslrec.llm.packing import pack_tails, packed_attention_mask
 from tslrec.llm.pooling import pool
 from tslrec.llm.soft_prompt import ItemTokens, SoftPromptBuilder, match_token_scale
 
-from .config import HEAD_NORMS
+from .config import HEAD_NORMS, Stage1Config
 
 
 class LLMSequenceEncoder(nn.Module):
@@ -42,10 +43,20 @@ class LLMSequenceEncoder(nn.Module):
         self.item_proj = nn.Linear(item_dim, self.hidden)  # maps item embeddings into the LLM's token space
         self.prompt = SoftPromptBuilder(tokenizer, prefix_text, suffix_text)
         self.pooling = pooling
+        self.pack_tokens = 0  # > 0: prompts after the shared prefix go packed into rows of this many positions
         self.llm_passes = 0  # sequences sent through the LLM (one per row of every forward)
         self.llm_tokens = 0  # real (non-padding) positions processed
         self.register_buffer("item_text_ids", None, persistent=False)  # [N+1, C] title tokens, with item text
         self.register_buffer("item_text_len", None, persistent=False)  # [N+1] title tokens kept per item
+
+    @classmethod
+    def from_config(
+        cls, llm: nn.Module, tokenizer, item_dim: int, cfg: Stage1Config, prefix_text: str | None = None
+    ) -> LLMSequenceEncoder:
+        """The encoder `cfg` describes (its prompt texts, pooling and packing); prefix_text replaces cfg's prefix."""
+        encoder = cls(llm, tokenizer, item_dim, prefix_text or cfg.prefix(), cfg.suffix_text, cfg.pooling)
+        encoder.pack_tokens = cfg.pack_tokens
+        return encoder
 
     def use_item_text(self, titles: ItemTokens) -> None:
         """Show each item's title tokens right before its soft token (every forward then needs item ids)."""
@@ -131,22 +142,51 @@ class LLMSequenceEncoder(nn.Module):
         soft = self.item_proj(item_embs.to(self.item_proj.weight.dtype))  # [B, T, H]
         text_ids, text_mask = self.title_tokens(item_ids, mask)  # [B, T, C] each, or None
         tail, tail_mask = self.prompt.tail(self.llm.get_input_embeddings(), soft, mask, text_ids, text_mask)
-        cache.batch_repeat_interleave(B)  # differentiable: each row's gradient flows back into the one prefix pass
         attn = torch.cat([torch.ones(B, P, dtype=torch.long, device=tail.device), tail_mask], dim=1)  # [B, P + M + S]
         body = transformer_body(self.llm)
-        out = body(
-            inputs_embeds=tail,
-            attention_mask=attn,
-            position_ids=P + (tail_mask.cumsum(dim=1) - 1).clamp(min=0),  # [B, M + S]
-            use_cache=True,
-            **{_cache_argument(body): cache},
-        )
+        if self.pack_tokens > 0 and _sdpa(self.llm):
+            tail_hidden = self._packed_tails(body, cache, tail, tail_mask, P)  # [B, M + S, H]
+        else:
+            cache.batch_repeat_interleave(B)  # differentiable: each row's gradient flows back into the one prefix pass
+            tail_hidden = body(
+                inputs_embeds=tail,
+                attention_mask=attn,
+                position_ids=P + (tail_mask.cumsum(dim=1) - 1).clamp(min=0),  # [B, M + S]
+                use_cache=True,
+                **{_cache_argument(body): cache},
+            ).last_hidden_state
         hidden = torch.cat(
-            [prefix_hidden.to(out.last_hidden_state.dtype).expand(B, -1, -1), out.last_hidden_state], dim=1
+            [prefix_hidden.to(tail_hidden.dtype).expand(B, -1, -1), tail_hidden], dim=1
         )  # [B, P + M + S, H]
         self.llm_passes += B
         self.llm_tokens += int(tail_mask.sum())
         return pool(hidden, attn, self.pooling).float()  # [B, H]
+
+    def _packed_tails(
+        self, body: nn.Module, cache: Any, tail: torch.Tensor, tail_mask: torch.Tensor, P: int
+    ) -> torch.Tensor:
+        """The tails tail [B, M', H] (right-padded, tail_mask [B, M']) through the LLM packed into rows of about
+        `pack_tokens` positions after the prefix's cache, returned unpacked: hidden states [B, M', H], zero at
+        padding. Each tail sees the prefix and itself only (`packed_attention_mask`), so it gets the hidden states
+        of its own padded row."""
+        B, M, H = tail.shape
+        real = tail_mask.bool()  # [B, M']: real positions come first in every row
+        packed = pack_tails(tail_mask.sum(dim=1).cpu(), self.pack_tokens)
+        device = tail.device
+        source = packed.source.to(device)  # [R, Lr]
+        flat = torch.cat([tail[real], tail.new_zeros(1, H)])  # [N + 1, H]: the real tokens in order, then a zero
+        inputs = flat[source]  # [R, Lr, H] (-1 reads the zero row)
+        cache.batch_repeat_interleave(packed.rows)  # differentiable: every row's gradient flows back into the prefix
+        out = body(
+            inputs_embeds=inputs,
+            attention_mask=packed_attention_mask(packed, P).to(device),  # [R, 1, Lr, P + Lr]
+            position_ids=P + packed.position.to(device),  # [R, Lr]
+            use_cache=True,
+            **{_cache_argument(body): cache},
+        ).last_hidden_state  # [R, Lr, H]
+        keep = source >= 0  # [R, Lr]
+        flat_out = out.new_zeros(int(real.sum()), H).index_put((source[keep],), out[keep])  # [N, H]
+        return out.new_zeros(B, M, H).index_put((real,), flat_out)  # [B, M', H]
 
     @torch.no_grad()
     def prefix_state(self) -> tuple[Any, torch.Tensor] | None:
@@ -243,6 +283,11 @@ def _cache_argument(body: nn.Module) -> str:
     name; older releases and remote-code models only know `past_key_values`.
     """
     return "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+
+
+def _sdpa(llm: nn.Module) -> bool:
+    """Whether `llm` runs scaled-dot-product attention, which takes the boolean 4-D mask that packing needs."""
+    return getattr(getattr(llm, "config", None), "_attn_implementation", None) == "sdpa"
 
 
 def _checkpointing(llm: nn.Module) -> bool:

@@ -45,7 +45,7 @@ def build_reconstruction_model(
     """Fresh model for training: LoRA (if cfg.lora) + new projection + new head, seeded by the caller.
     titles: every item's title tokens, shown in the prompt when cfg.item_text."""
     llm = with_lora(llm, cfg, llm_cfg)
-    encoder = LLMSequenceEncoder(llm, tokenizer, item_dim, cfg.prefix(), cfg.suffix_text, cfg.pooling)
+    encoder = LLMSequenceEncoder.from_config(llm, tokenizer, item_dim, cfg)
     if cfg.item_text:
         if titles is None:
             raise ValueError("Stage1Config.item_text: build_reconstruction_model needs the items' title tokens")
@@ -98,7 +98,7 @@ def load_reconstruction_model(
     llm, tokenizer = load_llm(llm_cfg, kind="causal_lm")
     if cfg.lora:
         llm = load_adapter(llm, stage1_dir / ADAPTER_DIR, rerun="tslrec stage1")
-    encoder = LLMSequenceEncoder(llm, tokenizer, item_dim, cfg.prefix(), cfg.suffix_text, cfg.pooling)
+    encoder = LLMSequenceEncoder.from_config(llm, tokenizer, item_dim, cfg)
     if cfg.item_text:
         _check_item_texts(stage1_dir / CONFIG_FILE, config, item_texts)
         encoder.use_item_text(tokenize_item_texts(tokenizer, item_texts, cfg.item_text_tokens))

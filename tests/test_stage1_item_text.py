@@ -210,11 +210,13 @@ def test_item_text_on_a_dataset_without_text_exits_2_in_one_line(tmp_path, tiny_
     assert not (tmp_path / "s1").exists()  # refused before any work
 
 
-def test_shared_prefix_forward_with_titles_is_the_full_prompts_function(tiny_llm_cfg):
+@pytest.mark.parametrize("pack_tokens", [0, 8])
+def test_shared_prefix_forward_with_titles_is_the_full_prompts_function(tiny_llm_cfg, pack_tokens):
     """Training's shared prefix with item titles (rows of other title lengths, one left-padded) equals each row's
-    whole prompt."""
+    whole prompt, with the prompts in padded rows or packed."""
     model, tok = adapted_reconstruction_model(tiny_llm_cfg, "last")
     enc = model.encoder.eval()
+    enc.pack_tokens = pack_tokens
     enc.use_item_text(tokenize_item_texts(tok, TITLES, cap=3))
     table = torch.randn(6, 5)
     ids = torch.tensor([[1, 4, 3, 5], [0, 0, 2, 1]])

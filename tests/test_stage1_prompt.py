@@ -6,7 +6,8 @@ import pytest
 import torch
 from stage1_helpers import adapted_reconstruction_model, make_tiny_tokenizer, tiny_llama_dir, tiny_llm_cfg  # noqa: F401  (fixtures)
 
-from tslrec.llm.loading import load_llm
+from tslrec.llm.loading import load_llm, transformer_body
+from tslrec.llm.packing import pack_tails, packed_attention_mask
 from tslrec.llm.pooling import last_token_pool, masked_mean_pool
 from tslrec.llm.soft_prompt import SoftPromptBuilder, left_pad_ids
 from tslrec.stage1_reconstruct.model import LLMSequenceEncoder, ReconstructionModel
@@ -108,13 +109,16 @@ def test_cached_prefix_gives_the_same_items_as_the_full_prompt(tiny_llm_cfg, poo
     assert not torch.allclose(emb[0], emb[1])  # and the items still differ
 
 
+@pytest.mark.parametrize("pack_tokens", [0, 8])
 @pytest.mark.parametrize("pooling", ["last", "mean"])
-def test_shared_prefix_forward_is_the_full_prompts_function_with_gradients(tiny_llm_cfg, pooling):
+def test_shared_prefix_forward_is_the_full_prompts_function_with_gradients(tiny_llm_cfg, pooling, pack_tokens):
     """Training and validation run the prefix once per batch and let every row attend to its keys and values: the
     user vectors and every gradient (LoRA through the prefix's keys and values too, the projection) equal those of
-    each row's whole prompt, for left- and right-padded rows and a row with no item."""
+    each row's whole prompt, for left- and right-padded rows and a row with no item; with the prompts packed
+    several to a row too (pack_tokens 8), where a prompt that saw another one's tokens would differ."""
     model, _ = adapted_reconstruction_model(tiny_llm_cfg, pooling)
     enc = model.encoder.eval()  # no LoRA dropout, gradients on
+    enc.pack_tokens = pack_tokens
     torch.manual_seed(1)
     x = torch.randn(4, 6, 5)
     mask = torch.tensor([[1] * 6, [0, 0, 0, 1, 1, 1], [1, 1, 0, 0, 0, 0], [0] * 6])
@@ -135,3 +139,51 @@ def test_shared_prefix_forward_is_the_full_prompts_function_with_gradients(tiny_
     assert any("lora_A" in n for n in grads[0]) and "item_proj.weight" in grads[0]
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_packing_puts_several_prompts_in_a_row_each_once_and_in_order():
+    """Tails of 8, 5, 4, 2 and 3 tokens in rows of 10: three rows, not five, none over 10, every token of every
+    prompt once and in its order, and each prompt's last token where `last` says; a tail longer than the
+    capacity gets a row of its own."""
+    lengths = torch.tensor([8, 5, 4, 2, 3])
+    packed = pack_tails(lengths, 10)
+    assert packed.rows == 3 and packed.source.shape[1] <= 10
+    starts = torch.cumsum(lengths, 0) - lengths
+    for b, n in enumerate(lengths.tolist()):
+        where = packed.segment == b
+        assert int(where.sum()) == n and int(where.any(dim=1).sum()) == 1  # whole, in one row
+        assert packed.source[where].tolist() == list(range(int(starts[b]), int(starts[b]) + n))
+        assert packed.position[where].tolist() == list(range(n))
+        row, col = packed.last[b].tolist()
+        assert packed.segment[row, col] == b and packed.position[row, col] == n - 1
+    assert sorted(packed.source[packed.source >= 0].tolist()) == list(range(int(lengths.sum())))
+    assert pack_tails(torch.tensor([12, 3]), 10).source.shape[1] == 12
+
+
+def test_packed_mask_lets_a_token_see_the_prefix_and_its_own_earlier_tokens_only():
+    packed = pack_tails(torch.tensor([2, 3]), 8)  # one row: prompt 1 (3 tokens), then prompt 0 (2), no padding
+    mask = packed_attention_mask(packed, prefix_len=2)[0, 0].int()  # [5, 2 + 5]
+    assert mask.tolist() == [
+        [1, 1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0, 0],
+        [1, 1, 1, 1, 1, 0, 0],
+        [1, 1, 0, 0, 0, 1, 0],
+        [1, 1, 0, 0, 0, 1, 1],
+    ]
+
+
+def test_packing_sends_fewer_rows_through_the_llm(tiny_llm_cfg):
+    """With pack_tokens the 4 prompts after the shared prefix go through the LLM in fewer rows than prompts."""
+    model, _ = adapted_reconstruction_model(tiny_llm_cfg, "last")
+    enc = model.encoder.eval()
+    rows: list[int] = []
+    hook = transformer_body(enc.llm).register_forward_pre_hook(
+        lambda _module, _args, kwargs: rows.append(kwargs["inputs_embeds"].shape[0]), with_kwargs=True
+    )
+    x, mask = torch.randn(4, 6, 5), torch.tensor([[1] * 6, [0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 1, 1], [0] * 5 + [1]])
+    with torch.no_grad():
+        for pack in (0, 32):
+            enc.pack_tokens = pack
+            enc(x, mask)
+    hook.remove()
+    assert rows == [1, 4, 1, 1]  # (prefix, rows) padded, then (prefix, rows) packed
