@@ -14,6 +14,8 @@ import re
 import statistics
 from pathlib import Path
 
+from stage1_prompts import WHATS
+
 from tslrec.stage2_augment.significance import (
     MIN_SEEDS,
     SEED_TEST,
@@ -172,6 +174,7 @@ def cpu_backbones_table(dataset: str = "ml-1m") -> str:
             f"{r['seconds_per_epoch']} | {t.get('validation_seconds', '–')} | {r['wall_seconds']} | {share} | "
             f"{r['device']} |"
         )
+    lines += _settings_against_base(runs)
     lines += ["", "Published rows at max length 200 (HR@10 / NDCG@10):", ""]
     lines += [f"- {name}: {hr:.4f} / {nd:.4f}" for name, hr, nd in SASREC_REFERENCES]
     lines += [
@@ -182,6 +185,35 @@ def cpu_backbones_table(dataset: str = "ml-1m") -> str:
     lines += ["", "Commands:", ""] + [f"    {c}" for c in cmds]
     lines += ["", f"Commits: {', '.join(sorted({r['commit'] for r in runs}))}."]
     return "\n".join(lines)
+
+
+def _settings_against_base(runs: list[dict]) -> list[str]:
+    """For each backbone with another setting (variant) than `base`: test NDCG@10 and HR@10 in both protocols,
+    mean ± std over seeds, and the Welch test over seeds against `base` (a verdict only with enough seeds)."""
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in runs):
+        base = [r for r in runs if r["model"] == model and r["variant"] == "base"]
+        for variant in dict.fromkeys(r["variant"] for r in runs if r["model"] == model and r["variant"] != "base"):
+            rs = [r for r in runs if r["model"] == model and r["variant"] == variant]
+            cells = []
+            for protocol, key in (("unmasked", "metrics"), ("masked", "metrics_history_masked")):
+                mine, theirs = [_protocol(r, key) for r in rs], [_protocol(r, key) for r in base]
+                for metric in ("NDCG@10", "HR@10"):
+                    cells.append(
+                        f"{metric} {protocol} {_mean_std(_values(mine, metric))} against "
+                        f"{_mean_std(_values(theirs, metric))}: {_short_test(mine, theirs, metric)}"
+                    )
+            lines.append(f"- {model} `{variant}` ({len(rs)} seeds) against `base` ({len(base)}): " + "; ".join(cells))
+    return (
+        ["", "Settings against `base`, over seeds (Welch t-test; a verdict needs 3 seeds a side):", ""] + lines
+        if lines
+        else []
+    )
+
+
+def _protocol(record: dict, key: str) -> dict:
+    """The record with `key`'s metrics (the unmasked or the history-masked ones) as its `metrics`."""
+    return {**record, "metrics": record.get(key) or {}}
 
 
 def time_to_quality_table(name: str = "time-to-quality-ml-1m") -> str:
@@ -884,7 +916,7 @@ def stage1_table() -> str:
     return "\n".join(lines)
 
 
-STAGE1_VARIANTS = ("stage1-prompts-", "stage1-batching-", "stage1-llm-", "stage1-head-")  # stage1_prompts.py's
+STAGE1_VARIANTS = tuple(f"stage1-{what}-" for what in WHATS)  # the records of bench/stage1_prompts.py
 STAGE1_VARIANT_TITLES = {
     "prompts": "training prompts on {dataset}: random windows of 1..max_items items against the paper's last "
     "max_items (targets count exactly the items shown in both)",
@@ -894,6 +926,12 @@ STAGE1_VARIANT_TITLES = {
     "same machine",
     "head": "heads on {dataset}: the pooled state as is (none, the paper) against divided by its RMS (rms), the same "
     "stage-0 table, prompts, seed and steps",
+    "text": "item text on {dataset}: each item's title tokens before its soft token (on) against soft tokens only "
+    "(off), the same stage-0 table, seed and steps",
+    "packing": "prompt packing on {dataset}: the prompts after the shared prefix packed into rows of N positions "
+    "against one padded row each (0), the same stage-0 table, seed and steps, one after the other on one thread",
+    "epochs": "training length on {dataset}: the same stage-0 table, seed and settings, trained for more epochs "
+    "(early stopping on the validation MSE)",
 }
 
 

@@ -15,7 +15,8 @@ one record per run, with the tslrec commands that made it. `--what batching` rec
         --runs length=runs/s1-batching-length,random=runs/s1-batching-random
 `--what llm` records runs that differ in `--llm` (stage1-llm-<dataset>.json): what a larger LLM costs; `--what head`
 runs that differ in `--head-norm` (stage1-head-<dataset>.json); `--what text` runs with and without `--item-text`
-(stage1-text-<dataset>.json); `--what packing` runs that differ in `--pack-tokens` (stage1-packing-<dataset>.json).
+(stage1-text-<dataset>.json); `--what packing` runs that differ in `--pack-tokens` (stage1-packing-<dataset>.json);
+`--what epochs` runs that differ in `--epochs` (stage1-epochs-<dataset>.json).
 Every record gives stage 1's training speed as a fraction of the bf16 matmul peak on the run's thread count,
 measured when the record is made (so make it on the machine the runs used, while it is idle): 4 x (the LLM body's
 parameters) FLOPs per real prompt token (forward 2N, and 2N for the backward's input gradients through the frozen
@@ -35,6 +36,8 @@ from records import add
 
 from tslrec.core.artifacts import read_json
 from tslrec.llm.loading import LLMConfig, load_llm, transformer_body
+
+WHATS = ("prompts", "batching", "llm", "head", "text", "packing", "epochs")  # the settings runs may differ in
 
 
 @cache
@@ -117,7 +120,7 @@ def main() -> None:
     p.add_argument(
         "--what",
         default="prompts",
-        choices=("prompts", "batching", "llm", "head", "text", "packing"),
+        choices=WHATS,
         help="the setting the runs differ in",
     )
     args = p.parse_args()

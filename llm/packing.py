@@ -4,8 +4,8 @@ A batch of prompts that continue from one shared prefix (`LLMSequenceEncoder.sha
 very different lengths: stage 1's windowed prompts hold 1 to `max_items` items, so a padded batch is about twice
 its real tokens. Packing puts several tails one after another in a row, each with its own positions (counted on
 from the prefix) and an attention mask that lets a token see the prefix and the earlier tokens of its own tail
-only, so every prompt's hidden states are those of its own padded row. Shared by stage 1 and stage 2's
-validation passes; only the attention mask and the row layout change.
+only, so every prompt's hidden states are those of its own padded row. Stage 1's training and validation
+forwards use it (`Stage1Config.pack_tokens`); only the attention mask and the row layout change.
 """
 
 from __future__ import annotations
