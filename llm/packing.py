@@ -22,7 +22,6 @@ class PackedTails:
     source: torch.Tensor  # [R, Lr] long: index into the flattened real tail tokens, -1 = padding
     segment: torch.Tensor  # [R, Lr] long: which prompt (0..B-1) each position belongs to, -1 = padding
     position: torch.Tensor  # [R, Lr] long: position within its own tail (0 = its first token), 0 for padding
-    last: torch.Tensor  # [B, 2] long: (row, column) of each prompt's last token
 
     @property
     def rows(self) -> int:
@@ -33,7 +32,7 @@ def pack_tails(lengths: torch.Tensor, capacity: int) -> PackedTails:
     """lengths [B] (real tail tokens per prompt, each >= 1) -> rows of at most max(capacity, longest) tokens.
 
     First fit over the prompts from the longest down: few rows, each nearly full. Which prompts share a row
-    changes nothing in their results, only the padding.
+    changes nothing in what they compute, only the padding.
     """
     lens = [int(n) for n in lengths.tolist()]
     if not lens or min(lens) < 1:
@@ -57,7 +56,6 @@ def pack_tails(lengths: torch.Tensor, capacity: int) -> PackedTails:
     source = torch.full((len(rows), width), -1, dtype=torch.long)  # [R, Lr]
     segment = torch.full((len(rows), width), -1, dtype=torch.long)  # [R, Lr]
     position = torch.zeros((len(rows), width), dtype=torch.long)  # [R, Lr]
-    last = torch.zeros((len(lens), 2), dtype=torch.long)  # [B, 2]
     for r, members in enumerate(rows):
         col = 0
         for b in members:
@@ -65,9 +63,8 @@ def pack_tails(lengths: torch.Tensor, capacity: int) -> PackedTails:
             source[r, col : col + n] = torch.arange(starts[b], starts[b] + n)
             segment[r, col : col + n] = b
             position[r, col : col + n] = torch.arange(n)
-            last[b] = torch.tensor([r, col + n - 1])
             col += n
-    return PackedTails(source, segment, position, last)
+    return PackedTails(source, segment, position)
 
 
 def packed_attention_mask(packed: PackedTails, prefix_len: int) -> torch.Tensor:
