@@ -1,8 +1,8 @@
 """Pack the prompts of a batch into few rows instead of one padded row each.
 
 A batch of prompts that continue from one shared prefix (`LLMSequenceEncoder.shared_prefix_forward`) has tails of
-very different lengths: stage 1's windowed prompts hold 1 to `max_items` items, so a padded batch is about twice
-its real tokens. Packing puts several tails one after another in a row, each with its own positions (counted on
+very different lengths: stage 1's windowed prompts hold 1 to `max_items` items, and a padded batch is as long as
+its longest prompt. Packing puts several tails one after another in a row, each with its own positions (counted on
 from the prefix) and an attention mask that lets a token see the prefix and the earlier tokens of its own tail
 only, so every prompt's hidden states are those of its own padded row. Stage 1's training and validation
 forwards use it (`Stage1Config.pack_tokens`); only the attention mask and the row layout change.
