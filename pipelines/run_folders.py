@@ -71,7 +71,7 @@ def load_train_folder(train_dir: str | Path, dataset: str | None = None) -> Trai
     """Dataset and item table of a `tslrec train` run; `dataset` overrides the recorded name or path."""
     train_dir = Path(train_dir)
     ds, metrics = load_recorded_dataset(train_dir, dataset)
-    emb_path = train_dir / "item_embeddings.safetensors"
+    emb_path = train_dir / TRAIN_TABLE
     if not emb_path.is_file():
         raise InputError(f"{emb_path}: not found; re-run `tslrec train` with --export-item-embeddings")
     tensors = load_tensors(emb_path, "item embeddings")

@@ -23,6 +23,7 @@ from tslrec.backbones.training import (
     train,
 )
 from tslrec.core.artifacts import (
+    load_tensors,
     package_versions,
     read_json,
     resolve_device,
@@ -35,6 +36,7 @@ from tslrec.core.settings import require
 
 from .data import DataConfig, SequenceDataset, load_dataset
 from .options import Command, Runtime, record_head
+from .run_folders import TRAIN_TABLE
 from .side_information import SideInfoConfig, SideInformation, load_side_information, one_item_table
 
 
@@ -68,7 +70,12 @@ class TrainJob(BackboneSettings):
     )
     export_item_embeddings: bool = field(
         default=False,
-        metadata={"help": ("also write item_embeddings.safetensors ([N+1, H], row 0 = padding) for stage 1")},
+        metadata={
+            "help": (
+                "also write item_embeddings.safetensors ([N+1, H], row 0 = padding) for stage 1; a finished run "
+                "given this flag later writes it from its saved model without training again"
+            )
+        },
     )
     force: bool = field(
         default=False,
@@ -170,6 +177,9 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
     current = resume_settings(model, job.train, job.eval, settings)
     finished = _finished_run(out, current, job)
     if finished is not None:
+        if job.export_item_embeddings and not (out / TRAIN_TABLE).is_file():  # asked for after training
+            model.load_state_dict(load_tensors(out / "model.safetensors", "trained model"))
+            export_item_table(out, model, ds, job.backbone)
         return finished
     result = train(
         model,
@@ -185,11 +195,7 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
     save_tensors(out / "model.safetensors", model.state_dict())
     save_tensors(out / "per_user_test.safetensors", result.test.per_user)
     if job.export_item_embeddings:
-        save_tensors(
-            out / "item_embeddings.safetensors",
-            {"embeddings": model.item_embedding.table().detach().float()},
-            metadata={"dataset": ds.name, "dataset_hash": ds.hash, "backbone": job.backbone},
-        )
+        export_item_table(out, model, ds, job.backbone)
     record = run_record(
         ds,
         job.backbone,
@@ -210,12 +216,21 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
     return TrainOutcome(record, out)
 
 
+def export_item_table(out: Path, model: torch.nn.Module, ds: SequenceDataset, backbone: str) -> None:
+    """Write the model's item table [N+1, H] (row 0 = padding) as <out>/item_embeddings.safetensors for stage 1."""
+    save_tensors(
+        out / TRAIN_TABLE,
+        {"embeddings": model.item_embedding.table().detach().float()},
+        metadata={"dataset": ds.name, "dataset_hash": ds.hash, "backbone": backbone},
+    )
+
+
 def _finished_run(out: Path, current: dict, job: TrainJob) -> TrainOutcome | None:
-    """The finished run in `out` if it was trained with these settings; InputError naming the first changed
-    setting if it was trained with others (unless job.force); None when there is nothing finished to reuse."""
+    """The finished run in `out` if it was trained with these settings (its item table may still be missing: the
+    caller exports it from the saved model); InputError naming the first changed setting if it was trained with
+    others (unless job.force); None when there is nothing finished to reuse."""
     path = out / "metrics.json"
-    wanted = [out / "model.safetensors"] + ([out / "item_embeddings.safetensors"] if job.export_item_embeddings else [])
-    if job.force or not path.is_file() or not all(p.is_file() for p in wanted):
+    if job.force or not path.is_file() or not (out / "model.safetensors").is_file():
         return None
     record = read_json(path, "`tslrec train` metrics")
     if "settings" not in record:

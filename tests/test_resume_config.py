@@ -19,7 +19,7 @@ from tslrec.backbones.base import BackboneConfig
 from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.registry import build_backbone
 from tslrec.backbones.training import TrainConfig, train
-from tslrec.core.artifacts import read_json
+from tslrec.core.artifacts import load_tensors, read_json
 from tslrec.core.errors import InputError
 from tslrec.pipelines import train_job
 from tslrec.pipelines.cli import main
@@ -182,6 +182,24 @@ def test_train_job_same_settings_resume(killed_train_job, tmp_path):
     fresh = tmp_path / "fresh"
     assert main(["train", "--dataset", str(data), "--out", str(fresh), *TRAIN]) == 0
     assert read_json(out / "metrics.json")["metrics"] == read_json(fresh / "metrics.json")["metrics"]
+
+
+def test_export_asked_for_after_training_is_written_from_the_saved_model_without_training(tmp_path, monkeypatch):
+    data, _ = write_toy_dataset(tmp_path / "data")
+    out, exported = tmp_path / "run", tmp_path / "exported"
+    assert main(["train", "--dataset", str(data), "--out", str(out), *TRAIN]) == 0
+    assert not (out / "item_embeddings.safetensors").exists()
+    assert main(["train", "--dataset", str(data), "--out", str(exported), *TRAIN, "--export-item-embeddings"]) == 0
+    record = read_json(out / "metrics.json")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(train_job, "train", no_training)
+    assert main(["train", "--dataset", str(data), "--out", str(out), *TRAIN, "--export-item-embeddings"]) == 0
+    table = load_tensors(out / "item_embeddings.safetensors")["embeddings"]  # [N+1, H]
+    assert torch.equal(table, load_tensors(exported / "item_embeddings.safetensors")["embeddings"])
+    assert read_json(out / "metrics.json") == record  # the finished run's record is kept as it was
 
 
 def test_train_job_refuses_an_llm_table_with_other_contents(tmp_path, monkeypatch, capsys):
