@@ -932,6 +932,8 @@ STAGE1_VARIANT_TITLES = {
     "against one padded row each (0), the same stage-0 table, seed and steps, one after the other on one thread",
     "epochs": "training length on {dataset}: the same stage-0 table, seed and settings, trained for more epochs "
     "(early stopping on the validation MSE)",
+    "default": "default settings on {dataset}: `tslrec stage1 --seed 42` on the stage-0 table, every other stage-1 "
+    "and LLM setting at its default (4 epochs with early stopping, windowed prompts, RMS head, packed prompts)",
 }
 
 

@@ -16,7 +16,10 @@ one record per run, with the tslrec commands that made it. `--what batching` rec
 `--what llm` records runs that differ in `--llm` (stage1-llm-<dataset>.json): what a larger LLM costs; `--what head`
 runs that differ in `--head-norm` (stage1-head-<dataset>.json); `--what text` runs with and without `--item-text`
 (stage1-text-<dataset>.json); `--what packing` runs that differ in `--pack-tokens` (stage1-packing-<dataset>.json);
-`--what epochs` runs that differ in `--epochs` (stage1-epochs-<dataset>.json).
+`--what epochs` runs that differ in `--epochs` (stage1-epochs-<dataset>.json); `--what default` a run with every
+stage-1 and LLM setting at its default but the seed (stage1-default-<dataset>.json; any other setting is refused):
+    tslrec stage1 --train-dir runs/ml-1m-cpu/stage0 --out runs/ml-1m-cpu/stage1 --seed 42     (then stage2)
+    python bench/stage1_prompts.py --what default --dataset ml-1m --runs 4-epochs=runs/ml-1m-cpu
 Every record gives stage 1's training speed as a fraction of the bf16 matmul peak on the run's thread count,
 measured when the record is made (so make it on the machine the runs used, while it is idle): 4 x (the LLM body's
 parameters) FLOPs per real prompt token (forward 2N, and 2N for the backward's input gradients through the frozen
@@ -27,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from dataclasses import asdict
 from functools import cache
 from pathlib import Path
 
@@ -35,9 +40,12 @@ from peak import matmul_peak_gflops
 from records import add
 
 from tslrec.core.artifacts import read_json
+from tslrec.core.settings import as_recorded_before
 from tslrec.llm.loading import LLMConfig, load_llm, transformer_body
+from tslrec.stage1_reconstruct.config import Stage1Config
 
-WHATS = ("prompts", "batching", "llm", "head", "text", "packing", "epochs")  # the settings runs may differ in
+WHATS = ("prompts", "batching", "llm", "head", "text", "packing", "epochs", "default")  # what runs differ in
+NOT_A_SETTING = {"seed"}  # what a `--what default` run may set
 
 
 @cache
@@ -75,9 +83,20 @@ def training_speed(s1: dict, llm: dict) -> dict:
     }
 
 
+def changed_from_defaults(cfg: dict) -> list[str]:
+    """The stage-1 and LLM settings a run's config.json holds at other than their defaults (the seed aside)."""
+    recorded = {**as_recorded_before(Stage1Config()), **cfg["stage1"]}  # a field left out is at its `before` value
+    changed = [f"stage1.{k}" for k, v in asdict(Stage1Config()).items() if k not in NOT_A_SETTING and recorded[k] != v]
+    return changed + [f"llm.{k}" for k, v in asdict(LLMConfig()).items() if cfg["llm"].get(k) != v]
+
+
 def record(dataset: str, what: str, label: str, folder: Path) -> dict:
     s1 = read_json(folder / "stage1" / "metrics.json", "stage-1 metrics")
     cfg = read_json(folder / "stage1" / "config.json", "stage-1 config")
+    if what == "default" and (changed := changed_from_defaults(cfg)):
+        where = folder / "stage1" / "config.json"
+        print(f"{where}: not the default stage 1 ({', '.join(changed)}); use another --what", file=sys.stderr)
+        raise SystemExit(2)
     s2 = read_json(folder / "stage2" / "manifest.json", "stage-2 manifest")["source"]
     m = s1["metrics"]
     agree = s2["category_agreement"]
