@@ -54,7 +54,8 @@ PAPER_TABLE2 = {
 PAPER_ROW_OF = {"gate:tuned": "gate"}  # the paper's TSLRec row sits beside our gate over the tuned LLM's table
 PAPER_SETTING = (
     "TSLRec paper, Table 2: Llama2-13B, RecBole backbones, embedding dimension 256, lr 1e-4, batch 1024, "
-    "patience 10 on validation NDCG@10, leave-one-out; it does not say whether history items are masked"
+    "patience 10 on validation NDCG@10, leave-one-out; it does not say whether history items are masked "
+    "(RecBole's own full-ranking evaluation, 1.1-1.2.1, does not mask them for sequential models)"
 )
 # Fusion grids: ablation-<dataset>.json (and fusion-variants-<dataset>.json, the same format); a grid's no-LLM
 # control, when trained as a grid of its own, is ablation-<dataset>-stage0.json (gate over the stage-0 item table).
@@ -193,6 +194,8 @@ def _settings_against_base(runs: list[dict]) -> list[str]:
     lines = []
     for model in dict.fromkeys(r["model"] for r in runs):
         base = [r for r in runs if r["model"] == model and r["variant"] == "base"]
+        if not base:  # nothing to compare with: the table's rows say it all
+            continue
         for variant in dict.fromkeys(r["variant"] for r in runs if r["model"] == model and r["variant"] != "base"):
             rs = [r for r in runs if r["model"] == model and r["variant"] == variant]
             cells = []
@@ -1013,6 +1016,7 @@ def main() -> None:
         backbone_ablation_table("caser-window-ml-100k", reference="window-5"),
         *[backbone_ablation_table(n, reference="batching-length") for n in record_names("batching-")],
         *[backbone_ablation_table(n, reference="weight-batch") for n in record_names("weighting-")],
+        *[backbone_ablation_table(n, reference="windows-fixed") for n in record_names("windows-")],
         *[stage1_variants_table(n) for prefix in STAGE1_VARIANTS for n in record_names(prefix)],
         stage1_table(),
         sft_table(),
