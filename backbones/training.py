@@ -117,6 +117,7 @@ class TrainResult:
     seconds_to_best: float = 0.0  # wall time until the best epoch finished (training + validation)
     seconds_per_epoch: float = 0.0  # mean training seconds per epoch
     peak_memory_mb: float = 0.0  # peak RSS (CPU) or peak allocated (CUDA)
+    earlier_seconds: float = 0.0  # training + validation seconds of the earlier processes a resumed run continues
 
 
 def score_users(model: SequentialRecommender, bf16: bool = False):
@@ -250,6 +251,7 @@ def train(
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = RunState()  # counts epochs; history: one entry per epoch
+    earlier_seconds = 0.0  # what the processes before a resume spent (their epochs are in `state`)
     best_weights = copy.deepcopy(model.state_dict())
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1) if cfg.loss == "bce" else None
     ckpt = Path(checkpoint) if checkpoint else None
@@ -275,6 +277,7 @@ def train(
             ) from None
         best_weights = saved["best_model"]
         state = RunState.from_dict(saved["state"], ckpt)
+        earlier_seconds = state.elapsed
         torch.set_rng_state(saved["rng"])
         if device.type == "cuda" and saved.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(saved["cuda_rng"], device)
@@ -361,6 +364,7 @@ def train(
         seconds_to_best=state.seconds_to_best,
         seconds_per_epoch=sum(h["train_seconds"] for h in state.history) / max(len(state.history), 1),
         peak_memory_mb=peak_memory_mb(device),
+        earlier_seconds=earlier_seconds,
     )
 
 

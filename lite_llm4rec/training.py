@@ -105,6 +105,7 @@ class LiteTrainResult:
     train_seconds: float = 0.0  # time in training steps only
     positions_per_second: float = 0.0  # LLM input positions per training second
     peak_memory_mb: float = 0.0  # peak RSS (CPU) or peak allocated (CUDA)
+    earlier_seconds: float = 0.0  # training + validation seconds of the earlier processes a resumed run continues
 
 
 @dataclass
@@ -175,6 +176,7 @@ def train_lite(
         raise InputError("no user has two or more training items; Lite-LLM4Rec needs sequences of at least 4 items")
     total_steps = min(cfg.max_steps or steps_per_epoch * cfg.epochs, steps_per_epoch * cfg.epochs)
     state = LiteRunState()
+    earlier_seconds = 0.0  # what the processes before a resume spent (their steps are in `state`)
     best = trainable_state(model)
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.is_file():
@@ -182,6 +184,7 @@ def train_lite(
         load_trainable_state(model, saved["model"], checkpoint)
         opt.load_state_dict(saved["optimizer"])
         best, state = saved["best"], LiteRunState.from_dict(saved["state"], ckpt)
+        earlier_seconds = state.elapsed
         torch.set_rng_state(saved["rng"])
 
     best_valid: list[EvalResult] = []  # the selected checkpoint's validation result (not recomputed at the end)
@@ -277,4 +280,5 @@ def train_lite(
         train_seconds=state.train_seconds,
         positions_per_second=state.positions / max(state.train_seconds, 1e-9),
         peak_memory_mb=peak_memory_mb(device),
+        earlier_seconds=earlier_seconds,
     )

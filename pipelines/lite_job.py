@@ -152,7 +152,8 @@ def run_record(
         "seconds_to_best": round(result.seconds_to_best, 1),
         "train_seconds": round(result.train_seconds, 1),
         "positions_per_second": round(result.positions_per_second, 1),
-        "wall_seconds": round(wall_seconds, 1),
+        "wall_seconds": round(wall_seconds + result.earlier_seconds, 1),  # a resumed run: every process
+        "earlier_processes_seconds": round(result.earlier_seconds, 1),
         "peak_memory_mb": round(result.peak_memory_mb, 1),
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"

@@ -137,7 +137,8 @@ def run_record(
         "epochs": result.epochs_run,
         "seconds_per_epoch": round(result.seconds_per_epoch, 2),
         "seconds_to_best": round(result.seconds_to_best, 1),
-        "wall_seconds": round(wall_seconds, 1),
+        "wall_seconds": round(wall_seconds + result.earlier_seconds, 1),  # a resumed run: every process
+        "earlier_processes_seconds": round(result.earlier_seconds, 1),
         "peak_memory_mb": round(result.peak_memory_mb, 1),
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "dataset_info": {k: v for k, v in ds.summary().items() if k != "preprocessing"},

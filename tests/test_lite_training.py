@@ -113,9 +113,11 @@ def test_resume_continues_from_the_checkpoint(lite_llama_dir, tmp_path):
         return model, res
 
     _, first = run(4, tmp_path / "ckpt.pt")  # "killed" after 4 steps (its checkpoint stays)
+    killed_seconds = torch.load(tmp_path / "ckpt.pt", weights_only=True)["state"]["elapsed"]
     resumed, res = run(6, tmp_path / "ckpt.pt")
     straight, res2 = run(6, tmp_path / "other.pt")
     assert first.steps == 4 and res.steps == res2.steps == 6
+    assert res.earlier_seconds == killed_seconds > 0 and res2.earlier_seconds == 0  # the wall time counts both
     assert [h["step"] for h in res.history] == [h["step"] for h in res2.history]
     torch.testing.assert_close(resumed.head.weight, straight.head.weight)
 

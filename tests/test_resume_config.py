@@ -184,6 +184,16 @@ def test_train_job_same_settings_resume(killed_train_job, tmp_path):
     assert read_json(out / "metrics.json")["metrics"] == read_json(fresh / "metrics.json")["metrics"]
 
 
+def test_a_resumed_run_records_the_wall_time_of_every_process(killed_train_job):
+    data, _, out = killed_train_job
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    saved["state"]["elapsed"] = 1000.0  # as if the killed process had trained for 1000 s
+    torch.save(saved, out / "checkpoint.pt")
+    assert main(["train", "--dataset", str(data), "--out", str(out), *TRAIN]) == 0
+    record = read_json(out / "metrics.json")
+    assert record["earlier_processes_seconds"] == 1000.0 and 1000.0 <= record["wall_seconds"] < 1100.0
+
+
 def test_export_asked_for_after_training_is_written_from_the_saved_model_without_training(tmp_path, monkeypatch):
     data, _ = write_toy_dataset(tmp_path / "data")
     out, exported = tmp_path / "run", tmp_path / "exported"
