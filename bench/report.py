@@ -55,7 +55,7 @@ PAPER_ROW_OF = {"gate:tuned": "gate"}  # the paper's TSLRec row sits beside our 
 PAPER_SETTING = (
     "TSLRec paper, Table 2: Llama2-13B, RecBole backbones, embedding dimension 256, lr 1e-4, batch 1024, "
     "patience 10 on validation NDCG@10, leave-one-out; it does not say whether history items are masked "
-    "(RecBole's own full-ranking evaluation, 1.1-1.2.1, does not mask them for sequential models)"
+    "(RecBole's own full-ranking evaluation, 1.1.1 to 1.2.1, does not mask them for sequential models)"
 )
 # Fusion grids: ablation-<dataset>.json (and fusion-variants-<dataset>.json, the same format); a grid's no-LLM
 # control, when trained as a grid of its own, is ablation-<dataset>-stage0.json (gate over the stage-0 item table).
