@@ -3,7 +3,8 @@
 A backbone implements `encode(seq) -> [B, L, H]`: a causal state at every position
 (position t sees items 0..t only). The base class turns that into
   forward(seq, lengths) -> [B, H]      the user state after the last real item
-  score(user_state)     -> [B, N+1]    dot product with every item (column 0 = padding)
+  score(user_state, seq) -> [B, N+1]   dot product with every item (column 0 = padding), plus the
+                                       learned input-item bias on the items of seq if the config asks for it
   loss(inputs, targets)                next-item loss at every position in one pass
 Sequences are right-padded with 0.
 """
@@ -18,6 +19,7 @@ from torch import nn
 
 from tslrec.core.settings import require
 
+from .input_items import add_input_item_bias, prefix_items
 from .losses import full_softmax_ce, sampled_bce
 
 
@@ -37,6 +39,15 @@ class BackboneConfig:
     dropout: float = field(default=0.2, metadata={"help": "dropout on embeddings and inside blocks"})
     attn_dropout: float | None = field(
         default=None, metadata={"help": "dropout on attention weights (SASRec); unset = the same as dropout"}
+    )
+    input_item_bias: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "learn one scalar added to the score of each item already in the model's input (0 at start; "
+                "negative where users do not return to items)"
+            )
+        },
     )
     caser_window: int = field(
         default=10,
@@ -81,6 +92,7 @@ class SequentialRecommender(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.item_embedding = item_embedding  # the seam: forward(ids) -> [.., H], table() -> [N+1, H]
+        self.input_item_bias = nn.Parameter(torch.zeros(())) if cfg.input_item_bias else None  # see input_items.py
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B, L, H]
         raise NotImplementedError
@@ -90,8 +102,14 @@ class SequentialRecommender(nn.Module):
         last = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, states.size(-1))
         return states.gather(1, last).squeeze(1)
 
-    def score(self, user_state: torch.Tensor) -> torch.Tensor:  # [B, H] -> [B, N+1]
-        return user_state @ self.item_embedding.table().t()
+    def score(self, user_state: torch.Tensor, seq: torch.Tensor | None = None) -> torch.Tensor:  # -> [B, N+1]
+        """user_state [B, H]; seq [B, L], the input the state was encoded from (needed with input_item_bias)."""
+        scores = user_state @ self.item_embedding.table().t()
+        if self.input_item_bias is None:
+            return scores
+        if seq is None:
+            raise ValueError("score: input_item_bias is on, so pass the input sequence: score(state, seq)")
+        return add_input_item_bias(scores, seq, self.input_item_bias)
 
     def loss(
         self, inputs: torch.Tensor, targets: torch.Tensor, kind: str = "ce", generator: torch.Generator | None = None
@@ -105,10 +123,14 @@ class SequentialRecommender(nn.Module):
         mask = targets > 0
         h, y = states[mask], targets[mask]  # [T, H], [T]
         table = self.item_embedding.table()  # [N+1, H]
+        seen, bias = None, self.input_item_bias
+        if bias is not None:
+            items, once = prefix_items(inputs, mask)  # [T, L] each: what each position has in its input
+            seen = ((items - 1).clamp(min=0), once)  # columns of table[1:]; padding is never `once`
         if kind == "ce":
-            return full_softmax_ce(h, table[1:], y - 1)
+            return full_softmax_ce(h, table[1:], y - 1, seen=seen, bias=bias)
         if kind == "bce":
-            return sampled_bce(h, table, y, generator)
+            return sampled_bce(h, table, y, generator, seen=seen, bias=bias)
         raise ValueError(f"unknown loss '{kind}'")
 
 

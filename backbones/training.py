@@ -126,7 +126,7 @@ def score_users(model: SequentialRecommender, bf16: bool = False):
     def score(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         with torch.autocast(seq.device.type, dtype=torch.bfloat16, enabled=bf16):
             state = model(seq, lengths)  # [B, H]
-        return model.score(state.float())  # the item table is built outside autocast: float32
+        return model.score(state.float(), seq)  # the item table is built outside autocast: float32
 
     return score
 

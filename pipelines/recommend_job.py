@@ -97,7 +97,8 @@ def top_k(
         for s in range(0, len(sequences), batch_size):
             batch = sequences[s : s + batch_size]
             seq, lengths = pad_right(batch, max_len)  # [B, L], [B]
-            logits = model.score(model(seq.to(device), lengths.to(device))).float()  # [B, N+1]
+            seq = seq.to(device)  # [B, L]
+            logits = model.score(model(seq, lengths.to(device)), seq).float()  # [B, N+1]
             logits[:, 0] = float("-inf")
             if not keep_seen:
                 seen, _ = pad_right(batch, max(len(x) for x in batch))  # [B, n]: every item of the user
