@@ -167,6 +167,7 @@ def cpu_backbones_table(dataset: str = "ml-1m") -> str:
             f"max_len {c['data']['max_len']}, H {c['model']['hidden']}, heads {c['model']['num_heads']}, "
             f"dropout {c['model']['dropout']}, windows {c['train'].get('windows', 'last')}, "
             f"loss weight {c['train'].get('loss_weight', 'batch')}, {'bf16' if c['train']['bf16'] else 'fp32'}"
+            + (", input-item bias" if c["model"].get("input_item_bias") else "")
         )
         share = f"{t['train_gflops']} GFLOP/s, {t['fraction_of_matmul_peak']:.0%}" if "train_gflops" in t else "–"
         lines.append(
@@ -362,26 +363,28 @@ def backbone_ablation_table(name: str, reference: str) -> str:
     runs = load(name)
     if not runs:
         return ""
-    by_variant: dict[str, list[dict]] = {}
+    groups: dict[tuple[str, str], list[dict]] = {}
     for r in runs:
-        by_variant.setdefault(r["variant"], []).append(r)
-    ref = by_variant.get(reference, [])
+        groups.setdefault((r["model"], r["variant"]), []).append(r)
     first = runs[0]
+    models = ", ".join(dict.fromkeys(r["model"] for r in runs))
     lines = [
-        f"**{first['model']} on {first['dataset']}, one setting changed at a time ({name}): test metrics, mean ± "
+        f"**{models} on {first['dataset']}, one setting changed at a time ({name}): test metrics, mean ± "
         f"std over seeds, against `{reference}` by the Welch t-test over seeds.**",
         "",
-        "| variant | seeds | HR@10 | NDCG@10 | vs reference (NDCG@10) | NDCG@10 masked | best epoch / run "
-        "| s/epoch | encoder positions / targets |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| backbone | variant | seeds | HR@10 | NDCG@10 | vs reference (NDCG@10) | NDCG@10 masked "
+        "| best epoch / run | s/epoch | encoder positions / targets |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for variant, rs in by_variant.items():
+    for (model, variant), rs in groups.items():
+        ref = groups.get((model, reference), [])
         masked = [r["metrics_history_masked"]["NDCG@10"] for r in rs if r.get("metrics_history_masked")]
         epochs = ", ".join(f"{r['best_epoch']}/{r['epochs']}" for r in rs)
         last = [(r.get("history") or [{}])[-1] for r in rs]
         padding = [h["positions"] / h["targets"] for h in last if h.get("positions") and h.get("targets")]
         lines.append(
-            f"| {variant} | {len(rs)} | {_mean_std(_values(rs, 'HR@10'))} | {_mean_std(_values(rs, 'NDCG@10'))} | "
+            f"| {model} | {variant} | {len(rs)} | {_mean_std(_values(rs, 'HR@10'))} | "
+            f"{_mean_std(_values(rs, 'NDCG@10'))} | "
             f"{'–' if variant == reference else _seed_test(rs, ref, 'NDCG@10')} | {_mean_std(masked)} | "
             f"{epochs} | "
             f"{fmt(sum(r['seconds_per_epoch'] for r in rs) / len(rs), 2)} | "
@@ -394,6 +397,32 @@ def backbone_ablation_table(name: str, reference: str) -> str:
         "from whatever else ran on the machine at the time; encoder positions (padding included) per training "
         "target measure what a batching costs (– = recorded before they were counted).",
     ]
+    lines += commands_and_commits(runs)
+    return "\n".join(lines)
+
+
+def unmasked_gap_table(name: str) -> str:
+    """bench/unmasked_gap.py: one row per trained run, HR@10 in three protocols and where the lost hits went."""
+    runs = load(name)
+    if not runs:
+        return ""
+    lines = [
+        f"**Where the unmasked gap comes from ({name}): test HR@10 with every item a candidate, with the model's "
+        "own input window removed, and with the user's whole history removed; and the users who are a hit at 10 "
+        "only with the history masked, split by which mask brings them back.**",
+        "",
+        "| backbone | variant | seed | max_len | HR@10 not masked | input masked | history masked | hits lost "
+        "| back with the input masked | only with the whole history masked | users longer than the input |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        lost = r["hits_lost_to_unmasking"]
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {r['seed']} | {r['max_len']} | {fmt(r['metrics']['HR@10'])} | "
+            f"{fmt(r['metrics_input_masked']['HR@10'])} | {fmt(r['metrics_history_masked']['HR@10'])} | "
+            f"{lost['users']} | {lost['back_with_input_masked']} | {lost['only_with_history_masked']} | "
+            f"{r['users_longer_than_input']} |"
+        )
     lines += commands_and_commits(runs)
     return "\n".join(lines)
 
@@ -1017,6 +1046,8 @@ def main() -> None:
         *[backbone_ablation_table(n, reference="batching-length") for n in record_names("batching-")],
         *[backbone_ablation_table(n, reference="weight-batch") for n in record_names("weighting-")],
         *[backbone_ablation_table(n, reference="windows-fixed") for n in record_names("windows-")],
+        *[backbone_ablation_table(n, reference="base") for n in record_names("input-item-bias-")],
+        *[unmasked_gap_table(n) for n in record_names("unmasked-gap-")],
         *[stage1_variants_table(n) for prefix in STAGE1_VARIANTS for n in record_names(prefix)],
         stage1_table(),
         sft_table(),
