@@ -18,7 +18,7 @@ KEY = ("dataset", "model", "variant", "seed", "device")
 def git_commit() -> str:
     """$TSLREC_COMMIT if set (a copied tree on a GPU box, whose .git may be stale or absent).
 
-    Else HEAD (with -dirty).
+    Else HEAD, with -dirty when tracked files other than bench/results (the records themselves) have changed.
     """
     if os.environ.get("TSLREC_COMMIT"):
         return os.environ["TSLREC_COMMIT"]
@@ -31,7 +31,7 @@ def git_commit() -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)bench/results"],
             capture_output=True,
             text=True,
             cwd=Path(__file__).parent,
