@@ -373,12 +373,16 @@ def backbone_ablation_table(name: str, reference: str) -> str:
         f"std over seeds, against `{reference}` by the Welch t-test over seeds.**",
         "",
         "| backbone | variant | seeds | HR@10 | NDCG@10 | vs reference (NDCG@10) | NDCG@10 masked "
-        "| best epoch / run | s/epoch | encoder positions / targets |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| vs reference (NDCG@10 masked) | best epoch / run | s/epoch | encoder positions / targets |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (model, variant), rs in groups.items():
+    order = list(dict.fromkeys(r["model"] for r in runs))
+    for (model, variant), rs in sorted(groups.items(), key=lambda kv: order.index(kv[0][0])):
         ref = groups.get((model, reference), [])
         masked = [r["metrics_history_masked"]["NDCG@10"] for r in rs if r.get("metrics_history_masked")]
+        mine_m = [_protocol(r, "metrics_history_masked") for r in rs if r.get("metrics_history_masked")]
+        ref_m = [_protocol(r, "metrics_history_masked") for r in ref if r.get("metrics_history_masked")]
+        vs_masked = "–" if variant == reference or not (mine_m and ref_m) else _seed_test(mine_m, ref_m, "NDCG@10")
         epochs = ", ".join(f"{r['best_epoch']}/{r['epochs']}" for r in rs)
         last = [(r.get("history") or [{}])[-1] for r in rs]
         padding = [h["positions"] / h["targets"] for h in last if h.get("positions") and h.get("targets")]
@@ -386,7 +390,7 @@ def backbone_ablation_table(name: str, reference: str) -> str:
             f"| {model} | {variant} | {len(rs)} | {_mean_std(_values(rs, 'HR@10'))} | "
             f"{_mean_std(_values(rs, 'NDCG@10'))} | "
             f"{'–' if variant == reference else _seed_test(rs, ref, 'NDCG@10')} | {_mean_std(masked)} | "
-            f"{epochs} | "
+            f"{vs_masked} | {epochs} | "
             f"{fmt(sum(r['seconds_per_epoch'] for r in rs) / len(rs), 2)} | "
             f"{fmt(sum(padding) / len(padding), 2) if padding else '–'} |"
         )
