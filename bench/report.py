@@ -416,8 +416,9 @@ def unmasked_gap_table(name: str) -> str:
         "only with the history masked, split by which mask brings them back.**",
         "",
         "| backbone | variant | seed | max_len | HR@10 not masked | input masked | history masked | hits lost "
-        "| back with the input masked | only with the whole history masked | users longer than the input |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| back with the input masked | only with the whole history masked | users longer than the input "
+        "| learned input-item bias |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lost = r["hits_lost_to_unmasking"]
@@ -425,7 +426,7 @@ def unmasked_gap_table(name: str) -> str:
             f"| {r['model']} | {r['variant']} | {r['seed']} | {r['max_len']} | {fmt(r['metrics']['HR@10'])} | "
             f"{fmt(r['metrics_input_masked']['HR@10'])} | {fmt(r['metrics_history_masked']['HR@10'])} | "
             f"{lost['users']} | {lost['back_with_input_masked']} | {lost['only_with_history_masked']} | "
-            f"{r['users_longer_than_input']} |"
+            f"{r['users_longer_than_input']} | {fmt(r.get('input_item_bias'))} |"
         )
     lines += commands_and_commits(runs)
     return "\n".join(lines)

@@ -10,7 +10,8 @@ Each argument is a finished `tslrec train` folder. Its test split is ranked thre
 A target that also occurs earlier stays a candidate in every protocol. Each record counts the users who are a
 hit at 10 with the history masked and a miss without: how many of them the input mask alone brings back (the
 model scored items it was given above the target) and how many only the whole-history mask does (items older
-than its input window). Writes bench/results/<name>.json (default unmasked-gap-<dataset>), one record per folder.
+than its input window), and the learned input-item bias where the model has one (`--input-item-bias`). Writes
+bench/results/<name>.json (default unmasked-gap-<dataset>), one record per folder.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def main() -> None:
             "users": len(test.targets),
             "users_longer_than_input": int((test.prior_len > max_len).sum()),
             "max_len": max_len,
+            "input_item_bias": None if model.input_item_bias is None else round(float(model.input_item_bias), 4),
             "run": str(folder),
             "timings": {"seconds": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads()},
             "device": f"cpu, {torch.get_num_threads()} threads",
