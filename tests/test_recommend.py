@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+from safetensors.torch import load_file
+
 from tslrec.pipelines.cli import main
 
 
-def _train(tmp_path):
+def _train(tmp_path, *extra: str):
     # 30 users walking a cycle of 12 items from different starts: the next item is always the following one
     lines = []
     for u in range(30):
@@ -35,6 +37,7 @@ def _train(tmp_path):
         "--max-len",
         "10",
         "--no-progress",
+        *extra,
     ]
     assert main(argv) == 0
     return data, out
@@ -63,3 +66,16 @@ def test_recommend_keep_seen_and_tsv_file(tmp_path, capsys):
     rows = [line.split("\t") for line in target.read_text().splitlines()]
     assert len(rows) == 30 * 12 and {r[2] for r in rows if r[0] == "u0"} == {f"i{i}" for i in range(12)}
     assert main(["recommend", "--model", str(out), "--users", str(tmp_path / "missing.txt")]) == 2
+
+
+def test_recommend_scores_with_the_learned_input_item_bias(tmp_path, capsys):
+    """A model trained with --input-item-bias is rebuilt with it and scores with its input (scoring without the
+    input raises): no user of the cycle returns to an item, so the bias learned is negative."""
+    _, out = _train(tmp_path, "--input-item-bias")
+    weights = load_file(out / "model.safetensors")
+    assert float(weights["input_item_bias"]) < 0
+    capsys.readouterr()
+    assert main(["recommend", "--model", str(out), "--k", "12", "--keep-seen", "--format", "jsonl"]) == 0
+    for r in (json.loads(line) for line in capsys.readouterr().out.splitlines()):
+        u = int(r["user"][1:])
+        assert r["items"][0] == f"i{(u + 8) % 12}" and len(r["items"]) == 12
