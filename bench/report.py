@@ -189,15 +189,21 @@ def cpu_backbones_table(dataset: str = "ml-1m") -> str:
     return "\n".join(lines)
 
 
+CPU_REFERENCES = ("base", "target-weights")  # the first CPU default, and today's (per-target loss weights)
+
+
 def _settings_against_base(runs: list[dict]) -> list[str]:
-    """For each backbone with another setting (variant) than `base`: test NDCG@10 and HR@10 in both protocols,
-    mean ± std over seeds, and the Welch test over seeds against `base` (a verdict only with enough seeds)."""
+    """For each backbone with another setting (variant) than a reference (`base`, `target-weights`): test NDCG@10
+    and HR@10 in both protocols, mean ± std over seeds, and the Welch test over seeds against the reference (a
+    verdict only with enough seeds)."""
     lines = []
-    for model in dict.fromkeys(r["model"] for r in runs):
-        base = [r for r in runs if r["model"] == model and r["variant"] == "base"]
+    for model, ref in ((m, ref) for m in dict.fromkeys(r["model"] for r in runs) for ref in CPU_REFERENCES):
+        base = [r for r in runs if r["model"] == model and r["variant"] == ref]
         if not base:  # nothing to compare with: the table's rows say it all
             continue
-        for variant in dict.fromkeys(r["variant"] for r in runs if r["model"] == model and r["variant"] != "base"):
+        for variant in dict.fromkeys(r["variant"] for r in runs if r["model"] == model and r["variant"] != ref):
+            if variant in CPU_REFERENCES[: CPU_REFERENCES.index(ref)]:
+                continue  # an older reference against a newer one: already listed the other way round
             rs = [r for r in runs if r["model"] == model and r["variant"] == variant]
             cells = []
             for protocol, key in (("unmasked", "metrics"), ("masked", "metrics_history_masked")):
@@ -207,9 +213,9 @@ def _settings_against_base(runs: list[dict]) -> list[str]:
                         f"{metric} {protocol} {_mean_std(_values(mine, metric))} against "
                         f"{_mean_std(_values(theirs, metric))}: {_short_test(mine, theirs, metric)}"
                     )
-            lines.append(f"- {model} `{variant}` ({len(rs)} seeds) against `base` ({len(base)}): " + "; ".join(cells))
+            lines.append(f"- {model} `{variant}` ({len(rs)} seeds) against `{ref}` ({len(base)}): " + "; ".join(cells))
     return (
-        ["", "Settings against `base`, over seeds (Welch t-test; a verdict needs 3 seeds a side):", ""] + lines
+        ["", "Settings against a reference, over seeds (Welch t-test; a verdict needs 3 seeds a side):", ""] + lines
         if lines
         else []
     )
