@@ -176,7 +176,7 @@ def cpu_backbones_table(dataset: str = "ml-1m") -> str:
             f"{r['seconds_per_epoch']} | {t.get('validation_seconds', '–')} | {r['wall_seconds']} | {share} | "
             f"{r['device']} |"
         )
-    lines += _settings_against_base(runs)
+    lines += _settings_against_references(runs)
     lines += ["", "Published rows at max length 200 (HR@10 / NDCG@10):", ""]
     lines += [f"- {name}: {hr:.4f} / {nd:.4f}" for name, hr, nd in SASREC_REFERENCES]
     lines += [
@@ -192,7 +192,7 @@ def cpu_backbones_table(dataset: str = "ml-1m") -> str:
 CPU_REFERENCES = ("base", "target-weights")  # the first CPU default, and today's (per-target loss weights)
 
 
-def _settings_against_base(runs: list[dict]) -> list[str]:
+def _settings_against_references(runs: list[dict]) -> list[str]:
     """For each backbone with another setting (variant) than a reference (`base`, `target-weights`): test NDCG@10
     and HR@10 in both protocols, mean ± std over seeds, and the Welch test over seeds against the reference (a
     verdict only with enough seeds)."""
