@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shlex
@@ -57,5 +58,8 @@ def add(name: str, record: dict) -> None:
     """Append `record` (with command and the commit the process started at), replacing an earlier run with the
     same key."""
     record = {**record, "command": command_line(), "commit": COMMIT_AT_START}
-    records = [r for r in load(name) if tuple(r.get(k) for k in KEY) != tuple(record.get(k) for k in KEY)]
-    write_json(RESULTS / f"{name}.json", records + [record])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / f".{name}.lock", "w") as lock:  # benchmarks side by side may share a record file
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = [r for r in load(name) if tuple(r.get(k) for k in KEY) != tuple(record.get(k) for k in KEY)]
+        write_json(RESULTS / f"{name}.json", records + [record])

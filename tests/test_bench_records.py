@@ -1,0 +1,38 @@
+"""bench/records.py: benchmarks running side by side add to one record file without losing each other's records."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import records  # noqa: E402
+
+
+def _add_many(results: str, model: str, n: int) -> None:
+    records.RESULTS = Path(results)
+    for seed in range(n):
+        records.add("shared", {"dataset": "d", "model": model, "variant": "v", "seed": seed, "device": "cpu"})
+
+
+def test_concurrent_adds_keep_every_record(tmp_path, monkeypatch):
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_add_many, args=(str(tmp_path), model, 40)) for model in ("a", "b")]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+        assert w.exitcode == 0
+    monkeypatch.setattr(records, "RESULTS", tmp_path)
+    kept = records.load("shared")
+    assert sorted((r["model"], r["seed"]) for r in kept) == [(m, s) for m in ("a", "b") for s in range(40)]
+
+
+def test_add_replaces_the_same_key(tmp_path, monkeypatch):
+    monkeypatch.setattr(records, "RESULTS", tmp_path)
+    key = {"dataset": "d", "model": "m", "variant": "v", "seed": 1, "device": "cpu"}
+    records.add("r", {**key, "metrics": {"HR@10": 0.1}})
+    records.add("r", {**key, "metrics": {"HR@10": 0.2}})
+    assert [r["metrics"]["HR@10"] for r in records.load("r")] == [0.2]
