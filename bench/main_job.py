@@ -2,6 +2,7 @@
 
     python bench/main_job.py                                   # runs/bench-main-job, every stage from scratch
     python bench/main_job.py --config configs/ml-100k.yaml --out runs/bench-main-job --name main-job-ml-100k
+    python bench/main_job.py --set stages.stage0.input_item_bias=true --label input-item-bias   # one setting changed
 Runs `tslrec run --config CONFIG --set out=OUT --force stage0` as one process and writes
 bench/results/<name>.json (default main-job-<dataset>.json), one record per run: the wall time of the whole
 process and of each stage (from the stage manifests), stage 0's test metrics (the SASRec whose item table the
@@ -19,10 +20,10 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from records import add
 
 from tslrec.core.artifacts import read_json
+from tslrec.pipelines.run_job import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("stage0", "stage1", "stage2", "ablation")
@@ -42,15 +43,16 @@ def grid_cells(out: Path) -> dict[str, dict[str, float]]:
     return cells
 
 
-def record(config: Path, out: Path, wall: float, threads: int) -> dict:
-    cfg = yaml.safe_load(config.read_text())
+def record(config: Path, overrides: list[str], label: str | None, out: Path, wall: float, threads: int) -> dict:
+    cfg = load_config(config, overrides)  # the config the run used: the file with the --set overrides applied
+    cfg.pop("_path")
     s0 = read_json(out / "stage0" / "metrics.json", "stage-0 metrics")
     s1 = read_json(out / "stage1" / "metrics.json", "stage-1 metrics")["metrics"]
     agreement = read_json(out / "stage2" / "manifest.json", "stage-2 manifest")["source"].get("category_agreement")
     return {
         "dataset": str(cfg["dataset"]),
         "model": "tslrec-run",
-        "variant": config.stem,
+        "variant": label or config.stem,
         "seed": cfg.get("seed", 42),
         "device": f"cpu, {threads} threads",
         "metrics": s0["metrics"],  # stage 0's SASRec, full ranking, history not masked
@@ -68,14 +70,20 @@ def main() -> None:
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "ml-100k.yaml", help="the tslrec run config")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-main-job", help="run folder (started over)")
     p.add_argument("--name", default=None, help="results file under bench/results (default main-job-<dataset>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for the run")
+    p.add_argument("--label", default=None, help="the record's variant (default: the config's file name)")
     args = p.parse_args()
+    if args.set and not args.label:
+        p.error("--set changes the run: give it a --label, so that its record does not replace the config's own")
     tslrec = Path(sys.executable).with_name("tslrec")
     cmd = [str(tslrec), "run", "--config", str(args.config), "--set", f"out={args.out}", "--force", "stage0"]
+    cmd += [a for kv in args.set for a in ("--set", kv)]
     print("+", " ".join(cmd), flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
     wall = time.perf_counter() - start
-    rec = record(args.config, args.out, wall, torch.get_num_threads())  # the child inherits the same environment
+    threads = torch.get_num_threads()  # the child inherits the same environment
+    rec = record(args.config, args.set, args.label, args.out, wall, threads)
     add(args.name or f"main-job-{rec['dataset']}", rec)
     print(f"main job: {wall / 60:.1f} min ({', '.join(f'{k} {v:.0f} s' for k, v in rec['timings'].items())})")
 
