@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tslrec.core.precision import HELP as PRECISION_HELP
+from tslrec.core.precision import PRECISIONS
 from tslrec.core.settings import require
 
 from .batching import EvalSplit
@@ -52,11 +54,14 @@ class EvalConfig:
     batch_size: int = field(
         default=32, metadata={"flag": "--eval-batch-size", "help": "users scored at once (small batches stay in cache)"}
     )
-    bf16: bool = field(
-        default=False,
+    precision: str = field(
+        default="auto",
         metadata={
-            "flag": "--eval-bf16",
-            "help": "encode users under bfloat16 autocast; the user states and item table are cast to float32 to score",
+            "flag": "--eval-precision",
+            "choices": PRECISIONS,
+            "replaces": ("bf16", {True: "bf16", False: "float32"}),
+            "deprecated": {"--eval-bf16": ("bf16", "float32")},
+            "help": "how users are encoded: " + PRECISION_HELP + "; scores are always ranked in float32",
         },
     )
 

@@ -26,10 +26,12 @@ from tqdm.auto import tqdm
 from tslrec.core.artifacts import atomic_path
 from tslrec.core.errors import InputError
 from tslrec.core.modules import eval_mode, peak_memory_mb
+from tslrec.core.precision import HELP as PRECISION_HELP
+from tslrec.core.precision import PRECISIONS, autocast, resolve_precision, resolved
 from tslrec.core.run_state import RunState
-from tslrec.core.settings import as_recorded_before, require
+from tslrec.core.settings import as_recorded_before, require, upgrade_recorded
 
-from .base import SequentialRecommender, settings_read_by
+from .base import BackboneConfig, SequentialRecommender, settings_read_by
 from .batching import BATCHING, WINDOWS, EvalSplit, LeaveOneOutSplits, epoch_batches, target_weights
 from .evaluation import EvalConfig, EvalResult, evaluate, is_metric_name
 
@@ -89,8 +91,14 @@ class TrainConfig:
     select_metric: str = field(default="NDCG@10", metadata={"help": "validation metric for early stopping"})
     min_delta: float = field(default=0.0, metadata={"help": "smallest validation gain that counts as better"})
     grad_clip: float = field(default=5.0, metadata={"help": "max gradient norm (0 = off)"})
-    bf16: bool = field(
-        default=False, metadata={"help": "bfloat16 autocast for the training forward pass (evaluation stays float32)"}
+    precision: str = field(
+        default="auto",
+        metadata={
+            "choices": PRECISIONS,
+            "replaces": ("bf16", {True: "bf16", False: "float32"}),
+            "deprecated": {"--bf16": ("bf16", "float32")},
+            "help": "the training forward pass: " + PRECISION_HELP,
+        },
     )
     seed: int = field(default=42, metadata={"help": "seeds init, shuffling, dropout and negatives"})
 
@@ -120,11 +128,11 @@ class TrainResult:
     earlier_seconds: float = 0.0  # training + validation seconds of the earlier processes a resumed run continues
 
 
-def score_users(model: SequentialRecommender, bf16: bool = False):
-    """score_fn for `evaluate`: scores [B, N+1] in float32; with `bf16` the encoder runs under bf16 autocast."""
+def score_users(model: SequentialRecommender, precision: str = "float32"):
+    """score_fn for `evaluate`: scores [B, N+1] in float32; with `precision` bf16 the encoder runs under autocast."""
 
     def score(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(seq.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(seq.device, resolve_precision(precision, seq.device)):
             state = model(seq, lengths)  # [B, H]
         return model.score(state.float(), seq)  # the item table is built outside autocast: float32
 
@@ -134,7 +142,7 @@ def score_users(model: SequentialRecommender, bf16: bool = False):
 def evaluate_split(model: SequentialRecommender, split: EvalSplit, cfg: EvalConfig, device: torch.device) -> EvalResult:
     """Evaluate `model` on one split (eval mode, no grad)."""
     with eval_mode(model):
-        return evaluate(score_users(model, cfg.bf16), split, cfg, device=device)
+        return evaluate(score_users(model, cfg.precision), split, cfg, device=device)
 
 
 class _Missing:
@@ -173,11 +181,17 @@ def setting_changes(old: dict, new: dict, before: dict | None = None) -> list[tu
 def run_setting_changes(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
     """setting_changes between a run's recorded settings (resume_settings) and this run's: the model settings
     its model class does not read are left out on both sides, and a setting added since counts as the value runs
-    behaved as before it (as_recorded_before)."""
+    behaved as before it (as_recorded_before), for every config alike; a setting recorded under an older name is
+    read under its new one (upgrade_recorded)."""
     model = saved.get("model")
+    saved = dict(saved)
+    configs = {"TrainConfig": TrainConfig(), "EvalConfig": EvalConfig(), "BackboneConfig": BackboneConfig()}
+    for name, config in configs.items():
+        if isinstance(saved.get(name), dict):
+            saved[name] = upgrade_recorded(config, saved[name])
     if isinstance(saved.get("BackboneConfig"), dict):
-        saved = {**saved, "BackboneConfig": settings_read_by(saved["BackboneConfig"], [model])}
-    before = {"TrainConfig": as_recorded_before(TrainConfig()), "EvalConfig": as_recorded_before(EvalConfig())}
+        saved["BackboneConfig"] = settings_read_by(saved["BackboneConfig"], [model])
+    before = {name: as_recorded_before(config) for name, config in configs.items()}
     return setting_changes(saved, current, plain(before))
 
 
@@ -241,11 +255,7 @@ def train(
     resumes from it; with others it raises InputError naming the first changed setting
     (e.g. `TrainConfig.lr`). force: discard an existing checkpoint and start over.
     """
-    eval_cfg = eval_cfg or EvalConfig()
-    if cfg.bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise InputError(
-            f"TrainConfig.bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; train without it"
-        )
+    cfg, eval_cfg = resolved(cfg, device), resolved(eval_cfg or EvalConfig(), device)  # what `auto` is here
     current = resume_settings(model, cfg, eval_cfg, settings)
     torch.manual_seed(cfg.seed)
     model.to(device)
@@ -306,7 +316,7 @@ def train(
             positions += width * len(idx)
             inputs = windows.inputs[idx, :width].to(device)  # [B, width]
             targets = windows.targets[idx, :width].to(device)  # [B, width]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            with autocast(device, cfg.precision):
                 loss = model.loss(inputs, targets, cfg.loss, gen)
             opt.zero_grad(set_to_none=True)
             (loss * weight).backward()  # target: the batch's share of the epoch's targets, not one batch's mean

@@ -68,7 +68,7 @@ def stage2_record(export: Path, dataset: str, label: str = TUNED) -> dict | None
             "items": timing["items"],
             "seconds_per_1000_items": timing["seconds_per_1000_items"],
             "batch_size": timing["batch_size"],
-            "bf16_autocast": timing["bf16_autocast"],
+            **{k: timing[k] for k in ("precision", "cpu_capability", "gpu", "bf16_autocast") if k in timing},
         },
         "llm": source.get("llm"),
         "llm_dtype": source.get("llm_dtype"),
@@ -150,6 +150,7 @@ def seed_test_record(t: SeedTest) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", default=None, help="results file name (default ablation-<dataset>)")
+    p.add_argument("--no-train", action="store_true", help="train nothing: record the cells already finished")
     defaults = AblateJob(dataset="ml-1m", data=DataConfig(kcore=5, max_len=200))
     add_arguments(p, defaults)
     args = p.parse_args()
@@ -159,7 +160,7 @@ def main() -> None:
         job = from_namespace(defaults, args)
         if not job.side.item_embeddings and job.side.clusters is None:
             raise InputError("pass --stage1-dir (stage 2 runs first) or --item-embeddings")
-        record_grid(job, args.name)
+        record_grid(job, args.name, train=not args.no_train)
     except InputError as e:
         raise SystemExit(f"error: {in_flags(str(e), defaults)}") from None
 
@@ -170,13 +171,13 @@ def grid_dir(out: Path) -> Path:
     return run_grid if not (out / "grid").exists() and (run_grid / "ablation.json").is_file() else out / "grid"
 
 
-def record_grid(job: AblateJob, name: str | None) -> None:
+def record_grid(job: AblateJob, name: str | None, train: bool = True) -> None:
     """Stage 2 if needed, the grid, then one record per finished cell (and one for stage 2)."""
     stem = Path(job.dataset).stem
     out = Path(job.out)
     entries = job.side.item_embeddings or [str(out / "stage2")]  # no sources given: stage 2 runs here, bare = tuned
     export = Path(item_table_sources(entries).get(TUNED, out / "stage2"))
-    if not job.side.item_embeddings and not (export / "manifest.json").is_file():
+    if train and not job.side.item_embeddings and not (export / "manifest.json").is_file():
         print_stage2(
             run_stage2(
                 Stage2Job(stage1_dir=job.side.clusters, out=str(export), runtime=replace(job.runtime, progress=False))
@@ -198,7 +199,7 @@ def record_grid(job: AblateJob, name: str | None) -> None:
         side=replace(job.side, item_embeddings=entries),
         runtime=replace(job.runtime, progress=False),
     )
-    outcome = run_ablation(grid_job)
+    outcome = run_ablation(grid_job, train=train)
     print_ablation(outcome)
     name = name or f"ablation-{stem}"
     for r in [stage2, *others]:

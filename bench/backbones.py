@@ -85,7 +85,7 @@ def main() -> None:
             }
             if backbone == "sasrec" and rec["seconds_per_epoch"]:
                 achieved = train_flops_per_target(job, ds.num_items) * targets / rec["seconds_per_epoch"] / 1e9
-                peak_now = peak["bfloat16" if job.train.bf16 else "float32"]
+                peak_now = peak["bfloat16" if rec["precision"] == "bf16" else "float32"]
                 rec["timings"]["train_gflops"] = round(achieved, 1)
                 rec["timings"]["fraction_of_matmul_peak"] = round(achieved / peak_now, 3)
             rec["device"] = f"{rec['device']}, {torch.get_num_threads()} threads"

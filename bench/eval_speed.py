@@ -19,6 +19,7 @@ from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig
 from tslrec.backbones.registry import build_backbone
 from tslrec.backbones.training import evaluate_split
+from tslrec.core.precision import precision_record
 from tslrec.pipelines.data import DataConfig, load_dataset
 
 SETTINGS = ((50, 64), (200, 128))  # (max_len, hidden)
@@ -35,8 +36,8 @@ def main() -> None:
         splits = LeaveOneOutSplits.from_sequences(ds.sequences, ds.num_items, max_len)
         torch.manual_seed(0)
         model = build_backbone("sasrec", BackboneConfig(num_items=ds.num_items, hidden=hidden, max_len=max_len))
-        for bf16 in (False, True):
-            cfg = EvalConfig(batch_size=args.eval_batch_size, bf16=bf16)
+        for precision in ("float32", "bf16"):
+            cfg = EvalConfig(batch_size=args.eval_batch_size, precision=precision)
             evaluate_split(model, splits.valid, cfg, device)  # warm-up
             times = []
             for _ in range(args.repeats):
@@ -48,7 +49,7 @@ def main() -> None:
                 {
                     "dataset": "ml-1m",
                     "model": "sasrec",
-                    "variant": f"max_len {max_len}, hidden {hidden}, encoder {'bf16' if bf16 else 'float32'}",
+                    "variant": f"max_len {max_len}, hidden {hidden}, encoder {precision}",
                     "seed": 0,
                     "device": f"cpu, {torch.get_num_threads()} threads",
                     "metrics": {},
@@ -58,11 +59,12 @@ def main() -> None:
                         "users": len(splits.valid.targets),
                         "items": ds.num_items,
                         "eval_batch_size": cfg.batch_size,
+                        **precision_record(device, precision),
                     },
                 },
             )
             users = len(splits.valid.targets)
-            print(f"max_len {max_len} hidden {hidden} bf16={bf16}: {min(times):.2f} s for {users} users")
+            print(f"max_len {max_len} hidden {hidden} {precision}: {min(times):.2f} s for {users} users")
 
 
 if __name__ == "__main__":

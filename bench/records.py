@@ -6,40 +6,19 @@ import fcntl
 import json
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
-from tslrec.core.artifacts import write_json
+from tslrec.core.artifacts import source_commit, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KEY = ("dataset", "model", "variant", "seed", "device")
 
 
 def git_commit() -> str:
-    """$TSLREC_COMMIT if set (a copied tree on a GPU box, whose .git may be stale or absent).
-
-    Else HEAD, with -dirty when tracked files other than bench/results (the records themselves) have changed.
-    """
-    if os.environ.get("TSLREC_COMMIT"):
-        return os.environ["TSLREC_COMMIT"]
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)bench/results"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-        return out + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    """$TSLREC_COMMIT if set (a copied tree on a GPU box, whose .git may be stale or absent), else the checkout's
+    HEAD, with -dirty when tracked files other than bench/results (the records themselves) have changed."""
+    return os.environ.get("TSLREC_COMMIT") or source_commit() or "unknown"
 
 
 def command_line() -> str:

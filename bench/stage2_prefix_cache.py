@@ -1,6 +1,6 @@
 """Benchmark: stage 2 with the prompt prefix computed once (key/value cache) vs the full prompt per item.
 
-    OMP_NUM_THREADS=1 python bench/stage2_prefix_cache.py --stage1-dir runs/ml-100k/stage1 --items 512 --bf16
+    OMP_NUM_THREADS=1 python bench/stage2_prefix_cache.py --stage1-dir runs/ml-100k/stage1 --items 512 --precision bf16
 
 Both passes run in this one process on the same items, alternating, so their ratio is measured
 under the same load. Writes bench/results/stage2-prefix-cache.json: seconds per 1,000 items with
@@ -16,6 +16,7 @@ import torch
 from records import add
 
 from tslrec.core.artifacts import package_versions, resolve_device
+from tslrec.core.precision import PRECISIONS, precision_record, resolve_precision
 from tslrec.pipelines.run_folders import load_train_folder, read_stage1_folder
 from tslrec.stage1_reconstruct.model import ReconstructionModel
 from tslrec.stage1_reconstruct.model_io import load_reconstruction_model
@@ -26,7 +27,7 @@ def timed(
 ) -> tuple[float, torch.Tensor, torch.Tensor]:
     start = time.perf_counter()
     emb, probs = model.encode_items(
-        items, batch_size=args.batch_size, autocast_bf16=args.bf16, progress=False, cache_prefix=cache
+        items, batch_size=args.batch_size, precision=args.precision, progress=False, cache_prefix=cache
     )
     return time.perf_counter() - start, emb, probs
 
@@ -37,7 +38,7 @@ def main() -> None:
     p.add_argument("--items", type=int, default=512, help="first N items of the catalogue")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=2, help="timed passes of each kind, alternating")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast, as `tslrec stage2 --bf16`")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="as `tslrec stage2 --precision`")
     p.add_argument("--device", default="auto")
     args = p.parse_args()
     if args.items < 1 or args.batch_size < 1 or args.repeats < 1:
@@ -46,6 +47,7 @@ def main() -> None:
     train = load_train_folder(stage1.train_dir)
     device = resolve_device(args.device)
     model, _ = load_reconstruction_model(stage1.folder, device)
+    args.precision = precision = resolve_precision(args.precision, device)
     items = train.item_table[1 : args.items + 1].float()  # [n, D]
     timed(model, items[: args.batch_size], args, cache=True)  # warm-up
     seconds: dict[bool, list[float]] = {True: [], False: []}
@@ -61,7 +63,7 @@ def main() -> None:
     record = {
         "dataset": train.dataset.name,
         "model": "tslrec-stage2",
-        "variant": "prefix-cache" + ("-bf16" if args.bf16 else "-fp32"),
+        "variant": "prefix-cache-" + ("fp32" if precision == "float32" else precision),
         "seed": None,
         "device": str(device),
         "metrics": {},
@@ -71,7 +73,7 @@ def main() -> None:
             "speedup": round(per_1000[False] / per_1000[True], 2),
             "items": len(items),
             "batch_size": args.batch_size,
-            "bf16_autocast": args.bf16,
+            **precision_record(device, precision),
             "torch_threads": torch.get_num_threads(),
             "all_seconds": {"full_prompt": seconds[False], "cached_prefix": seconds[True]},
         },

@@ -6,11 +6,13 @@ Nothing here unpickles: weights are safetensors, everything else is JSON.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import platform
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,7 +132,30 @@ def package_versions() -> dict[str, str]:
             out[name] = version(name)
         except PackageNotFoundError:
             continue
+    commit = source_commit()
+    if commit:
+        out["tslrec_commit"] = commit
     return out
+
+
+@functools.cache
+def source_commit() -> str | None:
+    """The git commit of the tslrec checkout this code runs from (an editable install), -dirty when its tracked
+    files other than bench/results have changed; None outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True)
+        if head.returncode != 0:
+            return None
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)bench/results"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return None
+    return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -10,6 +10,10 @@ A setting is a dataclass field with a default and `metadata={"help": "one line"}
     required  True: must be given
     before    for a setting added later: the value that runs recorded before it existed behaved as (when that
               differs from its default), so a finished run is compared with what it really did
+    replaces  (old field name, {old value: new value}): the field an older version recorded instead of this one,
+              so that run settings recorded then are read as this field (see `upgrade_recorded`)
+    deprecated {old flag: (value when given or true, value when false)}: older spellings still accepted, as a
+              flag or a config-file key (the flag without dashes), each with a one-line note on stderr
 A field whose type is a dataclass is a group of settings: its fields become flags of their own, with no
 prefix unless one is given. Two settings with one flag are an error when the parser is built.
 
@@ -23,6 +27,7 @@ import argparse
 import dataclasses
 import difflib
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -46,6 +51,7 @@ class Setting:
     choices: tuple | None
     required: bool
     optional: bool  # None is a value of its own (e.g. max_steps: None = no cap)
+    deprecated: tuple[tuple[str, Any, Any], ...] = ()  # (old flag, value when given/true, value when false)
 
     @property
     def key(self) -> str:
@@ -103,9 +109,26 @@ def settings_of(config: Any, path: tuple[str, ...] = (), prefix: str = "") -> li
                 choices,
                 bool(meta.get("required")),
                 optional,
+                tuple(("--" + prefix + old[2:], *values) for old, values in meta.get("deprecated", {}).items()),
             )
         )
     return out
+
+
+def _deprecation_note(old: str, s: Setting, value: Any) -> None:
+    print(f"note: {old} is deprecated; write {s.flag} {value}", file=sys.stderr)
+
+
+class _DeprecatedFlag(argparse.Action):
+    """An older flag that sets a setting to one value, with a one-line note."""
+
+    def __init__(self, option_strings, dest, setting: Setting, value: Any, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        self.setting, self.value = setting, value
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        _deprecation_note(option_string, self.setting, self.value)
+        setattr(namespace, self.dest, self.value)
 
 
 def add_arguments(parser: argparse.ArgumentParser, defaults: Any) -> list[Setting]:
@@ -121,6 +144,11 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Any) -> list[Settin
             seen[name] = s
         default = _get(defaults, s.path)
         dest = ".".join(s.path)
+        for old, value, _ in s.deprecated:
+            if old in seen:
+                raise TypeError(f"{old} is declared twice: {seen[old].owner}.{seen[old].field} and {s.owner}.{s.field}")
+            seen[old] = s
+            parser.add_argument(old, dest=dest, action=_DeprecatedFlag, setting=s, value=value)
         names = [s.flag, *s.aliases]
         shown_help = s.help.replace("%", "%%")  # argparse formats help with %: "35%" would break --help
         if s.kind == "bool":
@@ -167,11 +195,21 @@ def from_mapping(defaults: Any, mapping: dict[str, Any], where: str) -> Any:
     An unknown key -> InputError naming it, `where` (e.g. "configs/x.yaml: stages.stage1") and the near matches.
     """
     by_key = {}
+    old_keys: dict[str, tuple[Setting, Any, Any]] = {}
     for s in settings_of(defaults):
         for name in (s.flag, *s.aliases):
             by_key[name.lstrip("-").replace("-", "_")] = s
+        for old, if_true, if_false in s.deprecated:
+            old_keys[old.lstrip("-").replace("-", "_")] = (s, if_true, if_false)
     values: dict[tuple[str, ...], Any] = {}
     for key, value in mapping.items():
+        if str(key).replace("-", "_") in old_keys:
+            s, if_true, if_false = old_keys[str(key).replace("-", "_")]
+            if not isinstance(value, bool):
+                raise InputError(f"{where}: key '{key}' must be true or false, got {value!r}")
+            _deprecation_note(f"{where}: key '{key}'", s, if_true if value else if_false)
+            values[s.path] = if_true if value else if_false
+            continue
         s = by_key.get(str(key).replace("-", "_"))
         if s is None:
             near = difflib.get_close_matches(str(key).replace("-", "_"), list(by_key), n=3)
@@ -241,6 +279,22 @@ def as_recorded_before(config: Any) -> dict[str, Any]:
             out[f.name] = as_recorded_before(value)
         elif "before" in f.metadata:
             out[f.name] = f.metadata["before"]
+    return out
+
+
+def upgrade_recorded(config: Any, recorded: dict[str, Any]) -> dict[str, Any]:
+    """A run's recorded settings of the dataclass `config` (as `asdict` wrote them, maybe by an older version) with
+    each field that `replaces` an older one filled in from that one's recorded value (nested groups too)."""
+    out = dict(recorded)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value) and isinstance(out.get(f.name), dict):
+            out[f.name] = upgrade_recorded(value, out[f.name])
+        elif "replaces" in f.metadata and f.name not in out:
+            old, mapping = f.metadata["replaces"]
+            if old in out:
+                old_value = out.pop(old)
+                out[f.name] = mapping.get(old_value, old_value)
     return out
 
 

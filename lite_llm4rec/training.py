@@ -21,6 +21,8 @@ from tslrec.backbones.evaluation import EvalConfig, EvalResult, evaluate, is_met
 from tslrec.core.artifacts import atomic_path
 from tslrec.core.errors import InputError
 from tslrec.core.modules import eval_mode, load_trainable_state, peak_memory_mb, trainable_state
+from tslrec.core.precision import HELP as PRECISION_HELP
+from tslrec.core.precision import PRECISIONS, autocast, resolve_precision, resolved
 from tslrec.core.run_state import RunState
 from tslrec.core.settings import require
 
@@ -57,11 +59,13 @@ class LiteTrainConfig:
     )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 = off)"})
-    bf16: bool = field(
-        default=True,
+    precision: str = field(
+        default="auto",
         metadata={
-            "flag": "--no-bf16",
-            "help": "bfloat16 autocast for the LLM (about 1.5x faster on CPUs with AMX / AVX512-BF16)",
+            "choices": PRECISIONS,
+            "replaces": ("bf16", {True: "bf16", False: "float32"}),
+            "deprecated": {"--no-bf16": ("float32", "bf16")},
+            "help": "the LLMs' forward and backward, and encoding users to evaluate: " + PRECISION_HELP,
         },
     )
     eval_every: int | None = field(
@@ -127,13 +131,12 @@ def make_rows(
 
 
 @torch.no_grad()
-def evaluate_lite(
-    model: LiteLLM4Rec, split: EvalSplit, eval_cfg: EvalConfig, device: torch.device, bf16: bool = True
-) -> EvalResult:
-    """Full-ranking metrics of `model` on one split (eval mode, no grad)."""
+def evaluate_lite(model: LiteLLM4Rec, split: EvalSplit, eval_cfg: EvalConfig, device: torch.device) -> EvalResult:
+    """Full-ranking metrics of `model` on one split (eval mode, no grad), users encoded at `eval_cfg.precision`."""
+    precision = resolve_precision(eval_cfg.precision, device)
 
     def score(seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, precision):
             h = model(seq, lengths)  # [B, H]: the LLM may run in bf16
         return model.score(h.float())  # [B, N+1] in float32: bf16 logits tie, and ties count against the model
 
@@ -166,7 +169,7 @@ def train_lite(
     splits: leave-one-out valid/test inputs (history = most recent `max_len` items).
     """
     cfg.validate()
-    eval_cfg = eval_cfg or EvalConfig(batch_size=64)
+    cfg, eval_cfg = resolved(cfg, device), resolved(eval_cfg or EvalConfig(batch_size=64), device)
     model.to(device)
     model.train()
     opt = _optimizer(model, cfg)
@@ -191,7 +194,7 @@ def train_lite(
 
     def validate() -> None:
         t0 = time.perf_counter()
-        result = evaluate_lite(model, splits.valid, eval_cfg, device, cfg.bf16)
+        result = evaluate_lite(model, splits.valid, eval_cfg, device)
         score = result.metrics[eval_cfg.metric_key(cfg.select_metric)]
         state.elapsed += time.perf_counter() - t0
         state.history.append(
@@ -238,7 +241,7 @@ def train_lite(
             t0 = time.perf_counter()
             ids, targets = collate(rows, batches[b], max_len)
             ids, targets = ids.to(device), targets.to(device)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            with autocast(device, cfg.precision):
                 loss, _ = model.loss(ids, targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -266,8 +269,8 @@ def train_lite(
         validate()  # the last weights are a candidate too
     bar.close()
     load_trainable_state(model, best, "best weights")
-    valid = best_valid[0] if best_valid else evaluate_lite(model, splits.valid, eval_cfg, device, cfg.bf16)
-    test = evaluate_lite(model, splits.test, eval_cfg, device, cfg.bf16)
+    valid = best_valid[0] if best_valid else evaluate_lite(model, splits.valid, eval_cfg, device)
+    test = evaluate_lite(model, splits.test, eval_cfg, device)
     return LiteTrainResult(
         best_step=state.best_at,
         steps=state.step,

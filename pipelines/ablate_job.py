@@ -23,7 +23,8 @@ import torch
 
 from tslrec.backbones.item_embedding import FUSIONS
 from tslrec.backbones.registry import BACKBONES
-from tslrec.core.artifacts import atomic_path, write_json
+from tslrec.core.artifacts import atomic_path, resolve_device, write_json
+from tslrec.core.precision import resolved
 from tslrec.core.settings import require
 from tslrec.stage2_augment.analysis import CategoryAgreement, activity_groups, category_agreement
 from tslrec.stage2_augment.embedding_file import load_item_embeddings
@@ -38,6 +39,7 @@ from .ablation_grid import (
     cell_side,
     check_settings,
     collect,
+    deprecated_keys,
     discard_cells,
     grid_variants,
     make_grid,
@@ -149,8 +151,10 @@ def variant_digests(side: SideInfoConfig, variants: list[tuple[str, str | None]]
     return digests
 
 
-def run_ablation(job: AblateJob) -> AblateOutcome:
-    """Train every unfinished cell of the grid (resumable, shared with other processes), then write the reports."""
+def run_ablation(job: AblateJob, train: bool = True) -> AblateOutcome:
+    """Train every unfinished cell of the grid (resumable, shared with other processes), then write the reports.
+    train=False: train nothing, report the cells already finished."""
+    job = resolved(job, resolve_device(job.runtime.device))  # one precision for every cell, recorded with the grid
     sources = item_table_sources(job.side.item_embeddings)
     variants = grid_variants(job.fusions, list(sources))
     ds = load_dataset(job.dataset, job.data)
@@ -159,9 +163,12 @@ def run_ablation(job: AblateJob) -> AblateOutcome:
     if job.force:
         discard_cells(out)
     settings = {**shared_settings(job), ITEM_TABLES: sources or None, **({DIGESTS: digests} if digests else {})}
-    unlabelled = check_settings(out, settings, shared_settings(AblateJob(dataset=job.dataset)), force=job.force)
+    default_job = AblateJob(dataset=job.dataset)
+    unlabelled = check_settings(
+        out, settings, shared_settings(default_job), force=job.force, old_keys=deprecated_keys(default_job)
+    )
     cells = make_grid(job.backbones, variants, [job.train.seed + i for i in range(job.seeds)], unlabelled)
-    elsewhere = run_grid_workers(job, cells, out, job.workers)
+    elsewhere = run_grid_workers(job, cells, out, job.workers) if train else 0
     results = collect(out, cells)
     return AblateOutcome(out, cells, results, write_reports(out, results, ds, job), elsewhere)
 

@@ -176,19 +176,34 @@ def recorded_digests(digests: dict) -> dict:
     return {f"{k}:{TUNED}" if k in LLM_FUSIONS else k: v for k, v in digests.items()}
 
 
-def check_settings(out: Path, settings: dict, defaults: dict, force: bool = False) -> str | None:
+def deprecated_keys(job: Any) -> dict[str, tuple[str, Any, Any]]:
+    """{old key: (today's key, value when the old one was true, when false)} of the job's settings (e.g. bf16)."""
+    return {
+        old.lstrip("-").replace("-", "_"): (s.key, if_true, if_false)
+        for s in settings_of(job)
+        for old, if_true, if_false in s.deprecated
+    }
+
+
+def check_settings(
+    out: Path, settings: dict, defaults: dict, force: bool = False, old_keys: dict | None = None
+) -> str | None:
     """Record the shared settings, or refuse to mix cells trained with other ones into this folder.
 
     settings: shared_settings(job) with item_embeddings as {label: path}, optionally with DIGESTS
     ({fusion:source: hash}); defaults: shared_settings of the default job (a setting newer than the grid is fine
-    at its default). force: record them as they are. Returns the grid's unlabelled source (None but for a grid
-    made before sources).
+    at its default). old_keys: deprecated_keys of the job; a recorded key spelled the old way (`bf16: false`) is
+    read as today's setting (`precision: float32`). force: record them as they are. Returns the grid's unlabelled
+    source (None but for a grid made before sources).
     """
     path = out / SETTINGS_FILE
     if force or not path.is_file():
         write_json(path, settings)
         return None
     before = read_json(path, "ablation settings")
+    for old, (key, if_true, if_false) in (old_keys or {}).items():
+        if old in before and key not in before:
+            before[key] = if_true if before.pop(old) else if_false
     old_digests = recorded_digests(before.pop(DIGESTS, None) or {})
     new_digests = settings.get(DIGESTS) or {}
     unlabelled = before.pop(UNLABELLED, None) or (TUNED if isinstance(before.get(ITEM_TABLES), str) else None)

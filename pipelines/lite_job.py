@@ -23,6 +23,7 @@ import torch
 from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig
 from tslrec.core.artifacts import package_versions, resolve_device, save_tensors, use_deterministic_kernels, write_json
+from tslrec.core.precision import precision_record, resolved
 from tslrec.core.settings import require
 from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_vectors_for_dataset
 from tslrec.lite_llm4rec.loading import rec_llm_kind
@@ -80,6 +81,7 @@ def run_lite(job: LiteJob) -> tuple[dict, Path]:
     rec_llm_kind(job.llm)  # a --llm that is neither a causal LM nor a text encoder stops here, before any work
     ds = load_dataset(job.dataset, job.data)
     device = resolve_device(job.runtime.device)
+    job = resolved(job, device)  # `auto` precision as it is on this device, recorded and in the fingerprint
     use_deterministic_kernels(device, warn_only=True)  # float cumsum (prefix means) has no deterministic CUDA kernel
     vectors, vector_info = item_vectors_for_dataset(ds, job.item, job.item_vectors, device, job.runtime.progress)
     out = Path(job.out or f"runs/{ds.name}-lite-{job.train.strategy}-s{job.train.seed}")
@@ -123,7 +125,7 @@ def run_lite(job: LiteJob) -> tuple[dict, Path]:
         ds, job.train, config, result, vector_info, device, time.perf_counter() - start, model.rec.attention
     )
     if not job.eval.mask_history:  # the paper's protocol too (candidates I \ I_u), labelled, from the same model
-        masked = evaluate_lite(model, splits.test, replace(job.eval, mask_history=True), device, job.train.bf16)
+        masked = evaluate_lite(model, splits.test, replace(job.eval, mask_history=True), device)
         record["metrics_history_masked"] = {k: round(v, 6) for k, v in masked.metrics.items()}
         record["protocol_history_masked"] = masked.protocol
     write_json(out / "metrics.json", record)  # written last: its presence means the run is complete
@@ -158,6 +160,8 @@ def run_record(
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else f"cpu ({torch.get_num_threads()} threads)",
+        **precision_record(device, train_cfg.precision),
+        "eval_precision": config["eval"]["precision"],
         "dataset_info": {k: v for k, v in ds.summary().items() if k != "preprocessing"},
         "item_vectors": vector_info,
         "config": config,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -222,7 +223,8 @@ def _plain(obj: Any) -> Any:
 
 def run(args: argparse.Namespace) -> None:
     cfg = load_config(args.config, args.set)
-    out = Path(cfg.get("out", f"runs/{Path(str(cfg['dataset'])).stem}"))
+    # a relative `out` lies under $TSLREC_RUNS when set: long-lived runs kept outside a checkout
+    out = Path(os.environ.get("TSLREC_RUNS", ".")) / cfg.get("out", f"runs/{Path(str(cfg['dataset'])).stem}")
     cfg["out"] = str(out)
     forced = False
     upstream = ""

@@ -21,6 +21,7 @@ import torch
 
 from tslrec.core.artifacts import resolve_device, use_deterministic_kernels
 from tslrec.core.errors import InputError
+from tslrec.core.precision import precision_record, resolved
 from tslrec.llm.loading import DTYPES, LLMConfig
 from tslrec.stage1_reconstruct.model_io import ADAPTER_DIR, load_reconstruction_model
 from tslrec.stage2_augment.analysis import category_agreement
@@ -100,7 +101,7 @@ def export_source(
             "seconds": round(reps.seconds, 3),
             "seconds_per_1000_items": round(reps.seconds_per_1000_items, 3),
             "batch_size": cfg.batch_size,
-            "bf16_autocast": cfg.autocast_bf16,
+            **precision_record(torch.device(device), cfg.precision),
             "prefix_cache": cfg.prefix_cache,
             "device": device,
             "torch_threads": torch.get_num_threads(),
@@ -155,7 +156,7 @@ def run_stage2(job: Stage2Job) -> Stage2Outcome:
     use_deterministic_kernels(device)
     titles = stage1_item_titles(stage1, ds)
     model, _ = load_reconstruction_model(stage1.folder, device, llm_config(stage1, job.dtype), titles)
-    cfg = replace(job.extraction, progress=job.runtime.progress)
+    cfg = resolved(replace(job.extraction, progress=job.runtime.progress), device)
     reps = extract_item_representations(model, train.item_table, cfg)
     dtype = job.dtype or stage1.config.get("llm", {}).get("dtype", "float32")
     source = export_source(stage1, train, reps, cfg, str(device), dtype)

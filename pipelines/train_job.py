@@ -32,6 +32,7 @@ from tslrec.core.artifacts import (
     write_json,
 )
 from tslrec.core.errors import InputError
+from tslrec.core.precision import precision_record, resolved
 from tslrec.core.settings import require
 
 from .data import DataConfig, SequenceDataset, load_dataset
@@ -141,6 +142,8 @@ def run_record(
         "earlier_processes_seconds": round(result.earlier_seconds, 1),
         "peak_memory_mb": round(result.peak_memory_mb, 1),
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        **precision_record(device, train_cfg.precision),
+        "eval_precision": eval_cfg.precision,
         "dataset_info": {k: v for k, v in ds.summary().items() if k != "preprocessing"},
         "config": {
             "data": asdict(data_cfg),
@@ -163,6 +166,7 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
     out = Path(job.out or f"runs/{ds.name}-{job.backbone}{variant}-s{job.train.seed}")
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(job.runtime.device)
+    job = resolved(job, device)  # what `auto` precision is on this device: recorded, and a resume must match it
     use_deterministic_kernels(device)
     model_cfg = replace(job.model, num_items=ds.num_items, max_len=job.data.max_len)
     torch.manual_seed(job.train.seed)

@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from tslrec.backbones.batching import BATCHING  # the backbones' batchings, the same two ways
-from tslrec.core.settings import require
+from tslrec.core.precision import HELP as PRECISION_HELP
+from tslrec.core.precision import PRECISIONS
+from tslrec.core.settings import require, upgrade_recorded
 
 DEFAULT_PREFIX = "Given the user's purchase history, predict the user's distribution among {k} purchase preferences."
 DEFAULT_SUFFIX = "Response:"
@@ -165,11 +167,13 @@ class Stage1Config:
         default="sum",
         metadata={"help": "sum: squared error summed over K, mean over users (paper's Eq. 3); mean: also / K"},
     )
-    bf16: bool = field(
-        default=True,
+    precision: str = field(
+        default="auto",
         metadata={
-            "flag": "--no-bf16",
-            "help": "torch.autocast(bfloat16) for LLM forward/backward (~1.5x on CPUs with AMX/AVX512-BF16)",
+            "choices": PRECISIONS,
+            "replaces": ("bf16", {True: "bf16", False: "float32"}),
+            "deprecated": {"--no-bf16": ("float32", "bf16")},
+            "help": "the LLM's forward and backward: " + PRECISION_HELP,
         },
     )
     # schedule of checks
@@ -264,4 +268,5 @@ class Stage1Config:
         (what the run did before the field existed), else as its default."""
         before = {f.name: f.metadata["before"] for f in fields(cls) if "before" in f.metadata}
         known = {f.name for f in fields(cls)}
+        d = upgrade_recorded(cls(), d)
         return cls(**{**before, **{k: v for k, v in d.items() if k in known}})

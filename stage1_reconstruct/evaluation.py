@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tslrec.core.precision import autocast, resolve_precision
 from tslrec.llm.loading import quantized_safe_eval
 
 from .config import Stage1Config
@@ -44,7 +45,7 @@ def predict_distributions(
         for start in tqdm(range(0, len(users), cfg.eval_batch_size), desc="predict", disable=not progress, leave=False):
             ids, mask, _ = collate([int(u) for u in users[order[start : start + cfg.eval_batch_size]]])
             ids = ids.to(device)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            with autocast(device, resolve_precision(cfg.precision, device)):
                 h, p = model(table[ids], mask.to(device), ids)
             hs.append(h.float().cpu().numpy())
             ps.append(p.float().cpu().numpy())

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tslrec.core.precision import autocast, resolve_precision
 from tslrec.llm.loading import LLMConfig, load_llm
 from tslrec.llm.soft_prompt import left_pad_ids
 
@@ -67,7 +68,7 @@ def epoch_cost(lengths: np.ndarray, max_items: int, text_tokens: int) -> dict[st
 
 
 def _time_steps(
-    model: nn.Module, batches: list, table: torch.Tensor, loss_fn, lr: float, bf16: bool, device: torch.device
+    model: nn.Module, batches: list, table: torch.Tensor, loss_fn, lr: float, precision: str, device: torch.device
 ) -> dict[str, float]:
     """Run one warm-up step plus len(batches)-1 timed optimizer steps; return timing and counts."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -79,7 +80,7 @@ def _time_steps(
         if i == 1:  # the first step warms up kernels and allocators; it is not timed
             passes0, tokens0 = enc.llm_passes, enc.llm_tokens
         t0 = time.perf_counter()
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, resolve_precision(precision, device)):
             out = model(table[ids.to(device)], mask.to(device))
         loss = loss_fn(out, target.to(device))
         loss.backward()
@@ -133,7 +134,7 @@ def measure_sft_cost(
         table,
         lambda out, y: reconstruction_loss(out[1], y, cfg.loss_reduction),
         cfg.lr,
-        cfg.bf16,
+        cfg.precision,
         dev,
     )
     text_tokens = user_model.encoder.prompt.num_text_tokens
@@ -155,7 +156,7 @@ def measure_sft_cost(
         target = torch.as_tensor([int(data.train_sequences[u][t]) for u, t in chunk], dtype=torch.long)
         inst_batches.append((ids, mask, target))
     results["instance_level"] = _time_steps(
-        inst_model, inst_batches, table, nn.functional.cross_entropy, cfg.lr, cfg.bf16, dev
+        inst_model, inst_batches, table, nn.functional.cross_entropy, cfg.lr, cfg.precision, dev
     )
     instance_text_tokens = encoder.prompt.num_text_tokens
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from tslrec.core.precision import autocast, resolve_precision
 from tslrec.llm.loading import hidden_size, quantized_safe_eval, transformer_body
 from tslrec.llm.packing import pack_tails, packed_attention_mask
 from tslrec.llm.pooling import pool
@@ -327,7 +328,7 @@ class ReconstructionModel(nn.Module):
         self,
         item_embs: torch.Tensor,
         batch_size: int = 64,
-        autocast_bf16: bool = False,
+        precision: str = "float32",
         progress: bool = True,
         cache_prefix: bool = True,
         item_ids: torch.Tensor | None = None,
@@ -347,7 +348,7 @@ class ReconstructionModel(nn.Module):
         probs = torch.zeros(n, self.k)  # [N, K]
         with (
             quantized_safe_eval(self),
-            torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast_bf16),
+            autocast(device, resolve_precision(precision, device)),
         ):
             state = self.encoder.prefix_state() if cache_prefix else None
             batches = self._item_batches(n, batch_size, item_ids, by_title=state is not None)

@@ -45,10 +45,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from tslrec.core.artifacts import package_versions, read_json, save_tensors, write_json
+from tslrec.core.artifacts import package_versions, read_json, resolve_device, save_tensors, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.modules import load_trainable_state, trainable_state
+from tslrec.core.precision import autocast, resolved
 from tslrec.core.run_state import RunState
+from tslrec.core.settings import upgrade_recorded
 from tslrec.llm.loading import LLMConfig, load_llm
 from tslrec.llm.soft_prompt import ItemTokens, tokenize_item_texts
 
@@ -150,7 +152,7 @@ def train_stage1(
     item_texts: each item's text ([0] = padding), shown in the prompt before its soft token when cfg.item_text
     (beyond the paper); ignored otherwise.
     """
-    cfg = (cfg or Stage1Config()).validate()
+    cfg = resolved(cfg or Stage1Config(), resolve_device(device))  # the precision `auto` means here is recorded
     llm_cfg = llm_cfg or LLMConfig()
     out_dir = Path(out_dir)
     t_start = time.time()
@@ -167,7 +169,7 @@ def train_stage1(
 
     from accelerate import Accelerator
 
-    # mixed_precision="no": bf16 is Stage1Config.bf16's autocast alone, never an accelerate config file's default
+    # mixed_precision="no": bf16 is Stage1Config.precision's autocast alone, never an accelerate config file's default
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision="no")
     if accelerator.is_main_process:
         _prepare_out_dir(out_dir, config, data, force)
@@ -266,7 +268,8 @@ def _prepare_out_dir(out_dir: Path, config: dict[str, Any], data: Stage1Data, fo
         for stale in out_dir.glob(f".{name}.*"):  # temp folders of a killed save
             shutil.rmtree(stale, ignore_errors=True)
     saved = out_dir / CONFIG_FILE
-    if saved.is_file() and config_fingerprint(read_json(saved, "stage 1 config")) != config_fingerprint(config):
+    earlier = _upgraded(read_json(saved, "stage 1 config")) if saved.is_file() else config
+    if config_fingerprint(earlier) != config_fingerprint(config):
         (out_dir / BASELINE_CACHE).unlink(missing_ok=True)  # computed under other settings
     write_json(out_dir / CONFIG_FILE, config)
     save_tensors(
@@ -506,7 +509,7 @@ class _Stage1Run:
         the step's is a mean over its micro-batches; processes sync gradients on a step's last one only. The loss."""
         item_embs = self.table[ids]  # [B, T, D]
         with contextlib.nullcontext() if last_of_step else self.accelerator.no_sync(self.model):
-            with torch.autocast(device_type=self.dev.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            with autocast(self.dev, self.cfg.precision):
                 _, probs = self.model(item_embs, mask, ids)  # [B, K]; ids show titles with item text
             loss = reconstruction_loss(probs, targets, self.cfg.loss_reduction)
             in_step = micro_weight(self.cfg.grad_accum, self.batches_per_epoch, self.state.batch - micro)
@@ -762,7 +765,7 @@ def _finished_metrics(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] |
     if not (out_dir / METRICS_FILE).is_file():
         return None
     saved_path = out_dir / CONFIG_FILE
-    saved = read_json(saved_path, "stage 1 config") if saved_path.is_file() else {}
+    saved = _upgraded(read_json(saved_path, "stage 1 config")) if saved_path.is_file() else {}
     if config_fingerprint(saved) == config_fingerprint(config):
         return read_json(out_dir / METRICS_FILE, "stage 1 metrics")
     check_same_config(saved_path, saved, config, "finished stage 1 run")
@@ -780,9 +783,17 @@ def _check_checkpoint(folder: Path, config: dict[str, Any]) -> Path | None:
             f"{ckpt}: this checkpoint records no settings (written by an older tslrec), so resuming "
             "could mix two configurations; to start over pass --force (force=True from Python)"
         )
+    saved = config_fingerprint(_upgraded(json.loads(saved)))
     if saved != config_fingerprint(config):
         check_same_config(ckpt, json.loads(saved), config, "checkpoint")
     return ckpt
+
+
+def _upgraded(saved: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config.json with the Stage1Config settings an older version named otherwise under today's names."""
+    if not isinstance(saved.get("stage1"), dict):
+        return saved
+    return {**saved, "stage1": upgrade_recorded(Stage1Config(), saved["stage1"])}
 
 
 def _discard_run(out_dir: Path) -> None:

@@ -16,6 +16,8 @@ import torch
 
 from tslrec.core.artifacts import check_finite
 from tslrec.core.errors import InputError
+from tslrec.core.precision import HELP as PRECISION_HELP
+from tslrec.core.precision import PRECISIONS
 from tslrec.stage1_reconstruct.model import ReconstructionModel
 
 
@@ -26,11 +28,13 @@ class ExtractionConfig:
     batch_size: int = field(
         default=64, metadata={"help": "items per LLM forward (one-item prompts, so this is cheap in memory)"}
     )
-    autocast_bf16: bool = field(
-        default=False,
+    precision: str = field(
+        default="auto",
         metadata={
-            "flag": "--bf16",
-            "help": "bfloat16 autocast for the forward (faster on AMX CPUs and GPUs, less exact)",
+            "choices": PRECISIONS,
+            "replaces": ("autocast_bf16", {True: "bf16", False: "float32"}),
+            "deprecated": {"--bf16": ("bf16", "float32")},
+            "help": "the LLM's forward: " + PRECISION_HELP,
         },
     )
     # The same numbers as full prompts in float32 (1e-6 relative); under bf16 autocast they differ by up to
@@ -79,7 +83,7 @@ def extract_item_representations(
     emb, probs = model.encode_items(
         item_table[1:].float(),
         batch_size=cfg.batch_size,
-        autocast_bf16=cfg.autocast_bf16,
+        precision=cfg.precision,
         progress=cfg.progress,
         cache_prefix=cfg.prefix_cache,
         item_ids=torch.arange(1, item_table.shape[0]),  # [N]: their titles, when stage 1 showed item text
@@ -88,7 +92,7 @@ def extract_item_representations(
     if not (torch.isfinite(emb).all() and torch.isfinite(probs).all()):
         raise InputError(
             "stage 2: the LLM produced NaN/inf item embeddings; extract in float32 weights (Stage2Job.dtype) "
-            "and without ExtractionConfig.autocast_bf16"
+            "and with ExtractionConfig.precision float32"
         )
     embeddings = torch.cat([torch.zeros(1, emb.shape[1]), emb.float()])  # [N+1, H]
     category_probs = torch.cat([torch.zeros(1, probs.shape[1]), probs.float()])  # [N+1, K]

@@ -101,7 +101,7 @@ def quick_stage1_cfg(**overrides):
         batch_size=4,
         lr=5e-3,
         head_lr=1e-2,
-        bf16=False,
+        precision="float32",
         checkpoint_every=2,
         val_fraction=0.25,
         max_items=10,

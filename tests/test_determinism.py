@@ -23,7 +23,7 @@ def saved_tensors(folder) -> dict[str, torch.Tensor]:
 
 def test_stage1_twice_with_one_seed_gives_identical_results(tiny_llm_cfg, tmp_path):
     # bf16 autocast, LoRA dropout, k-means, the user split and a shuffled data order: every random draw seeded
-    cfg = quick_stage1_cfg(epochs=1, batch_size=8, bf16=True, lora_dropout=0.2, seed=3)
+    cfg = quick_stage1_cfg(epochs=1, batch_size=8, precision="bf16", lora_dropout=0.2, seed=3)
     runs = [
         train_stage1(TABLE, SEQS, tmp_path / f"run{i}", cfg, tiny_llm_cfg, device="cpu", progress=False)
         for i in range(2)

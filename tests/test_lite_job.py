@@ -28,7 +28,7 @@ def private_cache(tmp_path, monkeypatch):
 
 
 def lite(*args: str) -> int:
-    return main(["lite", *args, "--no-progress", "--no-bf16"])
+    return main(["lite", *args, "--no-progress", "--precision", "float32"])
 
 
 def test_lite_job_trains_evaluates_exports(tmp_path, tiny_bert_dir, lite_llama_dir, capsys):
@@ -65,10 +65,10 @@ def test_lite_job_trains_evaluates_exports(tmp_path, tiny_bert_dir, lite_llama_d
     assert not list(out.glob("checkpoint-*.pt"))  # removed once the run is complete
     model, _ = load_lite_model(out / "model")  # the exported model reproduces the reported test metrics
     splits = LeaveOneOutSplits.from_sequences(ds.sequences, ds.num_items, 8)
-    again = evaluate_lite(model, splits.test, EvalConfig(), torch.device("cpu"), bf16=False)
+    again = evaluate_lite(model, splits.test, EvalConfig(), torch.device("cpu"))
     assert again.metrics["NDCG@10"] == pytest.approx(record["metrics"]["NDCG@10"], abs=1e-5)
     # the paper's protocol beside it: the same model with the user's whole history removed from the candidates
-    masked = evaluate_lite(model, splits.test, EvalConfig(mask_history=True), torch.device("cpu"), bf16=False)
+    masked = evaluate_lite(model, splits.test, EvalConfig(mask_history=True), torch.device("cpu"))
     assert record["protocol_history_masked"] == "full-ranking, history masked"
     assert record["metrics_history_masked"]["NDCG@10"] == pytest.approx(masked.metrics["NDCG@10"], abs=1e-5)
     assert all(record["metrics_history_masked"][k] >= record["metrics"][k] for k in ("Recall@10", "Recall@20"))

@@ -73,7 +73,7 @@ def test_training_reduces_loss_and_selects_on_validation(strategy, lite_llama_di
         batch_size=24 if sampling else 8,
         lr=3e-3,
         head_lr=1e-2,
-        bf16=False,
+        precision="float32",
         eval_every=10 if sampling else 6,
         patience=100,
         seed=0,
@@ -106,7 +106,7 @@ def test_resume_continues_from_the_checkpoint(lite_llama_dir, tmp_path):
         model = build_lite_model(
             vecs, LiteConfig(lora_dropout=0.0), LLMConfig(name_or_path=str(lite_llama_dir)), seed=0
         )
-        cfg = LiteTrainConfig(epochs=3, max_steps=max_steps, batch_size=2, bf16=False, eval_every=2, seed=0)
+        cfg = LiteTrainConfig(epochs=3, max_steps=max_steps, batch_size=2, precision="float32", eval_every=2, seed=0)
         res = train_lite(
             model, [s[:-2] for s in seqs], splits, cfg, 8, torch.device("cpu"), checkpoint=ckpt, progress=False
         )
@@ -139,5 +139,5 @@ def test_evaluation_scores_in_float32_under_bf16(lite_llama_dir):
     with torch.no_grad():
         h = model(splits.test.history, splits.test.lengths)[0].float()  # [H]
         model.head.weight.copy_((1 + 1e-4 * torch.arange(n)).unsqueeze(1) * h / h.norm())  # logit_i grows with i
-    res = evaluate_lite(model, splits.test, EvalConfig(ks=(1,)), torch.device("cpu"), bf16=True)
+    res = evaluate_lite(model, splits.test, EvalConfig(ks=(1,), precision="bf16"), torch.device("cpu"))
     assert res.ranks.tolist() == [1]

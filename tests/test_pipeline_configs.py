@@ -71,12 +71,18 @@ def test_config_is_the_setting_of_its_recorded_grid(config, records_name, contro
                 grid.model.num_layers,
                 grid.model.dropout,
             ) == (data["kcore"], data["max_len"], model["hidden"], model["num_layers"], model["dropout"])
-            assert (grid.train.batch_size, grid.train.lr, grid.train.epochs, grid.train.patience, grid.train.bf16) == (
+            assert (
+                grid.train.batch_size,
+                grid.train.lr,
+                grid.train.epochs,
+                grid.train.patience,
+                grid.train.precision,
+            ) == (
                 train["batch_size"],
                 train["lr"],
                 train["epochs"],
                 train["patience"],
-                train["bf16"],
+                train.get("precision", {True: "bf16", False: "float32"}.get(train.get("bf16"))),
             )
         assert {r["seed"] for r in cells} == {grid.train.seed + i for i in range(grid.seeds)}
         recorded |= {

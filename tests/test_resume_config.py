@@ -327,7 +327,7 @@ def test_stage1_job_names_the_flag(tiny_llama_dir, tmp_path, capsys):
         tmp_path, table, user_sequences(truth, n_users=40, k=4, seed=2, length=(5, 12))
     )
     out = tmp_path / "s1"
-    extra = "--epochs 1 --batch-size 8 --no-bf16 --untuned-baseline none --max-users 12".split()
+    extra = "--epochs 1 --batch-size 8 --precision float32 --untuned-baseline none --max-users 12".split()
     argv = ["stage1", *stage1_args(folder, data_file, out, tiny_llama_dir, *extra)]
     assert main(argv) == 0
     capsys.readouterr()

@@ -33,7 +33,7 @@ GRAD_ACCUM = 2  # micro-batches per optimizer step, so the no_sync path of gradi
 # so no process gets a short or padded last batch. LoRA dropout is off: its masks are drawn per process, for a
 # [BATCH, ...] input, and would differ from the one-process run's masks for its [PROCESSES * BATCH, ...] input.
 SETTINGS = (
-    "--epochs 2 --lr 5e-3 --head-lr 1e-2 --no-bf16 --untuned-baseline none --lora-dropout 0 --max-items 10 "
+    "--epochs 2 --lr 5e-3 --head-lr 1e-2 --precision float32 --untuned-baseline none --lora-dropout 0 --max-items 10 "
     f"--val-fraction 0.25 --test-fraction 0.25 --grad-accum {GRAD_ACCUM}"
 ).split()
 LAUNCH_TIMEOUT_S = 240  # the launch takes ~15 s on one thread per process; a hang must not stall the suite

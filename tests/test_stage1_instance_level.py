@@ -26,7 +26,7 @@ def test_epoch_cost_counts_passes_and_tokens_exactly():
 def test_measured_cost_matches_the_counters(tiny_llm_cfg):
     table, truth = clustered_items(n_items=40, dim=8, k=4)
     seqs = user_sequences(truth, n_users=20, k=4, length=(5, 9))
-    cfg = Stage1Config(k=4, batch_size=4, max_items=6, bf16=False, val_fraction=0.2)
+    cfg = Stage1Config(k=4, batch_size=4, max_items=6, precision="float32", val_fraction=0.2)
     r = measure_sft_cost(table, seqs, cfg, tiny_llm_cfg, steps=2, device="cpu")
     u, i = r["user_level"], r["instance_level"]
     train_users = prepare_stage1_data(table, seqs, cfg).train_users

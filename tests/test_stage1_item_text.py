@@ -129,7 +129,8 @@ def write_titled_run(tmp_path, n_items: int = 30, n_users: int = 24):
 
 def stage1_argv(train_dir, data, out, llm, *extra: str) -> list[str]:
     paths = ["--train-dir", str(train_dir), "--dataset", str(data), "--out", str(out), "--llm", str(llm)]
-    quick = "--k 4 --epochs 1 --max-steps 2 --batch-size 8 --max-items 10 --no-bf16 --untuned-baseline none".split()
+    quick = "--k 4 --epochs 1 --max-steps 2 --batch-size 8 --max-items 10 --precision float32".split()
+    quick += ["--untuned-baseline", "none"]
     return ["stage1", *paths, *quick, "--device", "cpu", "--no-progress", *extra]
 
 

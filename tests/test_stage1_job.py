@@ -54,7 +54,7 @@ def stage1_args(folder, data_file, out, llm, *extra: str) -> list[str]:
 def test_stage1_job_trains_and_targets_use_training_items_only(train_dir, tiny_llama_dir, tmp_path, capsys):
     folder, data_file, ds = train_dir
     out = tmp_path / "s1"
-    extra = "--epochs 2 --batch-size 8 --no-bf16 --lr 5e-3 --head-lr 1e-2 --untuned-baseline none".split()
+    extra = "--epochs 2 --batch-size 8 --precision float32 --lr 5e-3 --head-lr 1e-2 --untuned-baseline none".split()
     code = run_cli(*stage1_args(folder, data_file, out, tiny_llama_dir, *extra))
     assert code == 0, capsys.readouterr().err
     metrics = read_json(out / "metrics.json")
@@ -78,7 +78,7 @@ def test_stage1_targets_never_count_validation_or_test_items(tiny_llama_dir, tmp
     seqs = [np.concatenate([s, rng.choice(held_out, size=2)]) for s in train_seqs]
     folder, data_file, ds = write_train_dir(tmp_path, table, seqs)
     out = tmp_path / "s1"
-    extra = "--max-steps 1 --batch-size 8 --no-bf16 --untuned-baseline none".split()
+    extra = "--max-steps 1 --batch-size 8 --precision float32 --untuned-baseline none".split()
     code = run_cli(*stage1_args(folder, data_file, out, tiny_llama_dir, *extra))
     assert code == 0
     groups = load_tensors(out / "groups.safetensors")

@@ -150,15 +150,32 @@ def test_settings_of_an_older_grid_still_resume(grid_run, tmp_path):
     from tslrec.core.artifacts import write_json
     from tslrec.pipelines.ablation_grid import SETTINGS_FILE, check_settings
 
-    settings = {"lr": 0.001, "bf16": False, "item_embeddings": None, "clusters": "a"}
-    write_json(tmp_path / SETTINGS_FILE, {"lr": 0.001, "clusters": "a"})  # written before --bf16 existed
-    defaults = {"lr": 0.001, "bf16": False, "item_embeddings": None, "clusters": None}
+    settings = {"lr": 0.001, "grad_clip": 5.0, "item_embeddings": None, "clusters": "a"}
+    write_json(tmp_path / SETTINGS_FILE, {"lr": 0.001, "clusters": "a"})  # written before --grad-clip existed
+    defaults = {"lr": 0.001, "grad_clip": 5.0, "item_embeddings": None, "clusters": None}
     check_settings(tmp_path, settings, defaults)  # an option newer than the grid, at its default: fine
     check_settings(tmp_path, {**settings, "item_embeddings": "export"}, defaults)  # a file added to a grid without one
     assert read_json(tmp_path / SETTINGS_FILE)["item_embeddings"] == "export"
-    for changed in ({"bf16": True}, {"item_embeddings": "another"}, {"clusters": "b"}, {"lr": 0.01}):
+    for changed in ({"grad_clip": 1.0}, {"item_embeddings": "another"}, {"clusters": "b"}, {"lr": 0.01}):
         with pytest.raises(InputError, match=next(iter(changed))):
             check_settings(tmp_path, {**settings, "item_embeddings": "export", **changed}, defaults)
+
+
+def test_a_grid_recorded_with_bf16_flags_resumes_under_precision(tmp_path):
+    from tslrec.core.artifacts import write_json
+    from tslrec.pipelines.ablate_job import AblateJob
+    from tslrec.pipelines.ablation_grid import SETTINGS_FILE, check_settings, deprecated_keys, shared_settings
+
+    job = AblateJob(dataset="ml-100k")
+    old_keys = deprecated_keys(job)
+    assert old_keys["bf16"] == ("precision", "bf16", "float32")
+    assert old_keys["eval_bf16"] == ("eval_precision", "bf16", "float32")
+    now = {**shared_settings(job), "precision": "float32", "eval_precision": "float32"}
+    older = {k: v for k, v in now.items() if k not in ("precision", "eval_precision")}
+    write_json(tmp_path / SETTINGS_FILE, {**older, "bf16": False, "eval_bf16": False})
+    check_settings(tmp_path, now, shared_settings(job), old_keys=old_keys)  # the same precision, spelled as before
+    with pytest.raises(InputError, match="precision='float32', now 'bf16'"):
+        check_settings(tmp_path, {**now, "precision": "bf16"}, shared_settings(job), old_keys=old_keys)
 
 
 def test_rerun_with_other_settings_is_refused(grid_run, capsys):

@@ -85,7 +85,9 @@ def stage1_run(tmp_path_factory, tiny_llm_cfg):
     )
     stage1_dir = tmp / "stage1"
     # head+proj: the untuned-LLM baseline is a stage 1 run of its own (stage1/untuned_head_proj), the `untuned` source
-    cfg = Stage1Config(k=K, epochs=1, max_steps=1, batch_size=8, bf16=False, untuned_baseline="head+proj", max_items=10)
+    cfg = Stage1Config(
+        k=K, epochs=1, max_steps=1, batch_size=8, precision="float32", untuned_baseline="head+proj", max_items=10
+    )
     train_stage1(
         emb,
         ds.train_sequences(),

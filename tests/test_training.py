@@ -38,7 +38,7 @@ def test_bf16_training_learns_and_keeps_float32_weights(cyclic_sequences):
     res = train(
         model,
         splits,
-        TrainConfig(epochs=40, batch_size=16, lr=5e-3, patience=40, bf16=True),
+        TrainConfig(epochs=40, batch_size=16, lr=5e-3, patience=40, precision="bf16"),
         torch.device("cpu"),
         progress=False,
     )
