@@ -135,7 +135,11 @@ class SequentialRecommender(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """BERT-style init used by SASRec/FMLP-Rec implementations: N(0, 0.02) for linear and embedding weights."""
+    """BERT-style init used by SASRec/FMLP-Rec implementations: N(0, 0.02) for linear and embedding weights.
+    A module marked `keeps_own_init` (set where it was initialised on purpose, e.g. gate-matched's projection)
+    keeps its weights."""
+    if getattr(module, "keeps_own_init", False):
+        return
     if isinstance(module, (nn.Linear, nn.Embedding)):
         nn.init.normal_(module.weight, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:

@@ -106,6 +106,7 @@ class FusedItemEmbedding(nn.Module):
             if cfg.kind == "gate-matched":
                 nn.init.normal_(self.proj.weight, std=ID_INIT_STD / table.shape[1] ** 0.5)
                 nn.init.zeros_(self.proj.bias)
+                self.proj.keeps_own_init = True  # the backbone's init_weights must not redraw it
             if cfg.kind in GATED:
                 self.gate = nn.Linear(2 * hidden, hidden)
             elif cfg.kind == "scalar-gate":

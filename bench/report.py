@@ -68,6 +68,11 @@ SUPERSEDED = {
     "ablation-ml-1m": "a fixed CPU budget (configs/ml-1m-cpu.yaml) trained before every interaction became a "
     "training target and before stage 1's windowed prompts; the config now trains differently",
 }
+# Rows taken out of a grid's record because the code did not run what they were named for, with the reason.
+WITHDRAWN = {
+    "fusion-variants-ml-100k": "the gate-matched rows were withdrawn: the backbone's initialisation redrew "
+    "gate-matched's projection, so they trained plain gate over a standardised table (fixed since; not re-run)",
+}
 METRIC_ORDER = [
     "HR@5",
     "HR@10",
@@ -741,6 +746,8 @@ def ablation_tables(name: str) -> str:
     ]
     if name in SUPERSEDED:
         lines += [f"*Superseded, not in the summary: {SUPERSEDED[name]}. Kept for the record.*", ""]
+    if name in WITHDRAWN:
+        lines += [f"*Note: {WITHDRAWN[name]}.*", ""]
     lines += [
         f"Setting: kcore {data['kcore']}, max_len {data['max_len']}, hidden {model['hidden']}, lr {train['lr']}, "
         f"batch {train['batch_size']} {'windows' if 'windows' in train else 'users'}, at most {train['epochs']} "

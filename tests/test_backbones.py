@@ -86,12 +86,14 @@ def test_every_backbone_accepts_every_fusion(name, fusion):
 
 
 def test_gate_matched_starts_the_llm_side_at_the_id_tables_scale():
-    """gate's projected LLM vectors start far larger than the ID embeddings; gate-matched's start at their scale."""
+    """gate's projected LLM vectors start far larger than the ID embeddings; gate-matched's start at their scale,
+    in the model training builds (the backbone's own init must not redraw the projection)."""
     torch.manual_seed(0)
     llm = torch.randn(N + 1, 64) * 3.0 + 5.0  # LLM hidden states: large and off-centre
     scales = {}
     for kind in ("gate", "gate-matched"):
-        emb = build_item_embedding(N, 16, FusionConfig(kind), llm_table=llm)
+        cfg = BackboneConfig(num_items=N, hidden=16, max_len=8)
+        emb = build_backbone("sasrec", cfg, FusionConfig(kind), llm_table=llm).item_embedding
         with torch.no_grad():
             e_llm = emb.proj(emb.llm_table[1:])  # [N, H]
             scales[kind] = float(e_llm.std() / emb.id.table()[1:].std())
