@@ -33,7 +33,15 @@ class BackboneConfig:
     hidden: int = field(default=64, metadata={"help": "H: embedding and state size"})
     max_len: int = field(default=50, metadata={"cli": False, "help": "L: input window (set from DataConfig.max_len)"})
     num_layers: int = field(
-        default=2, metadata={"flag": "--layers", "help": "transformer / filter blocks (SASRec, FMLP-Rec) or GRU layers"}
+        default=2,
+        metadata={
+            "flag": "--layers",
+            "only": ("SASRec", "FMLPRec"),
+            "help": "SASRec, FMLP-Rec: transformer / filter blocks",
+        },
+    )
+    gru_layers: int = field(
+        default=1, metadata={"only": ("GRU4Rec",), "help": "GRU4Rec: stacked GRU layers (RecBole's default, 1)"}
     )
     num_heads: int = field(default=2, metadata={"flag": "--heads", "help": "attention heads (SASRec)"})
     dropout: float = field(default=0.2, metadata={"help": "dropout on embeddings and inside blocks"})
@@ -67,6 +75,7 @@ class BackboneConfig:
     def __post_init__(self) -> None:
         require(self.hidden >= 1, self, "hidden", "need at least 1")
         require(self.num_layers >= 1, self, "num_layers", "need at least 1")
+        require(self.gru_layers >= 1, self, "gru_layers", "need at least 1")
         require(
             self.num_heads >= 1 and self.hidden % self.num_heads == 0,
             self,

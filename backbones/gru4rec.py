@@ -13,7 +13,7 @@ class GRU4Rec(SequentialRecommender):
     def __init__(self, cfg: BackboneConfig, item_embedding: nn.Module):
         super().__init__(cfg, item_embedding)
         self.drop = FastDropout(cfg.dropout)
-        self.gru = nn.GRU(cfg.hidden, cfg.hidden, num_layers=1, batch_first=True)
+        self.gru = nn.GRU(cfg.hidden, cfg.hidden, num_layers=cfg.gru_layers, batch_first=True)
         self.dense = nn.Linear(cfg.hidden, cfg.hidden)
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B, L, H]

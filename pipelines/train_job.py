@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.base import BackboneConfig
+from tslrec.backbones.base import BackboneConfig, settings_read_by
 from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig
 from tslrec.backbones.item_embedding import FUSIONS
@@ -147,7 +147,7 @@ def run_record(
         "dataset_info": {k: v for k, v in ds.summary().items() if k != "preprocessing"},
         "config": {
             "data": asdict(data_cfg),
-            "model": asdict(model_cfg),
+            "model": settings_read_by(asdict(model_cfg), [BACKBONES[backbone].__name__]),  # what the model read
             "train": asdict(train_cfg),
             "eval": asdict(eval_cfg),
         },

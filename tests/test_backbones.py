@@ -149,3 +149,18 @@ def test_caser_matmul_encode_is_the_conv2d_function(fusion):
     assert grads[0].keys() == grads[1].keys() and any("horizontal.3" in n for n in grads[0])
     for n in grads[0]:
         assert torch.allclose(grads[0][n], grads[1][n], rtol=1e-3, atol=1e-3), n
+
+
+def test_gru4rec_builds_the_layers_it_is_given_and_records_only_what_it_reads():
+    """--layers sets SASRec's and FMLP-Rec's blocks; GRU4Rec stacks --gru-layers GRUs (RecBole's 1 by default), and a
+    GRU4Rec record does not carry a num_layers it never read."""
+    from dataclasses import asdict
+
+    from tslrec.backbones.base import settings_read_by
+
+    assert make("gru4rec").gru.num_layers == 1
+    assert make("gru4rec", gru_layers=3).gru.num_layers == 3
+    assert len(make("sasrec", num_layers=3).blocks) == 3
+    read = settings_read_by(asdict(BackboneConfig()), ["GRU4Rec"])
+    assert "gru_layers" in read and "num_layers" not in read
+    assert "num_layers" in settings_read_by(asdict(BackboneConfig()), ["SASRec"])
