@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tslrec.core.errors import DivergedError
 from tslrec.core.precision import HELP as PRECISION_HELP
 from tslrec.core.precision import PRECISIONS
 from tslrec.core.settings import require
@@ -89,8 +90,7 @@ def ranks_full(scores: torch.Tensor, targets: torch.Tensor, history: torch.Tenso
         scores.scatter_(1, history, float("-inf"))
         scores.scatter_(1, targets.view(-1, 1), target_score)  # a repeated target stays a candidate
         scores[:, 0] = float("-inf")
-    ranks = (scores >= target_score).sum(1)  # counts the target itself, so this is 1 + #{j != t: s_j >= s_t}
-    return torch.where(torch.isnan(target_score.squeeze(1)), scores.size(1) - 1, ranks)  # NaN scores rank last
+    return (scores >= target_score).sum(1)  # counts the target itself, so this is 1 + #{j != t: s_j >= s_t}
 
 
 def ranks_sampled(
@@ -157,6 +157,9 @@ def evaluate(
                 f"evaluate: scores are {scores.dtype}; rank float32 scores (compute the scores "
                 "outside autocast, or cast the user state and item table to float32 first)"
             )
+        nan_rows = torch.isnan(scores[:, 1:]).any(1)  # [B]: a NaN never outranks the target, so it would flatter
+        if nan_rows.any():
+            raise DivergedError(f"NaN scores for {int(nan_rows.sum())} of {len(users)} users in a batch")
         if cfg.sampled_negatives:
             batch_ranks = ranks_sampled(scores, tgt, split.seen[users].to(device), cfg.sampled_negatives, gen)
         else:

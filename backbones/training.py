@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tslrec.core.artifacts import atomic_path
-from tslrec.core.errors import InputError
+from tslrec.core.errors import DivergedError, InputError
 from tslrec.core.modules import eval_mode, peak_memory_mb
 from tslrec.core.precision import HELP as PRECISION_HELP
 from tslrec.core.precision import PRECISIONS, autocast, resolve_precision, resolved
@@ -326,7 +326,13 @@ def train(
             total += loss.detach()
         steps = len(batches)
         train_seconds = time.perf_counter() - t0
-        valid = evaluate_split(model, splits.valid, eval_cfg, device)
+        try:
+            valid = evaluate_split(model, splits.valid, eval_cfg, device)
+        except DivergedError as e:
+            raise DivergedError(
+                f"{ckpt or 'training'}: the model diverged in epoch {state.epoch + 1} ({e}); "
+                "start over (--force) with a lower --lr or a --grad-clip"
+            ) from None
         score = valid.metrics[eval_cfg.metric_key(cfg.select_metric)]
         state.epoch += 1
         state.elapsed += time.perf_counter() - t0

@@ -15,3 +15,8 @@ class InputError(ValueError):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))  # always one line
+
+
+class DivergedError(InputError):
+    """A model whose scores hold NaN: a metric computed from them would be meaningless (a NaN never outranks the
+    target). The message names the run and the epoch; the fix is a lower learning rate or a gradient limit."""

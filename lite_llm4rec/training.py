@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from tslrec.backbones.batching import EvalSplit, LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig, EvalResult, evaluate, is_metric_name
 from tslrec.core.artifacts import atomic_path
-from tslrec.core.errors import InputError
+from tslrec.core.errors import DivergedError, InputError
 from tslrec.core.modules import eval_mode, load_trainable_state, peak_memory_mb, trainable_state
 from tslrec.core.precision import HELP as PRECISION_HELP
 from tslrec.core.precision import PRECISIONS, autocast, resolve_precision, resolved
@@ -194,7 +194,12 @@ def train_lite(
 
     def validate() -> None:
         t0 = time.perf_counter()
-        result = evaluate_lite(model, splits.valid, eval_cfg, device)
+        try:
+            result = evaluate_lite(model, splits.valid, eval_cfg, device)
+        except DivergedError as e:
+            raise DivergedError(
+                f"{ckpt or 'training'}: the model diverged by step {state.step} ({e}); start over with a lower --lr"
+            ) from None
         score = result.metrics[eval_cfg.metric_key(cfg.select_metric)]
         state.elapsed += time.perf_counter() - t0
         state.history.append(

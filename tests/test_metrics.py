@@ -119,3 +119,21 @@ def test_bf16_scores_are_refused():
     score_fn = lambda s, lens: torch.zeros(len(s), 5, dtype=torch.bfloat16)
     with pytest.raises(ValueError, match="float32"):
         evaluate(score_fn, _split(hist, torch.tensor([1]), torch.tensor([2])))
+
+
+def test_a_nan_score_anywhere_in_a_row_is_an_error_not_an_optimistic_rank():
+    """NaN >= target is false, so a NaN on another item would rank the target above it: a diverged model must stop
+    the evaluation instead of flattering itself."""
+    from tslrec.core.errors import DivergedError
+
+    hist = torch.tensor([[1, 2, 0], [2, 3, 0]])
+    split = _split(hist, torch.tensor([2, 2]), torch.tensor([3, 4]))
+
+    def score(seq, lengths):
+        s = torch.zeros(len(seq), 5)
+        s[:, 3:] = 1.0  # each target ties with the other item of score 1
+        s[0, 1] = float("nan")  # one other item of the first user diverged
+        return s
+
+    with pytest.raises(DivergedError, match="NaN scores for 1 of 2 users"):
+        evaluate(score, split)

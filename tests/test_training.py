@@ -89,3 +89,23 @@ def test_min_delta_stops_when_gains_are_too_small(cyclic_sequences):
         runs.append(train(model, splits, cfg, torch.device("cpu"), progress=False))
     assert runs[1].epochs_run == 3 and runs[1].best_epoch == 1  # patience 2 after the first validation
     assert runs[0].epochs_run > 3
+
+
+def test_a_model_that_diverges_names_the_run_and_the_epoch(cyclic_sequences, tmp_path):
+    """Weights that turn NaN in training end the run with a one-line error naming it and the epoch, never a metric."""
+    import pytest
+
+    from tslrec.core.errors import DivergedError
+
+    splits = LeaveOneOutSplits.from_sequences(cyclic_sequences, 8, max_len=10)
+    model = build_backbone("sasrec", BackboneConfig(num_items=8, hidden=16, max_len=10, dropout=0.0))
+    ckpt = tmp_path / "checkpoint.pt"
+    with pytest.raises(DivergedError, match=r"checkpoint.pt: the model diverged in epoch 1 .*--lr"):
+        train(
+            model,
+            splits,
+            TrainConfig(epochs=3, batch_size=16, lr=float("inf")),
+            torch.device("cpu"),
+            checkpoint=ckpt,
+            progress=False,
+        )
