@@ -205,8 +205,9 @@ def to_record(
         "ranked_per_user": round(statistics.mean(len(r) for r in m.top), 2),  # valid distinct ids, <= top_k
     }
     timings = ms_summary(m.ms, args.users)
-    if m is not lite:
-        timings["over_lite"] = round(statistics.median(m.ms) / statistics.median(lite.ms), 1)
+    if m is not lite:  # both medians over the same batches (1..n of this method's n), which both methods timed
+        timings["over_lite"] = round(statistics.median(m.ms) / statistics.median(lite.ms[: len(m.ms)]), 1)
+        timings["over_lite_batches"] = len(m.ms)
     return {
         "dataset": ds.name,
         "model": args.llm,

@@ -101,6 +101,16 @@ def record_names(prefix: str) -> list[str]:
     return [path.stem for path in sorted(RESULTS.glob(f"{prefix}*.json"))]
 
 
+def precision_of(section: dict) -> str:
+    """A recorded config section's precision (train or eval): `precision`, or the bf16 switch of older records."""
+    return section.get("precision") or ("bf16" if section.get("bf16") else "float32")
+
+
+def arithmetic(config: dict) -> str:
+    """Training and evaluation precision of a recorded run, both named."""
+    return f"train {precision_of(config['train'])}, eval {precision_of(config.get('eval', {}))}"
+
+
 def fmt(x, digits: int = 4) -> str:
     if x is None:
         return "–"
@@ -171,7 +181,7 @@ def cpu_backbones_table(dataset: str = "ml-1m") -> str:
         setting = (
             f"max_len {c['data']['max_len']}, H {c['model']['hidden']}, heads {c['model']['num_heads']}, "
             f"dropout {c['model']['dropout']}, windows {c['train'].get('windows', 'last')}, "
-            f"loss weight {c['train'].get('loss_weight', 'batch')}, {'bf16' if c['train']['bf16'] else 'fp32'}"
+            f"loss weight {c['train'].get('loss_weight', 'batch')}, {arithmetic(c)}"
             + (", input-item bias" if c["model"].get("input_item_bias") else "")
         )
         share = f"{t['train_gflops']} GFLOP/s, {t['fraction_of_matmul_peak']:.0%}" if "train_gflops" in t else "–"
@@ -313,7 +323,7 @@ def training_speed_table(dataset: str = "ml-1m") -> str:
         t, c = r["timings"], r["config"]
         setting = (
             f"max_len {c['data']['max_len']}, H {c['model']['hidden']}, heads {c['model']['num_heads']}, "
-            f"{'bf16' if c['train']['bf16'] else 'fp32'}"
+            f"{arithmetic(c)}"
         )
         share = f"{t['train_gflops']} GFLOP/s, {t['fraction_of_matmul_peak']:.0%}" if "train_gflops" in t else "–"
         lines.append(
@@ -752,7 +762,7 @@ def ablation_tables(name: str) -> str:
         f"Setting: kcore {data['kcore']}, max_len {data['max_len']}, hidden {model['hidden']}, lr {train['lr']}, "
         f"batch {train['batch_size']} {'windows' if 'windows' in train else 'users'}, at most {train['epochs']} "
         f"epochs, patience {train['patience']}, "
-        f"bf16 training {train.get('bf16', False)}. {_at_cap(cells)} of "
+        f"{arithmetic(cells[0]['config'])}. {_at_cap(cells)} of "
         f"{len(cells)} runs had their best validation epoch at the {train['epochs']}-epoch cap, i.e. were still "
         "improving when the budget ended."
         + (
@@ -799,8 +809,8 @@ def ablation_tables(name: str) -> str:
         lines += [
             "",
             f"Stage 2 ({r['variant']}, source `{r.get('source', 'tuned')}`, {r.get('device')}, batch "
-            f"{t['batch_size']}, bf16 autocast "
-            f"{t['bf16_autocast']}): {t['seconds']:.0f} s for {t['items']} items = "
+            f"{t['batch_size']}, "
+            f"{t.get('precision') or ('bf16' if t.get('bf16_autocast') else 'float32')}): {t['seconds']:.0f} s for {t['items']} items = "
             f"**{t['seconds_per_1000_items']:.1f} s per 1,000 items**. LLM category vs k-means group (Fig. 4): "
             f"C1 {fmt(agree.get('C1'), 3)}, C2 {fmt(agree.get('C2'), 3)}, C3 {fmt(agree.get('C3'), 3)} "
             f"(chance top-1 {fmt(agree.get('chance_top1'), 3)}).",

@@ -235,22 +235,32 @@ class LiteLLM4Rec(nn.Module):
         logits = self.logits(h)  # [B, N]
         return torch.cat([torch.full_like(logits[:, :1], float("-inf")), logits], dim=1)
 
-    def loss(self, ids: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Cross-entropy over all items (Eq. 6) -> (mean loss, number of targets).
+    def loss(self, ids: torch.Tensor, targets: torch.Tensor, negatives: str = "all") -> tuple[torch.Tensor, int]:
+        """Cross-entropy (Eq. 6) -> (mean loss, number of targets).
 
         ids, targets: [B, T] left-padded; targets[b, t] = next item after the prefix ending at t, 0 = none.
         Causal attention: every position with a target is a prefix (one pass). Bidirectional: only the last column.
+        negatives: all = the softmax runs over every item; unseen = the paper's §3.4, over the items the user has
+        not interacted with: the items of the target's own input prefix are left out (the target stays in).
         """
         mask = ids > 0
         if self.rec.causal:
             states = self.rec.prefix_states(self.item_vectors[ids], mask)  # [B, T, H]
             has_target = targets > 0
             h, y = states[has_target], targets[has_target]  # [n, H], [n]
+            upto = torch.arange(ids.shape[1], device=ids.device)
+            prefixes = ids[:, None, :] * (upto[None, :] <= upto[:, None])  # [B, T, T]: row t = the items up to t
+            seen = prefixes[has_target]  # [n, T], 0 = none
         else:
             if bool((targets[:, :-1] > 0).any()):
                 raise ValueError("a bidirectional Recommendation LLM takes one target per row, in the last column")
-            h, y = self.rec(self.item_vectors[ids], mask), targets[:, -1]
-        return F.cross_entropy(self.logits(h), y - 1), int(y.numel())
+            h, y, seen = self.rec(self.item_vectors[ids], mask), targets[:, -1], ids  # seen [B, T]
+        logits = self.logits(h)  # [n, N]
+        if negatives == "unseen":
+            logits = torch.cat([torch.zeros_like(logits[:, :1]), logits], dim=1)  # [n, N+1]: column 0 = padding
+            kept = logits.gather(1, y[:, None])  # [n, 1]: the target's logit
+            logits = logits.scatter(1, seen, float("-inf")).scatter(1, y[:, None], kept)[:, 1:]  # [n, N]
+        return F.cross_entropy(logits, y - 1), int(y.numel())
 
 
 def build_lite_model(item_vectors: torch.Tensor, cfg: LiteConfig, llm_cfg: LLMConfig, seed: int = 0) -> LiteLLM4Rec:

@@ -41,6 +41,16 @@ class LiteTrainConfig:
             "help": "sampling (one random segment per user per epoch) | all (every training prefix)",
         },
     )
+    negatives: str = field(
+        default="all",
+        metadata={
+            "choices": ("all", "unseen"),
+            "help": (
+                "all = the softmax runs over every item, the user's earlier items included; unseen = the paper's "
+                "objective (its §3.4): the items already in the user's input are no negatives"
+            ),
+        },
+    )
     segment_len: int = field(
         default=21, metadata={"help": "sampling: at most this many items per segment (inputs + the target)"}
     )
@@ -247,7 +257,7 @@ def train_lite(
             ids, targets = collate(rows, batches[b], max_len)
             ids, targets = ids.to(device), targets.to(device)
             with autocast(device, cfg.precision):
-                loss, _ = model.loss(ids, targets)
+                loss, _ = model.loss(ids, targets, cfg.negatives)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

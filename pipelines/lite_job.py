@@ -147,6 +147,7 @@ def run_record(
     return {
         **record_head(ds.name, "lite-llm4rec", train_cfg.strategy, train_cfg.seed, result.test, result.valid),
         "attention": attention,
+        "negatives": train_cfg.negatives,  # the training objective: all items, or the paper's unseen ones
         "best_step": result.best_step,
         "steps": result.steps,
         "epochs_run": result.epochs_run,

@@ -84,6 +84,33 @@ def test_loss_counts_every_target_of_a_causal_row(llama_model):
     assert n == 4 and torch.isfinite(loss)
 
 
+def test_the_papers_objective_leaves_the_users_earlier_items_out_of_the_softmax(llama_model):
+    """negatives="unseen" (the paper's §3.4): each target's softmax runs over the items not in its own input prefix,
+    the target itself kept, even when it repeats an earlier item; "all" runs over every item."""
+    import torch.nn.functional as F
+
+    zero_head = llama_model.head.weight.detach().clone()
+    with torch.no_grad():
+        torch.nn.init.normal_(llama_model.head.weight)  # the head starts at zero: give the items distinct logits
+    ids = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
+    targets = torch.tensor([[0, 2, 1, 4], [0, 0, 0, 8]])  # row 0, position 2: target 1 repeats an earlier item
+    with torch.no_grad():
+        states = llama_model.rec.prefix_states(llama_model.item_vectors[ids], ids > 0)  # [2, 4, H]
+        terms = []
+        for b, t in ((0, 1), (0, 2), (0, 3), (1, 3)):
+            logits = llama_model.logits(states[b, t])  # [N]
+            y = int(targets[b, t])
+            for item in ids[b, : t + 1].tolist():
+                if item and item != y:
+                    logits[item - 1] = float("-inf")
+            terms.append(F.cross_entropy(logits[None], torch.tensor([y - 1])))
+        unseen, n = llama_model.loss(ids, targets, negatives="unseen")
+        every, _ = llama_model.loss(ids, targets, negatives="all")
+        llama_model.head.weight.copy_(zero_head)  # the fixture is shared by the module
+    torch.testing.assert_close(unseen, torch.stack(terms).mean(), atol=1e-5, rtol=1e-4)
+    assert n == 4 and float(unseen) < float(every)  # fewer competitors, a smaller loss
+
+
 def rec_configs(name: str, folders: dict, **lite) -> tuple[LiteConfig, LLMConfig]:
     """Configs of REC_LLMS[name]'s tiny Recommendation LLM (LoRA without dropout: deterministic in train mode)."""
     attention = "bidirectional" if name.endswith("-bidirectional") else "auto"
