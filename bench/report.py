@@ -809,8 +809,8 @@ def ablation_tables(name: str) -> str:
         lines += [
             "",
             f"Stage 2 ({r['variant']}, source `{r.get('source', 'tuned')}`, {r.get('device')}, batch "
-            f"{t['batch_size']}, "
-            f"{t.get('precision') or ('bf16' if t.get('bf16_autocast') else 'float32')}): {t['seconds']:.0f} s for {t['items']} items = "
+            f"{t['batch_size']}, {t.get('precision') or ('bf16' if t.get('bf16_autocast') else 'float32')}): "
+            f"{t['seconds']:.0f} s for {t['items']} items = "
             f"**{t['seconds_per_1000_items']:.1f} s per 1,000 items**. LLM category vs k-means group (Fig. 4): "
             f"C1 {fmt(agree.get('C1'), 3)}, C2 {fmt(agree.get('C2'), 3)}, C3 {fmt(agree.get('C3'), 3)} "
             f"(chance top-1 {fmt(agree.get('chance_top1'), 3)}).",
