@@ -24,6 +24,7 @@ from torch import nn
 from tslrec.core.artifacts import load_tensors, read_json, save_tensors, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.modules import load_trainable_state, trainable_state
+from tslrec.core.settings import as_recorded_before
 
 
 def save_checkpoint(
@@ -129,10 +130,15 @@ CONFIG_SECTIONS = {"stage1": "Stage1Config", "llm": "LLMConfig"}  # config.json 
 
 def check_same_config(source: str | Path, saved: dict[str, Any], config: dict[str, Any], what: str) -> None:
     """InputError naming the first setting that differs between a saved stage 1 config and this run's
-    (e.g. `Stage1Config.lr=0.0005, now 0.001`), with the fix: --force or another --out."""
+    (e.g. `Stage1Config.lr=0.0005, now 0.001`), with the fix: --force or another --out. A setting added since the
+    run was recorded is no change while it is at the value runs behaved as before it (as_recorded_before)."""
     from tslrec.backbones.training import refuse_changed_settings, setting_changes
+    from tslrec.llm.loading import LLMConfig
+
+    from .config import Stage1Config
 
     def named(c: dict[str, Any]) -> dict[str, Any]:
         return {CONFIG_SECTIONS.get(k, k): v for k, v in json.loads(config_fingerprint(c)).items()}
 
-    refuse_changed_settings(source, setting_changes(named(saved), named(config)), what)
+    before = {"Stage1Config": as_recorded_before(Stage1Config()), "LLMConfig": as_recorded_before(LLMConfig())}
+    refuse_changed_settings(source, setting_changes(named(saved), named(config), before), what)

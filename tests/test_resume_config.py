@@ -388,3 +388,21 @@ def test_settings_a_model_does_not_read_do_not_bind_a_run_and_later_ones_count_a
         default = resume_settings(now, TrainConfig(), EvalConfig(), None)  # target-weighted loss: another behaviour
         changed = [c[0] for c in run_setting_changes(recorded(backbone), default)]
         assert "TrainConfig.loss_weight" in changed and "TrainConfig.batching" not in changed
+
+
+def test_a_stage1_run_recorded_before_a_setting_existed_is_still_current(tiny_llm_cfg, tmp_path):
+    """A finished stage 1 whose config.json predates a setting (here lr_schedule, at its default, and bf16, the
+    older name of precision) is reused, not refused: settings added later, at their defaults, never make a run
+    stale. The same setting at another value is a change."""
+    from tslrec.core.artifacts import write_json
+
+    out = tmp_path / "s1"
+    first = train_stage1(TABLE, SEQS, out, stage1_cfg(), tiny_llm_cfg, device="cpu", progress=False)
+    config = read_json(out / "config.json")
+    del config["stage1"]["lr_schedule"]
+    config["stage1"]["bf16"] = config["stage1"].pop("precision") == "bf16"
+    write_json(out / "config.json", config)
+    again = train_stage1(TABLE, SEQS, out, stage1_cfg(), tiny_llm_cfg, device="cpu", progress=False)
+    assert again["metrics"] == first["metrics"]
+    with pytest.raises(InputError, match=r"Stage1Config\.lr_schedule=<unset>, now 'linear'"):
+        train_stage1(TABLE, SEQS, out, stage1_cfg(lr_schedule="linear"), tiny_llm_cfg, device="cpu", progress=False)
