@@ -68,7 +68,10 @@ class LiteConfig:
         default=True,
         metadata={
             "flag": "--no-bos",
-            "help": "put the tokenizer's BOS (an encoder's [CLS]) first (pretrained models expect it); never pooled",
+            "help": (
+                "do not put the tokenizer's BOS (an encoder's [CLS]) before the items (by default it is there, as "
+                "pretrained models expect, and never pooled)"
+            ),
         },
     )
     attention: str = field(

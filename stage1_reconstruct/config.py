@@ -117,7 +117,8 @@ class Stage1Config:
         metadata={
             "flag": "--no-lora",
             "help": (
-                "no LoRA: only the projection and head are trained (the untuned-LLM ablation; no separate baseline run)"
+                "do not tune the LLM: only the projection and head are trained (the untuned-LLM ablation; no separate "
+                "baseline run)"
             ),
         },
     )

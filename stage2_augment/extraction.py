@@ -44,8 +44,8 @@ class ExtractionConfig:
         metadata={
             "flag": "--no-prefix-cache",
             "help": (
-                "run the prompt prefix once and reuse its key/value cache (~4x faster); "
-                "--no-prefix-cache runs full prompts"
+                "do not reuse the prompt prefix's key/value cache: run every item's full prompt (about 4x slower; by "
+                "default the prefix runs once)"
             ),
         },
     )

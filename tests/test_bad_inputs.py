@@ -151,7 +151,7 @@ def case_config_unknown_key(tmp):
 
 def case_config_unknown_stage_option(tmp):
     cfg = _file(tmp, "s.yaml", f"dataset: {good_dataset(tmp)}\nout: {tmp / 'run'}\nstages:\n  stage0:\n    layerz: 3\n")
-    return ["run", "--config", str(cfg)], "stages.stage0: unknown key 'layerz'; did you mean layers?"
+    return ["run", "--config", str(cfg)], "stages.stage0: unknown key 'layerz'; did you mean layers"
 
 
 def case_config_unknown_stage(tmp):
@@ -226,3 +226,18 @@ def test_bad_input(case, tmp_path, capsys):
     # nothing that looks complete was written
     assert not list(tmp_path.rglob("metrics.json")) or "stage0" in str(list(tmp_path.rglob("metrics.json"))[0])
     assert not list(tmp_path.rglob("stage_manifest.json"))
+
+
+def test_every_no_flag_says_what_turning_it_off_does():
+    """A `--no-x` flag's help describes what the flag does (it turns x off), not what x does."""
+    from tslrec.core.settings import settings_of
+    from tslrec.pipelines.cli import COMMANDS
+
+    starts = ("do not ", "hide ", "skip ", "turn off ", "without ")
+    offending = [
+        f"{c.name} {s.flag}: {s.help}"
+        for c in COMMANDS
+        for s in settings_of(c.defaults)
+        if s.kind == "no-bool" and not s.help.lower().startswith(starts)
+    ]
+    assert offending == []
