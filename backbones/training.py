@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -245,8 +246,11 @@ def train(
     progress: bool = True,
     settings: dict | None = None,
     force: bool = False,
+    on_epoch: Callable[[dict, str], None] | None = None,
 ) -> TrainResult:
     """Train with early stopping on validation; restore the best weights; evaluate test once.
+
+    on_epoch(history entry, best so far as text) is called after every epoch (one-line logs without a bar).
 
     If `checkpoint` is given, the full state (weights, optimizer, CPU/CUDA RNG, negative-sampling
     generator) is saved there after every epoch, with the settings it was trained under: the
@@ -354,6 +358,8 @@ def train(
         state.stopped = state.should_stop(cfg.patience)
         bar.update(1)
         bar.set_postfix(loss=f"{mean_loss:.4f}", val=f"{score:.4f}", best=state.best_text())
+        if on_epoch is not None:
+            on_epoch(state.history[-1], state.best_text())
         if ckpt is not None:
             with atomic_path(ckpt) as tmp:
                 torch.save(

@@ -25,6 +25,13 @@ from safetensors.torch import load_file, save_file
 from .errors import InputError
 
 
+def _usual_mode(folder: bool) -> int:
+    """The mode a new file (0o666) or folder (0o777) gets under the process's umask: what `open` and `mkdir` give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if folder else 0o666) & ~umask
+
+
 @contextlib.contextmanager
 def atomic_folder(folder: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder next to `folder`; it replaces `folder` (and whatever an older, perhaps
@@ -32,9 +39,9 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; outputs and caches are shared like any other folder
     try:
         yield tmp
+        os.chmod(tmp, _usual_mode(folder=True))  # mkdtemp makes it private; the result is shared like any folder
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -53,6 +60,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _usual_mode(folder=False))  # mkstemp makes it private; the result gets the usual mode
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

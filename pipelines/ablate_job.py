@@ -23,7 +23,7 @@ import torch
 
 from tslrec.backbones.item_embedding import FUSIONS
 from tslrec.backbones.registry import BACKBONES
-from tslrec.core.artifacts import atomic_path, resolve_device, write_json
+from tslrec.core.artifacts import atomic_path, write_json
 from tslrec.core.precision import resolved
 from tslrec.core.settings import require
 from tslrec.stage2_augment.analysis import CategoryAgreement, activity_groups, category_agreement
@@ -154,7 +154,7 @@ def variant_digests(side: SideInfoConfig, variants: list[tuple[str, str | None]]
 def run_ablation(job: AblateJob, train: bool = True) -> AblateOutcome:
     """Train every unfinished cell of the grid (resumable, shared with other processes), then write the reports.
     train=False: train nothing, report the cells already finished."""
-    job = resolved(job, resolve_device(job.runtime.device))  # one precision for every cell, recorded with the grid
+    job = resolved(job, job.runtime.start())  # one precision for every cell, recorded with the grid
     sources = item_table_sources(job.side.item_embeddings)
     variants = grid_variants(job.fusions, list(sources))
     ds = load_dataset(job.dataset, job.data)

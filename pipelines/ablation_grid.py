@@ -372,8 +372,7 @@ def grid_worker(job: Any, cells: list[Cell], out: Path, threads: int, tag: str, 
     spawned one (`parent` given) stops when its parent process is gone."""
     if parent is not None:
         threading.Thread(target=exit_with_parent, args=(parent,), daemon=True).start()
-    torch.set_num_threads(threads)
-    run_grid(replace(job, runtime=replace(job.runtime, progress=False)), cells, out, tag)
+    run_grid(replace(job, runtime=replace(job.runtime, progress=False, threads=threads)), cells, out, tag)
 
 
 def _raise_exit(signum: int, frame: Any) -> None:

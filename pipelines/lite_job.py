@@ -22,7 +22,7 @@ import torch
 
 from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig
-from tslrec.core.artifacts import package_versions, resolve_device, save_tensors, use_deterministic_kernels, write_json
+from tslrec.core.artifacts import package_versions, save_tensors, use_deterministic_kernels, write_json
 from tslrec.core.precision import precision_record, resolved
 from tslrec.core.settings import require
 from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_vectors_for_dataset
@@ -34,6 +34,7 @@ from tslrec.llm.loading import LLMConfig
 from tslrec.stage2_augment.embedding_file import save_item_embeddings
 
 from .data import DataConfig, load_dataset
+from .history import cap_warning, write_history
 from .options import Command, Runtime, record_head
 
 MAX_LEN = 20  # the paper's sampling segments hold 20 input items, so the model sees at most 20
@@ -80,7 +81,7 @@ def run_lite(job: LiteJob) -> tuple[dict, Path]:
     start = time.perf_counter()
     rec_llm_kind(job.llm)  # a --llm that is neither a causal LM nor a text encoder stops here, before any work
     ds = load_dataset(job.dataset, job.data)
-    device = resolve_device(job.runtime.device)
+    device = job.runtime.start()
     job = resolved(job, device)  # `auto` precision as it is on this device, recorded and in the fingerprint
     use_deterministic_kernels(device, warn_only=True)  # float cumsum (prefix means) has no deterministic CUDA kernel
     vectors, vector_info = item_vectors_for_dataset(ds, job.item, job.item_vectors, device, job.runtime.progress)
@@ -111,6 +112,10 @@ def run_lite(job: LiteJob) -> tuple[dict, Path]:
         checkpoint=checkpoint,
         progress=job.runtime.progress,
     )
+    write_history(out, result.history, "step")
+    note = cap_warning(str(out), result.best_step, result.steps, "step", "--epochs or --max-steps")
+    if note:
+        print(f"note: {note}", flush=True)
     save_lite_model(model, out / "model", job.lite, job.llm)
     save_item_embeddings(
         out / "item_vectors",
@@ -149,6 +154,7 @@ def run_record(
         "attention": attention,
         "negatives": train_cfg.negatives,  # the training objective: all items, or the paper's unseen ones
         "best_step": result.best_step,
+        "best_at_cap": result.best_step >= result.steps,  # still improving when the budget ended?
         "steps": result.steps,
         "epochs_run": result.epochs_run,
         "train_targets_per_epoch": result.train_targets_per_epoch,

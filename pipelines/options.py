@@ -6,7 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from tslrec.backbones.evaluation import EvalResult
+from tslrec.core.artifacts import resolve_device
+from tslrec.core.errors import InputError
 
 
 @dataclass
@@ -15,6 +19,23 @@ class Runtime:
 
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     progress: bool = field(default=True, metadata={"flag": "--no-progress", "help": "hide progress bars"})
+    threads: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "torch CPU threads (default: torch's choice, one per core); recorded with the run. On a machine "
+                "shared with another job, fewer threads than cores avoid a many-fold slowdown"
+            )
+        },
+    )
+
+    def start(self) -> torch.device:
+        """Apply the thread count, if one is given, and return the device the job runs on."""
+        if self.threads is not None:
+            if self.threads < 1:
+                raise InputError(f"Runtime.threads={self.threads}: need at least 1")
+            torch.set_num_threads(self.threads)
+        return resolve_device(self.device)
 
 
 def record_head(dataset: str, model: str, variant: str, seed: int, test: EvalResult, valid: EvalResult) -> dict:

@@ -97,6 +97,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--force", default=None, choices=[s.name for s in STAGES], help="run again from this stage on")
     p.add_argument("--until", default=None, choices=[s.name for s in STAGES], help="stop after this stage")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars: one line per epoch instead")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads of every stage (default: the cores)")
     p.set_defaults(func=run)
 
 
@@ -191,9 +193,18 @@ def check_untuned_export(cfg: dict, jobs: dict[str, Any]) -> None:
         )
 
 
+def with_runtime(job: Any, args: argparse.Namespace) -> Any:
+    """The job with `run`'s own --no-progress and --threads, where given, in its runtime."""
+    changes = {"progress": False} if getattr(args, "no_progress", False) else {}
+    if getattr(args, "threads", None) is not None:
+        changes["threads"] = args.threads
+    return replace(job, runtime=replace(job.runtime, **changes)) if changes and hasattr(job, "runtime") else job
+
+
 def binding(job: dict) -> dict:
-    """A job's settings without the model settings none of its backbones reads (a Caser setting does not make a
-    finished SASRec stage 0 stale)."""
+    """A job's settings without how it runs (`runtime`: device, threads, progress bars) and without the model settings
+    none of its backbones reads (a Caser setting does not make a finished SASRec stage 0 stale)."""
+    job = {k: v for k, v in job.items() if k != "runtime"}
     if not isinstance(job.get("model"), dict):
         return job
     names = [job["backbone"]] if "backbone" in job else list(job.get("backbones") or [])
@@ -230,7 +241,7 @@ def run(args: argparse.Namespace) -> None:
     upstream = ""
     started = time.perf_counter()
     inputs = {"dataset": dataset_fingerprint(str(cfg["dataset"]))}
-    jobs = [(stage, stage_job(stage, cfg)) for stage in active_stages(cfg)]  # all checked before any work
+    jobs = [(stage, with_runtime(stage_job(stage, cfg), args)) for stage in active_stages(cfg)]  # checked first
     check_untuned_export(cfg, dict((stage.name, job) for stage, job in jobs))
     for flag, name in (("--force", args.force), ("--until", args.until)):
         if name is not None and name not in {stage.name for stage, _ in jobs}:

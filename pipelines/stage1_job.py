@@ -12,13 +12,14 @@ from pathlib import Path
 
 import torch
 
-from tslrec.core.artifacts import resolve_device, use_deterministic_kernels
+from tslrec.core.artifacts import read_json, use_deterministic_kernels
 from tslrec.core.errors import InputError
 from tslrec.llm.loading import LLMConfig
 from tslrec.stage1_reconstruct.config import Stage1Config
-from tslrec.stage1_reconstruct.training import train_stage1
+from tslrec.stage1_reconstruct.training import LOG_FILE, train_stage1
 
 from .data import SequenceDataset
+from .history import write_history
 from .options import Command, Runtime
 from .run_folders import TrainFolder, load_train_folder
 
@@ -98,7 +99,7 @@ def item_titles_for_prompt(ds: SequenceDataset, wanted: bool) -> list[str] | Non
 
 def run_stage1(job: Stage1Job) -> Stage1Outcome:
     """Train stage 1 on the item table of `job.train_dir`; returns its metrics (see stage1_reconstruct.training)."""
-    device = resolve_device(job.runtime.device)
+    device = job.runtime.start()
     use_deterministic_kernels(device)  # before the first CUDA call
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
@@ -120,7 +121,11 @@ def run_stage1(job: Stage1Job) -> Stage1Outcome:
     )
     from accelerate import PartialState
 
-    return Stage1Outcome(metrics, facts["dataset"], out, PartialState().is_main_process)
+    main = PartialState().is_main_process
+    if main and (out / LOG_FILE).is_file():  # the steps' losses and the validations' MSE, for people
+        log = read_json(out / LOG_FILE, "stage 1 log")
+        write_history(out, [{("valid_mse" if k == "val_mse" else k): v for k, v in e.items()} for e in log], "step")
+    return Stage1Outcome(metrics, facts["dataset"], out, main)
 
 
 def print_outcome(outcome: Stage1Outcome) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tslrec.core.artifacts import resolve_device, use_deterministic_kernels
+from tslrec.core.artifacts import use_deterministic_kernels
 from tslrec.core.errors import InputError
 from tslrec.core.precision import precision_record, resolved
 from tslrec.llm.loading import DTYPES, LLMConfig
@@ -152,7 +152,7 @@ def run_stage2(job: Stage2Job) -> Stage2Outcome:
             f"{train.folder / 'item_embeddings.safetensors'}: {train.item_table.shape[1]} columns but stage 1 "
             f"was trained on {stage1.config['item_dim']}; pass the train folder stage 1 started from"
         )
-    device = resolve_device(job.runtime.device)
+    device = job.runtime.start()
     use_deterministic_kernels(device)
     titles = stage1_item_titles(stage1, ds)
     model, _ = load_reconstruction_model(stage1.folder, device, llm_config(stage1, job.dtype), titles)

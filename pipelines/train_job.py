@@ -26,7 +26,6 @@ from tslrec.core.artifacts import (
     load_tensors,
     package_versions,
     read_json,
-    resolve_device,
     save_tensors,
     use_deterministic_kernels,
     write_json,
@@ -36,6 +35,7 @@ from tslrec.core.precision import precision_record, resolved
 from tslrec.core.settings import require
 
 from .data import DataConfig, SequenceDataset, load_dataset
+from .history import cap_warning, epoch_line, write_history
 from .options import Command, Runtime, record_head
 from .run_folders import TRAIN_TABLE
 from .side_information import SideInfoConfig, SideInformation, load_side_information, one_item_table
@@ -142,6 +142,7 @@ def run_record(
         "earlier_processes_seconds": round(result.earlier_seconds, 1),
         "peak_memory_mb": round(result.peak_memory_mb, 1),
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "threads": torch.get_num_threads(),
         **precision_record(device, train_cfg.precision),
         "eval_precision": eval_cfg.precision,
         "dataset_info": {k: v for k, v in ds.summary().items() if k != "preprocessing"},
@@ -165,7 +166,7 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
     variant = "" if side.variant == "base" else f"-{side.variant.replace(':', '-')}"
     out = Path(job.out or f"runs/{ds.name}-{job.backbone}{variant}-s{job.train.seed}")
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(job.runtime.device)
+    device = job.runtime.start()
     job = resolved(job, device)  # what `auto` precision is on this device: recorded, and a resume must match it
     use_deterministic_kernels(device)
     model_cfg = replace(job.model, num_items=ds.num_items, max_len=job.data.max_len)
@@ -186,6 +187,7 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
             model.load_state_dict(load_tensors(out / "model.safetensors", "trained model"))
             export_item_table(out, model, ds, job.backbone)
         return finished
+    metric = job.train.select_metric
     result = train(
         model,
         splits,
@@ -196,7 +198,9 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
         progress=job.runtime.progress,
         settings=settings,
         force=job.force,
+        on_epoch=None if job.runtime.progress else lambda e, best: print(epoch_line(out.name, e, metric, best)),
     )
+    write_history(out, result.history, "epoch")
     save_tensors(out / "model.safetensors", model.state_dict())
     save_tensors(out / "per_user_test.safetensors", result.test.per_user)
     if job.export_item_embeddings:
@@ -216,6 +220,10 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
     record["side_information"] = side.record()
     record["settings"] = current  # what a re-run into this folder is compared with
     record["dataset_source"] = str(Path(job.dataset).resolve()) if Path(job.dataset).exists() else job.dataset
+    record["best_at_cap"] = result.best_epoch >= job.train.epochs
+    note = cap_warning(str(out), result.best_epoch, job.train.epochs, "epoch", "--epochs")
+    if note:
+        print(f"note: {note}", flush=True)
     write_json(out / "metrics.json", record)  # written last: its presence means the run is complete
     ckpt.unlink(missing_ok=True)
     return TrainOutcome(record, out)

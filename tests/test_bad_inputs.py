@@ -241,3 +241,21 @@ def test_every_no_flag_says_what_turning_it_off_does():
         if s.kind == "no-bool" and not s.help.lower().startswith(starts)
     ]
     assert offending == []
+
+
+def test_outputs_get_the_users_umask_not_the_private_mode_of_temporary_files(tmp_path):
+    """Written to a private temporary name, then renamed: the final file and folder get what the umask gives."""
+    import os
+
+    from tslrec.core.artifacts import atomic_folder, write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "metrics.json", {"a": 1})
+        with atomic_folder(tmp_path / "export") as folder:
+            write_json(folder / "manifest.json", {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "export").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "export" / "manifest.json").stat().st_mode & 0o777 == 0o644

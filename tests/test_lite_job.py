@@ -56,6 +56,8 @@ def test_lite_job_trains_evaluates_exports(tmp_path, tiny_bert_dir, lite_llama_d
     assert record["protocol"] == "full-ranking, history not masked"
     assert {"Recall@10", "Recall@20", "NDCG@10", "NDCG@20"} <= set(record["metrics"])
     assert record["item_vectors"]["computed"] and record["steps"] == 10  # 40 users -> 5 steps per epoch
+    assert (out / "history.csv").is_file() and (out / "learning_curve.png").is_file()
+    assert record["negatives"] == "all" and record["best_at_cap"] == (record["best_step"] == record["steps"])
     ds = load_dataset(str(data), DataConfig(max_len=8))
     export = load_item_embeddings(
         out / "item_vectors", num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids

@@ -60,6 +60,7 @@ def test_stage1_job_trains_and_targets_use_training_items_only(train_dir, tiny_l
     metrics = read_json(out / "metrics.json")
     assert metrics["metrics"]["mse"] < metrics["metrics"]["mse_global_mean"]
     assert read_json(out / "config.json")["run"]["dataset_hash"] == ds.hash
+    assert "valid_mse" in (out / "history.csv").read_text().splitlines()[0] and (out / "learning_curve.png").is_file()
     groups = load_tensors(out / "groups.safetensors")
     item_group = groups["item_group"].numpy()
     for u, seq in enumerate(ds.sequences):  # targets = histogram of seq[:-2], never of the last two items

@@ -1,0 +1,54 @@
+"""A training run's curve for people: history.csv (one row per epoch or validation) and a learning-curve PNG."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from tslrec.core.artifacts import atomic_path
+
+CSV_FILE = "history.csv"
+PNG_FILE = "learning_curve.png"
+
+
+def write_history(folder: Path, rows: list[dict], x: str) -> None:
+    """<folder>/history.csv with every key of `rows` as a column, and <folder>/learning_curve.png: the training loss
+    and each validation metric (keys starting valid_) against `x` (epoch or step)."""
+    if not rows:
+        return
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_path(folder / CSV_FILE) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [c for c in columns if c.startswith("valid_")]
+    fig, axes = plt.subplots(1, 1 + len(metrics), figsize=(4.5 * (1 + len(metrics)), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], ["loss", *metrics]):
+        points = [(row[x], row[key]) for row in rows if row.get(key) is not None]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker=".")
+        ax.set_xlabel(x)
+        ax.set_title(key)
+    fig.tight_layout()
+    with atomic_path(folder / PNG_FILE) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+
+
+def epoch_line(name: str, entry: dict, metric: str, best: str) -> str:
+    """One line per epoch, for runs without progress bars: `sasrec-s42 epoch 3: loss 8.29, valid NDCG@10 0.0238`."""
+    return (
+        f"{name} epoch {entry['epoch']}: loss {entry['loss']:.4f}, valid {metric} {entry[f'valid_{metric}']:.4f}, "
+        f"best {best}, {entry['train_seconds']:.1f} s training"
+    )
+
+
+def cap_warning(what: str, best: int, cap: int, unit: str, flag: str) -> str | None:
+    """The end-of-run note when the chosen epoch (or step) is the last one allowed: it may still be improving."""
+    if best < cap:
+        return None
+    return f"{what}: the best {unit} is the last one allowed ({cap}); it may still be improving: raise {flag}"

@@ -1,0 +1,39 @@
+"""Logs for people: one line per epoch without progress bars, history.csv and a learning curve, a note when the best
+epoch is the last one allowed; `--threads` applied and recorded; `run`'s own --no-progress and --threads never make a
+finished stage stale."""
+
+from __future__ import annotations
+
+import csv
+
+import torch
+from stage2_helpers import write_toy_dataset
+
+from tslrec.core.artifacts import read_json
+from tslrec.pipelines.cli import main
+from tslrec.pipelines.run_job import binding
+
+
+def test_a_run_without_bars_prints_each_epoch_writes_its_curve_and_says_when_the_cap_was_best(tmp_path, capsys):
+    data, _ = write_toy_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", str(data), "--out", str(out), "--epochs", "2", "--patience", "5", "--hidden", "8"]
+    before = torch.get_num_threads()
+    try:
+        main([*argv, "--lr", "0.01", "--device", "cpu", "--no-progress", "--threads", "1"])
+    finally:
+        torch.set_num_threads(before)
+    printed = capsys.readouterr().out
+    assert "run epoch 1: loss " in printed and "run epoch 2: loss " in printed and "valid NDCG@10 " in printed
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and "valid_NDCG@10" in rows[0]
+    assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    record = read_json(out / "metrics.json")
+    assert record["threads"] == 1
+    assert record["best_at_cap"] == (record["best_epoch"] == 2)
+    assert ("the best epoch is the last one allowed (2)" in printed) == record["best_at_cap"]
+
+
+def test_how_a_stage_runs_does_not_bind_it():
+    job = {"lr": 0.001, "runtime": {"device": "auto", "progress": True, "threads": None}}
+    assert binding(job) == binding({**job, "runtime": {"device": "cpu", "progress": False, "threads": 1}})
