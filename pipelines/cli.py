@@ -10,21 +10,33 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from tslrec.core.errors import InputError
 from tslrec.core.settings import add_arguments, from_namespace, in_flags
 
-from . import ablate_job, data_job, lite_job, recommend_job, run_job, stage1_job, stage2_job, train_job
-from .options import Command
+if TYPE_CHECKING:
+    from .options import Command
 
-COMMANDS: list[Command] = [
-    train_job.COMMAND,
-    stage1_job.COMMAND,
-    stage2_job.COMMAND,
-    ablate_job.COMMAND,
-    lite_job.COMMAND,
-    recommend_job.COMMAND,
-]
+
+def commands() -> list[Command]:
+    """Every job subcommand. Imported here, not at the top, so that `tslrec --version` loads no model library."""
+    from . import ablate_job, lite_job, recommend_job, stage1_job, stage2_job, train_job
+
+    return [
+        train_job.COMMAND,
+        stage1_job.COMMAND,
+        stage2_job.COMMAND,
+        ablate_job.COMMAND,
+        lite_job.COMMAND,
+        recommend_job.COMMAND,
+    ]
+
+
+def __getattr__(name: str) -> Any:  # `COMMANDS`, built on first use
+    if name == "COMMANDS":
+        return commands()
+    raise AttributeError(name)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -44,11 +56,13 @@ def package_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import data_job, run_job
+
     parser = OneLineParser(prog="tslrec", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"tslrec {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     data_job.add_parser(sub)
-    for command in COMMANDS:
+    for command in commands():
         p = sub.add_parser(command.name, help=command.help, description=command.help)
         add_arguments(p, command.defaults)
         p.set_defaults(job_command=command)
@@ -57,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:  # answered before any job module loads
+        print(f"tslrec {package_version()}")
+        return 0
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -70,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             job = from_namespace(command.defaults, args)
             command.report(command.run(job))
     except InputError as e:
-        shown = [command.defaults] if command else [c.defaults for c in COMMANDS]
+        shown = [command.defaults] if command else [c.defaults for c in commands()]
         print(f"error: {in_flags(str(e), *shown)}", file=sys.stderr)
         return InputError.exit_code
     except KeyboardInterrupt:
