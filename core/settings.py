@@ -55,8 +55,9 @@ class Setting:
 
     @property
     def key(self) -> str:
-        """The config-file key: the flag without its dashes, with underscores."""
-        return self.flag.lstrip("-").replace("-", "_")
+        """The config-file key: the flag without its dashes, with underscores; for a `--no-x` switch, the field's
+        own positive name (`prefix_cache: false`, not `no_prefix_cache: true`)."""
+        return self.field if self.kind == "no-bool" else self.flag.lstrip("-").replace("-", "_")
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -113,6 +114,10 @@ def settings_of(config: Any, path: tuple[str, ...] = (), prefix: str = "") -> li
             )
         )
     return out
+
+
+def _yaml(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _deprecation_note(old: str, s: Setting, value: Any) -> None:
@@ -197,17 +202,21 @@ def from_mapping(defaults: Any, mapping: dict[str, Any], where: str) -> Any:
     by_key = {}
     old_keys: dict[str, tuple[Setting, Any, Any]] = {}
     for s in settings_of(defaults):
-        for name in (s.flag, *s.aliases):
+        by_key[s.key] = s
+        for name in s.aliases:
             by_key[name.lstrip("-").replace("-", "_")] = s
         for old, if_true, if_false in s.deprecated:
             old_keys[old.lstrip("-").replace("-", "_")] = (s, if_true, if_false)
+        if s.kind == "no-bool":  # the double negative older configs wrote: `no_x: true` is `x: false`
+            old_keys[s.flag.lstrip("-").replace("-", "_")] = (s, False, True)
     values: dict[tuple[str, ...], Any] = {}
     for key, value in mapping.items():
         if str(key).replace("-", "_") in old_keys:
             s, if_true, if_false = old_keys[str(key).replace("-", "_")]
             if not isinstance(value, bool):
                 raise InputError(f"{where}: key '{key}' must be true or false, got {value!r}")
-            _deprecation_note(f"{where}: key '{key}'", s, if_true if value else if_false)
+            new = if_true if value else if_false
+            print(f"note: {where}: key '{key}' is deprecated; write '{s.key}: {_yaml(new)}'", file=sys.stderr)
             values[s.path] = if_true if value else if_false
             continue
         s = by_key.get(str(key).replace("-", "_"))
@@ -226,7 +235,7 @@ def _value_from_file(s: Setting, key: str, value: Any, where: str) -> Any:
     if s.kind in ("bool", "no-bool"):
         if not isinstance(value, bool):
             raise InputError(f"{where}: key '{key}' must be true or false, got {value!r}")
-        return not value if s.kind == "no-bool" else value
+        return value
     if s.kind == "list":
         return _parse_list(value)
     if value is not None and s.parse is int:

@@ -62,7 +62,7 @@ def test_old_flags_and_keys_still_parse_with_a_note(capsys):
     assert "--bf16 is deprecated; write --precision bf16" in capsys.readouterr().err
     stage1 = from_mapping(Stage1Config(), {"no_bf16": True}, "config.yaml: stages.stage1")
     assert stage1.precision == "float32"
-    assert "key 'no_bf16' is deprecated; write --precision float32" in capsys.readouterr().err
+    assert "key 'no_bf16' is deprecated; write 'precision: float32'" in capsys.readouterr().err
     assert from_mapping(Stage1Config(), {"no_bf16": False}, "c").precision == "bf16"
 
 
@@ -93,3 +93,11 @@ def test_a_train_run_records_the_precision_it_resolved_to_and_the_cpu(tmp_path, 
     assert (record["precision"], record["eval_precision"], record["native_bf16"]) == ("float32", "float32", False)
     assert record["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert record["config"]["train"]["precision"] == "float32"  # never "auto": a resume elsewhere must match it
+
+
+def test_config_keys_are_positive_and_the_double_negative_still_reads(capsys):
+    from tslrec.stage2_augment.extraction import ExtractionConfig
+
+    assert from_mapping(ExtractionConfig(), {"prefix_cache": False}, "c").prefix_cache is False
+    assert from_mapping(ExtractionConfig(), {"no_prefix_cache": True}, "c: stages.stage2").prefix_cache is False
+    assert "key 'no_prefix_cache' is deprecated; write 'prefix_cache: false'" in capsys.readouterr().err
