@@ -24,6 +24,7 @@ import torch
 from tslrec.backbones.item_embedding import FUSIONS
 from tslrec.backbones.registry import BACKBONES
 from tslrec.core.artifacts import atomic_path, write_json
+from tslrec.core.errors import InputError
 from tslrec.core.precision import resolved
 from tslrec.core.settings import require
 from tslrec.stage2_augment.analysis import CategoryAgreement, activity_groups, category_agreement
@@ -87,6 +88,18 @@ class AblateJob(BackboneSettings):
     workers: int = field(
         default=1,
         metadata={"help": "processes that train cells at once, each on 1/N of torch's threads (2 on a 2-core CPU)"},
+    )
+    list_cells: bool = field(
+        default=False, metadata={"help": "print the grid's cells, numbered from 0, train nothing and report the rest"}
+    )
+    cell: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "train only cell I of --list-cells (one task of a Slurm array, a Ray or Kubernetes job), then "
+                "report every finished cell"
+            )
+        },
     )
     activity_groups: int = field(default=4, metadata={"help": "user-activity groups for the Fig. 5 analysis"})
     force: bool = field(
@@ -168,7 +181,13 @@ def run_ablation(job: AblateJob, train: bool = True) -> AblateOutcome:
         out, settings, shared_settings(default_job), force=job.force, old_keys=deprecated_keys(default_job)
     )
     cells = make_grid(job.backbones, variants, [job.train.seed + i for i in range(job.seeds)], unlabelled)
-    elsewhere = run_grid_workers(job, cells, out, job.workers) if train else 0
+    if job.list_cells:
+        print("\n".join(f"{i}\t{cell.name}" for i, cell in enumerate(cells)), flush=True)
+    if job.cell is not None and not 0 <= job.cell < len(cells):
+        raise InputError(f"AblateJob.cell={job.cell}: this grid has cells 0..{len(cells) - 1} (see --list-cells)")
+    todo = cells if job.cell is None else [cells[job.cell]]
+    train = train and not job.list_cells
+    elsewhere = run_grid_workers(job, todo, out, job.workers if job.cell is None else 1) if train else 0
     results = collect(out, cells)
     return AblateOutcome(out, cells, results, write_reports(out, results, ds, job), elsewhere)
 

@@ -443,3 +443,21 @@ def test_sigterm_to_the_grid_stops_its_spawned_workers(tmp_path):
     running = [c for c in children if os.path.exists(f"/proc/{c}")]
     alive = [c for c in running if open(f"/proc/{c}/stat").read().split()[2] != "Z"]  # not a zombie
     assert alive == [], f"workers still running after SIGTERM: {alive}"
+
+
+def test_one_cell_by_number_equals_the_grids_own_cell(grid_run, tmp_path, capsys):
+    """--list-cells numbers the grid; --cell I trains that cell alone (a scheduler's array task) to the numbers the
+    whole grid gave it, and a number outside the grid is a one-line error."""
+    out, argv, _ = grid_run
+    other = [*argv[: argv.index("--out")], "--out", str(tmp_path / "grid"), *argv[argv.index("--out") + 2 :]]
+    assert main([*other, "--list-cells"]) == 0
+    listed = [line.split("\t") for line in capsys.readouterr().out.splitlines() if "\t" in line]
+    assert [int(i) for i, _ in listed] == list(range(len(listed))) and not (tmp_path / "grid" / "cells").exists()
+    index, name = next((int(i), n) for i, n in listed if n.startswith("gru4rec-ci-"))
+    assert main([*other, "--cell", str(index)]) == 0
+    trained = sorted(p.parent.name for p in (tmp_path / "grid" / "cells").glob("*/metrics.json"))
+    assert trained == [name]
+    mine, grids = (read_json(g / "cells" / name / "metrics.json") for g in (tmp_path / "grid", out))
+    assert mine["metrics"] == grids["metrics"] and mine["best_epoch"] == grids["best_epoch"]
+    assert main([*other, "--cell", str(len(listed))]) == 2
+    assert f"--cell {len(listed)}: this grid has cells 0..{len(listed) - 1}" in capsys.readouterr().err
