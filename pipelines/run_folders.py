@@ -90,9 +90,10 @@ def load_train_folder(train_dir: str | Path, dataset: str | None = None) -> Trai
 
 
 def is_train_folder(path: str | Path) -> bool:
-    """A `tslrec train` output folder (metrics.json, no export manifest), as opposed to a `tslrec stage2` export."""
+    """A `tslrec train` output folder (its metrics.json; its item table, if exported, is in the export format too),
+    as opposed to a `tslrec stage2` export (a manifest, no metrics.json)."""
     path = Path(path)
-    return path.is_dir() and (path / "metrics.json").is_file() and not (path / "manifest.json").is_file()
+    return path.is_dir() and (path / "metrics.json").is_file()
 
 
 def train_folder_table(train_dir: str | Path, ds: SequenceDataset) -> tuple[torch.Tensor, dict]:

@@ -33,11 +33,11 @@ from tslrec.core.artifacts import (
 from tslrec.core.errors import InputError
 from tslrec.core.precision import precision_record, resolved
 from tslrec.core.settings import require
+from tslrec.stage2_augment.embedding_file import write_export_files
 
 from .data import DataConfig, SequenceDataset, load_dataset
 from .history import cap_warning, epoch_line, write_history
 from .options import Command, Runtime, record_head
-from .run_folders import TRAIN_TABLE
 from .side_information import SideInfoConfig, SideInformation, load_side_information, one_item_table
 
 
@@ -183,7 +183,7 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
     current = resume_settings(model, job.train, job.eval, settings)
     finished = _finished_run(out, current, job)
     if finished is not None:
-        if job.export_item_embeddings and not (out / TRAIN_TABLE).is_file():  # asked for after training
+        if job.export_item_embeddings and not (out / "manifest.json").is_file():  # asked for after training
             model.load_state_dict(load_tensors(out / "model.safetensors", "trained model"))
             export_item_table(out, model, ds, job.backbone)
         return finished
@@ -230,12 +230,11 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
 
 
 def export_item_table(out: Path, model: torch.nn.Module, ds: SequenceDataset, backbone: str) -> None:
-    """Write the model's item table [N+1, H] (row 0 = padding) as <out>/item_embeddings.safetensors for stage 1."""
-    save_tensors(
-        out / TRAIN_TABLE,
-        {"embeddings": model.item_embedding.table().detach().float()},
-        metadata={"dataset": ds.name, "dataset_hash": ds.hash, "backbone": backbone},
-    )
+    """Write the model's item table [N+1, H] (row 0 = padding) into <out> in the export format (TRAIN_TABLE, the
+    id map and manifest.json): stage 1 reads it, and so does `load_item_embeddings`, like any stage-2 export."""
+    table = model.item_embedding.table().detach().float()  # [N+1, H]
+    source = {"producer": "tslrec train", "model": f"{backbone} (its own item table, no LLM)", "llm": None}
+    write_export_files(out, table, ds.item_ids, ds.name, ds.hash, source=source)
 
 
 def _finished_run(out: Path, current: dict, job: TrainJob) -> TrainOutcome | None:

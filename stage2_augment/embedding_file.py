@@ -19,16 +19,22 @@ mismatch or a dataset-hash mismatch.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
-from tslrec.core.artifacts import check_finite, load_tensors, package_versions, read_json, write_json
+from tslrec.core.artifacts import (
+    atomic_folder,
+    atomic_path,
+    check_finite,
+    load_tensors,
+    package_versions,
+    read_json,
+    save_tensors,
+    write_json,
+)
 from tslrec.core.errors import InputError
 
 FORMAT = "tslrec-item-embeddings/1"
@@ -60,6 +66,23 @@ def save_item_embeddings(
     """Write the export folder atomically. `item_ids[0]` is the padding entry; `source` describes the model;
     `item_groups` [N+1] is the stage-1 k-means group of each item (optional)."""
     folder = Path(folder)
+    with atomic_folder(folder) as tmp:
+        write_export_files(tmp, embeddings, item_ids, dataset_name, dataset_hash, category_probs, source, item_groups)
+    return folder
+
+
+def write_export_files(
+    folder: Path,
+    embeddings: torch.Tensor,
+    item_ids: list[str],
+    dataset_name: str,
+    dataset_hash: str,
+    category_probs: torch.Tensor | None = None,
+    source: dict | None = None,
+    item_groups: torch.Tensor | None = None,
+) -> None:
+    """The export's files into an existing folder (a `tslrec train` folder carries its item table this way), each
+    written to a temporary name and renamed, manifest.json last: a folder with a manifest holds a whole export."""
     emb = embeddings.detach().float().cpu().clone()  # [N+1, H]
     n1 = len(item_ids)
     if emb.ndim != 2 or emb.shape[0] != n1:
@@ -81,46 +104,38 @@ def save_item_embeddings(
     for k, t in tensors.items():
         if t.is_floating_point():
             check_finite(k, t, "export")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        save_file(tensors, str(tmp / TENSORS))
-        np.save(tmp / "item_embeddings.npy", emb.numpy())
-        if "category_probs" in tensors:
-            np.save(tmp / "category_probs.npy", tensors["category_probs"].numpy())
-        (tmp / "item_ids.tsv").write_text("".join(f"{i}\t{orig}\n" for i, orig in enumerate(item_ids) if i > 0))
-        recbole_name = f"{dataset_name}.itememb"
-        with open(tmp / recbole_name, "w") as f:
-            f.write("iid:token\titem_emb:float_seq\n")
-            for i in range(1, n1):
-                f.write(item_ids[i] + "\t" + " ".join(f"{x:.6g}" for x in emb[i].tolist()) + "\n")
-        write_json(
-            tmp / "manifest.json",
-            {
-                "format": FORMAT,
-                "dataset": {"name": dataset_name, "hash": dataset_hash, "num_items": n1 - 1},
-                "embedding_dim": emb.shape[1],
-                "num_categories": tensors["category_probs"].shape[1] if "category_probs" in tensors else None,
-                "has_item_groups": "item_groups" in tensors,
-                "files": {
-                    "tensors": TENSORS,
-                    "npy": "item_embeddings.npy",
-                    "item_ids": "item_ids.tsv",
-                    "recbole": recbole_name,
-                },
-                "source": source or {},
-                "versions": package_versions(),
+    (folder / "manifest.json").unlink(missing_ok=True)  # until it is written again, the folder is no whole export
+    save_tensors(folder / TENSORS, tensors, metadata={"dataset": dataset_name, "dataset_hash": dataset_hash})
+    with atomic_path(folder / "item_embeddings.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, emb.numpy())
+    if "category_probs" in tensors:
+        with atomic_path(folder / "category_probs.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, tensors["category_probs"].numpy())
+    with atomic_path(folder / "item_ids.tsv") as tmp:
+        tmp.write_text("".join(f"{i}\t{orig}\n" for i, orig in enumerate(item_ids) if i > 0))
+    recbole_name = f"{dataset_name}.itememb"
+    with atomic_path(folder / recbole_name) as tmp, open(tmp, "w") as f:
+        f.write("iid:token\titem_emb:float_seq\n")
+        for i in range(1, n1):
+            f.write(item_ids[i] + "\t" + " ".join(f"{x:.6g}" for x in emb[i].tolist()) + "\n")
+    write_json(
+        folder / "manifest.json",
+        {
+            "format": FORMAT,
+            "dataset": {"name": dataset_name, "hash": dataset_hash, "num_items": n1 - 1},
+            "embedding_dim": emb.shape[1],
+            "num_categories": tensors["category_probs"].shape[1] if "category_probs" in tensors else None,
+            "has_item_groups": "item_groups" in tensors,
+            "files": {
+                "tensors": TENSORS,
+                "npy": "item_embeddings.npy",
+                "item_ids": "item_ids.tsv",
+                "recbole": recbole_name,
             },
-        )
-        old = folder.with_name(f".{folder.name}.old")
-        if folder.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            folder.rename(old)
-        tmp.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+            "source": source or {},
+            "versions": package_versions(),
+        },
+    )
 
 
 def load_item_embeddings(

@@ -124,3 +124,25 @@ def test_train_with_an_export_of_another_dataset_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert not (tmp_path / "run").exists()  # rejected before any training or output
+
+
+def test_the_documented_snippet_loads_a_stage0_table_and_checks_the_dataset(tmp_path):
+    """A `tslrec train --export-item-embeddings` folder is an export too: manifest, id map, the same loader, which
+    checks the item count, the dataset hash and the ids it is given."""
+    import pytest
+    from stage2_helpers import write_toy_dataset
+
+    from tslrec.core.errors import InputError
+    from tslrec.pipelines.cli import main
+    from tslrec.pipelines.data import DataConfig, load_dataset
+    from tslrec.stage2_augment.embedding_file import load_item_embeddings
+
+    data, _ = write_toy_dataset(tmp_path / "data")
+    out = tmp_path / "stage0"
+    argv = ["train", "--dataset", str(data), "--out", str(out), "--epochs", "1", "--hidden", "8"]
+    assert main([*argv, "--device", "cpu", "--no-progress", "--export-item-embeddings"]) == 0
+    ds = load_dataset(str(data), DataConfig())
+    emb = load_item_embeddings(out, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids).embeddings
+    assert emb.shape == (ds.num_items + 1, 8) and float(emb[0].abs().sum()) == 0.0
+    with pytest.raises(InputError, match="dataset.hash"):
+        load_item_embeddings(out, num_items=ds.num_items, dataset_hash="0" * 64)
