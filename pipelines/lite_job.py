@@ -129,6 +129,7 @@ def run_lite(job: LiteJob) -> tuple[dict, Path]:
     record = run_record(
         ds, job.train, config, result, vector_info, device, time.perf_counter() - start, model.rec.attention
     )
+    record["dataset_source"] = str(Path(job.dataset).resolve()) if Path(job.dataset).exists() else job.dataset
     if not job.eval.mask_history:  # the paper's protocol too (candidates I \ I_u), labelled, from the same model
         masked = evaluate_lite(model, splits.test, replace(job.eval, mask_history=True), device)
         record["metrics_history_masked"] = {k: round(v, 6) for k, v in masked.metrics.items()}

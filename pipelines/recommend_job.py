@@ -1,15 +1,18 @@
 """`tslrec recommend`: each user's top-K items from a trained model, under their original ids.
 
-The model sees each user's whole known sequence (training, validation and test items; its most recent
-`max_len`), so the list is what it would recommend next. Items the user already has are left out unless
-`--keep-seen`. Output: TSV (`user <TAB> rank <TAB> item <TAB> score`) or JSON lines
-(`{"user": ..., "items": [...], "scores": [...]}`), to `--out` (written atomically) or to standard output.
+Any trained model: a `tslrec train` folder (a backbone, with or without a fusion) or a `tslrec lite` folder. The
+model sees each user's whole known sequence (training, validation and test items; its most recent `max_len`), so
+the list is what it would recommend next. Items the user already has are left out unless `--keep-seen`. Output,
+to `--out` (written atomically) or standard output: TSV with a header (`user rank item score [title]`) or JSON
+lines (`{"user": ..., "items": [...], "scores": [...], "titles": [...]}`); titles where the dataset has item text.
+Users not in the dataset are named on standard error and skipped.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,17 +32,23 @@ from .run_folders import load_recorded_dataset
 from .side_information import load_side_information
 
 FORMATS = ("tsv", "jsonl")
+Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (seq [B, L], lengths [B]) -> scores [B, N+1]
 
 
 @dataclass
 class RecommendJob:
-    """Top-K lists from a finished `tslrec train` folder."""
+    """Top-K lists from a finished `tslrec train` or `tslrec lite` folder."""
 
-    model: str = field(default="", metadata={"required": True, "help": "a finished `tslrec train` output folder"})
-    users: str | None = field(default=None, metadata={"help": "file with one original user id per line (default: all)"})
-    k: int = field(default=10, metadata={"help": "items per user"})
+    model: str = field(
+        default="", metadata={"required": True, "help": "a finished `tslrec train` or `tslrec lite` output folder"}
+    )
+    users: str | None = field(
+        default=None,
+        metadata={"help": "original user ids, comma-separated, or a file with one per line (default: every user)"},
+    )
+    k: int = field(default=10, metadata={"flag": "--top-k", "aliases": ("--k",), "help": "items per user"})
     keep_seen: bool = field(default=False, metadata={"help": "let items the user already has be recommended"})
-    format: str = field(default="tsv", metadata={"choices": FORMATS, "help": "tsv or jsonl"})
+    format: str = field(default="tsv", metadata={"choices": FORMATS, "help": "tsv (with a header) or jsonl"})
     out: str | None = field(default=None, metadata={"help": "output file (default: standard output)"})
     dataset: str | None = field(default=None, metadata={"help": "dataset name or path (default: the recorded one)"})
     batch_size: int = field(default=512, metadata={"help": "users scored at once"})
@@ -80,9 +89,36 @@ def rebuild_model(folder: str | Path, record: dict, ds: SequenceDataset) -> Sequ
     return model
 
 
+def backbone_scorer(model: SequentialRecommender) -> Scorer:
+    return lambda seq, lengths: model.score(model(seq, lengths), seq)  # with the input: the input-item bias reads it
+
+
+def lite_scorer(model: torch.nn.Module) -> Scorer:
+    return lambda seq, lengths: model.score(model(seq).float())
+
+
+def load_recommender(
+    folder: str | Path, dataset: str | None = None
+) -> tuple[torch.nn.Module, Scorer, int, SequenceDataset]:
+    """(model, its scorer, its input length, the dataset it was trained on) of a `tslrec train` or `tslrec lite`
+    folder, rebuilt from what the folder recorded."""
+    folder = Path(folder)
+    ds, record = load_recorded_dataset(folder, dataset)
+    if record.get("model") == "lite-llm4rec":
+        from tslrec.lite_llm4rec.model_io import load_lite_model
+
+        if not (folder / "model").is_dir():
+            raise InputError(f"{folder / 'model'}: not found; the Lite run did not finish, re-run `tslrec lite`")
+        model, _ = load_lite_model(folder / "model")
+        return model, lite_scorer(model), int(record["config"]["data"]["max_len"]), ds
+    model = rebuild_model(folder, record, ds)
+    return model, backbone_scorer(model), model.cfg.max_len, ds
+
+
 @torch.no_grad()
 def top_k(
-    model: SequentialRecommender,
+    model: torch.nn.Module,
+    scorer: Scorer,
     sequences: list,
     k: int,
     max_len: int,
@@ -98,7 +134,7 @@ def top_k(
             batch = sequences[s : s + batch_size]
             seq, lengths = pad_right(batch, max_len)  # [B, L], [B]
             seq = seq.to(device)  # [B, L]
-            logits = model.score(model(seq, lengths.to(device)), seq).float()  # [B, N+1]
+            logits = scorer(seq, lengths.to(device)).float()  # [B, N+1]
             logits[:, 0] = float("-inf")
             if not keep_seen:
                 seen, _ = pad_right(batch, max(len(x) for x in batch))  # [B, n]: every item of the user
@@ -110,41 +146,65 @@ def top_k(
     return torch.cat(items), torch.cat(scores)
 
 
+def wanted_users(users: str | None, ds: SequenceDataset) -> list[int]:
+    """Dataset rows of the users asked for (a comma list, or a file with one id per line; None = every user); the
+    unknown ones are named on standard error and skipped, none known is an InputError."""
+    if users is None:
+        return list(range(ds.num_users))
+    path = Path(users)
+    if path.is_file():
+        wanted = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    elif "," in users or not (path.suffix or "/" in users):
+        wanted = [u.strip() for u in users.split(",") if u.strip()]
+    else:
+        raise InputError(f"RecommendJob.users {users}: file not found; give a file of user ids or a comma list")
+    index = {u: i for i, u in enumerate(ds.user_ids)}
+    unknown = [u for u in wanted if u not in index]
+    if unknown:
+        print(f"note: {len(unknown)} user(s) not in the dataset, skipped: {', '.join(unknown[:5])}", file=sys.stderr)
+    rows = [index[u] for u in wanted if u in index]
+    if not rows:
+        raise InputError(f"RecommendJob.users {users}: no user of the dataset among them; use its original user ids")
+    return rows
+
+
+def recommend_lists(job: RecommendJob) -> list[dict]:
+    """The top-K lists as dicts ({"user", "items", "scores", and "titles" where the dataset has item text}):
+    what `tslrec recommend` writes, for Python."""
+    device = resolve_device(job.device)
+    model, scorer, max_len, ds = load_recommender(job.model, job.dataset)
+    model.to(device)
+    rows = wanted_users(job.users, ds)
+    items, scores = top_k(
+        model, scorer, [ds.sequences[r] for r in rows], job.k, max_len, job.keep_seen, device, job.batch_size
+    )
+    titles = ds.item_titles()
+    out = []
+    for r, its, scs in zip(rows, items.tolist(), scores.tolist()):
+        kept = [(i, s) for i, s in zip(its, scs) if s != float("-inf")]
+        row = {
+            "user": ds.user_ids[r],
+            "items": [ds.item_ids[i] for i, _ in kept],
+            "scores": [round(s, 6) for _, s in kept],
+        }
+        if titles is not None:
+            row["titles"] = [titles[i] for i, _ in kept]
+        out.append(row)
+    return out
+
+
 def recommend(job: RecommendJob) -> Path | None:
     """Write the top-K lists; returns the output file (None for standard output)."""
-    device = resolve_device(job.device)
-    model, ds = load_trained_model(job.model, job.dataset)
-    model.to(device)
-    index = {u: i for i, u in enumerate(ds.user_ids)}
-    if job.users:
-        if not Path(job.users).is_file():
-            raise InputError(f"RecommendJob.users {job.users}: file not found; list original user ids, one per line")
-        wanted = [line.strip() for line in Path(job.users).read_text().splitlines() if line.strip()]
-        unknown = [u for u in wanted if u not in index]
-        if unknown:
-            raise InputError(
-                f"RecommendJob.users {job.users}: user '{unknown[0]}' is not in the dataset ({len(unknown)} unknown); "
-                "list original user ids, one per line"
-            )
-        rows = [index[u] for u in wanted]
-        if not rows:
-            raise InputError(f"RecommendJob.users {job.users}: the file lists no user; one original user id per line")
+    lists = recommend_lists(job)
+    if job.format == "jsonl":
+        lines = [json.dumps(row, ensure_ascii=False) for row in lists]
     else:
-        rows = list(range(ds.num_users))
-    items, scores = top_k(
-        model, [ds.sequences[r] for r in rows], job.k, model.cfg.max_len, job.keep_seen, device, job.batch_size
-    )
-    lines = []
-    for r, its, scs in zip(rows, items.tolist(), scores.tolist()):
-        pairs = [(ds.item_ids[i], s) for i, s in zip(its, scs) if s != float("-inf")]
-        if job.format == "jsonl":
-            lines.append(
-                json.dumps(
-                    {"user": ds.user_ids[r], "items": [i for i, _ in pairs], "scores": [round(s, 6) for _, s in pairs]}
-                )
-            )
-        else:
-            lines += [f"{ds.user_ids[r]}\t{rank}\t{i}\t{s:.6f}" for rank, (i, s) in enumerate(pairs, 1)]
+        with_titles = any("titles" in row for row in lists)
+        lines = ["user\trank\titem\tscore" + ("\ttitle" if with_titles else "")]
+        for row in lists:
+            for rank, (item, score) in enumerate(zip(row["items"], row["scores"]), 1):
+                title = f"\t{row['titles'][rank - 1]}" if with_titles else ""
+                lines.append(f"{row['user']}\t{rank}\t{item}\t{score:.6f}{title}")
     text = "\n".join(lines) + "\n"
     if job.out is None:
         sys.stdout.write(text)

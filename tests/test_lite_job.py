@@ -166,3 +166,32 @@ def test_a_recommendation_llm_folder_that_is_no_language_model_exits_2(tmp_path,
 def test_lite_help_lists_the_attention_choice(capsys):
     assert main(["lite", "--help"]) == 0
     assert "--attention {auto,bidirectional}" in capsys.readouterr().out
+
+
+def test_recommend_reads_a_lite_model_shows_titles_and_skips_unknown_users(
+    tmp_path, tiny_bert_dir, lite_llama_dir, capsys
+):
+    """`tslrec recommend` on a `tslrec lite` folder: the same lists as any model, with the dataset's titles, and a
+    user the dataset does not have named and skipped, not fatal."""
+    import json
+
+    data = write_text_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    models = ["--item-llm", str(tiny_bert_dir), "--llm", str(lite_llama_dir)]
+    assert lite("--dataset", str(data), "--out", str(out), *models, "--epochs", "1", "--max-len", "8") == 0
+    ds = load_dataset(str(data), DataConfig(max_len=8))
+    first, second = ds.user_ids[:2]
+    capsys.readouterr()
+    argv = ["recommend", "--model", str(out), "--users", f"{first},nobody,{second}", "--top-k", "3"]
+    assert main([*argv, "--format", "jsonl", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["user"] for r in rows] == [first, second]
+    assert "1 user(s) not in the dataset, skipped: nobody" in captured.err
+    titles = ds.item_titles()
+    for r in rows:
+        assert len(r["items"]) == 3 and r["scores"] == sorted(r["scores"], reverse=True)
+        assert r["titles"] == [titles[ds.item_ids.index(i)] for i in r["items"]]
+    assert main(["recommend", "--model", str(out), "--users", first, "--top-k", "2", "--device", "cpu"]) == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header == "user\trank\titem\tscore\ttitle" and len(lines) == 2

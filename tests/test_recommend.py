@@ -63,7 +63,8 @@ def test_recommend_keep_seen_and_tsv_file(tmp_path, capsys):
     _, out = _train(tmp_path)
     target = tmp_path / "top.tsv"
     assert main(["recommend", "--model", str(out), "--k", "12", "--keep-seen", "--out", str(target)]) == 0
-    rows = [line.split("\t") for line in target.read_text().splitlines()]
+    header, *rows = [line.split("\t") for line in target.read_text().splitlines()]
+    assert header == ["user", "rank", "item", "score"]  # no title column: the dataset has no item text
     assert len(rows) == 30 * 12 and {r[2] for r in rows if r[0] == "u0"} == {f"i{i}" for i in range(12)}
     assert main(["recommend", "--model", str(out), "--users", str(tmp_path / "missing.txt")]) == 2
 
