@@ -950,6 +950,56 @@ def summary_table(grids: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _tiny_diff(runs: list[dict], base: list[dict]) -> str:
+    """A README cell: the NDCG@10 difference to `base`, bold when the Welch test over seeds says better or worse,
+    `?` below MIN_SEEDS seeds a side."""
+    test = _welch(runs, base, "NDCG@10")
+    if test is None:
+        return "–"
+    diff = f"{test.mean_diff:+.4f}"
+    if min(test.seeds, test.base_seeds) < MIN_SEEDS:
+        return f"{diff} ?"
+    return f"**{diff}**" if test.significant() else diff
+
+
+def _tiny(runs: list[dict], base: list[dict]) -> str:
+    """A README cell: mean NDCG@10, and in brackets its difference to `base`."""
+    return "–" if not runs else f"{sum(_values(runs, 'NDCG@10')) / len(runs):.4f} ({_tiny_diff(runs, base)})"
+
+
+def readme_table(grids: list[str]) -> str:
+    """The README's results block, one screen: NDCG@10 per dataset and backbone, base against gate over the LLM
+    table and over the stage-0 table (no LLM); the full table with p-values is docs/results.md's summary."""
+    lines = []
+    for name in (n for n in grids if n not in SUPERSEDED):
+        cells, control = grid_cells(name), grid_cells(name + CONTROL_SUFFIX)
+        for backbone in sorted({r["model"] for r in cells}):
+            base = _pick(cells, backbone, "base")
+            llm = _pick(cells, backbone, *LLM_GATES)
+            stage0 = _pick(cells, backbone, CONTROL_GATE) or _pick(control, backbone, "gate")
+            if base:
+                lines.append(
+                    f"| {grid_dataset(name)} | {backbone} | {len(base)} | {_mean_std(_values(base, 'NDCG@10'))} | "
+                    f"{_tiny(llm, base)} | {_tiny(stage0, base)} | {_tiny_diff(llm, stage0)} |"
+                )
+    if not lines:
+        return ""
+    return "\n".join(
+        [
+            "| dataset | backbone | seeds | base | gate, LLM table | gate, stage-0 table (no LLM) | LLM vs stage-0 |",
+            "|---|---|---|---|---|---|---|",
+            *lines,
+            "",
+            f"Test NDCG@10, full ranking, history not masked, mean over seeds; in brackets the difference to `base` "
+            f"(last column: LLM table minus stage-0 table), **bold** where the Welch test over seeds is significant "
+            f"(p ≤ 0.05), `?` with fewer than {MIN_SEEDS} seeds. p-values, the masked protocol and every grid: "
+            "[docs/results.md](docs/results.md). *beauty-h100* is an older grid, trained on a GPU before every "
+            "interaction became a target and before today's stage 1; a converged CPU grid with today's code replaces "
+            "it as its cells finish.",
+        ]
+    )
+
+
 def stage1_table() -> str:
     """Every stage-1 record: the tuned LLM's held-out MSE beside the no-LLM baselines, with the ratios."""
     paths = [p for p in sorted(RESULTS.glob("stage1-*.json")) if not p.stem.startswith(STAGE1_VARIANTS)]
@@ -1100,7 +1150,7 @@ def main() -> None:
     )
     readme = ROOT / "README.md"
     if readme.is_file():
-        block = f"<!-- results:start -->\n{summary}\n<!-- results:end -->"
+        block = f"<!-- results:start -->\n{readme_table(grids)}\n<!-- results:end -->"
         text = re.sub(r"<!-- results:start -->.*?<!-- results:end -->", lambda _: block, readme.read_text(), flags=re.S)
         readme.write_text(text)
     print(f"wrote {docs}")
