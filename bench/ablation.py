@@ -23,11 +23,13 @@ commit. Re-running resumes the grid (finished cells are not retrained).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-from records import add
+from records import add, load
 
 from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig
@@ -110,8 +112,21 @@ def cell_record(record: dict, stage2: dict | None) -> dict:
         "config",
         "side_information",
         "versions",
+        "precision",
+        "eval_precision",
+        "cpu_capability",
+        "native_bf16",
+        "threads",
+        "best_at_cap",
     )
-    rec = {k: record.get(k) for k in keep}
+    rec = {k: record[k] for k in keep if k in record}
+    # what the cell is tied to: every setting it trained under, hashed (the item table's content hash is in
+    # side_information), and the code it ran (a campaign's cells come from its own checkout's commit)
+    rec["settings_sha256"] = hashlib.sha256(json.dumps(record.get("settings"), sort_keys=True).encode()).hexdigest()
+    side = (record.get("settings") or {}).get("side_information") or {}
+    rec["item_table_sha256"], rec["clusters_sha256"] = side.get("llm_table_sha256"), side.get("clusters_sha256")
+    if (record.get("versions") or {}).get("tslrec_commit"):
+        rec["commit"] = record["versions"]["tslrec_commit"]
     rec["timings"] = {
         k: record.get(k) for k in ("seconds_per_epoch", "seconds_to_best", "wall_seconds", "peak_memory_mb")
     }
@@ -132,6 +147,25 @@ def history_masked_metrics(
         model, splits.test, EvalConfig(**{**record["config"]["eval"], "mask_history": True}), device
     )
     return {k: round(v, 6) for k, v in masked.metrics.items()}
+
+
+def kept_apart(name: str, rec: dict) -> dict:
+    """`rec`, with its variant renamed `<variant>@<hash>` when the record file already holds the same cell trained on
+    an item table or group map with other contents (a campaign whose stages were rebuilt differently): two tables'
+    cells are never averaged as one variant."""
+    key = ("dataset", "model", "variant", "seed")
+    for old in load(name):
+        same_cell = all(old.get(k) == rec.get(k) for k in key)
+        tables = ("item_table_sha256", "clusters_sha256")
+        if same_cell and any(k in old and old[k] != rec.get(k) for k in tables):
+            digest = (rec.get("item_table_sha256") or rec.get("clusters_sha256") or "none")[:8]
+            print(
+                f"{name}: {rec['model']} {rec['variant']} seed {rec['seed']} was recorded on another table; "
+                f"recorded apart as {rec['variant']}@{digest}",
+                flush=True,
+            )
+            return {**rec, "variant": f"{rec['variant']}@{digest}"}
+    return rec
 
 
 def seed_test_record(t: SeedTest) -> dict:
@@ -238,7 +272,7 @@ def record_grid(job: AblateJob, name: str | None, train: bool = True) -> None:
         rec["metrics_history_masked"] = history_masked_metrics(
             cell_dir(grid_dir(out), cell), result.record, ds, splits, resolve_device(job.runtime.device)
         )
-        add(name, rec)
+        add(name, kept_apart(name, rec))
     print(
         f"wrote bench/results/{name}.json ({len(finished)} of {len(outcome.cells)} cells finished"
         + (f", stage 2 {stage2['timings']['seconds_per_1000_items']:.1f} s per 1,000 items)" if stage2 else ")")

@@ -34,9 +34,9 @@ COMMIT_AT_START = git_commit()  # the code a long benchmark runs is the code it 
 
 
 def add(name: str, record: dict) -> None:
-    """Append `record` (with command and the commit the process started at), replacing an earlier run with the
-    same key."""
-    record = {**record, "command": command_line(), "commit": COMMIT_AT_START}
+    """Append `record` (with command and the commit the process started at, unless the record names the commit of
+    the code that produced it), replacing an earlier run with the same key."""
+    record = {**record, "command": command_line(), "commit": record.get("commit") or COMMIT_AT_START}
     RESULTS.mkdir(parents=True, exist_ok=True)
     with open(RESULTS / f".{name}.lock", "w") as lock:  # benchmarks side by side may share a record file
         fcntl.flock(lock, fcntl.LOCK_EX)

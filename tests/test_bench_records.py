@@ -36,3 +36,17 @@ def test_add_replaces_the_same_key(tmp_path, monkeypatch):
     records.add("r", {**key, "metrics": {"HR@10": 0.1}})
     records.add("r", {**key, "metrics": {"HR@10": 0.2}})
     assert [r["metrics"]["HR@10"] for r in records.load("r")] == [0.2]
+
+
+def test_a_cell_trained_on_another_table_is_recorded_apart_and_keeps_its_code_commit(tmp_path, monkeypatch):
+    """A campaign's rebuilt stages may hash differently: the same cell on another table gets a variant of its own,
+    never averaged with the first; a record that names its code's commit keeps it."""
+    import ablation
+
+    monkeypatch.setattr(records, "RESULTS", tmp_path)
+    cell = {"dataset": "beauty", "model": "sasrec", "variant": "gate:tuned", "seed": 42, "device": "cpu"}
+    records.add("grid", {**cell, "item_table_sha256": "a" * 64, "clusters_sha256": None, "commit": "abc1234"})
+    assert records.load("grid")[0]["commit"] == "abc1234"
+    same = ablation.kept_apart("grid", {**cell, "item_table_sha256": "a" * 64, "clusters_sha256": None})
+    other = ablation.kept_apart("grid", {**cell, "item_table_sha256": "b" * 64, "clusters_sha256": None})
+    assert same["variant"] == "gate:tuned" and other["variant"] == "gate:tuned@bbbbbbbb"
