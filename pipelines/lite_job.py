@@ -24,7 +24,7 @@ from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.evaluation import EvalConfig
 from tslrec.core.artifacts import package_versions, save_tensors, use_deterministic_kernels, write_json
 from tslrec.core.precision import precision_record, resolved
-from tslrec.core.settings import require
+from tslrec.core.settings import as_recorded_before, require
 from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_vectors_for_dataset
 from tslrec.lite_llm4rec.loading import rec_llm_kind
 from tslrec.lite_llm4rec.model import LiteConfig, build_lite_model
@@ -76,6 +76,22 @@ class LiteJob:
             self.item = replace(self.item, trust_remote_code=self.llm.trust_remote_code)
 
 
+# metrics.json's config groups -> the LiteJob fields they record
+CONFIG_GROUPS = {"data": "data", "item_llm": "item", "lite": "lite", "llm": "llm", "train": "train", "eval": "eval"}
+
+
+def settings_fingerprint(config: dict, dataset_hash: str, vectors: dict) -> str:
+    """The checkpoint's name: a hash of the settings that differ from a default job's (so a setting added later, at
+    its default, leaves an older run's checkpoint valid), the data and the item vectors' source."""
+    job = LiteJob()
+    changed = {}
+    for group, field_name in CONFIG_GROUPS.items():
+        default = as_recorded_before(getattr(job, field_name))
+        changed[group] = {k: v for k, v in config[group].items() if k not in default or default[k] != v}
+    text = json.dumps([changed, dataset_hash, vectors], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def run_lite(job: LiteJob) -> tuple[dict, Path]:
     """Run the whole job; returns (the metrics.json record, output folder)."""
     start = time.perf_counter()
@@ -87,17 +103,8 @@ def run_lite(job: LiteJob) -> tuple[dict, Path]:
     vectors, vector_info = item_vectors_for_dataset(ds, job.item, job.item_vectors, device, job.runtime.progress)
     out = Path(job.out or f"runs/{ds.name}-lite-{job.train.strategy}-s{job.train.seed}")
     out.mkdir(parents=True, exist_ok=True)
-    config = {
-        "data": asdict(job.data),
-        "item_llm": asdict(job.item),
-        "lite": asdict(job.lite),
-        "llm": asdict(job.llm),
-        "train": asdict(job.train),
-        "eval": asdict(job.eval),
-    }
-    fingerprint = hashlib.sha256(
-        json.dumps([config, ds.hash, vector_info["source"]], sort_keys=True, default=str).encode()
-    ).hexdigest()[:12]
+    config = {group: asdict(getattr(job, field_name)) for group, field_name in CONFIG_GROUPS.items()}
+    fingerprint = settings_fingerprint(config, ds.hash, vector_info["source"])
     checkpoint = out / f"checkpoint-{fingerprint}.pt"  # a changed setting never resumes another run's state
     model = build_lite_model(vectors, job.lite, job.llm, seed=job.train.seed)
     splits = LeaveOneOutSplits.from_sequences(ds.sequences, ds.num_items, job.data.max_len)

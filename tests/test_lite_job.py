@@ -195,3 +195,18 @@ def test_recommend_reads_a_lite_model_shows_titles_and_skips_unknown_users(
     assert main(["recommend", "--model", str(out), "--users", first, "--top-k", "2", "--device", "cpu"]) == 0
     header, *lines = capsys.readouterr().out.splitlines()
     assert header == "user\trank\titem\tscore\ttitle" and len(lines) == 2
+
+
+def test_a_lite_checkpoint_name_ignores_settings_at_their_defaults():
+    """A setting added later, at its default, leaves an older run's checkpoint name (and so its resume) unchanged;
+    a setting changed from its default gives another name."""
+    from dataclasses import asdict
+
+    from tslrec.pipelines.lite_job import CONFIG_GROUPS, LiteJob, settings_fingerprint
+
+    job = LiteJob(dataset="x")
+    config = {group: asdict(getattr(job, name)) for group, name in CONFIG_GROUPS.items()}
+    older = {**config, "train": {k: v for k, v in config["train"].items() if k != "negatives"}}  # before it existed
+    assert settings_fingerprint(older, "h", {}) == settings_fingerprint(config, "h", {})
+    changed = {**config, "train": {**config["train"], "negatives": "unseen"}}
+    assert settings_fingerprint(changed, "h", {}) != settings_fingerprint(config, "h", {})
