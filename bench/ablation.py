@@ -192,7 +192,7 @@ def main() -> None:
         args.out = f"runs/bench-ablation-{Path(vars(args).get('dataset', defaults.dataset)).stem}"
     try:
         job = from_namespace(defaults, args)
-        if not job.side.item_embeddings and job.side.clusters is None:
+        if not args.no_train and not job.side.item_embeddings and job.side.clusters is None:
             raise InputError("pass --stage1-dir (stage 2 runs first) or --item-embeddings")
         record_grid(job, args.name, train=not args.no_train)
     except InputError as e:
@@ -209,7 +209,8 @@ def record_grid(job: AblateJob, name: str | None, train: bool = True) -> None:
     """Stage 2 if needed, the grid, then one record per finished cell (and one for stage 2)."""
     stem = Path(job.dataset).stem
     out = Path(job.out)
-    entries = job.side.item_embeddings or [str(out / "stage2")]  # no sources given: stage 2 runs here, bare = tuned
+    # no sources given: stage 2 runs here (bare = tuned); recording alone reads only the sources named
+    entries = job.side.item_embeddings or ([str(out / "stage2")] if train else [])
     export = Path(item_table_sources(entries).get(TUNED, out / "stage2"))
     if train and not job.side.item_embeddings and not (export / "manifest.json").is_file():
         print_stage2(

@@ -973,7 +973,9 @@ def readme_table(grids: list[str]) -> str:
     lines = []
     for name in (n for n in grids if n not in SUPERSEDED):
         cells, control = grid_cells(name), grid_cells(name + CONTROL_SUFFIX)
-        for backbone in sorted({r["model"] for r in cells}):
+        newer = name.removesuffix("-h100") if name.endswith("-h100") and name.removesuffix("-h100") in grids else None
+        replaced = {r["model"] for r in grid_cells(newer)} if newer else set()  # the newer grid's row stands instead
+        for backbone in sorted({r["model"] for r in cells} - replaced):
             base = _pick(cells, backbone, "base")
             llm = _pick(cells, backbone, *LLM_GATES)
             stage0 = _pick(cells, backbone, CONTROL_GATE) or _pick(control, backbone, "gate")
@@ -995,7 +997,7 @@ def readme_table(grids: list[str]) -> str:
             f"(p ≤ 0.05), `?` with fewer than {MIN_SEEDS} seeds. p-values, the masked protocol and every grid: "
             "[docs/results.md](docs/results.md). *beauty-h100* is an older grid, trained on a GPU before every "
             "interaction became a target and before today's stage 1; a converged CPU grid with today's code replaces "
-            "it as its cells finish.",
+            "it, backbone by backbone, as its cells finish.",
         ]
     )
 

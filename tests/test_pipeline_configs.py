@@ -58,9 +58,9 @@ def recorded_grid_changes(grid, record: dict) -> list[tuple[str, object, object]
     groups = {"data": grid.data, "model": grid.model, "train": grid.train, "eval": grid.eval}
     old, new, before = {}, {}, {}
     for name, config in groups.items():
-        old[name] = upgrade_recorded(config, record["config"][name])
-        new[name] = asdict(config)
-        before[name] = as_recorded_before(config)
+        old[name] = json.loads(json.dumps(upgrade_recorded(config, record["config"][name])))
+        new[name] = json.loads(json.dumps(asdict(config)))  # as a record holds it: tuples are lists
+        before[name] = json.loads(json.dumps(as_recorded_before(config)))
     old["model"], new["model"] = settings_read_by(old["model"], models), settings_read_by(new["model"], models)
     for side in (old, new):
         side["train"].pop("seed", None)
