@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tslrec.core.errors import DivergedError
-from tslrec.core.precision import HELP as PRECISION_HELP
-from tslrec.core.precision import PRECISIONS
+from tslrec.core.precision import precision_field
 from tslrec.core.settings import require
 
 from .batching import EvalSplit
@@ -55,15 +54,8 @@ class EvalConfig:
     batch_size: int = field(
         default=32, metadata={"flag": "--eval-batch-size", "help": "users scored at once (small batches stay in cache)"}
     )
-    precision: str = field(
-        default="auto",
-        metadata={
-            "flag": "--eval-precision",
-            "choices": PRECISIONS,
-            "replaces": ("bf16", {True: "bf16", False: "float32"}),
-            "deprecated": {"--eval-bf16": ("bf16", "float32")},
-            "help": "how users are encoded: " + PRECISION_HELP + "; scores are always ranked in float32",
-        },
+    precision: str = precision_field(
+        "how users are encoded (scores are ranked in float32 always)", "--eval-bf16", "bf16", flag="--eval-precision"
     )
 
     def __post_init__(self) -> None:

@@ -27,8 +27,7 @@ from tqdm.auto import tqdm
 from tslrec.core.artifacts import atomic_path
 from tslrec.core.errors import DivergedError, InputError
 from tslrec.core.modules import eval_mode, peak_memory_mb
-from tslrec.core.precision import HELP as PRECISION_HELP
-from tslrec.core.precision import PRECISIONS, autocast, resolve_precision, resolved
+from tslrec.core.precision import autocast, precision_field, resolve_precision, resolved
 from tslrec.core.run_state import RunState
 from tslrec.core.settings import as_recorded_before, require, upgrade_recorded
 
@@ -92,15 +91,7 @@ class TrainConfig:
     select_metric: str = field(default="NDCG@10", metadata={"help": "validation metric for early stopping"})
     min_delta: float = field(default=0.0, metadata={"help": "smallest validation gain that counts as better"})
     grad_clip: float = field(default=5.0, metadata={"help": "max gradient norm (0 = off)"})
-    precision: str = field(
-        default="auto",
-        metadata={
-            "choices": PRECISIONS,
-            "replaces": ("bf16", {True: "bf16", False: "float32"}),
-            "deprecated": {"--bf16": ("bf16", "float32")},
-            "help": "the training forward pass: " + PRECISION_HELP,
-        },
-    )
+    precision: str = precision_field("the training forward pass", "--bf16", "bf16")
     seed: int = field(default=42, metadata={"help": "seeds init, shuffling, dropout and negatives"})
 
     def __post_init__(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from contextlib import AbstractContextManager
+from dataclasses import field
 from typing import Any, Literal
 
 import torch
@@ -28,6 +29,21 @@ def _cpu_bf16_units() -> list[str]:
     """The CPU's native bfloat16 units that torch sees: AVX512_BF16 and AMX (empty on AVX2-only CPUs)."""
     probes = (("AVX512_BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported"))
     return [label for label, probe in probes if getattr(torch.cpu, probe, lambda: False)()]
+
+
+def precision_field(what: str, old_switch: str, old_switch_means: str, replaces: str = "bf16", flag: str = "") -> Any:
+    """The `precision` setting of a config: `auto` by default, with the older boolean it replaces (`replaces`, read
+    from runs recorded with it) and that boolean's switch (`old_switch`, e.g. --no-bf16, which meant
+    `old_switch_means`), still accepted with a note."""
+    other = "float32" if old_switch_means == "bf16" else "bf16"
+    metadata = {
+        "choices": PRECISIONS,
+        "replaces": (replaces, {True: "bf16", False: "float32"}),
+        "deprecated": {old_switch: (old_switch_means, other)},
+        "help": f"{what}: {HELP}",
+        **({"flag": flag} if flag else {}),
+    }
+    return field(default="auto", metadata=metadata)
 
 
 def cpu_capability() -> str:

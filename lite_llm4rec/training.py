@@ -21,8 +21,7 @@ from tslrec.backbones.evaluation import EvalConfig, EvalResult, evaluate, is_met
 from tslrec.core.artifacts import atomic_path
 from tslrec.core.errors import DivergedError, InputError
 from tslrec.core.modules import eval_mode, load_trainable_state, peak_memory_mb, trainable_state
-from tslrec.core.precision import HELP as PRECISION_HELP
-from tslrec.core.precision import PRECISIONS, autocast, resolve_precision, resolved
+from tslrec.core.precision import autocast, precision_field, resolve_precision, resolved
 from tslrec.core.run_state import RunState
 from tslrec.core.settings import require
 
@@ -69,15 +68,7 @@ class LiteTrainConfig:
     )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 = off)"})
-    precision: str = field(
-        default="auto",
-        metadata={
-            "choices": PRECISIONS,
-            "replaces": ("bf16", {True: "bf16", False: "float32"}),
-            "deprecated": {"--no-bf16": ("float32", "bf16")},
-            "help": "the LLMs' forward and backward, and encoding users to evaluate: " + PRECISION_HELP,
-        },
-    )
+    precision: str = precision_field("the LLMs' forward and backward", "--no-bf16", "float32")
     eval_every: int | None = field(
         default=None, metadata={"help": "validate every N optimizer steps (None = after each epoch)"}
     )

@@ -7,8 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from tslrec.backbones.batching import BATCHING  # the backbones' batchings, the same two ways
-from tslrec.core.precision import HELP as PRECISION_HELP
-from tslrec.core.precision import PRECISIONS
+from tslrec.core.precision import precision_field
 from tslrec.core.settings import require, upgrade_recorded
 
 DEFAULT_PREFIX = "Given the user's purchase history, predict the user's distribution among {k} purchase preferences."
@@ -168,15 +167,7 @@ class Stage1Config:
         default="sum",
         metadata={"help": "sum: squared error summed over K, mean over users (paper's Eq. 3); mean: also / K"},
     )
-    precision: str = field(
-        default="auto",
-        metadata={
-            "choices": PRECISIONS,
-            "replaces": ("bf16", {True: "bf16", False: "float32"}),
-            "deprecated": {"--no-bf16": ("float32", "bf16")},
-            "help": "the LLM's forward and backward: " + PRECISION_HELP,
-        },
-    )
+    precision: str = precision_field("the LLM's forward and backward", "--no-bf16", "float32")
     # schedule of checks
     checkpoint_every: int = field(default=25, metadata={"help": "optimizer steps between resumable checkpoints"})
     eval_every: int | None = field(

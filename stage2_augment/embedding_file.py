@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,21 +54,12 @@ class ItemEmbeddingFile:
     item_groups: torch.Tensor | None = None  # [N+1] int64 k-means group per item (row 0 = -1), or None
 
 
-def save_item_embeddings(
-    folder: str | Path,
-    embeddings: torch.Tensor,
-    item_ids: list[str],
-    dataset_name: str,
-    dataset_hash: str,
-    category_probs: torch.Tensor | None = None,
-    source: dict | None = None,
-    item_groups: torch.Tensor | None = None,
-) -> Path:
-    """Write the export folder atomically. `item_ids[0]` is the padding entry; `source` describes the model;
-    `item_groups` [N+1] is the stage-1 k-means group of each item (optional)."""
+def save_item_embeddings(folder: str | Path, *args: Any, **kwargs: Any) -> Path:
+    """Write an export folder atomically (a folder that exists is whole): `write_export_files`'s arguments after the
+    folder, into a fresh temporary folder that then replaces `folder`."""
     folder = Path(folder)
     with atomic_folder(folder) as tmp:
-        write_export_files(tmp, embeddings, item_ids, dataset_name, dataset_hash, category_probs, source, item_groups)
+        write_export_files(tmp, *args, **kwargs)
     return folder
 
 

@@ -16,8 +16,7 @@ import torch
 
 from tslrec.core.artifacts import check_finite
 from tslrec.core.errors import InputError
-from tslrec.core.precision import HELP as PRECISION_HELP
-from tslrec.core.precision import PRECISIONS
+from tslrec.core.precision import precision_field
 from tslrec.stage1_reconstruct.model import ReconstructionModel
 
 
@@ -28,15 +27,7 @@ class ExtractionConfig:
     batch_size: int = field(
         default=64, metadata={"help": "items per LLM forward (one-item prompts, so this is cheap in memory)"}
     )
-    precision: str = field(
-        default="auto",
-        metadata={
-            "choices": PRECISIONS,
-            "replaces": ("autocast_bf16", {True: "bf16", False: "float32"}),
-            "deprecated": {"--bf16": ("bf16", "float32")},
-            "help": "the LLM's forward: " + PRECISION_HELP,
-        },
-    )
+    precision: str = precision_field("the LLM's forward", "--bf16", "bf16", replaces="autocast_bf16")
     # The same numbers as full prompts in float32 (1e-6 relative); under bf16 autocast they differ by up to
     # ~1e-2 relative, so an export made without the cache (before tslrec had it) is reproduced only with it off.
     prefix_cache: bool = field(
