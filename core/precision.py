@@ -11,13 +11,12 @@ from __future__ import annotations
 import dataclasses
 from contextlib import AbstractContextManager
 from dataclasses import field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from .errors import InputError
 
-Precision = Literal["auto", "bf16", "float32"]
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "float32")
 HELP = (
     "auto = bfloat16 autocast where the device computes it natively (CUDA with bf16, a CPU with AMX or "
