@@ -30,10 +30,10 @@ from tslrec.core.modules import eval_mode, peak_memory_mb
 from tslrec.core.precision import autocast, precision_field, resolve_precision, resolved
 from tslrec.core.run_state import RunState
 from tslrec.core.settings import as_recorded_before, require, upgrade_recorded
+from tslrec.data.splits import BATCHING, WINDOWS, EvalSplit, LeaveOneOutSplits, epoch_batches, target_weights
+from tslrec.evaluation.ranking import EvalConfig, EvalResult, evaluate, is_metric_name
 
 from .base import BackboneConfig, SequentialRecommender, settings_read_by
-from .batching import BATCHING, WINDOWS, EvalSplit, LeaveOneOutSplits, epoch_batches, target_weights
-from .evaluation import EvalConfig, EvalResult, evaluate, is_metric_name
 
 LOSS_WEIGHTS = ("target", "batch")  # how a batch's loss is weighted (TrainConfig.loss_weight)
 

@@ -31,23 +31,23 @@ from pathlib import Path
 import torch
 from records import add, load
 
-from tslrec.backbones.batching import LeaveOneOutSplits
-from tslrec.backbones.evaluation import EvalConfig
 from tslrec.backbones.training import evaluate_split
 from tslrec.core.artifacts import read_json, resolve_device
 from tslrec.core.errors import InputError
 from tslrec.core.settings import add_arguments, from_namespace, in_flags
+from tslrec.data import DataConfig, SequenceDataset, load_dataset
+from tslrec.data.splits import LeaveOneOutSplits
+from tslrec.evaluation.ranking import EvalConfig
+from tslrec.evaluation.significance import SeedTest
 from tslrec.pipelines.ablate_job import AblateJob, run_ablation
 from tslrec.pipelines.ablate_job import print_outcome as print_ablation
 from tslrec.pipelines.ablation_grid import cell_dir
 from tslrec.pipelines.ablation_report import compare, has_sources, summarize
-from tslrec.pipelines.data import DataConfig, SequenceDataset, load_dataset
 from tslrec.pipelines.recommend_job import rebuild_model
 from tslrec.pipelines.run_folders import is_train_folder
 from tslrec.pipelines.side_information import TUNED, item_table_sources
 from tslrec.pipelines.stage2_job import Stage2Job, run_stage2
 from tslrec.pipelines.stage2_job import print_outcome as print_stage2
-from tslrec.stage2_augment.significance import SeedTest
 
 
 def stage2_record(export: Path, dataset: str, label: str = TUNED) -> dict | None:

@@ -22,11 +22,11 @@ import torch
 from peak import matmul_peak_gflops
 from records import add
 
-from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.training import evaluate_split
 from tslrec.core.artifacts import resolve_device
 from tslrec.core.settings import add_arguments, from_namespace
-from tslrec.pipelines.data import load_dataset
+from tslrec.data import load_dataset
+from tslrec.data.splits import LeaveOneOutSplits
 from tslrec.pipelines.recommend_job import rebuild_model
 from tslrec.pipelines.train_job import TrainJob, train_backbone
 

@@ -20,12 +20,12 @@ from dataclasses import replace
 import torch
 from records import add
 
-from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.registry import build_backbone
 from tslrec.backbones.training import train
 from tslrec.core.precision import precision_record, resolved
 from tslrec.core.settings import add_arguments, from_namespace
-from tslrec.pipelines.data import load_dataset
+from tslrec.data import load_dataset
+from tslrec.data.splits import LeaveOneOutSplits
 from tslrec.pipelines.train_job import TrainJob
 
 

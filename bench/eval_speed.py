@@ -15,12 +15,12 @@ import torch
 from records import add
 
 from tslrec.backbones.base import BackboneConfig
-from tslrec.backbones.batching import LeaveOneOutSplits
-from tslrec.backbones.evaluation import EvalConfig
 from tslrec.backbones.registry import build_backbone
 from tslrec.backbones.training import evaluate_split
 from tslrec.core.precision import precision_record
-from tslrec.pipelines.data import DataConfig, load_dataset
+from tslrec.data import DataConfig, load_dataset
+from tslrec.data.splits import LeaveOneOutSplits
+from tslrec.evaluation.ranking import EvalConfig
 
 SETTINGS = ((50, 64), (200, 128))  # (max_len, hidden)
 

@@ -31,8 +31,9 @@ import records
 import torch
 from torch import nn
 
-from tslrec.backbones.batching import pad_right
 from tslrec.core.artifacts import package_versions, resolve_device, write_json
+from tslrec.data import DataConfig, SequenceDataset, load_dataset
+from tslrec.data.splits import pad_right
 from tslrec.lite_llm4rec.generative import (
     GenerativeConfig,
     finetune_steps,
@@ -45,7 +46,6 @@ from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_vectors_for_dataset
 from tslrec.lite_llm4rec.model import LiteConfig, build_lite_model
 from tslrec.llm.loading import LLMConfig, load_llm
 from tslrec.llm.lora import add_lora
-from tslrec.pipelines.data import DataConfig, SequenceDataset, load_dataset
 
 NAME = "lite-latency"
 HISTORY_AS = ("titles", "ids")  # how a generative prompt writes the user's items -> variant generative-<rendering>

@@ -18,7 +18,7 @@ from pathlib import Path
 from records import add
 
 from tslrec.core.settings import add_arguments, from_namespace
-from tslrec.pipelines.data import DataConfig
+from tslrec.data import DataConfig
 from tslrec.pipelines.lite_job import MAX_LEN, LiteJob, run_lite
 
 

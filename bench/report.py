@@ -16,7 +16,7 @@ from pathlib import Path
 
 from stage1_prompts import WHATS
 
-from tslrec.stage2_augment.significance import (
+from tslrec.evaluation.significance import (
     MIN_SEEDS,
     SEED_TEST,
     USER_TEST,

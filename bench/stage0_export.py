@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 
+from tslrec.formats.item_table import save_item_embeddings
 from tslrec.pipelines.run_folders import load_train_folder
-from tslrec.stage2_augment.embedding_file import save_item_embeddings
 
 
 def main() -> None:

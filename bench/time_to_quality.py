@@ -36,7 +36,7 @@ import torch
 from recbole_env import DEFAULT_VENV, ensure_recbole_venv, installed_versions
 from records import add, load
 
-from tslrec.pipelines.data import DataConfig, SequenceDataset, load_dataset
+from tslrec.data import DataConfig, SequenceDataset, load_dataset
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent

@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from records import add
 
-from tslrec.backbones.batching import EvalSplit, LeaveOneOutSplits
-from tslrec.backbones.evaluation import EvalConfig
 from tslrec.backbones.training import evaluate_split
+from tslrec.data.splits import EvalSplit, LeaveOneOutSplits
+from tslrec.evaluation.ranking import EvalConfig
 from tslrec.pipelines.recommend_job import load_trained_model
 
 K = 10

@@ -5,7 +5,7 @@
     e_i      = mean_t H_i[t]       [D]          (Eq. 3, padding excluded)
 
 The vectors are computed once per (dataset, item text, model, max_tokens) and cached in
-the tslrec item-embedding export format (`stage2_augment.embedding_file`), rows indexed by
+the tslrec item-embedding export format (`formats.item_table`), rows indexed by
 internal item id, row 0 = padding (zeros). Any encoder or decoder works: "minilm" (default,
 all-MiniLM-L6-v2), "smollm2", a local model folder, a .gguf file or a hub id.
 """
@@ -24,9 +24,10 @@ from tslrec.core.errors import InputError
 from tslrec.core.modules import eval_mode
 from tslrec.core.settings import require
 from tslrec.core.wheel_cache import cache_dir
+from tslrec.data import SequenceDataset
+from tslrec.formats.item_table import load_item_embeddings, save_item_embeddings
 from tslrec.llm.loading import DTYPES, LLMConfig, load_llm, transformer_body
 from tslrec.llm.pooling import masked_mean_pool
-from tslrec.stage2_augment.embedding_file import load_item_embeddings, save_item_embeddings
 
 from .loading import model_kind
 
@@ -115,7 +116,11 @@ def compute_item_vectors(
 
 
 def item_vectors_for_dataset(
-    ds, cfg: ItemLLMConfig, folder: str | Path | None = None, device: torch.device | str = "cpu", progress: bool = True
+    ds: SequenceDataset,
+    cfg: ItemLLMConfig,
+    folder: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
 ) -> tuple[torch.Tensor, dict]:
     """Item vectors [N+1, D] for a `SequenceDataset`, read from the cache or computed once and cached there.
 
@@ -154,7 +159,7 @@ def item_vectors_for_dataset(
     return vectors, {"folder": str(folder), "computed": True, "source": _source(cfg, fingerprint)}
 
 
-def _read_cache(folder: Path, ds, fingerprint: str) -> torch.Tensor | None:
+def _read_cache(folder: Path, ds: SequenceDataset, fingerprint: str) -> torch.Tensor | None:
     """The default cache's vectors if complete and current, else None (they are then recomputed)."""
     try:
         found = load_item_embeddings(folder, num_items=ds.num_items, dataset_hash=ds.hash, item_ids=ds.item_ids)

@@ -16,14 +16,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tslrec.backbones.batching import EvalSplit, LeaveOneOutSplits
-from tslrec.backbones.evaluation import EvalConfig, EvalResult, evaluate, is_metric_name
 from tslrec.core.artifacts import atomic_path
 from tslrec.core.errors import DivergedError, InputError
 from tslrec.core.modules import eval_mode, load_trainable_state, peak_memory_mb, trainable_state
 from tslrec.core.precision import autocast, precision_field, resolve_precision, resolved
 from tslrec.core.run_state import RunState
 from tslrec.core.settings import require
+from tslrec.data.splits import EvalSplit, LeaveOneOutSplits
+from tslrec.evaluation.ranking import EvalConfig, EvalResult, evaluate, is_metric_name
 
 from .model import LiteLLM4Rec
 from .segments import STRATEGIES, TrainRows, all_prefix_rows, collate, sampling_rows

@@ -27,8 +27,9 @@ from tslrec.core.artifacts import atomic_path, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.precision import resolved
 from tslrec.core.settings import require
+from tslrec.data import SequenceDataset, load_dataset
+from tslrec.formats.item_table import load_item_embeddings
 from tslrec.stage2_augment.analysis import CategoryAgreement, activity_groups, category_agreement
-from tslrec.stage2_augment.embedding_file import load_item_embeddings
 
 from . import ablation_report as report
 from . import plots
@@ -48,7 +49,6 @@ from .ablation_grid import (
     run_grid_workers,
     shared_settings,
 )
-from .data import SequenceDataset, load_dataset
 from .options import Command
 from .run_folders import is_train_folder
 from .side_information import (

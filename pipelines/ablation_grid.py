@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -41,6 +41,9 @@ from tslrec.core.errors import InputError
 from tslrec.core.settings import settings_of
 
 from . import train_job
+
+if TYPE_CHECKING:
+    from .ablate_job import AblateJob
 from .side_information import LLM_FUSIONS, TUNED, SideInfoConfig, groups_source, item_table_sources
 
 try:
@@ -147,7 +150,7 @@ def is_finished(folder: Path) -> bool:
     return (folder / "metrics.json").is_file() and (folder / "per_user_test.safetensors").is_file()
 
 
-def shared_settings(job: Any) -> dict:
+def shared_settings(job: AblateJob) -> dict:
     """The settings that shape every cell's result (recorded, and compared on a re-run), keyed like the flags."""
     out = {"dataset": job.dataset}
     for s in settings_of(job):
@@ -176,7 +179,7 @@ def recorded_digests(digests: dict) -> dict:
     return {f"{k}:{TUNED}" if k in LLM_FUSIONS else k: v for k, v in digests.items()}
 
 
-def deprecated_keys(job: Any) -> dict[str, tuple[str, Any, Any]]:
+def deprecated_keys(job: AblateJob) -> dict[str, tuple[str, Any, Any]]:
     """{old key: (today's key, value when the old one was true, when false)} of the job's settings (e.g. bf16)."""
     return {
         old.lstrip("-").replace("-", "_"): (s.key, if_true, if_false)
@@ -284,7 +287,7 @@ def cell_side(side: SideInfoConfig, fusion: str, source: str | None, unlabelled:
     return replace(side, item_embeddings=table, finetune_llm_table=side.finetune_llm_table and fusion in LLM_FUSIONS)
 
 
-def cell_job(job: Any, cell: Cell, folder: Path) -> train_job.TrainJob:
+def cell_job(job: AblateJob, cell: Cell, folder: Path) -> train_job.TrainJob:
     """The `tslrec train` job of one cell: the grid's shared settings plus the cell's own."""
     return train_job.TrainJob(
         dataset=job.dataset,
@@ -329,7 +332,7 @@ def cell_lock(folder: Path) -> Iterator[bool]:
         os.close(fd)  # releases the lock
 
 
-def run_grid(job: Any, cells: list[Cell], out: Path, tag: str = "") -> int:
+def run_grid(job: AblateJob, cells: list[Cell], out: Path, tag: str = "") -> int:
     """Train every unfinished cell not held by another process, one line per cell; returns the cells left to others.
 
     `tag` ("" or e.g. "worker 2: ") starts each line; a tagged run does not list the cells it skips.
@@ -367,7 +370,9 @@ def exit_with_parent(parent: int, every: float = 2.0) -> None:
     os._exit(1)
 
 
-def grid_worker(job: Any, cells: list[Cell], out: Path, threads: int, tag: str, parent: int | None = None) -> None:
+def grid_worker(
+    job: AblateJob, cells: list[Cell], out: Path, threads: int, tag: str, parent: int | None = None
+) -> None:
     """One of `run_grid_workers`' processes: `run_grid` on `threads` torch threads, without progress bars; a
     spawned one (`parent` given) stops when its parent process is gone."""
     if parent is not None:
@@ -379,7 +384,7 @@ def _raise_exit(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def run_grid_workers(job: Any, cells: list[Cell], out: Path, workers: int) -> int:
+def run_grid_workers(job: AblateJob, cells: list[Cell], out: Path, workers: int) -> int:
     """Train the grid in `workers` processes (this one and workers - 1 spawned ones) that share the cells through
     their locks, each on torch.get_num_threads() // workers threads; returns the cells left to other processes.
 

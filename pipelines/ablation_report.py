@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tslrec.stage2_augment.analysis import ActivityGroups, CategoryAgreement, mean_by_group
-from tslrec.stage2_augment.significance import (
+from tslrec.evaluation.significance import (
     ALPHA,
     MIN_SEEDS,
     SEED_TEST,
@@ -32,6 +31,7 @@ from tslrec.stage2_augment.significance import (
     seed_average,
     welch_seed_test,
 )
+from tslrec.stage2_augment.analysis import ActivityGroups, CategoryAgreement, mean_by_group
 
 from .ablation_grid import CellResult
 from .side_information import CONTROL

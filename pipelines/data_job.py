@@ -6,8 +6,7 @@ import argparse
 import json
 
 from tslrec.core.settings import add_arguments, from_namespace
-
-from .data import DataConfig, describe
+from tslrec.data import DataConfig, describe
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

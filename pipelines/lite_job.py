@@ -20,20 +20,20 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.batching import LeaveOneOutSplits
-from tslrec.backbones.evaluation import EvalConfig
 from tslrec.core.artifacts import package_versions, save_tensors, use_deterministic_kernels, write_json
 from tslrec.core.precision import precision_record, resolved
 from tslrec.core.settings import as_recorded_before, require
+from tslrec.data import DataConfig, SequenceDataset, load_dataset
+from tslrec.data.splits import LeaveOneOutSplits
+from tslrec.evaluation.ranking import EvalConfig
+from tslrec.formats.item_table import save_item_embeddings
 from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_vectors_for_dataset
 from tslrec.lite_llm4rec.loading import rec_llm_kind
 from tslrec.lite_llm4rec.model import LiteConfig, build_lite_model
 from tslrec.lite_llm4rec.model_io import save_lite_model
 from tslrec.lite_llm4rec.training import LiteTrainConfig, LiteTrainResult, evaluate_lite, train_lite
 from tslrec.llm.loading import LLMConfig
-from tslrec.stage2_augment.embedding_file import save_item_embeddings
 
-from .data import DataConfig, load_dataset
 from .history import cap_warning, write_history
 from .options import Command, Runtime, record_head
 
@@ -147,7 +147,7 @@ def run_lite(job: LiteJob) -> tuple[dict, Path]:
 
 
 def run_record(
-    ds,
+    ds: SequenceDataset,
     train_cfg: LiteTrainConfig,
     config: dict,
     result: LiteTrainResult,

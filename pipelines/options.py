@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from tslrec.backbones.evaluation import EvalResult
 from tslrec.core.artifacts import resolve_device
 from tslrec.core.errors import InputError
+from tslrec.evaluation.ranking import EvalResult
 
 
 @dataclass

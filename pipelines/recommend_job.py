@@ -19,14 +19,14 @@ from pathlib import Path
 import torch
 
 from tslrec.backbones.base import BackboneConfig, SequentialRecommender
-from tslrec.backbones.batching import pad_right
 from tslrec.backbones.registry import build_backbone
 from tslrec.core.artifacts import atomic_path, load_tensors, resolve_device
 from tslrec.core.errors import InputError
 from tslrec.core.modules import eval_mode
 from tslrec.core.settings import require
+from tslrec.data import SequenceDataset
+from tslrec.data.splits import pad_right
 
-from .data import SequenceDataset
 from .options import Command
 from .run_folders import load_recorded_dataset
 from .side_information import load_side_information

@@ -13,8 +13,7 @@ import torch
 
 from tslrec.core.artifacts import check_finite, load_tensors, read_json
 from tslrec.core.errors import InputError
-
-from .data import DataConfig, SequenceDataset, load_dataset
+from tslrec.data import DataConfig, SequenceDataset, load_dataset
 
 STAGE1_CONFIG = "config.json"  # written by stage1_reconstruct.training
 STAGE1_GROUPS = "groups.safetensors"  # item_group [N+1] (row 0 = -1), centroids, user targets

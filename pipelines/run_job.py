@@ -22,7 +22,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -32,10 +32,10 @@ from tslrec.backbones.training import setting_changes
 from tslrec.core.artifacts import package_versions, read_json, sha256_file, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.settings import as_flags, as_recorded_before, from_mapping, settings_of
+from tslrec.data import DataConfig
 from tslrec.stage1_reconstruct.training import SUB_RUN as UNTUNED_SUB_RUN
 
 from . import ablate_job, stage1_job, stage2_job, train_job
-from .data import DataConfig
 from .options import Command
 
 
@@ -193,7 +193,10 @@ def check_untuned_export(cfg: dict, jobs: dict[str, Any]) -> None:
         )
 
 
-def with_runtime(job: Any, args: argparse.Namespace) -> Any:
+Job = TypeVar("Job")  # any job config with a `runtime`
+
+
+def with_runtime(job: Job, args: argparse.Namespace) -> Job:
     """The job with `run`'s own --no-progress and --threads, where given, in its runtime."""
     changes = {"progress": False} if getattr(args, "no_progress", False) else {}
     if getattr(args, "threads", None) is not None:

@@ -22,9 +22,9 @@ import torch
 from tslrec.backbones.item_embedding import LLM_FUSIONS, FusionConfig
 from tslrec.core.artifacts import load_tensors, read_json
 from tslrec.core.errors import InputError
-from tslrec.stage2_augment.embedding_file import TENSORS, ItemEmbeddingFile, load_item_embeddings
+from tslrec.data import SequenceDataset
+from tslrec.formats.item_table import TENSORS, ItemEmbeddingFile, load_item_embeddings
 
-from .data import SequenceDataset
 from .run_folders import STAGE1_CONFIG, STAGE1_GROUPS, is_train_folder, train_folder_table
 
 TUNED = "tuned"  # the label of an item-table source given as a bare path: the stage-2 export of the tuned LLM

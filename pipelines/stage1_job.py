@@ -14,11 +14,11 @@ import torch
 
 from tslrec.core.artifacts import read_json, use_deterministic_kernels
 from tslrec.core.errors import InputError
+from tslrec.data import SequenceDataset
 from tslrec.llm.loading import LLMConfig
 from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.training import LOG_FILE, train_stage1
 
-from .data import SequenceDataset
 from .history import write_history
 from .options import Command, Runtime
 from .run_folders import TrainFolder, load_train_folder

@@ -2,7 +2,7 @@
 
 Reads the `tslrec stage1` folder (adapter, projection and head, group map, config) and, through
 the `tslrec train` folder it recorded, the dataset and the item table stage 1 was trained on.
-Writes an export folder (format: stage2_augment/embedding_file.py) that
+Writes an export folder (format: formats/item_table.py) that
 `tslrec train --fusion gate --item-embeddings DIR` and `tslrec ablate` read.
 
 A stage 1 run with `--item-text` (its config.json's stage1.item_text) shows every item's title tokens
@@ -22,13 +22,13 @@ import torch
 from tslrec.core.artifacts import use_deterministic_kernels
 from tslrec.core.errors import InputError
 from tslrec.core.precision import precision_record, resolved
+from tslrec.data import SequenceDataset
+from tslrec.formats.item_table import save_item_embeddings
 from tslrec.llm.loading import DTYPES, LLMConfig
 from tslrec.stage1_reconstruct.model_io import ADAPTER_DIR, load_reconstruction_model
 from tslrec.stage2_augment.analysis import category_agreement
-from tslrec.stage2_augment.embedding_file import save_item_embeddings
 from tslrec.stage2_augment.extraction import ExtractionConfig, ItemRepresentations, extract_item_representations
 
-from .data import SequenceDataset
 from .options import Command, Runtime
 from .run_folders import Stage1Folder, TrainFolder, check_stage1_matches, load_train_folder, read_stage1_folder
 

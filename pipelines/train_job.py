@@ -10,8 +10,6 @@ from pathlib import Path
 import torch
 
 from tslrec.backbones.base import BackboneConfig, settings_read_by
-from tslrec.backbones.batching import LeaveOneOutSplits
-from tslrec.backbones.evaluation import EvalConfig
 from tslrec.backbones.item_embedding import FUSIONS
 from tslrec.backbones.registry import BACKBONES, build_backbone
 from tslrec.backbones.training import (
@@ -33,9 +31,11 @@ from tslrec.core.artifacts import (
 from tslrec.core.errors import InputError
 from tslrec.core.precision import precision_record, resolved
 from tslrec.core.settings import require
-from tslrec.stage2_augment.embedding_file import write_export_files
+from tslrec.data import DataConfig, SequenceDataset, load_dataset
+from tslrec.data.splits import LeaveOneOutSplits
+from tslrec.evaluation.ranking import EvalConfig
+from tslrec.formats.item_table import write_export_files
 
-from .data import DataConfig, SequenceDataset, load_dataset
 from .history import cap_warning, epoch_line, write_history
 from .options import Command, Runtime, record_head
 from .side_information import SideInfoConfig, SideInformation, load_side_information, one_item_table

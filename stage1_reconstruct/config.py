@@ -6,9 +6,9 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from tslrec.backbones.batching import BATCHING  # the backbones' batchings, the same two ways
 from tslrec.core.precision import precision_field
 from tslrec.core.settings import require, upgrade_recorded
+from tslrec.data.splits import BATCHING  # the backbones' batchings, the same two ways
 
 DEFAULT_PREFIX = "Given the user's purchase history, predict the user's distribution among {k} purchase preferences."
 DEFAULT_SUFFIX = "Response:"

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tslrec.backbones.batching import length_bucketed_batches
 from tslrec.core.errors import InputError
+from tslrec.data.splits import length_bucketed_batches
 from tslrec.llm.soft_prompt import ItemTokens, left_pad_ids
 
 from .config import BATCHING, PROMPTS, Stage1Config

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from stage1_helpers import clustered_items, user_sequences
 
-from tslrec.pipelines.data import DataConfig, SequenceDataset, load_dataset
-from tslrec.stage2_augment.embedding_file import save_item_embeddings
+from tslrec.data import DataConfig, SequenceDataset, load_dataset
+from tslrec.formats.item_table import save_item_embeddings
 
 
 def write_toy_dataset(

@@ -169,8 +169,8 @@ def case_export_missing_manifest(tmp):
 
 def _export(tmp: Path) -> tuple[Path, Path]:
     """A valid export for the hand-built dataset, and that dataset."""
-    from tslrec.pipelines.data import load_dataset
-    from tslrec.stage2_augment.embedding_file import save_item_embeddings
+    from tslrec.data import load_dataset
+    from tslrec.formats.item_table import save_item_embeddings
 
     data = good_dataset(tmp)
     ds = load_dataset(str(data))

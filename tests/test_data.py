@@ -7,9 +7,9 @@ import pytest
 from conftest import write_atomic
 
 from tslrec.core.errors import InputError
+from tslrec.data import DataConfig, load_dataset
+from tslrec.data.preprocess import kcore_mask
 from tslrec.pipelines.cli import main
-from tslrec.pipelines.data import DataConfig, load_dataset
-from tslrec.pipelines.data.preprocess import kcore_mask
 
 
 def test_chronological_order_with_stable_tie_break_and_remap(tmp_path):

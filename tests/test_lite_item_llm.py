@@ -7,10 +7,10 @@ import torch
 from lite_helpers import item_title, lite_llama_dir, one_torch_thread, tiny_bert_dir, write_text_dataset  # noqa: F401
 
 from tslrec.core.errors import InputError
+from tslrec.data import DataConfig, load_dataset
+from tslrec.formats.item_table import load_item_embeddings
 from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, encode_texts, item_vectors_for_dataset
 from tslrec.llm.loading import LLMConfig, load_llm
-from tslrec.pipelines.data import DataConfig, load_dataset
-from tslrec.stage2_augment.embedding_file import load_item_embeddings
 
 
 @pytest.fixture

@@ -12,14 +12,14 @@ from lite_helpers import (  # noqa: F401
     write_text_dataset,
 )
 
-from tslrec.backbones.batching import LeaveOneOutSplits
-from tslrec.backbones.evaluation import EvalConfig
 from tslrec.core.artifacts import load_tensors, read_json
+from tslrec.data import DataConfig, load_dataset
+from tslrec.data.splits import LeaveOneOutSplits
+from tslrec.evaluation.ranking import EvalConfig
+from tslrec.formats.item_table import load_item_embeddings
 from tslrec.lite_llm4rec.model_io import load_lite_model
 from tslrec.lite_llm4rec.training import evaluate_lite
 from tslrec.pipelines.cli import main
-from tslrec.pipelines.data import DataConfig, load_dataset
-from tslrec.stage2_augment.embedding_file import load_item_embeddings
 
 
 @pytest.fixture(autouse=True)

@@ -7,9 +7,9 @@ import pytest
 import torch
 from lite_helpers import cyclic_train_sequences, lite_llama_dir, one_torch_thread  # noqa: F401
 
-from tslrec.backbones.batching import LeaveOneOutSplits
-from tslrec.backbones.evaluation import EvalConfig
 from tslrec.core.errors import InputError
+from tslrec.data.splits import LeaveOneOutSplits
+from tslrec.evaluation.ranking import EvalConfig
 from tslrec.lite_llm4rec.model import LiteConfig, build_lite_model
 from tslrec.lite_llm4rec.segments import all_prefix_rows, collate, sampling_rows
 from tslrec.lite_llm4rec.training import LiteTrainConfig, evaluate_lite, train_lite

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from tslrec.backbones.batching import EvalSplit, LeaveOneOutSplits
-from tslrec.backbones.evaluation import EvalConfig, evaluate, metrics_from_ranks, ranks_full
+from tslrec.data.splits import EvalSplit, LeaveOneOutSplits
+from tslrec.evaluation.ranking import EvalConfig, evaluate, metrics_from_ranks, ranks_full
 
 
 def _split(hist: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor) -> EvalSplit:

@@ -12,12 +12,12 @@ from stage2_helpers import write_toy_dataset
 
 import tslrec.core.precision as precision
 from tslrec.backbones.base import BackboneConfig
-from tslrec.backbones.evaluation import EvalConfig
 from tslrec.backbones.registry import build_backbone
 from tslrec.backbones.training import TrainConfig, resume_settings, run_setting_changes
 from tslrec.core.artifacts import read_json
 from tslrec.core.errors import InputError
 from tslrec.core.settings import add_arguments, from_mapping, from_namespace
+from tslrec.evaluation.ranking import EvalConfig
 from tslrec.pipelines.cli import main
 from tslrec.pipelines.train_job import TrainJob
 from tslrec.stage1_reconstruct.config import Stage1Config

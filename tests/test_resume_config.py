@@ -16,11 +16,11 @@ from stage2_helpers import write_export, write_toy_dataset
 
 import tslrec.backbones.training as training
 from tslrec.backbones.base import BackboneConfig
-from tslrec.backbones.batching import LeaveOneOutSplits
 from tslrec.backbones.registry import build_backbone
 from tslrec.backbones.training import TrainConfig, train
 from tslrec.core.artifacts import load_tensors, read_json
 from tslrec.core.errors import InputError
+from tslrec.data.splits import LeaveOneOutSplits
 from tslrec.pipelines import train_job
 from tslrec.pipelines.cli import main
 from tslrec.stage1_reconstruct.config import Stage1Config
@@ -370,8 +370,8 @@ def test_settings_a_model_does_not_read_do_not_bind_a_run_and_later_ones_count_a
     change of its window, and the new default loss weighting (per target) is a change too."""
     from dataclasses import asdict, replace
 
-    from tslrec.backbones.evaluation import EvalConfig
     from tslrec.backbones.training import resume_settings, run_setting_changes
+    from tslrec.evaluation.ranking import EvalConfig
 
     def recorded(backbone: str) -> dict:
         model = build_backbone(backbone, BackboneConfig(num_items=20, hidden=8, max_len=6))

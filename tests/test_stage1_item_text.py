@@ -17,14 +17,14 @@ from stage1_helpers import (  # noqa: F401
 
 from tslrec.core.artifacts import read_json, save_tensors, write_json
 from tslrec.core.errors import InputError
+from tslrec.data import DataConfig, load_dataset
+from tslrec.formats.item_table import load_item_embeddings
 from tslrec.llm.loading import load_llm
 from tslrec.llm.soft_prompt import tokenize_item_texts
 from tslrec.pipelines.cli import main
-from tslrec.pipelines.data import DataConfig, load_dataset
 from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.model import LLMSequenceEncoder
 from tslrec.stage1_reconstruct.model_io import load_reconstruction_model
-from tslrec.stage2_augment.embedding_file import load_item_embeddings
 
 PREFIX = "Given the user's purchase history, predict the user's distribution among 4 purchase preferences."
 # item 0 = padding; item 3 has no title; item 4's title is longer than the cap of 3 used below

@@ -8,8 +8,8 @@ import torch
 from stage1_helpers import clustered_items, tiny_llama_dir, user_sequences  # noqa: F401
 
 from tslrec.core.artifacts import load_tensors, read_json, save_tensors, write_json
+from tslrec.data import DataConfig, load_dataset
 from tslrec.pipelines.cli import main
-from tslrec.pipelines.data import DataConfig, load_dataset
 
 
 def write_train_dir(tmp_path, table: np.ndarray, seqs: list[np.ndarray]):

@@ -62,10 +62,10 @@ def test_category_agreement_per_source_against_one_set_of_groups(tmp_path):
     uses), not against groups of its own: an export that matches its own groups but not tuned's scores low."""
     import torch
 
+    from tslrec.formats.item_table import load_item_embeddings, save_item_embeddings
     from tslrec.pipelines.ablate_job import agreement_of
     from tslrec.pipelines.side_information import SideInfoConfig
     from tslrec.stage2_augment.analysis import category_agreement
-    from tslrec.stage2_augment.embedding_file import load_item_embeddings, save_item_embeddings
 
     _, ds = write_toy_dataset(tmp_path / "data")
     tuned = write_export(tmp_path / "tuned", ds, k=4, seed=0)

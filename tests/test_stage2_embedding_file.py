@@ -11,8 +11,8 @@ from safetensors.torch import load_file, save_file
 from stage2_helpers import gate_train_argv, write_export, write_toy_dataset
 
 from tslrec.core.errors import InputError
+from tslrec.formats.item_table import TENSORS, load_item_embeddings, save_item_embeddings
 from tslrec.pipelines.cli import main
-from tslrec.stage2_augment.embedding_file import TENSORS, load_item_embeddings, save_item_embeddings
 
 
 @pytest.fixture
@@ -133,9 +133,9 @@ def test_the_documented_snippet_loads_a_stage0_table_and_checks_the_dataset(tmp_
     from stage2_helpers import write_toy_dataset
 
     from tslrec.core.errors import InputError
+    from tslrec.data import DataConfig, load_dataset
+    from tslrec.formats.item_table import load_item_embeddings
     from tslrec.pipelines.cli import main
-    from tslrec.pipelines.data import DataConfig, load_dataset
-    from tslrec.stage2_augment.embedding_file import load_item_embeddings
 
     data, _ = write_toy_dataset(tmp_path / "data")
     out = tmp_path / "stage0"

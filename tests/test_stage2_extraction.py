@@ -15,13 +15,13 @@ from stage1_helpers import (  # noqa: F401
 
 from tslrec.core.artifacts import load_tensors, read_json, save_tensors, write_json
 from tslrec.core.errors import InputError
+from tslrec.data import DataConfig, load_dataset
+from tslrec.formats.item_table import load_item_embeddings
 from tslrec.llm.loading import load_llm
 from tslrec.pipelines.cli import main
-from tslrec.pipelines.data import DataConfig, load_dataset
 from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.model_io import build_reconstruction_model
 from tslrec.stage1_reconstruct.training import SUB_RUN, train_stage1
-from tslrec.stage2_augment.embedding_file import load_item_embeddings
 from tslrec.stage2_augment.extraction import ExtractionConfig, extract_item_representations
 
 K = 4

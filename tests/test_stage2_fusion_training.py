@@ -9,8 +9,8 @@ import torch
 from stage2_helpers import gate_train_argv, write_export, write_toy_dataset
 
 from tslrec.core.artifacts import load_tensors, read_json
+from tslrec.formats.item_table import load_item_embeddings
 from tslrec.pipelines.cli import main
-from tslrec.stage2_augment.embedding_file import load_item_embeddings
 
 TINY = ["--backbone", "sasrec", "--hidden", "8", "--layers", "1", "--epochs", "2", "--device", "cpu", "--no-progress"]
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from scipy import stats
 
+from tslrec.evaluation.significance import mean_std, paired_t_test, welch_seed_test
 from tslrec.pipelines.ablation_grid import Cell, CellResult
 from tslrec.pipelines.ablation_report import activity_table, markdown_table, summarize, summary_csv
 from tslrec.stage2_augment.analysis import activity_groups, category_agreement, mean_by_group
-from tslrec.stage2_augment.significance import mean_std, paired_t_test, welch_seed_test
 
 
 def test_paired_t_test_matches_the_textbook_formula():

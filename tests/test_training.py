@@ -3,9 +3,9 @@
 import torch
 
 from tslrec.backbones.base import BackboneConfig
-from tslrec.backbones.batching import LeaveOneOutSplits, pad_right
 from tslrec.backbones.registry import build_backbone
 from tslrec.backbones.training import TrainConfig, train
+from tslrec.data.splits import LeaveOneOutSplits, pad_right
 
 
 def test_splits_follow_leave_one_out():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tslrec.backbones.batching import (
+from tslrec.data.splits import (
     LeaveOneOutSplits,
     epoch_batches,
     length_bucketed_batches,

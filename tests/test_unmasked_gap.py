@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tslrec.backbones.batching import LeaveOneOutSplits
-from tslrec.backbones.evaluation import EvalConfig, evaluate
+from tslrec.data.splits import LeaveOneOutSplits
+from tslrec.evaluation.ranking import EvalConfig, evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from unmasked_gap import input_masked  # noqa: E402

@@ -23,8 +23,7 @@ import torch
 from tslrec.core.errors import DivergedError
 from tslrec.core.precision import precision_field
 from tslrec.core.settings import require
-
-from .batching import EvalSplit
+from tslrec.data.splits import EvalSplit
 
 KS = (5, 10, 20)
 METRIC_NAME = re.compile(r"(HR|Recall|NDCG|MRR)@[1-9][0-9]*")

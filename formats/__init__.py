@@ -1,0 +1,1 @@
+"""File formats every stage reads: the item-table export."""
