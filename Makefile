@@ -23,4 +23,4 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 report: $(STAMP)
-	$(BIN)/python bench/report.py
+	$(BIN)/python -m bench.report

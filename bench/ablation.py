@@ -1,12 +1,12 @@
 """Benchmark: the TSLRec stage-2 fusion ablation (base / ci / gate on four backbones) and the cost of stage 2.
 
     # the grid on ML-1M (needs a finished stage 1 on the same dataset and preprocessing)
-    python bench/ablation.py --dataset ml-1m --kcore 5 --max-len 200 --stage1-dir runs/ml-1m/stage1 --seeds 3
+    python -m bench.ablation --dataset ml-1m --kcore 5 --max-len 200 --stage1-dir runs/ml-1m/stage1 --seeds 3
     # reuse an export, smaller grid; every flag of `tslrec ablate` is accepted
-    python bench/ablation.py --dataset ml-100k --item-embeddings runs/ml-100k/stage2 --stage1-dir runs/ml-100k/stage1 \
+    python -m bench.ablation --dataset ml-100k --item-embeddings runs/ml-100k/stage2 --stage1-dir runs/ml-100k/stage1 \
         --backbones sasrec --seeds 1 --epochs 3
     # gate over the LLM export and over the stage-0 SASRec's own table (the no-LLM control), one grid
-    python bench/ablation.py --dataset ml-100k --item-embeddings tuned=runs/ml-100k/stage2,stage0=runs/ml-100k/stage0 \
+    python -m bench.ablation --dataset ml-100k --item-embeddings tuned=runs/ml-100k/stage2,stage0=runs/ml-100k/stage0 \
         --stage1-dir runs/ml-100k/stage1 --fusions base,ci,gate
 
 --out is the benchmark's folder (default runs/bench-ablation-<dataset>): the grid goes to <out>/grid (a `tslrec run`
@@ -29,8 +29,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from records import add, load
 
+from bench.records import add, load
 from tslrec.backbones.training import evaluate_split
 from tslrec.core.artifacts import read_json, resolve_device
 from tslrec.core.errors import InputError

@@ -1,8 +1,8 @@
 """Benchmark: ID backbones trained to early stopping (leave-one-out, full ranking), with their speed.
 
-    python bench/backbones.py --dataset ml-1m --kcore 5 --max-len 200 --backbones sasrec --seeds 42,43,44 \
+    python -m bench.backbones --dataset ml-1m --kcore 5 --max-len 200 --backbones sasrec --seeds 42,43,44 \
         --name backbones-ml-1m-cpu
-    python bench/backbones.py --dataset ml-1m --kcore 5 --max-len 200 --hidden 128 --epochs 1 --name speed-ml-1m
+    python -m bench.backbones --dataset ml-1m --kcore 5 --max-len 200 --hidden 128 --epochs 1 --name speed-ml-1m
 Every flag of `tslrec train` is accepted (--hidden, --windows, --bf16, --eval-bf16, ...). Each backbone x seed
 trains through `tslrec train` into <out>/<backbone>-s<seed> (default out: runs/bench-<name>), so a killed
 benchmark resumes where it stopped and a finished run is reused; its record is written as soon as it finishes.
@@ -19,9 +19,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from peak import matmul_peak_gflops
-from records import add
 
+from bench.peak import matmul_peak_gflops
+from bench.records import add
 from tslrec.backbones.training import evaluate_split
 from tslrec.core.artifacts import resolve_device
 from tslrec.core.settings import add_arguments, from_namespace

@@ -1,7 +1,7 @@
 """Benchmark: what the input-item bias costs per training epoch, side by side in one process.
 
-    python bench/bias_cost.py --dataset ml-100k --max-len 50 --lr 2e-3 --epochs 4          # the main job's stage 0
-    python bench/bias_cost.py --dataset ml-1m --kcore 5 --max-len 200 --heads 1 --dropout 0.1 --epochs 2
+    python -m bench.bias_cost --dataset ml-100k --max-len 50 --lr 2e-3 --epochs 4          # the main job's stage 0
+    python -m bench.bias_cost --dataset ml-1m --kcore 5 --max-len 200 --heads 1 --dropout 0.1 --epochs 2
 
 The same SASRec (every flag of `tslrec train` is accepted) trains `--epochs` epochs without early stopping,
 without and with `--input-item-bias`, alternating `--repeats` times so that a busy machine slows both alike.
@@ -18,8 +18,8 @@ import statistics
 from dataclasses import replace
 
 import torch
-from records import add
 
+from bench.records import add
 from tslrec.backbones.registry import build_backbone
 from tslrec.backbones.training import train
 from tslrec.core.precision import precision_record, resolved

@@ -4,10 +4,10 @@
     # a running grid, and a run folder outside any checkout
     git clone . ~/tslrec-campaign/src && cd ~/tslrec-campaign/src && make setup
     # start or continue (both cores, one thread per process); returns at once, logs in <runs>/<name>/campaign.log
-    .venv/bin/python bench/campaign.py start --config configs/beauty.yaml --runs ~/tslrec-campaign \\
+    .venv/bin/python -m bench.campaign start --config configs/beauty.yaml --runs ~/tslrec-campaign \\
         --set dataset=/abs/path/Beauty.txt
     # at any stop, from the checkout whose commit carries the records: the finished cells as records
-    python bench/ablation.py --no-train --name ablation-beauty --dataset /abs/path/Beauty.txt \\
+    python -m bench.ablation --no-train --name ablation-beauty --dataset /abs/path/Beauty.txt \\
         --out ~/tslrec-campaign/runs/beauty ... (the config's ablation settings; `campaign.py flags` prints them)
 
 `start` runs two one-thread processes: `tslrec run` (stage 0, stage 1, stage 2, then the grid with the config's

@@ -1,6 +1,6 @@
 """Benchmark: seconds to rank every item for every ML-1M user (full ranking), the cost validation adds to each epoch.
 
-    python bench/eval_speed.py                     # max_len 50 / hidden 64 and max_len 200 / hidden 128
+    python -m bench.eval_speed                     # max_len 50 / hidden 64 and max_len 200 / hidden 128
 Untrained SASRec (speed does not depend on the weights), validation split, float32 scores; the encoder in
 float32 and under bf16 autocast (--eval-bf16). Best of --repeats runs after one warm-up. Writes
 bench/results/eval-speed-ml-1m.json, one record per setting and precision.
@@ -12,8 +12,8 @@ import argparse
 import time
 
 import torch
-from records import add
 
+from bench.records import add
 from tslrec.backbones.base import BackboneConfig
 from tslrec.backbones.registry import build_backbone
 from tslrec.backbones.training import evaluate_split

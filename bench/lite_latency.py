@@ -1,7 +1,7 @@
 """Benchmark: inference latency of Lite-LLM4Rec vs generative LLM recommenders, same LLM, same users.
 
-    OMP_NUM_THREADS=1 python bench/lite_latency.py --dataset ml-1m --kcore 5 --sft-steps 24   # CPU, 1 thread
-    python bench/lite_latency.py --dataset ml-1m --kcore 5 --sft-steps 24 --device cuda        # GPU
+    OMP_NUM_THREADS=1 python -m bench.lite_latency --dataset ml-1m --kcore 5 --sft-steps 24   # CPU, 1 thread
+    python -m bench.lite_latency --dataset ml-1m --kcore 5 --sft-steps 24 --device cuda        # GPU
 
 Every method ranks the same batches of 32 users (their test-time histories, last 20 items), in one process: the same
 LLM (float32 weights, LoRA of the same rank) under the same bf16 autocast, the same torch threads, the same device.
@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import records
 import torch
 from torch import nn
 
+from bench import records
 from tslrec.core.artifacts import package_versions, resolve_device, write_json
 from tslrec.data import DataConfig, SequenceDataset, load_dataset
 from tslrec.data.splits import pad_right

@@ -1,7 +1,7 @@
 """Benchmark: Lite-LLM4Rec under the paper protocol (leave-one-out, full ranking), one record per strategy.
 
-    python bench/lite_train.py --dataset ml-1m --kcore 5                                   # to convergence
-    OMP_NUM_THREADS=1 python bench/lite_train.py --dataset ml-1m --kcore 5 --max-steps 378 # a capped CPU run
+    python -m bench.lite_train --dataset ml-1m --kcore 5                                   # to convergence
+    OMP_NUM_THREADS=1 python -m bench.lite_train --dataset ml-1m --kcore 5 --max-steps 378 # a capped CPU run
 Takes every option of `tslrec lite` (--llm, --item-llm, --finetune, --epochs, --lr, ...) plus
 --variants, --name and --tag; writes bench/results/<name>.json (default lite-<dataset>.json) with
 model "lite-llm4rec", variant = strategy (strategy+TAG with --tag, for runs of other settings), test metrics
@@ -15,8 +15,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from records import add
-
+from bench.records import add
 from tslrec.core.settings import add_arguments, from_namespace
 from tslrec.data import DataConfig
 from tslrec.pipelines.lite_job import MAX_LEN, LiteJob, run_lite

@@ -1,8 +1,8 @@
 """Benchmark: the main job (`make run`: `tslrec run --config configs/ml-100k.yaml`), whole process, from stage 0.
 
-    python bench/main_job.py                                   # runs/bench-main-job, every stage from scratch
-    python bench/main_job.py --config configs/ml-100k.yaml --out runs/bench-main-job --name main-job-ml-100k
-    python bench/main_job.py --set stages.stage0.input_item_bias=true --label input-item-bias   # one setting changed
+    python -m bench.main_job                                   # runs/bench-main-job, every stage from scratch
+    python -m bench.main_job --config configs/ml-100k.yaml --out runs/bench-main-job --name main-job-ml-100k
+    python -m bench.main_job --set stages.stage0.input_item_bias=true --label input-item-bias   # one setting changed
 Runs `tslrec run --config CONFIG --set out=OUT --force stage0` as one process and writes
 bench/results/<name>.json (default main-job-<dataset>.json), one record per run: the wall time of the whole
 process and of each stage (from the stage manifests), stage 0's test metrics (the SASRec whose item table the
@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import torch
-from records import add
 
+from bench.records import add
 from tslrec.core.artifacts import read_json
 from tslrec.pipelines.run_job import load_config
 

@@ -1,7 +1,7 @@
 """RecBole 1.2.1 in a virtual environment of its own, for bench/time_to_quality.py.
 
-    python bench/recbole_env.py                       # create bench/.recbole-venv (if absent) and print versions
-    python bench/recbole_env.py --venv /tmp/rb-venv
+    python -m bench.recbole_env                       # create bench/.recbole-venv (if absent) and print versions
+    python -m bench.recbole_env --venv /tmp/rb-venv
 RecBole 1.2.1 needs numpy < 1.24 (it still uses `np.float`), which our own environment cannot have, so it
 lives apart. The venv is created only if absent; packages are installed only until a marker file says the
 install finished (so an interrupted install is completed on the next run, a finished one reused as is).

@@ -1,11 +1,11 @@
 """The stage-0 SASRec item table written in the stage-2 export format (e.g. for RecBole's .itememb reader).
 
-    python bench/stage0_export.py --train-dir runs/beauty/stage0 --out runs/beauty/stage0-export
+    python -m bench.stage0_export --train-dir runs/beauty/stage0 --out runs/beauty/stage0-export
 
 The no-LLM control of the fusion ablation no longer needs it: `tslrec ablate` (and bench/ablation.py) read a
 `tslrec train --export-item-embeddings` folder directly as an item-table source, beside the LLM export:
 
-    python bench/ablation.py ... --item-embeddings tuned=runs/beauty/stage2,stage0=runs/beauty/stage0 \\
+    python -m bench.ablation ... --item-embeddings tuned=runs/beauty/stage2,stage0=runs/beauty/stage0 \\
         --fusions base,ci,gate
 
 `gate:stage0` fuses the very embeddings stage 1 started from, with no LLM in between. If `gate:tuned` beats it,

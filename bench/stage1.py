@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from records import add
 
+from bench.records import add
 from tslrec.core.artifacts import read_json
 from tslrec.core.settings import add_arguments, from_namespace
 from tslrec.llm.loading import LLMConfig

@@ -36,9 +36,9 @@ from functools import cache
 from pathlib import Path
 
 import torch
-from peak import matmul_peak_gflops
-from records import add
 
+from bench.peak import matmul_peak_gflops
+from bench.records import add
 from tslrec.core.artifacts import read_json
 from tslrec.core.settings import as_recorded_before
 from tslrec.llm.loading import LLMConfig, load_llm, transformer_body

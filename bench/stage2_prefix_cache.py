@@ -13,8 +13,8 @@ import argparse
 import time
 
 import torch
-from records import add
 
+from bench.records import add
 from tslrec.core.artifacts import package_versions, resolve_device
 from tslrec.core.precision import PRECISIONS, precision_record, resolve_precision
 from tslrec.pipelines.run_folders import load_train_folder, read_stage1_folder

@@ -1,8 +1,8 @@
 """Benchmark: time to a validation NDCG@10 target, RecBole 1.2.1's SASRec against ours, on ML-1M (5-core).
 
-    python bench/time_to_quality.py                                        # all three systems, target 0.134
-    python bench/time_to_quality.py --systems tslrec,recbole-anomaly-off --threads 2 --max-seconds 3600
-    python bench/time_to_quality.py --ours-args "--batch-size 256" --name time-to-quality-ml-1m-b256
+    python -m bench.time_to_quality                                        # all three systems, target 0.134
+    python -m bench.time_to_quality --systems tslrec,recbole-anomaly-off --threads 2 --max-seconds 3600
+    python -m bench.time_to_quality --ours-args "--batch-size 256" --name time-to-quality-ml-1m-b256
 Writes bench/results/<name>.json (default time-to-quality-ml-1m.json), one record per system.
 
 Every system trains the same SASRec (hidden 64, 2 layers, 2 heads, dropout 0.2, CE loss over all items, max
@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from recbole_env import DEFAULT_VENV, ensure_recbole_venv, installed_versions
-from records import add, load
 
+from bench.recbole_env import DEFAULT_VENV, ensure_recbole_venv, installed_versions
+from bench.records import add, load
 from tslrec.data import DataConfig, SequenceDataset, load_dataset
 
 BENCH = Path(__file__).resolve().parent

@@ -1,7 +1,7 @@
 """Benchmark: where the gap between unmasked and masked full ranking comes from, for trained backbones.
 
-    python bench/unmasked_gap.py runs/bench-backbones-ml-1m-cpu/gru4rec-target-weights-s42 ...
-    python bench/unmasked_gap.py --label max-len-50 runs/ml-1m-cpu/stage0
+    python -m bench.unmasked_gap runs/bench-backbones-ml-1m-cpu/gru4rec-target-weights-s42 ...
+    python -m bench.unmasked_gap --label max-len-50 runs/ml-1m-cpu/stage0
 Each argument is a finished `tslrec train` folder. Its test split is ranked three ways, in float32:
   not masked        every item is a candidate (the protocol the done criteria and RecBole use)
   input masked      the items of the model's own input are not candidates (its last max_len items before the
@@ -23,8 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from records import add
 
+from bench.records import add
 from tslrec.backbones.training import evaluate_split
 from tslrec.data.splits import EvalSplit, LeaveOneOutSplits
 from tslrec.evaluation.ranking import EvalConfig

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import records  # noqa: E402
+from bench import records
 
 
 def _add_many(results: str, model: str, n: int) -> None:
@@ -41,7 +38,7 @@ def test_add_replaces_the_same_key(tmp_path, monkeypatch):
 def test_a_cell_trained_on_another_table_is_recorded_apart_and_keeps_its_code_commit(tmp_path, monkeypatch):
     """A campaign's rebuilt stages may hash differently: the same cell on another table gets a variant of its own,
     never averaged with the first; a record that names its code's commit keeps it."""
-    import ablation
+    from bench import ablation
 
     monkeypatch.setattr(records, "RESULTS", tmp_path)
     cell = {"dataset": "beauty", "model": "sasrec", "variant": "gate:tuned", "seed": 42, "device": "cpu"}

@@ -1,17 +1,13 @@
 """bench/unmasked_gap.py: the input mask removes only the model's input, not the older history."""
 
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.unmasked_gap import input_masked
 from tslrec.data.splits import LeaveOneOutSplits
 from tslrec.evaluation.ranking import EvalConfig, evaluate
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from unmasked_gap import input_masked  # noqa: E402
 
 
 def test_the_input_mask_leaves_items_older_than_the_input_window_as_candidates():
