@@ -48,6 +48,7 @@ def main() -> None:
             f"'{variant}' rows (~{targets_seen:.0f} next-item targets); "
             f"{'capped by --max-steps' if job.train.max_steps else 'epochs / early stopping'}"
         )
+        record["timings"] = {k: record[k] for k in ("train_seconds", "seconds_to_best", "wall_seconds")}
         add(args.name or f"lite-{record['dataset']}", record)
         m = record["metrics"]
         print(

@@ -14,6 +14,7 @@ import re
 import statistics
 from pathlib import Path
 
+from bench import records
 from bench.stage1_prompts import WHATS
 from tslrec.evaluation.significance import (
     MIN_SEEDS,
@@ -27,35 +28,15 @@ from tslrec.evaluation.significance import (
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-PAPER_VARIANT = {"base": "Base", "ci": "CI", "gate": "TSLRec"}
-# TSLRec paper, Table 2: Llama2-13B, RecBole backbones, dimension 256, lr 1e-4, batch 1024, patience 10; it does not
-# say whether history items are masked. Per dataset, a row per backbone: HR@5, HR@10, NDCG@5, NDCG@10 of Base, of CI,
-# of TSLRec (our base, ci, gate).
-_PAPER_TABLE2_ROWS = {
-    "beauty": {
-        "gru4rec": (0.0369, 0.0590, 0.0267, 0.0329, 0.0415, 0.0603, 0.0274, 0.0335, 0.0442, 0.0648, 0.0299, 0.0366),
-        "caser": (0.0259, 0.0429, 0.0162, 0.0217, 0.0264, 0.0433, 0.0169, 0.0223, 0.0300, 0.0494, 0.0187, 0.0249),
-        "sasrec": (0.0551, 0.0846, 0.0329, 0.0424, 0.0569, 0.0836, 0.0354, 0.0440, 0.0585, 0.0854, 0.0371, 0.0458),
-        "fmlprec": (0.0577, 0.0866, 0.0361, 0.0455, 0.0575, 0.0868, 0.0365, 0.0459, 0.0604, 0.0852, 0.0445, 0.0509),
-    },
-    "ml-1m": {
-        "gru4rec": (0.2126, 0.2912, 0.1451, 0.1703, 0.2131, 0.2957, 0.1467, 0.1734, 0.2147, 0.3020, 0.1498, 0.1781),
-        "caser": (0.1902, 0.2700, 0.1282, 0.1539, 0.1894, 0.2722, 0.1293, 0.1558, 0.1949, 0.2762, 0.1331, 0.1593),
-        "sasrec": (0.2364, 0.3217, 0.1631, 0.1907, 0.2315, 0.3257, 0.1619, 0.1924, 0.2404, 0.3315, 0.1670, 0.1965),
-        "fmlprec": (0.2230, 0.3172, 0.1545, 0.1848, 0.2273, 0.3123, 0.1586, 0.1861, 0.2341, 0.3192, 0.1626, 0.1901),
-    },
-}
-# dataset -> (backbone, fusion) -> (HR@5, HR@10, NDCG@5, NDCG@10)
+# Published numbers, with their settings: bench/paper_numbers.json
+PAPERS = json.loads((ROOT / "bench" / "paper_numbers.json").read_text())
+# dataset -> (backbone, fusion) -> (HR@5, HR@10, NDCG@5, NDCG@10) of the TSLRec paper's Table 2
 PAPER_TABLE2 = {
-    dataset: {(b, f): row[4 * i : 4 * i + 4] for b, row in rows.items() for i, f in enumerate(PAPER_VARIANT)}
-    for dataset, rows in _PAPER_TABLE2_ROWS.items()
+    dataset: {(b, f): tuple(row) for b, by_fusion in rows.items() for f, row in by_fusion.items()}
+    for dataset, rows in PAPERS["tslrec_table2"]["rows"].items()
 }
 PAPER_ROW_OF = {"gate:tuned": "gate"}  # the paper's TSLRec row sits beside our gate over the tuned LLM's table
-PAPER_SETTING = (
-    "TSLRec paper, Table 2: Llama2-13B, RecBole backbones, embedding dimension 256, lr 1e-4, batch 1024, "
-    "patience 10 on validation NDCG@10, leave-one-out; it does not say whether history items are masked "
-    "(RecBole's own full-ranking evaluation, 1.1.1 to 1.2.1, does not mask them for sequential models)"
-)
+PAPER_SETTING = PAPERS["tslrec_table2"]["setting"]
 # Fusion grids: ablation-<dataset>.json (and fusion-variants-<dataset>.json, the same format); a grid's no-LLM
 # control, when trained as a grid of its own, is ablation-<dataset>-stage0.json (gate over the stage-0 item table).
 GRID_PREFIXES = ("ablation-", "fusion-variants-")
@@ -91,8 +72,7 @@ _READ: set[str] = set()  # the record names a table has read; the others get a g
 
 def load(name: str) -> list[dict]:
     _READ.add(name)
-    path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else []
+    return records.load(name)  # type: ignore[return-value]
 
 
 def record_names(prefix: str) -> list[str]:
@@ -153,13 +133,6 @@ def backbones_table(dataset: str = "ml-1m") -> str:
     return "\n".join(lines)
 
 
-# Published ML-1M SASRec numbers at max length 200, with the protocol each one used.
-SASREC_REFERENCES = (
-    ("SASRec+ (Klenitskiy and Vasilev, RecSys 2023; their code removes seen items: history masked)", 0.3152, 0.1821),
-    ("SASRec in HSTU's README (generative-recommenders; masking not stated)", 0.2853, 0.1603),
-)
-
-
 def cpu_backbones_table(dataset: str = "ml-1m") -> str:
     runs = load(f"backbones-{dataset}-cpu")
     if not runs:
@@ -192,7 +165,7 @@ def cpu_backbones_table(dataset: str = "ml-1m") -> str:
         )
     lines += _settings_against_references(runs)
     lines += ["", "Published rows at max length 200 (HR@10 / NDCG@10):", ""]
-    lines += [f"- {name}: {hr:.4f} / {nd:.4f}" for name, hr, nd in SASREC_REFERENCES]
+    lines += [f"- {p['source']}: {p['HR@10']:.4f} / {p['NDCG@10']:.4f}" for p in PAPERS["sasrec_ml1m_max_len_200"]]
     lines += [
         f"- TSLRec paper base rows ({PAPER_SETTING}): "
         + "; ".join(f"{b} {row[1]:.4f} / {row[3]:.4f}" for (b, f), row in paper.items() if f == "base")
@@ -636,12 +609,10 @@ def lite_tables() -> str:
             )
         masked = "full ranking, history masked (I \\ I_u)"
         out += [
-            f"| Lite-LLM4Rec (paper Table 3, T5-small encoder) | sampling | – | GPU | converged | {masked} | "
-            "0.2733 | 0.3770 | 0.1518 | 0.1780 |",
-            f"| Lite-LLM4Rec (paper Table 3, T5-small encoder) | all | – | GPU | converged | {masked} | "
-            "0.3209 | 0.4255 | 0.1866 | 0.2129 |",
-            f"| SASRec (Lite-LLM4Rec paper Table 3) | – | – | GPU | converged | {masked} | 0.1834 | 0.2785 | 0.0801 "
-            "| 0.1040 |",
+            f"| {p['source']} | {p['objective']} | – | GPU | converged | {masked} | "
+            + " | ".join(f"{v:.4f}" for v in p["values"])
+            + " |"
+            for p in PAPERS["lite_llm4rec_table3_ml1m"]
         ]
         out += ["", "Commands (from `bench/`):", ""] + [f"    {c}" for c in sorted({r["command"] for r in runs})]
     for name in record_names("lite-"):

@@ -5,13 +5,18 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
+import pytest
+
 from bench import records
+from tslrec.core.errors import InputError
+
+RECORD = {"dataset": "d", "model": "m", "variant": "v", "seed": 1, "device": "cpu", "metrics": {}, "timings": {}}
 
 
 def _add_many(results: str, model: str, n: int) -> None:
     records.RESULTS = Path(results)
     for seed in range(n):
-        records.add("shared", {"dataset": "d", "model": model, "variant": "v", "seed": seed, "device": "cpu"})
+        records.add("shared", {**RECORD, "model": model, "seed": seed})
 
 
 def test_concurrent_adds_keep_every_record(tmp_path, monkeypatch):
@@ -29,9 +34,8 @@ def test_concurrent_adds_keep_every_record(tmp_path, monkeypatch):
 
 def test_add_replaces_the_same_key(tmp_path, monkeypatch):
     monkeypatch.setattr(records, "RESULTS", tmp_path)
-    key = {"dataset": "d", "model": "m", "variant": "v", "seed": 1, "device": "cpu"}
-    records.add("r", {**key, "metrics": {"HR@10": 0.1}})
-    records.add("r", {**key, "metrics": {"HR@10": 0.2}})
+    records.add("r", {**RECORD, "metrics": {"HR@10": 0.1}})
+    records.add("r", {**RECORD, "metrics": {"HR@10": 0.2}})
     assert [r["metrics"]["HR@10"] for r in records.load("r")] == [0.2]
 
 
@@ -41,9 +45,23 @@ def test_a_cell_trained_on_another_table_is_recorded_apart_and_keeps_its_code_co
     from bench import ablation
 
     monkeypatch.setattr(records, "RESULTS", tmp_path)
-    cell = {"dataset": "beauty", "model": "sasrec", "variant": "gate:tuned", "seed": 42, "device": "cpu"}
+    cell = {**RECORD, "dataset": "beauty", "model": "sasrec", "variant": "gate:tuned", "seed": 42}
     records.add("grid", {**cell, "item_table_sha256": "a" * 64, "clusters_sha256": None, "commit": "abc1234"})
     assert records.load("grid")[0]["commit"] == "abc1234"
     same = ablation.kept_apart("grid", {**cell, "item_table_sha256": "a" * 64, "clusters_sha256": None})
     other = ablation.kept_apart("grid", {**cell, "item_table_sha256": "b" * 64, "clusters_sha256": None})
     assert same["variant"] == "gate:tuned" and other["variant"] == "gate:tuned@bbbbbbbb"
+
+
+def test_a_record_without_a_field_is_refused_when_written_and_when_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(records, "RESULTS", tmp_path)
+    with pytest.raises(InputError, match="field 'timings' is missing"):
+        records.add("r", {k: v for k, v in RECORD.items() if k != "timings"})
+    (tmp_path / "r.json").write_text('[{"dataset": "d", "model": "m", "variant": "v", "seed": "42"}]')
+    with pytest.raises(InputError, match=r"r.json record 0: field 'seed' is str"):
+        records.load("r")
+
+
+def test_every_committed_record_has_the_record_fields():
+    names = [p.stem for p in records.RESULTS.glob("*.json")]
+    assert names and all(records.load(name) for name in names)
