@@ -32,7 +32,6 @@ from tslrec.formats.item_table import load_item_embeddings
 from tslrec.stage2_augment.analysis import CategoryAgreement, activity_groups, category_agreement
 
 from . import ablation_report as report
-from . import plots
 from .ablation_grid import (
     DIGESTS,
     ITEM_TABLES,
@@ -234,6 +233,8 @@ def write_reports(out: Path, results: list[CellResult], ds: SequenceDataset, job
     """Every table and figure of the grid, from the finished cells; returns the markdown report."""
     if not results:
         return ""
+    from . import plots  # matplotlib: loaded by the commands that draw
+
     rows = report.summarize(results)
     protocol = results[0].record.get("protocol", "")
     write_text(out / "cells.csv", report.cells_csv(results))

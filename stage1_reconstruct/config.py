@@ -234,14 +234,15 @@ class Stage1Config:
         require(self.max_users is None or self.max_users >= 4, self, "max_users", "need at least 4")
         require(self.untuned_baseline in UNTUNED_BASELINES, self, "untuned_baseline", "use none, head or head+proj")
         require(self.kmeans_algorithm in KMEANS, self, "kmeans_algorithm", "use auto, kmeans or minibatch")
-        from transformers import SchedulerType
+        if self.lr_schedule not in ("cosine", "linear", "constant", "constant_with_warmup"):  # else load transformers
+            from transformers import SchedulerType
 
-        require(
-            self.lr_schedule in {s.value for s in SchedulerType},
-            self,
-            "lr_schedule",
-            "not a transformers scheduler; use cosine, linear, constant_with_warmup or another SchedulerType name",
-        )
+            require(
+                self.lr_schedule in {s.value for s in SchedulerType},
+                self,
+                "lr_schedule",
+                "not a transformers scheduler; use cosine, linear, constant_with_warmup or another SchedulerType name",
+            )
 
     def validate(self) -> Stage1Config:
         """Checked on construction (__post_init__); kept so callers can chain it."""
