@@ -4,34 +4,22 @@
 backbone scores users against. Swapping the module (ID table, cluster index, LLM table,
 gated fusion) never touches scoring code.
 
-Fusions (TSLRec stage 2). With e_id = E_id[i] (random init, trained), e_llm = W_p x_i + b_p
-(x_i the exported LLM embedding, W_p trained), c_i the item's pre-grouping cluster:
-  base          e = e_id
-  ci            e = e_id + E_c[c_i]                              (the paper's CI variant)
-  gate          g = sigmoid(W_g [e_id ; e_llm] + b_g) in R^H      (TSLRec, element-wise gate)
-                e = g * e_llm + (1 - g) * e_id
-  scalar-gate   a = sigmoid(w), one learned scalar; e = a * e_llm + (1 - a) * e_id
-  add           e = e_id + e_llm
-  concat        e = W_c [e_id ; e_llm] + b_c
-  llm-only      e = e_llm                                         (no ID table)
-  gate-matched  gate, with e_llm = W_p z_i, z_i = x_i standardised per dimension over the items and W_p drawn
-                N(0, 0.02^2 / D): e_llm starts at the ID table's scale (std 0.02), where gate's starts ~50x larger
-  gate-input    gate for the input items; users are scored against the ID table alone
-The LLM table x is frozen by default (`finetune_llm_table=False`); W_p is always trained.
+Fusions (TSLRec stage 2) are `Fusion` classes registered by name with `@register_fusion`: `base` (the ID table,
+e = e_id = E_id[i]) here, the others in backbones/fusions/, one family per file, each class with its formula.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import nn
 
 from tslrec.core.errors import InputError
 
-FUSIONS = ("base", "ci", "gate", "scalar-gate", "add", "concat", "llm-only", "gate-matched", "gate-input")
-LLM_FUSIONS = FUSIONS[2:]  # the fusions that read an LLM item table
-GATED = ("gate", "gate-matched", "gate-input")  # g = sigmoid(W_g [e_id ; e_llm] + b_g), e = g e_llm + (1 - g) e_id
 ID_INIT_STD = 0.02  # IDEmbedding's init
 
 
@@ -45,10 +33,46 @@ class FusionConfig:
     )
 
 
-class IDEmbedding(nn.Module):
+class Fusion(nn.Module):
+    """An item-embedding module, built as cls(num_items, hidden, cfg, llm_table, clusters); says what it reads."""
+
+    reads_llm_table: ClassVar[bool] = False  # an LLM item table [N+1, D] (SideInfoConfig.item_embeddings)
+    reads_clusters: ClassVar[bool] = False  # a k-means group per item [N+1] (SideInfoConfig.clusters)
+    num_items: int
+
+    def table(self) -> torch.Tensor:  # [N+1, H]
+        return self(torch.arange(self.num_items + 1, device=next(self.parameters()).device))
+
+
+F = TypeVar("F", bound=type[Fusion])
+FUSIONS: dict[str, type[Fusion]] = {}  # name -> class: base, then backbones/fusions/ in file order
+
+
+def register_fusion(name: str) -> Callable[[F], F]:
+    """Class decorator: `name` becomes a fusion, a value of --fusion and --fusions."""
+
+    def register(cls: F) -> F:
+        FUSIONS[name] = cls
+        return cls
+
+    return register
+
+
+def fusion_class(kind: str) -> type[Fusion]:
+    if kind not in FUSIONS:
+        raise InputError(f"FusionConfig.kind: unknown fusion '{kind}'; choose one of {', '.join(FUSIONS)}")
+    return FUSIONS[kind]
+
+
+def llm_table_fusions() -> list[str]:
+    return [name for name, cls in FUSIONS.items() if cls.reads_llm_table]
+
+
+@register_fusion("base")
+class IDEmbedding(Fusion):
     """A plain ID table; row 0 is padding and stays zero."""
 
-    def __init__(self, num_items: int, hidden: int):
+    def __init__(self, num_items: int, hidden: int, *side_information: object):  # which base does not read
         super().__init__()
         self.weight = nn.Embedding(num_items + 1, hidden, padding_idx=0)
         nn.init.normal_(self.weight.weight, std=ID_INIT_STD)
@@ -62,101 +86,16 @@ class IDEmbedding(nn.Module):
         return self.weight.weight
 
 
-class FusedItemEmbedding(nn.Module):
-    """ID embedding fused with side information (cluster index or LLM table); see the module docstring."""
-
-    def __init__(
-        self,
-        num_items: int,
-        hidden: int,
-        cfg: FusionConfig,
-        llm_table: torch.Tensor | None = None,
-        clusters: torch.Tensor | None = None,
-    ):
-        super().__init__()
-        if cfg.kind not in FUSIONS:
-            raise InputError(f"FusionConfig.kind: unknown fusion '{cfg.kind}'; choose one of {', '.join(FUSIONS)}")
-        self.kind = cfg.kind
-        self.num_items = num_items
-        self.id = IDEmbedding(num_items, hidden) if cfg.kind != "llm-only" else None
-        if cfg.kind == "ci":
-            if clusters is None or clusters.shape != (num_items + 1,):
-                raise InputError(
-                    f"fusion 'ci': needs one cluster index per item ({num_items + 1} rows with padding); "
-                    "pass the stage-1 group map"
-                )
-            self.register_buffer("clusters", clusters.long().clamp(min=0))  # [N+1]
-            self.cluster_emb = nn.Embedding(int(clusters.max()) + 1, hidden)
-            nn.init.normal_(self.cluster_emb.weight, std=0.02)
-        if cfg.kind in LLM_FUSIONS:
-            if llm_table is None or llm_table.shape[0] != num_items + 1:
-                raise InputError(
-                    f"fusion '{cfg.kind}': needs an LLM item table with {num_items + 1} rows (row 0 = padding); "
-                    "pass the stage-2 export"
-                )
-            table = llm_table.float().clone()
-            table[0] = 0.0
-            if cfg.kind == "gate-matched":
-                table[1:] = standardised(table[1:])
-            if cfg.finetune_llm_table:
-                self.llm_table = nn.Parameter(table)  # [N+1, D]
-            else:
-                self.register_buffer("llm_table", table)  # [N+1, D]
-            self.proj = nn.Linear(table.shape[1], hidden)
-            if cfg.kind == "gate-matched":
-                nn.init.normal_(self.proj.weight, std=ID_INIT_STD / table.shape[1] ** 0.5)
-                nn.init.zeros_(self.proj.bias)
-                self.proj.keeps_own_init = True  # the backbone's init_weights must not redraw it
-            if cfg.kind in GATED:
-                self.gate = nn.Linear(2 * hidden, hidden)
-            elif cfg.kind == "scalar-gate":
-                self.gate_logit = nn.Parameter(torch.zeros(()))
-            elif cfg.kind == "concat":
-                self.merge = nn.Linear(2 * hidden, hidden)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # [...] -> [..., H]
-        e_id = self.id(ids) if self.id is not None else None
-        if self.kind == "base":
-            return e_id
-        if self.kind == "ci":
-            return e_id + self.cluster_emb(self.clusters[ids]) * (ids > 0).unsqueeze(-1)  # padding stays 0
-        e_llm = self.proj(self.llm_table[ids]) * (ids > 0).unsqueeze(-1)  # [..., H], padding stays 0
-        if self.kind == "llm-only":
-            return e_llm
-        if self.kind == "add":
-            return e_id + e_llm
-        if self.kind == "concat":
-            return self.merge(torch.cat([e_id, e_llm], dim=-1)) * (ids > 0).unsqueeze(-1)
-        if self.kind == "scalar-gate":
-            a = torch.sigmoid(self.gate_logit)
-            return a * e_llm + (1 - a) * e_id
-        g = torch.sigmoid(self.gate(torch.cat([e_id, e_llm], dim=-1)))  # [..., H]
-        return g * e_llm + (1 - g) * e_id
-
-    def table(self) -> torch.Tensor:  # [N+1, H]
-        if self.kind == "gate-input":
-            return self.id.table()
-        ids = torch.arange(self.num_items + 1, device=self._device())
-        return self.forward(ids)
-
-    def _device(self) -> torch.device:
-        return next(self.parameters()).device
-
-
-def standardised(x: torch.Tensor) -> torch.Tensor:
-    """x [N, D] with each column at mean 0 and std 1 over the N rows (a constant column stays 0)."""
-    return (x - x.mean(0)) / x.std(0).clamp(min=1e-6)
-
-
 def build_item_embedding(
     num_items: int,
     hidden: int,
     cfg: FusionConfig | None = None,
     llm_table: torch.Tensor | None = None,
     clusters: torch.Tensor | None = None,
-) -> nn.Module:
-    """The seam's factory: a plain ID table for 'base', a fused module otherwise."""
+) -> Fusion:
+    """The seam's factory: the module of fusion `cfg.kind` (a plain ID table for 'base')."""
     cfg = cfg or FusionConfig()
-    if cfg.kind == "base":
-        return IDEmbedding(num_items, hidden)
-    return FusedItemEmbedding(num_items, hidden, cfg, llm_table=llm_table, clusters=clusters)
+    return fusion_class(cfg.kind)(num_items, hidden, cfg, llm_table, clusters)
+
+
+importlib.import_module(".fusions", __package__)  # registers the fusions in backbones/fusions/

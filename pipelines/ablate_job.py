@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.item_embedding import FUSIONS
+from tslrec.backbones.item_embedding import FUSIONS, llm_table_fusions
 from tslrec.backbones.registry import BACKBONES
 from tslrec.core.artifacts import atomic_path, write_json
 from tslrec.core.errors import InputError
@@ -51,7 +51,6 @@ from .ablation_grid import (
 from .options import Command
 from .run_folders import is_train_folder
 from .side_information import (
-    LLM_FUSIONS,
     SideInfoConfig,
     groups_source,
     item_table_sources,
@@ -122,10 +121,10 @@ class AblateJob(BackboneSettings):
         require(self.workers >= 1, self, "workers", "need at least 1")
         require(self.activity_groups >= 1, self, "activity_groups", "need at least 1")
         require(
-            not self.side.finetune_llm_table or bool(set(kinds) & set(LLM_FUSIONS)),
+            not self.side.finetune_llm_table or bool(set(kinds) & set(llm_table_fusions())),
             self,
             "fusions",
-            f"none reads an LLM table ({', '.join(LLM_FUSIONS)}), so --finetune-llm-table has nothing to train",
+            f"none reads an LLM table ({', '.join(llm_table_fusions())}), so --finetune-llm-table has nothing to train",
         )
         labels = list(item_table_sources(self.side.item_embeddings))
         if labels:  # a source named in --fusions must be given (checked again, with none given, when the grid runs)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from tslrec.backbones.item_embedding import fusion_class, llm_table_fusions
 from tslrec.core.artifacts import load_tensors, read_json, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.settings import settings_of
@@ -44,7 +45,7 @@ from . import train_job
 
 if TYPE_CHECKING:
     from .ablate_job import AblateJob
-from .side_information import LLM_FUSIONS, TUNED, SideInfoConfig, groups_source, item_table_sources
+from .side_information import TUNED, SideInfoConfig, groups_source, item_table_sources
 
 try:
     import fcntl
@@ -110,7 +111,7 @@ def grid_variants(fusions: list[str], labels: list[str]) -> list[tuple[str, str 
     out: list[tuple[str, str | None]] = []
     for spec in fusions:
         fusion, source = parse_fusion(spec)
-        if fusion not in LLM_FUSIONS:
+        if fusion not in llm_table_fusions():
             if source is not None:
                 raise InputError(f"AblateJob.fusions: {fusion} reads no item table; write {fusion}, not {spec}")
             out.append((fusion, None))
@@ -176,7 +177,7 @@ def recorded_sources(value: Any) -> dict[str, str]:
 
 def recorded_digests(digests: dict) -> dict:
     """Digests keyed fusion:source; a grid made before sources keyed a table-reading fusion alone (source tuned)."""
-    return {f"{k}:{TUNED}" if k in LLM_FUSIONS else k: v for k, v in digests.items()}
+    return {f"{k}:{TUNED}" if k in llm_table_fusions() else k: v for k, v in digests.items()}
 
 
 def deprecated_keys(job: AblateJob) -> dict[str, tuple[str, Any, Any]]:
@@ -277,14 +278,16 @@ def discard_cells(out: Path) -> None:
 def cell_side(side: SideInfoConfig, fusion: str, source: str | None, unlabelled: bool = False) -> SideInfoConfig:
     """The side-information settings of one cell: the one item table it reads (labelled, so its variant names it;
     bare for an older grid's unlabelled source), the `tuned` one for ci's groups, none for base."""
-    sources = item_table_sources(side.item_embeddings)
+    sources, fusion_type = item_table_sources(side.item_embeddings), fusion_class(fusion)
     if source is not None:
         table = [sources[source] if unlabelled else f"{source}={sources[source]}"]
-    elif fusion == "ci" and side.clusters is None and sources:
+    elif fusion_type.reads_clusters and side.clusters is None and sources:
         table = [groups_source(sources)]
     else:
         table = None
-    return replace(side, item_embeddings=table, finetune_llm_table=side.finetune_llm_table and fusion in LLM_FUSIONS)
+    return replace(
+        side, item_embeddings=table, finetune_llm_table=side.finetune_llm_table and fusion_type.reads_llm_table
+    )
 
 
 def cell_job(job: AblateJob, cell: Cell, folder: Path) -> train_job.TrainJob:

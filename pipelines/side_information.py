@@ -1,6 +1,6 @@
 """What a fusion needs besides item IDs, read from files and checked against the dataset.
 
---item-embeddings DIR   the LLM item table of the fusions in LLM_FUSIONS (gate, ...): a `tslrec stage2`
+--item-embeddings DIR   the LLM item table of the fusions that read one (gate, ...): a `tslrec stage2`
                         export, or a `tslrec train --export-item-embeddings` folder (its own item table, e.g.
                         the stage-0 SASRec's: the no-LLM control). `tslrec ablate` takes several labelled
                         sources, `tuned=DIR,stage0=DIR` (a bare DIR is labelled `tuned`); `tslrec train` one.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.item_embedding import LLM_FUSIONS, FusionConfig
+from tslrec.backbones.item_embedding import FusionConfig, fusion_class, llm_table_fusions
 from tslrec.core.artifacts import load_tensors, read_json
 from tslrec.core.errors import InputError
 from tslrec.data import SequenceDataset
@@ -40,7 +40,7 @@ class SideInfoConfig:
         default=None,
         metadata={
             "help": (
-                f"item table of {', '.join(LLM_FUSIONS)}: a `tslrec stage2` export or a `tslrec train "
+                f"item table of {', '.join(llm_table_fusions())}: a `tslrec stage2` export or a `tslrec train "
                 "--export-item-embeddings` folder; `tslrec ablate` takes several, label=PATH,... (a bare PATH is "
                 f"labelled {TUNED})"
             )
@@ -125,7 +125,7 @@ class SideInformation:
     @property
     def variant(self) -> str:
         """Name in results: the fusion, ':label' of a labelled item table, '+finetune' when the table is trained."""
-        label = f":{self.label}" if self.label and self.fusion.kind in LLM_FUSIONS else ""
+        label = f":{self.label}" if self.label and self.fusion.kind in llm_table_fusions() else ""
         return self.fusion.kind + label + ("+finetune" if self.fusion.finetune_llm_table else "")
 
     def record(self) -> dict:
@@ -143,14 +143,15 @@ def load_side_information(
     """Read and validate only what `fusion` needs; a missing or mismatched file is a one-line InputError.
 
     item_embeddings: one item table, an export or a `tslrec train` folder; label: its name in the variant."""
-    if finetune_llm_table and fusion not in LLM_FUSIONS:
+    fusion_type = fusion_class(fusion)
+    if finetune_llm_table and not fusion_type.reads_llm_table:
         raise InputError(
             f"SideInfoConfig.finetune_llm_table: fusion '{fusion}' has no LLM table; use it with "
-            f"{', '.join(LLM_FUSIONS)}"
+            f"{', '.join(llm_table_fusions())}"
         )
     side = SideInformation(FusionConfig(kind=fusion, finetune_llm_table=finetune_llm_table), label=label)
     export: ItemEmbeddingFile | None = None
-    if fusion in LLM_FUSIONS or (fusion == "ci" and clusters is None and item_embeddings is not None):
+    if fusion_type.reads_llm_table or (fusion_type.reads_clusters and clusters is None and item_embeddings is not None):
         if item_embeddings is None:
             raise InputError(
                 f"fusion {fusion} needs SideInfoConfig.item_embeddings (the output folder of `tslrec stage2`)"
@@ -168,9 +169,9 @@ def load_side_information(
             "source": export.manifest.get("source", {}),
             **({"label": label} if label else {}),
         }
-    if fusion in LLM_FUSIONS:
+    if fusion_type.reads_llm_table:
         side.llm_table = export.embeddings
-    if fusion == "ci":
+    if fusion_type.reads_clusters:
         if clusters is not None:
             side.clusters = load_clusters(clusters, ds)
             side.sources["clusters"] = str(Path(clusters).resolve())
@@ -180,7 +181,7 @@ def load_side_information(
         else:
             where = f"{item_embeddings} has no item_groups; " if item_embeddings else ""
             raise InputError(
-                f"fusion ci: {where}set SideInfoConfig.clusters (a `tslrec stage1` folder or its {STAGE1_GROUPS})"
+                f"fusion {fusion}: {where}set SideInfoConfig.clusters (a `tslrec stage1` folder or its {STAGE1_GROUPS})"
             )
     return side
 
