@@ -178,7 +178,7 @@ def run_ablation(job: AblateJob, train: bool = True) -> AblateOutcome:
     settings = {**shared_settings(job), ITEM_TABLES: sources or None, **({DIGESTS: digests} if digests else {})}
     default_job = AblateJob(dataset=job.dataset)
     unlabelled = check_settings(
-        out, settings, shared_settings(default_job), force=job.force, old_keys=deprecated_keys(default_job)
+        out, settings, shared_settings(default_job, before=True), force=job.force, old_keys=deprecated_keys(default_job)
     )
     cells = make_grid(job.backbones, variants, [job.train.seed + i for i in range(job.seeds)], unlabelled)
     if job.list_cells:

@@ -5,13 +5,12 @@ One checkpoint folder holds:
     optimizer.safetensors   optimizer state tensors, keyed "<param index>.<name>"
     best.safetensors        trainable parameters of the best validation so far (if any)
     state.json              step counters, scheduler state, optimizer param groups, history, RNG (CPU, and
-                            CUDA when the model is there), the settings fingerprint
+                            CUDA when the model is there), the run's settings (core.run_settings)
 The folder is written next to its final place and renamed, so a kill never leaves half a checkpoint.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -24,7 +23,6 @@ from torch import nn
 from tslrec.core.artifacts import load_tensors, read_json, save_tensors, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.modules import load_trainable_state, trainable_state
-from tslrec.core.settings import as_recorded_before
 
 
 def save_checkpoint(
@@ -118,27 +116,3 @@ def load_checkpoint(
 
 def _device_of(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
-def config_fingerprint(obj: Any) -> str:
-    """Stable string of a JSON-able config, for 'same settings?' checks on resume (json.loads gives it back)."""
-    return json.dumps(obj, sort_keys=True, default=str)
-
-
-CONFIG_SECTIONS = {"stage1": "Stage1Config", "llm": "LLMConfig"}  # config.json keys -> names in error messages
-
-
-def check_same_config(source: str | Path, saved: dict[str, Any], config: dict[str, Any], what: str) -> None:
-    """InputError naming the first setting that differs between a saved stage 1 config and this run's
-    (e.g. `Stage1Config.lr=0.0005, now 0.001`), with the fix: --force or another --out. A setting added since the
-    run was recorded is no change while it is at the value runs behaved as before it (as_recorded_before)."""
-    from tslrec.backbones.training import refuse_changed_settings, setting_changes
-    from tslrec.llm.loading import LLMConfig
-
-    from .config import Stage1Config
-
-    def named(c: dict[str, Any]) -> dict[str, Any]:
-        return {CONFIG_SECTIONS.get(k, k): v for k, v in json.loads(config_fingerprint(c)).items()}
-
-    before = {"Stage1Config": as_recorded_before(Stage1Config()), "LLMConfig": as_recorded_before(LLMConfig())}
-    refuse_changed_settings(source, setting_changes(named(saved), named(config), before), what)

@@ -46,16 +46,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from tslrec.core.artifacts import package_versions, read_json, resolve_device, save_tensors, write_json
-from tslrec.core.errors import InputError
 from tslrec.core.modules import load_trainable_state, trainable_state
 from tslrec.core.precision import autocast, resolved
+from tslrec.core.run_settings import RunSettings, canonical, plain
 from tslrec.core.run_state import RunState
-from tslrec.core.settings import upgrade_recorded
 from tslrec.llm.loading import LLMConfig, load_llm
 from tslrec.llm.soft_prompt import ItemTokens, tokenize_item_texts
 
 from .baselines import mean_embedding_baseline, untuned_head_baseline
-from .checkpointing import check_same_config, config_fingerprint, find_checkpoint, load_checkpoint, save_checkpoint
+from .checkpointing import find_checkpoint, load_checkpoint, save_checkpoint
 from .config import Stage1Config
 from .data import (
     Stage1Data,
@@ -90,7 +89,7 @@ class Stage1State(RunState):
 
     train_tokens: int = 0  # LLM input tokens in training passes (this process until the end, then all of them)
     train_passes: int = 0  # LLM forward passes in training
-    fingerprint: str = ""  # the settings the run started with (config_fingerprint); a resume with others is refused
+    fingerprint: str = ""  # the settings the run started with (canonical JSON); a resume with others is refused
 
 
 @dataclass
@@ -268,8 +267,7 @@ def _prepare_out_dir(out_dir: Path, config: dict[str, Any], data: Stage1Data, fo
         for stale in out_dir.glob(f".{name}.*"):  # temp folders of a killed save
             shutil.rmtree(stale, ignore_errors=True)
     saved = out_dir / CONFIG_FILE
-    earlier = _upgraded(read_json(saved, "stage 1 config")) if saved.is_file() else config
-    if config_fingerprint(earlier) != config_fingerprint(config):
+    if saved.is_file() and stage1_settings(config).changes(_named(read_json(saved, "stage 1 config"))):
         (out_dir / BASELINE_CACHE).unlink(missing_ok=True)  # computed under other settings
     write_json(out_dir / CONFIG_FILE, config)
     save_tensors(
@@ -431,7 +429,7 @@ class _Stage1Run:
         self.scheduler = get_scheduler(
             cfg.lr_schedule, optimizer, num_warmup_steps=warmup, num_training_steps=self.total_steps
         )
-        self.state = Stage1State(fingerprint=config_fingerprint(self.config))
+        self.state = Stage1State(fingerprint=canonical(self.config))
 
     def resume(self) -> None:
         """Continue the current phase from its checkpoint, if one was written (with other settings: InputError)."""
@@ -765,10 +763,8 @@ def _finished_metrics(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] |
     if not (out_dir / METRICS_FILE).is_file():
         return None
     saved_path = out_dir / CONFIG_FILE
-    saved = _upgraded(read_json(saved_path, "stage 1 config")) if saved_path.is_file() else {}
-    if config_fingerprint(saved) == config_fingerprint(config):
-        return read_json(out_dir / METRICS_FILE, "stage 1 metrics")
-    check_same_config(saved_path, saved, config, "finished stage 1 run")  # only settings added since differ
+    saved = read_json(saved_path, "stage 1 config") if saved_path.is_file() else {}
+    stage1_settings(config).refuse(saved_path, _named(saved), "finished stage 1 run")
     return read_json(out_dir / METRICS_FILE, "stage 1 metrics")
 
 
@@ -778,22 +774,21 @@ def _check_checkpoint(folder: Path, config: dict[str, Any]) -> Path | None:
     if ckpt is None:
         return None
     saved = read_json(ckpt / "state.json", "checkpoint state").get("fingerprint")
-    if saved is None:
-        raise InputError(
-            f"{ckpt}: this checkpoint records no settings (written by an older tslrec), so resuming "
-            "could mix two configurations; to start over pass --force (force=True from Python)"
-        )
-    saved = config_fingerprint(_upgraded(json.loads(saved)))
-    if saved != config_fingerprint(config):
-        check_same_config(ckpt, json.loads(saved), config, "checkpoint")
+    stage1_settings(config).refuse(ckpt, _named(json.loads(saved)) if saved else None, "checkpoint")
     return ckpt
 
 
-def _upgraded(saved: dict[str, Any]) -> dict[str, Any]:
-    """A recorded config.json with the Stage1Config settings an older version named otherwise under today's names."""
-    if not isinstance(saved.get("stage1"), dict):
-        return saved
-    return {**saved, "stage1": upgrade_recorded(Stage1Config(), saved["stage1"])}
+SECTIONS = {"stage1": "Stage1Config", "llm": "LLMConfig"}  # config.json keys -> names in error messages
+
+
+def _named(config: dict[str, Any]) -> dict[str, Any]:
+    return {SECTIONS.get(k, k): v for k, v in config.items()}
+
+
+def stage1_settings(config: dict[str, Any]) -> RunSettings:
+    """The settings of a stage 1 run (config.json's, sections named by their configs): what its checkpoints and
+    finished folder are tied to. A setting config.json leaves out reads as its `before` value (core.run_settings)."""
+    return RunSettings(plain(_named(config)), {"Stage1Config": Stage1Config(), "LLMConfig": LLMConfig()})
 
 
 def _discard_run(out_dir: Path) -> None:
