@@ -42,14 +42,9 @@ def plain(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def canonical(obj: Any) -> str:
-    """A stable text of a JSON-able value (keys sorted): equal values give equal texts."""
-    return json.dumps(obj, sort_keys=True, default=str)
-
-
 def digest(obj: Any) -> str:
-    """Hex sha256 of canonical(obj)."""
-    return hashlib.sha256(canonical(obj).encode()).hexdigest()
+    """Hex sha256 of a JSON-able value, keys sorted: equal values give equal digests."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def flatten(settings: Mapping, prefix: str = "") -> dict[str, Any]:

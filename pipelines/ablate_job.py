@@ -14,8 +14,6 @@ per source (`gate` -> gate:tuned, gate:stage0) unless it names one (`gate:stage0
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from tslrec.backbones.registry import BACKBONES
 from tslrec.core.artifacts import atomic_path, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.precision import resolved
+from tslrec.core.run_settings import digest
 from tslrec.core.settings import require
 from tslrec.stage2_augment.analysis import CategoryAgreement, activity_groups, category_agreement
 from tslrec.stage2_augment.embedding_file import load_item_embeddings
@@ -160,7 +159,7 @@ def variant_digests(side: SideInfoConfig, variants: list[tuple[str, str | None]]
         tensors = {k: v for k, v in side_information_fingerprint(info).items() if k != "fusion" and v}
         if tensors:
             key = fusion if source is None else f"{fusion}:{source}"
-            digests[key] = hashlib.sha256(json.dumps(tensors, sort_keys=True).encode()).hexdigest()
+            digests[key] = digest(tensors)
     return digests
 
 

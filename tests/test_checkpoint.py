@@ -116,3 +116,13 @@ def test_a_lite_run_continued_from_its_checkpoint_ends_bit_identical(lite_llama_
     assert res.steps == ref.steps == 8 and res.best_step == ref.best_step
     assert [h["loss"] for h in res.history] == [h["loss"] for h in ref.history]
     assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_a_stage1_checkpoint_folder_of_an_older_tslrec_is_refused_in_one_line(tmp_path):
+    from tslrec.stage1_reconstruct.training import _older_checkpoints
+
+    _older_checkpoints(tmp_path)  # none: fine
+    (tmp_path / "checkpoint_all_users.old").mkdir()
+    with pytest.raises(InputError, match=r"checkpoint_all_users: .*older tslrec.*--force") as e:
+        _older_checkpoints(tmp_path)
+    assert "\n" not in str(e.value)

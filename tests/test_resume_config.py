@@ -290,7 +290,7 @@ def test_stage1_refuses_another_lr_and_force_starts_over(tiny_llm_cfg, tmp_path)
 
     with pytest.raises(Killed):
         train_stage1(TABLE, SEQS, out, stage1_cfg(), tiny_llm_cfg, device="cpu", on_step=kill_at_3, progress=False)
-    assert read_json(out / "checkpoint" / "state.json")["step"] == 2
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["state"]["step"] == 2
     with pytest.raises(InputError, match=r"Stage1Config\.lr=0\.005, now 0\.001; .*--force.*another --out") as e:
         train_stage1(TABLE, SEQS, out, stage1_cfg(lr=1e-3), tiny_llm_cfg, device="cpu", progress=False)
     assert "\n" not in str(e.value)
