@@ -13,7 +13,6 @@ reductions (and so, eventually, of the result).
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -24,12 +23,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tslrec.core.artifacts import atomic_path
-from tslrec.core.errors import DivergedError, InputError
+from tslrec.core.checkpoint import Checkpoint
+from tslrec.core.errors import DivergedError
 from tslrec.core.modules import eval_mode, peak_memory_mb
 from tslrec.core.precision import autocast, precision_field, resolve_precision, resolved
+from tslrec.core.run_settings import RunSettings, plain
 from tslrec.core.run_state import RunState
-from tslrec.core.settings import as_recorded_before, require, upgrade_recorded
+from tslrec.core.settings import require
 from tslrec.data.splits import BATCHING, WINDOWS, EvalSplit, LeaveOneOutSplits, epoch_batches, target_weights
 from tslrec.evaluation.ranking import EvalConfig, EvalResult, evaluate, is_metric_name
 
@@ -137,94 +137,28 @@ def evaluate_split(model: SequentialRecommender, split: EvalSplit, cfg: EvalConf
         return evaluate(score_users(model, cfg.precision), split, cfg, device=device)
 
 
-class _Missing:
-    """A setting absent on one side of a comparison."""
-
-    def __repr__(self) -> str:
-        return "<unset>"
-
-
-MISSING = _Missing()
 GROWABLE = "TrainConfig.epochs"  # may grow on resume (see the module docstring)
 
 
-def _flatten(settings: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in settings.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def setting_changes(old: dict, new: dict, before: dict | None = None) -> list[tuple[str, Any, Any]]:
-    """(dotted name, old value, new value) of every setting that differs between two nested settings dicts,
-    in the order of `new` (then the settings only `old` has). A setting `old` lacks (added to the code since)
-    is no change when `new` has the value that `before` says runs behaved as before it existed."""
-    a, b, d = _flatten(old), _flatten(new), _flatten(before or {})
-    return [
-        (k, a.get(k, MISSING), b.get(k, MISSING))
-        for k in [*b, *(k for k in a if k not in b)]
-        if a.get(k, MISSING) != b.get(k, MISSING) and not (k not in a and k in d and b[k] == d[k])
-    ]
-
-
-def run_setting_changes(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
-    """setting_changes between a run's recorded settings (resume_settings) and this run's: the model settings
-    its model class does not read are left out on both sides, and a setting added since counts as the value runs
-    behaved as before it (as_recorded_before), for every config alike; a setting recorded under an older name is
-    read under its new one (upgrade_recorded)."""
-    model = saved.get("model")
-    saved = dict(saved)
-    configs = {"TrainConfig": TrainConfig(), "EvalConfig": EvalConfig(), "BackboneConfig": BackboneConfig()}
-    for name, config in configs.items():
-        if isinstance(saved.get(name), dict):
-            saved[name] = upgrade_recorded(config, saved[name])
-    if isinstance(saved.get("BackboneConfig"), dict):
-        saved["BackboneConfig"] = settings_read_by(saved["BackboneConfig"], [model])
-    before = {name: as_recorded_before(config) for name, config in configs.items()}
-    return setting_changes(saved, current, plain(before))
-
-
-def refuse_changed_settings(source: str | Path, changes: list[tuple[str, Any, Any]], what: str = "checkpoint") -> None:
-    """One-line InputError naming the first changed setting (if any) and the two ways out."""
-    if not changes:
-        return
-    key, old, new = changes[0]
-    more = f" (and {len(changes) - 1} other setting{'s' if len(changes) > 2 else ''})" if len(changes) > 1 else ""
-    raise InputError(
-        f"{source}: this {what} was written with {key}={old!r}, now {new!r}{more}; to start over and "
-        f"discard it pass --force (force=True from Python), or write to another --out"
-    )
-
-
-def plain(obj: Any) -> Any:
-    """`obj` as JSON types only (dicts, lists, strings, numbers, None): safe for torch.load(weights_only=True)."""
-    return json.loads(json.dumps(obj, default=str))
-
-
-def resume_settings(model: SequentialRecommender, cfg: TrainConfig, eval_cfg: EvalConfig, extra: dict | None) -> dict:
-    """The settings a checkpoint is tied to: model class and config, train and eval config, plus the caller's."""
-    settings: dict[str, Any] = {"model": type(model).__name__}
+def run_settings(
+    model: SequentialRecommender, cfg: TrainConfig, eval_cfg: EvalConfig, extra: dict | None
+) -> RunSettings:
+    """The settings a checkpoint or finished run is tied to: the model class and the settings of its config it
+    reads, train and eval config, plus the caller's (JSON-able values)."""
+    values: dict[str, Any] = {"model": type(model).__name__}
     if is_dataclass(getattr(model, "cfg", None)):
-        settings["BackboneConfig"] = settings_read_by(asdict(model.cfg), [type(model).__name__])
-    settings.update(TrainConfig=asdict(cfg), EvalConfig=asdict(eval_cfg), **(extra or {}))
-    return plain(settings)
+        values["BackboneConfig"] = settings_read_by(asdict(model.cfg), [type(model).__name__])
+    values.update(TrainConfig=asdict(cfg), EvalConfig=asdict(eval_cfg), **(extra or {}))
+    configs = {"TrainConfig": TrainConfig(), "EvalConfig": EvalConfig(), "BackboneConfig": BackboneConfig()}
+    return RunSettings(plain(values), configs, growable=(GROWABLE,), read=_as_read_by_its_model)
 
 
-def _check_resume(ckpt: Path, saved: Any, settings: dict, epochs_done: int) -> None:
-    if not isinstance(saved, dict):
-        raise InputError(
-            f"{ckpt}: this checkpoint records no settings (written by an older tslrec), so resuming could "
-            "mix two configurations; to start over pass --force (force=True from Python)"
-        )
-    changes = [
-        c
-        for c in run_setting_changes(saved, settings)
-        if not (c[0] == GROWABLE and isinstance(c[2], int) and c[2] >= epochs_done)
-    ]
-    refuse_changed_settings(ckpt, changes)
+def _as_read_by_its_model(saved: dict) -> dict:
+    """A recorded run's settings less the model settings its model class does not read (a Caser setting does not
+    bind a SASRec run; an older version recorded them all)."""
+    if isinstance(saved.get("BackboneConfig"), dict):
+        return {**saved, "BackboneConfig": settings_read_by(saved["BackboneConfig"], [saved.get("model")])}
+    return saved
 
 
 def train(
@@ -251,7 +185,7 @@ def train(
     (e.g. `TrainConfig.lr`). force: discard an existing checkpoint and start over.
     """
     cfg, eval_cfg = resolved(cfg, device), resolved(eval_cfg or EvalConfig(), device)  # what `auto` is here
-    current = resume_settings(model, cfg, eval_cfg, settings)
+    current = run_settings(model, cfg, eval_cfg, settings)
     torch.manual_seed(cfg.seed)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -259,35 +193,18 @@ def train(
     earlier_seconds = 0.0  # what the processes before a resume spent (their epochs are in `state`)
     best_weights = copy.deepcopy(model.state_dict())
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1) if cfg.loss == "bce" else None
-    ckpt = Path(checkpoint) if checkpoint else None
+    ckpt = (
+        Checkpoint(checkpoint, current, device, generators={"gen": gen}, growable={GROWABLE: "epoch"})
+        if checkpoint
+        else None
+    )
     if ckpt is not None and force:
-        ckpt.unlink(missing_ok=True)
-    if ckpt is not None and ckpt.is_file():
-        try:
-            saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-            epochs_done = int(saved["state"]["epoch"])
-        except Exception as e:  # noqa: BLE001 - torch's weights-only reader raises many types on a damaged file
-            raise InputError(
-                f"{ckpt}: checkpoint is corrupt or truncated ({type(e).__name__}); "
-                "start over with --force (force=True from Python)"
-            ) from None
-        _check_resume(ckpt, saved.get("settings"), current, epochs_done)
-        try:
-            model.load_state_dict(saved["model"])
-            opt.load_state_dict(saved["optimizer"])
-        except Exception as e:  # noqa: BLE001 - a wrong key or shape is a RuntimeError, a damaged entry anything
-            raise InputError(
-                f"{ckpt}: checkpoint does not fit this model ({type(e).__name__}); "
-                "start over with --force (force=True from Python)"
-            ) from None
+        ckpt.discard()
+    saved = ckpt.load() if ckpt is not None else None
+    if saved is not None:
+        state = ckpt.restore(saved, model.load_state_dict, opt)
         best_weights = saved["best_model"]
-        state = RunState.from_dict(saved["state"], ckpt)
         earlier_seconds = state.elapsed
-        torch.set_rng_state(saved["rng"])
-        if device.type == "cuda" and saved.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(saved["cuda_rng"], device)
-        if gen is not None and saved.get("gen") is not None:
-            gen.set_state(saved["gen"])
     bar = tqdm(
         total=cfg.epochs,
         initial=state.epoch,
@@ -325,7 +242,7 @@ def train(
             valid = evaluate_split(model, splits.valid, eval_cfg, device)
         except DivergedError as e:
             raise DivergedError(
-                f"{ckpt or 'training'}: the model diverged in epoch {state.epoch + 1} ({e}); "
+                f"{checkpoint or 'training'}: the model diverged in epoch {state.epoch + 1} ({e}); "
                 "start over (--force) with a lower --lr or a --grad-clip"
             ) from None
         score = valid.metrics[eval_cfg.metric_key(cfg.select_metric)]
@@ -352,20 +269,7 @@ def train(
         if on_epoch is not None:
             on_epoch(state.history[-1], state.best_text())
         if ckpt is not None:
-            with atomic_path(ckpt) as tmp:
-                torch.save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "best_model": best_weights,
-                        "state": state.to_dict(),
-                        "rng": torch.get_rng_state(),
-                        "settings": current,
-                        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                        "gen": gen.get_state() if gen is not None else None,
-                    },
-                    tmp,
-                )
+            ckpt.save(model.state_dict(), opt, state, best_weights)
     bar.close()
     model.load_state_dict(best_weights)
     return TrainResult(
@@ -379,8 +283,3 @@ def train(
         peak_memory_mb=peak_memory_mb(device),
         earlier_seconds=earlier_seconds,
     )
-
-
-def config_dict(cfg) -> dict:
-    """A dataclass config as a plain dict (for manifests)."""
-    return asdict(cfg)

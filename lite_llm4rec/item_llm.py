@@ -56,10 +56,6 @@ class ItemLLMConfig:
         require(self.batch_size >= 1, self, "batch_size", "need at least 1")
         require(self.dtype in DTYPES, self, "dtype", f"use one of {', '.join(DTYPES)}")
 
-    def validate(self) -> ItemLLMConfig:
-        """Checked on construction (__post_init__); kept so callers can chain it."""
-        return self
-
 
 @torch.no_grad()
 def encode_texts(

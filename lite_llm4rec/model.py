@@ -94,10 +94,6 @@ class LiteConfig:
         require(0.0 <= self.lora_dropout < 1.0, self, "lora_dropout", "must be in [0, 1)")
         require(self.attention in ATTENTION, self, "attention", f"use one of {', '.join(ATTENTION)}")
 
-    def validate(self) -> LiteConfig:
-        """Checked on construction (__post_init__); kept so callers can chain it."""
-        return self
-
 
 def is_causal(body: nn.Module) -> bool:
     """True when the transformer's self-attention is causal (decoder LLMs), False for encoders (BERT, T5)
@@ -268,7 +264,6 @@ class LiteLLM4Rec(nn.Module):
 
 def build_lite_model(item_vectors: torch.Tensor, cfg: LiteConfig, llm_cfg: LLMConfig, seed: int = 0) -> LiteLLM4Rec:
     """Load the Recommendation LLM with stage 1's loader, add LoRA (or unfreeze it), a fresh adapter and head."""
-    cfg.validate()
     llm, tokenizer = load_llm(llm_cfg, kind=rec_llm_kind(llm_cfg))
     torch.manual_seed(seed)
     if cfg.finetune == "lora":

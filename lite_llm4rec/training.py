@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tslrec.core.artifacts import atomic_path
+from tslrec.core.checkpoint import Checkpoint
 from tslrec.core.errors import DivergedError, InputError
 from tslrec.core.modules import eval_mode, load_trainable_state, peak_memory_mb, trainable_state
 from tslrec.core.precision import autocast, precision_field, resolve_precision, resolved
+from tslrec.core.run_settings import RunSettings
 from tslrec.core.run_state import RunState
 from tslrec.core.settings import require
 from tslrec.data.splits import EvalSplit, LeaveOneOutSplits
@@ -90,9 +91,8 @@ class LiteTrainConfig:
         require(self.patience >= 1, self, "patience", "need at least 1")
         require(is_metric_name(self.select_metric), self, "select_metric", "use HR@K, Recall@K, NDCG@K or MRR@K")
 
-    def validate(self) -> LiteTrainConfig:
-        """Checked on construction (__post_init__); kept so callers can chain it."""
-        return self
+
+GROWABLE = ("LiteTrainConfig.epochs", "LiteTrainConfig.max_steps")  # a larger budget continues a run
 
 
 @dataclass
@@ -163,13 +163,18 @@ def train_lite(
     eval_cfg: EvalConfig | None = None,
     checkpoint: str | Path | None = None,
     progress: bool = True,
+    settings: dict | None = None,
+    force: bool = False,
 ) -> LiteTrainResult:
     """Train, validate every `eval_every` steps (or epoch), keep the best, evaluate test once.
 
     train_sequences: each user's training items (all but validation and test), internal ids.
     splits: leave-one-out valid/test inputs (history = most recent `max_len` items).
+    checkpoint: written at every validation with the settings it was trained under (`cfg`, `eval_cfg` and
+    `settings`: what else shapes the result, as dataclass configs or JSON-able values); a run started again with
+    the same ones resumes from it, with others it raises InputError naming the first changed one. A larger
+    `epochs` or `max_steps` continues the run. force: discard an existing checkpoint and start over.
     """
-    cfg.validate()
     cfg, eval_cfg = resolved(cfg, device), resolved(eval_cfg or EvalConfig(batch_size=64), device)
     model.to(device)
     model.train()
@@ -182,14 +187,16 @@ def train_lite(
     state = LiteRunState()
     earlier_seconds = 0.0  # what the processes before a resume spent (their steps are in `state`)
     best = trainable_state(model)
-    ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt is not None and ckpt.is_file():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-        load_trainable_state(model, saved["model"], checkpoint)
-        opt.load_state_dict(saved["optimizer"])
-        best, state = saved["best"], LiteRunState.from_dict(saved["state"], ckpt)
-        earlier_seconds = state.elapsed
-        torch.set_rng_state(saved["rng"])
+    ckpt = None
+    if checkpoint:
+        current = RunSettings.of({"LiteTrainConfig": cfg, "EvalConfig": eval_cfg, **(settings or {})}, GROWABLE)
+        ckpt = Checkpoint(checkpoint, current, device, growable=dict(zip(GROWABLE, ("epoch", "step"))))
+        if force:
+            ckpt.discard()
+    saved = ckpt.load() if ckpt is not None else None
+    if saved is not None:
+        state = ckpt.restore(saved, lambda w: load_trainable_state(model, w, checkpoint), opt, LiteRunState)
+        best, earlier_seconds = saved["best_model"], state.elapsed
 
     best_valid: list[EvalResult] = []  # the selected checkpoint's validation result (not recomputed at the end)
 
@@ -199,7 +206,8 @@ def train_lite(
             result = evaluate_lite(model, splits.valid, eval_cfg, device)
         except DivergedError as e:
             raise DivergedError(
-                f"{ckpt or 'training'}: the model diverged by step {state.step} ({e}); start over with a lower --lr"
+                f"{checkpoint or 'training'}: the model diverged by step {state.step} ({e}); "
+                "start over with a lower --lr"
             ) from None
         score = result.metrics[eval_cfg.metric_key(cfg.select_metric)]
         state.elapsed += time.perf_counter() - t0
@@ -219,17 +227,7 @@ def train_lite(
             best_valid[:] = [result]
         state.stopped = state.should_stop(cfg.patience)
         if ckpt is not None:
-            with atomic_path(ckpt) as tmp:
-                torch.save(
-                    {
-                        "model": trainable_state(model),
-                        "optimizer": opt.state_dict(),
-                        "best": best,
-                        "state": state.to_dict(),
-                        "rng": torch.get_rng_state(),
-                    },
-                    tmp,
-                )
+            ckpt.save(trainable_state(model), opt, state, best)
 
     bar = tqdm(
         total=total_steps,

@@ -14,8 +14,6 @@ per source (`gate` -> gate:tuned, gate:stage0) unless it names one (`gate:stage0
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from tslrec.backbones.registry import BACKBONES
 from tslrec.core.artifacts import atomic_path, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.precision import resolved
+from tslrec.core.run_settings import digest
 from tslrec.core.settings import require
 from tslrec.data import SequenceDataset, load_dataset
 from tslrec.formats.item_table import load_item_embeddings
@@ -158,7 +157,7 @@ def variant_digests(side: SideInfoConfig, variants: list[tuple[str, str | None]]
         tensors = {k: v for k, v in side_information_fingerprint(info).items() if k != "fusion" and v}
         if tensors:
             key = fusion if source is None else f"{fusion}:{source}"
-            digests[key] = hashlib.sha256(json.dumps(tensors, sort_keys=True).encode()).hexdigest()
+            digests[key] = digest(tensors)
     return digests
 
 
@@ -176,7 +175,7 @@ def run_ablation(job: AblateJob, train: bool = True) -> AblateOutcome:
     settings = {**shared_settings(job), ITEM_TABLES: sources or None, **({DIGESTS: digests} if digests else {})}
     default_job = AblateJob(dataset=job.dataset)
     unlabelled = check_settings(
-        out, settings, shared_settings(default_job), force=job.force, old_keys=deprecated_keys(default_job)
+        out, settings, shared_settings(default_job, before=True), force=job.force, old_keys=deprecated_keys(default_job)
     )
     cells = make_grid(job.backbones, variants, [job.train.seed + i for i in range(job.seeds)], unlabelled)
     if job.list_cells:

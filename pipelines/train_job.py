@@ -12,14 +12,7 @@ import torch
 from tslrec.backbones.base import BackboneConfig, settings_read_by
 from tslrec.backbones.item_embedding import FUSIONS
 from tslrec.backbones.registry import BACKBONES, build_backbone
-from tslrec.backbones.training import (
-    TrainConfig,
-    TrainResult,
-    refuse_changed_settings,
-    resume_settings,
-    run_setting_changes,
-    train,
-)
+from tslrec.backbones.training import TrainConfig, TrainResult, run_settings, train
 from tslrec.core.artifacts import (
     load_tensors,
     package_versions,
@@ -28,8 +21,8 @@ from tslrec.core.artifacts import (
     use_deterministic_kernels,
     write_json,
 )
-from tslrec.core.errors import InputError
 from tslrec.core.precision import precision_record, resolved
+from tslrec.core.run_settings import RunSettings
 from tslrec.core.settings import require
 from tslrec.data import DataConfig, SequenceDataset, load_dataset
 from tslrec.data.splits import LeaveOneOutSplits
@@ -180,7 +173,7 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
         "backbone": job.backbone,
         "side_information": side_information_fingerprint(side),
     }  # with the train/model/eval configs
-    current = resume_settings(model, job.train, job.eval, settings)
+    current = run_settings(model, job.train, job.eval, settings)
     finished = _finished_run(out, current, job)
     if finished is not None:
         if job.export_item_embeddings and not (out / "manifest.json").is_file():  # asked for after training
@@ -218,7 +211,7 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
         time.perf_counter() - start,
     )
     record["side_information"] = side.record()
-    record["settings"] = current  # what a re-run into this folder is compared with
+    record["settings"] = current.values  # what a re-run into this folder is compared with
     record["dataset_source"] = str(Path(job.dataset).resolve()) if Path(job.dataset).exists() else job.dataset
     record["best_at_cap"] = result.best_epoch >= job.train.epochs
     note = cap_warning(str(out), result.best_epoch, job.train.epochs, "epoch", "--epochs")
@@ -237,7 +230,7 @@ def export_item_table(out: Path, model: torch.nn.Module, ds: SequenceDataset, ba
     write_export_files(out, table, ds.item_ids, ds.name, ds.hash, source=source)
 
 
-def _finished_run(out: Path, current: dict, job: TrainJob) -> TrainOutcome | None:
+def _finished_run(out: Path, current: RunSettings, job: TrainJob) -> TrainOutcome | None:
     """The finished run in `out` if it was trained with these settings (its item table may still be missing: the
     caller exports it from the saved model); InputError naming the first changed setting if it was trained with
     others (unless job.force); None when there is nothing finished to reuse."""
@@ -245,12 +238,7 @@ def _finished_run(out: Path, current: dict, job: TrainJob) -> TrainOutcome | Non
     if job.force or not path.is_file() or not (out / "model.safetensors").is_file():
         return None
     record = read_json(path, "`tslrec train` metrics")
-    if "settings" not in record:
-        raise InputError(
-            f"{path}: a finished run whose settings were not recorded (an older tslrec); to train again "
-            "pass --force (force=True from Python), or write to another --out"
-        )
-    refuse_changed_settings(path, run_setting_changes(record["settings"], current), "finished run")
+    current.refuse(path, record.get("settings"), "finished run")
     return TrainOutcome(record, out)
 
 

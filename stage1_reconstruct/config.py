@@ -244,10 +244,6 @@ class Stage1Config:
                 "not a transformers scheduler; use cosine, linear, constant_with_warmup or another SchedulerType name",
             )
 
-    def validate(self) -> Stage1Config:
-        """Checked on construction (__post_init__); kept so callers can chain it."""
-        return self
-
     def prefix(self) -> str:
         """Prefix text with K filled in."""
         return self.prefix_text.replace("{k}", str(self.k)).replace("{K}", str(self.k))

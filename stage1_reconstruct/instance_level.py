@@ -112,7 +112,7 @@ def measure_sft_cost(
     cfg.batch_size drawn at random from all users / all instances, and extrapolates
     seconds_per_epoch = seconds_per_step * steps_per_epoch.
     """
-    cfg = (cfg or Stage1Config()).validate()
+    cfg = cfg or Stage1Config()
     llm_cfg = llm_cfg or LLMConfig()
     dev = torch.device(device)
     data = prepare_stage1_data(item_embeddings, train_sequences, cfg)

@@ -4,8 +4,8 @@ One LLM pass per user per epoch. The same script runs on one CPU, one GPU or
 `accelerate launch` on many GPUs: batches are sharded by the Accelerator, the model is
 wrapped for DDP, and only the main process writes files.
 
-Resuming: a checkpoint (trainable weights, optimizer, scheduler, counters, CPU and CUDA RNG) is
-written every `checkpoint_every` optimizer steps and after each validation. Restarting with the
+Resuming: a checkpoint (core.checkpoint: trainable weights, optimizer, scheduler, counters, CPU, CUDA and numpy
+RNG; checkpoint.pt) is written every `checkpoint_every` optimizer steps and after each validation. Restarting with the
 same output folder and settings continues from it; the data order of every epoch is a
 function of (seed, epoch), so the run ends at the same total optimizer step count as an
 uninterrupted one. Other settings (config.json: Stage1Config, LLMConfig, prompt, the item
@@ -14,7 +14,7 @@ table's contents, the dataset) are refused with an InputError naming the first c
 
 Continuing on all users (`Stage1Config.all_users_epochs` > 0): after early stopping the reported MSEs are measured
 on the then-held-out users, and training goes on from the best weights over every user (held-out ones included) for
-that many epochs, with the same loop, its own checkpoint folder (resumable the same way) and no validation; the
+that many epochs, with the same loop, its own checkpoint file (resumable the same way) and no validation; the
 saved adapter and heads are the weights after it, and metrics.json's "all_users" records what it did.
 
 Determinism: everything random is seeded from `Stage1Config.seed` (k-means, user split, data
@@ -37,6 +37,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +47,16 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from tslrec.core.artifacts import package_versions, read_json, resolve_device, save_tensors, write_json
+from tslrec.core.checkpoint import Checkpoint
 from tslrec.core.errors import InputError
 from tslrec.core.modules import load_trainable_state, trainable_state
 from tslrec.core.precision import autocast, resolved
+from tslrec.core.run_settings import RunSettings, plain
 from tslrec.core.run_state import RunState
-from tslrec.core.settings import upgrade_recorded
 from tslrec.llm.loading import LLMConfig, load_llm
 from tslrec.llm.soft_prompt import ItemTokens, tokenize_item_texts
 
 from .baselines import mean_embedding_baseline, untuned_head_baseline
-from .checkpointing import check_same_config, config_fingerprint, find_checkpoint, load_checkpoint, save_checkpoint
 from .config import Stage1Config
 from .data import (
     Stage1Data,
@@ -72,9 +73,10 @@ from .grouping import global_mean_mse
 from .model import ReconstructionModel
 from .model_io import CONFIG_FILE, build_reconstruction_model, save_reconstruction_model
 
-CHECKPOINT_DIR = "checkpoint"
-ALL_USERS_CHECKPOINT_DIR = "checkpoint_all_users"  # the continuation on all users (Stage1Config.all_users_epochs)
-CHECKPOINT_DIRS = (CHECKPOINT_DIR, ALL_USERS_CHECKPOINT_DIR)
+CHECKPOINT = "checkpoint.pt"
+ALL_USERS_CHECKPOINT = "checkpoint_all_users.pt"  # the continuation on all users (Stage1Config.all_users_epochs)
+CHECKPOINTS = (CHECKPOINT, ALL_USERS_CHECKPOINT)
+OLDER_CHECKPOINTS = ("checkpoint", "checkpoint_all_users")  # the folders an older tslrec wrote (and their .old)
 METRICS_FILE = "metrics.json"
 GROUPS_FILE = "groups.safetensors"
 LOG_FILE = "log.json"
@@ -90,7 +92,6 @@ class Stage1State(RunState):
 
     train_tokens: int = 0  # LLM input tokens in training passes (this process until the end, then all of them)
     train_passes: int = 0  # LLM forward passes in training
-    fingerprint: str = ""  # the settings the run started with (config_fingerprint); a resume with others is refused
 
 
 @dataclass
@@ -164,8 +165,9 @@ def train_stage1(
         done = _finished_metrics(out_dir, config)
         if done is not None:
             return done
-        for name in CHECKPOINT_DIRS:  # before the LLM loads: a refused resume costs nothing
-            _check_checkpoint(out_dir / name, config)
+        _older_checkpoints(out_dir)
+        for name in CHECKPOINTS:  # before the LLM loads: a refused resume costs nothing
+            Checkpoint(out_dir / name, stage1_settings(config), torch.device("cpu")).load()
 
     from accelerate import Accelerator
 
@@ -264,12 +266,11 @@ def _prepare_out_dir(out_dir: Path, config: dict[str, Any], data: Stage1Data, fo
     if force:
         _discard_run(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in CHECKPOINT_DIRS:
-        for stale in out_dir.glob(f".{name}.*"):  # temp folders of a killed save
-            shutil.rmtree(stale, ignore_errors=True)
+    for name in CHECKPOINTS:
+        for stale in out_dir.glob(f".{name}.*"):  # temp files of a killed save
+            stale.unlink()
     saved = out_dir / CONFIG_FILE
-    earlier = _upgraded(read_json(saved, "stage 1 config")) if saved.is_file() else config
-    if config_fingerprint(earlier) != config_fingerprint(config):
+    if saved.is_file() and stage1_settings(config).changes(_named(read_json(saved, "stage 1 config"))):
         (out_dir / BASELINE_CACHE).unlink(missing_ok=True)  # computed under other settings
     write_json(out_dir / CONFIG_FILE, config)
     save_tensors(
@@ -368,7 +369,7 @@ class _Phase:
     epochs: float  # its length in passes over `users` (fractional for the continuation)
     max_steps: int | None  # a cap on its optimizer steps
     early_stopping: bool  # validation, patience and max_minutes; False: exactly its steps, never validated
-    checkpoint_dir: str  # its checkpoint folder in out_dir
+    checkpoint: str  # its checkpoint file in out_dir
     first_epoch: int = 0  # its epoch e draws the data order and windows of epoch first_epoch + e
     step_offset: int = 0  # optimizer steps before it: on_step, StepTrace and log.json count on from there
 
@@ -404,7 +405,7 @@ class _Stage1Run:
             epochs=cfg.epochs,
             max_steps=cfg.max_steps,
             early_stopping=True,
-            checkpoint_dir=CHECKPOINT_DIR,
+            checkpoint=CHECKPOINT,
         )
         self._begin(first, optimizer)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
@@ -431,17 +432,19 @@ class _Stage1Run:
         self.scheduler = get_scheduler(
             cfg.lr_schedule, optimizer, num_warmup_steps=warmup, num_training_steps=self.total_steps
         )
-        self.state = Stage1State(fingerprint=config_fingerprint(self.config))
+        self.state = Stage1State()
+        self.ckpt = Checkpoint(self.out_dir / phase.checkpoint, stage1_settings(self.config), self.dev)
 
     def resume(self) -> None:
         """Continue the current phase from its checkpoint, if one was written (with other settings: InputError)."""
-        ckpt = _check_checkpoint(self.out_dir / self.phase.checkpoint_dir, self.config)
-        if ckpt is None:
+        saved = self.ckpt.load()
+        if saved is None:
             return
-        saved, self.best = load_checkpoint(ckpt, self.core, self.optimizer, self.scheduler)
-        self.state = Stage1State.from_dict(saved, ckpt)
+        weights = partial(load_trainable_state, self.core, source=self.ckpt.path)
+        self.state = self.ckpt.restore(saved, weights, self.optimizer, Stage1State, self.scheduler)
+        self.best = saved["best_model"]
         if self.main:
-            print(f"resuming from {ckpt} at optimizer step {self.state.step}/{self.total_steps}")
+            print(f"resuming from {self.ckpt.path} at optimizer step {self.state.step}/{self.total_steps}")
 
     def loader_for(self, epoch: int) -> DataLoader:
         """This process's batches in the phase's epoch `epoch`. Every micro-step's users across the processes are one
@@ -618,14 +621,7 @@ class _Stage1Run:
 
     def checkpoint(self) -> None:
         if self.main:
-            save_checkpoint(
-                self.out_dir / self.phase.checkpoint_dir,
-                self.core,
-                self.optimizer,
-                self.scheduler,
-                self.state.to_dict(),
-                self.best,
-            )
+            self.ckpt.save(trainable_state(self.core), self.optimizer, self.state, self.best, self.scheduler)
         self.accelerator.wait_for_everyone()
 
     def resume_clock(self) -> None:
@@ -683,7 +679,7 @@ class _Stage1Run:
             epochs=cfg.all_users_epochs,
             max_steps=None,
             early_stopping=False,
-            checkpoint_dir=ALL_USERS_CHECKPOINT_DIR,
+            checkpoint=ALL_USERS_CHECKPOINT,
             first_epoch=cfg.epochs,  # windows and order unlike any epoch the early-stopped training planned
             step_offset=self.main_state.step,
         )
@@ -722,8 +718,8 @@ class _Stage1Run:
             save_reconstruction_model(self.core, self.out_dir)
             write_json(self.out_dir / LOG_FILE, self.log())
             write_json(self.out_dir / METRICS_FILE, metrics)
-            for name in CHECKPOINT_DIRS:
-                shutil.rmtree(self.out_dir / name, ignore_errors=True)
+            for name in CHECKPOINTS:
+                (self.out_dir / name).unlink(missing_ok=True)
         self.accelerator.wait_for_everyone()
 
 
@@ -765,42 +761,41 @@ def _finished_metrics(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] |
     if not (out_dir / METRICS_FILE).is_file():
         return None
     saved_path = out_dir / CONFIG_FILE
-    saved = _upgraded(read_json(saved_path, "stage 1 config")) if saved_path.is_file() else {}
-    if config_fingerprint(saved) == config_fingerprint(config):
-        return read_json(out_dir / METRICS_FILE, "stage 1 metrics")
-    check_same_config(saved_path, saved, config, "finished stage 1 run")  # only settings added since differ
+    saved = read_json(saved_path, "stage 1 config") if saved_path.is_file() else {}
+    stage1_settings(config).refuse(saved_path, _named(saved), "finished stage 1 run")
     return read_json(out_dir / METRICS_FILE, "stage 1 metrics")
 
 
-def _check_checkpoint(folder: Path, config: dict[str, Any]) -> Path | None:
-    """The checkpoint in `folder` to resume from, if any; InputError if it was written with other settings."""
-    ckpt = find_checkpoint(folder)
-    if ckpt is None:
-        return None
-    saved = read_json(ckpt / "state.json", "checkpoint state").get("fingerprint")
-    if saved is None:
-        raise InputError(
-            f"{ckpt}: this checkpoint records no settings (written by an older tslrec), so resuming "
-            "could mix two configurations; to start over pass --force (force=True from Python)"
-        )
-    saved = config_fingerprint(_upgraded(json.loads(saved)))
-    if saved != config_fingerprint(config):
-        check_same_config(ckpt, json.loads(saved), config, "checkpoint")
-    return ckpt
+def _older_checkpoints(out_dir: Path) -> None:
+    """A checkpoint folder an older tslrec wrote: a one-line InputError (--force discards it), never a resume."""
+    for name in OLDER_CHECKPOINTS:
+        if (out_dir / name).is_dir() or (out_dir / f"{name}.old").is_dir():
+            raise InputError(
+                f"{out_dir / name}: a checkpoint folder of an older tslrec, which this version does not resume; "
+                "to start over pass --force (force=True from Python), or write to another --out"
+            )
 
 
-def _upgraded(saved: dict[str, Any]) -> dict[str, Any]:
-    """A recorded config.json with the Stage1Config settings an older version named otherwise under today's names."""
-    if not isinstance(saved.get("stage1"), dict):
-        return saved
-    return {**saved, "stage1": upgrade_recorded(Stage1Config(), saved["stage1"])}
+SECTIONS = {"stage1": "Stage1Config", "llm": "LLMConfig"}  # config.json keys -> names in error messages
+
+
+def _named(config: dict[str, Any]) -> dict[str, Any]:
+    return {SECTIONS.get(k, k): v for k, v in config.items()}
+
+
+def stage1_settings(config: dict[str, Any]) -> RunSettings:
+    """The settings of a stage 1 run (config.json's, sections named by their configs): what its checkpoints and
+    finished folder are tied to. A setting config.json leaves out reads as its `before` value (core.run_settings)."""
+    return RunSettings(plain(_named(config)), {"Stage1Config": Stage1Config(), "LLMConfig": LLMConfig()})
 
 
 def _discard_run(out_dir: Path) -> None:
     """force=True: remove what an earlier run left in out_dir (checkpoints, metrics, log, cached baselines)."""
     for name in (METRICS_FILE, LOG_FILE, BASELINE_CACHE):
         (out_dir / name).unlink(missing_ok=True)
-    for name in (*CHECKPOINT_DIRS, *(c + ".old" for c in CHECKPOINT_DIRS), SUB_RUN):
+    for name in CHECKPOINTS:
+        (out_dir / name).unlink(missing_ok=True)
+    for name in (*OLDER_CHECKPOINTS, *(c + ".old" for c in OLDER_CHECKPOINTS), SUB_RUN):
         shutil.rmtree(out_dir / name, ignore_errors=True)
 
 

@@ -74,9 +74,9 @@ def test_dataset_without_text_is_input_error(tmp_path, tiny_bert_dir, private_ca
 
 def test_bad_item_llm_settings_are_input_errors():
     with pytest.raises(InputError, match="ItemLLMConfig.max_tokens"):
-        ItemLLMConfig(max_tokens=0).validate()
+        ItemLLMConfig(max_tokens=0)
     with pytest.raises(InputError, match="dtype"):
-        ItemLLMConfig(dtype="int3").validate()
+        ItemLLMConfig(dtype="int3")
 
 
 def test_real_defaults_minilm_vectors_into_smollm2():

@@ -13,6 +13,7 @@ from lite_helpers import (  # noqa: F401
 )
 
 from tslrec.core.artifacts import load_tensors, read_json
+from tslrec.core.errors import InputError
 from tslrec.data import DataConfig, load_dataset
 from tslrec.data.splits import LeaveOneOutSplits
 from tslrec.evaluation.ranking import EvalConfig
@@ -197,16 +198,14 @@ def test_recommend_reads_a_lite_model_shows_titles_and_skips_unknown_users(
     assert header == "user\trank\titem\tscore\ttitle" and len(lines) == 2
 
 
-def test_a_lite_checkpoint_name_ignores_settings_at_their_defaults():
-    """A setting added later, at its default, leaves an older run's checkpoint name (and so its resume) unchanged;
-    a setting changed from its default gives another name."""
-    from dataclasses import asdict
+def test_a_lite_checkpoint_of_an_older_tslrec_is_refused_and_force_discards_it(tmp_path):
+    """A checkpoint-<hash>.pt an older version left records no settings: a one-line InputError, not a resume."""
+    from tslrec.pipelines.lite_job import older_checkpoints
 
-    from tslrec.pipelines.lite_job import CONFIG_GROUPS, LiteJob, settings_fingerprint
-
-    job = LiteJob(dataset="x")
-    config = {group: asdict(getattr(job, name)) for group, name in CONFIG_GROUPS.items()}
-    older = {**config, "train": {k: v for k, v in config["train"].items() if k != "negatives"}}  # before it existed
-    assert settings_fingerprint(older, "h", {}) == settings_fingerprint(config, "h", {})
-    changed = {**config, "train": {**config["train"], "negatives": "unseen"}}
-    assert settings_fingerprint(changed, "h", {}) != settings_fingerprint(config, "h", {})
+    old = tmp_path / "checkpoint-0123456789ab.pt"
+    old.write_bytes(b"")
+    with pytest.raises(InputError, match=r"checkpoint-0123456789ab\.pt: .*older tslrec.*--force") as e:
+        older_checkpoints(tmp_path, force=False)
+    assert "\n" not in str(e.value) and old.is_file()
+    older_checkpoints(tmp_path, force=True)
+    assert not old.exists()

@@ -124,9 +124,9 @@ def test_resume_continues_from_the_checkpoint(lite_llama_dir, tmp_path):
 
 def test_bad_training_settings_are_input_errors():
     with pytest.raises(InputError, match="LiteTrainConfig.strategy"):
-        LiteTrainConfig(strategy="every").validate()
+        LiteTrainConfig(strategy="every")
     with pytest.raises(InputError, match="LiteTrainConfig.segment_len"):
-        LiteTrainConfig(segment_len=1).validate()
+        LiteTrainConfig(segment_len=1)
 
 
 def test_evaluation_scores_in_float32_under_bf16(lite_llama_dir):

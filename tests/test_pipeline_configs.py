@@ -51,7 +51,7 @@ def recorded_grid_changes(grid, record: dict) -> list[tuple[str, object, object]
 
     from tslrec.backbones.base import settings_read_by
     from tslrec.backbones.registry import BACKBONES
-    from tslrec.backbones.training import setting_changes
+    from tslrec.core.run_settings import RunSettings
     from tslrec.core.settings import as_recorded_before, upgrade_recorded
 
     models = [BACKBONES[record["model"]].__name__]  # the class names `only` metadata uses
@@ -66,7 +66,7 @@ def recorded_grid_changes(grid, record: dict) -> list[tuple[str, object, object]
         side["train"].pop("seed", None)
         side["model"].pop("num_items", None)
         side["model"].pop("max_len", None)  # the data's max_len, compared there
-    return setting_changes(old, new, before)
+    return RunSettings(new, before=before).changes(old)
 
 
 @pytest.mark.parametrize("config, records_name", REPRODUCES.items())
@@ -197,6 +197,7 @@ def test_a_setting_added_since_a_stage_finished_counts_as_what_the_stage_did(tmp
     """A manifest written before an option existed is read with the value the stage behaved as back then (the
     field's `before`): equal to it, the finished stages are skipped (the chain's digests still match); the new
     default, which behaves differently, re-runs the stage. A Caser setting never binds a SASRec stage."""
+    from tslrec.core.run_settings import digest
     from tslrec.pipelines import run_job
 
     ran = []
@@ -215,7 +216,7 @@ def test_a_setting_added_since_a_stage_finished_counts_as_what_the_stage_did(tmp
     old["job"]["model"]["caser_window"] = 5  # and under an older Caser default, which SASRec does not read
     manifest.write_text(json.dumps(old))
     next_manifest = tmp_path / "out" / "stage1" / "stage_manifest.json"  # which recorded that file's digest
-    next_manifest.write_text(json.dumps({**json.loads(next_manifest.read_text()), "upstream": run_job._digest(old)}))
+    next_manifest.write_text(json.dumps({**json.loads(next_manifest.read_text()), "upstream": digest(old)}))
     ran.clear()
     as_then = ["--set", "stages.stage0.loss_weight=batch"]
     assert main(["run", "--config", str(config), "--until", "stage1", *as_then]) == 0

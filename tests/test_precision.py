@@ -13,7 +13,7 @@ from stage2_helpers import write_toy_dataset
 import tslrec.core.precision as precision
 from tslrec.backbones.base import BackboneConfig
 from tslrec.backbones.registry import build_backbone
-from tslrec.backbones.training import TrainConfig, resume_settings, run_setting_changes
+from tslrec.backbones.training import TrainConfig, run_settings
 from tslrec.core.artifacts import read_json
 from tslrec.core.errors import InputError
 from tslrec.core.settings import add_arguments, from_mapping, from_namespace
@@ -68,15 +68,15 @@ def test_old_flags_and_keys_still_parse_with_a_note(capsys):
 
 def test_a_checkpoint_recorded_with_the_bf16_switch_resumes_under_the_same_precision():
     model = build_backbone("sasrec", BackboneConfig(num_items=20, hidden=8, max_len=6))
-    old = resume_settings(model, TrainConfig(precision="float32"), EvalConfig(precision="float32"), None)
+    old = run_settings(model, TrainConfig(precision="float32"), EvalConfig(precision="float32"), None).values
     for name in ("TrainConfig", "EvalConfig"):  # as an older version wrote them
         del old[name]["precision"]
         old[name]["bf16"] = False
     del old["BackboneConfig"]["input_item_bias"]  # recorded before the input-item bias existed
-    same = resume_settings(model, TrainConfig(precision="float32"), EvalConfig(precision="float32"), None)
-    assert run_setting_changes(old, same) == []
-    other = resume_settings(model, TrainConfig(precision="bf16"), EvalConfig(precision="float32"), None)
-    assert run_setting_changes(old, other) == [("TrainConfig.precision", "float32", "bf16")]
+    same = run_settings(model, TrainConfig(precision="float32"), EvalConfig(precision="float32"), None)
+    assert same.changes(old) == []
+    other = run_settings(model, TrainConfig(precision="bf16"), EvalConfig(precision="float32"), None)
+    assert other.changes(old) == [("TrainConfig.precision", "float32", "bf16")]
 
 
 def test_a_stage1_config_recorded_with_bf16_reads_as_precision():

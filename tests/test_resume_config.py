@@ -290,7 +290,7 @@ def test_stage1_refuses_another_lr_and_force_starts_over(tiny_llm_cfg, tmp_path)
 
     with pytest.raises(Killed):
         train_stage1(TABLE, SEQS, out, stage1_cfg(), tiny_llm_cfg, device="cpu", on_step=kill_at_3, progress=False)
-    assert read_json(out / "checkpoint" / "state.json")["step"] == 2
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["state"]["step"] == 2
     with pytest.raises(InputError, match=r"Stage1Config\.lr=0\.005, now 0\.001; .*--force.*another --out") as e:
         train_stage1(TABLE, SEQS, out, stage1_cfg(lr=1e-3), tiny_llm_cfg, device="cpu", progress=False)
     assert "\n" not in str(e.value)
@@ -370,23 +370,23 @@ def test_settings_a_model_does_not_read_do_not_bind_a_run_and_later_ones_count_a
     change of its window, and the new default loss weighting (per target) is a change too."""
     from dataclasses import asdict, replace
 
-    from tslrec.backbones.training import resume_settings, run_setting_changes
+    from tslrec.backbones.training import run_settings
     from tslrec.evaluation.ranking import EvalConfig
 
     def recorded(backbone: str) -> dict:
         model = build_backbone(backbone, BackboneConfig(num_items=20, hidden=8, max_len=6))
-        old = resume_settings(model, TrainConfig(), EvalConfig(), None)
+        old = run_settings(model, TrainConfig(), EvalConfig(), None).values
         old["BackboneConfig"] = {**asdict(model.cfg), "caser_window": 5}  # every field, as written back then
         del old["TrainConfig"]["batching"], old["TrainConfig"]["loss_weight"]
         return old
 
     for backbone in ("sasrec", "caser"):
         now = build_backbone(backbone, BackboneConfig(num_items=20, hidden=8, max_len=6))
-        as_then = resume_settings(now, replace(TrainConfig(), loss_weight="batch"), EvalConfig(), None)
-        changes = run_setting_changes(recorded(backbone), as_then)  # what it did before those settings existed
+        as_then = run_settings(now, replace(TrainConfig(), loss_weight="batch"), EvalConfig(), None)
+        changes = as_then.changes(recorded(backbone))  # what it did before those settings existed
         assert [c[0] for c in changes] == ([] if backbone == "sasrec" else ["BackboneConfig.caser_window"])
-        default = resume_settings(now, TrainConfig(), EvalConfig(), None)  # target-weighted loss: another behaviour
-        changed = [c[0] for c in run_setting_changes(recorded(backbone), default)]
+        default = run_settings(now, TrainConfig(), EvalConfig(), None)  # target-weighted loss: another behaviour
+        changed = [c[0] for c in default.changes(recorded(backbone))]
         assert "TrainConfig.loss_weight" in changed and "TrainConfig.batching" not in changed
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from stage1_helpers import clustered_items, quick_stage1_cfg, tiny_llama_dir, tiny_llm_cfg, user_sequences  # noqa: F401
 
 from tslrec.core.artifacts import load_tensors, read_json
@@ -100,8 +101,8 @@ def test_the_continuation_trains_on_every_user_held_out_ones_included(runs: Runs
 @pytest.mark.parametrize(
     ("killed_at", "checkpoint", "at_step"),
     [
-        (MAIN_STEPS + 1, "checkpoint", MAIN_STEPS),  # before the continuation's first checkpoint: it starts over
-        (MAIN_STEPS + 3, "checkpoint_all_users", 2),  # after its checkpoint at its step 2: its step 3 is lost
+        (MAIN_STEPS + 1, "checkpoint.pt", MAIN_STEPS),  # before the continuation's first checkpoint: it starts over
+        (MAIN_STEPS + 3, "checkpoint_all_users.pt", 2),  # after its checkpoint at its step 2: its step 3 is lost
     ],
 )
 def test_a_killed_continuation_resumes_to_the_same_weights(
@@ -117,7 +118,7 @@ def test_a_killed_continuation_resumes_to_the_same_weights(
         train_stage1(
             TABLE, SEQS, out, cfg(all_users_epochs=1), tiny_llm_cfg, device="cpu", on_step=kill, progress=False
         )
-    assert read_json(out / checkpoint / "state.json")["step"] == at_step
+    assert torch.load(out / checkpoint, weights_only=True)["state"]["step"] == at_step
     with pytest.raises(InputError, match=r"checkpoint was written with Stage1Config\.all_users_epochs=1, now 2"):
         train_stage1(TABLE, SEQS, out, cfg(all_users_epochs=2), tiny_llm_cfg, device="cpu", progress=False)
     steps: list[int] = []
@@ -129,7 +130,7 @@ def test_a_killed_continuation_resumes_to_the_same_weights(
     assert resumed["metrics"] == uninterrupted["metrics"] and resumed["all_users"]["steps"] == ALL_USERS_STEPS
     expected, got = saved_weights(runs.continued), saved_weights(out)
     assert all(expected[k].equal(got[k]) for k in expected)  # same data, optimizer, schedule and RNG: same weights
-    assert not (out / "checkpoint").exists() and not (out / "checkpoint_all_users").exists()
+    assert not (out / "checkpoint.pt").exists() and not (out / "checkpoint_all_users.pt").exists()
 
 
 @pytest.mark.parametrize("value", [-1.0, float("nan")])

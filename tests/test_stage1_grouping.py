@@ -80,9 +80,9 @@ def test_bad_inputs_are_one_line_input_errors(case):
         seqs[0] = np.array([1, 11])
     with pytest.raises(InputError) as err:
         if case == "k_one":
-            Stage1Config(k=1).validate()
+            Stage1Config(k=1)
         else:
-            prepare_stage1_data(table, seqs, cfg.validate())
+            prepare_stage1_data(table, seqs, cfg)
     assert "\n" not in str(err.value)
     assert {"k_too_big": "Stage1Config.k=11", "nan": "NaN", "id_out_of_range": "item ids", "k_one": "Stage1Config.k=1"}[
         case
