@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .readers import item_title
+from .raw import item_title
 
 
 @dataclass

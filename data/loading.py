@@ -11,7 +11,9 @@ from tslrec.core.wheel_cache import WheelSpec, read_member
 
 from .dataset import SequenceDataset
 from .preprocess import preprocess
-from .readers import RawInteractions, read_atomic, read_movielens_raw, read_s3rec
+from .raw import RawInteractions
+from .readers import read_path
+from .readers.atomic import read_atomic
 
 
 @dataclass
@@ -52,29 +54,18 @@ BUILTIN_DATASETS: dict[str, tuple[WheelSpec, str]] = {
 
 
 def read_raw(name_or_path: str) -> RawInteractions:
-    """Read interactions from a built-in name, a RecBole `.inter`, an S3-Rec `.txt` or a raw MovieLens folder."""
+    """Read interactions from a built-in name or a file or folder in a registered format (`data/readers/`)."""
     if name_or_path in BUILTIN_DATASETS:
         spec, prefix = BUILTIN_DATASETS[name_or_path]
         inter = read_member(spec, prefix + ".inter").decode("utf-8", errors="replace")
         item = read_member(spec, prefix + ".item").decode("utf-8", errors="replace")
         return read_atomic(Path(f"{spec.filename}!{prefix}.inter"), Path(f"{spec.filename}!{prefix}.item"), inter, item)
     path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        inters = sorted(path.glob("*.inter"))
-        if inters:
-            return read_atomic(inters[0], inters[0].with_suffix(".item"))
-        return read_movielens_raw(path)
-    if path.suffix == ".inter":
-        return read_atomic(path, path.with_suffix(".item"))
-    if path.suffix == ".txt":
-        return read_s3rec(path)
-    if path.exists():
+    if not path.exists():
         raise InputError(
-            f"{path}: unknown file type '{path.suffix}'; use a RecBole .inter, an S3-Rec .txt or a MovieLens folder"
+            f"{path}: file not found, and not a built-in name ({', '.join(BUILTIN_DATASETS)}); check the path"
         )
-    raise InputError(
-        f"dataset '{name_or_path}': not a built-in name ({', '.join(BUILTIN_DATASETS)}) and no such file or folder"
-    )
+    return read_path(path)
 
 
 def load_dataset(name_or_path: str, cfg: DataConfig | None = None) -> SequenceDataset:

@@ -7,7 +7,7 @@ import numpy as np
 from tslrec.core.errors import InputError
 
 from .dataset import SequenceDataset
-from .readers import RawInteractions
+from .raw import RawInteractions
 
 
 def factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     dsub = p.add_subparsers(dest="data_command", required=True)
     d = dsub.add_parser("describe", help="users, items, interactions and item text after preprocessing")
     d.add_argument(
-        "dataset", help="built-in name (ml-100k, ml-1m), a RecBole .inter, an S3-Rec .txt or a MovieLens folder"
+        "dataset", help="built-in name (ml-100k, ml-1m), a RecBole .inter, a .csv, an S3-Rec .txt or a MovieLens folder"
     )
     d.add_argument("--json", action="store_true", help="print one JSON object")
     add_arguments(d, DataConfig())
