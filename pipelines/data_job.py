@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass, field
 
 from tslrec.core.settings import add_arguments, from_namespace
 from tslrec.data import DataConfig, describe
@@ -21,9 +22,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=run_describe)
 
 
+@dataclass
+class DescribeJob:
+    """`tslrec data describe`: a dataset's counts after preprocessing."""
+
+    dataset: str  # a built-in name or a path in a registered format
+    data: DataConfig = field(default_factory=DataConfig)
+    json: bool = False  # one JSON object instead of lines
+
+
 def run_describe(args: argparse.Namespace) -> None:
-    info = describe(args.dataset, from_namespace(DataConfig(), args))
-    if args.json:
+    describe_dataset(DescribeJob(args.dataset, from_namespace(DataConfig(), args), args.json))
+
+
+def describe_dataset(job: DescribeJob) -> None:
+    """Print the dataset's counts (users, items, interactions, item text, hash)."""
+    info = describe(job.dataset, job.data)
+    if job.json:
         print(json.dumps(info))
         return
     print(f"dataset       {info['name']}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -106,7 +107,14 @@ def older_checkpoints(out: Path, force: bool) -> None:
         old.unlink()
 
 
-def run_lite(job: LiteJob) -> tuple[dict, Path]:
+class LiteOutcome(NamedTuple):
+    """A finished Lite-LLM4Rec run: its metrics.json content and its folder."""
+
+    record: dict
+    out: Path
+
+
+def run_lite(job: LiteJob) -> LiteOutcome:
     """Run the whole job; returns (the metrics.json record, output folder)."""
     start = time.perf_counter()
     rec_llm_kind(job.llm)  # a --llm that is neither a causal LM nor a text encoder stops here, before any work
@@ -166,7 +174,7 @@ def run_lite(job: LiteJob) -> tuple[dict, Path]:
         record["protocol_history_masked"] = masked.protocol
     write_json(out / "metrics.json", record)  # written last: its presence means the run is complete
     checkpoint.unlink(missing_ok=True)
-    return record, out
+    return LiteOutcome(record, out)
 
 
 def run_record(
@@ -208,7 +216,7 @@ def run_record(
     }
 
 
-def print_outcome(outcome: tuple[dict, Path]) -> None:
+def print_outcome(outcome: LiteOutcome) -> None:
     record, out = outcome
     m = record["metrics"]
     print(

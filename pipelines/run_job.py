@@ -19,7 +19,7 @@ import argparse
 import hashlib
 import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -195,11 +195,23 @@ def check_untuned_export(cfg: dict, jobs: dict[str, Any]) -> None:
 Job = TypeVar("Job")  # any job config with a `runtime`
 
 
-def with_runtime(job: Job, args: argparse.Namespace) -> Job:
-    """The job with `run`'s own --no-progress and --threads, where given, in its runtime."""
-    changes = {"progress": False} if getattr(args, "no_progress", False) else {}
-    if getattr(args, "threads", None) is not None:
-        changes["threads"] = args.threads
+@dataclass
+class RunJob:
+    """`tslrec run`: every stage of a YAML config in order, each skipped when its recorded settings are today's."""
+
+    config: str  # the YAML file
+    overrides: list[str] = field(default_factory=list)  # KEY=VALUE, as --set stages.stage1.k=16
+    force: str | None = None  # run again from this stage on
+    until: str | None = None  # stop after this stage
+    progress: bool = True  # progress bars; False: one line per epoch
+    threads: int | None = None  # torch CPU threads of every stage (None: the stage's own setting)
+
+
+def with_runtime(job: Job, pipeline: RunJob) -> Job:
+    """The job with the pipeline's own progress and threads, where given, in its runtime."""
+    changes: dict[str, Any] = {} if pipeline.progress else {"progress": False}
+    if pipeline.threads is not None:
+        changes["threads"] = pipeline.threads
     return replace(job, runtime=replace(job.runtime, **changes)) if changes and hasattr(job, "runtime") else job
 
 
@@ -227,7 +239,12 @@ def dataset_fingerprint(dataset: str) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
-    cfg = load_config(args.config, args.set)
+    run_pipeline(RunJob(args.config, args.set, args.force, args.until, not args.no_progress, args.threads))
+
+
+def run_pipeline(pipeline: RunJob) -> None:
+    """Run (or skip, or continue) every stage of the config; see `RunJob`."""
+    cfg = load_config(pipeline.config, pipeline.overrides)
     # a relative `out` lies under $TSLREC_RUNS when set: long-lived runs kept outside a checkout
     out = Path(os.environ.get("TSLREC_RUNS", ".")) / cfg.get("out", f"runs/{Path(str(cfg['dataset'])).stem}")
     cfg["out"] = str(out)
@@ -235,16 +252,16 @@ def run(args: argparse.Namespace) -> None:
     upstream = ""
     started = time.perf_counter()
     inputs = {"dataset": dataset_fingerprint(str(cfg["dataset"]))}
-    jobs = [(stage, with_runtime(stage_job(stage, cfg), args)) for stage in active_stages(cfg)]  # checked first
+    jobs = [(stage, with_runtime(stage_job(stage, cfg), pipeline)) for stage in active_stages(cfg)]  # checked first
     check_untuned_export(cfg, dict((stage.name, job) for stage, job in jobs))
-    for flag, name in (("--force", args.force), ("--until", args.until)):
+    for flag, name in (("--force", pipeline.force), ("--until", pipeline.until)):
         if name is not None and name not in {stage.name for stage, _ in jobs}:
             raise InputError(f"{flag} {name}: {cfg['_path']} does not run that stage; add it under 'stages'")
     ran: set[str] = set()
     for stage, job in jobs:
         folder = out / stage.name
         manifest_path = folder / "stage_manifest.json"
-        forced = forced or args.force == stage.name
+        forced = forced or pipeline.force == stage.name
         expected = {
             "job": plain(asdict(job)),
             "upstream": upstream,
@@ -258,7 +275,7 @@ def run(args: argparse.Namespace) -> None:
             if same_job and all(done.get(k) == expected[k] for k in ("upstream", "inputs")):
                 print(f"[{stage.name}] up to date, skipped ({folder})")
                 upstream = digest(done)
-                if args.until == stage.name:
+                if pipeline.until == stage.name:
                     break
                 continue
         # A stage re-run on purpose (--force, a changed setting, a re-run upstream) starts over; a stage that
@@ -284,7 +301,7 @@ def run(args: argparse.Namespace) -> None:
         }
         write_json(manifest_path, manifest)
         upstream = digest(manifest)
-        if args.until == stage.name:
+        if pipeline.until == stage.name:
             break
     print(f"pipeline finished in {(time.perf_counter() - started) / 60:.1f} min; outputs in {out}")
     report = out / "ablation" / "results.md"
