@@ -47,18 +47,7 @@ WITHDRAWN = {
     "fusion-variants-ml-100k": "the gate-matched rows were withdrawn: the backbone's initialisation redrew "
     "gate-matched's projection, so they trained plain gate over a standardised table (fixed since; not re-run)",
 }
-METRIC_ORDER = [
-    "HR@5",
-    "HR@10",
-    "NDCG@5",
-    "NDCG@10",
-    "Recall@10",
-    "Recall@20",
-    "NDCG@20",
-    "mse",
-    "mse_global_mean",
-    "mse_untuned_llm",
-]
+METRIC_ORDER = (*METRICS, "Recall@10", "Recall@20", "NDCG@20", "mse", "mse_global_mean", "mse_untuned_llm")
 
 
 _READ: set[str] = set()  # the record names a table has read; the others get a generic table
@@ -271,15 +260,14 @@ def _settings_against_references(runs: list[dict]) -> list[str]:
     """For each backbone with another setting (variant) than a reference (`base`, `target-weights`): test NDCG@10
     and HR@10 in both protocols, mean ± std over seeds, and the Welch test over seeds against the reference (a
     verdict only with enough seeds)."""
-    lines = []
-    for model, ref in ((m, ref) for m in dict.fromkeys(r["model"] for r in runs) for ref in CPU_REFERENCES):
-        base = [r for r in runs if r["model"] == model and r["variant"] == ref]
-        if not base:  # nothing to compare with: the table's rows say it all
+    groups, lines = by_model_variant(runs), []
+    for model, ref in ((m, ref) for m in dict.fromkeys(m for m, _ in groups) for ref in CPU_REFERENCES):
+        if not (base := groups.get((model, ref))):  # nothing to compare with: the table's rows say it all
             continue
-        for variant in dict.fromkeys(r["variant"] for r in runs if r["model"] == model and r["variant"] != ref):
-            if variant in CPU_REFERENCES[: CPU_REFERENCES.index(ref)]:
-                continue  # an older reference against a newer one: already listed the other way round
-            rs = [r for r in runs if r["model"] == model and r["variant"] == variant]
+        older = CPU_REFERENCES[: CPU_REFERENCES.index(ref)]  # against a newer reference: listed the other way round
+        for (m, variant), rs in groups.items():
+            if m != model or variant == ref or variant in older:
+                continue
             cells = []
             for protocol, key in (("unmasked", "metrics"), ("masked", "metrics_history_masked")):
                 mine, theirs = [_protocol(r, key) for r in rs], [_protocol(r, key) for r in base]
@@ -464,14 +452,8 @@ def generic_table(name: str) -> str:
     if not (runs := load(name)):
         return ""
     metrics = [k for k in METRIC_ORDER if any(k in r.get("metrics", {}) for r in runs)]
-    timings = list(
-        dict.fromkeys(
-            k
-            for r in runs
-            for k, v in (r.get("timings") or {}).items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        )
-    )
+    numeric = [k for r in runs for k, v in (r.get("timings") or {}).items() if type(v) in (int, float)]  # not bool
+    timings = list(dict.fromkeys(numeric))
     columns = ["dataset", "model", "variant", "seed"]
     rows = []
     for r in runs:
@@ -674,14 +656,10 @@ def _grid_row(rs: list[dict], base: list[dict], paper: tuple | None, masked_colu
     ]
     if masked_column:
         cells.append(f"{_mean_std(_values(_masked(rs), 'HR@10'))} / {_mean_std(_values(_masked(rs), 'NDCG@10'))}")
-    return " | ".join(
-        [
-            *cells,
-            _paper(paper),
-            ", ".join(f"{r['best_epoch']}/{r['epochs']}" for r in rs),
-            fmt(sum(r.get("timings", r)["seconds_per_epoch"] for r in rs) / len(rs), 1),
-        ]
-    )
+    cells.append(_paper(paper))
+    cells.append(", ".join(f"{r['best_epoch']}/{r['epochs']}" for r in rs))
+    cells.append(fmt(sum(r.get("timings", r)["seconds_per_epoch"] for r in rs) / len(rs), 1))
+    return " | ".join(cells)
 
 
 def ablation_tables(name: str) -> str:
@@ -704,27 +682,26 @@ def ablation_tables(name: str) -> str:
         for backbone, fusion in sorted(groups, key=lambda k: (k[0], FUSION_ORDER.get(k[1], 9), k[1]))
     ]
     few_seeds = f" {seeds} seed(s): fewer than {MIN_SEEDS}, so the table gives differences and no verdict."
-    lines = [
+    title = [
         f"**Fusion ablation on {grid_dataset(name)} (`{name}`): test metrics, full ranking (history not masked), "
         "mean ± std over seeds; each run's epoch chosen on validation NDCG@10.**",
-        "",
         *(
-            [f"*Superseded, not in the summary: {SUPERSEDED[name]}. Kept for the record.*", ""]
+            [f"*Superseded, not in the summary: {SUPERSEDED[name]}. Kept for the record.*"]
             if name in SUPERSEDED
             else []
         ),
-        *([f"*Note: {WITHDRAWN[name]}.*", ""] if name in WITHDRAWN else []),
+        *([f"*Note: {WITHDRAWN[name]}.*"] if name in WITHDRAWN else []),
         f"Setting: {_grid_setting(cells[0]['config'])}. {_at_cap(cells)} of {len(cells)} runs had their best "
         f"validation epoch at the {train['epochs']}-epoch cap, i.e. were still improving when the budget ended."
         + (few_seeds if seeds < MIN_SEEDS else ""),
-        "",
-        *table(
-            "backbone | fusion | seeds | HR@5 | HR@10 | NDCG@5 | NDCG@10 | NDCG@10 vs base (Welch over seeds) | "
-            "HR@10 vs base (Welch over seeds) | p, NDCG@10, paired over users (secondary) | "
-            + ("history masked HR@10 / NDCG@10 | " if masked_column else "")
-            + "paper HR@5 / HR@10 / NDCG@5 / NDCG@10 | best epoch per seed | s/epoch",
-            rows,
-        ),
+    ]
+    return section(
+        "\n\n".join(title),
+        "backbone | fusion | seeds | HR@5 | HR@10 | NDCG@5 | NDCG@10 | NDCG@10 vs base (Welch over seeds) | "
+        "HR@10 vs base (Welch over seeds) | p, NDCG@10, paired over users (secondary) | "
+        + ("history masked HR@10 / NDCG@10 | " if masked_column else "")
+        + "paper HR@5 / HR@10 / NDCG@5 / NDCG@10 | best epoch per seed | s/epoch",
+        rows,
         "",
         f"Verdict columns: {SEED_TEST} (scipy.stats.ttest_ind, equal_var=False) against `base` of the same "
         f"backbone, p ≤ 0.05, given only with at least {MIN_SEEDS} seeds a side; **bold** = significant. The "
@@ -732,8 +709,7 @@ def ablation_tables(name: str) -> str:
         *(["", f"Paper rows (Base, CI and TSLRec beside our base, ci and gate): {PAPER_SETTING}."] if paper else []),
         *(line for r in runs if r.get("model") == "tslrec-stage2" for line in _stage2_lines(r)),
         *grid_footer(runs, cells),
-    ]
-    return "\n".join(lines)
+    )
 
 
 def _grid_setting(config: dict) -> str:
@@ -829,30 +805,31 @@ def summary_table(grids: list[str]) -> str:
     rows = [row for name in grids if name not in SUPERSEDED for row in summary_rows(name)]
     if not rows:
         return ""
-    lines = [
+    return section(
         f"**Summary: test NDCG@10 (full ranking), mean ± std over seeds; in brackets the {SEED_TEST} against `base`.**",
-        "",
-        *table(
-            "dataset | backbone | seeds | base | gate, LLM table | gate, stage-0 table (no LLM) "
-            "| LLM table vs stage-0 table | protocol, status",
-            rows,
-        ),
+        "dataset | backbone | seeds | base | gate, LLM table | gate, stage-0 table (no LLM) "
+        "| LLM table vs stage-0 table | protocol, status",
+        rows,
         "",
         f"A verdict needs at least {MIN_SEEDS} seeds a side (p ≤ 0.05; **bold** = significant); with fewer, only "
         "the difference is given. The LLM table is stage 2's export of the tuned LLM; the stage-0 table is the "
         "stage-0 SASRec's own item table through the same gate, the control without an LLM; – = not recorded. "
         '"Runs at the epoch cap" counts runs whose best validation epoch was the last one allowed.',
+        *(line for name, why in SUPERSEDED.items() for line in _superseded_note(name, why)),
+    )
+
+
+def _superseded_note(name: str, why: str) -> list[str]:
+    """The summary's note on a superseded grid that it leaves out (none when the grid has no record)."""
+    if not (old := grid_cells(name)):
+        return []
+    seeds, cap = len({r["seed"] for r in old}), old[0]["config"]["train"]["epochs"]
+    return [
+        "",
+        f"Not in this table: `bench/results/{name}.json` ({grid_dataset(name)}, {seeds} seeds, "
+        f"{_at_cap(old)} of {len(old)} runs at the {cap}-epoch cap), superseded: {why}. Its tables are kept "
+        "with the others, marked superseded.",
     ]
-    for name, why in SUPERSEDED.items():
-        if old := grid_cells(name):
-            seeds, cap = len({r["seed"] for r in old}), old[0]["config"]["train"]["epochs"]
-            lines += [
-                "",
-                f"Not in this table: `bench/results/{name}.json` ({grid_dataset(name)}, {seeds} seeds, "
-                f"{_at_cap(old)} of {len(old)} runs at the {cap}-epoch cap), superseded: {why}. Its tables are kept "
-                "with the others, marked superseded.",
-            ]
-    return "\n".join(lines)
 
 
 def _tiny_diff(runs: list[dict], base: list[dict]) -> str:
@@ -886,10 +863,9 @@ def readme_table(grids: list[str]) -> str:
         ]
     if not rows:
         return ""
+    header = "dataset | backbone | seeds | base | gate, LLM table | gate, stage-0 table (no LLM) | LLM vs stage-0"
     lines = [
-        *table(
-            "dataset | backbone | seeds | base | gate, LLM table | gate, stage-0 table (no LLM) | LLM vs stage-0", rows
-        ),
+        *table(header, rows),
         "",
         f"Test NDCG@10, full ranking, history not masked, mean over seeds; in brackets the difference to `base` "
         f"(last column: LLM table minus stage-0 table), **bold** where the Welch test over seeds is significant "
@@ -1004,8 +980,7 @@ def sft_table() -> str:
 def main() -> None:
     grids = [n for n in record_names("ablation-") if not n.endswith(CONTROL_SUFFIX)]
     variants = [n for n in record_names("fusion-variants-") if not n.endswith(CONTROL_SUFFIX)]
-    summary = summary_table(grids)
-    sections = [summary]
+    sections = [summary_table(grids)]
     for name in sorted(grids + variants, key=lambda n: n in SUPERSEDED):  # superseded grids last
         sections += [ablation_tables(name), control_table(name)]
     sections += [main_job_table(n) for n in record_names("main-job-")]

@@ -52,9 +52,8 @@ class SummaryRow:
     seeds: list[int]  # seeds that finished
     mean: dict[str, float]  # metric -> mean over seeds
     std: dict[str, float]  # metric -> sample std over seeds
-    tests: dict[str, SeedTest] = field(
-        default_factory=dict
-    )  # metric -> Welch test over seeds against base (the verdict)
+    # metric -> Welch test over seeds against base (the verdict)
+    tests: dict[str, SeedTest] = field(default_factory=dict)
     user_tests: dict[str, PairedTest] = field(default_factory=dict)  # metric -> paired test over users (secondary)
 
 
