@@ -284,8 +284,7 @@ def _settings_against_references(runs: list[dict]) -> list[str]:
 def time_to_quality_table(name: str = "time-to-quality-ml-1m") -> str:
     if not (runs := load(name)):
         return ""
-    ours = next((r for r in runs if r["variant"] == "tslrec"), None)
-    mine = (ours or {}).get("timings", {}).get("seconds_to_target")
+    mine = next((r.get("timings", {}).get("seconds_to_target") for r in runs if r["variant"] == "tslrec"), None)
     target = runs[0].get("target", {})
     rows, notes = [], []
     for r in runs:
@@ -743,6 +742,7 @@ def control_table(name: str) -> str:
     ctl_base = [r for r in ctl if r["variant"] == "base"]
     same = [r for r in ctl_base if main_base.get((r["model"], r["seed"])) == r["metrics"]]
     differ = sorted({r["model"] for r in ctl_base} - {r["model"] for r in same})
+    not_same = f"; {', '.join(differ)} did not (the GPU runs were not in deterministic mode; not checked further)."
     return section(
         f"**No-LLM control on {grid_dataset(name)}: `gate` over the stage-0 SASRec item table (no LLM) next to `gate` "
         "over the LLM export; test NDCG@10 / HR@10, full ranking, mean ± std over the same seeds. Every test is a "
@@ -752,12 +752,7 @@ def control_table(name: str) -> str:
         rows,
         "",
         f"The control grid retrains `base` with the same seeds: {len(same)} of {len(ctl_base)} base runs "
-        "reproduced the main grid's test metrics exactly"
-        + (
-            f"; {', '.join(differ)} did not (the GPU runs were not in deterministic mode; not checked further)."
-            if differ
-            else "."
-        ),
+        "reproduced the main grid's test metrics exactly" + (not_same if differ else "."),
         *grid_footer(ctl, ctl),
     )
 
@@ -983,10 +978,10 @@ def main() -> None:
     sections = [summary_table(grids)]
     for name in sorted(grids + variants, key=lambda n: n in SUPERSEDED):  # superseded grids last
         sections += [ablation_tables(name), control_table(name)]
-    sections += [main_job_table(n) for n in record_names("main-job-")]
-    sections += [cpu_backbones_table("ml-1m")]
-    sections += [time_to_quality_table(n) for n in record_names("time-to-quality-")]
     sections += [
+        *[main_job_table(n) for n in record_names("main-job-")],
+        cpu_backbones_table("ml-1m"),
+        *[time_to_quality_table(n) for n in record_names("time-to-quality-")],
         training_speed_table("ml-1m"),
         eval_speed_table(),
         backbones_table("ml-1m"),

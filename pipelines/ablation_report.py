@@ -39,6 +39,7 @@ from .side_information import CONTROL
 
 METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")  # reported as mean ± std over seeds
 TESTED = ("HR@10", "NDCG@10")  # tested against base on these metrics
+RUN_FIELDS = ("best_epoch", "epochs", "seconds_per_epoch", "wall_seconds")  # a cell's training, in cells.csv
 BASELINE = "base"
 ID_GROUPS = "ci"  # the other row every item-table source is compared with
 
@@ -131,38 +132,21 @@ def _csv_text(header: list, rows) -> str:
 
 def cells_csv(results: list[CellResult]) -> str:
     """One row per finished cell; its fusion column names the variant (gate:tuned)."""
-    return _csv_text(
-        ["backbone", "fusion", "seed", *METRICS, "MRR@10", "best_epoch", "epochs", "seconds_per_epoch", "wall_seconds"],
-        (_cell_row(r) for r in results),
-    )
+    header = ["backbone", "fusion", "seed", *METRICS, "MRR@10", *RUN_FIELDS]
+    return _csv_text(header, (_cell_row(r) for r in results))
 
 
 def _cell_row(r: CellResult) -> list:
-    m = r.record["metrics"]
-    return [
-        r.cell.backbone,
-        r.cell.variant,
-        r.cell.seed,
-        *(m[k] for k in METRICS),
-        m.get("MRR@10"),
-        r.record.get("best_epoch"),
-        r.record.get("epochs"),
-        r.record.get("seconds_per_epoch"),
-        r.record.get("wall_seconds"),
-    ]
+    cell, m, run = r.cell, r.record["metrics"], [r.record.get(k) for k in RUN_FIELDS]
+    return [cell.backbone, cell.variant, cell.seed, *(m[k] for k in METRICS), m.get("MRR@10"), *run]
 
 
 def summary_csv(rows: list[SummaryRow]) -> str:
     """One row per backbone x fusion: mean, std, the Welch test over seeds and the paired test over users."""
-    header = [
-        "backbone",
-        "fusion",
-        "seeds",
-        *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")),
-        *(f"{m}_{s}_vs_base_welch_seeds" for m in TESTED for s in ("diff", "t", "p", "verdict")),
-        *(f"{m}_{s}_vs_base_paired_users" for m in TESTED for s in ("diff", "t", "p")),
-    ]
-    return _csv_text(header, (_summary_row(r) for r in rows))
+    stats = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+    welch = [f"{m}_{s}_vs_base_welch_seeds" for m in TESTED for s in ("diff", "t", "p", "verdict")]
+    paired = [f"{m}_{s}_vs_base_paired_users" for m in TESTED for s in ("diff", "t", "p")]
+    return _csv_text(["backbone", "fusion", "seeds", *stats, *welch, *paired], (_summary_row(r) for r in rows))
 
 
 def _seed_fields(test: SeedTest | None) -> tuple:
@@ -176,14 +160,10 @@ def _paired_fields(test: PairedTest | None) -> tuple:
 
 
 def _summary_row(r: SummaryRow) -> list:
-    return [
-        r.backbone,
-        r.fusion,
-        " ".join(map(str, r.seeds)),
-        *(x for m in METRICS for x in (round(r.mean[m], 6), round(r.std[m], 6))),
-        *(x for m in TESTED for x in _seed_fields(r.tests.get(m))),
-        *(x for m in TESTED for x in _paired_fields(r.user_tests.get(m))),
-    ]
+    stats = [x for m in METRICS for x in (round(r.mean[m], 6), round(r.std[m], 6))]
+    welch = [x for m in TESTED for x in _seed_fields(r.tests.get(m))]
+    paired = [x for m in TESTED for x in _paired_fields(r.user_tests.get(m))]
+    return [r.backbone, r.fusion, " ".join(map(str, r.seeds)), *stats, *welch, *paired]
 
 
 def _gain(row: SummaryRow, base: SummaryRow | None, metric: str) -> str:
@@ -243,12 +223,8 @@ def activity_table(
 
 
 def activity_csv(rows: list[ActivityRow], groups: ActivityGroups) -> str:
-    header = [
-        "backbone",
-        "fusion",
-        "metric",
-        *(f"group{i + 1} ({lab} items, {n} users)" for i, (lab, n) in enumerate(zip(groups.labels, groups.users))),
-    ]
+    by_group = [f"group{i + 1} ({lab} items, {n} users)" for i, (lab, n) in enumerate(zip(groups.labels, groups.users))]
+    header = ["backbone", "fusion", "metric", *by_group]
     return _csv_text(header, ([r.backbone, r.fusion, r.metric, *(round(v, 6) for v in r.values)] for r in rows))
 
 
@@ -300,12 +276,8 @@ def compare(results: list[CellResult]) -> list[Comparison]:
 
 def comparisons_csv(rows: list[Comparison]) -> str:
     """One row per comparison: the Welch test over seeds on each tested metric."""
-    header = [
-        "backbone",
-        "variant",
-        "against",
-        *(f"{m}_{s}_welch_seeds" for m in TESTED for s in ("diff", "t", "p", "verdict", "seeds", "against_seeds")),
-    ]
+    welch = [f"{m}_{s}_welch_seeds" for m in TESTED for s in ("diff", "t", "p", "verdict", "seeds", "against_seeds")]
+    header = ["backbone", "variant", "against", *welch]
     return _csv_text(header, (_comparison_row(c) for c in rows))
 
 
