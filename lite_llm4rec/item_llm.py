@@ -140,8 +140,8 @@ def item_vectors_for_dataset(
         return found.embeddings, {"folder": str(folder), "computed": False, "source": found.manifest.get("source", {})}
     if ds.item_text is None:
         raise InputError(
-            f"dataset '{ds.name}': no item text; Lite-LLM4Rec encodes item text, so add a .item file "
-            "with an 'item_id:token' and a 'title:token_seq' column (or pass --item-vectors)"
+            f"dataset '{ds.name}': no item text; Lite-LLM4Rec encodes item text, so put a .item file "
+            "with an 'item_id:token' and a 'title:token_seq' column beside the .inter or .txt (or pass --item-vectors)"
         )
     if not any(t.strip() for t in ds.item_text[1:]):
         raise InputError(f"dataset '{ds.name}': every item text is empty; fill the title column of the .item file")

@@ -91,8 +91,8 @@ def item_titles_for_prompt(ds: SequenceDataset, wanted: bool) -> list[str] | Non
     titles = ds.item_titles()
     if titles is None or not any(t.strip() for t in titles[1:]):
         raise InputError(
-            f"--item-text: dataset '{ds.name}' has no item text (titles); drop --item-text, or use a RecBole "
-            ".inter with a .item file that has a 'title:token_seq' column"
+            f"--item-text: dataset '{ds.name}' has no item text (titles); drop --item-text, or put a .item file "
+            "with an 'item_id:token' and a 'title:token_seq' column beside the .inter or .txt"
         )
     return titles
 

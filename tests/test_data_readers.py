@@ -55,3 +55,11 @@ def test_a_new_format_is_one_registered_reader(tmp_path: Path, monkeypatch: pyte
     (tmp_path / "x.dat").write_text("1")
     with pytest.raises(InputError, match=r"unknown file type '.dat'; use a RecBole .inter, .*, a .pipe"):
         load_dataset(str(tmp_path / "x.dat"))
+
+
+def test_an_s3rec_file_takes_item_text_from_an_item_file_beside_it(tmp_path: Path) -> None:
+    (tmp_path / "seq.txt").write_text("1 5 6 7\n2 6 7 5\n")
+    assert load_dataset(str(tmp_path / "seq.txt")).item_text is None
+    (tmp_path / "seq.item").write_text("item_id:token\ttitle:token_seq\n5\tRed lipstick\n7\tNight cream\n")
+    ds = load_dataset(str(tmp_path / "seq.txt"))
+    assert dict(zip(ds.item_ids[1:], ds.item_text[1:])) == {"5": "Red lipstick", "6": "", "7": "Night cream"}

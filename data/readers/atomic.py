@@ -59,11 +59,12 @@ def read_atomic(
     header, rows = _atomic_table(inter, inter_text)
     texts = None
     if item_text is not None or (item is not None and item.is_file()):
-        texts = _atomic_item_text(item, item_text)
+        texts = read_item_text(item, item_text)
     return from_table(inter, header, rows, ATOMIC_COLUMNS, texts)
 
 
-def _atomic_item_text(path: Path | None, text: str | None) -> dict[str, str]:
+def read_item_text(path: Path | None, text: str | None = None) -> dict[str, str]:
+    """Original item id -> text from a RecBole `.item` file (item_id and a title, year or genre column)."""
     header, rows = _atomic_table(path, text)
     if "item_id" not in header:
         raise InputError(f"{path}: missing column 'item_id'; the .item file must have an 'item_id:token' column")

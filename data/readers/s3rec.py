@@ -1,4 +1,5 @@
-"""S3-Rec sequence files: `user item item ...`, one line per user, items in time order (a `.txt`)."""
+"""S3-Rec sequence files: `user item item ...`, one line per user, items in time order (a `.txt`); item text from an
+optional RecBole `.item` file beside it (`x.item`: `item_id:token`, `title:token_seq`, ...)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from tslrec.core.errors import InputError
 
 from ..raw import RawInteractions, read_lines
 from . import Reader, register_reader
+from .atomic import read_item_text
 
 
 @register_reader
@@ -20,7 +22,10 @@ class S3RecReader(Reader):
         return path.suffix == ".txt"
 
     def read(self, path: Path) -> RawInteractions:
-        return read_s3rec(path)
+        raw = read_s3rec(path)
+        if path.with_suffix(".item").is_file():
+            raw.item_text = read_item_text(path.with_suffix(".item"))
+        return raw
 
 
 def read_s3rec(path: Path) -> RawInteractions:
