@@ -29,7 +29,7 @@ from tslrec.backbones.base import settings_read_by
 from tslrec.backbones.registry import BACKBONES
 from tslrec.core.artifacts import package_versions, read_json, sha256_file, write_json
 from tslrec.core.errors import InputError
-from tslrec.core.run_settings import RunSettings, digest, plain
+from tslrec.core.run_settings import MISSING, RunSettings, digest, plain
 from tslrec.core.settings import as_flags, from_mapping, settings_of
 from tslrec.data import DataConfig
 from tslrec.stage1_reconstruct.training import SUB_RUN as UNTUNED_SUB_RUN
@@ -238,6 +238,26 @@ def dataset_fingerprint(dataset: str) -> str:
     return hashlib.sha256("".join(sha256_file(p) for p in files).encode()).hexdigest()
 
 
+def why_it_runs(stage: Stage, expected: dict, manifest_path: Path) -> str | None:
+    """None when the stage's finished run is today's (its settings, the dataset and the stages before it); else what
+    the stage does now and why."""
+    if not manifest_path.is_file():
+        return "continues where it was stopped" if manifest_path.parent.is_dir() else "runs: no earlier run"
+    done = read_json(manifest_path, "stage manifest")
+    # a setting added since the stage ran counts as what the stage did then (core.run_settings)
+    current = RunSettings({"job": binding(expected["job"])}, {"job": stage.command.defaults})
+    changes = current.changes({"job": binding(done.get("job") or {})})
+    if changes:
+        key, old, new = changes[0]
+        key = key.removeprefix("job.")
+        return f"retrains: {key} is now {new!r}, " + ("which the run predates" if old is MISSING else f"was {old!r}")
+    if done.get("inputs") != expected["inputs"]:
+        return "retrains: the dataset's files changed"
+    if done.get("upstream") != expected["upstream"]:
+        return "retrains: an earlier stage's run changed"
+    return None
+
+
 def run(args: argparse.Namespace) -> None:
     run_pipeline(RunJob(args.config, args.set, args.force, args.until, not args.no_progress, args.threads))
 
@@ -248,7 +268,6 @@ def run_pipeline(pipeline: RunJob) -> None:
     # a relative `out` lies under $TSLREC_RUNS when set: long-lived runs kept outside a checkout
     out = Path(os.environ.get("TSLREC_RUNS", ".")) / cfg.get("out", f"runs/{Path(str(cfg['dataset'])).stem}")
     cfg["out"] = str(out)
-    forced = False
     upstream = ""
     started = time.perf_counter()
     inputs = {"dataset": dataset_fingerprint(str(cfg["dataset"]))}
@@ -258,31 +277,29 @@ def run_pipeline(pipeline: RunJob) -> None:
         if name is not None and name not in {stage.name for stage, _ in jobs}:
             raise InputError(f"{flag} {name}: {cfg['_path']} does not run that stage; add it under 'stages'")
     ran: set[str] = set()
+    rerun = ""  # why every later stage runs again: one before it did
     for stage, job in jobs:
         folder = out / stage.name
         manifest_path = folder / "stage_manifest.json"
-        forced = forced or pipeline.force == stage.name
         expected = {
             "job": plain(asdict(job)),
             "upstream": upstream,
             "inputs": inputs if stage.takes_data_options else {},
         }
-        if not forced and manifest_path.is_file():
-            done = read_json(manifest_path, "stage manifest")
-            # a setting added since the stage ran counts as what the stage did then (core.run_settings)
-            current = RunSettings({"job": binding(expected["job"])}, {"job": stage.command.defaults})
-            same_job = not current.changes({"job": binding(done.get("job") or {})})
-            if same_job and all(done.get(k) == expected[k] for k in ("upstream", "inputs")):
-                print(f"[{stage.name}] up to date, skipped ({folder})")
-                upstream = digest(done)
-                if pipeline.until == stage.name:
-                    break
-                continue
+        forced = rerun or (f"--force {stage.name}" if pipeline.force == stage.name else "")
+        why = f"retrains: {forced}" if forced else why_it_runs(stage, expected, manifest_path)
+        if why is None:
+            print(f"[{stage.name}] reuses its finished run: settings, data and earlier stages unchanged ({folder})")
+            upstream = digest(read_json(manifest_path, "stage manifest"))
+            if pipeline.until == stage.name:
+                break
+            continue
         # A stage re-run on purpose (--force, a changed setting, a re-run upstream) starts over; a stage that
         # was killed before its manifest was written resumes from its own checkpoint.
-        start_over = forced or manifest_path.is_file()
+        start_over = bool(forced) or manifest_path.is_file()
         manifest_path.unlink(missing_ok=True)
-        forced = True  # every later stage depends on this one
+        rerun = rerun or f"{stage.name} ran again"  # every later stage depends on this one
+        print(f"[{stage.name}] {why}", flush=True)
         print(
             f"[{stage.name}] tslrec {stage.command.name} {' '.join(as_flags(job, stage.command.defaults))}", flush=True
         )

@@ -220,9 +220,12 @@ def test_a_setting_added_since_a_stage_finished_counts_as_what_the_stage_did(tmp
     ran.clear()
     as_then = ["--set", "stages.stage0.loss_weight=batch"]
     assert main(["run", "--config", str(config), "--until", "stage1", *as_then]) == 0
-    assert ran == [] and "[stage1] up to date" in capsys.readouterr().out
+    assert ran == [] and "[stage1] reuses its finished run" in capsys.readouterr().out
     assert main(["run", "--config", str(config), "--until", "stage1"]) == 0  # the default weighs each target
     assert ran == ["TrainJob", "Stage1Job"]
+    out = capsys.readouterr().out
+    assert "[stage0] retrains: train.loss_weight is now 'target', which the run predates" in out
+    assert "[stage1] retrains: stage0 ran again" in out
 
 
 def test_a_new_option_needs_only_its_field(capsys):
