@@ -43,7 +43,7 @@ class TrainConfig:
     """Optimisation and model-selection settings."""
 
     epochs: int = field(default=200, metadata={"help": "maximum epochs"})
-    batch_size: int = field(default=128, metadata={"help": "training windows per step (see windows)"})
+    batch_size: int = field(default=128, metadata={"help": "training windows per step (each up to --max-len items)"})
     windows: str = field(
         default="fixed",
         metadata={

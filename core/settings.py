@@ -137,10 +137,11 @@ class _DeprecatedFlag(argparse.Action):
 
 
 def add_arguments(parser: argparse.ArgumentParser, defaults: Any) -> list[Setting]:
-    """Add a flag per setting of `defaults` (a dataclass instance: its values are the defaults)."""
+    """Add a flag per setting of `defaults` (a dataclass instance: its values are the defaults): the required ones
+    first, then the job's own, then those of the configs it nests."""
     settings = settings_of(defaults)
     seen: dict[str, Setting] = {}
-    for s in settings:
+    for s in sorted(settings, key=lambda s: (not s.required, len(s.path) > 1)):
         for name in (s.flag, *s.aliases):
             if name in seen:
                 raise TypeError(
@@ -170,6 +171,7 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Any) -> list[Settin
                 help=shown_help + extra.replace("%", "%%"),
                 type=s.parse if s.kind == "value" else str,
                 choices=s.choices,
+                required=s.required,
                 metavar=None if s.choices else s.flag.lstrip("-").upper().replace("-", "_"),
             )
     return settings

@@ -24,7 +24,7 @@ class Stage1Config:
 
     # targets
     k: int = field(
-        default=32, metadata={"help": "number of latent item groups (k-means clusters); see grouping.py for the choice"}
+        default=32, metadata={"help": "number of latent item groups (k-means clusters of the stage-0 item table)"}
     )
     kmeans_algorithm: str = field(
         default="auto",
