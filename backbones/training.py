@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -26,16 +26,14 @@ from tqdm.auto import tqdm
 from tslrec.core.checkpoint import Checkpoint
 from tslrec.core.errors import DivergedError
 from tslrec.core.modules import eval_mode, peak_memory_mb
-from tslrec.core.precision import autocast, precision_field, resolve_precision, resolved
+from tslrec.core.precision import Precision, autocast, precision_field, resolve_precision, resolved
 from tslrec.core.run_settings import RunSettings, plain
 from tslrec.core.run_state import RunState
-from tslrec.core.settings import require
-from tslrec.data.splits import BATCHING, WINDOWS, EvalSplit, LeaveOneOutSplits, epoch_batches, target_weights
+from tslrec.core.settings import check_choices, require
+from tslrec.data.splits import Batching, EvalSplit, LeaveOneOutSplits, Windows, epoch_batches, target_weights
 from tslrec.evaluation.ranking import EvalConfig, EvalResult, evaluate, is_metric_name
 
 from .base import BackboneConfig, SequentialRecommender, settings_read_by
-
-LOSS_WEIGHTS = ("target", "batch")  # how a batch's loss is weighted (TrainConfig.loss_weight)
 
 
 @dataclass
@@ -44,10 +42,9 @@ class TrainConfig:
 
     epochs: int = field(default=200, metadata={"help": "maximum epochs"})
     batch_size: int = field(default=128, metadata={"help": "training windows per step (each up to --max-len items)"})
-    windows: str = field(
+    windows: Windows = field(
         default="fixed",
         metadata={
-            "choices": WINDOWS,
             "help": (
                 "how each user's training items become max_len windows: fixed = non-overlapping, counted back "
                 "from the most recent (every item a target each epoch); shifted = the same with a random offset "
@@ -56,20 +53,18 @@ class TrainConfig:
             ),
         },
     )
-    batching: str = field(
+    batching: Batching = field(
         default="length",
         metadata={
-            "choices": BATCHING,
             "help": (
                 "length = windows of similar length share a batch (little padding); random = a uniform shuffle, "
                 "each batch padded to its longest window (the history's `positions` counts what an epoch costs)"
             ),
         },
     )
-    loss_weight: str = field(
+    loss_weight: Literal["target", "batch"] = field(
         default="target",
         metadata={
-            "choices": LOSS_WEIGHTS,
             "before": "batch",  # what runs recorded before this setting existed did
             "help": (
                 "target = every training target weighs the same in an epoch (a batch's summed loss over the "
@@ -80,25 +75,20 @@ class TrainConfig:
     )
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    loss: str = field(
-        default="ce",
-        metadata={
-            "choices": ("ce", "bce"),
-            "help": "'ce' (softmax over all items) or 'bce' (one sampled negative per position)",
-        },
+    loss: Literal["ce", "bce"] = field(
+        default="ce", metadata={"help": "'ce' (softmax over all items) or 'bce' (one sampled negative per position)"}
     )
     patience: int = field(default=10, metadata={"help": "epochs without a better validation NDCG@10 before stopping"})
     select_metric: str = field(default="NDCG@10", metadata={"help": "validation metric for early stopping"})
     min_delta: float = field(default=0.0, metadata={"help": "smallest validation gain that counts as better"})
     grad_clip: float = field(default=5.0, metadata={"help": "max gradient norm (0 = off)"})
-    precision: str = precision_field("the training forward pass", "--bf16", "bf16")
+    precision: Precision = precision_field("the training forward pass", "--bf16", "bf16")
     seed: int = field(default=42, metadata={"help": "seeds init, shuffling, dropout and negatives"})
 
     def __post_init__(self) -> None:
+        check_choices(self)
         require(self.epochs >= 1, self, "epochs", "need at least 1")
         require(self.batch_size >= 1, self, "batch_size", "need at least 1")
-        require(self.batching in BATCHING, self, "batching", f"use {' or '.join(BATCHING)}")
-        require(self.loss_weight in LOSS_WEIGHTS, self, "loss_weight", f"use {' or '.join(LOSS_WEIGHTS)}")
         require(self.lr > 0, self, "lr", "must be positive")
         require(self.patience >= 1, self, "patience", "need at least 1")
         require(self.grad_clip >= 0, self, "grad_clip", "must be 0 (off) or positive")

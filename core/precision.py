@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 from contextlib import AbstractContextManager
 from dataclasses import field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
 from .errors import InputError
 
-PRECISIONS: tuple[str, ...] = ("auto", "bf16", "float32")
+Precision = Literal["auto", "bf16", "float32"]  # the type of every config's `precision` (see precision_field)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 HELP = (
     "auto = bfloat16 autocast where the device computes it natively (CUDA with bf16, a CPU with AMX or "
     "AVX512-BF16), float32 elsewhere; bf16 or float32 to choose"
@@ -31,12 +32,11 @@ def _cpu_bf16_units() -> list[str]:
 
 
 def precision_field(what: str, old_switch: str, old_switch_means: str, replaces: str = "bf16", flag: str = "") -> Any:
-    """The `precision` setting of a config: `auto` by default, with the older boolean it replaces (`replaces`, read
-    from runs recorded with it) and that boolean's switch (`old_switch`, e.g. --no-bf16, which meant
-    `old_switch_means`), still accepted with a note."""
+    """The `precision` setting of a config (`precision: Precision = precision_field(...)`): `auto` by default, with
+    the older boolean it replaces (`replaces`, read from runs recorded with it) and that boolean's switch
+    (`old_switch`, e.g. --no-bf16, which meant `old_switch_means`), still accepted with a note."""
     other = "float32" if old_switch_means == "bf16" else "bf16"
     metadata = {
-        "choices": PRECISIONS,
         "replaces": (replaces, {True: "bf16", False: "float32"}),
         "deprecated": {old_switch: (old_switch_means, other)},
         "help": f"{what}: {HELP}",

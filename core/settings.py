@@ -4,7 +4,8 @@ A setting is a dataclass field with a default and `metadata={"help": "one line"}
     flag      the flag when it is not `--<field-name>` (e.g. "--layers"); "--no-x" on a bool that defaults to
               True gives a flag that switches it off
     aliases   further spellings of the flag (e.g. ("--stage1-dir",))
-    choices   the allowed values
+    choices   the allowed values, for a registry that plugins may add to (e.g. FUSIONS); fixed ones are the
+              field's type instead: `batching: Literal["length", "random"]`
     prefix    on a nested dataclass field: put before each of its flags (e.g. "item-" gives --item-llm)
     cli       False: not a flag (set by the program, e.g. the item count)
     required  True: must be given
@@ -14,6 +15,8 @@ A setting is a dataclass field with a default and `metadata={"help": "one line"}
               so that run settings recorded then are read as this field (see `upgrade_recorded`)
     deprecated {old flag: (value when given or true, value when false)}: older spellings still accepted, as a
               flag or a config-file key (the flag without dashes), each with a one-line note on stderr
+A config calls `check_choices(self)` in its __post_init__, so a value its fields do not allow is a one-line
+InputError wherever the config is made; flags and config-file keys are checked against the same values.
 A field whose type is a dataclass is a group of settings: its fields become flags of their own, with no
 prefix unless one is given. Two settings with one flag are an error when the parser is built.
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import functools
 import re
 import sys
 import types
@@ -70,6 +74,30 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+@functools.cache
+def _choices(cls: type) -> dict[str, tuple[Any, bool]]:
+    """{field: (allowed values, None allowed too)} of a dataclass: a `Literal[...]` field's values, or the registry
+    its metadata names as `choices` (read when used, so that values registered later count)."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, tuple[Any, bool]] = {}
+    for f in dataclasses.fields(cls):
+        tp, optional = _unwrap_optional(hints[f.name])
+        if typing.get_origin(tp) is typing.Literal:
+            out[f.name] = typing.get_args(tp), optional
+        elif "choices" in f.metadata:
+            out[f.name] = f.metadata["choices"], optional
+    return out
+
+
+def check_choices(config: Any) -> None:
+    """InputError 'Class.field=value: use one of a, b' for the first field of the dataclass `config` whose value is
+    not one its declaration allows (see `_choices`); for __post_init__."""
+    for name, (allowed, optional) in _choices(type(config)).items():
+        value = getattr(config, name)
+        ok = value in allowed or (value is None and optional)
+        require(ok, config, name, f"use one of {', '.join(map(str, allowed))}")
+
+
 def settings_of(config: Any, path: tuple[str, ...] = (), prefix: str = "") -> list[Setting]:
     """Every flag of a dataclass instance (nested dataclasses included), in declaration order."""
     cls = type(config)
@@ -96,7 +124,7 @@ def settings_of(config: Any, path: tuple[str, ...] = (), prefix: str = "") -> li
         else:
             kind = "value"
         parse = tp if tp in (int, float, str) else str
-        choices = tuple(meta["choices"]) if "choices" in meta else None
+        allowed = _choices(cls).get(f.name)
         out.append(
             Setting(
                 path + (f.name,),
@@ -107,7 +135,7 @@ def settings_of(config: Any, path: tuple[str, ...] = (), prefix: str = "") -> li
                 kind,
                 parse,
                 meta["help"],
-                choices,
+                tuple(allowed[0]) if allowed else None,
                 bool(meta.get("required")),
                 optional,
                 tuple(("--" + prefix + old[2:], *values) for old, values in meta.get("deprecated", {}).items()),
@@ -250,7 +278,7 @@ def _value_from_file(s: Setting, key: str, value: Any, where: str) -> Any:
         value = float(value)
     elif value is not None and s.parse is str:
         value = str(value)
-    if s.choices is not None and value not in s.choices:
+    if s.choices is not None and value is not None and value not in s.choices:
         raise InputError(f"{where}: key '{key}' is {value!r}; use one of {', '.join(map(str, s.choices))}")
     return value
 

@@ -12,11 +12,13 @@ is the whole history before the target, which is what "history masked" removes f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 
-WINDOWS = ("fixed", "shifted", "overlap", "last")
+Windows = Literal["fixed", "shifted", "overlap", "last"]  # how training sequences become windows (TrainConfig.windows)
+WINDOWS = get_args(Windows)
 
 
 def pad_right(seqs: list[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,7 +113,8 @@ def cut_windows(train: list[np.ndarray], max_len: int, mode: str, rng: np.random
     return TrainWindows(torch.from_numpy(inputs), torch.from_numpy(targets), torch.from_numpy(lengths))
 
 
-BATCHING = ("length", "random")  # how training windows are grouped into batches (TrainConfig.batching)
+Batching = Literal["length", "random"]  # how training windows are grouped into batches (TrainConfig.batching)
+BATCHING = get_args(Batching)
 
 
 def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:

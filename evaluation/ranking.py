@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import torch
 
 from tslrec.core.errors import DivergedError
-from tslrec.core.precision import precision_field
-from tslrec.core.settings import require
+from tslrec.core.precision import Precision, precision_field
+from tslrec.core.settings import check_choices, require
 from tslrec.data.splits import EvalSplit
 
 KS = (5, 10, 20)
@@ -53,11 +53,12 @@ class EvalConfig:
     batch_size: int = field(
         default=32, metadata={"flag": "--eval-batch-size", "help": "users scored at once (small batches stay in cache)"}
     )
-    precision: str = precision_field(
+    precision: Precision = precision_field(
         "how users are encoded (scores are ranked in float32 always)", "--eval-bf16", "bf16", flag="--eval-precision"
     )
 
     def __post_init__(self) -> None:
+        check_choices(self)
         require(self.batch_size >= 1, self, "batch_size", "need at least 1")
         require(self.sampled_negatives >= 0, self, "sampled_negatives", "0 (full ranking) or a positive count")
         require(all(k >= 1 for k in self.ks), self, "ks", "cut-offs must be at least 1")

@@ -22,11 +22,11 @@ from tqdm.auto import tqdm
 
 from tslrec.core.errors import InputError
 from tslrec.core.modules import eval_mode
-from tslrec.core.settings import require
+from tslrec.core.settings import check_choices, require
 from tslrec.core.wheel_cache import cache_dir
 from tslrec.data import SequenceDataset
 from tslrec.formats.item_table import load_item_embeddings, save_item_embeddings
-from tslrec.llm.loading import DTYPES, LLMConfig, load_llm, transformer_body
+from tslrec.llm.loading import Dtype, LLMConfig, load_llm, transformer_body
 from tslrec.llm.pooling import masked_mean_pool
 
 from .loading import model_kind
@@ -42,19 +42,16 @@ class ItemLLMConfig:
     )
     max_tokens: int = field(default=64, metadata={"help": "item text is truncated to this many tokens"})
     batch_size: int = field(default=64, metadata={"help": "items encoded per forward pass"})
-    dtype: str = field(
-        default="float32",
-        metadata={"choices": ("float32", "bfloat16", "float16"), "help": "weight dtype of the Item LLM"},
-    )
+    dtype: Dtype = field(default="float32", metadata={"help": "weight dtype of the Item LLM"})
     trust_remote_code: bool = field(
         default=False,
         metadata={"cli": False, "help": "run model code shipped with a hub model; only if you trust its author"},
     )
 
     def __post_init__(self) -> None:
+        check_choices(self)
         require(self.max_tokens >= 1, self, "max_tokens", "need at least 1")
         require(self.batch_size >= 1, self, "batch_size", "need at least 1")
-        require(self.dtype in DTYPES, self, "dtype", f"use one of {', '.join(DTYPES)}")
 
 
 @torch.no_grad()

@@ -27,13 +27,14 @@ from __future__ import annotations
 import inspect
 import sys
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tslrec.core.errors import InputError
-from tslrec.core.settings import require
+from tslrec.core.settings import check_choices, require
 from tslrec.llm.loading import LLMConfig, hidden_size, load_llm, transformer_body
 from tslrec.llm.lora import add_lora
 from tslrec.llm.pooling import masked_mean_pool
@@ -41,16 +42,13 @@ from tslrec.llm.soft_prompt import SoftPromptBuilder, match_token_scale
 
 from .loading import rec_llm_kind
 
-FINETUNE = ("lora", "full")
-ATTENTION = ("auto", "bidirectional")
-
 
 @dataclass
 class LiteConfig:
     """Recommendation LLM and head settings (the LLM itself is named by an LLMConfig)."""
 
-    finetune: str = field(
-        default="lora", metadata={"choices": ("lora", "full"), "help": "lora (peft adapters) | full (every LLM weight)"}
+    finetune: Literal["lora", "full"] = field(
+        default="lora", metadata={"help": "lora (peft adapters) | full (every LLM weight)"}
     )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (alpha / r = 2)"})
@@ -74,10 +72,9 @@ class LiteConfig:
             ),
         },
     )
-    attention: str = field(
+    attention: Literal["auto", "bidirectional"] = field(
         default="auto",
         metadata={
-            "choices": ATTENTION,
             "help": (
                 "auto: the model's own (causal for a decoder LLM, bidirectional for an encoder) | "
                 "bidirectional: a decoder LLM also attends to later items"
@@ -89,10 +86,9 @@ class LiteConfig:
     )
 
     def __post_init__(self) -> None:
-        require(self.finetune in FINETUNE, self, "finetune", f"use one of {', '.join(FINETUNE)}")
+        check_choices(self)
         require(self.lora_r >= 1, self, "lora_r", "need at least 1")
         require(0.0 <= self.lora_dropout < 1.0, self, "lora_dropout", "must be in [0, 1)")
-        require(self.attention in ATTENTION, self, "attention", f"use one of {', '.join(ATTENTION)}")
 
 
 def is_causal(body: nn.Module) -> bool:

@@ -22,8 +22,6 @@ import torch
 
 from tslrec.llm.soft_prompt import left_pad_ids
 
-STRATEGIES = ("sampling", "all")
-
 
 @dataclass
 class TrainRows:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -19,32 +20,28 @@ from tqdm.auto import tqdm
 from tslrec.core.checkpoint import Checkpoint
 from tslrec.core.errors import DivergedError, InputError
 from tslrec.core.modules import eval_mode, load_trainable_state, peak_memory_mb, trainable_state
-from tslrec.core.precision import autocast, precision_field, resolve_precision, resolved
+from tslrec.core.precision import Precision, autocast, precision_field, resolve_precision, resolved
 from tslrec.core.run_settings import RunSettings
 from tslrec.core.run_state import RunState
-from tslrec.core.settings import require
+from tslrec.core.settings import check_choices, require
 from tslrec.data.splits import EvalSplit, LeaveOneOutSplits
 from tslrec.evaluation.ranking import EvalConfig, EvalResult, evaluate, is_metric_name
 
 from .model import LiteLLM4Rec
-from .segments import STRATEGIES, TrainRows, all_prefix_rows, collate, sampling_rows
+from .segments import TrainRows, all_prefix_rows, collate, sampling_rows
 
 
 @dataclass
 class LiteTrainConfig:
     """Optimisation and model selection."""
 
-    strategy: str = field(
+    strategy: Literal["sampling", "all"] = field(
         default="sampling",
-        metadata={
-            "choices": ("sampling", "all"),
-            "help": "sampling (one random segment per user per epoch) | all (every training prefix)",
-        },
+        metadata={"help": "sampling (one random segment per user per epoch) | all (every training prefix)"},
     )
-    negatives: str = field(
+    negatives: Literal["all", "unseen"] = field(
         default="all",
         metadata={
-            "choices": ("all", "unseen"),
             "help": (
                 "all = the softmax runs over every item, the user's earlier items included; unseen = the paper's "
                 "objective (its §3.4): the items already in the user's input are no negatives"
@@ -69,7 +66,7 @@ class LiteTrainConfig:
     )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 = off)"})
-    precision: str = precision_field("the LLMs' forward and backward", "--no-bf16", "float32")
+    precision: Precision = precision_field("the LLMs' forward and backward", "--no-bf16", "float32")
     eval_every: int | None = field(
         default=None, metadata={"help": "validate every N optimizer steps (None = after each epoch)"}
     )
@@ -80,7 +77,7 @@ class LiteTrainConfig:
     seed: int = field(default=42, metadata={"help": "seeds segments, order, LoRA/adapter/head init"})
 
     def __post_init__(self) -> None:
-        require(self.strategy in STRATEGIES, self, "strategy", f"use one of {', '.join(STRATEGIES)}")
+        check_choices(self)
         require(self.segment_len >= 2, self, "segment_len", "need at least 2 (one input, one target)")
         require(self.epochs >= 1, self, "epochs", "need at least 1")
         require(self.max_steps is None or self.max_steps >= 1, self, "max_steps", "need at least 1")

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from safetensors import SafetensorError
@@ -34,12 +34,13 @@ from torch import nn
 
 from tslrec.core.artifacts import atomic_folder
 from tslrec.core.errors import InputError
+from tslrec.core.settings import check_choices
 from tslrec.core.wheel_cache import WheelSpec, cache_dir, extract_members
 
 KINDS = ("causal_lm", "encoder", "text_encoder")
 KIND_NAMES = {"causal_lm": "a causal LM", "encoder": "an encoder", "text_encoder": "a text encoder"}  # for errors
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-QUANTIZATIONS = (None, "4bit", "8bit")
+Dtype = Literal["float32", "bfloat16", "float16"]  # an LLM's weight dtype, as named in torch
+DTYPES = {name: getattr(torch, name) for name in get_args(Dtype)}
 
 
 @dataclass
@@ -56,19 +57,12 @@ class LLMConfig:
             ),
         },
     )
-    dtype: str = field(
+    dtype: Dtype = field(
         default="float32",
-        metadata={
-            "choices": ("float32", "bfloat16", "float16"),
-            "help": "weight dtype: float32 | bfloat16 | float16 (bf16 autocast is a training option instead)",
-        },
+        metadata={"help": "weight dtype: float32 | bfloat16 | float16 (bf16 autocast is a training option instead)"},
     )
-    quantization: str | None = field(
-        default=None,
-        metadata={
-            "choices": ("4bit", "8bit"),
-            "help": "None | '4bit' | '8bit' (bitsandbytes; worth it for 7B+ models on a GPU)",
-        },
+    quantization: Literal["4bit", "8bit"] | None = field(
+        default=None, metadata={"help": "None | '4bit' | '8bit' (bitsandbytes; worth it for 7B+ models on a GPU)"}
     )
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "trade ~35% more time for ~2.4x less activation memory"}
@@ -83,6 +77,9 @@ class LLMConfig:
             "help": "keep only the first N transformer blocks (None = all): a shallower, cheaper model",
         },
     )
+
+    def __post_init__(self) -> None:
+        check_choices(self)
 
 
 @dataclass(frozen=True)
@@ -137,10 +134,6 @@ def load_llm(cfg: LLMConfig, kind: str = "causal_lm") -> tuple[nn.Module, Any]:
     """
     if kind not in KINDS:
         raise InputError(f"load_llm: kind '{kind}' is not one of {', '.join(KINDS)}")
-    if cfg.dtype not in DTYPES:
-        raise InputError(f"llm dtype '{cfg.dtype}' is not one of {', '.join(DTYPES)}")
-    if cfg.quantization not in QUANTIZATIONS:
-        raise InputError(f"LLMConfig.quantization='{cfg.quantization}' is not one of 4bit, 8bit (or leave it unset)")
     source, gguf_file = resolve_model_source(cfg.name_or_path, kind)
     quant = _quantization_config(cfg)
 

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -23,7 +24,7 @@ from tslrec.backbones.registry import build_backbone
 from tslrec.core.artifacts import atomic_path, load_tensors, resolve_device
 from tslrec.core.errors import InputError
 from tslrec.core.modules import eval_mode
-from tslrec.core.settings import require
+from tslrec.core.settings import check_choices, require
 from tslrec.data import SequenceDataset
 from tslrec.data.splits import pad_right
 
@@ -31,7 +32,6 @@ from .options import Command
 from .run_folders import load_recorded_dataset
 from .side_information import load_side_information
 
-FORMATS = ("tsv", "jsonl")
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (seq [B, L], lengths [B]) -> scores [B, N+1]
 
 
@@ -48,13 +48,14 @@ class RecommendJob:
     )
     k: int = field(default=10, metadata={"flag": "--top-k", "aliases": ("--k",), "help": "items per user"})
     keep_seen: bool = field(default=False, metadata={"help": "let items the user already has be recommended"})
-    format: str = field(default="tsv", metadata={"choices": FORMATS, "help": "tsv (with a header) or jsonl"})
+    format: Literal["tsv", "jsonl"] = field(default="tsv", metadata={"help": "tsv (with a header) or jsonl"})
     out: str | None = field(default=None, metadata={"help": "output file (default: standard output)"})
     dataset: str | None = field(default=None, metadata={"help": "dataset name or path (default: the recorded one)"})
     batch_size: int = field(default=512, metadata={"help": "users scored at once"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
 
     def __post_init__(self) -> None:
+        check_choices(self)
         require(self.k >= 1, self, "k", "need at least 1")
         require(self.batch_size >= 1, self, "batch_size", "need at least 1")
 

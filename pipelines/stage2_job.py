@@ -22,9 +22,10 @@ import torch
 from tslrec.core.artifacts import use_deterministic_kernels
 from tslrec.core.errors import InputError
 from tslrec.core.precision import precision_record, resolved
+from tslrec.core.settings import check_choices
 from tslrec.data import SequenceDataset
 from tslrec.formats.item_table import save_item_embeddings
-from tslrec.llm.loading import DTYPES, LLMConfig
+from tslrec.llm.loading import Dtype, LLMConfig
 from tslrec.stage1_reconstruct.model_io import ADAPTER_DIR, load_reconstruction_model
 from tslrec.stage2_augment.analysis import category_agreement
 from tslrec.stage2_augment.extraction import ExtractionConfig, ItemRepresentations, extract_item_representations
@@ -48,11 +49,12 @@ class Stage2Job:
     dataset: str | None = field(
         default=None, metadata={"help": ("dataset name or path (default: the one the train folder recorded)")}
     )
-    dtype: str | None = field(
-        default=None, metadata={"choices": tuple(DTYPES), "help": ("LLM weight dtype (default: as stage 1 loaded it)")}
-    )
+    dtype: Dtype | None = field(default=None, metadata={"help": "LLM weight dtype (default: as stage 1 loaded it)"})
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     runtime: Runtime = field(default_factory=Runtime)
+
+    def __post_init__(self) -> None:
+        check_choices(self)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from tslrec.core.artifacts import (
 )
 from tslrec.core.precision import precision_record, resolved
 from tslrec.core.run_settings import RunSettings
-from tslrec.core.settings import require
+from tslrec.core.settings import check_choices
 from tslrec.data import DataConfig, SequenceDataset, load_dataset
 from tslrec.data.splits import LeaveOneOutSplits
 from tslrec.evaluation.ranking import EvalConfig
@@ -51,7 +51,7 @@ class TrainJob(BackboneSettings):
     """Everything `tslrec train` needs: one backbone, one fusion, one seed."""
 
     dataset: str = field(default="", metadata={"required": True, "help": "built-in name (ml-100k, ml-1m) or a path"})
-    backbone: str = field(default="sasrec", metadata={"help": f"one of {', '.join(BACKBONES)}"})
+    backbone: str = field(default="sasrec", metadata={"choices": BACKBONES, "help": "the sequential recommender"})
     fusion: str = field(
         default="base",
         metadata={
@@ -82,7 +82,7 @@ class TrainJob(BackboneSettings):
     )
 
     def __post_init__(self) -> None:
-        require(self.backbone in BACKBONES, self, "backbone", f"use one of {', '.join(BACKBONES)}")
+        check_choices(self)
 
 
 @dataclass

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
-from tslrec.core.precision import precision_field
-from tslrec.core.settings import require, upgrade_recorded
-from tslrec.data.splits import BATCHING  # the backbones' batchings, the same two ways
+from tslrec.core.precision import Precision, precision_field
+from tslrec.core.settings import check_choices, require, upgrade_recorded
+from tslrec.data.splits import Batching  # the backbones' batchings, the same two ways
 
 DEFAULT_PREFIX = "Given the user's purchase history, predict the user's distribution among {k} purchase preferences."
 DEFAULT_SUFFIX = "Response:"
-UNTUNED_BASELINES = ("none", "head", "head+proj")
-KMEANS = ("auto", "kmeans", "minibatch")
-PROMPTS = ("windows", "history")
-HEAD_NORMS = ("none", "rms")
+KmeansAlgorithm = Literal["auto", "kmeans", "minibatch"]
+Prompts = Literal["windows", "history"]
+PROMPTS = get_args(Prompts)
+HeadNorm = Literal["none", "rms"]
+HEAD_NORMS = get_args(HeadNorm)
 
 
 @dataclass
@@ -26,13 +27,9 @@ class Stage1Config:
     k: int = field(
         default=32, metadata={"help": "number of latent item groups (k-means clusters of the stage-0 item table)"}
     )
-    kmeans_algorithm: str = field(
+    kmeans_algorithm: KmeansAlgorithm = field(
         default="auto",
-        metadata={
-            "flag": "--kmeans",
-            "choices": KMEANS,
-            "help": "auto | kmeans | minibatch (auto = minibatch above 50k items)",
-        },
+        metadata={"flag": "--kmeans", "help": "auto | kmeans | minibatch (auto = minibatch above 50k items)"},
     )
     kmeans_normalize: bool = field(
         default=False, metadata={"help": "L2-normalise item embeddings before k-means (cosine groups)"}
@@ -42,20 +39,18 @@ class Stage1Config:
         default=50,
         metadata={"help": "N: at most N items in a prompt; the target counts exactly the items the prompt shows"},
     )
-    prompts: str = field(
+    prompts: Prompts = field(
         default="windows",
         metadata={
-            "choices": PROMPTS,
             "help": (
                 "training prompts: windows = a random run of 1..max_items consecutive training items per user "
                 "and epoch (one-item prompts included, as stage 2 asks); history = the last max_items (the paper)"
             ),
         },
     )
-    batching: str = field(
+    batching: Batching = field(
         default="random",
         metadata={
-            "choices": BATCHING,
             "before": "random",  # what runs recorded before this setting existed did
             "help": (
                 "training batches: random = the shuffled users cut into batches; length = users whose prompts are "
@@ -80,17 +75,13 @@ class Stage1Config:
     suffix_text: str = field(
         default=DEFAULT_SUFFIX, metadata={"help": "text after the items; its last token is the pooled position"}
     )
-    pooling: str = field(
+    pooling: Literal["last", "mean"] = field(
         default="last",
-        metadata={
-            "choices": ("last", "mean"),
-            "help": "last (hidden state of 'Response:''s last token) | mean (masked mean of all positions)",
-        },
+        metadata={"help": "last (hidden state of 'Response:''s last token) | mean (masked mean of all positions)"},
     )
-    head_norm: str = field(
+    head_norm: HeadNorm = field(
         default="rms",
         metadata={
-            "choices": HEAD_NORMS,
             "before": "none",  # what runs recorded before this setting existed did
             "help": (
                 "the head's input: rms = the pooled hidden state divided by its root mean square, so --head-lr means "
@@ -163,11 +154,11 @@ class Stage1Config:
     )
     warmup_ratio: float = field(default=0.05, metadata={"help": "fraction of total steps used for linear warm-up"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 = off)"})
-    loss_reduction: str = field(
+    loss_reduction: Literal["sum", "mean"] = field(
         default="sum",
         metadata={"help": "sum: squared error summed over K, mean over users (paper's Eq. 3); mean: also / K"},
     )
-    precision: str = precision_field("the LLM's forward and backward", "--no-bf16", "float32")
+    precision: Precision = precision_field("the LLM's forward and backward", "--no-bf16", "float32")
     # schedule of checks
     checkpoint_every: int = field(default=25, metadata={"help": "optimizer steps between resumable checkpoints"})
     eval_every: int | None = field(
@@ -183,24 +174,18 @@ class Stage1Config:
     max_users: int | None = field(default=None, metadata={"help": "use a seeded random subset of users (quick runs)"})
     seed: int = field(default=0, metadata={"help": "seeds k-means, the user split, data order and initialisation"})
     # baselines
-    untuned_baseline: str = field(
+    untuned_baseline: Literal["none", "head", "head+proj"] = field(
         default="head",
-        metadata={
-            "choices": UNTUNED_BASELINES,
-            "help": "none | head (frozen LLM features, head fitted) | head+proj (full loop, no LoRA)",
-        },
+        metadata={"help": "none | head (frozen LLM features, head fitted) | head+proj (full loop, no LoRA)"},
     )
 
     def __post_init__(self) -> None:
         """One-line InputError naming the field for an impossible setting."""
         if not self.lora:
             self.untuned_baseline = "none"  # without LoRA the run itself is the untuned-LLM baseline
+        check_choices(self)
         require(self.k >= 2, self, "k", "need at least 2 groups")
         require(self.max_items >= 1, self, "max_items", "need at least 1")
-        require(self.pooling in ("last", "mean"), self, "pooling", "use last or mean")
-        require(self.prompts in PROMPTS, self, "prompts", "use windows or history")
-        require(self.batching in BATCHING, self, "batching", "use length or random")
-        require(self.head_norm in HEAD_NORMS, self, "head_norm", "use none or rms")
         require(self.pack_tokens >= 0, self, "pack_tokens", "use 0 (no packing) or a positive number of positions")
         require(self.item_text_tokens >= 1, self, "item_text_tokens", "need at least 1")
         require(self.lora_r >= 1, self, "lora_r", "need at least 1")
@@ -220,7 +205,6 @@ class Stage1Config:
         require(self.eval_batch_size >= 1, self, "eval_batch_size", "need at least 1")
         require(self.grad_accum >= 1, self, "grad_accum", "need at least 1")
         require(0.0 <= self.warmup_ratio < 1.0, self, "warmup_ratio", "must be in [0, 1)")
-        require(self.loss_reduction in ("sum", "mean"), self, "loss_reduction", "use sum or mean")
         require(self.checkpoint_every >= 1, self, "checkpoint_every", "need at least 1")
         require(self.eval_every is None or self.eval_every >= 1, self, "eval_every", "need at least 1")
         require(0.0 < self.val_fraction < 1.0, self, "val_fraction", "must be in (0, 1)")
@@ -232,8 +216,6 @@ class Stage1Config:
         )
         require(self.patience >= 1, self, "patience", "need at least 1")
         require(self.max_users is None or self.max_users >= 4, self, "max_users", "need at least 4")
-        require(self.untuned_baseline in UNTUNED_BASELINES, self, "untuned_baseline", "use none, head or head+proj")
-        require(self.kmeans_algorithm in KMEANS, self, "kmeans_algorithm", "use auto, kmeans or minibatch")
         if self.lr_schedule not in ("cosine", "linear", "constant", "constant_with_warmup"):  # else load transformers
             from transformers import SchedulerType
 

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from tslrec.core.errors import InputError
-from tslrec.data.splits import length_bucketed_batches
+from tslrec.data.splits import BATCHING, length_bucketed_batches
 from tslrec.llm.soft_prompt import ItemTokens, left_pad_ids
 
-from .config import BATCHING, PROMPTS, Stage1Config
+from .config import PROMPTS, Stage1Config
 from .grouping import ItemGroups, kmeans_item_groups, user_group_targets
 
 

@@ -13,10 +13,13 @@ group) and that MSE over a softmax of K classes still gives useful gradients. Sw
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
 
 from tslrec.core.errors import InputError
+
+from .config import KmeansAlgorithm
 
 MINIBATCH_AUTO_ITEMS = 50_000  # above this many items, "auto" uses MiniBatchKMeans
 
@@ -34,7 +37,7 @@ def kmeans_item_groups(
     item_embeddings: np.ndarray,
     k: int,
     seed: int = 0,
-    algorithm: str = "auto",
+    algorithm: KmeansAlgorithm = "auto",
     normalize: bool = False,
     n_init: int = 4,
     source: str = "item embeddings",
@@ -67,8 +70,8 @@ def kmeans_item_groups(
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
     use_minibatch = algorithm == "minibatch" or (algorithm == "auto" and n_items > MINIBATCH_AUTO_ITEMS)
-    if algorithm not in ("auto", "kmeans", "minibatch"):
-        raise InputError(f"k-means algorithm '{algorithm}' is not one of auto, kmeans, minibatch")
+    if algorithm not in get_args(KmeansAlgorithm):
+        raise InputError(f"k-means algorithm '{algorithm}' is not one of {', '.join(get_args(KmeansAlgorithm))}")
     if use_minibatch:
         km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=n_init, batch_size=4096)
     else:

@@ -16,7 +16,8 @@ import torch
 
 from tslrec.core.artifacts import check_finite
 from tslrec.core.errors import InputError
-from tslrec.core.precision import precision_field
+from tslrec.core.precision import Precision, precision_field
+from tslrec.core.settings import check_choices
 from tslrec.stage1_reconstruct.model import ReconstructionModel
 
 
@@ -27,7 +28,7 @@ class ExtractionConfig:
     batch_size: int = field(
         default=64, metadata={"help": "items per LLM forward (one-item prompts, so this is cheap in memory)"}
     )
-    precision: str = precision_field("the LLM's forward", "--bf16", "bf16", replaces="autocast_bf16")
+    precision: Precision = precision_field("the LLM's forward", "--bf16", "bf16", replaces="autocast_bf16")
     # The same numbers as full prompts in float32 (1e-6 relative); under bf16 autocast they differ by up to
     # ~1e-2 relative, so an export made without the cache (before tslrec had it) is reproduced only with it off.
     prefix_cache: bool = field(
@@ -41,6 +42,9 @@ class ExtractionConfig:
         },
     )
     progress: bool = field(default=True, metadata={"cli": False, "help": "tqdm bar over the batches"})
+
+    def __post_init__(self) -> None:
+        check_choices(self)
 
 
 @dataclass

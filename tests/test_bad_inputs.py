@@ -259,3 +259,27 @@ def test_outputs_get_the_users_umask_not_the_private_mode_of_temporary_files(tmp
     assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "export").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "export" / "manifest.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_every_setting_with_choices_is_checked_by_its_config():
+    """A setting's allowed values (a Literal annotation, or a registry such as the fusions) are checked where its
+    config is made, by the Python API too, with one line naming Class.field and the values; a config file's key is
+    checked against the same values (and the flag offers them: `Setting.choices`)."""
+    import re
+
+    from tslrec.core.errors import InputError
+    from tslrec.core.settings import from_mapping, replace_nested, settings_of
+    from tslrec.pipelines.cli import COMMANDS
+
+    checked = 0
+    for c in COMMANDS:
+        for s in settings_of(c.defaults):
+            if s.choices is None:
+                continue
+            allowed = re.escape(", ".join(map(str, s.choices)))
+            with pytest.raises(InputError, match=rf"^{s.owner}\.{s.field}='bogus': use one of {allowed}$"):
+                replace_nested(c.defaults, {s.path: "bogus"})
+            with pytest.raises(InputError, match=rf"^c\.yaml: key '{s.key}' is 'bogus'; use one of {allowed}$"):
+                from_mapping(c.defaults, {s.key: "bogus"}, "c.yaml")
+            checked += 1
+    assert checked >= 20
