@@ -120,8 +120,10 @@ def cell_record(record: dict, stage2: dict | None) -> dict:
         "best_at_cap",
     )
     rec = {k: record[k] for k in keep if k in record}
-    # what the cell is tied to: every setting it trained under, hashed (the item table's content hash is in
-    # side_information), and the code it ran (a campaign's cells come from its own checkout's commit)
+    # what the cell is tied to: every setting it trained under (a campaign rebuilt elsewhere compares them to skip
+    # the cell), hashed (the item table's content hash is in side_information), and the code it ran (a campaign's
+    # cells come from its own checkout's commit)
+    rec["settings"] = record.get("settings")
     rec["settings_sha256"] = hashlib.sha256(json.dumps(record.get("settings"), sort_keys=True).encode()).hexdigest()
     side = (record.get("settings") or {}).get("side_information") or {}
     rec["item_table_sha256"], rec["clusters_sha256"] = side.get("llm_table_sha256"), side.get("clusters_sha256")

@@ -98,6 +98,15 @@ class AblateJob(BackboneSettings):
             )
         },
     )
+    skip: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": (
+                "cells not to train here, by name (finished elsewhere, e.g. kept in a benchmark record); the report "
+                "covers the cells finished in --out"
+            )
+        },
+    )
     activity_groups: int = field(default=4, metadata={"help": "user-activity groups for the Fig. 5 analysis"})
     force: bool = field(
         default=False,
@@ -161,6 +170,12 @@ def variant_digests(side: SideInfoConfig, variants: list[tuple[str, str | None]]
     return digests
 
 
+def grid_cells(job: AblateJob, unlabelled: str | None = None) -> list[Cell]:
+    """Every cell of the grid, in --list-cells order: backbones x fusions (x item-table sources) x seeds."""
+    variants = grid_variants(job.fusions, list(item_table_sources(job.side.item_embeddings)))
+    return make_grid(job.backbones, variants, [job.train.seed + i for i in range(job.seeds)], unlabelled)
+
+
 def run_ablation(job: AblateJob, train: bool = True) -> AblateOutcome:
     """Train every unfinished cell of the grid (resumable, shared with other processes), then write the reports.
     train=False: train nothing, report the cells already finished."""
@@ -177,12 +192,15 @@ def run_ablation(job: AblateJob, train: bool = True) -> AblateOutcome:
     unlabelled = check_settings(
         out, settings, shared_settings(default_job, before=True), force=job.force, old_keys=deprecated_keys(default_job)
     )
-    cells = make_grid(job.backbones, variants, [job.train.seed + i for i in range(job.seeds)], unlabelled)
+    cells = grid_cells(job, unlabelled)
     if job.list_cells:
         print("\n".join(f"{i}\t{cell.name}" for i, cell in enumerate(cells)), flush=True)
     if job.cell is not None and not 0 <= job.cell < len(cells):
         raise InputError(f"AblateJob.cell={job.cell}: this grid has cells 0..{len(cells) - 1} (see --list-cells)")
-    todo = cells if job.cell is None else [cells[job.cell]]
+    unknown = sorted(set(job.skip) - {cell.name for cell in cells})
+    if unknown:
+        raise InputError(f"AblateJob.skip: {', '.join(unknown)} is no cell of this grid (see --list-cells)")
+    todo = [cell for cell in (cells if job.cell is None else [cells[job.cell]]) if cell.name not in job.skip]
     train = train and not job.list_cells
     elsewhere = run_grid_workers(job, todo, out, job.workers if job.cell is None else 1) if train else 0
     results = collect(out, cells)

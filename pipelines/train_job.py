@@ -150,12 +150,38 @@ def run_record(
     }
 
 
+def side_information_of(job: TrainJob, ds: SequenceDataset) -> SideInformation:
+    """The item table and groups `job`'s fusion reads, loaded and checked against `ds`."""
+    label, item_table = one_item_table(job.side.item_embeddings)
+    return load_side_information(job.fusion, ds, item_table, job.side.clusters, job.side.finetune_llm_table, label)
+
+
+def run_facts(job: TrainJob, ds: SequenceDataset, side: SideInformation) -> dict:
+    """What a run is tied to besides its model, train and eval configs: the dataset, its preprocessing, the backbone
+    and the contents of the side information it read."""
+    return {
+        "dataset": {"name": ds.name, "hash": ds.hash},
+        "DataConfig": asdict(job.data),
+        "backbone": job.backbone,
+        "side_information": side_information_fingerprint(side),
+    }
+
+
+def tied_settings(job: TrainJob, ds: SequenceDataset) -> RunSettings:
+    """The settings a run of `job` would be tied to (resolved: no `auto` precision), as `train_backbone` records
+    them, without training: to tell whether a run recorded elsewhere is this one."""
+    side = side_information_of(job, ds)
+    model_cfg = replace(job.model, num_items=ds.num_items, max_len=job.data.max_len)
+    with torch.random.fork_rng():  # the caller's random numbers stay as they were
+        model = build_backbone(job.backbone, model_cfg, side.fusion, side.llm_table, side.clusters)
+    return run_settings(model, job.train, job.eval, run_facts(job, ds, side))
+
+
 def train_backbone(job: TrainJob) -> TrainOutcome:
     """Train and evaluate `job`'s backbone; write metrics.json, weights, per-user metrics (and the item table)."""
     start = time.perf_counter()
-    label, item_table = one_item_table(job.side.item_embeddings)
     ds = load_dataset(job.dataset, job.data)
-    side = load_side_information(job.fusion, ds, item_table, job.side.clusters, job.side.finetune_llm_table, label)
+    side = side_information_of(job, ds)
     variant = "" if side.variant == "base" else f"-{side.variant.replace(':', '-')}"
     out = Path(job.out or f"runs/{ds.name}-{job.backbone}{variant}-s{job.train.seed}")
     out.mkdir(parents=True, exist_ok=True)
@@ -167,12 +193,7 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
     model = build_backbone(job.backbone, model_cfg, side.fusion, side.llm_table, side.clusters)
     splits = LeaveOneOutSplits.from_sequences(ds.sequences, ds.num_items, job.data.max_len)
     ckpt = out / "checkpoint.pt"
-    settings = {
-        "dataset": {"name": ds.name, "hash": ds.hash},
-        "DataConfig": asdict(job.data),
-        "backbone": job.backbone,
-        "side_information": side_information_fingerprint(side),
-    }  # with the train/model/eval configs
+    settings = run_facts(job, ds, side)  # with the train/model/eval configs
     current = run_settings(model, job.train, job.eval, settings)
     finished = _finished_run(out, current, job)
     if finished is not None:

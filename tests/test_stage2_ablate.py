@@ -461,3 +461,32 @@ def test_one_cell_by_number_equals_the_grids_own_cell(grid_run, tmp_path, capsys
     assert mine["metrics"] == grids["metrics"] and mine["best_epoch"] == grids["best_epoch"]
     assert main([*other, "--cell", str(len(listed))]) == 2
     assert f"--cell {len(listed)}: this grid has cells 0..{len(listed) - 1}" in capsys.readouterr().err
+
+
+def test_a_rebuilt_grid_trains_only_the_cells_its_records_lack(grid_run, tmp_path, monkeypatch, capsys):
+    """A campaign's run folder lost with its machine: the cells a benchmark record holds with today's settings and
+    today's item table are skipped (--skip), the rest train; a cell whose table came out otherwise is not skipped."""
+    from bench import records
+    from bench.ablation import cell_record
+    from bench.campaign import recorded_cells
+    from tslrec.core.settings import from_namespace
+    from tslrec.pipelines.cli import build_parser
+
+    out, argv, ds = grid_run
+    monkeypatch.setattr(records, "RESULTS", tmp_path / "results")
+    cells = sorted(p.parent for p in (out / "cells").glob("*/metrics.json"))
+    for cell in cells[1:]:  # the first cell was lost before it was recorded
+        records.add("grid", {**cell_record(read_json(cell / "metrics.json"), None), "timings": {}})
+    other = [*argv[: argv.index("--out")], "--out", str(tmp_path / "grid"), *argv[argv.index("--out") + 2 :]]
+    args = build_parser().parse_args(other)
+    job = from_namespace(args.job_command.defaults, args)
+    skip = recorded_cells(job, "grid")
+    assert sorted(skip) == sorted(c.name for c in cells[1:])
+    assert main([*other, "--skip", ",".join(skip)]) == 0
+    assert sorted(p.parent.name for p in (tmp_path / "grid" / "cells").glob("*/metrics.json")) == [cells[0].name]
+
+    table = write_export(tmp_path / "another-export", ds, seed=7)
+    rebuilt = [*other[: other.index("--item-embeddings")], "--item-embeddings", str(table)]
+    rebuilt += other[other.index("--item-embeddings") + 2 :]
+    args = build_parser().parse_args(rebuilt)
+    assert not [c for c in recorded_cells(from_namespace(args.job_command.defaults, args), "grid") if "gate" in c]
