@@ -150,7 +150,7 @@ def test_a_fusion_registered_in_one_class_is_built_and_accepted_by_train_and_abl
         assert isinstance(emb, Mean) and emb.table().shape == (N + 1, 16) and "llm_table" in dict(emb.named_buffers())
         parser = argparse.ArgumentParser()
         add_arguments(parser, TrainJob())
-        assert parser.parse_args(["--fusion", "mean"]).fusion == "mean"
+        assert parser.parse_args(["--dataset", "ml-100k", "--fusion", "mean"]).fusion == "mean"
         assert from_mapping(TrainJob(), {"fusion": "mean"}, "c.yaml").fusion == "mean"
         assert AblateJob(fusions=["base", "mean"]).fusions == ["base", "mean"]
         assert grid_variants(["base", "mean"], ["tuned", "stage0"]) == [
