@@ -22,7 +22,7 @@ from bench.records import add
 from tslrec.core.artifacts import read_json
 from tslrec.core.settings import add_arguments, from_namespace
 from tslrec.llm.loading import LLMConfig
-from tslrec.pipelines.options import Runtime
+from tslrec.pipelines.options import TrainingRuntime
 from tslrec.pipelines.stage1_job import load_train_run
 from tslrec.pipelines.train_job import TrainJob, train_backbone
 from tslrec.stage1_reconstruct.config import Stage1Config
@@ -50,7 +50,7 @@ def ensure_train_dir(args: argparse.Namespace) -> Path:
                 backbone="sasrec",
                 out=str(folder),
                 export_item_embeddings=True,
-                runtime=Runtime(progress=False),
+                runtime=TrainingRuntime(progress=False),
             )
         )
     return folder

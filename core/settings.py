@@ -191,7 +191,7 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Any) -> list[Settin
             parser.add_argument(*names, dest=dest, action="store_false", help=shown_help)
         else:
             shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
-            extra = " (required)" if s.required else ("" if default in (None, "") else f" (default: {shown})")
+            extra = " (required)" if s.required else ("" if shown in (None, "") else f" (default: {shown})")
             parser.add_argument(
                 *names,
                 dest=dest,

@@ -7,15 +7,19 @@ from pathlib import Path
 
 from tslrec.core.artifacts import atomic_path
 
+from .trackers import log_history
+
 CSV_FILE = "history.csv"
 PNG_FILE = "learning_curve.png"
 
 
-def write_history(folder: Path, rows: list[dict], x: str) -> None:
+def write_history(folder: Path, rows: list[dict], x: str, log_with: list[str] | None = None) -> None:
     """<folder>/history.csv with every key of `rows` as a column, and <folder>/learning_curve.png: the training loss
-    and each validation metric (keys starting valid_) against `x` (epoch or step)."""
+    and each validation metric (keys starting valid_) against `x` (epoch or step); the same rows to the trackers of
+    `log_with` (tensorboard, wandb, ...)."""
     if not rows:
         return
+    log_history(folder, rows, x, log_with or [])
     columns = list(dict.fromkeys(k for row in rows for k in row))
     with atomic_path(folder / CSV_FILE) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)

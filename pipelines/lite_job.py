@@ -37,7 +37,7 @@ from tslrec.lite_llm4rec.training import LiteTrainConfig, LiteTrainResult, evalu
 from tslrec.llm.loading import LLMConfig
 
 from .history import cap_warning, write_history
-from .options import Command, Runtime, record_head
+from .options import Command, TrainingRuntime, record_head
 
 MAX_LEN = 20  # the paper's sampling segments hold 20 input items, so the model sees at most 20
 
@@ -68,7 +68,7 @@ class LiteJob:
     lite: LiteConfig = field(default_factory=LiteConfig)
     train: LiteTrainConfig = field(default_factory=LiteTrainConfig)
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(batch_size=64))
-    runtime: Runtime = field(default_factory=Runtime)
+    runtime: TrainingRuntime = field(default_factory=TrainingRuntime)
     force: bool = field(
         default=False,
         metadata={
@@ -150,7 +150,7 @@ def run_lite(job: LiteJob) -> LiteOutcome:
         },
         force=job.force,
     )
-    write_history(out, result.history, "step")
+    write_history(out, result.history, "step", job.runtime.log_with)
     note = cap_warning(str(out), result.best_step, result.steps, "step", "--epochs or --max-steps")
     if note:
         print(f"note: {note}", flush=True)

@@ -12,6 +12,8 @@ from tslrec.core.artifacts import resolve_device
 from tslrec.core.errors import InputError
 from tslrec.evaluation.ranking import EvalResult
 
+from .trackers import check_trackers
+
 
 @dataclass
 class Runtime:
@@ -36,6 +38,26 @@ class Runtime:
                 raise InputError(f"Runtime.threads={self.threads}: need at least 1")
             torch.set_num_threads(self.threads)
         return resolve_device(self.device)
+
+
+@dataclass
+class TrainingRuntime(Runtime):
+    """A training job's runtime: also where its curve goes besides history.csv."""
+
+    log_with: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": (
+                "experiment trackers that also get the curve of history.csv when the run ends, through accelerate: "
+                "tensorboard, wandb, mlflow, aim, comet_ml, clearml, dvclive, swanlab or trackio (installed "
+                "separately; local ones write under <out>/trackers)"
+            )
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.log_with:  # accelerate loads only when a tracker is asked for
+            check_trackers(self.log_with)
 
 
 def record_head(dataset: str, model: str, variant: str, seed: int, test: EvalResult, valid: EvalResult) -> dict:

@@ -20,7 +20,7 @@ from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.training import LOG_FILE, train_stage1
 
 from .history import write_history
-from .options import Command, Runtime
+from .options import Command, TrainingRuntime
 from .run_folders import TrainFolder, load_train_folder
 
 
@@ -37,9 +37,7 @@ class Stage1Job:
     )
     dataset: str | None = field(
         default=None,
-        metadata={
-            "help": ("dataset name or path (default: the one recorded in --train-dir; needed for your own files)")
-        },
+        metadata={"help": ("dataset name or path (default: the one recorded in --train-dir)")},
     )
     force: bool = field(
         default=False,
@@ -52,7 +50,7 @@ class Stage1Job:
     )
     stage1: Stage1Config = field(default_factory=Stage1Config)
     llm: LLMConfig = field(default_factory=LLMConfig)
-    runtime: Runtime = field(default_factory=Runtime)
+    runtime: TrainingRuntime = field(default_factory=TrainingRuntime)
 
 
 @dataclass
@@ -124,7 +122,12 @@ def run_stage1(job: Stage1Job) -> Stage1Outcome:
     main = PartialState().is_main_process
     if main and (out / LOG_FILE).is_file():  # the steps' losses and the validations' MSE, for people
         log = read_json(out / LOG_FILE, "stage 1 log")
-        write_history(out, [{("valid_mse" if k == "val_mse" else k): v for k, v in e.items()} for e in log], "step")
+        write_history(
+            out,
+            [{("valid_mse" if k == "val_mse" else k): v for k, v in e.items()} for e in log],
+            "step",
+            job.runtime.log_with,
+        )
     return Stage1Outcome(metrics, facts["dataset"], out, main)
 
 

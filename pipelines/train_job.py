@@ -30,7 +30,7 @@ from tslrec.evaluation.ranking import EvalConfig
 from tslrec.formats.item_table import write_export_files
 
 from .history import cap_warning, epoch_line, write_history
-from .options import Command, Runtime, record_head
+from .options import Command, TrainingRuntime, record_head
 from .side_information import SideInfoConfig, SideInformation, load_side_information, one_item_table
 
 
@@ -43,7 +43,7 @@ class BackboneSettings:
     model: BackboneConfig = field(default_factory=BackboneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    runtime: Runtime = field(default_factory=Runtime)
+    runtime: TrainingRuntime = field(default_factory=TrainingRuntime)
 
 
 @dataclass
@@ -214,7 +214,7 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
         force=job.force,
         on_epoch=None if job.runtime.progress else lambda e, best: print(epoch_line(out.name, e, metric, best)),
     )
-    write_history(out, result.history, "epoch")
+    write_history(out, result.history, "epoch", job.runtime.log_with)
     save_tensors(out / "model.safetensors", model.state_dict())
     save_tensors(out / "per_user_test.safetensors", result.test.per_user)
     if job.export_item_embeddings:

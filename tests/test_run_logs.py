@@ -37,3 +37,40 @@ def test_a_run_without_bars_prints_each_epoch_writes_its_curve_and_says_when_the
 def test_how_a_stage_runs_does_not_bind_it():
     job = {"lr": 0.001, "runtime": {"device": "auto", "progress": True, "threads": None}}
     assert binding(job) == binding({**job, "runtime": {"device": "cpu", "progress": False, "threads": 1}})
+
+
+def test_log_with_sends_each_epoch_of_the_curve_to_the_tracker(tmp_path, monkeypatch, capsys):
+    """--log-with NAME: the rows of history.csv go to accelerate's tracker of that name, at their epoch; an unknown
+    tracker or one that is not installed is a one-line error before anything trains."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, GeneralTracker
+
+    logged: list[tuple[dict, int]] = []
+
+    class Fake(GeneralTracker):
+        name, requires_logging_directory, main_process_only = "fake", False, True
+
+        def __init__(self, run_name: str) -> None:
+            super().__init__()
+            self.run_name = run_name
+
+        @property
+        def tracker(self) -> None:
+            return None
+
+        def store_init_configuration(self, values: dict) -> None:
+            pass
+
+        def log(self, values: dict, step: int | None = None, **kwargs) -> None:
+            logged.append((values, step))
+
+    monkeypatch.setitem(LOGGER_TYPE_TO_CLASS, "fake", Fake)
+    data, _ = write_toy_dataset(tmp_path / "data")
+    argv = ["train", "--dataset", str(data), "--out", str(tmp_path / "run"), "--epochs", "2", "--hidden", "8"]
+    before = torch.get_num_threads()
+    try:
+        assert main([*argv, "--device", "cpu", "--no-progress", "--threads", "1", "--log-with", "fake"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert [step for _, step in logged] == [1, 2] and all("loss" in v and "valid_NDCG@10" in v for v, _ in logged)
+    assert main([*argv, "--log-with", "nosuch"]) == 2
+    assert "no tracker nosuch; use " in capsys.readouterr().err
