@@ -18,17 +18,18 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from tqdm.auto import tqdm
 
 from tslrec.backbones.base import BackboneConfig, SequentialRecommender
 from tslrec.backbones.registry import build_backbone
-from tslrec.core.artifacts import atomic_path, load_tensors, resolve_device
+from tslrec.core.artifacts import atomic_path, load_tensors
 from tslrec.core.errors import InputError
 from tslrec.core.modules import eval_mode
 from tslrec.core.settings import check_choices, require
 from tslrec.data import SequenceDataset
 from tslrec.data.splits import pad_right
 
-from .options import Command
+from .options import Command, Runtime
 from .run_folders import load_recorded_dataset
 from .side_information import load_side_information
 
@@ -52,7 +53,7 @@ class RecommendJob:
     out: str | None = field(default=None, metadata={"help": "output file (default: standard output)"})
     dataset: str | None = field(default=None, metadata={"help": "dataset name or path (default: the recorded one)"})
     batch_size: int = field(default=512, metadata={"help": "users scored at once"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    runtime: Runtime = field(default_factory=Runtime)
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -126,12 +127,13 @@ def top_k(
     keep_seen: bool,
     device: torch.device,
     batch_size: int,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(items [U, k], scores [U, k]) of the highest float32 scores after each whole sequence; padding never, and
     the user's own items only with keep_seen."""
     items, scores = [], []
     with eval_mode(model):
-        for s in range(0, len(sequences), batch_size):
+        for s in tqdm(range(0, len(sequences), batch_size), desc="recommend", unit="batch", disable=not progress):
             batch = sequences[s : s + batch_size]
             seq, lengths = pad_right(batch, max_len)  # [B, L], [B]
             seq = seq.to(device)  # [B, L]
@@ -172,12 +174,20 @@ def wanted_users(users: str | None, ds: SequenceDataset) -> list[int]:
 def recommend_lists(job: RecommendJob) -> list[dict]:
     """The top-K lists as dicts ({"user", "items", "scores", and "titles" where the dataset has item text}):
     what `tslrec recommend` writes, for Python."""
-    device = resolve_device(job.device)
+    device = job.runtime.start()
     model, scorer, max_len, ds = load_recommender(job.model, job.dataset)
     model.to(device)
     rows = wanted_users(job.users, ds)
     items, scores = top_k(
-        model, scorer, [ds.sequences[r] for r in rows], job.k, max_len, job.keep_seen, device, job.batch_size
+        model,
+        scorer,
+        [ds.sequences[r] for r in rows],
+        job.k,
+        max_len,
+        job.keep_seen,
+        device,
+        job.batch_size,
+        job.runtime.progress,
     )
     titles = ds.item_titles()
     out = []
