@@ -37,7 +37,7 @@ from tslrec.lite_llm4rec.training import LiteTrainConfig, LiteTrainResult, evalu
 from tslrec.llm.loading import LLMConfig
 
 from .history import cap_warning, write_history
-from .options import Command, TrainingRuntime, record_head
+from .options import Command, TrainingRuntime, force_field, record_head
 
 MAX_LEN = 20  # the paper's sampling segments hold 20 input items, so the model sees at most 20
 
@@ -69,15 +69,7 @@ class LiteJob:
     train: LiteTrainConfig = field(default_factory=LiteTrainConfig)
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(batch_size=64))
     runtime: TrainingRuntime = field(default_factory=TrainingRuntime)
-    force: bool = field(
-        default=False,
-        metadata={
-            "help": (
-                "start over: discard the checkpoint an unfinished run left in --out "
-                "(a run with other settings is refused without it)"
-            )
-        },
-    )
+    force: bool = force_field()
 
     def __post_init__(self) -> None:
         require(

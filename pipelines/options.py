@@ -40,6 +40,14 @@ class Runtime:
         return resolve_device(self.device)
 
 
+def force_field(discards: str = "the checkpoint an unfinished run left in --out") -> Any:
+    """The `force` setting of a job that continues earlier work: start over, discarding `discards`."""
+    return field(
+        default=False,
+        metadata={"help": f"start over: discard {discards} (a run with other settings is refused without it)"},
+    )
+
+
 @dataclass
 class TrainingRuntime(Runtime):
     """A training job's runtime: also where its curve goes besides history.csv."""

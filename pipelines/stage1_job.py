@@ -20,7 +20,7 @@ from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.training import LOG_FILE, train_stage1
 
 from .history import write_history
-from .options import Command, TrainingRuntime
+from .options import Command, TrainingRuntime, force_field
 from .run_folders import TrainFolder, load_train_folder
 
 
@@ -39,15 +39,7 @@ class Stage1Job:
         default=None,
         metadata={"help": ("dataset name or path (default: the one recorded in --train-dir)")},
     )
-    force: bool = field(
-        default=False,
-        metadata={
-            "help": (
-                "start over: discard the checkpoint, results and cached baseline an earlier run left in --out "
-                "(a run with other settings is refused without it)"
-            )
-        },
-    )
+    force: bool = force_field("the checkpoint, results and cached baseline an earlier run left in --out")
     stage1: Stage1Config = field(default_factory=Stage1Config)
     llm: LLMConfig = field(default_factory=LLMConfig)
     runtime: TrainingRuntime = field(default_factory=TrainingRuntime)

@@ -30,7 +30,7 @@ from tslrec.evaluation.ranking import EvalConfig
 from tslrec.formats.item_table import write_export_files
 
 from .history import cap_warning, epoch_line, write_history
-from .options import Command, TrainingRuntime, record_head
+from .options import Command, TrainingRuntime, force_field, record_head
 from .side_information import SideInfoConfig, SideInformation, load_side_information, one_item_table
 
 
@@ -71,15 +71,7 @@ class TrainJob(BackboneSettings):
             )
         },
     )
-    force: bool = field(
-        default=False,
-        metadata={
-            "help": (
-                "start over: discard the checkpoint an unfinished run left in --out "
-                "(a run with other settings is refused without it)"
-            )
-        },
-    )
+    force: bool = force_field()
 
     def __post_init__(self) -> None:
         check_choices(self)
