@@ -195,11 +195,7 @@ def train_stage1(
 
 
 def _run_config(
-    data: Stage1Data,
-    cfg: Stage1Config,
-    llm_cfg: LLMConfig,
-    run_info: dict[str, Any] | None,
-    item_texts: list[str] | None = None,
+    data: Stage1Data, cfg: Stage1Config, llm_cfg: LLMConfig, run_info: dict[str, Any] | None, texts: list[str] | None
 ) -> dict[str, Any]:
     """config.json: every setting and input a finished run or a checkpoint is tied to (with item text, the
     texts' sha256, which stage 2 checks its dataset against)."""
@@ -213,8 +209,8 @@ def _run_config(
         "run": run_info or {},
         "item_table_sha256": hashlib.sha256(data.item_embeddings.numpy().tobytes()).hexdigest(),
     }
-    if item_texts is not None:
-        config["item_text_sha256"] = item_texts_sha256(item_texts)
+    if texts is not None:
+        config["item_text_sha256"] = item_texts_sha256(texts)
     return config
 
 
@@ -301,9 +297,9 @@ class _Phase:
     name: str  # the progress bar's label
     users: np.ndarray  # int64 [U]: the users whose prompts it trains on
     epochs: float  # its length in passes over `users` (fractional for the continuation)
-    max_steps: int | None  # a cap on its optimizer steps
-    early_stopping: bool  # validation, patience and max_minutes; False: exactly its steps, never validated
     checkpoint: str  # its checkpoint file in out_dir
+    max_steps: int | None = None  # a cap on its optimizer steps
+    early_stopping: bool = False  # validation, patience and max_minutes; False: exactly its steps, never validated
     first_epoch: int = 0  # its epoch e draws the data order and windows of epoch first_epoch + e
     step_offset: int = 0  # optimizer steps before it: on_step, StepTrace and log.json count on from there
 
@@ -360,15 +356,14 @@ class _Stage1Run:
         self.table = data.item_embeddings.to(self.dev)  # [N+1, D]
         self.positions_per_item = model.encoder.positions_per_item()  # [N+1], with item text
         optimizer = _optimizer(model, cfg)
-        first = _Phase("stage1", data.train_users, cfg.epochs, cfg.max_steps, True, CHECKPOINT)  # early-stopped
+        first = _Phase("stage1", data.train_users, cfg.epochs, CHECKPOINT, cfg.max_steps, early_stopping=True)
         self._begin(first, optimizer)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.core: ReconstructionModel = accelerator.unwrap_model(self.model)
         self.best: dict[str, torch.Tensor] | None = None  # trainable weights at the best validation MSE
         self.main_state: Stage1State | None = None  # the early-stopped training's, once the continuation runs
-        self.prompt_cost: dict[str, Any] | None = None  # prompt tokens with and without item text (item_text only)
-        if titles is not None:
-            self.prompt_cost = prompt_token_cost(data, cfg.max_items, titles, model.encoder.prompt.num_text_tokens)
+        text_tokens = model.encoder.prompt.num_text_tokens  # prompt tokens with and without item text (item_text only):
+        self.prompt_cost = prompt_token_cost(data, cfg.max_items, titles, text_tokens) if titles is not None else None
         trace = os.environ.get(TRACE_ENV)
         self.trace: Path | None = Path(trace) / f"process{accelerator.process_index}.jsonl" if trace else None
         self.resume_clock()
@@ -674,15 +669,10 @@ class _Stage1Run:
         cfg, data = self.cfg, self.data
         self.main_state, self.best = self.state, None
         users = np.sort(np.concatenate([data.train_users, data.val_users, data.test_users]))  # [U]
+        # no max_steps, no validation; windows and order unlike any epoch the early-stopped training planned
+        epochs, offset = cfg.all_users_epochs, self.main_state.step
         phase = _Phase(
-            name="stage1 all users",
-            users=users,
-            epochs=cfg.all_users_epochs,
-            max_steps=None,
-            early_stopping=False,
-            checkpoint=ALL_USERS_CHECKPOINT,
-            first_epoch=cfg.epochs,  # windows and order unlike any epoch the early-stopped training planned
-            step_offset=self.main_state.step,
+            "stage1 all users", users, epochs, ALL_USERS_CHECKPOINT, first_epoch=cfg.epochs, step_offset=offset
         )
         # The learning rate: a warm restart of cfg.lr_schedule (warm-up, then decay) over the continuation's own
         # steps, at cfg.lr / cfg.head_lr, with fresh AdamW moments. Continuing the early-stopped schedule is no
