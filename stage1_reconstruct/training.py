@@ -1,29 +1,26 @@
 """Stage 1 training loop: user-level SFT with LoRA, driven by accelerate.
 
-One LLM pass per user per epoch. The same script runs on one CPU, one GPU or
-`accelerate launch` on many GPUs: batches are sharded by the Accelerator, the model is
-wrapped for DDP, and only the main process writes files.
+One LLM pass per user per epoch. The same script runs on one CPU, one GPU or `accelerate launch` on many GPUs:
+batches are sharded by the Accelerator, the model is wrapped for DDP, and only the main process writes files.
 
-Resuming: a checkpoint (core.checkpoint: trainable weights, optimizer, scheduler, counters, CPU, CUDA and numpy
-RNG; checkpoint.pt) is written every `checkpoint_every` optimizer steps and after each validation. Restarting with the
-same output folder and settings continues from it; the data order of every epoch is a
-function of (seed, epoch), so the run ends at the same total optimizer step count as an
-uninterrupted one. Other settings (config.json: Stage1Config, LLMConfig, prompt, the item
-table's contents, the dataset) are refused with an InputError naming the first changed one;
-`force=True` (`--force`) starts over instead.
+Resuming: a checkpoint (core.checkpoint: trainable weights, optimizer, scheduler, counters, CPU, CUDA and numpy RNG;
+checkpoint.pt) is written every `checkpoint_every` optimizer steps and after each validation. Restarting with the
+same output folder and settings continues from it; the data order of every epoch is a function of (seed, epoch), so
+the run ends at the same total optimizer step count as an uninterrupted one. Other settings (config.json:
+Stage1Config, LLMConfig, prompt, the item table's contents, the dataset) are refused with an InputError naming the
+first changed one; `force=True` (`--force`) starts over instead.
 
 Continuing on all users (`Stage1Config.all_users_epochs` > 0): after early stopping the reported MSEs are measured
 on the then-held-out users, and training goes on from the best weights over every user (held-out ones included) for
 that many epochs, with the same loop, its own checkpoint file (resumable the same way) and no validation; the
 saved adapter and heads are the weights after it, and metrics.json's "all_users" records what it did.
 
-Determinism: everything random is seeded from `Stage1Config.seed` (k-means, user split, data
-order, LoRA and head init, LoRA dropout), so two runs with the same settings give bitwise-identical
-weights and metrics. The projection's init divides by a norm over the whole vocabulary, a parallel
-sum whose order follows the thread count; it runs on one thread, and with that 1 and 2 threads gave
-identical weights after 12 steps of SmolLM2 on ML-100K. A CPU with another instruction set (e.g.
-AMX vs AVX-512 bfloat16 matrix kernels) or many more threads may still round bf16 products
-differently: `torch.get_num_threads()` is recorded in metrics.json.
+Determinism: everything random is seeded from `Stage1Config.seed` (k-means, user split, data order, LoRA and head
+init, LoRA dropout), so two runs with the same settings give bitwise-identical weights and metrics. The projection's
+init divides by a norm over the whole vocabulary, a parallel sum whose order follows the thread count; it runs on
+one thread, and with that 1 and 2 threads gave identical weights after 12 steps of SmolLM2 on ML-100K. A CPU with
+another instruction set (e.g. AMX vs AVX-512 bfloat16 matrix kernels) or many more threads may still round bf16
+products differently: `torch.get_num_threads()` is recorded in metrics.json.
 """
 
 from __future__ import annotations
@@ -35,7 +32,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
@@ -54,9 +51,9 @@ from tslrec.core.precision import autocast, resolved
 from tslrec.core.run_settings import RunSettings, plain
 from tslrec.core.run_state import RunState
 from tslrec.llm.loading import LLMConfig, load_llm
-from tslrec.llm.soft_prompt import ItemTokens, tokenize_item_texts
+from tslrec.llm.soft_prompt import tokenize_item_texts
 
-from .baselines import mean_embedding_baseline, untuned_head_baseline
+from .baselines import mean_embedding_baseline, split_users, untuned_head_baseline
 from .config import Stage1Config
 from .data import (
     Stage1Data,
@@ -177,59 +174,28 @@ def train_stage1(
         _prepare_out_dir(out_dir, config, data, force)
     accelerator.wait_for_everyone()  # no process reads the folder before the main one has cleaned it
 
-    run = _start_run(accelerator, data, config, cfg, llm_cfg, out_dir, progress, on_step, texts)
+    run = _Stage1Run(accelerator, data, config, cfg, llm_cfg, out_dir, progress, on_step, texts)
     run.train()
     metrics = run.finish(t_start)  # the held-out MSEs: before any continuation, which trains on those users
     if cfg.all_users_epochs > 0:
         metrics = run.continue_on_all_users(metrics, t_start)
     if cfg.untuned_baseline == "head+proj" and cfg.lora:
+        # The head+proj untuned-LLM baseline: this run again without LoRA (the LLM frozen; the projection and head
+        # trained), as its own resumable run in out_dir/SUB_RUN.
+        no_lora = Stage1Config(**{**cfg.to_dict(), "lora": False, "untuned_baseline": "none"})
+        sub_run = (item_embeddings, train_sequences, out_dir / SUB_RUN, no_lora, llm_cfg, device, run_info)
+        sub = train_stage1(*sub_run, progress=progress, item_texts=texts)["metrics"]
         metrics["metrics"].update(
-            _untuned_head_proj_baseline(
-                item_embeddings, train_sequences, out_dir, cfg, llm_cfg, device, run_info, progress, texts
-            )
+            mse_untuned_llm=sub["mse"],
+            mse_untuned_llm_val=sub["mse_val"],
+            untuned_llm_variant="head+proj (LLM frozen, projection and head trained)",
         )
     run.save(metrics)
     return metrics
 
 
-def _untuned_head_proj_baseline(
-    item_embeddings: np.ndarray,
-    train_sequences: list[np.ndarray],
-    out_dir: Path,
-    cfg: Stage1Config,
-    llm_cfg: LLMConfig,
-    device: str,
-    run_info: dict[str, Any] | None,
-    progress: bool,
-    item_texts: list[str] | None,
-) -> dict[str, Any]:
-    """The head+proj untuned-LLM baseline: stage 1 again with the same settings but no LoRA (the LLM frozen; the
-    projection and head trained), as its own resumable run in out_dir/SUB_RUN. Its MSEs, as metrics entries."""
-    no_lora = Stage1Config(**{**cfg.to_dict(), "lora": False, "untuned_baseline": "none"})
-    sub = train_stage1(
-        item_embeddings,
-        train_sequences,
-        out_dir / SUB_RUN,
-        no_lora,
-        llm_cfg,
-        device,
-        run_info,
-        progress=progress,
-        item_texts=item_texts,
-    )
-    return {
-        "mse_untuned_llm": sub["metrics"]["mse"],
-        "mse_untuned_llm_val": sub["metrics"]["mse_val"],
-        "untuned_llm_variant": "head+proj (LLM frozen, projection and head trained)",
-    }
-
-
 def _run_config(
-    data: Stage1Data,
-    cfg: Stage1Config,
-    llm_cfg: LLMConfig,
-    run_info: dict[str, Any] | None,
-    item_texts: list[str] | None = None,
+    data: Stage1Data, cfg: Stage1Config, llm_cfg: LLMConfig, run_info: dict[str, Any] | None, texts: list[str] | None
 ) -> dict[str, Any]:
     """config.json: every setting and input a finished run or a checkpoint is tied to (with item text, the
     texts' sha256, which stage 2 checks its dataset against)."""
@@ -243,8 +209,8 @@ def _run_config(
         "run": run_info or {},
         "item_table_sha256": hashlib.sha256(data.item_embeddings.numpy().tobytes()).hexdigest(),
     }
-    if item_texts is not None:
-        config["item_text_sha256"] = item_texts_sha256(item_texts)
+    if texts is not None:
+        config["item_text_sha256"] = item_texts_sha256(texts)
     return config
 
 
@@ -260,11 +226,48 @@ def _stage1_settings(cfg: Stage1Config) -> dict[str, Any]:
     return settings
 
 
+SECTIONS = {"stage1": "Stage1Config", "llm": "LLMConfig"}  # config.json keys -> names in error messages
+
+
+def _named(config: dict[str, Any]) -> dict[str, Any]:
+    return {SECTIONS.get(k, k): v for k, v in config.items()}
+
+
+def stage1_settings(config: dict[str, Any]) -> RunSettings:
+    """The settings of a stage 1 run (config.json's, sections named by their configs): what its checkpoints and
+    finished folder are tied to. A setting config.json leaves out reads as its `before` value (core.run_settings)."""
+    return RunSettings(plain(_named(config)), {"Stage1Config": Stage1Config(), "LLMConfig": LLMConfig()})
+
+
+def _finished_metrics(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """Saved metrics if `out_dir` holds a finished run with these settings; InputError naming the first
+    changed setting if it holds one with other settings."""
+    if not (out_dir / METRICS_FILE).is_file():
+        return None
+    saved_path = out_dir / CONFIG_FILE
+    saved = read_json(saved_path, "stage 1 config") if saved_path.is_file() else {}
+    stage1_settings(config).refuse(saved_path, _named(saved), "finished stage 1 run")
+    return read_json(out_dir / METRICS_FILE, "stage 1 metrics")
+
+
+def _older_checkpoints(out_dir: Path) -> None:
+    """A checkpoint folder an older tslrec wrote: a one-line InputError (--force discards it), never a resume."""
+    for name in OLDER_CHECKPOINTS:
+        if (out_dir / name).is_dir() or (out_dir / f"{name}.old").is_dir():
+            raise InputError(
+                f"{out_dir / name}: a checkpoint folder of an older tslrec, which this version does not resume; "
+                "to start over pass --force (force=True from Python), or write to another --out"
+            )
+
+
 def _prepare_out_dir(out_dir: Path, config: dict[str, Any], data: Stage1Data, force: bool) -> None:
-    """Main process only: clear what force or a killed save left, drop a baseline cached under other settings,
-    write config.json and the groups file."""
+    """Main process only: clear what force (an earlier run's checkpoints, metrics, log, cached baselines) or a killed
+    save left, drop a baseline cached under other settings, write config.json and the groups file."""
     if force:
-        _discard_run(out_dir)
+        for name in (METRICS_FILE, LOG_FILE, BASELINE_CACHE, *CHECKPOINTS):
+            (out_dir / name).unlink(missing_ok=True)
+        for name in (*OLDER_CHECKPOINTS, *(c + ".old" for c in OLDER_CHECKPOINTS), SUB_RUN):
+            shutil.rmtree(out_dir / name, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in CHECKPOINTS:
         for stale in out_dir.glob(f".{name}.*"):  # temp files of a killed save
@@ -273,89 +276,16 @@ def _prepare_out_dir(out_dir: Path, config: dict[str, Any], data: Stage1Data, fo
     if saved.is_file() and stage1_settings(config).changes(_named(read_json(saved, "stage 1 config"))):
         (out_dir / BASELINE_CACHE).unlink(missing_ok=True)  # computed under other settings
     write_json(out_dir / CONFIG_FILE, config)
-    save_tensors(
-        out_dir / GROUPS_FILE,
-        {
-            "item_group": torch.from_numpy(data.groups.item_group),
-            "centroids": torch.from_numpy(data.groups.centroids),
-            "user_targets": torch.from_numpy(data.targets),
-            "train_users": torch.from_numpy(data.train_users),
-            "val_users": torch.from_numpy(data.val_users),
-            "test_users": torch.from_numpy(data.test_users),
-        },
-    )
-
-
-def _start_run(
-    accelerator: Any,
-    data: Stage1Data,
-    config: dict[str, Any],
-    cfg: Stage1Config,
-    llm_cfg: LLMConfig,
-    out_dir: Path,
-    progress: bool,
-    on_step: Callable[[int], None] | None,
-    item_texts: list[str] | None = None,
-) -> _Stage1Run:
-    """Compute the baselines, load the LLM, build the model and optimizer, and resume from a checkpoint if any.
-    item_texts: shown in the prompt when cfg.item_text; tokenised once here, with the LLM's tokenizer."""
-    main = accelerator.is_main_process
-    report_users = data.test_users if len(data.test_users) else data.val_users  # users the reported MSEs are on
-    baselines = {
-        "mse_global_mean": global_mean_mse(data.targets[data.train_users], data.targets[report_users]),
-        "mse_global_mean_val": global_mean_mse(data.targets[data.train_users], data.targets[data.val_users]),
-        **mean_embedding_baseline(data, cfg),
-    }
-    llm, tokenizer = load_llm(llm_cfg, kind="causal_lm")
-    titles = tokenize_item_texts(tokenizer, item_texts, cfg.item_text_tokens) if item_texts is not None else None
-    if cfg.untuned_baseline == "head":
-        baselines.update(
-            _cached(
-                out_dir / BASELINE_CACHE,
-                main,
-                lambda: untuned_head_baseline(
-                    llm, tokenizer, data, cfg, accelerator.device, progress=progress and main, titles=titles
-                ),
-            )
-        )
-    model = _build_model(llm, tokenizer, data, cfg, llm_cfg, accelerator.device, titles)
-    run = _Stage1Run(
-        accelerator, data, cfg, out_dir, model, _optimizer(model, cfg), baselines, progress, on_step, config
-    )
-    if titles is not None:
-        run.prompt_cost = prompt_token_cost(data, cfg.max_items, titles, model.encoder.prompt.num_text_tokens)
-    run.resume()
-    return run
-
-
-def _build_model(
-    llm: Any,
-    tokenizer: Any,
-    data: Stage1Data,
-    cfg: Stage1Config,
-    llm_cfg: LLMConfig,
-    dev: torch.device,
-    titles: ItemTokens | None = None,
-) -> ReconstructionModel:
-    """The reconstruction model on `dev`, seeded from cfg.seed: projection scaled to the LLM's token embeddings,
-    head bias at the global-mean prediction; `titles` shown in the prompt when cfg.item_text."""
-    torch.manual_seed(cfg.seed)
-    model = build_reconstruction_model(llm, tokenizer, data.item_embeddings.shape[1], cfg, llm_cfg, titles)
-    sample = data.item_embeddings[1:][torch.randperm(data.item_embeddings.shape[0] - 1)[:2048]]
-    model.encoder.match_token_scale(sample)
-    with torch.no_grad():  # start at the global-mean prediction; the head's weights learn the deviations
-        model.head.bias.copy_(torch.log(torch.from_numpy(data.targets[data.train_users]).mean(0).clamp(min=1e-8)))
-    return model.to(dev)
+    groups = {"item_group": data.groups.item_group, "centroids": data.groups.centroids, "user_targets": data.targets}
+    splits = {f"{part}_users": getattr(data, f"{part}_users") for part in ("train", "val", "test")}
+    save_tensors(out_dir / GROUPS_FILE, {name: torch.from_numpy(a) for name, a in {**groups, **splits}.items()})
 
 
 def _optimizer(model: ReconstructionModel, cfg: Stage1Config) -> torch.optim.Optimizer:
     """AdamW: LoRA weights at cfg.lr, projection and head at cfg.head_lr."""
-    head_params = list(model.encoder.item_proj.parameters()) + list(model.head.parameters())
-    head_ids = {id(p) for p in head_params}
-    lora_params = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-    groups = [{"params": head_params, "lr": cfg.head_lr}]
-    if lora_params:
-        groups.insert(0, {"params": lora_params, "lr": cfg.lr})
+    head = [*model.encoder.item_proj.parameters(), *model.head.parameters()]
+    lora = [p for p in model.parameters() if p.requires_grad and all(p is not h for h in head)]
+    groups = ([{"params": lora, "lr": cfg.lr}] if lora else []) + [{"params": head, "lr": cfg.head_lr}]
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -367,9 +297,9 @@ class _Phase:
     name: str  # the progress bar's label
     users: np.ndarray  # int64 [U]: the users whose prompts it trains on
     epochs: float  # its length in passes over `users` (fractional for the continuation)
-    max_steps: int | None  # a cap on its optimizer steps
-    early_stopping: bool  # validation, patience and max_minutes; False: exactly its steps, never validated
     checkpoint: str  # its checkpoint file in out_dir
+    max_steps: int | None = None  # a cap on its optimizer steps
+    early_stopping: bool = False  # validation, patience and max_minutes; False: exactly its steps, never validated
     first_epoch: int = 0  # its epoch e draws the data order and windows of epoch first_epoch + e
     step_offset: int = 0  # optimizer steps before it: on_step, StepTrace and log.json count on from there
 
@@ -384,50 +314,73 @@ class _Stage1Run:
         self,
         accelerator: Any,
         data: Stage1Data,
+        config: dict[str, Any],
         cfg: Stage1Config,
+        llm_cfg: LLMConfig,
         out_dir: Path,
-        model: ReconstructionModel,
-        optimizer: torch.optim.Optimizer,
-        baselines: dict[str, Any],
         progress: bool,
         on_step: Callable[[int], None] | None,
-        config: dict[str, Any],
+        item_texts: list[str] | None,
     ) -> None:
+        """Compute the baselines, load the LLM, build the model (seeded from cfg.seed) and optimizer, and resume from
+        a checkpoint if any.
+        item_texts: shown in the prompt when cfg.item_text; tokenised once here, with the LLM's tokenizer."""
         self.accelerator, self.data, self.cfg, self.out_dir = accelerator, data, cfg, out_dir
-        self.baselines, self.on_step, self.config = baselines, on_step, config
+        self.on_step, self.config = on_step, config
         self.dev, self.main = accelerator.device, accelerator.is_main_process
         self.progress = progress and self.main
+        users = split_users(data)  # train, val and report (the users the reported MSEs are on)
+        self.baselines = {
+            "mse_global_mean": global_mean_mse(data.targets[users["train"]], data.targets[users["report"]]),
+            "mse_global_mean_val": global_mean_mse(data.targets[users["train"]], data.targets[users["val"]]),
+            **mean_embedding_baseline(data, cfg),
+        }
+        llm, tokenizer = load_llm(llm_cfg, kind="causal_lm")
+        titles = tokenize_item_texts(tokenizer, item_texts, cfg.item_text_tokens) if item_texts is not None else None
+        if cfg.untuned_baseline == "head":  # its result is kept in out_dir, so that a resumed run does not repeat it
+            cache = out_dir / BASELINE_CACHE
+            if cache.is_file():
+                untuned = read_json(cache, "baseline result")
+            else:
+                untuned = untuned_head_baseline(llm, tokenizer, data, cfg, self.dev, self.progress, titles)
+                if self.main:
+                    write_json(cache, untuned)
+            self.baselines.update(untuned)
+        torch.manual_seed(cfg.seed)  # the model's init: projection scaled to the LLM's token embeddings
+        model = build_reconstruction_model(llm, tokenizer, data.item_embeddings.shape[1], cfg, llm_cfg, titles)
+        sample = data.item_embeddings[1:][torch.randperm(data.item_embeddings.shape[0] - 1)[:2048]]  # [<=2048, D]
+        model.encoder.match_token_scale(sample)
+        with torch.no_grad():  # start at the global-mean prediction; the head's weights learn the deviations
+            model.head.bias.copy_(torch.log(torch.from_numpy(data.targets[data.train_users]).mean(0).clamp(min=1e-8)))
+        model.to(self.dev)
         self.table = data.item_embeddings.to(self.dev)  # [N+1, D]
         self.positions_per_item = model.encoder.positions_per_item()  # [N+1], with item text
-        first = _Phase(
-            name="stage1",
-            users=data.train_users,
-            epochs=cfg.epochs,
-            max_steps=cfg.max_steps,
-            early_stopping=True,
-            checkpoint=CHECKPOINT,
-        )
+        optimizer = _optimizer(model, cfg)
+        first = _Phase("stage1", data.train_users, cfg.epochs, CHECKPOINT, cfg.max_steps, early_stopping=True)
         self._begin(first, optimizer)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.core: ReconstructionModel = accelerator.unwrap_model(self.model)
         self.best: dict[str, torch.Tensor] | None = None  # trainable weights at the best validation MSE
         self.main_state: Stage1State | None = None  # the early-stopped training's, once the continuation runs
-        self.bar: Any = None  # the progress bar, while `train` runs
-        self.prompt_cost: dict[str, Any] | None = None  # prompt tokens with and without item text (item_text only)
+        text_tokens = model.encoder.prompt.num_text_tokens  # prompt tokens with and without item text (item_text only):
+        self.prompt_cost = prompt_token_cost(data, cfg.max_items, titles, text_tokens) if titles is not None else None
         trace = os.environ.get(TRACE_ENV)
         self.trace: Path | None = Path(trace) / f"process{accelerator.process_index}.jsonl" if trace else None
         self.resume_clock()
+        self.resume()
 
     def _begin(self, phase: _Phase, optimizer: torch.optim.Optimizer) -> None:
-        """Plan `phase`: its batches and optimizer steps, cfg.lr_schedule (with warm-up) over those steps on
-        `optimizer` (before accelerator.prepare), and a fresh state tied to the run's settings."""
+        """Plan `phase`: its batches and optimizer steps (`epochs` passes, rounded up, at least 1, at most max_steps),
+        cfg.lr_schedule (with warm-up) over those steps on `optimizer` (before accelerator.prepare), and a fresh
+        state tied to the run's settings."""
         from transformers import get_scheduler
 
         cfg = self.cfg
         self.phase = phase
         self.batches_per_epoch = len(self.loader_for(0))
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.grad_accum)
-        self.total_steps = phase_steps(phase.epochs, self.steps_per_epoch, phase.max_steps)
+        steps = max(1, math.ceil(phase.epochs * self.steps_per_epoch - 1e-9))  # 1e-9: 0.3 * 10 is 3.0000000000000004
+        self.total_steps = steps if phase.max_steps is None else min(steps, phase.max_steps)
         warmup = int(cfg.warmup_ratio * self.total_steps)
         self.scheduler = get_scheduler(
             cfg.lr_schedule, optimizer, num_warmup_steps=warmup, num_training_steps=self.total_steps
@@ -447,10 +400,11 @@ class _Stage1Run:
             print(f"resuming from {self.ckpt.path} at optimizer step {self.state.step}/{self.total_steps}")
 
     def loader_for(self, epoch: int) -> DataLoader:
-        """This process's batches in the phase's epoch `epoch`. Every micro-step's users across the processes are one
-        batch of epoch_batches (batch_size users per process), in pieces that accelerate deals out in turn, so the
-        steps take the same users whatever the process count. Its own generator keeps DataLoader from drawing on the
-        global RNG, so a resumed run sees the same LoRA-dropout masks as an uninterrupted one."""
+        """This process's batches in the phase's epoch `epoch`, each (users [B], ids [B, T], mask [B, T],
+        targets [B, K]). Every micro-step's users across the processes are one batch of epoch_batches (batch_size
+        users per process), in pieces that accelerate deals out in turn, so the steps take the same users whatever
+        the process count. Its own generator keeps DataLoader from drawing on the global RNG, so a resumed run sees
+        the same LoRA-dropout masks as an uninterrupted one."""
         cfg, epoch, n = self.cfg, self.phase.first_epoch + epoch, self.accelerator.num_processes
         prompts = UserBatches(self.data, cfg.max_items, cfg.prompts, cfg.seed, epoch, self.positions_per_item)
         together = epoch_batches(self.phase.users, cfg.batch_size * n, cfg.seed, epoch, cfg.batching, prompts)
@@ -460,7 +414,7 @@ class _Stage1Run:
             DataLoader(
                 [u for batch in users for u in batch],
                 batch_sampler=[range(a, b) for a, b in zip(rows[:-1], rows[1:], strict=True)],
-                collate_fn=_WithUsers(prompts),
+                collate_fn=lambda batch: (torch.tensor(batch, dtype=torch.long), *prompts(batch)),
                 generator=torch.Generator().manual_seed(cfg.seed + epoch),
             )
         )
@@ -492,8 +446,7 @@ class _Stage1Run:
         for batch_users, ids, mask, targets in loader:  # [B], [B, T], [B, T], [B, K]
             s.batch += 1
             micro += 1
-            if self.trace is not None:
-                users += batch_users.tolist()
+            users += batch_users.tolist()
             last_of_step = micro == cfg.grad_accum or s.batch == self.batches_per_epoch
             running += self._forward_backward(ids, mask, targets, micro, last_of_step)
             if not last_of_step:
@@ -508,14 +461,15 @@ class _Stage1Run:
     def _forward_backward(
         self, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor, micro: int, last_of_step: bool
     ) -> float:
-        """One micro-batch (the `micro`-th of its optimizer step): forward and backward, the gradient scaled so
-        the step's is a mean over its micro-batches; processes sync gradients on a step's last one only. The loss."""
+        """One micro-batch (the `micro`-th of its optimizer step): forward and backward, the gradient divided by the
+        step's micro-batch count (an epoch's last step may have fewer) so the step's is a mean over them; processes
+        sync gradients on a step's last one only. The loss."""
         item_embs = self.table[ids]  # [B, T, D]
         with contextlib.nullcontext() if last_of_step else self.accelerator.no_sync(self.model):
             with autocast(self.dev, self.cfg.precision):
                 _, probs = self.model(item_embs, mask, ids)  # [B, K]; ids show titles with item text
             loss = reconstruction_loss(probs, targets, self.cfg.loss_reduction)
-            in_step = micro_weight(self.cfg.grad_accum, self.batches_per_epoch, self.state.batch - micro)
+            in_step = min(self.cfg.grad_accum, self.batches_per_epoch - (self.state.batch - micro))
             self.accelerator.backward(loss / in_step)
         return float(loss.detach())
 
@@ -539,14 +493,9 @@ class _Stage1Run:
         """With $TSLREC_STAGE1_TRACE set: append this process's StepTrace of the step just taken."""
         if self.trace is None:
             return
-        s, phase = self.state, self.phase
-        trace = StepTrace(
-            self.accelerator.process_index,
-            phase.step_offset + s.step,
-            phase.first_epoch + s.epoch,
-            users,
-            weights_sha256(trainable_state(self.core)),
-        )
+        s, phase, weights = self.state, self.phase, weights_sha256(trainable_state(self.core))
+        step, epoch = phase.step_offset + s.step, phase.first_epoch + s.epoch
+        trace = StepTrace(self.accelerator.process_index, step, epoch, users, weights)
         self.trace.parent.mkdir(parents=True, exist_ok=True)
         with self.trace.open("a") as f:
             f.write(json.dumps(asdict(trace)) + "\n")
@@ -557,24 +506,18 @@ class _Stage1Run:
         without early stopping is never validated and has no time budget."""
         s, cfg = self.state, self.cfg
         finished = s.step >= self.total_steps
-        validates = self.phase.early_stopping
-        if validates and not finished and self._out_of_time():  # spent: keep the better of now and the best so far
-            self.pause_clock()
-            self.validate()
-            s.stopped = True
-            self.checkpoint()
-            self.resume_clock()
-            return True
-        if validates and cfg.eval_every and s.step % cfg.eval_every == 0 and not finished:
-            self.pause_clock()
-            s.stopped = self.validate()
-            self.checkpoint()
-            self.model.train()
-            self.resume_clock()
+        validates = self.phase.early_stopping and not finished
+        out_of_time = validates and self._out_of_time()  # then keep the better of now and the best so far, and stop
+        if out_of_time or (validates and cfg.eval_every and s.step % cfg.eval_every == 0):
+            with self._paused():
+                s.stopped = self.validate() or out_of_time
+                self.checkpoint()
+                self.model.train()
+            if out_of_time:
+                return True
         elif s.step % cfg.checkpoint_every == 0 or finished:
-            self.pause_clock()
-            self.checkpoint()
-            self.resume_clock()
+            with self._paused():
+                self.checkpoint()
         if self.on_step is not None:
             self.on_step(self.phase.step_offset + s.step)
         return finished or s.stopped
@@ -637,10 +580,24 @@ class _Stage1Run:
         s.train_tokens += self.core.encoder.llm_tokens - tokens
         s.train_passes += self.core.encoder.llm_passes - passes
 
+    @contextlib.contextmanager
+    def _paused(self) -> Iterator[None]:
+        """Leave the block (a validation, a checkpoint) out of the training time, tokens and passes."""
+        self.pause_clock()
+        yield
+        self.resume_clock()
+
+    def _count_every_process(self) -> None:
+        """At the end of a phase: its training tokens and passes, of every process rather than this one's."""
+        if self.accelerator.num_processes > 1:
+            s = self.state
+            totals = self.accelerator.reduce(torch.tensor([s.train_tokens, s.train_passes], device=self.dev), "sum")
+            s.train_tokens, s.train_passes = int(totals[0]), int(totals[1])
+
     def finish(self, t_start: float) -> dict[str, Any]:
         """Validate the last weights if no validation saw them, restore the best ones, measure the reported MSE
-        (test users; validation users if there are none); the metrics dict."""
-        s, data = self.state, self.data
+        (test users; validation users if there are none); the metrics dict (metrics.json)."""
+        s, data, b, sizes = self.state, self.data, self.baselines, self.data.groups.sizes
         if self.best is None or "val_mse" not in s.history[-1]:
             self.validate()  # a run that ended on max_steps in the middle of an epoch
         if self.best is not None:
@@ -650,21 +607,60 @@ class _Stage1Run:
         else:
             mse = s.best_score if s.best_score is not None else math.nan  # NaN: every validation MSE was NaN
         self._count_every_process()
-        metrics = _final_metrics(
-            s, self.baselines, mse, data, self.cfg, self.total_steps, self.steps_per_epoch, t_start
-        )
-        metrics["timing"]["processes"] = self.accelerator.num_processes
-        metrics["timing"]["torch_threads"] = torch.get_num_threads()  # CPU numbers depend on it (module docstring)
+        on = "test" if len(data.test_users) else "validation"
+        epochs_done = s.step / max(self.steps_per_epoch, 1)
+        train_s = s.train_seconds
+        metrics = {
+            "metrics": {
+                "mse": mse,
+                "mse_global_mean": b["mse_global_mean"],
+                "mse_untuned_llm": b.get("mse_untuned_llm"),
+                "untuned_llm_variant": b.get("untuned_llm_variant"),
+                "mse_untuned_llm_val": b.get("mse_untuned_llm_val"),
+                "mse_mean_embedding": b["mse_mean_embedding"],
+                "mse_mean_embedding_val": b["mse_mean_embedding_val"],
+                "untuned_llm_best_step": b.get("untuned_llm_best_step"),
+                "mse_ratio_to_global_mean": mse / b["mse_global_mean"],
+                "mse_ratio_to_mean_embedding": mse / b["mse_mean_embedding"],
+                "mse_val": s.best_score,
+                "mse_global_mean_val": b["mse_global_mean_val"],
+                "reported_on": f"{on} users",
+                "note": (
+                    f"MSE averaged over {on} users (never trained on) and K; validation users pick the "
+                    "checkpoint"
+                    + ("" if on == "test" else ", so this number is slightly optimistic")
+                    + "; mse_mean_embedding is a head on the mean item embedding, with no LLM"
+                ),
+            },
+            "steps": s.step,
+            "total_steps_planned": self.total_steps,
+            "steps_per_epoch": self.steps_per_epoch,
+            "epochs_run": epochs_done,
+            "best_step": s.best_at,
+            "stopped_early": s.stopped,
+            "users": {
+                "train": int(len(data.train_users)),
+                "val": int(len(data.val_users)),
+                "test": int(len(data.test_users)),
+                "dropped_no_train_items": data.dropped_users,
+            },
+            "groups": {"k": self.cfg.k, "min_size": int(sizes.min()), "max_size": int(sizes.max())},
+            "timing": {
+                "wall_seconds": time.time() - t_start,
+                "train_seconds": train_s,
+                "seconds_per_epoch": train_s / epochs_done if epochs_done else None,
+                "train_tokens": s.train_tokens,
+                "train_llm_passes": s.train_passes,
+                "tokens_per_second": s.train_tokens / train_s if train_s else None,
+                "untuned_llm_seconds": b.get("untuned_llm_seconds"),
+                "processes": self.accelerator.num_processes,
+                "torch_threads": torch.get_num_threads(),  # CPU numbers depend on it (module docstring)
+            },
+            "versions": package_versions(),
+        }
         if self.prompt_cost is not None:
             metrics["prompt_tokens"] = self.prompt_cost
         return metrics
-
-    def _count_every_process(self) -> None:
-        """At the end of a phase: its training tokens and passes, of every process rather than this one's."""
-        if self.accelerator.num_processes > 1:
-            s = self.state
-            totals = self.accelerator.reduce(torch.tensor([s.train_tokens, s.train_passes], device=self.dev), "sum")
-            s.train_tokens, s.train_passes = int(totals[0]), int(totals[1])
 
     def continue_on_all_users(self, metrics: dict[str, Any], t_start: float) -> dict[str, Any]:
         """After `finish` (which measured the held-out MSEs and loaded the best weights): train on from those weights
@@ -673,15 +669,10 @@ class _Stage1Run:
         cfg, data = self.cfg, self.data
         self.main_state, self.best = self.state, None
         users = np.sort(np.concatenate([data.train_users, data.val_users, data.test_users]))  # [U]
+        # no max_steps, no validation; windows and order unlike any epoch the early-stopped training planned
+        epochs, offset = cfg.all_users_epochs, self.main_state.step
         phase = _Phase(
-            name="stage1 all users",
-            users=users,
-            epochs=cfg.all_users_epochs,
-            max_steps=None,
-            early_stopping=False,
-            checkpoint=ALL_USERS_CHECKPOINT,
-            first_epoch=cfg.epochs,  # windows and order unlike any epoch the early-stopped training planned
-            step_offset=self.main_state.step,
+            "stage1 all users", users, epochs, ALL_USERS_CHECKPOINT, first_epoch=cfg.epochs, step_offset=offset
         )
         # The learning rate: a warm restart of cfg.lr_schedule (warm-up, then decay) over the continuation's own
         # steps, at cfg.lr / cfg.head_lr, with fresh AdamW moments. Continuing the early-stopped schedule is no
@@ -696,7 +687,23 @@ class _Stage1Run:
         self.resume()
         self.train()
         self._count_every_process()
-        metrics["all_users"] = _all_users_metrics(self.state, self.steps_per_epoch, data, cfg)
+        s, held_out = self.state, len(data.val_users) + len(data.test_users)
+        metrics["all_users"] = {
+            "epochs": cfg.all_users_epochs,
+            "epochs_run": s.step / max(self.steps_per_epoch, 1),
+            "steps": s.step,
+            "steps_per_epoch": self.steps_per_epoch,
+            "users": int(len(data.train_users)) + held_out,
+            "held_out_users": held_out,
+            "train_seconds": s.train_seconds,
+            "train_tokens": s.train_tokens,
+            "train_llm_passes": s.train_passes,
+            "lr_schedule": f"{cfg.lr_schedule} with warm-up, restarted over these steps; fresh AdamW moments",
+            "note": (
+                "after early stopping, training went on from the best weights over every user, held-out ones "
+                "included; the saved adapter and heads are its weights, the MSEs were measured before it"
+            ),
+        }
         metrics["metrics"]["note"] += (
             "; measured before the continuation on all users (see all_users), whose weights are the ones saved"
         )
@@ -721,162 +728,3 @@ class _Stage1Run:
             for name in CHECKPOINTS:
                 (self.out_dir / name).unlink(missing_ok=True)
         self.accelerator.wait_for_everyone()
-
-
-class _WithUsers:
-    """A collate function: the batch of `batches` with its user ids [B] in front (for StepTrace)."""
-
-    def __init__(self, batches: UserBatches) -> None:
-        self.batches = batches
-
-    def __call__(self, users: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        return (torch.tensor(users, dtype=torch.long), *self.batches(users))  # [B], [B, T], [B, T], [B, K]
-
-
-def phase_steps(epochs: float, steps_per_epoch: int, max_steps: int | None) -> int:
-    """Optimizer steps of `epochs` (possibly fractional, then rounded up; at least 1) passes, capped at max_steps."""
-    steps = max(1, math.ceil(epochs * steps_per_epoch - 1e-9))  # 1e-9: 0.3 * 10 is 3.0000000000000004
-    return steps if max_steps is None else min(steps, max_steps)
-
-
-def micro_weight(grad_accum: int, batches_per_epoch: int, first_batch_of_step: int) -> int:
-    """Number of micro-batches in the optimizer step that starts at `first_batch_of_step` (the last step of an
-    epoch may be shorter), so the accumulated gradient is a mean over the step's micro-batches."""
-    return min(grad_accum, batches_per_epoch - first_batch_of_step)
-
-
-def _cached(path: Path, main: bool, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Result of `compute`, stored in `path` so a resumed run does not repeat it."""
-    if path.is_file():
-        return read_json(path, "baseline result")
-    result = compute()
-    if main:
-        write_json(path, result)
-    return result
-
-
-def _finished_metrics(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
-    """Saved metrics if `out_dir` holds a finished run with these settings; InputError naming the first
-    changed setting if it holds one with other settings."""
-    if not (out_dir / METRICS_FILE).is_file():
-        return None
-    saved_path = out_dir / CONFIG_FILE
-    saved = read_json(saved_path, "stage 1 config") if saved_path.is_file() else {}
-    stage1_settings(config).refuse(saved_path, _named(saved), "finished stage 1 run")
-    return read_json(out_dir / METRICS_FILE, "stage 1 metrics")
-
-
-def _older_checkpoints(out_dir: Path) -> None:
-    """A checkpoint folder an older tslrec wrote: a one-line InputError (--force discards it), never a resume."""
-    for name in OLDER_CHECKPOINTS:
-        if (out_dir / name).is_dir() or (out_dir / f"{name}.old").is_dir():
-            raise InputError(
-                f"{out_dir / name}: a checkpoint folder of an older tslrec, which this version does not resume; "
-                "to start over pass --force (force=True from Python), or write to another --out"
-            )
-
-
-SECTIONS = {"stage1": "Stage1Config", "llm": "LLMConfig"}  # config.json keys -> names in error messages
-
-
-def _named(config: dict[str, Any]) -> dict[str, Any]:
-    return {SECTIONS.get(k, k): v for k, v in config.items()}
-
-
-def stage1_settings(config: dict[str, Any]) -> RunSettings:
-    """The settings of a stage 1 run (config.json's, sections named by their configs): what its checkpoints and
-    finished folder are tied to. A setting config.json leaves out reads as its `before` value (core.run_settings)."""
-    return RunSettings(plain(_named(config)), {"Stage1Config": Stage1Config(), "LLMConfig": LLMConfig()})
-
-
-def _discard_run(out_dir: Path) -> None:
-    """force=True: remove what an earlier run left in out_dir (checkpoints, metrics, log, cached baselines)."""
-    for name in (METRICS_FILE, LOG_FILE, BASELINE_CACHE):
-        (out_dir / name).unlink(missing_ok=True)
-    for name in CHECKPOINTS:
-        (out_dir / name).unlink(missing_ok=True)
-    for name in (*OLDER_CHECKPOINTS, *(c + ".old" for c in OLDER_CHECKPOINTS), SUB_RUN):
-        shutil.rmtree(out_dir / name, ignore_errors=True)
-
-
-def _final_metrics(
-    state: Stage1State,
-    baselines: dict[str, Any],
-    mse: float,
-    data: Stage1Data,
-    cfg: Stage1Config,
-    total_steps: int,
-    steps_per_epoch: int,
-    t_start: float,
-) -> dict[str, Any]:
-    """metrics.json content. `mse` is on the test users (validation users if there are none)."""
-    on = "test" if len(data.test_users) else "validation"
-    epochs_done = state.step / max(steps_per_epoch, 1)
-    train_s = state.train_seconds
-    return {
-        "metrics": {
-            "mse": mse,
-            "mse_global_mean": baselines["mse_global_mean"],
-            "mse_untuned_llm": baselines.get("mse_untuned_llm"),
-            "untuned_llm_variant": baselines.get("untuned_llm_variant"),
-            "mse_untuned_llm_val": baselines.get("mse_untuned_llm_val"),
-            "mse_mean_embedding": baselines["mse_mean_embedding"],
-            "mse_mean_embedding_val": baselines["mse_mean_embedding_val"],
-            "untuned_llm_best_step": baselines.get("untuned_llm_best_step"),
-            "mse_ratio_to_global_mean": mse / baselines["mse_global_mean"],
-            "mse_ratio_to_mean_embedding": mse / baselines["mse_mean_embedding"],
-            "mse_val": state.best_score,
-            "mse_global_mean_val": baselines["mse_global_mean_val"],
-            "reported_on": f"{on} users",
-            "note": (
-                f"MSE averaged over {on} users (never trained on) and K; validation users pick the "
-                "checkpoint"
-                + ("" if on == "test" else ", so this number is slightly optimistic")
-                + "; mse_mean_embedding is a head on the mean item embedding, with no LLM"
-            ),
-        },
-        "steps": state.step,
-        "total_steps_planned": total_steps,
-        "steps_per_epoch": steps_per_epoch,
-        "epochs_run": epochs_done,
-        "best_step": state.best_at,
-        "stopped_early": state.stopped,
-        "users": {
-            "train": int(len(data.train_users)),
-            "val": int(len(data.val_users)),
-            "test": int(len(data.test_users)),
-            "dropped_no_train_items": data.dropped_users,
-        },
-        "groups": {"k": cfg.k, "min_size": int(data.groups.sizes.min()), "max_size": int(data.groups.sizes.max())},
-        "timing": {
-            "wall_seconds": time.time() - t_start,
-            "train_seconds": train_s,
-            "seconds_per_epoch": train_s / epochs_done if epochs_done else None,
-            "train_tokens": state.train_tokens,
-            "train_llm_passes": state.train_passes,
-            "tokens_per_second": state.train_tokens / train_s if train_s else None,
-            "untuned_llm_seconds": baselines.get("untuned_llm_seconds"),
-        },
-        "versions": package_versions(),
-    }
-
-
-def _all_users_metrics(state: Stage1State, steps_per_epoch: int, data: Stage1Data, cfg: Stage1Config) -> dict[str, Any]:
-    """metrics.json's "all_users": what the continuation on every user did (`state`: its own counters)."""
-    held_out = len(data.val_users) + len(data.test_users)
-    return {
-        "epochs": cfg.all_users_epochs,
-        "epochs_run": state.step / max(steps_per_epoch, 1),
-        "steps": state.step,
-        "steps_per_epoch": steps_per_epoch,
-        "users": int(len(data.train_users)) + held_out,
-        "held_out_users": held_out,
-        "train_seconds": state.train_seconds,
-        "train_tokens": state.train_tokens,
-        "train_llm_passes": state.train_passes,
-        "lr_schedule": f"{cfg.lr_schedule} with warm-up, restarted over these steps; fresh AdamW moments",
-        "note": (
-            "after early stopping, training went on from the best weights over every user, held-out ones included; "
-            "the saved adapter and heads are its weights, the MSEs were measured before it"
-        ),
-    }
