@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from lite_helpers import (  # noqa: F401
@@ -12,15 +14,19 @@ from lite_helpers import (  # noqa: F401
     write_text_dataset,
 )
 
+import tslrec
+from tslrec import DataConfig, InputError, LiteJob, LiteTrainConfig, LLMConfig, load_dataset
 from tslrec.core.artifacts import load_tensors, read_json
-from tslrec.core.errors import InputError
-from tslrec.data import DataConfig, load_dataset
 from tslrec.data.splits import LeaveOneOutSplits
 from tslrec.evaluation.ranking import EvalConfig
 from tslrec.formats.item_table import load_item_embeddings
+from tslrec.lite_llm4rec.item_llm import ItemLLMConfig
+from tslrec.lite_llm4rec.model import LiteConfig
 from tslrec.lite_llm4rec.model_io import load_lite_model
 from tslrec.lite_llm4rec.training import evaluate_lite
 from tslrec.pipelines.cli import main
+from tslrec.pipelines.lite_job import print_outcome
+from tslrec.pipelines.options import TrainingRuntime
 
 
 @pytest.fixture(autouse=True)
@@ -29,30 +35,34 @@ def private_cache(tmp_path, monkeypatch):
 
 
 def lite(*args: str) -> int:
+    """`tslrec lite ARGS` without progress bars, in float32."""
     return main(["lite", *args, "--no-progress", "--precision", "float32"])
+
+
+FLOAT32 = LiteTrainConfig(precision="float32")
+
+
+def lite_job(dataset, out, /, item_llm=None, llm=None, max_len: int | None = None, **overrides) -> LiteJob:
+    """The job of `lite(--dataset DATASET --out OUT [--item-llm ITEM_LLM] [--llm LLM] [--max-len MAX_LEN])`, with
+    `overrides` (a `train` override starts from FLOAT32)."""
+    job = LiteJob(dataset=str(dataset), out=str(out), train=FLOAT32, runtime=TrainingRuntime(progress=False))
+    if item_llm is not None:
+        job = replace(job, item=ItemLLMConfig(name_or_path=str(item_llm)))
+    if llm is not None:
+        job = replace(job, llm=LLMConfig(name_or_path=str(llm)))
+    if max_len is not None:
+        job = replace(job, data=DataConfig(max_len=max_len))
+    return replace(job, **overrides)
 
 
 def test_lite_job_trains_evaluates_exports(tmp_path, tiny_bert_dir, lite_llama_dir, capsys):
     data = write_text_dataset(tmp_path / "data")
     out = tmp_path / "run"
-    code = lite(
-        "--dataset",
-        str(data),
-        "--out",
-        str(out),
-        "--item-llm",
-        str(tiny_bert_dir),
-        "--llm",
-        str(lite_llama_dir),
-        "--epochs",
-        "2",
-        "--batch-size",
-        "8",
-        "--max-len",
-        "8",
+    outcome = tslrec.lite(
+        lite_job(data, out, tiny_bert_dir, lite_llama_dir, max_len=8, train=replace(FLOAT32, epochs=2, batch_size=8))
     )
-    assert code == 0
     record = read_json(out / "metrics.json")
+    assert outcome.out == out
     assert record["model"] == "lite-llm4rec" and record["variant"] == "sampling"
     assert record["protocol"] == "full-ranking, history not masked"
     assert {"Recall@10", "Recall@20", "NDCG@10", "NDCG@20"} <= set(record["metrics"])
@@ -75,55 +85,38 @@ def test_lite_job_trains_evaluates_exports(tmp_path, tiny_bert_dir, lite_llama_d
     assert record["protocol_history_masked"] == "full-ranking, history masked"
     assert record["metrics_history_masked"]["NDCG@10"] == pytest.approx(masked.metrics["NDCG@10"], abs=1e-5)
     assert all(record["metrics_history_masked"][k] >= record["metrics"][k] for k in ("Recall@10", "Recall@20"))
+    print_outcome(outcome)  # what `tslrec lite` shows
     assert "lite-llm4rec (sampling)" in capsys.readouterr().out
     # a second run with the "all" strategy reuses the cached item vectors
-    assert (
-        lite(
-            "--dataset",
-            str(data),
-            "--out",
-            str(tmp_path / "run2"),
-            "--item-llm",
-            str(tiny_bert_dir),
-            "--llm",
-            str(lite_llama_dir),
-            "--strategy",
-            "all",
-            "--epochs",
-            "1",
-            "--max-len",
-            "8",
-            "--llm-layers",
-            "1",
-        )
-        == 0
+    again = lite_job(
+        data, tmp_path / "run2", tiny_bert_dir, max_len=8, train=replace(FLOAT32, strategy="all", epochs=1)
     )
+    tslrec.lite(replace(again, llm=LLMConfig(name_or_path=str(lite_llama_dir), num_layers=1)))
     record2 = read_json(tmp_path / "run2" / "metrics.json")
     assert record2["variant"] == "all" and not record2["item_vectors"]["computed"]
     assert record2["config"]["llm"]["num_layers"] == 1
     assert record2["train_targets_per_epoch"] == sum(len(s) - 3 for s in ds.sequences)
 
 
-def test_dataset_without_item_text_exits_2(tmp_path, capsys):
+def test_dataset_without_item_text_is_refused_in_one_line(tmp_path):
     data = write_text_dataset(tmp_path / "data", with_text=False)
-    assert lite("--dataset", str(data), "--out", str(tmp_path / "run")) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "no item text" in err and err.count("\n") == 1
+    with pytest.raises(InputError, match="no item text") as e:
+        tslrec.lite(lite_job(data, tmp_path / "run"))
+    assert "\n" not in str(e.value)
 
 
-def test_item_vectors_of_another_dataset_exit_2(tmp_path, tiny_bert_dir, capsys):
+def test_item_vectors_of_another_dataset_are_refused_in_one_line(tmp_path, tiny_bert_dir):
     other = write_text_dataset(tmp_path / "other", n_items=20, seed=3)
     ds_other = load_dataset(str(other), DataConfig())
-    from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_vectors_for_dataset
+    from tslrec.lite_llm4rec.item_llm import item_vectors_for_dataset
 
     item_vectors_for_dataset(
         ds_other, ItemLLMConfig(name_or_path=str(tiny_bert_dir)), folder=tmp_path / "vecs", progress=False
     )
     data = write_text_dataset(tmp_path / "data")
-    capsys.readouterr()
-    assert lite("--dataset", str(data), "--item-vectors", str(tmp_path / "vecs"), "--out", str(tmp_path / "run")) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "num_items" in err and err.count("\n") == 1
+    with pytest.raises(InputError, match="num_items") as e:
+        tslrec.lite(lite_job(data, tmp_path / "run", item_vectors=str(tmp_path / "vecs")))
+    assert "\n" not in str(e.value)
 
 
 def test_bad_option_exits_2_before_any_work(tmp_path, capsys):
@@ -133,18 +126,20 @@ def test_bad_option_exits_2_before_any_work(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("rec_llm", "extra"), [("t5", ["--strategy", "all"]), ("llama", ["--attention", "bidirectional"])]
+    ("rec_llm", "strategy", "attention"), [("t5", "all", "auto"), ("llama", "sampling", "bidirectional")]
 )
 def test_lite_job_records_the_attention_of_its_recommendation_llm(
-    rec_llm, extra, tmp_path, tiny_bert_dir, tiny_t5_dir, lite_llama_dir
+    rec_llm, strategy, attention, tmp_path, tiny_bert_dir, tiny_t5_dir, lite_llama_dir
 ):
     """A T5 encoder, or a decoder with --attention bidirectional, trains end to end; metrics.json says how it
     attended."""
     data = write_text_dataset(tmp_path / "data", n_users=16)
     folder = {"t5": tiny_t5_dir, "llama": lite_llama_dir}[rec_llm]
     out = tmp_path / "run"
-    common = ["--item-llm", str(tiny_bert_dir), "--epochs", "1", "--batch-size", "16", "--max-len", "6"]
-    assert lite("--dataset", str(data), "--out", str(out), "--llm", str(folder), *common, *extra) == 0
+    train = replace(FLOAT32, epochs=1, batch_size=16, strategy=strategy)
+    tslrec.lite(
+        lite_job(data, out, tiny_bert_dir, folder, max_len=6, train=train, lite=LiteConfig(attention=attention))
+    )
     record = read_json(out / "metrics.json")
     assert record["attention"] == "bidirectional"
     assert record["config"]["lite"]["attention"] == ("bidirectional" if rec_llm == "llama" else "auto")
@@ -178,8 +173,7 @@ def test_recommend_reads_a_lite_model_shows_titles_and_skips_unknown_users(
 
     data = write_text_dataset(tmp_path / "data")
     out = tmp_path / "run"
-    models = ["--item-llm", str(tiny_bert_dir), "--llm", str(lite_llama_dir)]
-    assert lite("--dataset", str(data), "--out", str(out), *models, "--epochs", "1", "--max-len", "8") == 0
+    tslrec.lite(lite_job(data, out, tiny_bert_dir, lite_llama_dir, max_len=8, train=replace(FLOAT32, epochs=1)))
     ds = load_dataset(str(data), DataConfig(max_len=8))
     first, second = ds.user_ids[:2]
     capsys.readouterr()

@@ -10,7 +10,7 @@ import pytest
 
 from tslrec.core.errors import InputError
 from tslrec.pipelines.cli import main
-from tslrec.pipelines.run_job import STAGES, active_stages, load_config, stage_job
+from tslrec.pipelines.run_job import STAGES, RunJob, active_stages, load_config, run_pipeline, stage_job
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 
@@ -187,9 +187,9 @@ def test_run_prints_the_final_report_once(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(run_job, "STAGES", stages)
     config = tmp_path / "c.yaml"
     config.write_text(f"dataset: ml-100k\nout: {tmp_path / 'out'}\n")
-    assert main(["run", "--config", str(config)]) == 0
+    run_pipeline(RunJob(str(config)))
     assert capsys.readouterr().out.count("REPORT-TABLE") == 1
-    assert main(["run", "--config", str(config)]) == 0  # every stage up to date: the report is shown from its file
+    run_pipeline(RunJob(str(config)))  # every stage up to date: the report is shown from its file
     assert capsys.readouterr().out.count("REPORT-TABLE") == 1
 
 
@@ -209,7 +209,7 @@ def test_a_setting_added_since_a_stage_finished_counts_as_what_the_stage_did(tmp
     monkeypatch.setattr(run_job, "STAGES", stages)
     config = tmp_path / "c.yaml"
     config.write_text(f"dataset: ml-100k\nout: {tmp_path / 'out'}\n")
-    assert main(["run", "--config", str(config), "--until", "stage1"]) == 0
+    run_pipeline(RunJob(str(config), until="stage1"))
     manifest = tmp_path / "out" / "stage0" / "stage_manifest.json"
     old = json.loads(manifest.read_text())
     del old["job"]["train"]["loss_weight"]  # as written before the option existed, when batches were unweighted
@@ -218,10 +218,9 @@ def test_a_setting_added_since_a_stage_finished_counts_as_what_the_stage_did(tmp
     next_manifest = tmp_path / "out" / "stage1" / "stage_manifest.json"  # which recorded that file's digest
     next_manifest.write_text(json.dumps({**json.loads(next_manifest.read_text()), "upstream": digest(old)}))
     ran.clear()
-    as_then = ["--set", "stages.stage0.loss_weight=batch"]
-    assert main(["run", "--config", str(config), "--until", "stage1", *as_then]) == 0
+    run_pipeline(RunJob(str(config), overrides=["stages.stage0.loss_weight=batch"], until="stage1"))
     assert ran == [] and "[stage1] reuses its finished run" in capsys.readouterr().out
-    assert main(["run", "--config", str(config), "--until", "stage1"]) == 0  # the default weighs each target
+    run_pipeline(RunJob(str(config), until="stage1"))  # the default weighs each target
     assert ran == ["TrainJob", "Stage1Job"]
     out = capsys.readouterr().out
     assert "[stage0] retrains: train.loss_weight is now 'target', which the run predates" in out

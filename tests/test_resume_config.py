@@ -9,12 +9,17 @@ and the cells of `tslrec ablate`.
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+
 import pytest
 import torch
 from stage1_helpers import clustered_items, quick_stage1_cfg, tiny_llama_dir, tiny_llm_cfg, user_sequences  # noqa: F401
 from stage2_helpers import write_export, write_toy_dataset
 
+import tslrec
 import tslrec.backbones.training as training
+from tslrec import AblateJob, DataConfig, TrainJob
 from tslrec.backbones.base import BackboneConfig
 from tslrec.backbones.registry import build_backbone
 from tslrec.backbones.training import TrainConfig, train
@@ -23,6 +28,8 @@ from tslrec.core.errors import InputError
 from tslrec.data.splits import LeaveOneOutSplits
 from tslrec.pipelines import train_job
 from tslrec.pipelines.cli import main
+from tslrec.pipelines.options import TrainingRuntime
+from tslrec.pipelines.side_information import SideInfoConfig
 from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.training import train_stage1
 
@@ -128,6 +135,25 @@ def test_checkpoint_without_settings_is_refused(killed_checkpoint):
 # ---------------------------------------------------------------- tslrec train / tslrec ablate
 
 TRAIN = ["--backbone", "gru4rec", "--epochs", "2", "--hidden", "8", "--layers", "1", "--device", "cpu", "--no-progress"]
+TRAIN_CFG = TrainConfig(epochs=2)  # the training settings of TRAIN
+
+
+def toy_train_job(dataset, out, /, **overrides) -> TrainJob:
+    """The job of TRAIN on `dataset` into `out` (a 1-layer GRU4Rec, H = 8, 2 epochs, on the CPU), with `overrides`."""
+    job = TrainJob(
+        dataset=str(dataset),
+        out=str(out),
+        backbone="gru4rec",
+        model=BackboneConfig(hidden=8, num_layers=1),
+        train=TRAIN_CFG,
+        runtime=TrainingRuntime(device="cpu", progress=False),
+    )
+    return replace(job, **overrides)
+
+
+def with_table(export) -> SideInfoConfig:
+    """--item-embeddings EXPORT"""
+    return SideInfoConfig(item_embeddings=[str(export)])
 
 
 @pytest.fixture
@@ -142,33 +168,44 @@ def killed_train_job(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_job, "save_tensors", killed)
     with pytest.raises(Killed):
-        main(["train", "--dataset", str(data), "--out", str(out), *TRAIN])
+        tslrec.train(toy_train_job(data, out))
     monkeypatch.undo()
     assert (out / "checkpoint.pt").is_file() and not (out / "metrics.json").exists()
     return data, export, out
 
 
 @pytest.mark.parametrize(
-    "extra, words",
+    "change, words",
     [
-        (["--lr", "0.01"], "--lr 0.001, now 0.01"),
-        (["--fusion", "ci"], "side_information.fusion.kind='base', now 'ci'"),
-        (["--max-len", "20"], "BackboneConfig.max_len=50, now 20 (and 1 other setting)"),
+        ({"train": replace(TRAIN_CFG, lr=0.01)}, "TrainConfig.lr=0.001, now 0.01"),
+        ({"fusion": "ci"}, "side_information.fusion.kind='base', now 'ci'"),
+        ({"data": DataConfig(max_len=20)}, "BackboneConfig.max_len=50, now 20 (and 1 other setting)"),
     ],
 )
-def test_train_job_refuses_other_settings_with_exit_2(killed_train_job, capsys, extra, words):
+def test_train_job_refuses_other_settings(killed_train_job, change, words):
     data, export, out = killed_train_job
-    code = main(["train", "--dataset", str(data), "--out", str(out), "--item-embeddings", str(export), *TRAIN, *extra])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and words in err and "--force" in err and "--out" in err
+    with pytest.raises(InputError, match=re.escape(words) + ".*--force.*--out") as e:
+        tslrec.train(toy_train_job(data, out, side=with_table(export), **change))
+    assert "\n" not in str(e.value)  # one line
     assert (out / "checkpoint.pt").is_file()
 
 
-def test_train_job_force_starts_over(killed_train_job, tmp_path, capsys):
+def test_train_command_refusal_is_one_line_naming_the_flag_with_exit_2(killed_train_job, capsys):
+    data, export, out = killed_train_job
+    code = main(
+        ["train", "--dataset", str(data), "--out", str(out), "--item-embeddings", str(export), *TRAIN, "--lr", "0.01"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--lr 0.001, now 0.01" in err and "--force" in err and "--out" in err
+    assert (out / "checkpoint.pt").is_file()
+
+
+def test_train_job_force_starts_over(killed_train_job, tmp_path):
     data, _, out = killed_train_job
-    assert main(["train", "--dataset", str(data), "--out", str(out), *TRAIN, "--lr", "0.01", "--force"]) == 0
+    lr = replace(TRAIN_CFG, lr=0.01)
+    tslrec.train(toy_train_job(data, out, train=lr, force=True))
     fresh = tmp_path / "fresh"
-    assert main(["train", "--dataset", str(data), "--out", str(fresh), *TRAIN, "--lr", "0.01"]) == 0
+    tslrec.train(toy_train_job(data, fresh, train=lr))
     forced, clean = read_json(out / "metrics.json"), read_json(fresh / "metrics.json")
     assert forced["metrics"] == clean["metrics"] and [h["loss"] for h in forced["history"]] == [
         h["loss"] for h in clean["history"]
@@ -178,9 +215,9 @@ def test_train_job_force_starts_over(killed_train_job, tmp_path, capsys):
 
 def test_train_job_same_settings_resume(killed_train_job, tmp_path):
     data, _, out = killed_train_job
-    assert main(["train", "--dataset", str(data), "--out", str(out), *TRAIN]) == 0
+    tslrec.train(toy_train_job(data, out))
     fresh = tmp_path / "fresh"
-    assert main(["train", "--dataset", str(data), "--out", str(fresh), *TRAIN]) == 0
+    tslrec.train(toy_train_job(data, fresh))
     assert read_json(out / "metrics.json")["metrics"] == read_json(fresh / "metrics.json")["metrics"]
 
 
@@ -189,7 +226,7 @@ def test_a_resumed_run_records_the_wall_time_of_every_process(killed_train_job):
     saved = torch.load(out / "checkpoint.pt", weights_only=True)
     saved["state"]["elapsed"] = 1000.0  # as if the killed process had trained for 1000 s
     torch.save(saved, out / "checkpoint.pt")
-    assert main(["train", "--dataset", str(data), "--out", str(out), *TRAIN]) == 0
+    tslrec.train(toy_train_job(data, out))
     record = read_json(out / "metrics.json")
     assert record["earlier_processes_seconds"] == 1000.0 and 1000.0 <= record["wall_seconds"] < 1100.0
 
@@ -197,78 +234,69 @@ def test_a_resumed_run_records_the_wall_time_of_every_process(killed_train_job):
 def test_export_asked_for_after_training_is_written_from_the_saved_model_without_training(tmp_path, monkeypatch):
     data, _ = write_toy_dataset(tmp_path / "data")
     out, exported = tmp_path / "run", tmp_path / "exported"
-    assert main(["train", "--dataset", str(data), "--out", str(out), *TRAIN]) == 0
+    tslrec.train(toy_train_job(data, out))
     assert not (out / "item_embeddings.safetensors").exists()
-    assert main(["train", "--dataset", str(data), "--out", str(exported), *TRAIN, "--export-item-embeddings"]) == 0
+    tslrec.train(toy_train_job(data, exported, export_item_embeddings=True))
     record = read_json(out / "metrics.json")
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
 
     monkeypatch.setattr(train_job, "train", no_training)
-    assert main(["train", "--dataset", str(data), "--out", str(out), *TRAIN, "--export-item-embeddings"]) == 0
+    tslrec.train(toy_train_job(data, out, export_item_embeddings=True))
     table = load_tensors(out / "item_embeddings.safetensors")["embeddings"]  # [N+1, H]
     assert torch.equal(table, load_tensors(exported / "item_embeddings.safetensors")["embeddings"])
     assert read_json(out / "metrics.json") == record  # the finished run's record is kept as it was
 
 
-def test_train_job_refuses_an_llm_table_with_other_contents(tmp_path, monkeypatch, capsys):
+def test_train_job_refuses_an_llm_table_with_other_contents(tmp_path, monkeypatch):
     data, ds = write_toy_dataset(tmp_path / "data")
     export = write_export(tmp_path / "export", ds, seed=0)
-    out = tmp_path / "run"
-    gate = [
-        "train",
-        "--dataset",
-        str(data),
-        "--out",
-        str(out),
-        "--fusion",
-        "gate",
-        "--item-embeddings",
-        str(export),
-        *TRAIN,
-    ]
+    gate = toy_train_job(data, tmp_path / "run", fusion="gate", side=with_table(export))
     monkeypatch.setattr(train_job, "save_tensors", lambda *a, **k: (_ for _ in ()).throw(Killed()))
     with pytest.raises(Killed):
-        main(gate)
+        tslrec.train(gate)
     monkeypatch.undo()
     write_export(export, ds, seed=1)  # stage 2 written again into the same folder: same path, other vectors
-    assert main(gate) == 2
-    assert "side_information.llm_table_sha256=" in capsys.readouterr().err
+    with pytest.raises(InputError, match=r"side_information\.llm_table_sha256="):
+        tslrec.train(gate)
 
 
-ABLATE = (
-    "--backbones gru4rec --fusions gate --seeds 1 --epochs 1 --hidden 8"
-    " --layers 1 --device cpu --no-progress --activity-groups 2"
-).split()
+def toy_ablate_job(dataset, export, out, /, **overrides) -> AblateJob:
+    """A one-cell grid, gru4rec x gate x 1 seed, 1 epoch of a 1-layer H = 8 model on the CPU, with `overrides`."""
+    job = AblateJob(
+        dataset=str(dataset),
+        out=str(out),
+        side=with_table(export),
+        backbones=["gru4rec"],
+        fusions=["gate"],
+        seeds=1,
+        model=BackboneConfig(hidden=8, num_layers=1),
+        train=TrainConfig(epochs=1),
+        runtime=TrainingRuntime(device="cpu", progress=False),
+        activity_groups=2,
+    )
+    return replace(job, **overrides)
 
 
 def test_ablate_refuses_a_swapped_export_and_force_starts_over(tmp_path, capsys):
     data, ds = write_toy_dataset(tmp_path / "data")
     export = write_export(tmp_path / "export", ds, seed=0)
-    argv = [
-        "ablate",
-        "--dataset",
-        str(data),
-        "--item-embeddings",
-        str(export),
-        "--out",
-        str(tmp_path / "grid"),
-        *ABLATE,
-    ]
-    assert main(argv) == 0
+    job = toy_ablate_job(data, export, tmp_path / "grid")
+    tslrec.ablate(job)
     gate = tmp_path / "grid" / "cells" / "gru4rec-gate-tuned-s42" / "metrics.json"  # a bare path is source tuned
     before = read_json(gate)["metrics"]
     write_export(export, ds, seed=1)  # the export changed under the same path: finished gate cells are stale
+    with pytest.raises(InputError, match="gate:tuned cells.*--force") as e:
+        tslrec.ablate(job)
+    assert "\n" not in str(e.value)  # one line
     capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "gate:tuned cells" in err and "--force" in err
-    assert main([*argv, "--force"]) == 0
+    tslrec.ablate(replace(job, force=True))
     assert "finished earlier" not in capsys.readouterr().out  # every cell trained again
     assert read_json(gate)["metrics"] != before
-    assert main(argv) == 0  # the new contents are the grid's now
-    assert main([*argv, "--lr", "0.01"]) == 2 and "--force" in capsys.readouterr().err
+    tslrec.ablate(job)  # the new contents are the grid's now
+    with pytest.raises(InputError, match="--force"):
+        tslrec.ablate(replace(job, train=replace(job.train, lr=0.01)))
 
 
 # ---------------------------------------------------------------- stage 1
@@ -338,29 +366,25 @@ def test_stage1_job_names_the_flag(tiny_llama_dir, tmp_path, capsys):
     assert read_json(out / "config.json")["stage1"]["lr"] == 0.001
 
 
-def test_a_finished_train_folder_is_reused_or_refused(tmp_path, capsys):
+def test_a_finished_train_folder_is_reused_or_refused(tmp_path):
     data = tmp_path / "d.txt"
     data.write_text("".join(f"u{u} " + " ".join(f"i{(u + t) % 9}" for t in range(6)) + "\n" for u in range(12)))
-    argv = [
-        "train",
-        "--dataset",
-        str(data),
-        "--out",
-        str(tmp_path / "run"),
-        "--epochs",
-        "2",
-        "--hidden",
-        "8",
-        "--no-progress",
-    ]
-    assert main(argv) == 0
+    job = TrainJob(
+        dataset=str(data),
+        out=str(tmp_path / "run"),
+        model=BackboneConfig(hidden=8),
+        train=TrainConfig(epochs=2),
+        runtime=TrainingRuntime(progress=False),
+    )
+    tslrec.train(job)
     first = (tmp_path / "run" / "metrics.json").read_text()
-    assert main(argv) == 0 and (tmp_path / "run" / "metrics.json").read_text() == first  # same settings: reused
-    capsys.readouterr()
-    assert main([*argv, "--lr", "0.01"]) == 2  # other settings: refused, the finished run stays
-    err = capsys.readouterr().err
-    assert "finished run was written with --lr 0.001, now 0.01" in err and "--force" in err
-    assert main([*argv, "--lr", "0.01", "--force"]) == 0
+    tslrec.train(job)
+    assert (tmp_path / "run" / "metrics.json").read_text() == first  # same settings: reused
+    other = replace(job, train=replace(job.train, lr=0.01))
+    with pytest.raises(InputError, match=r"finished run was written with TrainConfig\.lr=0\.001, now 0\.01; .*--force"):
+        tslrec.train(other)  # other settings: refused, the finished run stays
+    assert (tmp_path / "run" / "metrics.json").read_text() == first
+    tslrec.train(replace(other, force=True))
     assert (tmp_path / "run" / "metrics.json").read_text() != first
 
 

@@ -3,18 +3,47 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 
 import pytest
 from stage2_helpers import write_export, write_toy_dataset
 
+import tslrec
+from tslrec import AblateJob, BackboneConfig, TrainConfig, TrainJob
 from tslrec.core.artifacts import read_json
 from tslrec.core.errors import InputError
 from tslrec.pipelines.cli import main
+from tslrec.pipelines.options import TrainingRuntime
+from tslrec.pipelines.side_information import SideInfoConfig
 
 GRID = (
     "--backbones gru4rec --fusions base,ci,gate --seeds 2 --epochs 1 --hidden 8"
     " --layers 1 --device cpu --no-progress --activity-groups 3"
 ).split()
+TINY = BackboneConfig(hidden=8, num_layers=1)
+ON_CPU = TrainingRuntime(device="cpu", progress=False)
+
+
+def grid_job(dataset, out, /, *tables: str, **overrides) -> AblateJob:
+    """The grid of GRID on `dataset` into `out`, reading the item tables `tables` (a bare path or label=PATH)."""
+    job = AblateJob(
+        dataset=str(dataset),
+        out=str(out),
+        side=SideInfoConfig(item_embeddings=[str(t) for t in tables]),
+        backbones=["gru4rec"],
+        fusions=["base", "ci", "gate"],
+        seeds=2,
+        model=TINY,
+        train=TrainConfig(epochs=1),
+        runtime=ON_CPU,
+        activity_groups=3,
+    )
+    return replace(job, **overrides)
+
+
+def export_of(job: AblateJob) -> str:
+    """The grid's one item table (a bare path: the source `tuned`)."""
+    return job.side.item_embeddings[0]
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +51,9 @@ def grid_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ablate")
     data, ds = write_toy_dataset(tmp / "data")
     export = write_export(tmp / "export", ds)
-    argv = ["ablate", "--dataset", str(data), "--item-embeddings", str(export), "--out", str(tmp / "grid"), *GRID]
-    assert main(argv) == 0
-    return tmp / "grid", argv, ds
+    job = grid_job(data, tmp / "grid", export)
+    tslrec.ablate(job)
+    return tmp / "grid", job, ds
 
 
 def test_grid_writes_every_table_and_figure(grid_run):
@@ -89,9 +118,9 @@ def test_category_agreement_per_source_against_one_set_of_groups(tmp_path):
 
 
 def test_rerun_skips_finished_cells(grid_run, capsys):
-    out, argv, _ = grid_run
+    out, job, _ = grid_run
     before = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/metrics.json")}
-    assert main(argv) == 0
+    tslrec.ablate(job)
     assert capsys.readouterr().out.count("finished earlier, skipped") == 6
     assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/metrics.json")} == before
 
@@ -102,7 +131,7 @@ def test_cell_held_by_a_live_process_is_left_to_it(grid_run, tmp_path, capsys):
 
     from tslrec.pipelines.ablation_grid import LOCK_FILE, cell_lock
 
-    _, argv, _ = grid_run
+    _, job, _ = grid_run
     out = tmp_path / "grid"
     held = out / "cells" / "gru4rec-base-s42"
     held.mkdir(parents=True)
@@ -113,10 +142,9 @@ def test_cell_held_by_a_live_process_is_left_to_it(grid_run, tmp_path, capsys):
     other = subprocess.Popen([sys.executable, "-c", holder, str(held / LOCK_FILE)], stdout=subprocess.PIPE, text=True)
     try:
         assert other.stdout.readline().strip() == "held"
-        grid = [*argv[: argv.index("--out")], "--out", str(out), *argv[argv.index("--out") + 2 :]]
-        assert main([*grid, "--fusions", "base", "--seeds", "1"]) == 0
-        printed = capsys.readouterr().out
-        assert "being trained by another process" in printed and "still training in other processes" in printed
+        grid = replace(job, out=str(out), fusions=["base"], seeds=1)
+        elsewhere = tslrec.ablate(grid).elsewhere  # the command says "still training in other processes"
+        assert "being trained by another process" in capsys.readouterr().out and elsewhere == 1
         assert not (held / "metrics.json").exists()  # left to its owner
         with cell_lock(held) as mine:
             assert not mine
@@ -125,7 +153,7 @@ def test_cell_held_by_a_live_process_is_left_to_it(grid_run, tmp_path, capsys):
         other.wait()
     with cell_lock(held) as mine:  # the owner died, killed: the kernel dropped its lock
         assert mine
-    assert main([*grid, "--fusions", "base", "--seeds", "1"]) == 0
+    tslrec.ablate(grid)
     assert (held / "metrics.json").is_file()
     with cell_lock(held) as mine:  # and a finished run does not keep it
         assert mine
@@ -133,17 +161,16 @@ def test_cell_held_by_a_live_process_is_left_to_it(grid_run, tmp_path, capsys):
 
 def test_two_workers_train_every_cell_once(grid_run, tmp_path, capfd):
     """--workers 2: a spawned process and this one share the cells through their locks; none is trained twice."""
-    _, argv, _ = grid_run
+    _, job, _ = grid_run
     out = tmp_path / "grid"
-    grid = [*argv[: argv.index("--out")], "--out", str(out), *argv[argv.index("--out") + 2 :]]
-    assert main([*grid, "--fusions", "base,ci", "--workers", "2"]) == 0
+    outcome = tslrec.ablate(replace(job, out=str(out), fusions=["base", "ci"], workers=2))
     printed = capfd.readouterr().out  # file-descriptor level: the spawned worker's lines too
     names = [f"gru4rec-{f}-s{s}" for f in ("base", "ci") for s in (42, 43)]
     for name in names:
         assert printed.count(f"{name}: training") == 1, printed
         assert (out / "cells" / name / "metrics.json").is_file()
     assert "training the grid in 2 processes" in printed
-    assert "still training in other processes" not in printed
+    assert outcome.elsewhere == 0  # nothing left "still training in other processes"
 
 
 def test_settings_of_an_older_grid_still_resume(grid_run, tmp_path):
@@ -178,11 +205,11 @@ def test_a_grid_recorded_with_bf16_flags_resumes_under_precision(tmp_path):
         check_settings(tmp_path, {**now, "precision": "bf16"}, shared_settings(job), old_keys=old_keys)
 
 
-def test_rerun_with_other_settings_is_refused(grid_run, capsys):
-    _, argv, _ = grid_run
-    assert main([*argv, "--lr", "0.01"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "lr=0.001" in err
+def test_rerun_with_other_settings_is_refused(grid_run):
+    _, job, _ = grid_run
+    with pytest.raises(InputError, match="lr=0.001") as e:
+        tslrec.ablate(replace(job, train=replace(job.train, lr=0.01)))
+    assert "\n" not in str(e.value)  # one line
 
 
 @pytest.mark.parametrize(
@@ -190,8 +217,9 @@ def test_rerun_with_other_settings_is_refused(grid_run, capsys):
     [("--fusions", "base,magic", "magic"), ("--backbones", "bert4rec", "bert4rec"), ("--seeds", "0", "--seeds")],
 )
 def test_bad_grid_options_exit_2(grid_run, tmp_path, capsys, flag, value, words):
-    _, argv, _ = grid_run
-    argv = [*argv[: argv.index("--out")], "--out", str(tmp_path / "g"), *GRID, flag, value]
+    _, job, _ = grid_run
+    argv = ["ablate", "--dataset", job.dataset, "--item-embeddings", export_of(job), "--out", str(tmp_path / "g")]
+    argv += [*GRID, flag, value]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and words in err and not (tmp_path / "g").exists()
@@ -199,30 +227,34 @@ def test_bad_grid_options_exit_2(grid_run, tmp_path, capsys, flag, value, words)
 
 # Item-table sources: `--item-embeddings tuned=DIR,stage0=DIR`, `--fusions base,ci,gate:stage0`.
 
-TRAIN_TINY = "--backbone gru4rec --hidden 8 --layers 1 --epochs 1 --device cpu --no-progress".split()
+
+def tiny_train_job(dataset, out, /, **overrides) -> TrainJob:
+    """`tslrec train` of a 1-layer GRU4Rec, H = 8, for 1 epoch on the CPU, with `overrides`."""
+    job = TrainJob(
+        dataset=str(dataset), out=str(out), backbone="gru4rec", model=TINY, train=TrainConfig(epochs=1), runtime=ON_CPU
+    )
+    return replace(job, **overrides)
 
 
-def _given(argv: list[str], flag: str) -> str:
-    return argv[argv.index(flag) + 1]
+def sources(job: AblateJob, stage0_dir) -> SideInfoConfig:
+    """--item-embeddings tuned=<the grid's export>,stage0=<stage0_dir>"""
+    return SideInfoConfig(item_embeddings=[f"tuned={export_of(job)}", f"stage0={stage0_dir}"])
 
 
 @pytest.fixture(scope="module")
 def stage0_dir(grid_run, tmp_path_factory):
     """A `tslrec train --export-item-embeddings` folder on the grid's dataset: the no-LLM control's table."""
-    _, argv, _ = grid_run
+    _, job, _ = grid_run
     out = tmp_path_factory.mktemp("stage0") / "stage0"
-    train = ["train", "--dataset", _given(argv, "--dataset"), *TRAIN_TINY, "--export-item-embeddings"]
-    assert main([*train, "--out", str(out)]) == 0
+    tslrec.train(tiny_train_job(job.dataset, out, export_item_embeddings=True))
     return out
 
 
 @pytest.fixture(scope="module")
 def sources_run(grid_run, stage0_dir, tmp_path_factory):
-    _, argv, _ = grid_run
+    _, job, _ = grid_run
     out = tmp_path_factory.mktemp("sources") / "grid"
-    sources = f"tuned={_given(argv, '--item-embeddings')},stage0={stage0_dir}"
-    grid = [*argv[: argv.index("--out")], "--out", str(out), *GRID, "--seeds", "1"]
-    assert main([*grid, "--item-embeddings", sources]) == 0
+    tslrec.ablate(replace(job, out=str(out), seeds=1, side=sources(job, stage0_dir)))
     return out
 
 
@@ -257,9 +289,9 @@ def test_item_table_sources_take_labels_and_a_bare_path_is_tuned():
     ],
 )
 def test_bad_sources_exit_2_in_one_line(grid_run, tmp_path, capsys, tables, fusions, words):
-    _, argv, _ = grid_run
-    tables = tables.replace("E", _given(argv, "--item-embeddings"))
-    grid = [*argv[: argv.index("--item-embeddings")], "--out", str(tmp_path / "g"), *GRID]
+    _, job, _ = grid_run
+    tables = tables.replace("E", export_of(job))
+    grid = ["ablate", "--dataset", job.dataset, "--out", str(tmp_path / "g"), *GRID]
     assert main([*grid, "--item-embeddings", tables, "--fusions", fusions]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and all(w in err for w in words), err
@@ -300,13 +332,13 @@ def test_a_grid_with_two_sources_runs_base_and_ci_once_and_gate_once_per_source(
     assert "| gru4rec | gate:tuned | gate:stage0 | " in report and "| gru4rec | gate:stage0 | 1 |" in report
 
 
-def test_a_stage0_source_is_exactly_the_train_folders_table(sources_run, stage0_dir, grid_run, tmp_path, capsys):
+def test_a_stage0_source_is_exactly_the_train_folders_table(sources_run, stage0_dir, grid_run, tmp_path):
     import torch
 
     from tslrec.core.artifacts import load_tensors
     from tslrec.pipelines.side_information import load_side_information
 
-    _, argv, ds = grid_run
+    _, _, ds = grid_run
     table = load_tensors(stage0_dir / "item_embeddings.safetensors")["embeddings"]  # [N+1, 8]
     side = load_side_information("gate", ds, str(stage0_dir), label="stage0")
     assert torch.equal(side.llm_table, table) and side.variant == "gate:stage0"
@@ -316,10 +348,12 @@ def test_a_stage0_source_is_exactly_the_train_folders_table(sources_run, stage0_
     assert recorded["folder"] == str(stage0_dir.resolve()) and recorded["label"] == "stage0"
     # trained on another dataset: one line naming the recorded hash
     other, _ = write_toy_dataset(tmp_path / "other", seed=1)
-    train = ["train", "--dataset", str(other), *TRAIN_TINY, "--fusion", "gate", "--out", str(tmp_path / "t")]
-    assert main([*train, "--item-embeddings", f"stage0={stage0_dir}"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "dataset_info.hash" in err and str(stage0_dir) in err
+    gate = tiny_train_job(
+        other, tmp_path / "t", fusion="gate", side=SideInfoConfig(item_embeddings=[f"stage0={stage0_dir}"])
+    )
+    with pytest.raises(InputError, match="dataset_info.hash") as e:
+        tslrec.train(gate)
+    assert "\n" not in str(e.value) and str(stage0_dir) in str(e.value)
 
 
 def test_an_older_grid_resumes_as_before_and_takes_a_new_source(grid_run, stage0_dir, tmp_path, capsys):
@@ -328,7 +362,7 @@ def test_an_older_grid_resumes_as_before_and_takes_a_new_source(grid_run, stage0
     import json
     import shutil
 
-    src, argv, _ = grid_run
+    src, job, _ = grid_run
     out = tmp_path / "old"
     shutil.copytree(src, out)
     for new in sorted(out.glob("cells/*-gate-tuned-s*")):  # the layout and records the older version wrote
@@ -338,22 +372,21 @@ def test_an_older_grid_resumes_as_before_and_takes_a_new_source(grid_run, stage0
         (new / "metrics.json").write_text(json.dumps(record))
         new.rename(new.with_name(new.name.replace("-gate-tuned-", "-gate-")))
     settings = read_json(out / "ablation.json")
-    settings["item_embeddings"] = _given(argv, "--item-embeddings")
+    settings["item_embeddings"] = export_of(job)
     settings["side_information_sha256"] = {
         k.replace(":tuned", ""): v for k, v in settings["side_information_sha256"].items()
     }
     (out / "ablation.json").write_text(json.dumps(settings))
     before = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/metrics.json")}
-    old_grid = [*argv[: argv.index("--out")], "--out", str(out), *argv[argv.index("--out") + 2 :]]
-    assert main(old_grid) == 0
+    old_grid = replace(job, out=str(out))
+    tslrec.ablate(old_grid)
     assert capsys.readouterr().out.count("finished earlier, skipped") == 6
     assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/metrics.json")} == before
     report = (out / "results.md").read_text()
     assert "| gru4rec | gate | 2 |" in report and "gate:tuned" not in report and "Item-table sources" not in report
     assert {c["fusion"] for c in csv.DictReader((out / "cells.csv").open())} == {"base", "ci", "gate"}
 
-    tables = f"tuned={_given(argv, '--item-embeddings')},stage0={stage0_dir}"
-    assert main([*old_grid, "--item-embeddings", tables]) == 0
+    tslrec.ablate(replace(old_grid, side=sources(job, stage0_dir)))
     printed = capsys.readouterr().out
     assert printed.count("finished earlier, skipped") == 6 and printed.count(": training") == 2
     assert {p: p.stat().st_mtime_ns for p in before} == before  # the older cells untouched
@@ -365,7 +398,7 @@ def test_an_older_grid_resumes_as_before_and_takes_a_new_source(grid_run, stage0
     ]
     assert "| gru4rec | gate | gate:stage0 | " in (out / "results.md").read_text()
     assert read_json(out / "ablation.json")["unlabelled_source"] == "tuned"
-    assert main(old_grid) == 0  # and the original command still resumes it, every cell skipped
+    tslrec.ablate(old_grid)  # and the original job still resumes it, every cell skipped
     assert capsys.readouterr().out.count("finished earlier, skipped") == 6
 
 
@@ -448,19 +481,22 @@ def test_sigterm_to_the_grid_stops_its_spawned_workers(tmp_path):
 def test_one_cell_by_number_equals_the_grids_own_cell(grid_run, tmp_path, capsys):
     """--list-cells numbers the grid; --cell I trains that cell alone (a scheduler's array task) to the numbers the
     whole grid gave it, and a number outside the grid is a one-line error."""
-    out, argv, _ = grid_run
-    other = [*argv[: argv.index("--out")], "--out", str(tmp_path / "grid"), *argv[argv.index("--out") + 2 :]]
-    assert main([*other, "--list-cells"]) == 0
+    out, job, _ = grid_run
+    other = replace(job, out=str(tmp_path / "grid"))
+    tslrec.ablate(replace(other, list_cells=True))
     listed = [line.split("\t") for line in capsys.readouterr().out.splitlines() if "\t" in line]
     assert [int(i) for i, _ in listed] == list(range(len(listed))) and not (tmp_path / "grid" / "cells").exists()
     index, name = next((int(i), n) for i, n in listed if n.startswith("gru4rec-ci-"))
-    assert main([*other, "--cell", str(index)]) == 0
+    tslrec.ablate(replace(other, cell=index))
     trained = sorted(p.parent.name for p in (tmp_path / "grid" / "cells").glob("*/metrics.json"))
     assert trained == [name]
     mine, grids = (read_json(g / "cells" / name / "metrics.json") for g in (tmp_path / "grid", out))
     assert mine["metrics"] == grids["metrics"] and mine["best_epoch"] == grids["best_epoch"]
-    assert main([*other, "--cell", str(len(listed))]) == 2
-    assert f"--cell {len(listed)}: this grid has cells 0..{len(listed) - 1}" in capsys.readouterr().err
+    with pytest.raises(
+        InputError, match=rf"AblateJob\.cell={len(listed)}: this grid has cells 0\.\.{len(listed) - 1}"
+    ) as e:
+        tslrec.ablate(replace(other, cell=len(listed)))
+    assert "\n" not in str(e.value)  # one line
 
 
 def test_a_rebuilt_grid_trains_only_the_cells_its_records_lack(grid_run, tmp_path, monkeypatch, capsys):
@@ -469,24 +505,18 @@ def test_a_rebuilt_grid_trains_only_the_cells_its_records_lack(grid_run, tmp_pat
     from bench import records
     from bench.ablation import cell_record
     from bench.campaign import recorded_cells
-    from tslrec.core.settings import from_namespace
-    from tslrec.pipelines.cli import build_parser
 
-    out, argv, ds = grid_run
+    out, job, ds = grid_run
     monkeypatch.setattr(records, "RESULTS", tmp_path / "results")
     cells = sorted(p.parent for p in (out / "cells").glob("*/metrics.json"))
     for cell in cells[1:]:  # the first cell was lost before it was recorded
         records.add("grid", {**cell_record(read_json(cell / "metrics.json"), None), "timings": {}})
-    other = [*argv[: argv.index("--out")], "--out", str(tmp_path / "grid"), *argv[argv.index("--out") + 2 :]]
-    args = build_parser().parse_args(other)
-    job = from_namespace(args.job_command.defaults, args)
-    skip = recorded_cells(job, "grid")
+    other = replace(job, out=str(tmp_path / "grid"))
+    skip = recorded_cells(other, "grid")
     assert sorted(skip) == sorted(c.name for c in cells[1:])
-    assert main([*other, "--skip", ",".join(skip)]) == 0
+    tslrec.ablate(replace(other, skip=skip))
     assert sorted(p.parent.name for p in (tmp_path / "grid" / "cells").glob("*/metrics.json")) == [cells[0].name]
 
     table = write_export(tmp_path / "another-export", ds, seed=7)
-    rebuilt = [*other[: other.index("--item-embeddings")], "--item-embeddings", str(table)]
-    rebuilt += other[other.index("--item-embeddings") + 2 :]
-    args = build_parser().parse_args(rebuilt)
-    assert not [c for c in recorded_cells(from_namespace(args.job_command.defaults, args), "grid") if "gate" in c]
+    rebuilt = replace(other, side=SideInfoConfig(item_embeddings=[str(table)]))
+    assert not [c for c in recorded_cells(rebuilt, "grid") if "gate" in c]
