@@ -47,7 +47,7 @@ from .ablation_grid import (
     run_grid_workers,
     shared_settings,
 )
-from .options import Command
+from .options import Command, training_runtime
 from .run_folders import is_train_folder
 from .side_information import (
     SideInfoConfig,
@@ -119,6 +119,7 @@ class AblateJob(BackboneSettings):
     )
 
     def __post_init__(self) -> None:
+        self.runtime = training_runtime(self.runtime)
         self.backbones, self.fusions = list(dict.fromkeys(self.backbones)), list(dict.fromkeys(self.fusions))
         kinds = [parse_fusion(f)[0] for f in self.fusions]
         bad_b = [b for b in self.backbones if b not in BACKBONES]

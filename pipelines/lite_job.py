@@ -37,7 +37,7 @@ from tslrec.lite_llm4rec.training import LiteTrainConfig, LiteTrainResult, evalu
 from tslrec.llm.loading import LLMConfig
 
 from .history import cap_warning, write_history
-from .options import Command, TrainingRuntime, force_field, record_head
+from .options import Command, TrainingRuntime, force_field, record_head, training_runtime
 
 MAX_LEN = 20  # the paper's sampling segments hold 20 input items, so the model sees at most 20
 
@@ -72,6 +72,7 @@ class LiteJob:
     force: bool = force_field()
 
     def __post_init__(self) -> None:
+        self.runtime = training_runtime(self.runtime)
         require(
             self.llm.quantization is None, self.llm, "quantization", "not supported by Lite-LLM4Rec; leave it unset"
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -66,6 +66,11 @@ class TrainingRuntime(Runtime):
     def __post_init__(self) -> None:
         if self.log_with:  # accelerate loads only when a tracker is asked for
             check_trackers(self.log_with)
+
+
+def training_runtime(runtime: Runtime) -> TrainingRuntime:
+    """`runtime` as a training job's: a plain `Runtime` (from older code or the front door) gets no trackers."""
+    return runtime if isinstance(runtime, TrainingRuntime) else TrainingRuntime(**asdict(runtime))
 
 
 def record_head(dataset: str, model: str, variant: str, seed: int, test: EvalResult, valid: EvalResult) -> dict:

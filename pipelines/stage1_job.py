@@ -20,7 +20,7 @@ from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.training import LOG_FILE, train_stage1
 
 from .history import write_history
-from .options import Command, TrainingRuntime, force_field
+from .options import Command, TrainingRuntime, force_field, training_runtime
 from .run_folders import TrainFolder, load_train_folder
 
 
@@ -43,6 +43,9 @@ class Stage1Job:
     stage1: Stage1Config = field(default_factory=Stage1Config)
     llm: LLMConfig = field(default_factory=LLMConfig)
     runtime: TrainingRuntime = field(default_factory=TrainingRuntime)
+
+    def __post_init__(self) -> None:
+        self.runtime = training_runtime(self.runtime)
 
 
 @dataclass

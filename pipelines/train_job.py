@@ -30,7 +30,7 @@ from tslrec.evaluation.ranking import EvalConfig
 from tslrec.formats.item_table import write_export_files
 
 from .history import cap_warning, epoch_line, write_history
-from .options import Command, TrainingRuntime, force_field, record_head
+from .options import Command, TrainingRuntime, force_field, record_head, training_runtime
 from .side_information import SideInfoConfig, SideInformation, load_side_information, one_item_table
 
 
@@ -75,6 +75,7 @@ class TrainJob(BackboneSettings):
 
     def __post_init__(self) -> None:
         check_choices(self)
+        self.runtime = training_runtime(self.runtime)
 
 
 @dataclass

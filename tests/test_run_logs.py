@@ -74,3 +74,12 @@ def test_log_with_sends_each_epoch_of_the_curve_to_the_tracker(tmp_path, monkeyp
     assert [step for _, step in logged] == [1, 2] and all("loss" in v and "valid_NDCG@10" in v for v, _ in logged)
     assert main([*argv, "--log-with", "nosuch"]) == 2
     assert "no tracker nosuch; use " in capsys.readouterr().err
+
+
+def test_a_plain_runtime_given_to_a_training_job_becomes_a_training_runtime():
+    """`Runtime` is what the front door exports: a training job given one still reads `log_with` at its end."""
+    from tslrec import AblateJob, LiteJob, Runtime, Stage1Job, TrainingRuntime, TrainJob
+
+    for job in (TrainJob(dataset="d"), AblateJob(dataset="d", out="x"), Stage1Job(train_dir="x"), LiteJob(dataset="d")):
+        given = type(job)(**{**vars(job), "runtime": Runtime(progress=False, threads=1)})
+        assert given.runtime == TrainingRuntime(progress=False, threads=1, log_with=[])

@@ -40,6 +40,7 @@ _EXPORTS = {
     "LiteConfig": "tslrec.lite_llm4rec.model",
     "LiteTrainConfig": "tslrec.lite_llm4rec.training",
     "Runtime": "tslrec.pipelines.options",
+    "TrainingRuntime": "tslrec.pipelines.options",
     "InputError": "tslrec.core.errors",
 }
 __all__ = ["__version__", *_EXPORTS]
