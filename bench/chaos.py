@@ -11,9 +11,10 @@ float32, under `nice`:
 2. chaos: started, SIGKILLed (the whole process group, grid workers included) at a random moment, started again with
    the same command, and so on until --kills kills are done, then left to finish. The kills are shared out over the
    stages (--kills / stages each; a stage that finishes before its share passes the rest to the next). Each delay is
-   drawn (random.Random(--seed)) uniformly from the start of the current stage's work in that process to its
-   reference duration less the time earlier processes spent in it, divided by the stage's kills still to come, so the
-   kills land inside the stage, spread over its course;
+   drawn (random.Random(--seed)) uniformly from the start of the current stage's work in that process (its
+   `[stage]` line) to the stage's reference duration over the square root of its kills still to come (the last
+   stage, which can pass none on: over their number), so a process killed early resumes a stage that later ones
+   carry further, and the kills land over the whole of each stage, its start-up included;
 3. control (unless --no-control): uninterrupted again, into another folder, to tell a resume bug from a run that
    does not repeat itself at all.
 
@@ -219,7 +220,6 @@ def chaos_run(
     """Start, kill, start again until settings.kills kills are done, then let it finish; (kills, processes)."""
     rng = random.Random(settings.seed)
     quota = share_kills(settings.kills, stages)
-    spent = dict.fromkeys(stages, 0.0)  # seconds earlier processes spent in each stage's work
     kills: list[Kill] = []
     passed: set[str] = set()  # stages whose unused kills went to the next
     attempt = 0
@@ -254,14 +254,13 @@ def chaos_run(
                 left = quota[stage] - sum(k.stage == stage for k in kills)
                 kill_at = None
                 if left > 0:
-                    window = max(durations[stage] - spent[stage], 0.15 * durations[stage]) / left
+                    window = durations[stage] / (left if stage == stages[-1] else math.sqrt(left))
                     delay = rng.uniform(0.0, window)
                     kill_at = began[stage] + delay
             if kill_at is not None and stage == target and now >= kill_at:
                 kill_group(proc)
                 lines = [line for line in read_from(log, offset).splitlines() if line.strip()]
                 into = time.monotonic() - began[stage]
-                spent[stage] += into
                 kills.append(Kill(attempt, stage, round(into, 2), round(delay, 2), lines[-1][:200] if lines else ""))
                 with open(log, "a") as f:
                     f.write(f"\n=== chaos: SIGKILL {len(kills)} in {stage}, {into:.1f} s into it ===\n")
