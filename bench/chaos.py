@@ -12,9 +12,9 @@ float32, under `nice`:
    the same command, and so on until --kills kills are done, then left to finish. The kills are shared out over the
    stages (--kills / stages each; a stage that finishes before its share passes the rest to the next). Each delay is
    drawn (random.Random(--seed)) uniformly from the start of the current stage's work in that process (its
-   `[stage]` line) to the stage's reference duration over the square root of its kills still to come (the last
-   stage, which can pass none on: over their number), so a process killed early resumes a stage that later ones
-   carry further, and the kills land over the whole of each stage, its start-up included;
+   `[stage]` line) to the stage's reference duration: a process killed early resumes a stage that later ones carry
+   further, so the kills land over the whole of each stage, its start-up included. The last stage can pass no kills
+   on: its delays are drawn up to its reference duration over its kills still to come, plus one;
 3. control (unless --no-control): uninterrupted again, into another folder, to tell a resume bug from a run that
    does not repeat itself at all.
 
@@ -136,6 +136,7 @@ class Kill:
     seconds_into_stage: float  # since this process printed the stage's `[stage]` line
     delay_drawn: float  # the same, as drawn
     last_line: str  # the last line of the process's output before the kill
+    saved: str  # what the run folder held of the stage at the kill (its checkpoint, its finished cells)
 
 
 # ---------------------------------------------------------------- running and killing
@@ -154,6 +155,24 @@ def stage_names() -> list[str]:
 def current_stage(run: Path, stages: list[str]) -> str | None:
     """The stage at work (or about to be): the first without its stage_manifest.json; None when all have one."""
     return next((s for s in stages if not (run / s / "stage_manifest.json").is_file()), None)
+
+
+def saved_progress(run: Path, stage: str) -> str:
+    """What the run folder holds of `stage`'s work: stage 1's checkpointed step, the grid's finished cells and
+    checkpoints, stage 0's checkpoint (its epoch is in the log) or finished metrics."""
+    folder = run / stage
+    if stage == "stage1":
+        state = next((p for p in folder.glob("checkpoint*/state.json")), None)
+        step = json.loads(state.read_text()).get("step") if state else None
+        cached = (folder / "baseline_untuned_head.json").is_file()
+        return f"checkpoint at step {step}" if step is not None else f"no checkpoint (baseline cached: {cached})"
+    if stage == "ablation":
+        cells = sorted((folder / "cells").glob("*"))
+        done = [c.name for c in cells if (c / "metrics.json").is_file()]
+        ckpt = [c.name for c in cells if (c / "checkpoint.pt").is_file() and c.name not in done]
+        return f"finished cells {done}, checkpoints {ckpt}"
+    names = ("checkpoint.pt", "metrics.json", "item_embeddings.safetensors", "manifest.json")
+    return f"files {[n for n in names if (folder / n).is_file()]}"
 
 
 def start(argv: list[str], log: Path) -> subprocess.Popen:
@@ -254,17 +273,19 @@ def chaos_run(
                 left = quota[stage] - sum(k.stage == stage for k in kills)
                 kill_at = None
                 if left > 0:
-                    window = durations[stage] / (left if stage == stages[-1] else math.sqrt(left))
+                    window = durations[stage] / (left + 1 if stage == stages[-1] else 1)
                     delay = rng.uniform(0.0, window)
                     kill_at = began[stage] + delay
             if kill_at is not None and stage == target and now >= kill_at:
                 kill_group(proc)
+                saved = saved_progress(run, stage)
                 lines = [line for line in read_from(log, offset).splitlines() if line.strip()]
                 into = time.monotonic() - began[stage]
-                kills.append(Kill(attempt, stage, round(into, 2), round(delay, 2), lines[-1][:200] if lines else ""))
+                last = lines[-1][:200] if lines else ""
+                kills.append(Kill(attempt, stage, round(into, 2), round(delay, 2), last, saved))
                 with open(log, "a") as f:
                     f.write(f"\n=== chaos: SIGKILL {len(kills)} in {stage}, {into:.1f} s into it ===\n")
-                print(f"kill {len(kills)}: {stage}, {into:.1f} s in ({kills[-1].last_line[:100]})", flush=True)
+                print(f"kill {len(kills)}: {stage}, {into:.1f} s in; {saved}; {last[:80]}", flush=True)
                 break
             time.sleep(0.05)
 
