@@ -1,6 +1,6 @@
 """Kill-anywhere benchmark: `tslrec run` killed with SIGKILL at random moments resumes to the same results, bit for bit.
 
-    python bench/chaos.py --seed 0 --kills 20 --out /tmp/chaos-ml-100k
+    python -m bench.chaos --seed 0 --kills 24 --out /tmp/chaos-ml-100k
 
 A small `tslrec run` (configs/ml-100k.yaml with the tiny budgets of TINY: every stage, and a grid of 2 backbones x
 2 fusions x 1 seed on 2 workers) runs three times, each as its own process group, one torch thread per process,
@@ -46,10 +46,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from records import add
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from bench.records import add
 from tslrec.core.precision import cpu_capability
 from tslrec.core.settings import add_arguments, from_namespace
 from tslrec.pipelines.run_job import active_stages, load_config

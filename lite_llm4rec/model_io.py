@@ -16,7 +16,7 @@ import torch
 from tslrec.core.artifacts import atomic_folder, load_tensors, read_json, save_tensors, write_json
 from tslrec.core.errors import InputError
 from tslrec.llm.loading import LLMConfig, load_llm
-from tslrec.llm.lora import load_adapter
+from tslrec.llm.lora import load_adapter, save_adapter
 from tslrec.llm.weights import copy_weights
 
 from .loading import rec_llm_kind
@@ -34,7 +34,7 @@ def save_lite_model(model: LiteLLM4Rec, folder: str | Path, cfg: LiteConfig, llm
     folder.mkdir(parents=True, exist_ok=True)
     llm = model.rec.llm
     if cfg.finetune == "lora":
-        _save_pretrained_atomic(folder / LORA_DIR, lambda d: llm.save_pretrained(d, safe_serialization=True))
+        _save_pretrained_atomic(folder / LORA_DIR, lambda d: save_adapter(llm, d))
     else:
 
         def save_full(d: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from torch import nn
@@ -84,3 +85,14 @@ def load_adapter(llm: nn.Module, folder: str | Path, rerun: str) -> nn.Module:
         raise InputError(
             f"{folder}: LoRA adapter is unreadable ({str(e).splitlines()[0][:100]}); re-run `{rerun}`"
         ) from None
+
+
+def save_adapter(llm: nn.Module, folder: Path) -> None:
+    """The LoRA adapter (peft save_pretrained) into `folder`, with `target_modules` sorted: peft writes it from a set,
+    in an order that changes between processes, so the same adapter would otherwise be another file."""
+    llm.save_pretrained(folder, safe_serialization=True)
+    path = folder / "adapter_config.json"
+    config = json.loads(path.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        path.write_text(json.dumps(config, indent=2) + "\n")

@@ -17,7 +17,7 @@ from torch import nn
 from tslrec.core.artifacts import atomic_folder, load_tensors, read_json, resolve_device, save_tensors
 from tslrec.core.errors import InputError
 from tslrec.llm.loading import LLMConfig, load_llm
-from tslrec.llm.lora import add_lora, load_adapter
+from tslrec.llm.lora import add_lora, load_adapter, save_adapter
 from tslrec.llm.soft_prompt import ItemTokens, tokenize_item_texts
 from tslrec.llm.weights import copy_weights
 
@@ -60,7 +60,7 @@ def save_reconstruction_model(model: ReconstructionModel, out_dir: str | Path) -
     llm = model.encoder.llm
     if hasattr(llm, "peft_config"):
         with atomic_folder(out_dir / ADAPTER_DIR) as tmp:
-            llm.save_pretrained(tmp, safe_serialization=True)
+            save_adapter(llm, tmp)
     save_tensors(
         out_dir / HEADS_FILE,
         {

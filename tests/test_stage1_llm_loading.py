@@ -155,3 +155,20 @@ def test_4bit_lora_keeps_gradients_after_validation():
         opt.step()
         opt.zero_grad()
     assert grads and all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+def test_a_saved_adapter_lists_its_target_modules_in_one_order(tiny_llama_dir, tmp_path):  # noqa: F811
+    """peft keeps target_modules as a set; written as is, the same adapter is another file in another process."""
+    import json
+
+    from tslrec.llm.loading import LLMConfig, load_llm
+    from tslrec.llm.lora import add_lora, save_adapter
+
+    llm, _ = load_llm(LLMConfig(name_or_path=str(tiny_llama_dir)))
+    llm = add_lora(llm, 2, 4, 0.0, ["v_proj", "q_proj", "k_proj"])
+    save_adapter(llm, tmp_path)
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["target_modules"] == [
+        "k_proj",
+        "q_proj",
+        "v_proj",
+    ]
