@@ -446,6 +446,28 @@ def unmasked_gap_table(name: str) -> str:
     )
 
 
+def chaos_table(name: str = "chaos-ml-100k") -> str:
+    """The kill-anywhere runs (killed against uninterrupted) and the same-numbers runs (code before against after)."""
+    if not (runs := load(name)):
+        return ""
+    rows = [
+        f"{r['variant']} | {r['commit']} | {r.get('kills', '–')} | "
+        + (", ".join(f"{s} {n}" for s, n in r["kills_per_stage"].items()) if "kills_per_stage" in r else "–")
+        + f" | {r['compared']['files']} files, {r['compared']['values']} values | {r['mismatches']} | "
+        + ("; ".join(f"{m['file']} {m['item']}" for m in r.get("mismatch_details", [])) or "–")
+        + f" | {', '.join(r.get('leftovers') or r.get('settings_added') or []) or '–'}"
+        for r in runs
+    ]
+    return section(
+        f"**A small `tslrec run` killed anywhere, and across a change of code ({name}): every file of the run folder "
+        "compared with an uninterrupted run's, tensors bit for bit.** Timings, paths and version strings left out "
+        "(listed in each record).",
+        "run | commit | kills | kills per stage | compared | differences | where | leftovers / settings added",
+        rows,
+        *commands(runs),
+    )
+
+
 def generic_table(name: str) -> str:
     """A record no other table reads: its metrics and its numeric timings, a row per record."""
     if not (runs := load(name)):
@@ -997,6 +1019,7 @@ def main() -> None:
         lite_latency_table(),
         lite_ml1m_table(),
         *[lite_table(n) for n in record_names("lite-") if n not in (*LITE_ML1M, "lite-latency")],
+        chaos_table(),
     ]
     sections += [generic_table(path.stem) for path in sorted(RESULTS.glob("*.json")) if path.stem not in _READ]
     docs = ROOT / "docs" / "results.md"
