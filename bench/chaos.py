@@ -158,14 +158,13 @@ def current_stage(run: Path, stages: list[str]) -> str | None:
 
 
 def saved_progress(run: Path, stage: str) -> str:
-    """What the run folder holds of `stage`'s work: stage 1's checkpointed step, the grid's finished cells and
+    """What the run folder holds of `stage`'s work: stage 1's checkpoint files, the grid's finished cells and
     checkpoints, stage 0's checkpoint (its epoch is in the log) or finished metrics."""
     folder = run / stage
     if stage == "stage1":
-        state = next((p for p in folder.glob("checkpoint*/state.json")), None)
-        step = json.loads(state.read_text()).get("step") if state else None
+        saved = sorted(p.name for p in folder.glob("checkpoint*.pt"))
         cached = (folder / "baseline_untuned_head.json").is_file()
-        return f"checkpoint at step {step}" if step is not None else f"no checkpoint (baseline cached: {cached})"
+        return f"checkpoints {saved}" if saved else f"no checkpoint (baseline cached: {cached})"
     if stage == "ablation":
         cells = sorted((folder / "cells").glob("*"))
         done = [c.name for c in cells if (c / "metrics.json").is_file()]
