@@ -6,6 +6,7 @@ unpickles nothing but tensors and plain types. It holds:
     best_model                      the weights of the best validation so far
     state                           the RunState (epoch, step, batch, best score, patience, times, history)
     settings                        the RunSettings values the run was started with; a run with others is refused
+    code                            the commit of the code that wrote it; continued by other code, a run says so
     rng, cuda_rng, numpy_rng        the global CPU, CUDA (when the run is there) and numpy generators
     <name>                          each torch.Generator the trainer owns (e.g. `gen`, the sampled negatives)
 A resumed run restores all of it, so the same seed gives the same numbers, bit for bit, killed or not.
@@ -13,6 +14,7 @@ A resumed run restores all of it, so the same seed gives the same numbers, bit f
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .artifacts import atomic_path
+from .artifacts import atomic_path, source_commit
 from .errors import InputError
 from .run_settings import RunSettings
 from .run_state import RunState
@@ -92,6 +94,7 @@ class Checkpoint:
             "best_model": best,
             "state": state.to_dict(),
             "settings": self.settings.values,
+            "code": source_commit(),
             **rng_states(self.device, self.generators),
         }
         if scheduler is not None:
@@ -110,6 +113,11 @@ class Checkpoint:
         except Exception as e:  # noqa: BLE001 - torch's weights-only reader raises many types on a damaged file
             raise InputError(f"{self.path}: checkpoint is corrupt or truncated ({type(e).__name__}); {FORCE}") from None
         self.settings.refuse(self.path, saved.get("settings"), "checkpoint", done)
+        if saved.get("code") and saved["code"] != source_commit():  # the settings agree; the code may differ
+            print(
+                f"note: {self.path} was written by code {saved['code']}, continued by {source_commit()}",
+                file=sys.stderr,
+            )
         return saved
 
     def restore(

@@ -67,6 +67,21 @@ def test_a_checkpoint_restores_every_generator(tmp_path):
         Checkpoint(tmp_path / "c.pt", RunSettings.of({"Toy": Toy(lr=0.5)}), CPU).load()
 
 
+def test_a_checkpoint_continued_by_other_code_says_so(tmp_path, monkeypatch, capsys):
+    """The settings may agree while the code changed between a kill and the resume (a campaign's checkout moved on):
+    the resumed run says which code wrote the checkpoint and which continues it."""
+    from tslrec.core import checkpoint
+
+    weights = torch.nn.Linear(2, 2)
+    ckpt = Checkpoint(tmp_path / "c.pt", RunSettings.of({"Toy": Toy()}), CPU)
+    monkeypatch.setattr(checkpoint, "source_commit", lambda: "aaaaaaa")
+    ckpt.save(weights.state_dict(), torch.optim.AdamW(weights.parameters()), RunState(epoch=1), None)
+    assert ckpt.load() is not None and capsys.readouterr().err == ""
+    monkeypatch.setattr(checkpoint, "source_commit", lambda: "bbbbbbb")
+    ckpt.load()
+    assert "c.pt was written by code aaaaaaa, continued by bbbbbbb" in capsys.readouterr().err
+
+
 def test_a_backbone_run_continued_from_its_checkpoint_ends_bit_identical(cyclic_sequences, tmp_path):
     """Saved after 2 epochs, continued to 4 by a fresh model and trainer in another global RNG state: dropout,
     sampled negatives and the optimizer carry on as if the run had never stopped."""
