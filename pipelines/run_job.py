@@ -98,6 +98,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", default=None, choices=[s.name for s in STAGES], help="stop after this stage")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars: one line per epoch instead")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads of every stage (default: the cores)")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print what each stage would do, and its work counted on the dataset"
+    )
     p.set_defaults(func=run)
 
 
@@ -205,6 +208,7 @@ class RunJob:
     until: str | None = None  # stop after this stage
     progress: bool = True  # progress bars; False: one line per epoch
     threads: int | None = None  # torch CPU threads of every stage (None: the stage's own setting)
+    dry_run: bool = False  # print what each stage would do and how much work it is; run nothing
 
 
 def with_runtime(job: Job, pipeline: RunJob) -> Job:
@@ -259,7 +263,9 @@ def why_it_runs(stage: Stage, expected: dict, manifest_path: Path) -> str | None
 
 
 def run(args: argparse.Namespace) -> None:
-    run_pipeline(RunJob(args.config, args.set, args.force, args.until, not args.no_progress, args.threads))
+    run_pipeline(
+        RunJob(args.config, args.set, args.force, args.until, not args.no_progress, args.threads, args.dry_run)
+    )
 
 
 def run_pipeline(pipeline: RunJob) -> None:
@@ -273,6 +279,12 @@ def run_pipeline(pipeline: RunJob) -> None:
     inputs = {"dataset": dataset_fingerprint(str(cfg["dataset"]))}
     jobs = [(stage, with_runtime(stage_job(stage, cfg), pipeline)) for stage in active_stages(cfg)]  # checked first
     check_untuned_export(cfg, dict((stage.name, job) for stage, job in jobs))
+    if pipeline.dry_run:
+        from tslrec.data import load_dataset
+
+        from .dry_run import stage_work
+
+        ds = load_dataset(str(cfg["dataset"]), jobs[0][1].data)
     for flag, name in (("--force", pipeline.force), ("--until", pipeline.until)):
         if name is not None and name not in {stage.name for stage, _ in jobs}:
             raise InputError(f"{flag} {name}: {cfg['_path']} does not run that stage; add it under 'stages'")
@@ -288,6 +300,14 @@ def run_pipeline(pipeline: RunJob) -> None:
         }
         forced = rerun or (f"--force {stage.name}" if pipeline.force == stage.name else "")
         why = f"retrains: {forced}" if forced else why_it_runs(stage, expected, manifest_path)
+        if pipeline.dry_run:
+            print(f"[{stage.name}] {why or 'reuses its finished run'}: {stage_work(job, ds)}", flush=True)
+            rerun = rerun or (f"{stage.name} runs again" if why else "")
+            if why is None:
+                upstream = digest(read_json(manifest_path, "stage manifest"))
+            if pipeline.until == stage.name:
+                break
+            continue
         if why is None:
             print(f"[{stage.name}] reuses its finished run: settings, data and earlier stages unchanged ({folder})")
             upstream = digest(read_json(manifest_path, "stage manifest"))
@@ -298,7 +318,7 @@ def run_pipeline(pipeline: RunJob) -> None:
         # was killed before its manifest was written resumes from its own checkpoint.
         start_over = bool(forced) or manifest_path.is_file()
         manifest_path.unlink(missing_ok=True)
-        rerun = rerun or f"{stage.name} ran again"  # every later stage depends on this one
+        rerun = rerun or f"{stage.name} runs again"  # every later stage depends on this one
         print(f"[{stage.name}] {why}", flush=True)
         print(
             f"[{stage.name}] tslrec {stage.command.name} {' '.join(as_flags(job, stage.command.defaults))}", flush=True
@@ -320,6 +340,10 @@ def run_pipeline(pipeline: RunJob) -> None:
         upstream = digest(manifest)
         if pipeline.until == stage.name:
             break
+    if pipeline.dry_run:
+        print("dry run: nothing ran. To time a stage before a long run, run a few of its steps first, e.g.")
+        print(f"  tslrec run --config {pipeline.config} --until stage1 --set stages.stage1.max_steps=5 --set out=PROBE")
+        return
     print(f"pipeline finished in {(time.perf_counter() - started) / 60:.1f} min; outputs in {out}")
     report = out / "ablation" / "results.md"
     if report.is_file() and "ablation" not in ran:  # a grid that ran just now has printed its report already

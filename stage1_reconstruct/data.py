@@ -48,6 +48,22 @@ def check_inputs(item_embeddings: np.ndarray, train_sequences: list[np.ndarray],
     return emb
 
 
+def split_users(sequences: list[np.ndarray], cfg: Stage1Config, source: str) -> tuple[np.ndarray, int, int]:
+    """The users stage 1 uses (those with training items, seeded order, at most max_users), and how many of the first
+    are validation and then test users; the rest train."""
+    rng = np.random.default_rng(cfg.seed)
+    usable = rng.permutation(np.array([u for u, s in enumerate(sequences) if len(s) > 0], dtype=np.int64))
+    if cfg.max_users is not None:
+        usable = usable[: cfg.max_users]
+    if len(usable) < 4:
+        raise InputError(f"{source}: only {len(usable)} users with training items; stage 1 needs at least 4")
+    n_val = min(max(1, int(round(cfg.val_fraction * len(usable)))), len(usable) - 2)
+    n_test = min(int(round(cfg.test_fraction * len(usable))), len(usable) - n_val - 2)
+    if cfg.test_fraction > 0:
+        n_test = max(n_test, 1)
+    return usable, n_val, n_test
+
+
 def prepare_stage1_data(
     item_embeddings: np.ndarray, train_sequences: list[np.ndarray], cfg: Stage1Config, source: str = "item embeddings"
 ) -> Stage1Data:
@@ -62,17 +78,7 @@ def prepare_stage1_data(
     )
     sequences = [np.asarray(s, dtype=np.int64) for s in train_sequences]
     targets = user_group_targets([q[-cfg.max_items :] for q in sequences], groups.item_group, cfg.k)
-    rng = np.random.default_rng(cfg.seed)
-    usable = np.array([u for u, s in enumerate(sequences) if len(s) > 0], dtype=np.int64)
-    usable = rng.permutation(usable)
-    if cfg.max_users is not None:
-        usable = usable[: cfg.max_users]
-    if len(usable) < 4:
-        raise InputError(f"{source}: only {len(usable)} users with training items; stage 1 needs at least 4")
-    n_val = min(max(1, int(round(cfg.val_fraction * len(usable)))), len(usable) - 2)
-    n_test = min(int(round(cfg.test_fraction * len(usable))), len(usable) - n_val - 2)
-    if cfg.test_fraction > 0:
-        n_test = max(n_test, 1)
+    usable, n_val, n_test = split_users(sequences, cfg, source)
     return Stage1Data(
         item_embeddings=torch.from_numpy(emb),
         train_sequences=sequences,

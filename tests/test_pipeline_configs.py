@@ -224,7 +224,7 @@ def test_a_setting_added_since_a_stage_finished_counts_as_what_the_stage_did(tmp
     assert ran == ["TrainJob", "Stage1Job"]
     out = capsys.readouterr().out
     assert "[stage0] retrains: train.loss_weight is now 'target', which the run predates" in out
-    assert "[stage1] retrains: stage0 ran again" in out
+    assert "[stage1] retrains: stage0 runs again" in out
 
 
 def test_a_new_option_needs_only_its_field(capsys):
@@ -249,3 +249,19 @@ def test_library_errors_are_shown_as_flags(capsys):
 def test_version_flag(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip().startswith("tslrec ")
+
+
+def test_a_dry_run_counts_each_stages_work_and_runs_nothing(tmp_path, capsys):
+    """--dry-run: each stage's line says whether it would run and why, and its work counted on the dataset (the
+    training windows and targets of an epoch, stage 1's users and steps, stage 2's items, the grid's cells)."""
+    from tslrec.pipelines.run_job import RunJob, run_pipeline
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"dataset: ml-100k\nout: {tmp_path / 'out'}\nstages:\n  stage1:\n    epochs: 2\n")
+    run_pipeline(RunJob(str(config), dry_run=True))
+    lines = {line.split("]")[0][1:]: line for line in capsys.readouterr().out.splitlines() if line.startswith("[")}
+    assert "runs: no earlier run: 943 users, 1,682 items; an epoch is " in lines["stage0"]
+    assert "755 training users (94 validation, 94 test); an epoch is 48 optimizer steps" in lines["stage1"]
+    assert "2 epochs" in lines["stage1"] and "retrains: stage0 runs again" in lines["stage1"]
+    assert "1,682 one-item prompts" in lines["stage2"] and " cells (4 backbones x " in lines["ablation"]
+    assert not (tmp_path / "out").exists()
