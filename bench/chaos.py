@@ -12,9 +12,11 @@ float32, under `nice`:
    the same command, and so on until --kills kills are done, then left to finish. The kills are shared out over the
    stages (--kills / stages each; a stage that finishes before its share passes the rest to the next). Each delay is
    drawn (random.Random(--seed)) uniformly from the start of the current stage's work in that process (its
-   `[stage]` line) to the stage's reference duration: a process killed early resumes a stage that later ones carry
-   further, so the kills land over the whole of each stage, its start-up included. The last stage can pass no kills
-   on: its delays are drawn up to its reference duration over its kills still to come, plus one;
+   `[stage]` line) to the stage's reference duration, every other one from its second half only: a process killed
+   early resumes a stage that later ones carry further, so the kills land over the whole of each stage, its
+   start-up included, and past the first checkpoint of a stage whose start-up is most of it (stage 1). The last
+   stage can pass no kills on: its delays are drawn up to its reference duration over its kills still to come,
+   plus one;
 3. control (unless --no-control): uninterrupted again, into another folder, to tell a resume bug from a run that
    does not repeat itself at all.
 
@@ -273,7 +275,9 @@ def chaos_run(
                 kill_at = None
                 if left > 0:
                     window = durations[stage] / (left + 1 if stage == stages[-1] else 1)
-                    delay = rng.uniform(0.0, window)
+                    # every other kill in the second half: a restarted stage redoes its start-up (stage 1 loads its
+                    # LLM), so kills drawn over the whole window land mostly before its first checkpoint
+                    delay = rng.uniform(window / 2 if len(kills) % 2 else 0.0, window)
                     kill_at = began[stage] + delay
             if kill_at is not None and stage == target and now >= kill_at:
                 kill_group(proc)
