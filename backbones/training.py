@@ -30,7 +30,15 @@ from tslrec.core.precision import Precision, autocast, precision_field, resolve_
 from tslrec.core.run_settings import RunSettings, plain
 from tslrec.core.run_state import RunState
 from tslrec.core.settings import check_choices, require
-from tslrec.data.splits import Batching, EvalSplit, LeaveOneOutSplits, Windows, epoch_batches, target_weights
+from tslrec.data.splits import (
+    Batching,
+    EvalSplit,
+    LeaveOneOutSplits,
+    TrainWindows,
+    Windows,
+    epoch_batches,
+    target_weights,
+)
 from tslrec.evaluation.ranking import EvalConfig, EvalResult, evaluate, is_metric_name
 
 from .base import BackboneConfig, SequentialRecommender, settings_read_by
@@ -151,6 +159,31 @@ def _as_read_by_its_model(saved: dict) -> dict:
     return saved
 
 
+def train_step(
+    model: SequentialRecommender,
+    opt: torch.optim.Optimizer,
+    windows: TrainWindows,
+    idx: torch.Tensor,
+    weight: float,
+    cfg: TrainConfig,
+    device: torch.device,
+    gen: torch.Generator | None,
+) -> torch.Tensor:
+    """One optimizer step on the windows `idx` [B] (all-padding columns trimmed); the batch's mean loss, detached.
+    weight: the batch's share of the epoch's targets (`target_weights`), so every target weighs the same."""
+    width = int(windows.lengths[idx].max())
+    inputs = windows.inputs[idx, :width].to(device)  # [B, width]
+    targets = windows.targets[idx, :width].to(device)  # [B, width]
+    with autocast(device, cfg.precision):
+        loss = model.loss(inputs, targets, cfg.loss, gen)
+    opt.zero_grad(set_to_none=True)
+    (loss * weight).backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return loss.detach()
+
+
 def train(
     model: SequentialRecommender,
     splits: LeaveOneOutSplits,
@@ -214,18 +247,8 @@ def train(
         total = torch.zeros((), device=device)  # summed on the device: no host sync per step
         positions = 0  # encoder positions, padding included: the cost the batching decides
         for idx, weight in zip(batches, weights):
-            width = int(windows.lengths[idx].max())  # trim all-padding columns
-            positions += width * len(idx)
-            inputs = windows.inputs[idx, :width].to(device)  # [B, width]
-            targets = windows.targets[idx, :width].to(device)  # [B, width]
-            with autocast(device, cfg.precision):
-                loss = model.loss(inputs, targets, cfg.loss, gen)
-            opt.zero_grad(set_to_none=True)
-            (loss * weight).backward()  # target: the batch's share of the epoch's targets, not one batch's mean
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            total += loss.detach()
+            positions += int(windows.lengths[idx].max()) * len(idx)
+            total += train_step(model, opt, windows, idx, weight, cfg, device, gen)
         steps = len(batches)
         train_seconds = time.perf_counter() - t0
         try:

@@ -1,13 +1,22 @@
-"""`tslrec run --dry-run`: the work each stage of a config would do, counted on the dataset, before anything runs."""
+"""`tslrec run --dry-run`: the work each stage of a config would do, counted on the dataset, and what it would cost
+on this machine, timed on a few of its own steps at the precision and thread count it would use; trains nothing
+that is kept.
+
+The estimates are of the plan: a backbone at its epoch cap (and at the earliest early stopping allows), stage 1's
+planned steps. They leave out the start-up of each process, and the grid's cells are timed on their ID-only
+variant (a fusion adds little to a small backbone)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import torch
 
+from tslrec.core.artifacts import resolve_device
 from tslrec.data import SequenceDataset
 from tslrec.data.splits import LeaveOneOutSplits
 from tslrec.stage1_reconstruct.data import split_users
@@ -15,7 +24,7 @@ from tslrec.stage1_reconstruct.data import split_users
 from .ablate_job import AblateJob, grid_cells
 from .stage1_job import Stage1Job
 from .stage2_job import Stage2Job
-from .train_job import TrainJob
+from .train_job import BackboneSettings, TrainJob
 
 
 def training_work(job: TrainJob | AblateJob, ds: SequenceDataset) -> str:
@@ -71,3 +80,108 @@ WORK: dict[type, Callable[[Any, SequenceDataset], str]] = {
 def stage_work(job: Any, ds: SequenceDataset) -> str:
     """What `job` would compute on `ds`, in one line."""
     return WORK[type(job)](job, ds)
+
+
+@dataclass
+class Estimate:
+    """A stage's seconds on this machine: at its caps, at the earliest its early stopping allows, and how."""
+
+    at_cap: float
+    earliest: float
+    text: str
+    epoch_seconds: dict[str, float] = field(default_factory=dict)  # a backbone's epoch, validation included
+
+
+class Probe:
+    """Times the stages of one dry run in order; stage 1's model is kept for stage 2's items."""
+
+    def __init__(self, ds: SequenceDataset) -> None:
+        self.ds, self.item_dim = ds, 64
+        self.stage1: Any = None  # Stage1Cost, once stage 1 was timed
+
+    def estimate(self, job: Any) -> Estimate:
+        return ESTIMATES[type(job)](self, job)
+
+    def backbone_epoch(self, job: BackboneSettings, backbone: str) -> Any:
+        """EpochCost of `backbone` with `job`'s settings (ID-only), on the current thread count."""
+        from tslrec.backbones.cost import epoch_cost
+        from tslrec.backbones.registry import build_backbone
+
+        device = resolve_device(job.runtime.device)
+        model_cfg = replace(job.model, num_items=self.ds.num_items, max_len=job.data.max_len)
+        splits = LeaveOneOutSplits.from_sequences(self.ds.sequences, self.ds.num_items, job.data.max_len)
+        torch.manual_seed(job.train.seed)
+        return epoch_cost(build_backbone(backbone, model_cfg), splits, job.train, job.eval, device)
+
+    def training(self, job: TrainJob) -> Estimate:
+        job.runtime.start()
+        self.item_dim = job.model.hidden  # the width of the table stage 1 reads
+        cost = self.backbone_epoch(job, job.backbone)
+        epoch = cost.train_seconds + cost.validate_seconds
+        cap, earliest = (
+            cost.run_seconds(job.train.epochs),
+            cost.run_seconds(min(job.train.patience + 1, job.train.epochs)),
+        )
+        text = (
+            f"{epoch:.1f} s an epoch ({cost.train_seconds:.1f} s training, {cost.validate_seconds:.1f} s validation): "
+            f"{minutes(cap)} at the cap of {job.train.epochs} epochs, {minutes(earliest)} if it stops at the earliest"
+        )
+        return Estimate(cap, earliest, text, {job.backbone: epoch})
+
+    def stage1_run(self, job: Stage1Job) -> Estimate:
+        from tslrec.stage1_reconstruct.cost import stage1_cost
+
+        from .stage1_job import item_titles_for_prompt
+
+        device = job.runtime.start()
+        table = np.random.default_rng(0).normal(size=(self.ds.num_items + 1, self.item_dim)).astype(np.float32)
+        table[0] = 0  # the padding row
+        titles = item_titles_for_prompt(self.ds, job.stage1.item_text)
+        self.stage1 = stage1_cost(table, self.ds.train_sequences(), job.stage1, job.llm, device.type, titles)
+        parts = ", ".join(f"{k} {minutes(v)}" for k, v in self.stage1.parts.items())
+        text = (
+            f"{minutes(self.stage1.seconds)} (loading {self.stage1.load_seconds:.0f} s, {parts}) at its planned steps"
+        )
+        return Estimate(self.stage1.seconds, self.stage1.seconds, text)
+
+    def stage2_run(self, job: Stage2Job) -> Estimate:
+        from tslrec.stage2_augment.extraction import extraction_seconds
+
+        if self.stage1 is None:  # stage 1 is reused: no model was built to time the items through
+            return Estimate(0.0, 0.0, "not timed (it reads stage 1's finished model; --force stage1 times both)")
+        job.runtime.start()
+        model = self.stage1.model
+        table = torch.randn(self.ds.num_items + 1, model.encoder.item_proj.in_features)  # [N+1, D]
+        seconds = self.stage1.load_seconds + extraction_seconds(model, table, job.extraction)
+        return Estimate(seconds, seconds, f"{minutes(seconds)} (loading the LLM included)")
+
+    def grid(self, job: AblateJob) -> Estimate:
+        job.runtime.start()
+        threads, cells = torch.get_num_threads(), grid_cells(job)
+        torch.set_num_threads(max(1, threads // job.workers))  # each worker's share, as the grid runs
+        try:
+            costs = {b: self.backbone_epoch(job, b) for b in job.backbones}
+        finally:
+            torch.set_num_threads(threads)
+        earliest_epochs = min(job.train.patience + 1, job.train.epochs)
+        cap = sum(costs[c.backbone].run_seconds(job.train.epochs) for c in cells) / job.workers
+        earliest = sum(costs[c.backbone].run_seconds(earliest_epochs) for c in cells) / job.workers
+        epoch = {b: c.train_seconds + c.validate_seconds for b, c in costs.items()}
+        epochs = ", ".join(f"{b} {seconds:.1f} s" for b, seconds in epoch.items())
+        text = (
+            f"{minutes(cap)} at the epoch cap on {job.workers} worker(s), {minutes(earliest)} if every cell stops at "
+            f"the earliest (an epoch: {epochs})"
+        )
+        return Estimate(cap, earliest, text, epoch)
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+ESTIMATES: dict[type, Callable[[Probe, Any], Estimate]] = {
+    TrainJob: Probe.training,
+    Stage1Job: Probe.stage1_run,
+    Stage2Job: Probe.stage2_run,
+    AblateJob: Probe.grid,
+}

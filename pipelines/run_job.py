@@ -23,12 +23,14 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
 import yaml
 
 from tslrec.backbones.base import settings_read_by
 from tslrec.backbones.registry import BACKBONES
 from tslrec.core.artifacts import package_versions, read_json, sha256_file, write_json
 from tslrec.core.errors import InputError
+from tslrec.core.precision import cpu_capability
 from tslrec.core.run_settings import MISSING, RunSettings, digest, plain
 from tslrec.core.settings import as_flags, from_mapping, settings_of
 from tslrec.data import DataConfig
@@ -99,7 +101,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars: one line per epoch instead")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads of every stage (default: the cores)")
     p.add_argument(
-        "--dry-run", action="store_true", help="print what each stage would do, and its work counted on the dataset"
+        "--dry-run",
+        action="store_true",
+        help="print what each stage would do, its work counted on the dataset, and its minutes on this machine "
+        "(a few of its steps timed; nothing kept)",
     )
     p.set_defaults(func=run)
 
@@ -208,7 +213,7 @@ class RunJob:
     until: str | None = None  # stop after this stage
     progress: bool = True  # progress bars; False: one line per epoch
     threads: int | None = None  # torch CPU threads of every stage (None: the stage's own setting)
-    dry_run: bool = False  # print what each stage would do and how much work it is; run nothing
+    dry_run: bool = False  # print what each stage would do, how much work it is and its minutes here; keep nothing
 
 
 def with_runtime(job: Job, pipeline: RunJob) -> Job:
@@ -268,7 +273,17 @@ def run(args: argparse.Namespace) -> None:
     )
 
 
-def run_pipeline(pipeline: RunJob) -> None:
+@dataclass
+class PipelineOutcome:
+    """What `run_pipeline` did: the run folder, the stages that ran (in a dry run: would run), and in a dry run
+    each of those stages' estimate on this machine (`pipelines.dry_run.Estimate`)."""
+
+    out: Path
+    ran: list[str]
+    estimates: dict[str, Any]
+
+
+def run_pipeline(pipeline: RunJob) -> PipelineOutcome:
     """Run (or skip, or continue) every stage of the config; see `RunJob`."""
     cfg = load_config(pipeline.config, pipeline.overrides)
     # a relative `out` lies under $TSLREC_RUNS when set: long-lived runs kept outside a checkout
@@ -282,13 +297,15 @@ def run_pipeline(pipeline: RunJob) -> None:
     if pipeline.dry_run:
         from tslrec.data import load_dataset
 
-        from .dry_run import stage_work
+        from .dry_run import Probe, stage_work
 
         ds = load_dataset(str(cfg["dataset"]), jobs[0][1].data)
+        probe = Probe(ds)
     for flag, name in (("--force", pipeline.force), ("--until", pipeline.until)):
         if name is not None and name not in {stage.name for stage, _ in jobs}:
             raise InputError(f"{flag} {name}: {cfg['_path']} does not run that stage; add it under 'stages'")
-    ran: set[str] = set()
+    ran: list[str] = []
+    estimates: dict[str, Any] = {}
     rerun = ""  # why every later stage runs again: one before it did
     for stage, job in jobs:
         folder = out / stage.name
@@ -305,6 +322,10 @@ def run_pipeline(pipeline: RunJob) -> None:
             rerun = rerun or (f"{stage.name} runs again" if why else "")
             if why is None:
                 upstream = digest(read_json(manifest_path, "stage manifest"))
+            else:
+                ran.append(stage.name)
+                estimates[stage.name] = probe.estimate(job)
+                print(f"[{stage.name}] on this machine: {estimates[stage.name].text}", flush=True)
             if pipeline.until == stage.name:
                 break
             continue
@@ -326,7 +347,7 @@ def run_pipeline(pipeline: RunJob) -> None:
         t0 = time.perf_counter()
         has_force = "force" in {f.name for f in fields(job)}
         stage.command.report(stage.command.run(replace(job, force=True) if start_over and has_force else job))
-        ran.add(stage.name)
+        ran.append(stage.name)
         manifest = {
             **expected,
             "stage": stage.name,
@@ -341,9 +362,14 @@ def run_pipeline(pipeline: RunJob) -> None:
         if pipeline.until == stage.name:
             break
     if pipeline.dry_run:
-        print("dry run: nothing ran. To time a stage before a long run, run a few of its steps first, e.g.")
-        print(f"  tslrec run --config {pipeline.config} --until stage1 --set stages.stage1.max_steps=5 --set out=PROBE")
-        return
+        at_cap, earliest = (sum(getattr(e, key) for e in estimates.values()) / 60 for key in ("at_cap", "earliest"))
+        print(
+            f"dry run: nothing was kept. Estimated on this machine ({cpu_capability()}, "
+            f"{torch.get_num_threads()} threads): {at_cap:.1f} min at the caps, {earliest:.1f} min if "
+            "every early-stopped run stops at the earliest; start-up of each process not included",
+            flush=True,
+        )
+        return PipelineOutcome(out, ran, estimates)
     print(f"pipeline finished in {(time.perf_counter() - started) / 60:.1f} min; outputs in {out}")
     report = out / "ablation" / "results.md"
     if report.is_file() and "ablation" not in ran:  # a grid that ran just now has printed its report already
@@ -351,3 +377,4 @@ def run_pipeline(pipeline: RunJob) -> None:
     for path in (out / "stage2", out / "ablation"):
         if path.exists():
             print(f"outputs: {path}")
+    return PipelineOutcome(out, ran, {})

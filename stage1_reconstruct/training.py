@@ -281,7 +281,7 @@ def _prepare_out_dir(out_dir: Path, config: dict[str, Any], data: Stage1Data, fo
     save_tensors(out_dir / GROUPS_FILE, {name: torch.from_numpy(a) for name, a in {**groups, **splits}.items()})
 
 
-def _optimizer(model: ReconstructionModel, cfg: Stage1Config) -> torch.optim.Optimizer:
+def stage1_optimizer(model: ReconstructionModel, cfg: Stage1Config) -> torch.optim.Optimizer:
     """AdamW: LoRA weights at cfg.lr, projection and head at cfg.head_lr."""
     head = [*model.encoder.item_proj.parameters(), *model.head.parameters()]
     lora = [p for p in model.parameters() if p.requires_grad and all(p is not h for h in head)]
@@ -355,7 +355,7 @@ class _Stage1Run:
         model.to(self.dev)
         self.table = data.item_embeddings.to(self.dev)  # [N+1, D]
         self.positions_per_item = model.encoder.positions_per_item()  # [N+1], with item text
-        optimizer = _optimizer(model, cfg)
+        optimizer = stage1_optimizer(model, cfg)
         first = _Phase("stage1", data.train_users, cfg.epochs, CHECKPOINT, cfg.max_steps, early_stopping=True)
         self._begin(first, optimizer)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
@@ -680,7 +680,7 @@ class _Stage1Run:
         # cosine past its end rises again. A constant lr (the best step's, or the peak) has the same problem or
         # leaves un-annealed final weights that no held-out user can check. The saved AdamW moments belong to the
         # last weights, not to the best ones the continuation starts from, hence fresh ones, and with them warm-up.
-        optimizer = _optimizer(self.core, cfg)
+        optimizer = stage1_optimizer(self.core, cfg)
         self._begin(phase, optimizer)
         self.optimizer = self.accelerator.prepare(optimizer)
         torch.manual_seed(cfg.seed)  # its LoRA-dropout masks: a function of the seed, not of the draws before it

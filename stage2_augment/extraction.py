@@ -10,7 +10,7 @@ of both outputs is zeros, so they index by internal item id like every item tabl
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -92,3 +92,14 @@ def extract_item_representations(
     embeddings = torch.cat([torch.zeros(1, emb.shape[1]), emb.float()])  # [N+1, H]
     category_probs = torch.cat([torch.zeros(1, probs.shape[1]), probs.float()])  # [N+1, K]
     return ItemRepresentations(embeddings, category_probs, seconds)
+
+
+def extraction_seconds(
+    model: ReconstructionModel, item_table: torch.Tensor, cfg: ExtractionConfig, items: int = 256
+) -> float:
+    """Seconds `extract_item_representations` would take over all of `item_table` [N+1, D] on this machine: its
+    first `items` items timed (after an untimed pass over a few), scaled to N (`tslrec run --dry-run`)."""
+    cfg = replace(cfg, progress=False)
+    n = min(items, item_table.shape[0] - 1)
+    extract_item_representations(model, item_table[: min(n, cfg.batch_size) + 1], cfg)  # warm-up
+    return extract_item_representations(model, item_table[: n + 1], cfg).seconds * (item_table.shape[0] - 1) / n

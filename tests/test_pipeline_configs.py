@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from stage1_helpers import tiny_llama_dir  # noqa: F401
 
 from tslrec.core.errors import InputError
 from tslrec.pipelines.cli import main
@@ -251,17 +252,30 @@ def test_version_flag(capsys):
     assert capsys.readouterr().out.strip().startswith("tslrec ")
 
 
-def test_a_dry_run_counts_each_stages_work_and_runs_nothing(tmp_path, capsys):
+def test_a_dry_run_counts_each_stages_work_times_it_and_keeps_nothing(tmp_path, tiny_llama_dir, capsys):
     """--dry-run: each stage's line says whether it would run and why, and its work counted on the dataset (the
-    training windows and targets of an epoch, stage 1's users and steps, stage 2's items, the grid's cells)."""
-    from tslrec.pipelines.run_job import RunJob, run_pipeline
-
+    training windows and targets of an epoch, stage 1's users and steps, stage 2's items, the grid's cells); the
+    next line, what it would cost on this machine, timed on a few of its steps; nothing is written."""
     config = tmp_path / "c.yaml"
-    config.write_text(f"dataset: ml-100k\nout: {tmp_path / 'out'}\nstages:\n  stage1:\n    epochs: 2\n")
+    config.write_text(
+        f"dataset: ml-100k\nout: {tmp_path / 'out'}\nstages:\n  stage0:\n    epochs: 30\n    patience: 5\n"
+        f"  stage1:\n    epochs: 2\n    llm: {tiny_llama_dir}\n  stage2: {{}}\n"
+        "  ablation:\n    backbones: [gru4rec, caser]\n    fusions: [base, ci]\n    seeds: 1\n    workers: 2\n"
+    )
     run_pipeline(RunJob(str(config), dry_run=True))
-    lines = {line.split("]")[0][1:]: line for line in capsys.readouterr().out.splitlines() if line.startswith("[")}
+    out = capsys.readouterr().out
+    lines = {
+        line.split("]")[0][1:]: line for line in out.splitlines() if line.startswith("[") and "machine" not in line
+    }
+    costs = {line.split("]")[0][1:]: line for line in out.splitlines() if "] on this machine: " in line}
     assert "runs: no earlier run: 943 users, 1,682 items; an epoch is " in lines["stage0"]
     assert "755 training users (94 validation, 94 test); an epoch is 48 optimizer steps" in lines["stage1"]
     assert "2 epochs" in lines["stage1"] and "retrains: stage0 runs again" in lines["stage1"]
-    assert "1,682 one-item prompts" in lines["stage2"] and " cells (4 backbones x " in lines["ablation"]
+    assert "1,682 one-item prompts" in lines["stage2"] and "4 cells (2 backbones x " in lines["ablation"]
+    assert "at the cap of 30 epochs" in costs["stage0"] and "if it stops at the earliest" in costs["stage0"]
+    assert "train " in costs["stage1"] and "validate " in costs["stage1"] and "untuned baseline " in costs["stage1"]
+    assert "(loading the LLM included)" in costs["stage2"] and "on 2 worker(s)" in costs["ablation"]
+    assert "gru4rec " in costs["ablation"] and "caser " in costs["ablation"]
+    total = out.splitlines()[-1]
+    assert total.startswith("dry run: nothing was kept. Estimated on this machine (") and " min at the caps" in total
     assert not (tmp_path / "out").exists()
