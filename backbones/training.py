@@ -13,6 +13,7 @@ reductions (and so, eventually, of the result).
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -81,7 +82,22 @@ class TrainConfig:
             ),
         },
     )
-    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate (the peak, with a schedule)"})
+    lr_schedule: Literal["constant", "cosine"] = field(
+        default="constant",
+        metadata={
+            "before": "constant",
+            "help": (
+                "constant = --lr every epoch; cosine = a linear warm-up over --warmup-epochs, then a cosine from "
+                "--lr down to 0 at the end of --lr-cycle epochs (set once per epoch)"
+            ),
+        },
+    )
+    warmup_epochs: int = field(default=0, metadata={"before": 0, "help": "epochs of linear warm-up (cosine schedule)"})
+    lr_cycle: int | None = field(
+        default=None,
+        metadata={"before": None, "help": "epochs the cosine spans (default: --epochs; later epochs stay at 0)"},
+    )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     loss: Literal["ce", "bce"] = field(
         default="ce", metadata={"help": "'ce' (softmax over all items) or 'bce' (one sampled negative per position)"}
@@ -99,8 +115,22 @@ class TrainConfig:
         require(self.batch_size >= 1, self, "batch_size", "need at least 1")
         require(self.lr > 0, self, "lr", "must be positive")
         require(self.patience >= 1, self, "patience", "need at least 1")
+        require(self.warmup_epochs >= 0, self, "warmup_epochs", "must be 0 or more")
+        require(self.lr_cycle is None or self.lr_cycle > self.warmup_epochs, self, "lr_cycle", "must exceed warm-up")
         require(self.grad_clip >= 0, self, "grad_clip", "must be 0 (off) or positive")
         require(is_metric_name(self.select_metric), self, "select_metric", "use HR@K, Recall@K, NDCG@K or MRR@K")
+
+
+def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
+    """The learning rate of epoch `epoch` (0-based): a function of the epoch alone, so a resumed run continues the
+    schedule without saving it."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    if epoch < cfg.warmup_epochs:
+        return cfg.lr * (epoch + 1) / (cfg.warmup_epochs + 1)
+    span = (cfg.lr_cycle or cfg.epochs) - cfg.warmup_epochs
+    done = min(1.0, (epoch - cfg.warmup_epochs) / span)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * done))
 
 
 @dataclass
@@ -239,6 +269,8 @@ def train(
     while state.epoch < cfg.epochs and not state.stopped:
         t0 = time.perf_counter()
         model.train()
+        for group in opt.param_groups:
+            group["lr"] = epoch_lr(cfg, state.epoch)
         windows = splits.windows(cfg.windows, np.random.default_rng([cfg.seed, state.epoch]))
         batches = epoch_batches(
             windows.lengths, cfg.batch_size, cfg.batching, torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch)
@@ -266,6 +298,7 @@ def train(
         state.history.append(
             {
                 "epoch": state.epoch,
+                "lr": epoch_lr(cfg, state.epoch - 1),
                 "loss": mean_loss,
                 f"valid_{cfg.select_metric}": score,
                 "train_seconds": train_seconds,

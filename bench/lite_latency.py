@@ -4,7 +4,8 @@
     python -m bench.lite_latency --dataset ml-1m --kcore 5 --sft-steps 24 --device cuda        # GPU
 
 Every method ranks the same batches of 32 users (their test-time histories, last 20 items), in one process: the same
-LLM (float32 weights, LoRA of the same rank) under the same bf16 autocast, the same torch threads, the same device.
+LLM (float32 weights, LoRA of the same rank) at the same precision (`--precision auto`: bf16 autocast only where the
+device computes it natively), the same torch threads, the same device.
 A timed call goes from the users' item-id histories to their top-20 item ids on the host:
 - lite-llm4rec: one forward pass over one position per item (+ BOS), the head scores all N items, top-20;
 - generative-titles: the LLM (LoRA, a few SFT steps so that it writes item ids) reads the history as item titles
@@ -32,6 +33,7 @@ from torch import nn
 
 from bench import records
 from tslrec.core.artifacts import package_versions, resolve_device, write_json
+from tslrec.core.precision import PRECISIONS, autocast, precision_record, resolve_precision
 from tslrec.data import DataConfig, SequenceDataset, load_dataset
 from tslrec.data.splits import pad_right
 from tslrec.lite_llm4rec.generative import (
@@ -108,7 +110,7 @@ def measure_lite(
     @torch.no_grad()
     def rank(batch: Batch) -> list[list[int]]:
         seq, _ = pad_right(batch, args.max_history)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=not args.no_bf16):
+        with autocast(device, args.precision):
             scores = lite.score(lite(seq.to(device)))  # [U, N+1], column 0 (padding) = -inf
         return scores.topk(args.top_k, dim=1).indices.tolist()
 
@@ -140,7 +142,7 @@ def measure_generative(
     """A generative recommender on the same LLM: LoRA, a few SFT steps to write ids, then beam search per batch."""
     item_text = history_items(ds, history_as)
     cfg = GenerativeConfig(max_history=args.max_history, num_beams=args.num_beams, top_k=args.top_k)
-    bf16 = not args.no_bf16
+    bf16 = args.precision == "bf16"
     llm, tok = load_llm(LLMConfig(name_or_path=args.llm), kind="causal_lm")
     lora = LiteConfig()  # the LoRA Lite gets
     torch.manual_seed(args.seed)
@@ -245,7 +247,12 @@ def main() -> None:
     p.add_argument("--num-beams", type=int, default=20)
     p.add_argument("--generative", nargs="+", choices=HISTORY_AS, default=list(HISTORY_AS), help="history as")
     p.add_argument("--sft-steps", type=int, default=8, help="LoRA SFT steps of each generative model")
-    p.add_argument("--no-bf16", action="store_true", help="fp32 instead of bf16 autocast (every method)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="every method's: auto = bf16 autocast only where the device computes it natively, float32 elsewhere",
+    )
     p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, OMP_NUM_THREADS)")
     p.add_argument("--results", default=str(records.RESULTS), help="results folder (another one for smoke runs)")
@@ -254,6 +261,7 @@ def main() -> None:
     args.top_k = min(args.top_k, args.num_beams)  # beam search returns at most num_beams sequences
     records.RESULTS = Path(args.results)
     device = resolve_device(args.device)
+    args.precision = resolve_precision(args.precision, device)
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
@@ -274,7 +282,7 @@ def main() -> None:
             "item_llm": args.item_llm,
             "max_history": args.max_history,
             "top_k": args.top_k,
-            "bf16_autocast": not args.no_bf16,
+            **precision_record(device, args.precision),
             "threads": threads,
             "timed_batches": "batches 1..n of the same sampled users for every method (batch 0 warms up)",
             "timing": "wall clock per batch of users, histories to top-k ids on the host (device synchronized)",

@@ -372,16 +372,38 @@ def main_job_table(name: str = "main-job-ml-100k") -> str:
             f"| {t['stage2_seconds']:.0f} | {t['ablation_seconds']:.0f} ({len(r['cells'])}) "
             f"| {fmt(m['HR@10'])} / {fmt(m['NDCG@10'])} "
             f"| {fmt(s1['mse'], 6)} / {fmt(s1.get('mse_mean_embedding'), 6)} / {fmt(s1.get('mse_untuned_llm'), 6)} "
-            f"| {c1} | {r['device']}"
+            f"| {c1} | {r['device']}, {t.get('cpu_capability', 'CPU not recorded')}, "
+            f"{' / '.join(map(str, (t.get('precision') or {}).values())) or 'precision not recorded'}"
         )
     return section(
         f"**The main job (`make run`, {runs[0].get('dataset', name)}; `bench/results/{name}.json`): the whole "
         "process from stage 0, target 15 min on a 2-core CPU.** Each row is one run; compare timings only between "
         "rows of one file.",
         "config | wall min | stage 0 s | stage 1 s | stage 2 s | grid s (cells) | stage-0 SASRec HR@10 / NDCG@10 "
-        "| stage-1 MSE: LLM / head on mean embedding / untuned LLM | stage-2 C1 (chance) | device",
+        "| stage-1 MSE: LLM / head on mean embedding / untuned LLM | stage-2 C1 (chance) "
+        "| device, CPU capability, precision (stage 0 / stage 1)",
         rows,
         *commands_and_commits(runs),
+    ) + dry_run_table(name, runs)
+
+
+def dry_run_table(name: str, runs: list[dict]) -> str:
+    """`tslrec run --dry-run`'s estimate of each stage against the stage's seconds in the run that followed it."""
+    if not (runs := [r for r in runs if r.get("dry_run_estimate")]):
+        return ""
+    rows = [
+        f"{r['variant']} | {stage} | {e['estimate_at_caps_seconds']:.0f} | {e['estimate_earliest_seconds']:.0f} "
+        f"| {e['estimate_at_epochs_run_seconds']:.0f} | {e['seconds']:.0f} | {fmt(e['seconds_over_estimate'], 2)}"
+        for r in runs
+        for stage, e in r["dry_run_estimate"].items()
+    ]
+    return "\n\n" + section(
+        f"**`tslrec run --dry-run`'s estimate before each run of `bench/results/{name}.json`, against the seconds "
+        "each stage then took.** A backbone's estimate is given at its epoch cap, at its earliest stop, and at the "
+        "epochs its early stopping then ran (known only afterwards); stage 1 and 2 have one estimate.",
+        "config | stage | estimate at the caps s | at the earliest stop s | at the epochs run s | took s "
+        "| took / estimate at the epochs run",
+        rows,
     )
 
 
@@ -493,18 +515,19 @@ def lite_latency_table() -> str:
         s, t = r["settings"], r["timings"]
         beams = f", beam {s['num_beams']}" if "num_beams" in s else ""
         rows.append(
-            f"{r['dataset']} | {r['device']} | {s['llm']} | {r['variant']}{beams} | "
+            f"{r['dataset']} | {r['device']}, {s.get('precision') or ('bf16' if s.get('bf16_autocast') else 'float32')}"
+            f"{', ' + s['cpu_capability'] if 'cpu_capability' in s else ''} | {s['llm']} | {r['variant']}{beams} | "
             f"{r['metrics']['input_length_per_user']} {s.get('input_unit', '')} | {t['ms_per_batch_median']:,} "
             f"({t['ms_per_batch_min']:,}–{t['ms_per_batch_max']:,}, {t['batches']}) | {t['users_per_batch']} | "
             + (f"{t['over_lite']}x" if "over_lite" in t else "–")
         )
     return section(
-        "**Lite-LLM4Rec inference latency: the same batches of 32 users, the same LLM, threads, device and bf16 "
-        "autocast for every method, histories to top-20 ids (paper Table 4: ms per batch, > 200x on a GPU; "
+        "**Lite-LLM4Rec inference latency: the same batches of 32 users, the same LLM, threads, device and "
+        "precision for every method, histories to top-20 ids (paper Table 4: ms per batch, > 200x on a GPU; "
         "Table 5: input length per user).** Generative baselines: the history as item titles or as item ids "
         "(P5 / POD), beam search writing the ids.",
-        "dataset | device | LLM | method | input per user | ms per batch: median (min–max, batches) | users per "
-        "batch | generative / Lite",
+        "dataset | device, precision | LLM | method | input per user | ms per batch: median (min–max, batches) "
+        "| users per batch | generative / Lite",
         rows,
         *commands_and_commits(runs),
     )
@@ -896,7 +919,7 @@ def readme_table(grids: list[str]) -> str:
 
 def stage1_table() -> str:
     """Every stage-1 record: the tuned LLM's held-out MSE beside the no-LLM baselines, with the ratios."""
-    paths = [p for p in sorted(RESULTS.glob("stage1-*.json")) if not p.stem.startswith(STAGE1_VARIANTS)]
+    paths = [p for p in sorted(RESULTS.glob("stage1-*.json")) if not p.stem.startswith((*STAGE1_VARIANTS, PROFILE))]
     if not (runs := [r for path in paths for r in load(path.stem)]):
         return ""
     rows = []
@@ -943,6 +966,39 @@ STAGE1_VARIANT_TITLES = {
 }
 
 
+PROFILE = "stage1-profile-"  # the records of bench/stage1_profile.py
+
+
+def stage1_profile_table(name: str) -> str:
+    """Where a stage-1 training step's time goes, against the matmul peak of its precision, and what bf16 costs."""
+    rows = []
+    for r in (runs := load(name)):
+        t = r["timings"]
+        share = t["share_of_profiled_time"]
+        mm = t["matmul_gflops_1024_by_precision"]
+        rows.append(
+            f"{r['device']} | {t['precision']} | {fmt(t['seconds_per_micro_batch'], 2)} | "
+            f"{fmt(t['step_gflops'], 1)} ({fmt(100 * t['step_fraction_of_peak'], 0)}%) | "
+            f"{fmt(t['matrix_product_gflops'], 1)} ({fmt(100 * t['matrix_product_fraction_of_peak'], 0)}%) | "
+            + " / ".join(f"{fmt(100 * share[k], 0)}%" for k in PROFILE_SHARES)
+            + f" | {fmt(mm['float32'], 1)} / {fmt(mm['bf16'], 1)} ({fmt(mm['float32'] / mm['bf16'], 0)}×)"
+        )
+    return section(
+        f"**Stage 1 on {runs[0]['dataset']}: where a training step's time goes, against the matmul peak of the "
+        "precision used, measured in the same process.**",
+        "device | precision | s a micro-batch | step GFLOP/s (of peak) | matrix products GFLOP/s (of peak) | "
+        "profiled time: " + " / ".join(PROFILE_SHARES) + " | 1024² matmul GFLOP/s float32 / bf16",
+        rows,
+        "",
+        "The step's FLOP/s count 4 × the LLM body's parameters per real prompt token; the matrix products' are the "
+        "profiler's own count. The last column is what emulated bf16 costs on this CPU.",
+        *commands_and_commits(runs),
+    )
+
+
+PROFILE_SHARES = ("matrix products", "attention", "other operators", "outside operators")
+
+
 def stage1_variants_table(name: str) -> str:
     """Stage-1 runs that differ in one setting (stage1-<what>-<dataset>), the same stage-0 table and seed."""
     if not (runs := load(name)):
@@ -957,17 +1013,22 @@ def stage1_variants_table(name: str) -> str:
             f"{fmt(m.get('mse_untuned_llm'), 6)} | {fmt(m['C1'], 3)} | {fmt(m['chance_top1'], 3)} | "
             f"{t.get('steps', '–')} | {t['stage1_train_seconds']} ({r['device']}) | "
             f"{fmt(t['stage1_train_tokens'] / t['stage1_train_seconds'], 1)} | "
-            f"{fmt(t.get('fraction_of_matmul_peak'), 3)}"
+            + (
+                f"{fmt(t['fraction_of_matmul_peak'], 3)} ({t.get('precision', 'bf16')})"
+                if t.get("fraction_of_matmul_peak")
+                else "–"
+            )
         )
     return section(
         f"**Stage-1 {STAGE1_VARIANT_TITLES[what].format(dataset=dataset)}.** Held-out MSE on the users' history "
         "prompts; C1 = share of items whose one-item stage-2 category is their k-means group (Fig. 4).",
         f"{what} | LLM | seed | held-out MSE | no-LLM head | LLM / head | frozen LLM | C1 | chance "
-        "| steps | stage-1 training s | tokens / s | share of the bf16 matmul peak",
+        "| steps | stage-1 training s | tokens / s | share of the matmul peak (its precision)",
         rows,
         "",
-        "Share of the peak: 4 x the LLM body's parameters in FLOPs per real prompt token, against the bf16 matmul "
-        "peak on the run's threads measured when the record was made (– = recorded before it was).",
+        "Share of the peak: 4 x the LLM body's parameters in FLOPs per real prompt token, against the matmul peak of "
+        "the precision in brackets on the run's threads, measured when the record was made (records made before "
+        "that was recorded used the bf16 peak; – = recorded before any was).",
         *commands_and_commits(runs),
     )
 
@@ -1014,6 +1075,7 @@ def main() -> None:
         *[backbone_ablation_table(n, reference="base") for n in record_names("input-item-bias-")],
         *[unmasked_gap_table(n) for n in record_names("unmasked-gap-")],
         *[stage1_variants_table(n) for prefix in STAGE1_VARIANTS for n in record_names(prefix)],
+        *[stage1_profile_table(n) for n in record_names(PROFILE)],
         stage1_table(),
         sft_table(),
         lite_latency_table(),

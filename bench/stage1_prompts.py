@@ -20,67 +20,27 @@ runs that differ in `--head-norm` (stage1-head-<dataset>.json); `--what text` ru
 stage-1 and LLM setting at its default but the seed (stage1-default-<dataset>.json; any other setting is refused):
     tslrec stage1 --train-dir runs/ml-1m-cpu/stage0 --out runs/ml-1m-cpu/stage1 --seed 42     (then stage2)
     python bench/stage1_prompts.py --what default --dataset ml-1m --runs 4-epochs=runs/ml-1m-cpu
-Every record gives stage 1's training speed as a fraction of the bf16 matmul peak on the run's thread count,
-measured when the record is made (so make it on the machine the runs used, while it is idle): 4 x (the LLM body's
-parameters) FLOPs per real prompt token (forward 2N, and 2N for the backward's input gradients through the frozen
-weights; attention scores, LoRA weight gradients and padding are not counted).
+Every record gives stage 1's training speed as a fraction of the matmul peak of the precision the run used, on
+its thread count, measured when the record is made (so make it on the machine the runs used, while it is idle):
+see `bench.peak.stage1_training_speed`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
-from functools import cache
 from pathlib import Path
 
-import torch
-
-from bench.peak import matmul_peak_gflops
+from bench.peak import stage1_training_speed
 from bench.records import add
 from tslrec.core.artifacts import read_json
 from tslrec.core.settings import as_recorded_before
-from tslrec.llm.loading import LLMConfig, load_llm, transformer_body
+from tslrec.llm.loading import LLMConfig
 from tslrec.stage1_reconstruct.config import Stage1Config
 
 WHATS = ("prompts", "batching", "llm", "head", "text", "packing", "epochs", "default")  # what runs differ in
 NOT_A_SETTING = {"seed"}  # what a `--what default` run may set
-
-
-@cache
-def body_parameters(llm_json: str) -> int:
-    """Parameters of the LLM's transformer body that every token passes through (its token embeddings excluded);
-    llm_json: the run's LLMConfig as JSON."""
-    model, _ = load_llm(LLMConfig(**json.loads(llm_json)))
-    body = transformer_body(model)
-    return sum(p.numel() for p in body.parameters()) - body.get_input_embeddings().weight.numel()
-
-
-@cache
-def bf16_peak(threads: int) -> float:
-    """The bf16 matmul peak on `threads` torch threads, measured now."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return matmul_peak_gflops(torch.bfloat16)
-    finally:
-        torch.set_num_threads(before)
-
-
-def training_speed(s1: dict, llm: dict) -> dict:
-    """Stage 1's training FLOP/s (4N per real token) against the bf16 matmul peak on the run's threads."""
-    t = s1["timing"]
-    n = body_parameters(json.dumps(llm, sort_keys=True))
-    gflops = 4 * n * t["train_tokens"] / t["train_seconds"] / 1e9
-    peak = bf16_peak(int(t["torch_threads"]))
-    return {
-        "llm_body_parameters": n,
-        "tokens_per_second": round(t["train_tokens"] / t["train_seconds"], 1),
-        "train_gflops": round(gflops, 1),
-        "matmul_peak_gflops_bf16": round(peak, 1),
-        "fraction_of_matmul_peak": round(gflops / peak, 3),
-    }
 
 
 def changed_from_defaults(cfg: dict) -> list[str]:
@@ -121,7 +81,7 @@ def record(dataset: str, what: str, label: str, folder: Path) -> dict:
             "stage1_train_tokens": s1["timing"]["train_tokens"],
             "steps": s1["steps"],
             "stage2_seconds": s2["extraction"]["seconds"],
-            **training_speed(s1, cfg["llm"]),
+            **stage1_training_speed(s1, cfg),
         },
         "config": cfg,
         "prompt_tokens": s1.get("prompt_tokens"),  # with item text: title tokens per item and what the cap cut

@@ -25,7 +25,7 @@ from tslrec.llm.soft_prompt import tokenize_item_texts
 
 from .baselines import split_users
 from .config import Stage1Config
-from .data import Stage1Data, UserBatches, epoch_batches, prepare_stage1_data
+from .data import UserBatches, epoch_batches, prepare_stage1_data
 from .evaluation import predict_distributions, reconstruction_loss
 from .model import ReconstructionModel
 from .model_io import build_reconstruction_model
@@ -62,6 +62,97 @@ def predict_positions(prompts: UserBatches, users: np.ndarray, batch_size: int) 
     )
 
 
+class Stage1Probe:
+    """The model `train_stage1` would build (arguments as its), the first epoch's micro-batches, and steps on them
+    to time. The model is trained by those steps: a throwaway."""
+
+    def __init__(
+        self,
+        item_embeddings: np.ndarray,
+        train_sequences: list[np.ndarray],
+        cfg: Stage1Config,
+        llm_cfg: LLMConfig,
+        device: str = "auto",
+        item_texts: list[str] | None = None,
+    ) -> None:
+        self.dev = resolve_device(device)
+        self.cfg = cfg = resolved(cfg, self.dev)
+        self.data = data = prepare_stage1_data(item_embeddings, train_sequences, cfg)
+        t0 = time.perf_counter()
+        llm, tokenizer = load_llm(llm_cfg, kind="causal_lm")
+        titles = tokenize_item_texts(tokenizer, item_texts, cfg.item_text_tokens) if cfg.item_text else None
+        torch.manual_seed(cfg.seed)
+        self.model = build_reconstruction_model(llm, tokenizer, data.item_embeddings.shape[1], cfg, llm_cfg, titles)
+        self.model.to(self.dev)
+        self.load_seconds = time.perf_counter() - t0
+        per_item = self.model.encoder.positions_per_item()  # [N+1] with item text, else None
+        self.prompts = UserBatches(data, cfg.max_items, cfg.prompts, cfg.seed, 0, per_item)  # training prompts
+        self.plan = epoch_batches(data.train_users, cfg.batch_size, cfg.seed, 0, cfg.batching, self.prompts)
+        self.history = UserBatches(data, cfg.max_items, positions_per_item=per_item)  # validation, test, baseline
+        self.table = data.item_embeddings.to(self.dev)  # [N+1, D]
+        self.optimizer = stage1_optimizer(self.model, cfg)
+
+    def train_step(self, users: list[int]) -> int:
+        """Forward, backward and an optimizer step on `users`' training prompts; the positions computed."""
+        ids, mask, targets = self.prompts(users)  # [B, T], [B, T], [B, K]
+        ids = ids.to(self.dev)
+        self.model.train()
+        with autocast(self.dev, self.cfg.precision):
+            _, probs = self.model(self.table[ids], mask.to(self.dev), ids)  # [B, K]
+        reconstruction_loss(probs, targets.to(self.dev), self.cfg.loss_reduction).backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return ids.numel()
+
+    def sample(self, batches: int) -> list[list[int]]:
+        """`batches` micro-batches spread over the first epoch's plan."""
+        return [self.plan[i] for i in spread(len(self.plan), batches)]
+
+    def train_seconds_per_position(self, batches: int) -> float:
+        """Seconds per prompt position of `train_step` on `batches` micro-batches, after an untimed one."""
+        first, *timed = self.sample(batches + 1)
+        self.train_step(first)
+        t0, positions = time.perf_counter(), sum(self.train_step(users) for users in timed or [first])
+        return (time.perf_counter() - t0) / max(positions, 1)
+
+    def predict_seconds_per_position(self, users: np.ndarray) -> float:
+        """Seconds per prompt position of `predict_distributions` over `users` (after an untimed quarter)."""
+        model, table, data, cfg = self.model, self.table, self.data, self.cfg
+        predict_distributions(model, table, data, users[: max(1, len(users) // 4)], cfg, self.dev)  # warm-up
+        t0 = time.perf_counter()
+        predict_distributions(model, table, data, users, cfg, self.dev)
+        return (time.perf_counter() - t0) / max(predict_positions(self.history, users, cfg.eval_batch_size), 1)
+
+    def cost(self, batches: int = 3) -> Stage1Cost:
+        """Time `batches` training micro-batches and a validation pass over `batches` batches of users, and scale
+        each to the run's plan."""
+        cfg, data, plan = self.cfg, self.data, self.plan
+        sizes = [len(b) * max(self.prompts.prompt_length(u) for u in b) for b in plan]  # positions of each batch
+        train_rate = self.train_seconds_per_position(batches)
+        sample = data.val_users[spread(len(data.val_users), batches * cfg.eval_batch_size)]
+        predict_rate = self.predict_seconds_per_position(sample)
+
+        def predict(users: np.ndarray) -> float:
+            return predict_rate * predict_positions(self.history, users, cfg.eval_batch_size)
+
+        steps_per_epoch = math.ceil(len(plan) / cfg.grad_accum)
+        steps = max(1, math.ceil(cfg.epochs * steps_per_epoch - 1e-9))
+        steps = steps if cfg.max_steps is None else min(steps, cfg.max_steps)
+        train = train_rate * sum(sizes) * min(steps * cfg.grad_accum, cfg.epochs * len(plan)) / len(plan)
+        if cfg.max_minutes is not None:
+            train = min(train, 60 * cfg.max_minutes)
+        validations = math.ceil(steps / steps_per_epoch) if cfg.eval_every is None else steps // cfg.eval_every + 1
+        parts = {"train": train, "validate": validations * predict(data.val_users), "test": predict(data.test_users)}
+        everyone = np.concatenate(list(split_users(data).values()))
+        if cfg.untuned_baseline == "head":
+            parts["untuned baseline"] = predict(everyone)
+        elif cfg.untuned_baseline == "head+proj":  # the run again, the LLM frozen: its backward still runs through it
+            parts["untuned baseline"] = sum(parts.values())
+        if cfg.all_users_epochs > 0:
+            parts["all users"] = train_rate * sum(sizes) * cfg.all_users_epochs * len(everyone) / len(data.train_users)
+        return Stage1Cost(self.load_seconds, parts, self.model)
+
+
 def stage1_cost(
     item_embeddings: np.ndarray,
     train_sequences: list[np.ndarray],
@@ -71,86 +162,5 @@ def stage1_cost(
     item_texts: list[str] | None = None,
     batches: int = 3,
 ) -> Stage1Cost:
-    """Time `batches` training micro-batches (after one untimed) and a validation pass over a few batches of users,
-    and scale each to the run's plan (arguments as `train_stage1`'s)."""
-    dev = resolve_device(device)
-    cfg = resolved(cfg, dev)
-    data = prepare_stage1_data(item_embeddings, train_sequences, cfg)
-    t0 = time.perf_counter()
-    llm, tokenizer = load_llm(llm_cfg, kind="causal_lm")
-    titles = tokenize_item_texts(tokenizer, item_texts, cfg.item_text_tokens) if cfg.item_text else None
-    torch.manual_seed(cfg.seed)
-    model = build_reconstruction_model(llm, tokenizer, data.item_embeddings.shape[1], cfg, llm_cfg, titles).to(dev)
-    load = time.perf_counter() - t0
-    per_item = model.encoder.positions_per_item()  # [N+1] with item text, else None
-    prompts = UserBatches(data, cfg.max_items, cfg.prompts, cfg.seed, 0, per_item)
-    plan = epoch_batches(data.train_users, cfg.batch_size, cfg.seed, 0, cfg.batching, prompts)
-    sizes = [len(b) * max(prompts.prompt_length(u) for u in b) for b in plan]  # positions of each micro-batch
-    train_rate = _train_seconds_per_position(
-        model, data, prompts, [plan[i] for i in spread(len(plan), batches + 1)], cfg, dev
-    )
-    history = UserBatches(data, cfg.max_items, positions_per_item=per_item)  # validation, test, baseline prompts
-    sample = data.val_users[spread(len(data.val_users), batches * cfg.eval_batch_size)]
-    predict_rate = _predict_seconds_per_position(model, data, history, sample, cfg, dev)
-
-    def predict(users: np.ndarray) -> float:
-        return predict_rate * predict_positions(history, users, cfg.eval_batch_size)
-
-    steps_per_epoch = math.ceil(len(plan) / cfg.grad_accum)
-    steps = max(1, math.ceil(cfg.epochs * steps_per_epoch - 1e-9))
-    steps = steps if cfg.max_steps is None else min(steps, cfg.max_steps)
-    train = train_rate * sum(sizes) * min(steps * cfg.grad_accum, cfg.epochs * len(plan)) / len(plan)
-    if cfg.max_minutes is not None:
-        train = min(train, 60 * cfg.max_minutes)
-    validations = math.ceil(steps / steps_per_epoch) if cfg.eval_every is None else steps // cfg.eval_every + 1
-    parts = {"train": train, "validate": validations * predict(data.val_users), "test": predict(data.test_users)}
-    everyone = np.concatenate(list(split_users(data).values()))
-    if cfg.untuned_baseline == "head":
-        parts["untuned baseline"] = predict(everyone)
-    elif cfg.untuned_baseline == "head+proj":  # the run again, the LLM frozen: its backward still runs through it
-        parts["untuned baseline"] = sum(parts.values())
-    if cfg.all_users_epochs > 0:
-        parts["all users"] = train_rate * sum(sizes) * cfg.all_users_epochs * len(everyone) / len(data.train_users)
-    return Stage1Cost(load, parts, model)
-
-
-def _train_seconds_per_position(
-    model: ReconstructionModel,
-    data: Stage1Data,
-    prompts: UserBatches,
-    batches: list[list[int]],
-    cfg: Stage1Config,
-    dev: torch.device,
-) -> float:
-    """Seconds per prompt position of forward, backward and an optimizer step on `batches` (the first untimed)."""
-    optimizer, table = stage1_optimizer(model, cfg), data.item_embeddings.to(dev)  # table [N+1, D]
-    model.train()
-    seconds, positions = 0.0, 0
-    for n, users in enumerate(batches):
-        ids, mask, targets = prompts(users)  # [B, T], [B, T], [B, K]
-        t0 = time.perf_counter()
-        ids = ids.to(dev)
-        with autocast(dev, cfg.precision):
-            _, probs = model(table[ids], mask.to(dev), ids)  # [B, K]
-        reconstruction_loss(probs, targets.to(dev), cfg.loss_reduction).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if n or len(batches) == 1:
-            seconds, positions = seconds + time.perf_counter() - t0, positions + ids.numel()
-    return seconds / max(positions, 1)
-
-
-def _predict_seconds_per_position(
-    model: ReconstructionModel,
-    data: Stage1Data,
-    prompts: UserBatches,
-    users: np.ndarray,
-    cfg: Stage1Config,
-    dev: torch.device,
-) -> float:
-    """Seconds per prompt position of `predict_distributions` over `users` (after an untimed batch)."""
-    table = data.item_embeddings.to(dev)  # [N+1, D]
-    predict_distributions(model, table, data, users[: max(1, len(users) // 4)], cfg, dev)  # warm-up
-    t0 = time.perf_counter()
-    predict_distributions(model, table, data, users, cfg, dev)
-    return (time.perf_counter() - t0) / max(predict_positions(prompts, users, cfg.eval_batch_size), 1)
+    """What the stage-1 run of these arguments (as `train_stage1`'s) costs here, from `batches` timed batches."""
+    return Stage1Probe(item_embeddings, train_sequences, cfg, llm_cfg, device, item_texts).cost(batches)

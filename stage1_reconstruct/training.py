@@ -47,7 +47,7 @@ from tslrec.core.artifacts import package_versions, read_json, resolve_device, s
 from tslrec.core.checkpoint import Checkpoint
 from tslrec.core.errors import InputError
 from tslrec.core.modules import load_trainable_state, trainable_state
-from tslrec.core.precision import autocast, resolved
+from tslrec.core.precision import autocast, precision_record, resolved
 from tslrec.core.run_settings import RunSettings, plain
 from tslrec.core.run_state import RunState
 from tslrec.llm.loading import LLMConfig, load_llm
@@ -655,6 +655,7 @@ class _Stage1Run:
                 "untuned_llm_seconds": b.get("untuned_llm_seconds"),
                 "processes": self.accelerator.num_processes,
                 "torch_threads": torch.get_num_threads(),  # CPU numbers depend on it (module docstring)
+                **precision_record(self.dev, self.cfg.precision),  # never `auto`: what it resolved to, and the CPU
             },
             "versions": package_versions(),
         }

@@ -9,6 +9,7 @@ from stage1_helpers import clustered_items, quick_stage1_cfg, tiny_llama_dir, ti
 
 from tslrec.core.artifacts import load_tensors, read_json
 from tslrec.core.errors import InputError
+from tslrec.core.precision import cpu_capability
 from tslrec.stage1_reconstruct.config import Stage1Config
 from tslrec.stage1_reconstruct.data import prepare_stage1_data
 from tslrec.stage1_reconstruct.evaluation import distribution_mse, predict_distributions
@@ -44,6 +45,12 @@ def test_training_learns_the_distributions(full_run):
     assert metrics["users"] == {"train": 31, "val": 12, "test": 5, "dropped_no_train_items": 0}
     assert metrics["steps"] == metrics["total_steps_planned"] == 3 * 8  # 31 users / 4 per batch, 3 epochs
     assert metrics["timing"]["train_llm_passes"] == 3 * 31  # one LLM pass per user per epoch
+
+
+def test_a_stage1_run_records_the_precision_it_resolved_to_and_the_cpu(full_run):
+    timing = full_run[1]["timing"]
+    assert timing["precision"] in ("float32", "bf16")  # never "auto"
+    assert timing["cpu_capability"] == cpu_capability()
 
 
 def test_saved_model_reloads_with_the_same_predictions(full_run, tiny_llm_cfg):

@@ -1,0 +1,39 @@
+"""The backbones' learning-rate schedule: warm-up then cosine, set per epoch from the epoch alone."""
+
+import math
+
+import pytest
+import torch
+
+from tslrec.backbones.base import BackboneConfig
+from tslrec.backbones.registry import build_backbone
+from tslrec.backbones.training import TrainConfig, epoch_lr, train
+from tslrec.core.errors import InputError
+from tslrec.data.splits import LeaveOneOutSplits
+
+
+def test_constant_is_the_learning_rate_every_epoch():
+    assert [epoch_lr(TrainConfig(lr=0.01), e) for e in (0, 5, 199)] == [0.01, 0.01, 0.01]
+
+
+def test_cosine_warms_up_linearly_then_decays_to_zero_at_the_end_of_its_cycle():
+    cfg = TrainConfig(lr=0.03, lr_schedule="cosine", warmup_epochs=2, epochs=10)
+    lrs = [epoch_lr(cfg, e) for e in range(12)]
+    assert lrs[:3] == pytest.approx([0.01, 0.02, 0.03])  # warm-up, then the peak
+    assert lrs[6] == pytest.approx(0.03 * 0.5 * (1 + math.cos(math.pi * 4 / 8)))  # halfway down the cosine
+    assert all(a > b for a, b in zip(lrs[2:10], lrs[3:10])) and lrs[10] == lrs[11] == 0.0
+    short = TrainConfig(lr=0.03, lr_schedule="cosine", epochs=100, lr_cycle=10)  # a cycle shorter than the cap
+    assert epoch_lr(short, 0) == 0.03 and epoch_lr(short, 10) == 0.0
+
+
+def test_a_cycle_no_longer_than_its_warm_up_is_refused():
+    with pytest.raises(InputError, match="lr_cycle"):
+        TrainConfig(lr_schedule="cosine", warmup_epochs=5, lr_cycle=5)
+
+
+def test_the_trainer_steps_each_epoch_at_its_scheduled_rate(cyclic_sequences):
+    splits = LeaveOneOutSplits.from_sequences(cyclic_sequences, 8, max_len=10)
+    model = build_backbone("gru4rec", BackboneConfig(num_items=8, hidden=16, max_len=10, dropout=0.0))
+    cfg = TrainConfig(epochs=4, batch_size=16, lr=5e-3, patience=10, lr_schedule="cosine", warmup_epochs=1)
+    res = train(model, splits, cfg, torch.device("cpu"), progress=False)
+    assert [h["lr"] for h in res.history] == pytest.approx([2.5e-3, 5e-3, 3.75e-3, 1.25e-3])
