@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,12 @@ from .ablate_job import AblateJob, grid_cells
 from .stage1_job import Stage1Job
 from .stage2_job import Stage2Job
 from .train_job import BackboneSettings, TrainJob
+
+if TYPE_CHECKING:
+    from tslrec.backbones.cost import EpochCost
+    from tslrec.stage1_reconstruct.cost import Stage1Cost
+
+StageJob = TrainJob | Stage1Job | Stage2Job | AblateJob
 
 
 def training_work(job: TrainJob | AblateJob, ds: SequenceDataset) -> str:
@@ -77,7 +83,7 @@ WORK: dict[type, Callable[[Any, SequenceDataset], str]] = {
 }
 
 
-def stage_work(job: Any, ds: SequenceDataset) -> str:
+def stage_work(job: StageJob, ds: SequenceDataset) -> str:
     """What `job` would compute on `ds`, in one line."""
     return WORK[type(job)](job, ds)
 
@@ -97,13 +103,13 @@ class Probe:
 
     def __init__(self, ds: SequenceDataset) -> None:
         self.ds, self.item_dim = ds, 64
-        self.stage1: Any = None  # Stage1Cost, once stage 1 was timed
+        self.stage1: Stage1Cost | None = None  # once stage 1 was timed
 
-    def estimate(self, job: Any) -> Estimate:
+    def estimate(self, job: StageJob) -> Estimate:
         return ESTIMATES[type(job)](self, job)
 
-    def backbone_epoch(self, job: BackboneSettings, backbone: str) -> Any:
-        """EpochCost of `backbone` with `job`'s settings (ID-only), on the current thread count."""
+    def backbone_epoch(self, job: BackboneSettings, backbone: str) -> EpochCost:
+        """The epoch cost of `backbone` with `job`'s settings (ID-only), on the current thread count."""
         from tslrec.backbones.cost import epoch_cost
         from tslrec.backbones.registry import build_backbone
 
