@@ -96,7 +96,7 @@ class TrainConfig:
     warmup_epochs: int = field(default=0, metadata={"before": 0, "help": "epochs of linear warm-up (cosine schedule)"})
     lr_cycle: int | None = field(
         default=None,
-        metadata={"before": None, "help": "epochs the cosine spans (default: --epochs; later epochs stay at 0)"},
+        metadata={"before": None, "help": "epochs the cosine spans, and then the run ends (default: --epochs)"},
     )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     loss: Literal["ce", "bce"] = field(
@@ -119,6 +119,11 @@ class TrainConfig:
         require(self.lr_cycle is None or self.lr_cycle > self.warmup_epochs, self, "lr_cycle", "must exceed warm-up")
         require(self.grad_clip >= 0, self, "grad_clip", "must be 0 (off) or positive")
         require(is_metric_name(self.select_metric), self, "select_metric", "use HR@K, Recall@K, NDCG@K or MRR@K")
+
+
+def planned_epochs(cfg: TrainConfig) -> int:
+    """The epochs a run may train: `epochs`, or fewer where a cosine cycle ends first (its rate is 0 after it)."""
+    return min(cfg.epochs, cfg.lr_cycle) if cfg.lr_schedule == "cosine" and cfg.lr_cycle else cfg.epochs
 
 
 def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
@@ -259,14 +264,14 @@ def train(
         best_weights = saved["best_model"]
         earlier_seconds = state.elapsed
     bar = tqdm(
-        total=cfg.epochs,
+        total=planned_epochs(cfg),
         initial=state.epoch,
         desc=f"train {type(model).__name__}",
         disable=not progress,
         unit="epoch",
         dynamic_ncols=True,
     )
-    while state.epoch < cfg.epochs and not state.stopped:
+    while state.epoch < planned_epochs(cfg) and not state.stopped:
         t0 = time.perf_counter()
         model.train()
         for group in opt.param_groups:

@@ -809,7 +809,8 @@ def _with_test(runs: list[dict], base: list[dict]) -> str:
 
 def _at_cap(runs: list[dict]) -> int:
     """How many runs had their best validation epoch at their epoch cap (still improving when the budget ended)."""
-    return sum(r["best_epoch"] == r.get("config", {}).get("train", {}).get("epochs") for r in runs)
+    cap = [r.get("config", {}).get("train", {}).get("epochs") for r in runs]  # records written before best_at_cap
+    return sum(r.get("best_at_cap", r["best_epoch"] == c) for r, c in zip(runs, cap))
 
 
 def _status(runs: list[dict], seeds: int) -> str:

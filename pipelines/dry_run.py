@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from tslrec.backbones.training import planned_epochs
 from tslrec.core.artifacts import resolve_device
 from tslrec.data import SequenceDataset
 from tslrec.data.splits import LeaveOneOutSplits
@@ -41,7 +42,7 @@ def training_work(job: TrainJob | AblateJob, ds: SequenceDataset) -> str:
     return (
         f"{ds.num_users:,} users, {ds.num_items:,} items; an epoch is {windows.num_targets:,} targets in "
         f"{len(windows.lengths):,} windows of up to {job.data.max_len} items, {batches:,} batches of "
-        f"{job.train.batch_size}; at most {job.train.epochs} epochs (patience {job.train.patience})"
+        f"{job.train.batch_size}; at most {planned_epochs(job.train)} epochs (patience {job.train.patience})"
     )
 
 
@@ -124,13 +125,11 @@ class Probe:
         self.item_dim = job.model.hidden  # the width of the table stage 1 reads
         cost = self.backbone_epoch(job, job.backbone)
         epoch = cost.train_seconds + cost.validate_seconds
-        cap, earliest = (
-            cost.run_seconds(job.train.epochs),
-            cost.run_seconds(min(job.train.patience + 1, job.train.epochs)),
-        )
+        epochs = planned_epochs(job.train)
+        cap, earliest = cost.run_seconds(epochs), cost.run_seconds(min(job.train.patience + 1, epochs))
         text = (
             f"{epoch:.1f} s an epoch ({cost.train_seconds:.1f} s training, {cost.validate_seconds:.1f} s validation): "
-            f"{minutes(cap)} at the cap of {job.train.epochs} epochs, {minutes(earliest)} if it stops at the earliest"
+            f"{minutes(cap)} at the cap of {epochs} epochs, {minutes(earliest)} if it stops at the earliest"
         )
         return Estimate(cap, earliest, text, {job.backbone: epoch})
 
@@ -169,8 +168,9 @@ class Probe:
             costs = {b: self.backbone_epoch(job, b) for b in job.backbones}
         finally:
             torch.set_num_threads(threads)
-        earliest_epochs = min(job.train.patience + 1, job.train.epochs)
-        cap = sum(costs[c.backbone].run_seconds(job.train.epochs) for c in cells) / job.workers
+        epochs = planned_epochs(job.train)
+        earliest_epochs = min(job.train.patience + 1, epochs)
+        cap = sum(costs[c.backbone].run_seconds(epochs) for c in cells) / job.workers
         earliest = sum(costs[c.backbone].run_seconds(earliest_epochs) for c in cells) / job.workers
         epoch = {b: c.train_seconds + c.validate_seconds for b, c in costs.items()}
         epochs = ", ".join(f"{b} {seconds:.1f} s" for b, seconds in epoch.items())

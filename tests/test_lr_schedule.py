@@ -7,7 +7,7 @@ import torch
 
 from tslrec.backbones.base import BackboneConfig
 from tslrec.backbones.registry import build_backbone
-from tslrec.backbones.training import TrainConfig, epoch_lr, train
+from tslrec.backbones.training import TrainConfig, epoch_lr, planned_epochs, train
 from tslrec.core.errors import InputError
 from tslrec.data.splits import LeaveOneOutSplits
 
@@ -37,3 +37,12 @@ def test_the_trainer_steps_each_epoch_at_its_scheduled_rate(cyclic_sequences):
     cfg = TrainConfig(epochs=4, batch_size=16, lr=5e-3, patience=10, lr_schedule="cosine", warmup_epochs=1)
     res = train(model, splits, cfg, torch.device("cpu"), progress=False)
     assert [h["lr"] for h in res.history] == pytest.approx([2.5e-3, 5e-3, 3.75e-3, 1.25e-3])
+
+
+def test_a_run_ends_with_its_cosine_cycle(cyclic_sequences):
+    splits = LeaveOneOutSplits.from_sequences(cyclic_sequences, 8, max_len=10)
+    model = build_backbone("gru4rec", BackboneConfig(num_items=8, hidden=16, max_len=10, dropout=0.0))
+    cfg = TrainConfig(epochs=10, batch_size=16, lr=5e-3, patience=10, lr_schedule="cosine", lr_cycle=3)
+    assert planned_epochs(cfg) == 3 and planned_epochs(TrainConfig(epochs=10, lr_cycle=3)) == 10  # constant: no cycle
+    res = train(model, splits, cfg, torch.device("cpu"), progress=False)
+    assert len(res.history) == 3  # an epoch at rate 0 learns nothing
