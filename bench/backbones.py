@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from bench.peak import matmul_peak_gflops
+from bench.peak import peak_on_threads
 from bench.records import add
 from tslrec.backbones.training import evaluate_split
 from tslrec.core.artifacts import resolve_device
@@ -53,7 +53,6 @@ def main() -> None:
     name = args.name or f"backbones-{ds.name}"
     out_root = Path(base.out or f"runs/bench-{name}")
     device = resolve_device(base.runtime.device)
-    peak = {str(d).removeprefix("torch."): round(matmul_peak_gflops(d), 1) for d in (torch.float32, torch.bfloat16)}
     splits = LeaveOneOutSplits.from_sequences(ds.sequences, ds.num_items, base.data.max_len)
     for seed in (int(s) for s in args.seeds.split(",")):
         for backbone in args.backbones.split(","):
@@ -81,11 +80,14 @@ def main() -> None:
                 "wall_seconds": rec["wall_seconds"],
                 "targets_per_epoch": targets,
                 "threads": torch.get_num_threads(),
-                "matmul_peak_gflops": peak,
+                # the peak of the precision the run used, on its threads (measured once per process)
+                f"matmul_peak_gflops_{rec['precision']}": round(
+                    peak_on_threads(rec["precision"], torch.get_num_threads()), 1
+                ),
             }
             if backbone == "sasrec" and rec["seconds_per_epoch"]:
                 achieved = train_flops_per_target(job, ds.num_items) * targets / rec["seconds_per_epoch"] / 1e9
-                peak_now = peak["bfloat16" if rec["precision"] == "bf16" else "float32"]
+                peak_now = rec["timings"][f"matmul_peak_gflops_{rec['precision']}"]
                 rec["timings"]["train_gflops"] = round(achieved, 1)
                 rec["timings"]["fraction_of_matmul_peak"] = round(achieved / peak_now, 3)
             rec["device"] = f"{rec['device']}, {torch.get_num_threads()} threads"

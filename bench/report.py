@@ -281,6 +281,40 @@ def _settings_against_references(runs: list[dict]) -> list[str]:
     return ["", heading, "", *lines] if lines else []
 
 
+def convergence_table(name: str) -> str:
+    """Each backbone at the default training settings against a candidate schedule, side by side: epochs to the best
+    validation epoch and run, wall time, and validation and test NDCG@10 across seeds (test in both protocols)."""
+    runs = load(name)
+    rows = []
+    for backbone in sorted({r["model"] for r in runs}):
+        mine = [r for r in runs if r["model"] == backbone]
+        base = [r for r in mine if r["variant"] == "default"]
+        for variant in sorted({r["variant"] for r in mine}, key=lambda v: (v != "default", v)):
+            rs = [r for r in mine if r["variant"] == variant]
+            valid = [{**r, "metrics": r["valid_metrics"]} for r in rs]
+            valid_base = [{**r, "metrics": r["valid_metrics"]} for r in base]
+            best, run, wall = (statistics.mean(r[k] for r in rs) for k in ("best_epoch", "epochs", "wall_seconds"))
+            rows.append(
+                f"{backbone} | {variant} | {len(rs)} | {best:.1f} | {run:.1f} | "
+                f"{wall / 60:.1f} | {_mean_std(_values(valid, 'NDCG@10'))} | "
+                f"{'–' if variant == 'default' else _short_test(valid, valid_base)} | "
+                f"{_mean_std(_values(rs, 'NDCG@10'))} | {_mean_std(_values(_masked(rs), 'NDCG@10'))}"
+            )
+    return section(
+        f"**Convergence on {runs[0]['dataset']} (`bench/results/{name}.json`): the default training settings against "
+        "a candidate schedule, each backbone, the same seeds.**",
+        "backbone | variant | seeds | best epoch (mean) | epochs run (mean) | wall min (mean) | validation NDCG@10 | "
+        "against default (validation) | test NDCG@10 | test NDCG@10, history masked",
+        rows,
+        "",
+        "A variant's name gives its settings: `cosine-lr5e-3-w2-c15` is `--lr 5e-3 --lr-schedule cosine "
+        "--warmup-epochs 2 --lr-cycle 15`. Wall minutes are one thread each on a shared CPU: compare within a row's "
+        "backbone only. A candidate becomes the default only where its validation NDCG@10 is not worse across seeds.",
+        *commands_and_commits(runs),
+        f"Devices: {devices(runs)}.",
+    )
+
+
 def time_to_quality_table(name: str = "time-to-quality-ml-1m") -> str:
     if not (runs := load(name)):
         return ""
@@ -1066,6 +1100,7 @@ def main() -> None:
         *[main_job_table(n) for n in record_names("main-job-")],
         cpu_backbones_table("ml-1m"),
         *[time_to_quality_table(n) for n in record_names("time-to-quality-")],
+        *[convergence_table(n) for n in record_names("convergence-")],
         training_speed_table("ml-1m"),
         eval_speed_table(),
         backbones_table("ml-1m"),
