@@ -134,7 +134,7 @@ class Probe:
         return Estimate(cap, earliest, text, {job.backbone: epoch})
 
     def stage1_run(self, job: Stage1Job) -> Estimate:
-        from tslrec.stage1_reconstruct.cost import stage1_cost
+        from tslrec.stage1_reconstruct.cost import Stage1Probe
 
         from .stage1_job import item_titles_for_prompt
 
@@ -142,7 +142,7 @@ class Probe:
         table = np.random.default_rng(0).normal(size=(self.ds.num_items + 1, self.item_dim)).astype(np.float32)
         table[0] = 0  # the padding row
         titles = item_titles_for_prompt(self.ds, job.stage1.item_text)
-        self.stage1 = stage1_cost(table, self.ds.train_sequences(), job.stage1, job.llm, device.type, titles)
+        self.stage1 = Stage1Probe(table, self.ds.train_sequences(), job.stage1, job.llm, device.type, titles).cost()
         parts = ", ".join(f"{k} {minutes(v)}" for k, v in self.stage1.parts.items())
         text = (
             f"{minutes(self.stage1.seconds)} (loading {self.stage1.load_seconds:.0f} s, {parts}) at its planned steps"

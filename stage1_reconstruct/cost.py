@@ -151,16 +151,3 @@ class Stage1Probe:
         if cfg.all_users_epochs > 0:
             parts["all users"] = train_rate * sum(sizes) * cfg.all_users_epochs * len(everyone) / len(data.train_users)
         return Stage1Cost(self.load_seconds, parts, self.model)
-
-
-def stage1_cost(
-    item_embeddings: np.ndarray,
-    train_sequences: list[np.ndarray],
-    cfg: Stage1Config,
-    llm_cfg: LLMConfig,
-    device: str = "auto",
-    item_texts: list[str] | None = None,
-    batches: int = 3,
-) -> Stage1Cost:
-    """What the stage-1 run of these arguments (as `train_stage1`'s) costs here, from `batches` timed batches."""
-    return Stage1Probe(item_embeddings, train_sequences, cfg, llm_cfg, device, item_texts).cost(batches)
