@@ -12,7 +12,7 @@ import torch
 from tslrec.backbones.base import BackboneConfig, settings_read_by
 from tslrec.backbones.item_embedding import FUSIONS
 from tslrec.backbones.registry import BACKBONES, build_backbone
-from tslrec.backbones.training import TrainConfig, TrainResult, planned_epochs, run_settings, train
+from tslrec.backbones.training import TrainConfig, TrainResult, run_settings, train
 from tslrec.core.artifacts import (
     load_tensors,
     package_versions,
@@ -227,10 +227,9 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
     record["side_information"] = side.record()
     record["settings"] = current.values  # what a re-run into this folder is compared with
     record["dataset_source"] = str(Path(job.dataset).resolve()) if Path(job.dataset).exists() else job.dataset
-    cap = planned_epochs(job.train)
-    record["best_at_cap"] = result.best_epoch >= cap
-    flag = "--epochs" if cap == job.train.epochs else "--lr-cycle"
-    note = cap_warning(str(out), result.best_epoch, cap, "epoch", flag)
+    # the cap is --epochs: a cosine cycle that ends sooner is a chosen length, and its last epoch is usually its best
+    record["best_at_cap"] = result.best_epoch >= job.train.epochs
+    note = cap_warning(str(out), result.best_epoch, job.train.epochs, "epoch", "--epochs")
     if note:
         print(f"note: {note}", flush=True)
     write_json(out / "metrics.json", record)  # written last: its presence means the run is complete
