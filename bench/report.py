@@ -302,7 +302,8 @@ def convergence_table(name: str) -> str:
             )
     return section(
         f"**Convergence on {runs[0]['dataset']} (`bench/results/{name}.json`): the default training settings against "
-        "a candidate schedule, each backbone, the same seeds.**",
+        "a candidate schedule, each backbone, the same seeds.** The default is `tslrec train`'s: `--lr 1e-3` "
+        "every epoch, patience 10, at most 200 epochs.",
         "backbone | variant | seeds | best epoch (mean) | epochs run (mean) | wall min (mean) | validation NDCG@10 | "
         "against default (validation) | test NDCG@10 | test NDCG@10, history masked",
         rows,
@@ -311,7 +312,7 @@ def convergence_table(name: str) -> str:
         "--warmup-epochs 2 --lr-cycle 15`. Wall minutes are one thread each on a shared CPU: compare within a row's "
         "backbone only. A candidate becomes the default only where its validation NDCG@10 is not worse across seeds.",
         *commands_and_commits(runs),
-        f"Devices: {devices(runs)}.",
+        "Devices: " + "; ".join(sorted({f"{r['device']}, {r['cpu_capability']}, {r['precision']}" for r in runs})),
     )
 
 
