@@ -10,8 +10,9 @@ over the first epoch (after an untimed one), then profiles the same steps and sp
 the LLM's matrix products (mm, addmm, bmm), attention, the other operators, and what no operator accounts for
 (Python, autograd bookkeeping, the optimizer's loop). It also times a 1024 x 1024 matmul in float32 and in
 bf16 on the same threads: what bf16 costs on this CPU. Writes bench/results/stage1-profile-<dataset>.json: the
-step's FLOP/s (4 x the LLM body's parameters per real prompt token, as bench.peak counts them) and the matrix
-products' own FLOP/s (as the profiler counts them), each as a share of the peak.
+step's FLOP/s (4 x the LLM body's parameters per real prompt position after the shared prefix, as a run's
+train_tokens counts them) and the matrix products' own FLOP/s (as the profiler counts them), each as a share of
+the peak.
 """
 
 from __future__ import annotations
@@ -60,10 +61,11 @@ def main() -> None:
     probe = Stage1Probe(table, ds.train_sequences(), job.stage1, job.llm, "cpu")
     first, *batches = probe.sample(args.steps + 1)
     probe.train_step(first)  # warm-up
-    real_tokens = sum(len(probe.prompts.shown(u)) for users in batches for u in users)
+    tokens_before = probe.model.encoder.llm_tokens
     t0 = time.perf_counter()
     positions = sum(probe.train_step(users) for users in batches)
     wall = time.perf_counter() - t0
+    real_tokens = probe.model.encoder.llm_tokens - tokens_before  # as a run's train_tokens counts them
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True) as prof:
         t0 = time.perf_counter()
         for users in batches:
@@ -95,7 +97,7 @@ def main() -> None:
                 "cpu_capability": cpu_capability(),
                 "threads": args.threads,
                 "seconds_per_micro_batch": round(wall / len(batches), 3),
-                "positions_per_micro_batch": positions / len(batches),
+                "item_slots_per_micro_batch": positions / len(batches),  # the padded [B, T] item ids
                 "real_tokens_per_micro_batch": real_tokens / len(batches),
                 f"matmul_peak_gflops_{precision}": round(peak, 1),
                 "step_gflops": round(step_gflops, 2),
