@@ -4,12 +4,15 @@ import math
 
 import pytest
 import torch
+from stage2_helpers import write_toy_dataset
 
 from tslrec.backbones.base import BackboneConfig
 from tslrec.backbones.registry import build_backbone
 from tslrec.backbones.training import TrainConfig, epoch_lr, planned_epochs, train
 from tslrec.core.errors import InputError
 from tslrec.data.splits import LeaveOneOutSplits
+from tslrec.pipelines.options import TrainingRuntime
+from tslrec.pipelines.train_job import TrainJob, train_backbone
 
 
 def test_constant_is_the_learning_rate_every_epoch():
@@ -46,3 +49,22 @@ def test_a_run_ends_with_its_cosine_cycle(cyclic_sequences):
     assert planned_epochs(cfg) == 3 and planned_epochs(TrainConfig(epochs=10, lr_cycle=3)) == 10  # constant: no cycle
     res = train(model, splits, cfg, torch.device("cpu"), progress=False)
     assert len(res.history) == 3  # an epoch at rate 0 learns nothing
+
+
+def test_a_cosine_run_that_ends_with_its_cycle_is_not_at_the_epochs_cap(tmp_path, capsys):
+    data, _ = write_toy_dataset(tmp_path / "data")
+    job = TrainJob(
+        dataset=str(data),
+        out=str(tmp_path / "run"),
+        model=BackboneConfig(hidden=8),
+        train=TrainConfig(epochs=10, lr=0.01, lr_schedule="cosine", lr_cycle=3),
+        runtime=TrainingRuntime(device="cpu", progress=False, threads=1),
+    )
+    before = torch.get_num_threads()
+    try:
+        record = train_backbone(job).record
+    finally:
+        torch.set_num_threads(before)
+    assert record["epochs"] == record["best_epoch"] == 3  # the cycle ended the run at its best epoch
+    assert record["best_at_cap"] is False  # the cap is --epochs (10), not the cycle
+    assert "last one allowed" not in capsys.readouterr().out
