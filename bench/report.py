@@ -999,6 +999,8 @@ STAGE1_VARIANT_TITLES = {
     "(early stopping on the validation MSE)",
     "default": "default settings on {dataset}: `tslrec stage1 --seed 42` on the stage-0 table, every other stage-1 "
     "and LLM setting at its default (4 epochs with early stopping, windowed prompts, RMS head, packed prompts)",
+    "budget": "budgets on {dataset}: held-out MSE against the whole stage's seconds for each setting tried (the "
+    "frontier), the same stage-0 table and seed, one run at a time",
 }
 
 
@@ -1047,7 +1049,8 @@ def stage1_variants_table(name: str) -> str:
             f"{r['variant'].removeprefix(what + '-')} | {r['model'].removeprefix('tslrec-stage1-')} | {r['seed']} | "
             f"{fmt(m['mse'], 6)} | {fmt(m['mse_mean_embedding'], 6)} | {fmt(m['mse_ratio_to_mean_embedding'], 3)} | "
             f"{fmt(m.get('mse_untuned_llm'), 6)} | {fmt(m['C1'], 3)} | {fmt(m['chance_top1'], 3)} | "
-            f"{t.get('steps', '–')} | {t['stage1_train_seconds']} ({r['device']}) | "
+            f"{t.get('steps', '–')} | {t['stage1_train_seconds']} / {t.get('stage1_wall_seconds', '–')} "
+            f"({r['device']}) | "
             f"{fmt(t['stage1_train_tokens'] / t['stage1_train_seconds'], 1)} | "
             + (
                 f"{fmt(t['fraction_of_matmul_peak'], 3)} ({t.get('precision', 'bf16')})"
@@ -1059,7 +1062,7 @@ def stage1_variants_table(name: str) -> str:
         f"**Stage-1 {STAGE1_VARIANT_TITLES[what].format(dataset=dataset)}.** Held-out MSE on the users' history "
         "prompts; C1 = share of items whose one-item stage-2 category is their k-means group (Fig. 4).",
         f"{what} | LLM | seed | held-out MSE | no-LLM head | LLM / head | frozen LLM | C1 | chance "
-        "| steps | stage-1 training s | tokens / s | share of the matmul peak (its precision)",
+        "| steps | stage-1 training s / whole stage s | tokens / s | share of the matmul peak (its precision)",
         rows,
         "",
         "Share of the peak: 4 x the LLM body's parameters in FLOPs per real prompt token, against the matmul peak of "

@@ -20,6 +20,11 @@ runs that differ in `--head-norm` (stage1-head-<dataset>.json); `--what text` ru
 stage-1 and LLM setting at its default but the seed (stage1-default-<dataset>.json; any other setting is refused):
     tslrec stage1 --train-dir runs/ml-1m-cpu/stage0 --out runs/ml-1m-cpu/stage1 --seed 42     (then stage2)
     python bench/stage1_prompts.py --what default --dataset ml-1m --runs 4-epochs=runs/ml-1m-cpu
+`--what budget` records runs that differ in any stage-1 settings, each labelled with what it changed, for the
+frontier of held-out MSE against the whole stage's minutes (stage1-budget-<dataset>.json), e.g. on the main job's
+stage-0 table, one run at a time on an otherwise idle machine:
+    tslrec stage1 --train-dir runs/ml-100k/stage0 --out runs/s1-budget-lr3e-3/stage1 --lr 3e-3 --seed 42
+    python -m bench.stage1_prompts --what budget --dataset ml-100k --runs lr3e-3=runs/s1-budget-lr3e-3
 Every record gives stage 1's training speed as a fraction of the matmul peak of the precision the run used, on
 its thread count, measured when the record is made (so make it on the machine the runs used, while it is idle):
 see `bench.peak.stage1_training_speed`.
@@ -39,7 +44,7 @@ from tslrec.core.settings import as_recorded_before
 from tslrec.llm.loading import LLMConfig
 from tslrec.stage1_reconstruct.config import Stage1Config
 
-WHATS = ("prompts", "batching", "llm", "head", "text", "packing", "epochs", "default")  # what runs differ in
+WHATS = ("prompts", "batching", "llm", "head", "text", "packing", "epochs", "default", "budget")  # what runs differ in
 NOT_A_SETTING = {"seed"}  # what a `--what default` run may set
 
 
@@ -65,7 +70,8 @@ def record(dataset: str, what: str, label: str, folder: Path) -> dict:
         "model": f"tslrec-stage1-{s2['llm']}",
         "variant": f"{what}-{label}",
         "seed": cfg.get("stage1", cfg).get("seed"),
-        "device": f"cpu, {s1['timing'].get('torch_threads')} threads",
+        "device": f"cpu, {s1['timing'].get('cpu_capability', 'CPU not recorded')}, "
+        f"{s1['timing'].get('torch_threads')} threads",
         "metrics": {
             "mse": m["mse"],
             "mse_mean_embedding": m["mse_mean_embedding"],
@@ -78,6 +84,7 @@ def record(dataset: str, what: str, label: str, folder: Path) -> dict:
         },
         "timings": {
             "stage1_train_seconds": round(s1["timing"]["train_seconds"], 1),
+            "stage1_wall_seconds": round(s1["timing"]["wall_seconds"], 1),  # the whole stage, baselines included
             "stage1_train_tokens": s1["timing"]["train_tokens"],
             "steps": s1["steps"],
             "stage2_seconds": s2["extraction"]["seconds"],
