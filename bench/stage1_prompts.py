@@ -24,6 +24,7 @@ stage-1 and LLM setting at its default but the seed (stage1-default-<dataset>.js
 frontier of held-out MSE against the whole stage's minutes (stage1-budget-<dataset>.json), e.g. on the main job's
 stage-0 table, one run at a time on an otherwise idle machine:
     tslrec stage1 --train-dir runs/ml-100k/stage0 --out runs/s1-budget-lr3e-3/stage1 --lr 3e-3 --seed 42
+    tslrec stage2 --stage1-dir runs/s1-budget-lr3e-3/stage1 --out runs/s1-budget-lr3e-3/stage2
     python -m bench.stage1_prompts --what budget --dataset ml-100k --runs lr3e-3=runs/s1-budget-lr3e-3
 Every record gives stage 1's training speed as a fraction of the matmul peak of the precision the run used, on
 its thread count, measured when the record is made (so make it on the machine the runs used, while it is idle):
