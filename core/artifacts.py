@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import hashlib
 import json
 import os
@@ -32,13 +33,37 @@ def _usual_mode(folder: bool) -> int:
     return (0o777 if folder else 0o666) & ~umask
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _temporary_prefix(target: Path) -> str:
+    """`.<name>.<pid>.`: the temporary files and folders of `target` carry their writer's pid. Those of a writer
+    that is gone (killed inside the block) are removed here, before another is made; a live writer's are kept."""
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        pid = stale.name[len(target.name) + 2 :].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+    return f".{target.name}.{os.getpid()}."
+
+
 @contextlib.contextmanager
 def atomic_folder(folder: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder next to `folder`; it replaces `folder` (and whatever an older, perhaps
     half-written run left there) only if the block succeeds, so a folder that exists is complete."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(folder), dir=folder.parent))
     try:
         yield tmp
         os.chmod(tmp, _usual_mode(folder=True))  # mkdtemp makes it private; the result is shared like any folder
@@ -55,7 +80,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
