@@ -5,7 +5,9 @@
     python -m bench.backbones --dataset ml-1m --kcore 5 --max-len 200 --hidden 128 --epochs 1 --name speed-ml-1m
 Every flag of `tslrec train` is accepted (--hidden, --windows, --bf16, --eval-bf16, ...). Each backbone x seed
 trains through `tslrec train` into <out>/<backbone>-s<seed> (default out: runs/bench-<name>), so a killed
-benchmark resumes where it stopped and a finished run is reused; its record is written as soon as it finishes.
+benchmark resumes where it stopped and a finished run is reused; its record is written as soon as it finishes, and
+a restart keeps the record of a run it already holds as written (the timings and commit of the process that trained
+it).
 Writes bench/results/<name>.json (default backbones-<dataset>): one record per backbone x seed, with test
 metrics (history not masked, and masked as a labelled secondary protocol), seconds per epoch, validation
 seconds, wall time, and the fraction of this machine's matmul peak that training reached.
@@ -21,7 +23,7 @@ from pathlib import Path
 import torch
 
 from bench.peak import peak_on_threads
-from bench.records import add
+from bench.records import add, load
 from tslrec.backbones.training import evaluate_split
 from tslrec.core.artifacts import resolve_device
 from tslrec.core.settings import add_arguments, from_namespace
@@ -36,6 +38,13 @@ def train_flops_per_target(job: TrainJob, num_items: int) -> float:
     H, L, layers = job.model.hidden, job.data.max_len, job.model.num_layers
     per_layer = 2 * 12 * H * H + 2 * 2 * L * H  # QKV, output and FFN projections; scores and weighted sum
     return 3 * (layers * per_layer + 2 * H * num_items)
+
+
+def recorded(name: str, rec: dict) -> bool:
+    """Whether record `name` already holds this finished run (a restarted benchmark that reused it): its record
+    stays as written, with the timings and the commit of the process that trained it."""
+    same = ("dataset", "model", "variant", "seed", "settings", "wall_seconds")
+    return any(all(r.get(k) == rec.get(k) for k in same) for r in load(name))
 
 
 def main() -> None:
@@ -66,6 +75,8 @@ def main() -> None:
             )
             outcome = train_backbone(job)
             rec = {**outcome.record, "variant": args.label}
+            if recorded(name, rec):
+                continue
             model = rebuild_model(outcome.out, rec, ds).to(device)
             masked = evaluate_split(model, splits.test, replace(job.eval, mask_history=True), device)
             rec["metrics_history_masked"] = {k: round(v, 6) for k, v in masked.metrics.items()}

@@ -13,10 +13,12 @@ import json
 import re
 import statistics
 from collections.abc import Iterable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 from bench import records
 from bench.stage1_prompts import WHATS
+from tslrec.backbones.training import TrainConfig
 from tslrec.evaluation.significance import MIN_SEEDS, SEED_TEST, USER_TEST, SeedTest, mean_std, welch_seed_test
 from tslrec.pipelines.ablation_report import METRICS, p_text, seed_test_text, table
 
@@ -47,6 +49,8 @@ WITHDRAWN = {
     "fusion-variants-ml-100k": "the gate-matched rows were withdrawn: the backbone's initialisation redrew "
     "gate-matched's projection, so they trained plain gate over a standardised table (fixed since; not re-run)",
 }
+# input-item-bias records that trained only the bias rows: the grid whose `base` cells are their reference rows
+BIAS_REFERENCE = {"input-item-bias-beauty": "ablation-beauty"}
 METRIC_ORDER = (*METRICS, "Recall@10", "Recall@20", "NDCG@20", "mse", "mse_global_mean", "mse_untuned_llm")
 
 
@@ -442,11 +446,36 @@ def dry_run_table(name: str, runs: list[dict]) -> str:
     )
 
 
-def backbone_ablation_table(name: str, reference: str) -> str:
+def _grid_reference(runs: list[dict], grid: str, reference: str) -> list[dict]:
+    """The `reference` cells of the fusion grid `grid` for the backbones of `runs`, as bench/backbones.py records:
+    the reference rows of an ablation whose changed setting is its one difference from those cells. A setting a
+    cell leaves out (it was recorded before the setting existed) reads as its default; any other difference in the
+    data, model, training or evaluation settings raises, so no row is compared with cells trained otherwise."""
+    defaults = {"data": {}, "model": {}, "train": asdict(TrainConfig()), "eval": {}}
+    cells = []
+    for cell in load(grid):
+        mine = [r for r in runs if r["model"] == cell["model"]]
+        if cell["variant"] != reference or not mine:
+            continue
+        for section, default in defaults.items():
+            ours, theirs = mine[0]["config"][section], cell["config"][section]
+            changed = {k for k in {*ours, *theirs} if theirs.get(k, default.get(k)) != ours.get(k, default.get(k))}
+            if changed - {"input_item_bias", "seed"}:
+                raise ValueError(
+                    f"{grid}: {cell['model']} {reference} cells differ from {mine[0]['variant']} in {changed}"
+                )
+        cells.append({**cell, "seconds_per_epoch": cell["timings"]["seconds_per_epoch"]})
+    return cells
+
+
+def backbone_ablation_table(name: str, reference: str, reference_grid: str | None = None) -> str:
     """A `bench/backbones.py --label` ablation: one row per variant, mean ± std over seeds in both protocols, and
-    the Welch test over seeds against the `reference` variant."""
+    the Welch test over seeds against the `reference` variant. reference_grid: a fusion grid whose `reference`
+    cells are the reference rows (an ablation run beside a campaign, which trained them once)."""
     if not (runs := load(name)):
         return ""
+    if reference_grid:
+        runs = _grid_reference(runs, reference_grid, reference) + runs
     groups = by_model_variant(runs)
     order = list(dict.fromkeys(r["model"] for r in runs))
     rows = []
@@ -473,7 +502,13 @@ def backbone_ablation_table(name: str, reference: str) -> str:
         f"Protocol: {runs[0].get('protocol', 'full ranking')}; masked = the user's whole history removed from the "
         f"candidates. Devices: {devices(runs)}. Seconds per epoch come "
         "from whatever else ran on the machine at the time; encoder positions (padding included) per training "
-        "target measure what a batching costs (– = recorded before they were counted).",
+        "target measure what a batching costs (– = recorded before they were counted)."
+        + (
+            f" The `{reference}` rows are the `{reference}` cells of `{reference_grid}.json`, trained with the same "
+            "data, model, training and evaluation settings but the one changed."
+            if reference_grid
+            else ""
+        ),
         *commands_and_commits(runs),
     )
 
@@ -1112,7 +1147,7 @@ def main() -> None:
         *[backbone_ablation_table(n, reference="batching-length") for n in record_names("batching-")],
         *[backbone_ablation_table(n, reference="weight-batch") for n in record_names("weighting-")],
         *[backbone_ablation_table(n, reference="windows-fixed") for n in record_names("windows-")],
-        *[backbone_ablation_table(n, reference="base") for n in record_names("input-item-bias-")],
+        *[backbone_ablation_table(n, "base", BIAS_REFERENCE.get(n)) for n in record_names("input-item-bias-")],
         *[unmasked_gap_table(n) for n in record_names("unmasked-gap-")],
         *[stage1_variants_table(n) for prefix in STAGE1_VARIANTS for n in record_names(prefix)],
         *[stage1_profile_table(n) for n in record_names(PROFILE)],

@@ -65,3 +65,43 @@ def test_a_record_without_a_field_is_refused_when_written_and_when_read(tmp_path
 def test_every_committed_record_has_the_record_fields():
     names = [p.stem for p in records.RESULTS.glob("*.json")]
     assert names and all(records.load(name) for name in names)
+
+
+def test_a_restarted_backbone_benchmark_keeps_the_record_of_a_run_it_already_holds(tmp_path, monkeypatch):
+    """bench/backbones.py reuses a finished run; its record keeps the commit and timings of the process that trained
+    it instead of the restarted process's (which measured nothing of that training)."""
+    from bench import backbones
+
+    monkeypatch.setattr(records, "RESULTS", tmp_path / "results")
+    data = tmp_path / "toy.txt"
+    data.write_text("".join(f"{u} " + " ".join(str((u + t) % 9 + 1) for t in range(6)) + "\n" for u in range(1, 30)))
+    argv = ["backbones", "--dataset", str(data), "--kcore", "0", "--max-len", "8", "--hidden", "8", "--epochs", "1"]
+    argv += ["--backbones", "gru4rec", "--name", "toy", "--out", str(tmp_path / "runs"), "--no-progress"]
+    for commit in ("aaaaaaa", "bbbbbbb"):
+        monkeypatch.setattr(records, "COMMIT_AT_START", commit)
+        monkeypatch.setattr("sys.argv", argv)
+        backbones.main()
+    [record] = records.load("toy")
+    assert record["commit"] == "aaaaaaa"
+
+
+def test_an_ablation_takes_its_reference_rows_only_from_grid_cells_trained_the_same_way(tmp_path, monkeypatch):
+    """The input-item bias on Beauty trains only the bias rows; its base rows are the campaign's base cells, which
+    must differ from it in nothing but the bias (a setting the cells predate reads as its default)."""
+    from bench import report
+
+    monkeypatch.setattr(records, "RESULTS", tmp_path)
+    config = {
+        "data": {"max_len": 50},
+        "model": {"input_item_bias": True},
+        "train": {"lr": 1e-3, "lr_schedule": "constant"},
+        "eval": {},
+    }
+    run = {**RECORD, "model": "sasrec", "variant": "input-item-bias", "config": config}
+    cell = {**run, "variant": "base", "timings": {"seconds_per_epoch": 60.0}}
+    cell["config"] = {**config, "model": {"input_item_bias": False}, "train": {"lr": 1e-3}, "eval": {}}
+    records.add("grid", cell)
+    assert [r["variant"] for r in report._grid_reference([run], "grid", "base")] == ["base"]
+    records.add("grid", {**cell, "config": {**cell["config"], "train": {"lr": 5e-3}}})
+    with pytest.raises(ValueError, match="differ from input-item-bias in {'lr'}"):
+        report._grid_reference([run], "grid", "base")
