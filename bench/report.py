@@ -1080,8 +1080,11 @@ def stage1_variants_table(name: str) -> str:
     rows = []
     for r in runs:
         m, t = r["metrics"], r["timings"]
+        label = r["variant"].removeprefix(what + "-")
+        if what == "budget":  # a frontier's rows differ in any settings: name them
+            label += " (" + ", ".join(f"{k.partition('.')[2]} {v}" for k, v in r["settings_changed"].items()) + ")"
         rows.append(
-            f"{r['variant'].removeprefix(what + '-')} | {r['model'].removeprefix('tslrec-stage1-')} | {r['seed']} | "
+            f"{label} | {r['model'].removeprefix('tslrec-stage1-')} | {r['seed']} | "
             f"{fmt(m['mse'], 6)} | {fmt(m['mse_mean_embedding'], 6)} | {fmt(m['mse_ratio_to_mean_embedding'], 3)} | "
             f"{fmt(m.get('mse_untuned_llm'), 6)} | {fmt(m['C1'], 3)} | {fmt(m['chance_top1'], 3)} | "
             f"{t.get('steps', '–')} | {t['stage1_train_seconds']} / {t.get('stage1_wall_seconds', '–')} "

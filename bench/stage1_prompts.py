@@ -56,6 +56,13 @@ def changed_from_defaults(cfg: dict) -> list[str]:
     return changed + [f"llm.{k}" for k, v in asdict(LLMConfig()).items() if cfg["llm"].get(k) != v]
 
 
+def _setting(cfg: dict, name: str) -> object:
+    """The value of `name` ("stage1.lr", "llm.dtype") in a run's config.json (a left-out field: its `before`)."""
+    section, _, key = name.partition(".")
+    recorded = {**as_recorded_before(Stage1Config()), **cfg["stage1"]} if section == "stage1" else cfg[section]
+    return recorded.get(key)
+
+
 def record(dataset: str, what: str, label: str, folder: Path) -> dict:
     s1 = read_json(folder / "stage1" / "metrics.json", "stage-1 metrics")
     cfg = read_json(folder / "stage1" / "config.json", "stage-1 config")
@@ -94,7 +101,9 @@ def record(dataset: str, what: str, label: str, folder: Path) -> dict:
         "config": cfg,
         "prompt_tokens": s1.get("prompt_tokens"),  # with item text: title tokens per item and what the cap cut
         "versions": s1.get("versions", {}),
+        "commit": s1.get("versions", {}).get("tslrec_commit"),  # the code that trained the run, not this recorder's
         "runs": str(folder),
+        "settings_changed": {k: _setting(cfg, k) for k in changed_from_defaults(cfg)},  # against today's defaults
         "untuned_llm_variant": m.get("untuned_llm_variant"),
         "note": "MSE on held-out users' last max_items items (the history prompt) for both; C1 on one-item prompts",
     }

@@ -105,3 +105,25 @@ def test_an_ablation_takes_its_reference_rows_only_from_grid_cells_trained_the_s
     records.add("grid", {**cell, "config": {**cell["config"], "train": {"lr": 5e-3}}})
     with pytest.raises(ValueError, match="differ from input-item-bias in {'lr'}"):
         report._grid_reference([run], "grid", "base")
+
+
+def test_a_stage1_frontier_record_names_the_code_that_trained_it_and_what_it_changed(tmp_path, monkeypatch):
+    """bench/stage1_prompts.py records finished runs later, from another commit: the record names the commit in the
+    run's metrics.json, and (runs of a frontier differ in any settings) every setting off its default."""
+    from bench import stage1_prompts
+    from tslrec.core.artifacts import write_json
+
+    monkeypatch.setattr(stage1_prompts, "stage1_training_speed", lambda s1, cfg: {})
+    (tmp_path / "stage1").mkdir()
+    (tmp_path / "stage2").mkdir()
+    mse = {"mse": 2.0, "mse_mean_embedding": 1.0, "mse_ratio_to_mean_embedding": 2.0, "mse_global_mean": 3.0}
+    timing = {"train_seconds": 60.0, "wall_seconds": 70.0, "train_tokens": 100, "torch_threads": 2}
+    metrics = {"metrics": mse, "timing": timing, "steps": 5, "versions": {"tslrec_commit": "abc1234"}}
+    write_json(tmp_path / "stage1" / "metrics.json", metrics)
+    write_json(tmp_path / "stage1" / "config.json", {"stage1": {"lr": 2e-3, "seed": 42}, "llm": {}})
+    agreement = {"C1": 0.3, "C2": 0.2, "chance_top1": 0.03}
+    source = {"llm": "smollm2", "category_agreement": agreement, "extraction": {"seconds": 1.0}}
+    write_json(tmp_path / "stage2" / "manifest.json", {"source": source})
+    rec = stage1_prompts.record("ml-100k", "budget", "lr2e-3", tmp_path)
+    assert rec["commit"] == "abc1234" and rec["settings_changed"]["stage1.lr"] == 2e-3
+    assert "stage1.seed" not in rec["settings_changed"]
