@@ -286,7 +286,7 @@ def _settings_against_references(runs: list[dict]) -> list[str]:
 
 
 def convergence_table(name: str) -> str:
-    """Each backbone at the default training settings against a candidate schedule, side by side: epochs to the best
+    """Each backbone at the default training settings against candidate schedules, side by side: epochs to the best
     validation epoch and run, wall time, and validation and test NDCG@10 across seeds (test in both protocols)."""
     runs = load(name)
     rows = []
@@ -306,7 +306,7 @@ def convergence_table(name: str) -> str:
             )
     return section(
         f"**Convergence on {runs[0]['dataset']} (`bench/results/{name}.json`): the default training settings against "
-        "a candidate schedule, each backbone, the same seeds.** The default is `tslrec train`'s: `--lr 1e-3` "
+        "candidate schedules, each backbone, the same seeds.** The default is `tslrec train`'s: `--lr 1e-3` "
         "every epoch, patience 10, at most 200 epochs.",
         "backbone | variant | seeds | best epoch (mean) | epochs run (mean) | wall min (mean) | validation NDCG@10 | "
         "against default (validation) | test NDCG@10 | test NDCG@10, history masked",
