@@ -576,6 +576,45 @@ def generic_table(name: str) -> str:
     return "\n".join([f"**{name}**", "", *table(" | ".join([*columns, *metrics, *timings]), rows), *commands(runs)])
 
 
+def old_device(timings: dict) -> str:
+    """What a record made before records named the CPU's capability (its device: "cpu") says of the rest."""
+    threads = timings.get("torch_threads")
+    return ", CPU kind not recorded" + (f", {threads} thread{'s' if threads > 1 else ''}" if threads else "")
+
+
+def stage2_cost_table(name: str = "stage2-prefix-cache") -> str:
+    """Stage 2's seconds per 1,000 items with each item's whole prompt and with the prefix's cache, measured in one
+    process, and each pass's FLOP/s against the matmul peak of its precision (– where not recorded)."""
+    if not (runs := load(name)):
+        return ""
+    rows = []
+    for r in runs:
+        t = r["timings"]
+        precision = t.get("precision") or ("bf16" if t.get("bf16_autocast") else "float32")
+        peak = t.get(f"matmul_peak_gflops_{precision}")
+        shares = [
+            f"{t[f'gflops_{p}']} ({t[f'fraction_of_matmul_peak_{p}']:.0%} of {peak})" if peak else "–"
+            for p in ("full_prompt", "cached_prefix")
+        ]
+        rows.append(
+            f"{r['dataset']} | {r['device']}{'' if 'cpu_capability' in t else old_device(t)}, {precision} | "
+            f"{t['items']} | {t['seconds_per_1000_items_full_prompt']} | "
+            f"{t['seconds_per_1000_items_cached_prefix']} | {t['speedup']}× | {shares[0]} | {shares[1]} | "
+            f"{r['max_abs_diff']['embeddings']:.0e} | {r['commit']}"
+        )
+    return section(
+        "**Stage 2's cost: every item alone through the tuned LLM, with its whole prompt or continuing from the "
+        "prompt prefix's key/value cache (the default), both passes in one process on the same items.** FLOP/s: 2 x "
+        "the LLM body's parameters per position an item passes through, against the matmul peak of the precision "
+        "used, measured in the same process on its threads.",
+        "dataset | device, precision | items | s / 1,000 items, whole prompt | s / 1,000 items, cached prefix "
+        "| speed-up | GFLOP/s whole prompt (share of peak) | GFLOP/s cached prefix (share of peak) "
+        "| largest embedding difference | commit",
+        rows,
+        *commands(runs),
+    )
+
+
 def lite_latency_table() -> str:
     """Paper Tables 4 and 5: ms per batch of 32 users and input length per user, Lite vs generative baselines."""
     if not (runs := load("lite-latency")):
@@ -1156,6 +1195,7 @@ def main() -> None:
         *[stage1_profile_table(n) for n in record_names(PROFILE)],
         stage1_table(),
         sft_table(),
+        stage2_cost_table(),
         lite_latency_table(),
         lite_ml1m_table(),
         *[lite_table(n) for n in record_names("lite-") if n not in (*LITE_ML1M, "lite-latency")],

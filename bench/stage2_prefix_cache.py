@@ -4,19 +4,22 @@
 
 Both passes run in this one process on the same items, alternating, so their ratio is measured
 under the same load. Writes bench/results/stage2-prefix-cache.json: seconds per 1,000 items with
-and without the cache, their ratio, and how far the two outputs differ.
+and without the cache, their ratio, how far the two outputs differ, and each pass's FLOP/s against
+the matmul peak of the precision it used, measured in this process on its threads.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
 
+from bench.peak import body_parameters, peak_on_threads
 from bench.records import add
 from tslrec.core.artifacts import package_versions, resolve_device
-from tslrec.core.precision import PRECISIONS, precision_record, resolve_precision
+from tslrec.core.precision import PRECISIONS, cpu_capability, precision_record, resolve_precision
 from tslrec.pipelines.run_folders import load_train_folder, read_stage1_folder
 from tslrec.stage1_reconstruct.model import ReconstructionModel
 from tslrec.stage1_reconstruct.model_io import load_reconstruction_model
@@ -60,12 +63,21 @@ def main() -> None:
     cached, full = outputs[True], outputs[False]
     per_1000 = {c: 1000 * min(v) / len(items) for c, v in seconds.items()}
     prompt = model.encoder.prompt
+    positions = {False: prompt.num_text_tokens + 1, True: int(prompt.suffix_ids.numel()) + 1}  # LLM positions an item
+    threads = torch.get_num_threads()
+    # forward only: 2 x (the LLM body's parameters) FLOPs per position an item passes through (attention over the
+    # prefix not counted), against the peak of the precision used, measured now on these threads
+    body = body_parameters(json.dumps(stage1.config["llm"], sort_keys=True))
+    gflops = {c: 2 * body * positions[c] * 1000 / per_1000[c] / 1e9 for c in per_1000}
+    peak = peak_on_threads(precision, threads) if device.type == "cpu" else None
     record = {
         "dataset": train.dataset.name,
         "model": "tslrec-stage2",
         "variant": "prefix-cache-" + ("fp32" if precision == "float32" else precision),
         "seed": None,
-        "device": str(device),
+        "device": f"{device}, {cpu_capability()}, {threads} thread{'s' if threads > 1 else ''}"
+        if device.type == "cpu"
+        else str(device),
         "metrics": {},
         "timings": {
             "seconds_per_1000_items_full_prompt": round(per_1000[False], 2),
@@ -74,13 +86,22 @@ def main() -> None:
             "items": len(items),
             "batch_size": args.batch_size,
             **precision_record(device, precision),
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": threads,
             "all_seconds": {"full_prompt": seconds[False], "cached_prefix": seconds[True]},
+            "llm_body_parameters": body,
+            "gflops_full_prompt": round(gflops[False], 1),
+            "gflops_cached_prefix": round(gflops[True], 1),
+            **(
+                {
+                    f"matmul_peak_gflops_{precision}": round(peak, 1),
+                    "fraction_of_matmul_peak_full_prompt": round(gflops[False] / peak, 3),
+                    "fraction_of_matmul_peak_cached_prefix": round(gflops[True] / peak, 3),
+                }
+                if peak
+                else {}
+            ),
         },
-        "positions_per_item": {
-            "full_prompt": prompt.num_text_tokens + 1,
-            "cached_prefix": int(prompt.suffix_ids.numel()) + 1,
-        },
+        "positions_per_item": {"full_prompt": positions[False], "cached_prefix": positions[True]},
         "max_abs_diff": {
             "embeddings": float((cached[0] - full[0]).abs().max()),
             "category_probs": float((cached[1] - full[1]).abs().max()),
@@ -96,7 +117,9 @@ def main() -> None:
     print(
         f"{len(items)} items: full prompt {t['seconds_per_1000_items_full_prompt']} s / 1,000, cached prefix "
         f"{t['seconds_per_1000_items_cached_prefix']} s / 1,000 ({t['speedup']}x); max |diff| "
-        f"{record['max_abs_diff']['embeddings']:.2e}, same top category {record['same_top_category']:.3f}"
+        f"{record['max_abs_diff']['embeddings']:.2e}, same top category {record['same_top_category']:.3f}; "
+        f"{t['gflops_full_prompt']} and {t['gflops_cached_prefix']} GFLOP/s"
+        + (f" of a {t[f'matmul_peak_gflops_{precision}']} GFLOP/s {precision} peak" if peak else "")
     )
 
 

@@ -358,8 +358,9 @@ class ReconstructionModel(nn.Module):
                 if state is not None:
                     h = self.encoder.forward_after_prefix(x, state, ids)  # [b, H]
                     p = self.group_probs(h)  # [b, K]
-                else:
-                    h, p = self(x, torch.ones(x.shape[0], 1, dtype=torch.long, device=device), ids)
+                else:  # every item's whole prompt: `forward` would share the prefix within the batch
+                    h = self.encoder.full_forward(x, torch.ones(x.shape[0], 1, dtype=torch.long, device=device), ids)
+                    p = self.group_probs(h)  # [b, K]
                 embs[rows] = h.float().cpu()
                 probs[rows] = p.float().cpu()
         return embs, probs

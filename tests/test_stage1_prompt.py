@@ -95,16 +95,18 @@ def test_encode_items_equals_one_item_users(tiny_llm_cfg):
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])
-def test_cached_prefix_gives_the_same_items_as_the_full_prompt(tiny_llm_cfg, pooling):
+def test_cached_prefix_gives_the_same_items_as_the_full_prompt_and_off_runs_every_whole_prompt(tiny_llm_cfg, pooling):
     model, tok = adapted_reconstruction_model(tiny_llm_cfg, pooling)
     items = torch.randn(7, 5)
+    prefix_len = model.encoder.prompt.prefix_ids.numel()
+    suffix_len = model.encoder.prompt.suffix_ids.numel()
+    model.encoder.llm_tokens = 0
     full_emb, full_probs = model.encode_items(items, batch_size=3, progress=False, cache_prefix=False)
+    assert model.encoder.llm_tokens == 7 * (prefix_len + 1 + suffix_len)  # without the cache: every whole prompt
     model.encoder.llm_tokens = 0
     emb, probs = model.encode_items(items, batch_size=3, progress=False)
     torch.testing.assert_close(emb, full_emb, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(probs, full_probs, atol=1e-6, rtol=1e-4)
-    prefix_len = model.encoder.prompt.prefix_ids.numel()
-    suffix_len = model.encoder.prompt.suffix_ids.numel()
     assert prefix_len > 1 and model.encoder.llm_tokens == prefix_len + 7 * (1 + suffix_len)  # the prefix ran once
     assert not torch.allclose(emb[0], emb[1])  # and the items still differ
 
