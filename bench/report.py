@@ -50,7 +50,13 @@ WITHDRAWN = {
     "gate-matched's projection, so they trained plain gate over a standardised table (fixed since; not re-run)",
 }
 # input-item-bias records that trained only the bias rows: the grid whose `base` cells are their reference rows
-BIAS_REFERENCE = {"input-item-bias-beauty": "ablation-beauty"}
+# An ablation run beside a campaign trains only its changed rows; its reference rows are the campaign grid's `base`
+# cells, which may differ from them only in the settings named here (and the seed).
+SCHEDULE = ("lr", "lr_schedule", "warmup_epochs", "lr_cycle")
+GRID_REFERENCE = {
+    "input-item-bias-beauty": ("ablation-beauty", ("input_item_bias",)),
+    "convergence-beauty": ("ablation-beauty", SCHEDULE),
+}
 METRIC_ORDER = (*METRICS, "Recall@10", "Recall@20", "NDCG@20", "mse", "mse_global_mean", "mse_untuned_llm")
 
 
@@ -289,6 +295,9 @@ def convergence_table(name: str) -> str:
     """Each backbone at the default training settings against candidate schedules, side by side: epochs to the best
     validation epoch and run, wall time, and validation and test NDCG@10 across seeds (test in both protocols)."""
     runs = load(name)
+    if name in GRID_REFERENCE:  # the default rows are the campaign's base cells
+        grid, varied = GRID_REFERENCE[name]
+        runs = _grid_reference(runs, grid, "base", varied, label="default") + runs
     rows = []
     for backbone in sorted({r["model"] for r in runs}):
         mine = [r for r in runs if r["model"] == backbone]
@@ -312,6 +321,15 @@ def convergence_table(name: str) -> str:
         "against default (validation) | test NDCG@10 | test NDCG@10, history masked",
         rows,
         "",
+        *(
+            [
+                f"The `default` rows are the `base` cells of `{GRID_REFERENCE[name][0]}.json`, trained with the same "
+                "data, model, training and evaluation settings but the schedule.",
+                "",
+            ]
+            if name in GRID_REFERENCE
+            else []
+        ),
         "A variant's name gives its settings: `cosine-lr5e-3-w2-c15` is `--lr 5e-3 --lr-schedule cosine "
         "--warmup-epochs 2 --lr-cycle 15`. Wall minutes are one thread each on a shared CPU: compare within a row's "
         "backbone only. A candidate becomes the default only where its validation NDCG@10 is not worse across seeds.",
@@ -446,11 +464,14 @@ def dry_run_table(name: str, runs: list[dict]) -> str:
     )
 
 
-def _grid_reference(runs: list[dict], grid: str, reference: str) -> list[dict]:
-    """The `reference` cells of the fusion grid `grid` for the backbones of `runs`, as bench/backbones.py records:
-    the reference rows of an ablation whose changed setting is its one difference from those cells. A setting a
-    cell leaves out (it was recorded before the setting existed) reads as its default; any other difference in the
-    data, model, training or evaluation settings raises, so no row is compared with cells trained otherwise."""
+def _grid_reference(
+    runs: list[dict], grid: str, reference: str, varied: tuple[str, ...], label: str | None = None
+) -> list[dict]:
+    """The `reference` cells of the fusion grid `grid` for the backbones of `runs`, as bench/backbones.py records
+    (variant `label`, default `reference`): the reference rows of an ablation whose `varied` settings are its only
+    difference from those cells. A setting a cell leaves out (it was recorded before the setting existed) reads as
+    its default; any other difference in the data, model, training or evaluation settings raises, so no row is
+    compared with cells trained otherwise."""
     defaults = {"data": {}, "model": {}, "train": asdict(TrainConfig()), "eval": {}}
     cells = []
     for cell in load(grid):
@@ -460,22 +481,27 @@ def _grid_reference(runs: list[dict], grid: str, reference: str) -> list[dict]:
         for section, default in defaults.items():
             ours, theirs = mine[0]["config"][section], cell["config"][section]
             changed = {k for k in {*ours, *theirs} if theirs.get(k, default.get(k)) != ours.get(k, default.get(k))}
-            if changed - {"input_item_bias", "seed"}:
+            if changed - {*varied, "seed"}:
                 raise ValueError(
                     f"{grid}: {cell['model']} {reference} cells differ from {mine[0]['variant']} in {changed}"
                 )
-        cells.append({**cell, "seconds_per_epoch": cell["timings"]["seconds_per_epoch"]})
+        t = cell["timings"]
+        cells.append({**cell, "variant": label or reference, "seconds_per_epoch": t["seconds_per_epoch"], **_wall(t)})
     return cells
 
 
-def backbone_ablation_table(name: str, reference: str, reference_grid: str | None = None) -> str:
+def _wall(timings: dict) -> dict:
+    return {"wall_seconds": timings["wall_seconds"]} if "wall_seconds" in timings else {}
+
+
+def backbone_ablation_table(name: str, reference: str) -> str:
     """A `bench/backbones.py --label` ablation: one row per variant, mean ± std over seeds in both protocols, and
-    the Welch test over seeds against the `reference` variant. reference_grid: a fusion grid whose `reference`
-    cells are the reference rows (an ablation run beside a campaign, which trained them once)."""
+    the Welch test over seeds against the `reference` variant (taken from a campaign's grid for GRID_REFERENCE)."""
     if not (runs := load(name)):
         return ""
-    if reference_grid:
-        runs = _grid_reference(runs, reference_grid, reference) + runs
+    if name in GRID_REFERENCE:
+        grid, varied = GRID_REFERENCE[name]
+        runs = _grid_reference(runs, grid, reference, varied) + runs
     groups = by_model_variant(runs)
     order = list(dict.fromkeys(r["model"] for r in runs))
     rows = []
@@ -504,9 +530,9 @@ def backbone_ablation_table(name: str, reference: str, reference_grid: str | Non
         "from whatever else ran on the machine at the time; encoder positions (padding included) per training "
         "target measure what a batching costs (– = recorded before they were counted)."
         + (
-            f" The `{reference}` rows are the `{reference}` cells of `{reference_grid}.json`, trained with the same "
-            "data, model, training and evaluation settings but the one changed."
-            if reference_grid
+            f" The `{reference}` rows are the `{reference}` cells of `{GRID_REFERENCE[name][0]}.json`, trained with "
+            "the same data, model, training and evaluation settings but the one changed."
+            if name in GRID_REFERENCE
             else ""
         ),
         *commands_and_commits(runs),
@@ -1189,7 +1215,7 @@ def main() -> None:
         *[backbone_ablation_table(n, reference="batching-length") for n in record_names("batching-")],
         *[backbone_ablation_table(n, reference="weight-batch") for n in record_names("weighting-")],
         *[backbone_ablation_table(n, reference="windows-fixed") for n in record_names("windows-")],
-        *[backbone_ablation_table(n, "base", BIAS_REFERENCE.get(n)) for n in record_names("input-item-bias-")],
+        *[backbone_ablation_table(n, "base") for n in record_names("input-item-bias-")],
         *[unmasked_gap_table(n) for n in record_names("unmasked-gap-")],
         *[stage1_variants_table(n) for prefix in STAGE1_VARIANTS for n in record_names(prefix)],
         *[stage1_profile_table(n) for n in record_names(PROFILE)],

@@ -101,10 +101,37 @@ def test_an_ablation_takes_its_reference_rows_only_from_grid_cells_trained_the_s
     cell = {**run, "variant": "base", "timings": {"seconds_per_epoch": 60.0}}
     cell["config"] = {**config, "model": {"input_item_bias": False}, "train": {"lr": 1e-3}, "eval": {}}
     records.add("grid", cell)
-    assert [r["variant"] for r in report._grid_reference([run], "grid", "base")] == ["base"]
+    bias = ("input_item_bias",)
+    assert [r["variant"] for r in report._grid_reference([run], "grid", "base", bias)] == ["base"]
     records.add("grid", {**cell, "config": {**cell["config"], "train": {"lr": 5e-3}}})
     with pytest.raises(ValueError, match="differ from input-item-bias in {'lr'}"):
-        report._grid_reference([run], "grid", "base")
+        report._grid_reference([run], "grid", "base", bias)
+    # a schedule candidate may differ from the base cells in its schedule, and they become its `default` rows
+    candidate = {**run, "variant": "cosine", "config": {**cell["config"], "train": {"lr": 5e-3, "lr_cycle": 20}}}
+    rows = report._grid_reference([candidate], "grid", "base", report.SCHEDULE, label="default")
+    assert [r["variant"] for r in rows] == ["default"]
+
+
+def test_a_convergence_screen_beside_a_campaign_reads_its_default_rows_from_the_base_cells(tmp_path, monkeypatch):
+    """convergence-beauty trains only the candidate schedules; its `default` rows, and the test against them, are
+    the campaign's base cells (ablation-beauty), for every seed."""
+    from bench import report
+
+    monkeypatch.setattr(records, "RESULTS", tmp_path)
+    config = {"data": {"max_len": 50}, "model": {}, "train": {"lr": 1e-3}, "eval": {}}
+    common = {"device": "cpu", "cpu_capability": "AVX2", "precision": "float32", "epochs": 40, "best_epoch": 30}
+    for seed, ndcg in ((42, 0.040), (43, 0.041), (44, 0.042)):
+        m = {"NDCG@10": ndcg}
+        cell = {**RECORD, **common, "model": "sasrec", "variant": "base", "seed": seed, "config": config}
+        cell |= {"metrics": m, "valid_metrics": m, "timings": {"seconds_per_epoch": 60.0, "wall_seconds": 2400.0}}
+        records.add("ablation-beauty", cell)
+        fast = {"lr": 5e-3, "lr_schedule": "cosine", "warmup_epochs": 2, "lr_cycle": 20}
+        run = {**cell, "variant": "cosine-lr5e-3-w2-c20", "config": {**config, "train": fast}, "epochs": 20}
+        records.add("convergence-beauty", {**run, "wall_seconds": 1200.0, "timings": {}})
+    table = report.convergence_table("convergence-beauty")
+    assert "| sasrec | default | 3 | 30.0 | 40.0 | 40.0 | 0.0410 ± 0.0010 | – |" in table
+    assert "| sasrec | cosine-lr5e-3-w2-c20 | 3 | 30.0 | 20.0 | 20.0 | 0.0410 ± 0.0010 |" in table
+    assert "The `default` rows are the `base` cells of `ablation-beauty.json`" in table
 
 
 def test_a_stage1_frontier_record_names_the_code_that_trained_it_and_what_it_changed(tmp_path, monkeypatch):
