@@ -5,7 +5,8 @@ A checkpoint carries the settings it was written under; a run started again with
 settings stops with an InputError that names the first changed one instead of resuming
 (and so mixing two configurations). The one setting that may change is a larger
 `TrainConfig.epochs`: nothing in an epoch depends on the budget, so a longer run continues
-the same trajectory. On CPU a fixed seed gives the same numbers run after run for a fixed
+the same trajectory; except under a cosine schedule without `lr_cycle`, which spans `epochs`,
+so there the budget is fixed. On CPU a fixed seed gives the same numbers run after run for a fixed
 thread count; a different `torch.get_num_threads()` can change the last bits of parallel
 reductions (and so, eventually, of the result).
 """
@@ -40,7 +41,7 @@ from tslrec.data.splits import (
     epoch_batches,
     target_weights,
 )
-from tslrec.evaluation.ranking import EvalConfig, EvalResult, evaluate, is_metric_name
+from tslrec.evaluation.ranking import METRIC_HINT, EvalConfig, EvalResult, evaluate, is_metric_name
 
 from .base import BackboneConfig, SequentialRecommender, settings_read_by
 
@@ -102,7 +103,9 @@ class TrainConfig:
     loss: Literal["ce", "bce"] = field(
         default="ce", metadata={"help": "'ce' (softmax over all items) or 'bce' (one sampled negative per position)"}
     )
-    patience: int = field(default=10, metadata={"help": "epochs without a better validation NDCG@10 before stopping"})
+    patience: int = field(
+        default=10, metadata={"help": "epochs without a better validation --select-metric before stopping"}
+    )
     select_metric: str = field(default="NDCG@10", metadata={"help": "validation metric for early stopping"})
     min_delta: float = field(default=0.0, metadata={"help": "smallest validation gain that counts as better"})
     grad_clip: float = field(default=5.0, metadata={"help": "max gradient norm (0 = off)"})
@@ -118,7 +121,7 @@ class TrainConfig:
         require(self.warmup_epochs >= 0, self, "warmup_epochs", "must be 0 or more")
         require(self.lr_cycle is None or self.lr_cycle > self.warmup_epochs, self, "lr_cycle", "must exceed warm-up")
         require(self.grad_clip >= 0, self, "grad_clip", "must be 0 (off) or positive")
-        require(is_metric_name(self.select_metric), self, "select_metric", "use HR@K, Recall@K, NDCG@K or MRR@K")
+        require(is_metric_name(self.select_metric), self, "select_metric", METRIC_HINT)
 
 
 def planned_epochs(cfg: TrainConfig) -> int:
@@ -173,6 +176,12 @@ def evaluate_split(model: SequentialRecommender, split: EvalSplit, cfg: EvalConf
 GROWABLE = "TrainConfig.epochs"  # may grow on resume (see the module docstring)
 
 
+def growable(cfg: TrainConfig) -> tuple[str, ...]:
+    """The budget settings a resume may raise: none where the schedule's shape depends on `epochs` (a cosine without
+    `lr_cycle`: a larger budget would move every later epoch's rate, so the resumed run would follow neither)."""
+    return () if cfg.lr_schedule == "cosine" and cfg.lr_cycle is None else (GROWABLE,)
+
+
 def run_settings(
     model: SequentialRecommender, cfg: TrainConfig, eval_cfg: EvalConfig, extra: dict | None
 ) -> RunSettings:
@@ -183,7 +192,7 @@ def run_settings(
         values["BackboneConfig"] = settings_read_by(asdict(model.cfg), [type(model).__name__])
     values.update(TrainConfig=asdict(cfg), EvalConfig=asdict(eval_cfg), **(extra or {}))
     configs = {"TrainConfig": TrainConfig(), "EvalConfig": EvalConfig(), "BackboneConfig": BackboneConfig()}
-    return RunSettings(plain(values), configs, growable=(GROWABLE,), read=_as_read_by_its_model)
+    return RunSettings(plain(values), configs, growable=growable(cfg), read=_as_read_by_its_model)
 
 
 def _as_read_by_its_model(saved: dict) -> dict:

@@ -26,11 +26,12 @@ from tslrec.core.settings import check_choices, require
 from tslrec.data.splits import EvalSplit
 
 KS = (5, 10, 20)
-METRIC_NAME = re.compile(r"(HR|Recall|NDCG|MRR)@[1-9][0-9]*")
+METRIC_NAME = re.compile(r"(HR|Recall|NDCG|MRR)@(" + "|".join(map(str, KS)) + ")")  # the cut-offs `evaluate` reports
+METRIC_HINT = f"use HR@K, Recall@K, NDCG@K or MRR@K with K one of {', '.join(map(str, KS))}"
 
 
 def is_metric_name(name: str) -> bool:
-    """True for the names `evaluate` reports: HR@K, Recall@K, NDCG@K, MRR@K."""
+    """True for the names `evaluate` reports: HR@K, Recall@K, NDCG@K, MRR@K for K in KS."""
     return METRIC_NAME.fullmatch(name) is not None
 
 
@@ -61,6 +62,12 @@ class EvalConfig:
         check_choices(self)
         require(self.batch_size >= 1, self, "batch_size", "need at least 1")
         require(self.sampled_negatives >= 0, self, "sampled_negatives", "0 (full ranking) or a positive count")
+        require(
+            not (self.mask_history and self.sampled_negatives),
+            self,
+            "mask_history",
+            "applies to full ranking only (sampled negatives are never the user's items already); drop one of the two",
+        )
         require(all(k >= 1 for k in self.ks), self, "ks", "cut-offs must be at least 1")
 
     def metric_key(self, name: str) -> str:
@@ -69,8 +76,9 @@ class EvalConfig:
 
     @property
     def protocol(self) -> str:
-        base = "full-ranking" if self.sampled_negatives == 0 else f"sampled-{self.sampled_negatives}-negatives"
-        return base + (", history masked" if self.mask_history else ", history not masked")
+        if self.sampled_negatives:
+            return f"sampled-{self.sampled_negatives}-negatives, none of them the user's items"
+        return "full-ranking" + (", history masked" if self.mask_history else ", history not masked")
 
 
 def ranks_full(scores: torch.Tensor, targets: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:

@@ -25,7 +25,7 @@ from tslrec.core.run_settings import RunSettings
 from tslrec.core.run_state import RunState
 from tslrec.core.settings import check_choices, require
 from tslrec.data.splits import EvalSplit, LeaveOneOutSplits
-from tslrec.evaluation.ranking import EvalConfig, EvalResult, evaluate, is_metric_name
+from tslrec.evaluation.ranking import METRIC_HINT, EvalConfig, EvalResult, evaluate, is_metric_name
 
 from .model import LiteLLM4Rec
 from .segments import TrainRows, all_prefix_rows, collate, sampling_rows
@@ -86,7 +86,7 @@ class LiteTrainConfig:
         require(self.head_lr > 0, self, "head_lr", "must be positive")
         require(self.eval_every is None or self.eval_every >= 1, self, "eval_every", "need at least 1")
         require(self.patience >= 1, self, "patience", "need at least 1")
-        require(is_metric_name(self.select_metric), self, "select_metric", "use HR@K, Recall@K, NDCG@K or MRR@K")
+        require(is_metric_name(self.select_metric), self, "select_metric", METRIC_HINT)
 
 
 GROWABLE = ("LiteTrainConfig.epochs", "LiteTrainConfig.max_steps")  # a larger budget continues a run
@@ -172,6 +172,11 @@ def train_lite(
     the same ones resumes from it, with others it raises InputError naming the first changed one. A larger
     `epochs` or `max_steps` continues the run. force: discard an existing checkpoint and start over.
     """
+    if cfg.strategy == "sampling" and cfg.segment_len - 1 > max_len:  # collate keeps the last max_len inputs
+        raise InputError(
+            f"LiteTrainConfig.segment_len={cfg.segment_len}: its {cfg.segment_len - 1} inputs exceed "
+            f"DataConfig.max_len={max_len}, which would cut them; raise max_len or lower segment_len"
+        )
     cfg, eval_cfg = resolved(cfg, device), resolved(eval_cfg or EvalConfig(batch_size=64), device)
     model.to(device)
     model.train()

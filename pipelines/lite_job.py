@@ -161,7 +161,7 @@ def run_lite(job: LiteJob) -> LiteOutcome:
         ds, job.train, config, result, vector_info, device, time.perf_counter() - start, model.rec.attention
     )
     record["dataset_source"] = str(Path(job.dataset).resolve()) if Path(job.dataset).exists() else job.dataset
-    if not job.eval.mask_history:  # the paper's protocol too (candidates I \ I_u), labelled, from the same model
+    if not (job.eval.mask_history or job.eval.sampled_negatives):  # the paper's protocol too (candidates I \ I_u)
         masked = evaluate_lite(model, splits.test, replace(job.eval, mask_history=True), device)
         record["metrics_history_masked"] = {k: round(v, 6) for k, v in masked.metrics.items()}
         record["protocol_history_masked"] = masked.protocol

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from tslrec.backbones.base import BackboneConfig, settings_read_by
-from tslrec.backbones.item_embedding import FUSIONS
+from tslrec.backbones.item_embedding import FUSIONS, fusion_class
 from tslrec.backbones.registry import BACKBONES, build_backbone
 from tslrec.backbones.training import TrainConfig, TrainResult, run_settings, train
 from tslrec.core.artifacts import (
@@ -21,6 +21,7 @@ from tslrec.core.artifacts import (
     use_deterministic_kernels,
     write_json,
 )
+from tslrec.core.errors import InputError
 from tslrec.core.precision import precision_record, resolved
 from tslrec.core.run_settings import RunSettings
 from tslrec.core.settings import check_choices
@@ -144,8 +145,24 @@ def run_record(
 
 
 def side_information_of(job: TrainJob, ds: SequenceDataset) -> SideInformation:
-    """The item table and groups `job`'s fusion reads, loaded and checked against `ds`."""
+    """The item table and groups `job`'s fusion reads, loaded and checked against `ds`; a file given to a fusion
+    that reads none (a forgotten --fusion) is an InputError, not a silent ID-only run."""
     label, item_table = one_item_table(job.side.item_embeddings)
+    kind = fusion_class(job.fusion)
+    unread = [
+        name
+        for name, given, read in (
+            ("item_embeddings", item_table, kind.reads_llm_table or kind.reads_clusters),
+            ("clusters", job.side.clusters, kind.reads_clusters),
+        )
+        if given is not None and not read
+    ]
+    if unread:
+        raise InputError(
+            f"SideInfoConfig.{unread[0]}: fusion '{job.fusion}' reads no such file; pick the fusion that does "
+            f"(--fusion {' or '.join(n for n, c in FUSIONS.items() if c.reads_llm_table or c.reads_clusters)}) "
+            "or leave the file out"
+        )
     return load_side_information(job.fusion, ds, item_table, job.side.clusters, job.side.finetune_llm_table, label)
 
 

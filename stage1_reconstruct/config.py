@@ -10,6 +10,12 @@ from tslrec.core.precision import Precision, precision_field
 from tslrec.core.settings import check_choices, require, upgrade_recorded
 from tslrec.data.splits import Batching  # the backbones' batchings, the same two ways
 
+# transformers' schedulers that need nothing but the warm-up and total steps (the others need a metric, a minimum
+# rate or decay steps, and would stop at the first step)
+LRSchedule = Literal[
+    "cosine", "linear", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
+]
+
 DEFAULT_PREFIX = "Given the user's purchase history, predict the user's distribution among {k} purchase preferences."
 DEFAULT_SUFFIX = "Response:"
 KmeansAlgorithm = Literal["auto", "kmeans", "minibatch"]
@@ -148,9 +154,14 @@ class Stage1Config:
     batch_size: int = field(default=16, metadata={"help": "users per micro-batch"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     eval_batch_size: int = field(default=64, metadata={"help": "users per batch for validation / inference"})
-    lr_schedule: str = field(
+    lr_schedule: LRSchedule = field(
         default="cosine",
-        metadata={"help": "any transformers scheduler name: cosine | linear | constant_with_warmup ..."},
+        metadata={
+            "help": (
+                "transformers' scheduler over the training steps, after a linear warm-up of --warmup-ratio ("
+                "`constant` has none)"
+            )
+        },
     )
     warmup_ratio: float = field(default=0.05, metadata={"help": "fraction of total steps used for linear warm-up"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 = off)"})
@@ -216,15 +227,6 @@ class Stage1Config:
         )
         require(self.patience >= 1, self, "patience", "need at least 1")
         require(self.max_users is None or self.max_users >= 4, self, "max_users", "need at least 4")
-        if self.lr_schedule not in ("cosine", "linear", "constant", "constant_with_warmup"):  # else load transformers
-            from transformers import SchedulerType
-
-            require(
-                self.lr_schedule in {s.value for s in SchedulerType},
-                self,
-                "lr_schedule",
-                "not a transformers scheduler; use cosine, linear, constant_with_warmup or another SchedulerType name",
-            )
 
     def prefix(self) -> str:
         """Prefix text with K filled in."""

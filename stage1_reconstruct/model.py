@@ -59,6 +59,16 @@ class LLMSequenceEncoder(nn.Module):
         encoder.pack_tokens = cfg.pack_tokens
         return encoder
 
+    def why_not_packed(self) -> str | None:
+        """Why prompts cannot go packed after a shared prefix with this LLM and prompt (None: they can)."""
+        if not self.prompt.prefix_ids.numel():
+            return "the prompt has no prefix text to share"
+        if _checkpointing(self.llm):
+            return "activation checkpointing keeps no key/value cache, so every prompt runs whole and padded"
+        if not _sdpa(self.llm):
+            return "the LLM's attention is not sdpa, which packing's mask needs; prompts share the prefix, padded"
+        return None
+
     def use_item_text(self, titles: ItemTokens) -> None:
         """Show each item's title tokens right before its soft token (every forward then needs item ids)."""
         device = self.item_proj.weight.device

@@ -9,6 +9,7 @@ groups.safetensors, metrics.json and log.json; see docs/stage1.md):
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -46,6 +47,8 @@ def build_reconstruction_model(
     titles: every item's title tokens, shown in the prompt when cfg.item_text."""
     llm = with_lora(llm, cfg, llm_cfg)
     encoder = LLMSequenceEncoder.from_config(llm, tokenizer, item_dim, cfg)
+    if cfg.pack_tokens and (why := encoder.why_not_packed()):
+        print(f"note: Stage1Config.pack_tokens={cfg.pack_tokens} does not apply here: {why}", file=sys.stderr)
     if cfg.item_text:
         if titles is None:
             raise ValueError("Stage1Config.item_text: build_reconstruction_model needs the items' title tokens")

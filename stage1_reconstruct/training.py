@@ -699,7 +699,10 @@ class _Stage1Run:
             "train_seconds": s.train_seconds,
             "train_tokens": s.train_tokens,
             "train_llm_passes": s.train_passes,
-            "lr_schedule": f"{cfg.lr_schedule} with warm-up, restarted over these steps; fresh AdamW moments",
+            "lr_schedule": (
+                f"{cfg.lr_schedule}{'' if cfg.lr_schedule == 'constant' else ' with warm-up'}, restarted over these "
+                "steps; fresh AdamW moments"
+            ),
             "note": (
                 "after early stopping, training went on from the best weights over every user, held-out ones "
                 "included; the saved adapter and heads are its weights, the MSEs were measured before it"

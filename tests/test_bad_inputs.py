@@ -162,6 +162,12 @@ def case_config_bad_override(tmp):
     return ["run", "--config", str(_file(tmp, "o.yaml", "dataset: ml-100k\n")), "--set", "seed"], "--set seed"
 
 
+def case_select_metric_at_a_cut_off_never_computed(tmp):
+    """NDCG@50 passed the name check, then raised KeyError after the first epoch: only K = 5, 10, 20 are computed."""
+    argv = ["train", "--dataset", str(good_dataset(tmp)), "--out", str(tmp / "o"), "--select-metric", "NDCG@50"]
+    return argv, "K one of 5, 10, 20"
+
+
 def case_export_missing_manifest(tmp):
     (tmp / "emb").mkdir()
     return gate_train_argv(good_dataset(tmp), tmp / "emb", tmp / "o"), "manifest.json"
@@ -176,6 +182,14 @@ def _export(tmp: Path) -> tuple[Path, Path]:
     ds = load_dataset(str(data))
     folder = save_item_embeddings(tmp / "export", torch.randn(ds.num_items + 1, 8), ds.item_ids, ds.name, ds.hash)
     return folder, data
+
+
+def case_export_given_to_a_fusion_that_reads_none(tmp):
+    """Without --fusion the run was a plain ID run, written under the base folder name, with the table unread."""
+    folder, data = _export(tmp)
+    argv = gate_train_argv(data, folder, tmp / "o")
+    del argv[3:5]  # no --fusion gate: the default, base
+    return argv, "--item-embeddings: fusion 'base' reads no such file; pick the fusion that does"
 
 
 def case_export_truncated(tmp):

@@ -114,7 +114,7 @@ def test_a_lite_run_continued_from_its_checkpoint_ends_bit_identical(lite_llama_
     def run(max_steps: int, ckpt, **kw):
         model = build_lite_model(vecs, LiteConfig(lora_dropout=0.2), LLMConfig(name_or_path=str(lite_llama_dir)), 0)
         cfg = LiteTrainConfig(
-            epochs=3, max_steps=max_steps, batch_size=2, precision="float32", eval_every=2, seed=0, **kw
+            epochs=3, max_steps=max_steps, batch_size=2, precision="float32", eval_every=2, seed=0, segment_len=9, **kw
         )
         res = train_lite(model, [s[:-2] for s in seqs], splits, cfg, 8, CPU, checkpoint=ckpt, progress=False)
         return model, res

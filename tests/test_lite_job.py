@@ -39,7 +39,7 @@ def lite(*args: str) -> int:
     return main(["lite", *args, "--no-progress", "--precision", "float32"])
 
 
-FLOAT32 = LiteTrainConfig(precision="float32")
+FLOAT32 = LiteTrainConfig(precision="float32", segment_len=7)  # 6 inputs: within every max_len here
 
 
 def lite_job(dataset, out, /, item_llm=None, llm=None, max_len: int | None = None, **overrides) -> LiteJob:

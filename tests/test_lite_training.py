@@ -69,6 +69,7 @@ def test_training_reduces_loss_and_selects_on_validation(strategy, lite_llama_di
     sampling = strategy == "sampling"
     cfg = LiteTrainConfig(
         strategy=strategy,
+        segment_len=9,  # 8 inputs: max_len
         epochs=30 if sampling else 6,
         batch_size=24 if sampling else 8,
         lr=3e-3,
@@ -106,7 +107,9 @@ def test_resume_continues_from_the_checkpoint(lite_llama_dir, tmp_path):
         model = build_lite_model(
             vecs, LiteConfig(lora_dropout=0.0), LLMConfig(name_or_path=str(lite_llama_dir)), seed=0
         )
-        cfg = LiteTrainConfig(epochs=3, max_steps=max_steps, batch_size=2, precision="float32", eval_every=2, seed=0)
+        cfg = LiteTrainConfig(
+            epochs=3, max_steps=max_steps, batch_size=2, precision="float32", eval_every=2, seed=0, segment_len=9
+        )
         res = train_lite(
             model, [s[:-2] for s in seqs], splits, cfg, 8, torch.device("cpu"), checkpoint=ckpt, progress=False
         )
@@ -127,6 +130,15 @@ def test_bad_training_settings_are_input_errors():
         LiteTrainConfig(strategy="every")
     with pytest.raises(InputError, match="LiteTrainConfig.segment_len"):
         LiteTrainConfig(segment_len=1)
+
+
+def test_a_sampled_segment_longer_than_max_len_is_refused(lite_llama_dir):
+    """collate keeps a row's last max_len inputs, so --segment-len 51 trained on 20 inputs without a word."""
+    seqs = cyclic_train_sequences(n_items=12, n_users=4)
+    splits = LeaveOneOutSplits.from_sequences(seqs, 12, max_len=8)
+    model = build_lite_model(torch.randn(13, 8), LiteConfig(), LLMConfig(name_or_path=str(lite_llama_dir)), seed=0)
+    with pytest.raises(InputError, match="segment_len=10: its 9 inputs exceed DataConfig.max_len=8"):
+        train_lite(model, seqs, splits, LiteTrainConfig(segment_len=10), max_len=8, device=torch.device("cpu"))
 
 
 def test_evaluation_scores_in_float32_under_bf16(lite_llama_dir):

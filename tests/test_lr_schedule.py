@@ -68,3 +68,27 @@ def test_a_cosine_run_that_ends_with_its_cycle_is_not_at_the_epochs_cap(tmp_path
     assert record["epochs"] == record["best_epoch"] == 3  # the cycle ended the run at its best epoch
     assert record["best_at_cap"] is False  # the cap is --epochs (10), not the cycle
     assert "last one allowed" not in capsys.readouterr().out
+
+
+def test_a_cosine_run_spanning_its_epochs_refuses_a_larger_budget_on_resume(cyclic_sequences, tmp_path):
+    """Without --lr-cycle the cosine spans --epochs: resuming 3 of 4 epochs as 3 of 8 would jump the rate from near
+    0 back up, so the run is refused; with its own cycle (or a constant rate) a larger budget continues the run."""
+    splits = LeaveOneOutSplits.from_sequences(cyclic_sequences, 8, max_len=10)
+
+    def run(ckpt, **kw):
+        model = build_backbone("gru4rec", BackboneConfig(num_items=8, hidden=16, max_len=10, dropout=0.0))
+        return train(
+            model,
+            splits,
+            TrainConfig(batch_size=16, patience=99, **kw),
+            torch.device("cpu"),
+            checkpoint=ckpt,
+            progress=False,
+        )
+
+    cosine = {"lr": 5e-3, "lr_schedule": "cosine"}
+    run(tmp_path / "a.pt", epochs=3, **cosine)
+    with pytest.raises(InputError, match="epochs"):
+        run(tmp_path / "a.pt", epochs=8, **cosine)
+    run(tmp_path / "b.pt", epochs=3, lr_cycle=6, **cosine)
+    assert len(run(tmp_path / "b.pt", epochs=5, lr_cycle=6, **cosine).history) == 5

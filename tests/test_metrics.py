@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tslrec.core.errors import InputError
 from tslrec.data.splits import EvalSplit, LeaveOneOutSplits
 from tslrec.evaluation.ranking import EvalConfig, evaluate, metrics_from_ranks, ranks_full
 
@@ -72,7 +73,9 @@ def test_sampled_mode_is_labelled_and_never_samples_seen_items():
     )
     assert res.ranks.tolist() == [100]
     assert set(res.metrics) == {"sampled_HR@10", "sampled_Recall@10", "sampled_NDCG@10", "sampled_MRR@10"}
-    assert res.protocol.startswith("sampled-99")
+    assert res.protocol == "sampled-99-negatives, none of them the user's items"  # no history clause: moot here
+    with pytest.raises(InputError, match="mask_history"):  # it changed nothing, yet labelled the run "masked"
+        EvalConfig(sampled_negatives=99, mask_history=True)
     best = evaluate(
         score_fn, _split(hist, torch.tensor([3]), torch.tensor([1])), EvalConfig(sampled_negatives=99, ks=(10,))
     )

@@ -185,16 +185,15 @@ def killed_train_job(tmp_path, monkeypatch):
 def test_train_job_refuses_other_settings(killed_train_job, change, words):
     data, export, out = killed_train_job
     with pytest.raises(InputError, match=re.escape(words) + ".*--force.*--out") as e:
-        tslrec.train(toy_train_job(data, out, side=with_table(export), **change))
+        side = with_table(export) if "fusion" in change else SideInfoConfig()  # only a fusion that reads it
+        tslrec.train(toy_train_job(data, out, side=side, **change))
     assert "\n" not in str(e.value)  # one line
     assert (out / "checkpoint.pt").is_file()
 
 
 def test_train_command_refusal_is_one_line_naming_the_flag_with_exit_2(killed_train_job, capsys):
     data, export, out = killed_train_job
-    code = main(
-        ["train", "--dataset", str(data), "--out", str(out), "--item-embeddings", str(export), *TRAIN, "--lr", "0.01"]
-    )
+    code = main(["train", "--dataset", str(data), "--out", str(out), *TRAIN, "--lr", "0.01"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--lr 0.001, now 0.01" in err and "--force" in err and "--out" in err
     assert (out / "checkpoint.pt").is_file()

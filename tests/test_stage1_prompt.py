@@ -186,3 +186,21 @@ def test_packing_sends_fewer_rows_through_the_llm(tiny_llm_cfg):
             enc(x, mask)
     hook.remove()
     assert rows == [1, 4, 1, 1]  # (prefix, rows) padded, then (prefix, rows) packed
+
+
+def test_packing_asked_for_but_impossible_says_why(tiny_llm_cfg, capsys):
+    """With activation checkpointing no key/value cache is kept, so stage 1 runs every prompt whole and padded:
+    pack_tokens (on by default) then changes nothing, and training says so instead of silently losing its speed."""
+    from dataclasses import replace
+
+    from tslrec.llm.loading import load_llm
+    from tslrec.stage1_reconstruct.config import Stage1Config
+    from tslrec.stage1_reconstruct.model_io import build_reconstruction_model
+
+    for checkpointing in (False, True):
+        llm_cfg = replace(tiny_llm_cfg, gradient_checkpointing=checkpointing)
+        llm, tok = load_llm(llm_cfg)
+        model = build_reconstruction_model(llm, tok, 5, Stage1Config(k=4), llm_cfg)
+        err = capsys.readouterr().err
+        assert ("pack_tokens=512 does not apply here: activation checkpointing" in err) is checkpointing, err
+        assert (model.encoder.why_not_packed() is None) is not checkpointing

@@ -131,3 +131,22 @@ def test_rms_head_norm_reads_the_pooled_state_at_one_scale_and_reloads_with_it(t
     model.head_norm = "none"
     assert not torch.allclose(model.group_probs(3.0 * h), model.group_probs(h), atol=1e-6)
     assert Stage1Config.from_dict({}).head_norm == "none"  # a run recorded before the setting: the paper's head
+
+
+def test_every_stage1_schedule_offered_builds_and_the_others_are_refused_at_once():
+    """transformers schedulers that need a metric, a minimum rate or decay steps stopped at the first step, after
+    the LLM had loaded; the setting offers only those that run and refuses the others when the config is made."""
+    from typing import get_args
+
+    from transformers import get_scheduler
+
+    from tslrec.stage1_reconstruct.config import LRSchedule
+
+    for name in get_args(LRSchedule):
+        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        scheduler = get_scheduler(name, opt, num_warmup_steps=2, num_training_steps=10)
+        opt.step()
+        scheduler.step()
+    for name in ("reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay", "no-such"):
+        with pytest.raises(InputError, match="lr_schedule"):
+            Stage1Config(lr_schedule=name)
