@@ -41,6 +41,8 @@ LLM_GATES = ("gate:tuned", "gate")  # gate over the tuned LLM's table (plain `ga
 CONTROL_GATE = "gate:stage0"  # gate over the stage-0 item table inside a grid with sources
 # Grids kept in docs/results.md but left out of the summary, with the reason (the README says the same).
 SUPERSEDED = {
+    "ablation-ml-100k-bf16": "the main job's earlier record (stage 1 in bf16 on a CPU whose kind was not recorded); "
+    "ablation-ml-100k is the same job in float32 on an AVX2 CPU, the run the README describes",
     "ablation-ml-1m": "a fixed CPU budget (configs/ml-1m-cpu.yaml) trained before every interaction became a "
     "training target and before stage 1's windowed prompts; the config now trains differently",
 }
@@ -49,7 +51,6 @@ WITHDRAWN = {
     "fusion-variants-ml-100k": "the gate-matched rows were withdrawn: the backbone's initialisation redrew "
     "gate-matched's projection, so they trained plain gate over a standardised table (fixed since; not re-run)",
 }
-# input-item-bias records that trained only the bias rows: the grid whose `base` cells are their reference rows
 # An ablation run beside a campaign trains only its changed rows; its reference rows are the campaign grid's `base`
 # cells, which may differ from them only in the settings named here (and the seed).
 SCHEDULE = ("lr", "lr_schedule", "warmup_epochs", "lr_cycle")
@@ -1151,7 +1152,9 @@ def stage1_variants_table(name: str) -> str:
         rows.append(
             f"{label} | {r['model'].removeprefix('tslrec-stage1-')} | {r['seed']} | "
             f"{fmt(m['mse'], 6)} | {fmt(m['mse_mean_embedding'], 6)} | {fmt(m['mse_ratio_to_mean_embedding'], 3)} | "
-            f"{fmt(m.get('mse_untuned_llm'), 6)} | {fmt(m['C1'], 3)} | {fmt(m['chance_top1'], 3)} | "
+            f"{fmt(m.get('mse_untuned_llm'), 6)} | {fmt(m.get('mse_val'), 6)} | "
+            f"{fmt(m.get('mse_mean_embedding_val'), 6)} | "
+            f"{fmt(m['C1'], 3)} | {fmt(m['chance_top1'], 3)} | "
             f"{t.get('steps', '–')} | {t['stage1_train_seconds']} / {t.get('stage1_wall_seconds', '–')} "
             f"({r['device']}) | "
             f"{fmt(t['stage1_train_tokens'] / t['stage1_train_seconds'], 1)} | "
@@ -1164,10 +1167,12 @@ def stage1_variants_table(name: str) -> str:
     return section(
         f"**Stage-1 {STAGE1_VARIANT_TITLES[what].format(dataset=dataset)}.** Held-out MSE on the users' history "
         "prompts; C1 = share of items whose one-item stage-2 category is their k-means group (Fig. 4).",
-        f"{what} | LLM | seed | held-out MSE | no-LLM head | LLM / head | frozen LLM | C1 | chance "
+        f"{what} | LLM | seed | held-out MSE | no-LLM head | LLM / head | frozen LLM | validation MSE | no-LLM head, "
+        "validation | C1 | chance "
         "| steps | stage-1 training s / whole stage s | tokens / s | share of the matmul peak (its precision)",
         rows,
         "",
+        "Validation MSE: the validation users', on which a choice between runs rests (– = not recorded). "
         "Share of the peak: 4 x the LLM body's parameters in FLOPs per real prompt token, against the matmul peak of "
         "the precision in brackets on the run's threads, measured when the record was made (records made before "
         "that was recorded used the bf16 peak; – = recorded before any was).",

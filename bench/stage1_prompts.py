@@ -86,6 +86,8 @@ def record(dataset: str, what: str, label: str, folder: Path) -> dict:
             "mse_ratio_to_mean_embedding": m["mse_ratio_to_mean_embedding"],
             "mse_global_mean": m["mse_global_mean"],
             "mse_untuned_llm": m.get("mse_untuned_llm"),  # the frozen LLM (its variant in untuned_llm_variant)
+            "mse_val": m.get("mse_val"),  # the validation users': what a choice between runs may rest on
+            "mse_mean_embedding_val": m.get("mse_mean_embedding_val"),
             "C1": agree["C1"],
             "C2": agree["C2"],
             "chance_top1": agree["chance_top1"],
