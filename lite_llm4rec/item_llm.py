@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -170,6 +170,12 @@ def _source(cfg: ItemLLMConfig, fingerprint: str) -> dict:
         "dtype": cfg.dtype,
         "text_sha256": fingerprint,
     }
+
+
+def item_config_used(cfg: ItemLLMConfig, source: dict) -> ItemLLMConfig:
+    """`cfg` with the Item LLM fields of the vectors' `source` (an export's manifest source): vectors read from a
+    folder were made by the model it names, whatever the flags say, and that is what a run records."""
+    return replace(cfg, **_llm_fields({"source": source}))
 
 
 def _llm_fields(manifest: dict) -> dict:

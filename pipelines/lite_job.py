@@ -29,7 +29,7 @@ from tslrec.data import DataConfig, SequenceDataset, load_dataset
 from tslrec.data.splits import LeaveOneOutSplits
 from tslrec.evaluation.ranking import EvalConfig
 from tslrec.formats.item_table import save_item_embeddings
-from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_vectors_for_dataset
+from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_config_used, item_vectors_for_dataset
 from tslrec.lite_llm4rec.loading import rec_llm_kind
 from tslrec.lite_llm4rec.model import LiteConfig, build_lite_model
 from tslrec.lite_llm4rec.model_io import save_lite_model
@@ -116,6 +116,7 @@ def run_lite(job: LiteJob) -> LiteOutcome:
     job = resolved(job, device)  # `auto` precision as it is on this device: recorded, and a resume must match it
     use_deterministic_kernels(device, warn_only=True)  # float cumsum (prefix means) has no deterministic CUDA kernel
     vectors, vector_info = item_vectors_for_dataset(ds, job.item, job.item_vectors, device, job.runtime.progress)
+    job = replace(job, item=item_config_used(job.item, vector_info["source"]))  # read vectors: their own model
     out = Path(job.out or f"runs/{ds.name}-lite-{job.train.strategy}-s{job.train.seed}")
     out.mkdir(parents=True, exist_ok=True)
     config = {group: asdict(getattr(job, field_name)) for group, field_name in CONFIG_GROUPS.items()}

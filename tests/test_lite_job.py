@@ -96,6 +96,12 @@ def test_lite_job_trains_evaluates_exports(tmp_path, tiny_bert_dir, lite_llama_d
     assert record2["variant"] == "all" and not record2["item_vectors"]["computed"]
     assert record2["config"]["llm"]["num_layers"] == 1
     assert record2["train_targets_per_epoch"] == sum(len(s) - 3 for s in ds.sequences)
+    # vectors read from a folder were made by its model: the run records that one, not flags it never used
+    tiny = LLMConfig(name_or_path=str(lite_llama_dir), num_layers=1)
+    other = replace(again, out=str(tmp_path / "run3"), item_vectors=str(out / "item_vectors"), llm=tiny)
+    tslrec.lite(replace(other, item=ItemLLMConfig(name_or_path="minilm", max_tokens=5)))
+    item = read_json(tmp_path / "run3" / "metrics.json")["config"]["item_llm"]
+    assert (item["name_or_path"], item["max_tokens"]) == (str(tiny_bert_dir), 64)
 
 
 def test_dataset_without_item_text_is_refused_in_one_line(tmp_path):
