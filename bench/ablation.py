@@ -272,9 +272,10 @@ def record_grid(job: AblateJob, name: str | None, train: bool = True) -> None:
         }
         if (cell.backbone, cell.variant) in against:  # Welch over seeds against base, ci and gate:stage0
             rec["vs"] = against[(cell.backbone, cell.variant)]
-        rec["metrics_history_masked"] = history_masked_metrics(
-            cell_dir(grid_dir(out), cell), result.record, ds, splits, resolve_device(job.runtime.device)
-        )
+        if not job.eval.sampled_negatives:  # sampled negatives are never the user's items: nothing to mask
+            rec["metrics_history_masked"] = history_masked_metrics(
+                cell_dir(grid_dir(out), cell), result.record, ds, splits, resolve_device(job.runtime.device)
+            )
         add(name, kept_apart(name, rec))
     print(
         f"wrote bench/results/{name}.json ({len(finished)} of {len(outcome.cells)} cells finished"

@@ -78,8 +78,9 @@ def main() -> None:
             if recorded(name, rec):
                 continue
             model = rebuild_model(outcome.out, rec, ds).to(device)
-            masked = evaluate_split(model, splits.test, replace(job.eval, mask_history=True), device)
-            rec["metrics_history_masked"] = {k: round(v, 6) for k, v in masked.metrics.items()}
+            if not job.eval.sampled_negatives:  # sampled negatives are never the user's items: nothing to mask
+                masked = evaluate_split(model, splits.test, replace(job.eval, mask_history=True), device)
+                rec["metrics_history_masked"] = {k: round(v, 6) for k, v in masked.metrics.items()}
             t0 = time.perf_counter()
             evaluate_split(model, splits.valid, replace(job.eval, mask_history=False), device)
             history = rec.get("history") or []

@@ -150,6 +150,15 @@ def _optimizer(model: LiteLLM4Rec, cfg: LiteTrainConfig) -> torch.optim.Optimize
     return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
 
 
+def check_segment_len(cfg: LiteTrainConfig, max_len: int) -> None:
+    """A sampled segment's inputs must fit the model's window: `collate` keeps the last `max_len` of them."""
+    if cfg.strategy == "sampling" and cfg.segment_len - 1 > max_len:
+        raise InputError(
+            f"LiteTrainConfig.segment_len={cfg.segment_len}: its {cfg.segment_len - 1} inputs exceed "
+            f"DataConfig.max_len={max_len}, which would cut them; raise max_len or lower segment_len"
+        )
+
+
 def train_lite(
     model: LiteLLM4Rec,
     train_sequences: list[np.ndarray],
@@ -172,11 +181,7 @@ def train_lite(
     the same ones resumes from it, with others it raises InputError naming the first changed one. A larger
     `epochs` or `max_steps` continues the run. force: discard an existing checkpoint and start over.
     """
-    if cfg.strategy == "sampling" and cfg.segment_len - 1 > max_len:  # collate keeps the last max_len inputs
-        raise InputError(
-            f"LiteTrainConfig.segment_len={cfg.segment_len}: its {cfg.segment_len - 1} inputs exceed "
-            f"DataConfig.max_len={max_len}, which would cut them; raise max_len or lower segment_len"
-        )
+    check_segment_len(cfg, max_len)
     cfg, eval_cfg = resolved(cfg, device), resolved(eval_cfg or EvalConfig(batch_size=64), device)
     model.to(device)
     model.train()

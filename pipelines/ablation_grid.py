@@ -268,7 +268,8 @@ def discard_cells(out: Path) -> None:
 
 def cell_side(side: SideInfoConfig, fusion: str, source: str | None, unlabelled: bool = False) -> SideInfoConfig:
     """The side-information settings of one cell: the one item table it reads (labelled, so its variant names it;
-    bare for an older grid's unlabelled source), the `tuned` one for ci's groups, none for base."""
+    bare for an older grid's unlabelled source), the `tuned` one for ci's groups, none for base; the grid's
+    clusters for ci only."""
     sources, fusion_type = item_table_sources(side.item_embeddings), fusion_class(fusion)
     if source is not None:
         table = [sources[source] if unlabelled else f"{source}={sources[source]}"]
@@ -277,7 +278,10 @@ def cell_side(side: SideInfoConfig, fusion: str, source: str | None, unlabelled:
     else:
         table = None
     return replace(
-        side, item_embeddings=table, finetune_llm_table=side.finetune_llm_table and fusion_type.reads_llm_table
+        side,
+        item_embeddings=table,
+        clusters=side.clusters if fusion_type.reads_clusters else None,
+        finetune_llm_table=side.finetune_llm_table and fusion_type.reads_llm_table,
     )
 
 

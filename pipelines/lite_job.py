@@ -33,7 +33,13 @@ from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_config_used, item_v
 from tslrec.lite_llm4rec.loading import rec_llm_kind
 from tslrec.lite_llm4rec.model import LiteConfig, build_lite_model
 from tslrec.lite_llm4rec.model_io import save_lite_model
-from tslrec.lite_llm4rec.training import LiteTrainConfig, LiteTrainResult, evaluate_lite, train_lite
+from tslrec.lite_llm4rec.training import (
+    LiteTrainConfig,
+    LiteTrainResult,
+    check_segment_len,
+    evaluate_lite,
+    train_lite,
+)
 from tslrec.llm.loading import LLMConfig
 
 from .history import cap_warning, write_history
@@ -111,6 +117,7 @@ def run_lite(job: LiteJob) -> LiteOutcome:
     """Run the whole job; returns (the metrics.json record, output folder)."""
     start = time.perf_counter()
     rec_llm_kind(job.llm)  # a --llm that is neither a causal LM nor a text encoder stops here, before any work
+    check_segment_len(job.train, job.data.max_len)  # before the item vectors and the LLM load
     ds = load_dataset(job.dataset, job.data)
     device = job.runtime.start()
     job = resolved(job, device)  # `auto` precision as it is on this device: recorded, and a resume must match it

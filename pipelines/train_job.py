@@ -149,19 +149,18 @@ def side_information_of(job: TrainJob, ds: SequenceDataset) -> SideInformation:
     that reads none (a forgotten --fusion) is an InputError, not a silent ID-only run."""
     label, item_table = one_item_table(job.side.item_embeddings)
     kind = fusion_class(job.fusion)
-    unread = [
-        name
-        for name, given, read in (
-            ("item_embeddings", item_table, kind.reads_llm_table or kind.reads_clusters),
-            ("clusters", job.side.clusters, kind.reads_clusters),
-        )
-        if given is not None and not read
-    ]
-    if unread:
+    given = {"item_embeddings": item_table, "clusters": job.side.clusters}
+    read = {  # ci reads an item table only for the groups inside it, when no clusters are given
+        "item_embeddings": kind.reads_llm_table or (kind.reads_clusters and job.side.clusters is None),
+        "clusters": kind.reads_clusters,
+    }
+    for name in (n for n in given if given[n] is not None and not read[n]):
+        readers = [
+            f for f, c in FUSIONS.items() if c.reads_clusters or (name == "item_embeddings" and c.reads_llm_table)
+        ]
         raise InputError(
-            f"SideInfoConfig.{unread[0]}: fusion '{job.fusion}' reads no such file; pick the fusion that does "
-            f"(--fusion {' or '.join(n for n, c in FUSIONS.items() if c.reads_llm_table or c.reads_clusters)}) "
-            "or leave the file out"
+            f"SideInfoConfig.{name}: fusion '{job.fusion}' does not read it here; use it with --fusion "
+            f"{' or '.join(readers)}, or leave it out"
         )
     return load_side_information(job.fusion, ds, item_table, job.side.clusters, job.side.finetune_llm_table, label)
 

@@ -189,7 +189,7 @@ def case_export_given_to_a_fusion_that_reads_none(tmp):
     folder, data = _export(tmp)
     argv = gate_train_argv(data, folder, tmp / "o")
     del argv[3:5]  # no --fusion gate: the default, base
-    return argv, "--item-embeddings: fusion 'base' reads no such file; pick the fusion that does"
+    return argv, "--item-embeddings: fusion 'base' does not read it here; use it with --fusion"
 
 
 def case_export_truncated(tmp):

@@ -104,6 +104,15 @@ def test_lite_job_trains_evaluates_exports(tmp_path, tiny_bert_dir, lite_llama_d
     assert (item["name_or_path"], item["max_tokens"]) == (str(tiny_bert_dir), 64)
 
 
+def test_a_segment_longer_than_the_window_is_refused_before_any_work(tmp_path):
+    """The check runs before the item vectors are computed and the LLM loads (no item_vectors folder is written)."""
+    data = write_text_dataset(tmp_path / "data")
+    job = lite_job(data, tmp_path / "run", max_len=8, train=replace(FLOAT32, segment_len=21))
+    with pytest.raises(InputError, match="segment_len=21: its 20 inputs exceed DataConfig.max_len=8"):
+        tslrec.lite(job)
+    assert not (tmp_path / "run").exists()
+
+
 def test_dataset_without_item_text_is_refused_in_one_line(tmp_path):
     data = write_text_dataset(tmp_path / "data", with_text=False)
     with pytest.raises(InputError, match="no item text") as e:

@@ -86,6 +86,17 @@ def test_grid_writes_every_table_and_figure(grid_run):
     assert read_json(out / "agreement.json")["tuned"]["items"] == ds.num_items
 
 
+def test_a_grid_given_clusters_hands_them_to_ci_alone(tmp_path):
+    """`tslrec run` gives the grid --stage1-dir (its --clusters) for ci; base and gate cells must not be handed them,
+    since a single run refuses a file its fusion does not read."""
+    data, ds = write_toy_dataset(tmp_path / "data")
+    export = write_export(tmp_path / "export", ds)
+    job = grid_job(data, tmp_path / "grid", export, seeds=1)
+    tslrec.ablate(replace(job, side=replace(job.side, clusters=str(export))))
+    cells = sorted(p.name for p in (tmp_path / "grid" / "cells").iterdir() if (p / "metrics.json").is_file())
+    assert cells == ["gru4rec-base-s42", "gru4rec-ci-s42", "gru4rec-gate-tuned-s42"]
+
+
 def test_category_agreement_per_source_against_one_set_of_groups(tmp_path):
     """Fig. 4 for every export source, each against the same k-means groups (the `tuned` export's, which `ci`
     uses), not against groups of its own: an export that matches its own groups but not tuned's scores low."""
