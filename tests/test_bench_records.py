@@ -154,3 +154,22 @@ def test_a_stage1_frontier_record_names_the_code_that_trained_it_and_what_it_cha
     rec = stage1_prompts.record("ml-100k", "budget", "lr2e-3", tmp_path)
     assert rec["commit"] == "abc1234" and rec["settings_changed"]["stage1.lr"] == 2e-3
     assert "stage1.seed" not in rec["settings_changed"]
+
+
+def test_the_readme_keeps_an_older_grids_row_until_the_newer_grid_has_its_llm_gate(tmp_path, monkeypatch):
+    """A campaign's base cells finish hours before its gate cells: the older grid's row, which holds the answer,
+    stands until the newer grid has that backbone's gate over the LLM table."""
+    from bench import report
+
+    monkeypatch.setattr(records, "RESULTS", tmp_path)
+    for variant, ndcg in (("base", 0.03), ("gate", 0.04)):
+        records.add("ablation-x-h100", {**RECORD, "model": "caser", "variant": variant, "metrics": {"NDCG@10": ndcg}})
+    records.add("ablation-x", {**RECORD, "model": "caser", "variant": "base", "metrics": {"NDCG@10": 0.025}})
+    grids = ["ablation-x", "ablation-x-h100"]
+
+    def datasets() -> list[str]:
+        return [line.split(" | ")[0] for line in report.readme_table(grids).splitlines() if line.startswith("| x")]
+
+    assert datasets() == ["| x-h100"]  # the newer base-only row waits (it is in docs/results.md)
+    records.add("ablation-x", {**RECORD, "model": "caser", "variant": "gate:tuned", "metrics": {"NDCG@10": 0.035}})
+    assert datasets() == ["| x"]
