@@ -295,10 +295,7 @@ def _settings_against_references(runs: list[dict]) -> list[str]:
 def convergence_table(name: str) -> str:
     """Each backbone at the default training settings against candidate schedules, side by side: epochs to the best
     validation epoch and run, wall time, and validation and test NDCG@10 across seeds (test in both protocols)."""
-    runs = load(name)
-    if name in GRID_REFERENCE:  # the default rows are the campaign's base cells
-        grid, varied = GRID_REFERENCE[name]
-        runs = _grid_reference(runs, grid, "base", varied, label="default") + runs
+    runs = with_grid_reference(name, load(name), "base", label="default")  # a campaign's base cells as defaults
     rows = []
     for backbone in sorted({r["model"] for r in runs}):
         mine = [r for r in runs if r["model"] == backbone]
@@ -465,6 +462,15 @@ def dry_run_table(name: str, runs: list[dict]) -> str:
     )
 
 
+def with_grid_reference(name: str, runs: list[dict], reference: str, label: str | None = None) -> list[dict]:
+    """`runs` after the `reference` rows the campaign grid of GRID_REFERENCE[name] holds for them (as they are for
+    a record that trained its own reference rows)."""
+    if name not in GRID_REFERENCE:
+        return runs
+    grid, varied = GRID_REFERENCE[name]
+    return _grid_reference(runs, grid, reference, varied, label) + runs
+
+
 def _grid_reference(
     runs: list[dict], grid: str, reference: str, varied: tuple[str, ...], label: str | None = None
 ) -> list[dict]:
@@ -500,9 +506,7 @@ def backbone_ablation_table(name: str, reference: str) -> str:
     the Welch test over seeds against the `reference` variant (taken from a campaign's grid for GRID_REFERENCE)."""
     if not (runs := load(name)):
         return ""
-    if name in GRID_REFERENCE:
-        grid, varied = GRID_REFERENCE[name]
-        runs = _grid_reference(runs, grid, reference, varied) + runs
+    runs = with_grid_reference(name, runs, reference)
     groups = by_model_variant(runs)
     order = list(dict.fromkeys(r["model"] for r in runs))
     rows = []
