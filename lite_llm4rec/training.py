@@ -183,6 +183,7 @@ def train_lite(
     """
     check_segment_len(cfg, max_len)
     cfg, eval_cfg = resolved(cfg, device), resolved(eval_cfg or EvalConfig(batch_size=64), device)
+    score_key = eval_cfg.metric_key(cfg.select_metric)  # a cut-off this evaluation does not report fails here
     model.to(device)
     model.train()
     opt = _optimizer(model, cfg)
@@ -216,7 +217,7 @@ def train_lite(
                 f"{checkpoint or 'training'}: the model diverged by step {state.step} ({e}); "
                 "start over with a lower --lr"
             ) from None
-        score = result.metrics[eval_cfg.metric_key(cfg.select_metric)]
+        score = result.metrics[score_key]
         state.elapsed += time.perf_counter() - t0
         state.history.append(
             {

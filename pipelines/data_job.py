@@ -46,5 +46,10 @@ def describe_dataset(job: DescribeJob) -> None:
     print(f"items         {info['items']:,}")
     print(f"interactions  {info['interactions']:,}")
     print(f"mean length   {info['mean_sequence_length']}")
+    cut, users = info["users_with_test_input_over_max_len"], max(info["users"], 1)
+    print(
+        f"max_len       {info['max_len']}: {cut:,} users ({cut / users:.1%}) have a longer test input (its oldest "
+        "items are cut)"
+    )
     print(f"item text     {'yes' if info['has_item_text'] else 'no'}")
     print(f"hash          {info['hash'][:16]}")

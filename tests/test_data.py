@@ -97,6 +97,17 @@ def test_bad_files_give_one_line_errors(tmp_path, content, message):
     assert message in str(e.value) and "\n" not in str(e.value) and str(path) in str(e.value)
 
 
+def test_describe_counts_the_test_inputs_max_len_cuts(tmp_path, capsys):
+    """`data describe --max-len` was read and then only echoed back: it now counts the users whose test input (all
+    but the last item) is longer than the window."""
+    (tmp_path / "seq.txt").write_text("u1 5 6 7 8\nu2 6 7 8 9 5\nu3 5 6 7\n")  # test inputs: 3, 4, 2
+    assert main(["data", "describe", str(tmp_path / "seq.txt"), "--max-len", "3", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["max_len"], info["users_with_test_input_over_max_len"]) == (3, 1)
+    assert main(["data", "describe", str(tmp_path / "seq.txt"), "--max-len", "2"]) == 0
+    assert "2 users (66.7%) have a longer test input" in capsys.readouterr().out
+
+
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert main(["data", "describe", "no-such-dataset"]) == 2
     err = capsys.readouterr().err.strip()

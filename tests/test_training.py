@@ -109,3 +109,24 @@ def test_a_model_that_diverges_names_the_run_and_the_epoch(cyclic_sequences, tmp
             checkpoint=ckpt,
             progress=False,
         )
+
+
+def test_select_metric_follows_the_runs_own_cut_offs(cyclic_sequences):
+    """The cut-offs were checked against the default (5, 10, 20), not the run's EvalConfig.ks: NDCG@50 was refused
+    where ks held 50, and NDCG@5 with ks=(10,) passed the check and failed with KeyError after the first epoch."""
+    import pytest
+
+    from tslrec.core.errors import InputError
+    from tslrec.evaluation.ranking import EvalConfig
+
+    splits = LeaveOneOutSplits.from_sequences(cyclic_sequences, 8, max_len=10)
+
+    def run(select: str, ks: tuple[int, ...]):
+        model = build_backbone("gru4rec", BackboneConfig(num_items=8, hidden=8, max_len=10))
+        cfg = TrainConfig(epochs=1, select_metric=select)
+        return train(model, splits, cfg, torch.device("cpu"), eval_cfg=EvalConfig(ks=ks), progress=False)
+
+    assert "NDCG@50" in run("NDCG@50", (10, 50)).valid.metrics
+    with pytest.raises(InputError, match="K one of 10$") as err:
+        run("NDCG@5", (10,))
+    assert "epoch" not in str(err.value)
