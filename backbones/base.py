@@ -12,7 +12,7 @@ Sequences are right-padded with 0.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import nn
@@ -43,10 +43,13 @@ class BackboneConfig:
     gru_layers: int = field(
         default=1, metadata={"only": ("GRU4Rec",), "help": "GRU4Rec: stacked GRU layers (RecBole's default, 1)"}
     )
-    num_heads: int = field(default=2, metadata={"flag": "--heads", "help": "attention heads (SASRec)"})
+    num_heads: int = field(
+        default=2, metadata={"flag": "--heads", "only": ("SASRec",), "help": "SASRec: attention heads"}
+    )
     dropout: float = field(default=0.2, metadata={"help": "dropout on embeddings and inside blocks"})
     attn_dropout: float | None = field(
-        default=None, metadata={"help": "dropout on attention weights (SASRec); unset = the same as dropout"}
+        default=None,
+        metadata={"only": ("SASRec",), "help": "SASRec: dropout on attention weights; unset = the same as dropout"},
     )
     input_item_bias: bool = field(
         default=False,
@@ -92,6 +95,20 @@ def settings_read_by(config: dict, models: Iterable[str]) -> dict:
     only = {f.name: f.metadata["only"] for f in fields(BackboneConfig) if "only" in f.metadata}
     models = set(models)
     return {k: v for k, v in config.items() if k not in only or models & set(only[k])}
+
+
+def require_read_by(config: BackboneConfig, models: Iterable[str]) -> None:
+    """InputError for a setting away from its default that none of `models` (class names) reads: `--heads 4` on a
+    GRU4Rec run would otherwise train the run it names and record nothing of the flag."""
+    default, read = BackboneConfig(), settings_read_by(asdict(config), models)
+    for f in fields(BackboneConfig):
+        if f.name not in read and getattr(config, f.name) != getattr(default, f.name):
+            require(
+                False,
+                config,
+                f.name,
+                f"read by {' and '.join(f.metadata['only'])} only, which this run does not train; drop it",
+            )
 
 
 class SequentialRecommender(nn.Module):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from tslrec.backbones.base import require_read_by
 from tslrec.backbones.item_embedding import FUSIONS, llm_table_fusions
 from tslrec.backbones.registry import BACKBONES
 from tslrec.core.artifacts import atomic_path, write_json
@@ -126,6 +127,7 @@ class AblateJob(BackboneSettings):
         bad_f = [f for f in kinds if f not in FUSIONS]
         require(bool(self.backbones) and not bad_b, self, "backbones", f"use a comma list of {', '.join(BACKBONES)}")
         require(bool(self.fusions) and not bad_f, self, "fusions", f"use a comma list of {', '.join(FUSIONS)}")
+        require_read_by(self.model, [BACKBONES[b].__name__ for b in self.backbones])
         require(self.seeds >= 1, self, "seeds", "need at least 1")
         require(self.workers >= 1, self, "workers", "need at least 1")
         require(self.activity_groups >= 1, self, "activity_groups", "need at least 1")

@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -238,8 +238,8 @@ def check_settings(
         f = swapped[0]
         raise InputError(
             f"{path}: the {f} cells of this grid were trained on side-information files with other "
-            f"contents (sha256 {old_digests[f][:12]}, now {new_digests[f][:12]}); pass --force to start "
-            "the grid over, or use another --out"
+            f"contents (sha256 {old_digests[f][:12]}, now {new_digests[f][:12]}); pass --force (tslrec run: "
+            "--force ablation) to start the grid over, or use another --out"
         )
     added = {k: settings[k] for k in SIDE_OPTIONS if recorded.get(k) is None and settings.get(k) is not None}
     sources = {**old_sources, **new_sources}
@@ -255,13 +255,15 @@ def check_settings(
 def discard_cells(out: Path) -> None:
     """--force: delete the outputs and checkpoint of every cell in the grid folder (not only this run's cells),
     so no cell of an earlier run survives into this one."""
-    for folder in sorted(p for p in (out / "cells").glob("*") if p.is_dir()):
-        with cell_lock(folder) as mine:
-            if not mine:
+    folders = sorted(p for p in (out / "cells").glob("*") if p.is_dir())
+    with ExitStack() as locks:  # every lock first: a cell in training elsewhere stops the discard before it starts
+        for folder in folders:
+            if not locks.enter_context(cell_lock(folder)):
                 raise InputError(
                     f"{folder / LOCK_FILE}: cell {folder.name} is being trained by another process; "
                     "stop it, then run again with --force"
                 )
+        for folder in folders:
             for name in CELL_OUTPUTS:
                 (folder / name).unlink(missing_ok=True)
 

@@ -50,6 +50,7 @@ class Stage:
     takes_data_options: bool  # accepts the config's `data` section (kcore, min_rating, max_len)
     source: str | None = None  # the item-table label its output folder gives the ablation grid
     optional: bool = False  # runs only when the config names it under `stages`
+    checks_its_inputs: bool = False  # keeps the work whose inputs hash the same, so a re-run upstream keeps it
 
 
 STAGES: tuple[Stage, ...] = (
@@ -81,6 +82,7 @@ STAGES: tuple[Stage, ...] = (
             "out": "{out}/ablation",
         },
         True,
+        checks_its_inputs=True,  # every cell is tied to the content hash of the table it read (ablation_grid)
     ),
 )
 TOP_KEYS = {"dataset", "out", "seed", "data", "stages"}
@@ -247,19 +249,27 @@ def dataset_fingerprint(dataset: str) -> str:
     return hashlib.sha256("".join(sha256_file(p) for p in files).encode()).hexdigest()
 
 
+def setting_change(stage: Stage, expected: dict, done: dict) -> str | None:
+    """The first of the stage's own settings that differs from its finished run's manifest `done`, as 'key is now
+    X, was Y'; a setting added since the stage ran counts as what the stage did then (core.run_settings)."""
+    current = RunSettings({"job": binding(expected["job"])}, {"job": stage.command.defaults})
+    changes = current.changes({"job": binding(done.get("job") or {})})
+    if not changes:
+        return None
+    key, old, new = changes[0]
+    key = key.removeprefix("job.")
+    return f"{key} is now {new!r}, " + ("which the run predates" if old is MISSING else f"was {old!r}")
+
+
 def why_it_runs(stage: Stage, expected: dict, manifest_path: Path) -> str | None:
     """None when the stage's finished run is today's (its settings, the dataset and the stages before it); else what
     the stage does now and why."""
     if not manifest_path.is_file():
         return "continues where it was stopped" if manifest_path.parent.is_dir() else "runs: no earlier run"
     done = read_json(manifest_path, "stage manifest")
-    # a setting added since the stage ran counts as what the stage did then (core.run_settings)
-    current = RunSettings({"job": binding(expected["job"])}, {"job": stage.command.defaults})
-    changes = current.changes({"job": binding(done.get("job") or {})})
-    if changes:
-        key, old, new = changes[0]
-        key = key.removeprefix("job.")
-        return f"retrains: {key} is now {new!r}, " + ("which the run predates" if old is MISSING else f"was {old!r}")
+    changed = setting_change(stage, expected, done)
+    if changed:
+        return f"retrains: {changed}"
     if done.get("inputs") != expected["inputs"]:
         return "retrains: the dataset's files changed"
     if done.get("upstream") != expected["upstream"]:
@@ -338,6 +348,11 @@ def run_pipeline(pipeline: RunJob) -> PipelineOutcome:
         # A stage re-run on purpose (--force, a changed setting, a re-run upstream) starts over; a stage that
         # was killed before its manifest was written resumes from its own checkpoint.
         start_over = bool(forced) or manifest_path.is_file()
+        if stage.checks_its_inputs and pipeline.force != stage.name:
+            # a re-run upstream keeps the cells whose tables hash the same (the grid refuses, by name, cells of a
+            # table that changed); only a change of the grid's own settings starts it over
+            done = read_json(manifest_path, "stage manifest") if manifest_path.is_file() else None
+            start_over = done is not None and setting_change(stage, expected, done) is not None
         manifest_path.unlink(missing_ok=True)
         rerun = rerun or f"{stage.name} runs again"  # every later stage depends on this one
         print(f"[{stage.name}] {why}", flush=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.base import BackboneConfig, settings_read_by
+from tslrec.backbones.base import BackboneConfig, require_read_by, settings_read_by
 from tslrec.backbones.item_embedding import FUSIONS, fusion_class
 from tslrec.backbones.registry import BACKBONES, build_backbone
 from tslrec.backbones.training import TrainConfig, TrainResult, run_settings, train
@@ -76,6 +76,7 @@ class TrainJob(BackboneSettings):
 
     def __post_init__(self) -> None:
         check_choices(self)
+        require_read_by(self.model, [BACKBONES[self.backbone].__name__])
         self.runtime = training_runtime(self.runtime)
 
 

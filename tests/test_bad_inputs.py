@@ -168,6 +168,17 @@ def case_select_metric_at_a_cut_off_never_computed(tmp):
     return argv, "K one of 5, 10, 20"
 
 
+def case_backbone_setting_the_backbone_does_not_read(tmp):
+    """`--heads 4` on a GRU4Rec run trained GRU4Rec as if it were not given, and its record did not hold it."""
+    argv = ["train", "--dataset", str(good_dataset(tmp)), "--out", str(tmp / "o"), "--backbone", "gru4rec"]
+    return [*argv, "--heads", "4"], "--heads 4: read by SASRec only"
+
+
+def case_grid_setting_no_backbone_of_it_reads(tmp):
+    argv = ["ablate", "--dataset", str(good_dataset(tmp)), "--out", str(tmp / "o"), "--backbones", "gru4rec,sasrec"]
+    return [*argv, "--caser-window", "5"], "--caser-window 5: read by Caser only"
+
+
 def case_export_missing_manifest(tmp):
     (tmp / "emb").mkdir()
     return gate_train_argv(good_dataset(tmp), tmp / "emb", tmp / "o"), "manifest.json"

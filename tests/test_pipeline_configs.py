@@ -279,3 +279,31 @@ def test_a_dry_run_counts_each_stages_work_times_it_and_keeps_nothing(tmp_path, 
     total = out.splitlines()[-1]
     assert total.startswith("dry run: nothing was kept. Estimated on this machine (") and " min at the caps" in total
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rerun_upstream_keeps_the_grids_cells(tmp_path, monkeypatch):
+    """A stage that ran again before the grid made `tslrec run` start the grid over (--force): every finished cell,
+    base cells that read no table included, was deleted, though the grid ties each cell to the content hash of the
+    table it read and refuses a changed one. Only `--force ablation` or a change of the grid's own settings start
+    it over now."""
+    from tslrec.pipelines import run_job
+
+    forced = {}
+
+    def fake_run(job):
+        forced[type(job).__name__] = getattr(job, "force", None)
+
+    stages = tuple(replace(s, command=replace(s.command, run=fake_run, report=lambda r: None)) for s in STAGES)
+    monkeypatch.setattr(run_job, "STAGES", stages)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"dataset: ml-100k\nout: {tmp_path / 'out'}\n")
+    run_pipeline(RunJob(str(config)))
+    assert forced["AblateJob"] is False  # the first run: no cells yet
+    forced.clear()
+    run_pipeline(RunJob(str(config), force="stage2"))
+    assert list(forced) == ["Stage2Job", "AblateJob"] and forced["AblateJob"] is False
+    run_pipeline(RunJob(str(config), overrides=["stages.ablation.lr=0.002"]))
+    assert forced["AblateJob"] is True
+    forced.clear()
+    run_pipeline(RunJob(str(config), overrides=["stages.ablation.lr=0.002"], force="ablation"))
+    assert forced == {"AblateJob": True}

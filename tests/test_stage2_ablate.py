@@ -531,3 +531,34 @@ def test_a_rebuilt_grid_trains_only_the_cells_its_records_lack(grid_run, tmp_pat
     table = write_export(tmp_path / "another-export", ds, seed=7)
     rebuilt = replace(other, side=SideInfoConfig(item_embeddings=[str(table)]))
     assert not [c for c in recorded_cells(rebuilt, "grid") if "gate" in c]
+
+
+def test_force_discards_nothing_while_a_later_cell_is_in_training(tmp_path):
+    """--force deleted the outputs of each cell in turn and stopped at the first one another process was training:
+    on a Beauty campaign it wiped caser-base-s42 and -s43 before it met the lock of -s44."""
+    import subprocess
+    import sys
+
+    from tslrec.core.errors import InputError
+    from tslrec.pipelines.ablation_grid import LOCK_FILE, discard_cells
+
+    cells = tmp_path / "cells"
+    for name in ("caser-base-s42", "caser-base-s43", "caser-base-s44"):
+        (cells / name).mkdir(parents=True)
+        (cells / name / "metrics.json").write_text("{}")
+    holder = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"
+    )
+    lock = cells / "caser-base-s44" / LOCK_FILE
+    other = subprocess.Popen([sys.executable, "-c", holder, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        with pytest.raises(InputError, match="caser-base-s44 is being trained by another process"):
+            discard_cells(tmp_path)
+        assert len(list(cells.glob("*/metrics.json"))) == 3
+    finally:
+        other.kill()
+        other.wait()
+    discard_cells(tmp_path)
+    assert not list(cells.glob("*/metrics.json"))
