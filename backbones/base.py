@@ -11,8 +11,8 @@ Sequences are right-padded with 0.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -25,7 +25,8 @@ from .losses import full_softmax_ce, sampled_bce
 
 @dataclass
 class BackboneConfig:
-    """Hyper-parameters shared by the four backbones (each reads the ones it needs)."""
+    """Hyper-parameters of the backbones: the first five every backbone reads, the rest each backbone names in its
+    `reads` (a run records, and may be given, only what its backbones read)."""
 
     num_items: int = field(
         default=0, metadata={"cli": False, "help": "N; ids are 1..N and 0 is padding (set from the dataset)"}
@@ -33,23 +34,14 @@ class BackboneConfig:
     hidden: int = field(default=64, metadata={"help": "H: embedding and state size"})
     max_len: int = field(default=50, metadata={"cli": False, "help": "L: input window (set from DataConfig.max_len)"})
     num_layers: int = field(
-        default=2,
-        metadata={
-            "flag": "--layers",
-            "only": ("SASRec", "FMLPRec"),
-            "help": "SASRec, FMLP-Rec: transformer / filter blocks",
-        },
+        default=2, metadata={"flag": "--layers", "help": "SASRec, FMLP-Rec: transformer / filter blocks"}
     )
-    gru_layers: int = field(
-        default=1, metadata={"only": ("GRU4Rec",), "help": "GRU4Rec: stacked GRU layers (RecBole's default, 1)"}
-    )
-    num_heads: int = field(
-        default=2, metadata={"flag": "--heads", "only": ("SASRec",), "help": "SASRec: attention heads"}
-    )
+    gru_layers: int = field(default=1, metadata={"help": "GRU4Rec: stacked GRU layers (RecBole's default, 1)"})
+    num_heads: int = field(default=2, metadata={"flag": "--heads", "help": "SASRec: attention heads"})
     dropout: float = field(default=0.2, metadata={"help": "dropout on embeddings and inside blocks"})
     attn_dropout: float | None = field(
         default=None,
-        metadata={"only": ("SASRec",), "help": "SASRec: dropout on attention weights; unset = the same as dropout"},
+        metadata={"help": "SASRec: dropout on attention weights; unset = the same as dropout"},
     )
     input_item_bias: bool = field(
         default=False,
@@ -63,17 +55,14 @@ class BackboneConfig:
     caser_window: int = field(
         default=10,
         metadata={
-            "only": ("Caser",),
             "help": (
                 "Caser: items per convolution window (the paper's 5 comes with a user embedding; without one, 10 "
                 "carries the longer-term taste, and scored higher on ML-100K validation)"
             ),
         },
     )
-    caser_h_filters: int = field(
-        default=16, metadata={"only": ("Caser",), "help": "Caser: horizontal filters per height"}
-    )
-    caser_v_filters: int = field(default=4, metadata={"only": ("Caser",), "help": "Caser: vertical filters"})
+    caser_h_filters: int = field(default=16, metadata={"help": "Caser: horizontal filters per height"})
+    caser_v_filters: int = field(default=4, metadata={"help": "Caser: vertical filters"})
 
     def __post_init__(self) -> None:
         require(self.hidden >= 1, self, "hidden", "need at least 1")
@@ -89,30 +78,10 @@ class BackboneConfig:
         require(self.attn_dropout is None or 0.0 <= self.attn_dropout < 1.0, self, "attn_dropout", "must be in [0, 1)")
 
 
-def settings_read_by(config: dict, models: Iterable[str]) -> dict:
-    """A BackboneConfig as a dict without the fields that none of `models` (class names) reads (metadata "only"):
-    a Caser setting does not bind a SASRec run, so changing its default leaves finished SASRec runs valid."""
-    only = {f.name: f.metadata["only"] for f in fields(BackboneConfig) if "only" in f.metadata}
-    models = set(models)
-    return {k: v for k, v in config.items() if k not in only or models & set(only[k])}
-
-
-def require_read_by(config: BackboneConfig, models: Iterable[str]) -> None:
-    """InputError for a setting away from its default that none of `models` (class names) reads: `--heads 4` on a
-    GRU4Rec run would otherwise train the run it names and record nothing of the flag."""
-    default, read = BackboneConfig(), settings_read_by(asdict(config), models)
-    for f in fields(BackboneConfig):
-        if f.name not in read and getattr(config, f.name) != getattr(default, f.name):
-            require(
-                False,
-                config,
-                f.name,
-                f"read by {' and '.join(f.metadata['only'])} only, which this run does not train; drop it",
-            )
-
-
 class SequentialRecommender(nn.Module):
     """Base class: shared scoring, gathering and losses. Subclasses implement `encode`."""
+
+    reads: ClassVar[tuple[str, ...]] = ("num_items", "hidden", "max_len", "dropout", "input_item_bias")  # cfg fields
 
     def __init__(self, cfg: BackboneConfig, item_embedding: nn.Module):
         super().__init__()

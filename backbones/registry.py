@@ -1,25 +1,52 @@
-"""Backbones by name."""
+"""Backbones by name: `@register_backbone` classes, one per module of backbones/models/."""
 
 from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, fields
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 from tslrec.core.errors import InputError
+from tslrec.core.settings import require
 
 from .base import BackboneConfig, SequentialRecommender, init_weights
-from .caser import Caser
-from .fmlprec import FMLPRec
-from .gru4rec import GRU4Rec
 from .item_embedding import FusionConfig, build_item_embedding
-from .sasrec import SASRec
 
-BACKBONES: dict[str, type[SequentialRecommender]] = {
-    "sasrec": SASRec,
-    "gru4rec": GRU4Rec,
-    "caser": Caser,
-    "fmlprec": FMLPRec,
-}
+BACKBONES: dict[str, type[SequentialRecommender]] = {}  # name -> class, backbones/models/ in file order
+B = TypeVar("B", bound=type[SequentialRecommender])
+
+
+def register_backbone(name: str) -> Callable[[B], B]:
+    """Class decorator: `name` becomes a value of --backbone and --backbones."""
+
+    def add(cls: B) -> B:
+        BACKBONES[name] = cls
+        return cls
+
+    return add
+
+
+def settings_read_by(config: dict, models: Iterable[str | None]) -> dict:
+    """A BackboneConfig as a dict of the fields that at least one of `models` (class names) reads (`reads`): a
+    Caser setting does not bind a SASRec run, so changing its default leaves finished SASRec runs valid. An unknown
+    name reads the fields every backbone reads."""
+    by_class = {cls.__name__: cls for cls in BACKBONES.values()}
+    read = {name for m in models for name in getattr(by_class.get(m or ""), "reads", SequentialRecommender.reads)}
+    return {k: v for k, v in config.items() if k in read}
+
+
+def require_read_by(config: BackboneConfig, models: Iterable[str]) -> None:
+    """InputError for a setting away from its default that none of `models` (class names) reads: `--heads 4` on a
+    GRU4Rec run would otherwise train the run it names and record nothing of the flag."""
+    default, read = BackboneConfig(), settings_read_by(asdict(config), models)
+    for f in fields(BackboneConfig):
+        if f.name not in read and getattr(config, f.name) != getattr(default, f.name):
+            readers = " and ".join(cls.__name__ for cls in BACKBONES.values() if f.name in cls.reads)
+            require(False, config, f.name, f"read by {readers} only, which this run does not train; drop it")
 
 
 def build_backbone(
@@ -36,3 +63,6 @@ def build_backbone(
     model = BACKBONES[name](cfg, item_embedding)
     model.apply(init_weights)
     return model
+
+
+importlib.import_module(".models", __package__)  # registers the backbones in backbones/models/

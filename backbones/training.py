@@ -43,7 +43,8 @@ from tslrec.data.splits import (
 )
 from tslrec.evaluation.ranking import METRIC_HINT, EvalConfig, EvalResult, evaluate, is_metric_name
 
-from .base import BackboneConfig, SequentialRecommender, settings_read_by
+from .base import BackboneConfig, SequentialRecommender
+from .registry import settings_read_by
 
 
 @dataclass

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.base import require_read_by
 from tslrec.backbones.item_embedding import FUSIONS, llm_table_fusions
-from tslrec.backbones.registry import BACKBONES
+from tslrec.backbones.registry import BACKBONES, require_read_by
 from tslrec.core.artifacts import atomic_path, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.precision import resolved

@@ -26,8 +26,7 @@ from typing import Any, TypeVar
 import torch
 import yaml
 
-from tslrec.backbones.base import settings_read_by
-from tslrec.backbones.registry import BACKBONES
+from tslrec.backbones.registry import BACKBONES, settings_read_by
 from tslrec.core.artifacts import package_versions, read_json, sha256_file, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.precision import cpu_capability

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.base import BackboneConfig, require_read_by, settings_read_by
+from tslrec.backbones.base import BackboneConfig
 from tslrec.backbones.item_embedding import FUSIONS, fusion_class
-from tslrec.backbones.registry import BACKBONES, build_backbone
+from tslrec.backbones.registry import BACKBONES, build_backbone, require_read_by, settings_read_by
 from tslrec.backbones.training import TrainConfig, TrainResult, run_settings, train
 from tslrec.core.artifacts import (
     load_tensors,

@@ -48,3 +48,16 @@ def test_the_check_sees_a_lazy_import(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from tslrec.backbones.training import train\n    import tslrec.pipelines.cli\n")
     assert tslrec_imports(module) == {"backbones", "pipelines"}
+
+
+def test_every_package_folder_is_installed():
+    """pyproject.toml lists the packages by hand, and `tslrec.data.readers` was missing: a wheel had no dataset
+    format at all (an editable install hid it). Every folder with an __init__.py under a mapped root is listed."""
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs tomllib (Python 3.11 or later)")
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set()
+    for package, folder in setup["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join((package, *parts)))
+    assert found == set(setup["packages"])

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tslrec.backbones.base import BackboneConfig
+from tslrec.backbones.base import BackboneConfig, SequentialRecommender
 from tslrec.backbones.item_embedding import FUSIONS, FusionConfig, build_item_embedding, register_fusion
 from tslrec.backbones.registry import BACKBONES, build_backbone
 from tslrec.core.errors import InputError
@@ -195,7 +195,7 @@ def test_gru4rec_builds_the_layers_it_is_given_and_records_only_what_it_reads():
     GRU4Rec record does not carry a num_layers it never read."""
     from dataclasses import asdict
 
-    from tslrec.backbones.base import settings_read_by
+    from tslrec.backbones.registry import settings_read_by
 
     assert make("gru4rec").gru.num_layers == 1
     assert make("gru4rec", gru_layers=3).gru.num_layers == 3
@@ -203,3 +203,21 @@ def test_gru4rec_builds_the_layers_it_is_given_and_records_only_what_it_reads():
     read = settings_read_by(asdict(BackboneConfig()), ["GRU4Rec"])
     assert "gru_layers" in read and "num_layers" not in read
     assert "num_layers" in settings_read_by(asdict(BackboneConfig()), ["SASRec"])
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_a_backbone_reads_no_setting_beyond_its_reads(name):
+    """`reads` decides what a run records and which flags it refuses: a backbone that read a field it does not name
+    would train on a setting its record leaves out. Every other field, changed, must leave the model unchanged."""
+    from dataclasses import fields
+
+    cls = BACKBONES[name]
+    changed = {"num_layers": 3, "gru_layers": 2, "num_heads": 4, "attn_dropout": 0.5, "caser_window": 4}
+    changed |= {"caser_h_filters": 3, "caser_v_filters": 2}
+    assert {f.name for f in fields(BackboneConfig)} <= set(changed) | set(SequentialRecommender.reads)
+    seq = torch.tensor([[3, 1, 4, 1, 5, 0]])
+    ref = make(name).eval()
+    for field_name in set(changed) - set(cls.reads):
+        other = make(name, **{field_name: changed[field_name]}).eval()
+        assert [p.shape for p in other.parameters()] == [p.shape for p in ref.parameters()], field_name
+        assert torch.equal(other.encode(seq), ref.encode(seq)), field_name

@@ -50,8 +50,7 @@ def recorded_grid_changes(grid, record: dict) -> list[tuple[str, object, object]
     setting of the grid)."""
     from dataclasses import asdict
 
-    from tslrec.backbones.base import settings_read_by
-    from tslrec.backbones.registry import BACKBONES
+    from tslrec.backbones.registry import BACKBONES, settings_read_by
     from tslrec.core.run_settings import RunSettings
     from tslrec.core.settings import as_recorded_before, upgrade_recorded
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import BackboneConfig, SequentialRecommender
-from .dropout import FastDropout
+from ..base import BackboneConfig, SequentialRecommender
+from ..dropout import FastDropout
+from ..registry import register_backbone
 
 
+@register_backbone("gru4rec")
 class GRU4Rec(SequentialRecommender):
+    reads = (*SequentialRecommender.reads, "gru_layers")
+
     def __init__(self, cfg: BackboneConfig, item_embedding: nn.Module):
         super().__init__(cfg, item_embedding)
         self.drop = FastDropout(cfg.dropout)

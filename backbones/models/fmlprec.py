@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import BackboneConfig, SequentialRecommender
-from .dropout import FastDropout
+from ..base import BackboneConfig, SequentialRecommender
+from ..dropout import FastDropout
+from ..registry import register_backbone
 
 
 class CausalFilter(nn.Module):
@@ -49,7 +50,10 @@ class FMLPBlock(nn.Module):
         return self.norm(x + self.ffn(x))
 
 
+@register_backbone("fmlprec")
 class FMLPRec(SequentialRecommender):
+    reads = (*SequentialRecommender.reads, "num_layers")
+
     def __init__(self, cfg: BackboneConfig, item_embedding: nn.Module):
         super().__init__(cfg, item_embedding)
         self.pos = nn.Embedding(cfg.max_len, cfg.hidden)

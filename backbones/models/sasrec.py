@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import BackboneConfig, SequentialRecommender
-from .dropout import FastDropout
+from ..base import BackboneConfig, SequentialRecommender
+from ..dropout import FastDropout
+from ..registry import register_backbone
 
 
 class CausalSelfAttentionBlock(nn.Module):
@@ -50,7 +51,10 @@ class CausalSelfAttentionBlock(nn.Module):
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
+@register_backbone("sasrec")
 class SASRec(SequentialRecommender):
+    reads = (*SequentialRecommender.reads, "num_layers", "num_heads", "attn_dropout")
+
     def __init__(self, cfg: BackboneConfig, item_embedding: nn.Module):
         super().__init__(cfg, item_embedding)
         self.pos = nn.Embedding(cfg.max_len, cfg.hidden)

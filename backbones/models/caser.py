@@ -17,11 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import BackboneConfig, SequentialRecommender
-from .dropout import FastDropout
+from ..base import BackboneConfig, SequentialRecommender
+from ..dropout import FastDropout
+from ..registry import register_backbone
 
 
+@register_backbone("caser")
 class Caser(SequentialRecommender):
+    reads = (*SequentialRecommender.reads, "caser_window", "caser_h_filters", "caser_v_filters")
+
     def __init__(self, cfg: BackboneConfig, item_embedding: nn.Module):
         super().__init__(cfg, item_embedding)
         W, H = cfg.caser_window, cfg.hidden
