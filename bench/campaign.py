@@ -11,9 +11,10 @@
         --out ~/tslrec-campaign/runs/beauty ... (the config's ablation settings; `campaign.py flags` prints them)
 
 `start` runs two one-thread processes: `tslrec run` up to the grid (stage 0, stage 1, stage 2), then the grid with
-the config's workers; and beside it the grid's ID-only cells (base, then ci once stage 1 has written its k-means
-groups), which need no LLM table and so train while stage 1 does. Both resume where a kill left them; the grid's
-settings check refuses to mix cells of other settings, and each cell's record names its commit, precision and CPU.
+the config's workers; and beside it the grid's ID-only cells (base, then ci once stage 1 has finished, its k-means
+groups final), which need no LLM table and so train while stage 1 or stage 2 does. Both resume where a kill left
+them; the grid's settings check refuses to mix cells of other settings, and each cell's record names its commit,
+precision and CPU.
 
 With --records NAME, a cell that bench/results/NAME.json already holds, trained under every setting of today's cell
 (the content of its item table and groups included), is not trained again: a run folder lost with a machine is
@@ -38,9 +39,8 @@ from tslrec.core.settings import as_flags
 from tslrec.data import load_dataset
 from tslrec.pipelines.ablate_job import AblateJob, grid_cells, run_ablation
 from tslrec.pipelines.ablation_grid import cell_job
-from tslrec.pipelines.run_job import STAGES, active_stages, load_config, stage_job
+from tslrec.pipelines.run_job import MANIFEST, STAGES, active_stages, load_config, stage_job
 from tslrec.pipelines.train_job import tied_settings
-from tslrec.stage1_reconstruct.training import GROUPS_FILE
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -90,15 +90,14 @@ def pipeline(cfg: dict, records: str | None, sets: list[str], config: str) -> No
 
 
 def id_cells(cfg: dict, records: str | None) -> None:
-    """The grid's base cells, then its ci cells once stage 1 has written the k-means groups (one thread)."""
+    """The grid's base cells, then its ci cells once stage 1 has finished (its k-means groups final; one thread)."""
     job = grid_job(cfg)
     only = [f for f in ("base", "ci") if f in job.fusions]
     if "base" in only:
         side = replace(job.side, item_embeddings=[], clusters=None)
         grid_without_recorded(replace(job, fusions=["base"], workers=1, side=side), records)
-    if "ci" in only:
-        groups = Path(job.side.clusters) / GROUPS_FILE
-        while not groups.is_file():
+    if "ci" in only:  # stage 1 writes its groups as it starts, and again if it starts over: wait for it to finish
+        while not (Path(job.side.clusters) / MANIFEST).is_file():
             time.sleep(60)
         grid_without_recorded(
             replace(job, fusions=["ci"], workers=1, side=replace(job.side, item_embeddings=[])), records

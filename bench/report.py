@@ -134,10 +134,11 @@ def _paper(row: tuple | None) -> str:
     return "–" if row is None else " / ".join(f"{x:.4f}" for x in row)
 
 
-def _shape(config: dict) -> str:
-    """A backbone's size in a recorded config: input length, hidden size, heads."""
+def _shape(config: dict, model: str) -> str:
+    """A backbone's size in a recorded config: input length, hidden size, and SASRec's heads (the others read none)."""
     c = config
-    return f"max_len {c['data']['max_len']}, H {c['model']['hidden']}, heads {c['model']['num_heads']}"
+    heads = f", heads {c['model']['num_heads']}" if model == "sasrec" else ""
+    return f"max_len {c['data']['max_len']}, H {c['model']['hidden']}{heads}"
 
 
 def _flops(timings: dict) -> str:
@@ -229,7 +230,7 @@ def cpu_backbones_table(dataset: str = "ml-1m") -> str:
     for r in runs:
         m, mm, t, c = r["metrics"], r.get("metrics_history_masked", {}), r.get("timings", {}), r["config"]
         setting = (
-            f"{_shape(c)}, dropout {c['model']['dropout']}, windows {c['train'].get('windows', 'last')}, "
+            f"{_shape(c, r['model'])}, dropout {c['model']['dropout']}, windows {c['train'].get('windows', 'last')}, "
             f"loss weight {c['train'].get('loss_weight', 'batch')}, {arithmetic(c)}"
             + (", input-item bias" if c["model"].get("input_item_bias") else "")
         )
@@ -382,7 +383,8 @@ def training_speed_table(dataset: str = "ml-1m") -> str:
     if not (runs := load(f"speed-{dataset}-cpu")):
         return ""
     rows = (
-        f"{r['model']} | {_shape(r['config'])}, {arithmetic(r['config'])} | {r['timings']['seconds_per_epoch']} | "
+        f"{r['model']} | {_shape(r['config'], r['model'])}, {arithmetic(r['config'])} | "
+        f"{r['timings']['seconds_per_epoch']} | "
         f"{r['timings']['targets_per_epoch']:,} | {_flops(r['timings'])} | {r['timings']['validation_seconds']} | "
         f"{r['device']}"
         for r in runs

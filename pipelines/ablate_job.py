@@ -37,6 +37,7 @@ from .ablation_grid import (
     Cell,
     CellResult,
     cell_side,
+    check_finished,
     check_settings,
     collect,
     deprecated_keys,
@@ -187,6 +188,8 @@ def run_ablation(job: AblateJob, train: bool = True) -> AblateOutcome:
     ds = load_dataset(job.dataset, job.data)
     digests = variant_digests(job.side, variants, ds)
     out = Path(job.out)
+    if job.force and not train:
+        raise InputError("AblateJob.force: a run that trains nothing (--no-train) only reads the grid; drop --force")
     if job.force:
         discard_cells(out)
     settings = {**shared_settings(job), ITEM_TABLES: sources or None, **({DIGESTS: digests} if digests else {})}
@@ -204,7 +207,9 @@ def run_ablation(job: AblateJob, train: bool = True) -> AblateOutcome:
         raise InputError(f"AblateJob.skip: {', '.join(unknown)} is no cell of this grid (see --list-cells)")
     todo = [cell for cell in (cells if job.cell is None else [cells[job.cell]]) if cell.name not in job.skip]
     train = train and not job.list_cells
+    check_finished(job, cells, out, ds)  # a finished cell is skipped only if it is this grid's
     elsewhere = run_grid_workers(job, todo, out, job.workers if job.cell is None else 1) if train else 0
+    check_finished(job, cells, out, ds)  # and the cells other processes finished meanwhile
     results = collect(out, cells)
     return AblateOutcome(out, cells, results, write_reports(out, results, ds, job), elsewhere)
 

@@ -41,6 +41,7 @@ from tslrec.core.artifacts import load_tensors, read_json, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.run_settings import RunSettings
 from tslrec.core.settings import as_recorded_before, settings_of
+from tslrec.data import SequenceDataset
 
 from . import train_job
 
@@ -423,6 +424,18 @@ def run_grid_workers(job: AblateJob, cells: list[Cell], out: Path, workers: int)
     if failed:
         print(f"{', '.join(failed)} stopped early (exit code != 0); training what they left", flush=True)
     return run_grid(job, cells, out, tag="finishing: ")
+
+
+def check_finished(job: AblateJob, cells: list[Cell], out: Path, ds: SequenceDataset) -> None:
+    """Refuse a finished cell whose recorded settings are not its cell's today (the data edited in place, a lost or
+    overwritten ablation.json, another table at the same path), so it is never skipped or reported as this grid's."""
+    for cell in cells:
+        folder = cell_dir(out, cell)
+        if is_finished(folder):
+            record = read_json(folder / "metrics.json", "cell metrics")
+            current = train_job.tied_settings(cell_job(job, cell, folder), ds)
+            fix = "pass --force to start the grid over, or use another --out"
+            current.refuse(folder / "metrics.json", record.get("settings"), "finished cell", fix=fix)
 
 
 def collect(out: Path, cells: list[Cell]) -> list[CellResult]:

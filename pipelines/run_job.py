@@ -49,7 +49,7 @@ class Stage:
     takes_data_options: bool  # accepts the config's `data` section (kcore, min_rating, max_len)
     source: str | None = None  # the item-table label its output folder gives the ablation grid
     optional: bool = False  # runs only when the config names it under `stages`
-    checks_its_inputs: bool = False  # keeps the work whose inputs hash the same, so a re-run upstream keeps it
+    checks_its_inputs: bool = False  # keeps the work whose settings and inputs are today's; refuses the rest
 
 
 STAGES: tuple[Stage, ...] = (
@@ -85,6 +85,7 @@ STAGES: tuple[Stage, ...] = (
     ),
 )
 TOP_KEYS = {"dataset", "out", "seed", "data", "stages"}
+MANIFEST = "stage_manifest.json"  # in a stage's folder once the stage has finished
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -318,7 +319,7 @@ def run_pipeline(pipeline: RunJob) -> PipelineOutcome:
     rerun = ""  # why every later stage runs again: one before it did
     for stage, job in jobs:
         folder = out / stage.name
-        manifest_path = folder / "stage_manifest.json"
+        manifest_path = folder / MANIFEST
         expected = {
             "job": plain(asdict(job)),
             "upstream": upstream,
@@ -347,11 +348,10 @@ def run_pipeline(pipeline: RunJob) -> PipelineOutcome:
         # A stage re-run on purpose (--force, a changed setting, a re-run upstream) starts over; a stage that
         # was killed before its manifest was written resumes from its own checkpoint.
         start_over = bool(forced) or manifest_path.is_file()
-        if stage.checks_its_inputs and pipeline.force != stage.name:
-            # a re-run upstream keeps the cells whose tables hash the same (the grid refuses, by name, cells of a
-            # table that changed); only a change of the grid's own settings starts it over
-            done = read_json(manifest_path, "stage manifest") if manifest_path.is_file() else None
-            start_over = done is not None and setting_change(stage, expected, done) is not None
+        if stage.checks_its_inputs:
+            # the grid keeps the cells whose settings and tables are today's (more seeds or backbones add cells) and
+            # refuses, by name, those of a changed setting or table: only `--force ablation` starts it over
+            start_over = pipeline.force == stage.name
         manifest_path.unlink(missing_ok=True)
         rerun = rerun or f"{stage.name} runs again"  # every later stage depends on this one
         print(f"[{stage.name}] {why}", flush=True)

@@ -267,8 +267,9 @@ def _finished_run(out: Path, current: RunSettings, job: TrainJob) -> TrainOutcom
     caller exports it from the saved model); InputError naming the first changed setting if it was trained with
     others (unless job.force); None when there is nothing finished to reuse."""
     path = out / "metrics.json"
-    if job.force or not path.is_file() or not (out / "model.safetensors").is_file():
-        return None
+    outputs = ("metrics.json", "model.safetensors", "per_user_test.safetensors")
+    if job.force or not all((out / name).is_file() for name in outputs):
+        return None  # a folder missing any of its outputs is trained again
     record = read_json(path, "`tslrec train` metrics")
     current.refuse(path, record.get("settings"), "finished run")
     return TrainOutcome(record, out)

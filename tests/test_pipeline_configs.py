@@ -283,8 +283,8 @@ def test_a_dry_run_counts_each_stages_work_times_it_and_keeps_nothing(tmp_path, 
 def test_a_rerun_upstream_keeps_the_grids_cells(tmp_path, monkeypatch):
     """A stage that ran again before the grid made `tslrec run` start the grid over (--force): every finished cell,
     base cells that read no table included, was deleted, though the grid ties each cell to the content hash of the
-    table it read and refuses a changed one. Only `--force ablation` or a change of the grid's own settings start
-    it over now."""
+    table it read and refuses a changed one; more seeds deleted them too, though the grid only adds cells for them.
+    Only `--force ablation` starts it over now."""
     from tslrec.pipelines import run_job
 
     forced = {}
@@ -301,8 +301,8 @@ def test_a_rerun_upstream_keeps_the_grids_cells(tmp_path, monkeypatch):
     forced.clear()
     run_pipeline(RunJob(str(config), force="stage2"))
     assert list(forced) == ["Stage2Job", "AblateJob"] and forced["AblateJob"] is False
-    run_pipeline(RunJob(str(config), overrides=["stages.ablation.lr=0.002"]))
-    assert forced["AblateJob"] is True
+    run_pipeline(RunJob(str(config), overrides=["stages.ablation.seeds=5"]))  # the grid adds the new seeds' cells
+    assert forced["AblateJob"] is False
     forced.clear()
     run_pipeline(RunJob(str(config), overrides=["stages.ablation.lr=0.002"], force="ablation"))
     assert forced == {"AblateJob": True}

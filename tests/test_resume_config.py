@@ -134,7 +134,7 @@ def test_checkpoint_without_settings_is_refused(killed_checkpoint):
 
 # ---------------------------------------------------------------- tslrec train / tslrec ablate
 
-TRAIN = ["--backbone", "gru4rec", "--epochs", "2", "--hidden", "8", "--layers", "1", "--device", "cpu", "--no-progress"]
+TRAIN = ["--backbone", "gru4rec", "--epochs", "2", "--hidden", "8", "--device", "cpu", "--no-progress"]
 TRAIN_CFG = TrainConfig(epochs=2)  # the training settings of TRAIN
 
 
@@ -144,7 +144,7 @@ def toy_train_job(dataset, out, /, **overrides) -> TrainJob:
         dataset=str(dataset),
         out=str(out),
         backbone="gru4rec",
-        model=BackboneConfig(hidden=8, num_layers=1),
+        model=BackboneConfig(hidden=8),
         train=TRAIN_CFG,
         runtime=TrainingRuntime(device="cpu", progress=False),
     )
@@ -270,7 +270,7 @@ def toy_ablate_job(dataset, export, out, /, **overrides) -> AblateJob:
         backbones=["gru4rec"],
         fusions=["gate"],
         seeds=1,
-        model=BackboneConfig(hidden=8, num_layers=1),
+        model=BackboneConfig(hidden=8),
         train=TrainConfig(epochs=1),
         runtime=TrainingRuntime(device="cpu", progress=False),
         activity_groups=2,

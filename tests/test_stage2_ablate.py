@@ -18,9 +18,9 @@ from tslrec.pipelines.side_information import SideInfoConfig
 
 GRID = (
     "--backbones gru4rec --fusions base,ci,gate --seeds 2 --epochs 1 --hidden 8"
-    " --layers 1 --device cpu --no-progress --activity-groups 3"
+    " --device cpu --no-progress --activity-groups 3"
 ).split()
-TINY = BackboneConfig(hidden=8, num_layers=1)
+TINY = BackboneConfig(hidden=8)
 ON_CPU = TrainingRuntime(device="cpu", progress=False)
 
 
@@ -562,3 +562,25 @@ def test_force_discards_nothing_while_a_later_cell_is_in_training(tmp_path):
         other.wait()
     discard_cells(tmp_path)
     assert not list(cells.glob("*/metrics.json"))
+
+
+def test_a_finished_cell_of_other_data_is_refused_not_skipped(tmp_path):
+    """The grid's settings hold the dataset's path, not its contents: a dataset edited in place left its finished
+    cells skipped and reported beside cells trained on the new data. Each finished cell is now checked against its
+    own recorded settings (the dataset hash among them), and a partial cell folder trains again."""
+    from tslrec.core.errors import InputError
+
+    data, _ = write_toy_dataset(tmp_path / "data")
+    job = grid_job(data, tmp_path / "grid", fusions=["base"], seeds=1)
+    tslrec.ablate(job)
+    cell = tmp_path / "grid" / "cells" / "gru4rec-base-s42"
+    with pytest.raises(InputError, match="--no-train"):
+        tslrec.ablate(replace(job, force=True), train=False)
+    assert (cell / "metrics.json").is_file()  # a run that trains nothing deleted nothing
+    (cell / "per_user_test.safetensors").unlink()  # a folder missing an output is not finished: it trains again
+    tslrec.ablate(job)
+    assert (cell / "per_user_test.safetensors").is_file()
+    lines = data.read_text().splitlines()
+    data.write_text("\n".join([*lines[:-1], lines[-1] + " i1"]) + "\n")  # one more item for the last user
+    with pytest.raises(InputError, match=r"gru4rec-base-s42/metrics.json: this finished cell was written with"):
+        tslrec.ablate(job)
