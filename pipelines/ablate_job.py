@@ -34,6 +34,7 @@ from . import ablation_report as report
 from .ablation_grid import (
     DIGESTS,
     ITEM_TABLES,
+    SETTINGS_LOCK,
     Cell,
     CellResult,
     cell_side,
@@ -42,6 +43,7 @@ from .ablation_grid import (
     collect,
     deprecated_keys,
     discard_cells,
+    file_lock,
     grid_variants,
     make_grid,
     parse_fusion,
@@ -190,13 +192,13 @@ def run_ablation(job: AblateJob, train: bool = True) -> AblateOutcome:
     out = Path(job.out)
     if job.force and not train:
         raise InputError("AblateJob.force: a run that trains nothing (--no-train) only reads the grid; drop --force")
-    if job.force:
-        discard_cells(out)
     settings = {**shared_settings(job), ITEM_TABLES: sources or None, **({DIGESTS: digests} if digests else {})}
     default_job = AblateJob(dataset=job.dataset)
-    unlabelled = check_settings(
-        out, settings, shared_settings(default_job, before=True), force=job.force, old_keys=deprecated_keys(default_job)
-    )
+    with file_lock(out / SETTINGS_LOCK, wait=True):  # processes on one grid folder read and write it in turn
+        if job.force:
+            discard_cells(out)
+        before = shared_settings(default_job, before=True)
+        unlabelled = check_settings(out, settings, before, force=job.force, old_keys=deprecated_keys(default_job))
     cells = grid_cells(job, unlabelled)
     if job.list_cells:
         print("\n".join(f"{i}\t{cell.name}" for i, cell in enumerate(cells)), flush=True)

@@ -11,7 +11,8 @@ A cell whose metrics.json exists is finished and skipped; a killed cell resumes 
 checkpoint.pt (the trainer's own resume, which refuses a checkpoint written with other settings),
 so re-running the same command continues the grid. Other settings, or a source whose files have
 other contents, are refused; a source may be added to a grid. `--force` starts the grid over (every
-cell's outputs discarded). A cell being trained holds a lock on <cell>/train.lock, so several
+cell's outputs discarded). A process reads and rewrites ablation.json holding <out>/ablation.lock, one at a
+time; a cell being trained holds a lock on <cell>/train.lock, so several
 `tslrec ablate` processes on one grid folder share the cells out instead of training one twice;
 `--workers N` starts them itself (N processes, each with 1/N of torch's threads).
 
@@ -29,7 +30,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,7 @@ except ImportError:  # Windows: no flock
     fcntl = None
 
 SETTINGS_FILE = "ablation.json"
+SETTINGS_LOCK = "ablation.lock"  # held while a process reads and rewrites SETTINGS_FILE (or discards the cells)
 # What every cell of a grid trains with: the dataset and these groups of the job's settings, less PER_CELL.
 # The grid's own dimensions (backbones, fusions, seeds), its folder and how it runs may differ between runs.
 SHARED_GROUPS = ("side", "data", "model", "train", "eval")
@@ -308,21 +310,21 @@ LOCK_FILE = "train.lock"
 
 
 @contextmanager
-def cell_lock(folder: Path) -> Iterator[bool]:
-    """Hold an exclusive lock on `folder`/train.lock while training the cell; yields False if another process holds it.
+def file_lock(path: Path, wait: bool = False) -> Iterator[bool]:
+    """Hold an exclusive lock on the file `path`; yields False if another process holds it (wait: block until free).
 
     The lock is `flock` on an open file: the kernel drops it when its process ends, killed or not, so a
-    stale lock cannot block a cell. The file stays (it only names the last owner). Without fcntl
-    (Windows) every cell is yours: run one worker per grid folder there.
+    stale lock cannot block anyone. The file stays (it only names the last owner). Without fcntl
+    (Windows) every lock is yours: run one process per grid folder there.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
         yield True
         return
-    fd = os.open(folder / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             yield False
             return
@@ -331,6 +333,11 @@ def cell_lock(folder: Path) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)  # releases the lock
+
+
+def cell_lock(folder: Path) -> AbstractContextManager[bool]:
+    """The lock a cell's trainer holds on `folder`/train.lock (False: another process trains the cell)."""
+    return file_lock(folder / LOCK_FILE)
 
 
 def run_grid(job: AblateJob, cells: list[Cell], out: Path, tag: str = "") -> int:

@@ -584,3 +584,37 @@ def test_a_finished_cell_of_other_data_is_refused_not_skipped(tmp_path):
     data.write_text("\n".join([*lines[:-1], lines[-1] + " i1"]) + "\n")  # one more item for the last user
     with pytest.raises(InputError, match=r"gru4rec-base-s42/metrics.json: this finished cell was written with"):
         tslrec.ablate(job)
+
+
+def test_processes_on_one_grid_write_its_settings_in_turn(tmp_path):
+    """ablation.json was read, changed and written back with no lock: the pipeline's grid and the campaign's
+    ID-cell process starting together could each write their own view, and the last one dropped the other's
+    item-table digests (the only guard against cells of two tables in one mean). A process now waits its turn."""
+    import subprocess
+    import sys
+    import threading
+
+    from tslrec.pipelines.ablation_grid import SETTINGS_FILE, SETTINGS_LOCK
+
+    data, _ = write_toy_dataset(tmp_path / "data")
+    out = tmp_path / "grid"
+    out.mkdir()
+    holder = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", holder, str(out / SETTINGS_LOCK)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert other.stdout.readline().strip() == "held"
+        job = grid_job(data, out, fusions=["base"], seeds=1, list_cells=True)
+        waiting = threading.Thread(target=tslrec.ablate, args=(job,))
+        waiting.start()
+        waiting.join(timeout=3)
+        assert waiting.is_alive() and not (out / SETTINGS_FILE).exists()  # it waits for the other process
+    finally:
+        other.kill()
+        other.wait()
+    waiting.join(timeout=60)
+    assert not waiting.is_alive() and (out / SETTINGS_FILE).is_file()
