@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +25,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import InputError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock
+    fcntl = None
 
 
 def _usual_mode(folder: bool) -> int:
@@ -223,3 +229,29 @@ def use_deterministic_kernels(device: torch.device, warn_only: bool = False) -> 
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     torch.use_deterministic_algorithms(True, warn_only=warn_only)
     torch.backends.cudnn.benchmark = False
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, wait: bool = False) -> Iterator[bool]:
+    """Hold an exclusive lock on the file `path`; yields False if another process holds it (wait: block until free).
+
+    The lock is `flock` on an open file: the kernel drops it when its process ends, killed or not, so a
+    stale lock cannot block anyone. The file stays (it only names the last owner). Without fcntl
+    (Windows) every lock is yours: run one process per folder there.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield True
+        return
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        yield True
+    finally:
+        os.close(fd)  # releases the lock

@@ -21,7 +21,7 @@ import torch
 
 from tslrec.backbones.item_embedding import FUSIONS, llm_table_fusions
 from tslrec.backbones.registry import BACKBONES, require_read_by
-from tslrec.core.artifacts import atomic_path, write_json
+from tslrec.core.artifacts import atomic_path, file_lock, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.precision import resolved
 from tslrec.core.run_settings import digest
@@ -43,7 +43,6 @@ from .ablation_grid import (
     collect,
     deprecated_keys,
     discard_cells,
-    file_lock,
     grid_variants,
     make_grid,
     parse_fusion,

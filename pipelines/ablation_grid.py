@@ -26,11 +26,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from tslrec.backbones.item_embedding import fusion_class, llm_table_fusions
-from tslrec.core.artifacts import load_tensors, read_json, write_json
+from tslrec.core.artifacts import file_lock, load_tensors, read_json, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.run_settings import RunSettings
 from tslrec.core.settings import as_recorded_before, settings_of
@@ -49,11 +47,6 @@ from . import train_job
 if TYPE_CHECKING:
     from .ablate_job import AblateJob
 from .side_information import TUNED, SideInfoConfig, groups_source, item_table_sources
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock
-    fcntl = None
 
 SETTINGS_FILE = "ablation.json"
 SETTINGS_LOCK = "ablation.lock"  # held while a process reads and rewrites SETTINGS_FILE (or discards the cells)
@@ -307,32 +300,6 @@ def cell_job(job: AblateJob, cell: Cell, folder: Path) -> train_job.TrainJob:
 
 
 LOCK_FILE = "train.lock"
-
-
-@contextmanager
-def file_lock(path: Path, wait: bool = False) -> Iterator[bool]:
-    """Hold an exclusive lock on the file `path`; yields False if another process holds it (wait: block until free).
-
-    The lock is `flock` on an open file: the kernel drops it when its process ends, killed or not, so a
-    stale lock cannot block anyone. The file stays (it only names the last owner). Without fcntl
-    (Windows) every lock is yours: run one process per grid folder there.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:
-        yield True
-        return
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
-        yield True
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def cell_lock(folder: Path) -> AbstractContextManager[bool]:

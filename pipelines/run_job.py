@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from tslrec.backbones.registry import BACKBONES, settings_read_by
-from tslrec.core.artifacts import package_versions, read_json, sha256_file, write_json
+from tslrec.core.artifacts import file_lock, package_versions, read_json, sha256_file, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.precision import cpu_capability
 from tslrec.core.run_settings import MISSING, RunSettings, digest, plain
@@ -86,6 +86,7 @@ STAGES: tuple[Stage, ...] = (
 )
 TOP_KEYS = {"dataset", "out", "seed", "data", "stages"}
 MANIFEST = "stage_manifest.json"  # in a stage's folder once the stage has finished
+RUN_LOCK = "run.lock"  # held by the one `tslrec run` working in a run folder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -294,11 +295,24 @@ class PipelineOutcome:
 
 
 def run_pipeline(pipeline: RunJob) -> PipelineOutcome:
-    """Run (or skip, or continue) every stage of the config; see `RunJob`."""
+    """Run (or skip, or continue) every stage of the config; see `RunJob`. One process at a time per run folder."""
     cfg = load_config(pipeline.config, pipeline.overrides)
     # a relative `out` lies under $TSLREC_RUNS when set: long-lived runs kept outside a checkout
     out = Path(os.environ.get("TSLREC_RUNS", ".")) / cfg.get("out", f"runs/{Path(str(cfg['dataset'])).stem}")
     cfg["out"] = str(out)
+    if pipeline.dry_run:
+        return run_stages(pipeline, cfg, out)
+    with file_lock(out / RUN_LOCK) as mine:
+        if not mine:
+            raise InputError(
+                f"{out / RUN_LOCK}: another tslrec run is working in {out} (the file names its host and pid); "
+                "wait for it to finish or stop it, then run again"
+            )
+        return run_stages(pipeline, cfg, out)
+
+
+def run_stages(pipeline: RunJob, cfg: dict, out: Path) -> PipelineOutcome:
+    """The stages of `run_pipeline`, in order, into `out`."""
     upstream = ""
     started = time.perf_counter()
     inputs = {"dataset": dataset_fingerprint(str(cfg["dataset"]))}

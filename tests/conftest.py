@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,3 +34,20 @@ def cyclic_sequences() -> list[np.ndarray]:
         length = 6 + u % 7
         seqs.append(np.array([(start + t) % n + 1 for t in range(length)], dtype=np.int64))
     return seqs
+
+
+@contextmanager
+def lock_held_elsewhere(path: Path) -> Iterator[None]:
+    """Another live process holds an exclusive flock on `path` for the duration of the block (then it is killed,
+    and the kernel drops its lock)."""
+    holder = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"
+    )
+    other = subprocess.Popen([sys.executable, "-c", holder, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        yield
+    finally:
+        other.kill()
+        other.wait()

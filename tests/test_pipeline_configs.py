@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import lock_held_elsewhere
 from stage1_helpers import tiny_llama_dir  # noqa: F401
 
 from tslrec.core.errors import InputError
@@ -306,3 +307,27 @@ def test_a_rerun_upstream_keeps_the_grids_cells(tmp_path, monkeypatch):
     forced.clear()
     run_pipeline(RunJob(str(config), overrides=["stages.ablation.lr=0.002"], force="ablation"))
     assert forced == {"AblateJob": True}
+
+
+def test_a_second_run_in_the_same_folder_is_refused(tmp_path, monkeypatch):
+    """Nothing stopped two `tslrec run` processes on one folder (a campaign started twice, or its killed parent's
+    child still running): both trained stage 1 from each other's checkpoints, and its adapter and metrics could
+    come from different runs. The second one is now refused while the first holds the folder."""
+
+    from tslrec.pipelines import run_job
+
+    ran = []
+    stages = tuple(
+        replace(s, command=replace(s.command, run=lambda job: ran.append(job), report=lambda r: None)) for s in STAGES
+    )
+    monkeypatch.setattr(run_job, "STAGES", stages)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"dataset: ml-100k\nout: {tmp_path / 'out'}\n")
+    (tmp_path / "out").mkdir()
+    lock = tmp_path / "out" / run_job.RUN_LOCK
+    with lock_held_elsewhere(lock):
+        with pytest.raises(InputError, match="another tslrec run is working in"):
+            run_pipeline(RunJob(str(config)))
+        assert ran == []
+    run_pipeline(RunJob(str(config)))  # the first one gone, the kernel dropped its lock
+    assert len(ran) == 4

@@ -6,6 +6,7 @@ import csv
 from dataclasses import replace
 
 import pytest
+from conftest import lock_held_elsewhere
 from stage2_helpers import write_export, write_toy_dataset
 
 import tslrec
@@ -137,8 +138,6 @@ def test_rerun_skips_finished_cells(grid_run, capsys):
 
 
 def test_cell_held_by_a_live_process_is_left_to_it(grid_run, tmp_path, capsys):
-    import subprocess
-    import sys
 
     from tslrec.pipelines.ablation_grid import LOCK_FILE, cell_lock
 
@@ -146,22 +145,13 @@ def test_cell_held_by_a_live_process_is_left_to_it(grid_run, tmp_path, capsys):
     out = tmp_path / "grid"
     held = out / "cells" / "gru4rec-base-s42"
     held.mkdir(parents=True)
-    holder = (
-        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); "
-        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"
-    )
-    other = subprocess.Popen([sys.executable, "-c", holder, str(held / LOCK_FILE)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert other.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(held / LOCK_FILE):
         grid = replace(job, out=str(out), fusions=["base"], seeds=1)
         elsewhere = tslrec.ablate(grid).elsewhere  # the command says "still training in other processes"
         assert "being trained by another process" in capsys.readouterr().out and elsewhere == 1
         assert not (held / "metrics.json").exists()  # left to its owner
         with cell_lock(held) as mine:
             assert not mine
-    finally:
-        other.kill()
-        other.wait()
     with cell_lock(held) as mine:  # the owner died, killed: the kernel dropped its lock
         assert mine
     tslrec.ablate(grid)
@@ -536,8 +526,6 @@ def test_a_rebuilt_grid_trains_only_the_cells_its_records_lack(grid_run, tmp_pat
 def test_force_discards_nothing_while_a_later_cell_is_in_training(tmp_path):
     """--force deleted the outputs of each cell in turn and stopped at the first one another process was training:
     on a Beauty campaign it wiped caser-base-s42 and -s43 before it met the lock of -s44."""
-    import subprocess
-    import sys
 
     from tslrec.core.errors import InputError
     from tslrec.pipelines.ablation_grid import LOCK_FILE, discard_cells
@@ -546,20 +534,11 @@ def test_force_discards_nothing_while_a_later_cell_is_in_training(tmp_path):
     for name in ("caser-base-s42", "caser-base-s43", "caser-base-s44"):
         (cells / name).mkdir(parents=True)
         (cells / name / "metrics.json").write_text("{}")
-    holder = (
-        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); "
-        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"
-    )
     lock = cells / "caser-base-s44" / LOCK_FILE
-    other = subprocess.Popen([sys.executable, "-c", holder, str(lock)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert other.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(lock):
         with pytest.raises(InputError, match="caser-base-s44 is being trained by another process"):
             discard_cells(tmp_path)
         assert len(list(cells.glob("*/metrics.json"))) == 3
-    finally:
-        other.kill()
-        other.wait()
     discard_cells(tmp_path)
     assert not list(cells.glob("*/metrics.json"))
 
@@ -590,8 +569,6 @@ def test_processes_on_one_grid_write_its_settings_in_turn(tmp_path):
     """ablation.json was read, changed and written back with no lock: the pipeline's grid and the campaign's
     ID-cell process starting together could each write their own view, and the last one dropped the other's
     item-table digests (the only guard against cells of two tables in one mean). A process now waits its turn."""
-    import subprocess
-    import sys
     import threading
 
     from tslrec.pipelines.ablation_grid import SETTINGS_FILE, SETTINGS_LOCK
@@ -599,22 +576,11 @@ def test_processes_on_one_grid_write_its_settings_in_turn(tmp_path):
     data, _ = write_toy_dataset(tmp_path / "data")
     out = tmp_path / "grid"
     out.mkdir()
-    holder = (
-        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); "
-        "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"
-    )
-    other = subprocess.Popen(
-        [sys.executable, "-c", holder, str(out / SETTINGS_LOCK)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert other.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(out / SETTINGS_LOCK):
         job = grid_job(data, out, fusions=["base"], seeds=1, list_cells=True)
         waiting = threading.Thread(target=tslrec.ablate, args=(job,))
         waiting.start()
         waiting.join(timeout=3)
         assert waiting.is_alive() and not (out / SETTINGS_FILE).exists()  # it waits for the other process
-    finally:
-        other.kill()
-        other.wait()
     waiting.join(timeout=60)
     assert not waiting.is_alive() and (out / SETTINGS_FILE).is_file()
