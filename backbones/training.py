@@ -31,7 +31,7 @@ from tslrec.core.modules import eval_mode, peak_memory_mb
 from tslrec.core.precision import Precision, autocast, precision_field, resolve_precision, resolved
 from tslrec.core.run_settings import RunSettings, plain
 from tslrec.core.run_state import RunState
-from tslrec.core.settings import check_choices, require
+from tslrec.core.settings import check_choices, require, require_unset_unless
 from tslrec.data.splits import (
     Batching,
     EvalSplit,
@@ -121,6 +121,8 @@ class TrainConfig:
         require(self.patience >= 1, self, "patience", "need at least 1")
         require(self.warmup_epochs >= 0, self, "warmup_epochs", "must be 0 or more")
         require(self.lr_cycle is None or self.lr_cycle > self.warmup_epochs, self, "lr_cycle", "must exceed warm-up")
+        for name in ("warmup_epochs", "lr_cycle"):  # a constant rate reads neither
+            require_unset_unless(self.lr_schedule == "cosine", self, name, "read by --lr-schedule cosine only")
         require(self.grad_clip >= 0, self, "grad_clip", "must be 0 (off) or positive")
         require(is_metric_name(self.select_metric), self, "select_metric", METRIC_HINT)
 

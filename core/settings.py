@@ -367,3 +367,11 @@ def require(ok: bool, config: Any, name: str, why: str) -> None:
     """InputError 'Class.field=value: why' unless `ok` (for __post_init__ checks; the CLI shows the flag instead)."""
     if not ok:
         raise InputError(f"{type(config).__name__}.{name}={getattr(config, name)!r}: {why}")
+
+
+def require_unset_unless(read: bool, config: Any, name: str, why: str) -> None:
+    """InputError when field `name` of `config` is away from its default where nothing reads it (`read` False): a
+    flag that changed nothing would otherwise be recorded as if it had."""
+    f = next(f for f in dataclasses.fields(config) if f.name == name)
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+    require(read or getattr(config, name) == default, config, name, why)

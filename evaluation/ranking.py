@@ -22,7 +22,7 @@ import torch
 
 from tslrec.core.errors import DivergedError, InputError
 from tslrec.core.precision import Precision, precision_field
-from tslrec.core.settings import check_choices, require
+from tslrec.core.settings import check_choices, require, require_unset_unless
 from tslrec.data.splits import EvalSplit
 
 KS = (5, 10, 20)
@@ -69,6 +69,7 @@ class EvalConfig:
             "applies to full ranking only (sampled negatives are never the user's items already); drop one of the two",
         )
         require(all(k >= 1 for k in self.ks), self, "ks", "cut-offs must be at least 1")
+        require_unset_unless(self.sampled_negatives > 0, self, "seed", "seeds sampled negatives only; none here")
 
     def metric_key(self, name: str) -> str:
         """The key of metric `name` (e.g. NDCG@10) in this protocol's results (sampled_NDCG@10 when sampled); an

@@ -23,7 +23,7 @@ from tslrec.core.modules import eval_mode, load_trainable_state, peak_memory_mb,
 from tslrec.core.precision import Precision, autocast, precision_field, resolve_precision, resolved
 from tslrec.core.run_settings import RunSettings
 from tslrec.core.run_state import RunState
-from tslrec.core.settings import check_choices, require
+from tslrec.core.settings import check_choices, require, require_unset_unless
 from tslrec.data.splits import EvalSplit, LeaveOneOutSplits
 from tslrec.evaluation.ranking import METRIC_HINT, EvalConfig, EvalResult, evaluate, is_metric_name
 
@@ -79,6 +79,7 @@ class LiteTrainConfig:
     def __post_init__(self) -> None:
         check_choices(self)
         require(self.segment_len >= 2, self, "segment_len", "need at least 2 (one input, one target)")
+        require_unset_unless(self.strategy == "sampling", self, "segment_len", "read by strategy sampling only")
         require(self.epochs >= 1, self, "epochs", "need at least 1")
         require(self.max_steps is None or self.max_steps >= 1, self, "max_steps", "need at least 1")
         require(self.batch_size >= 1, self, "batch_size", "need at least 1")

@@ -42,6 +42,12 @@ def lite(*args: str) -> int:
 FLOAT32 = LiteTrainConfig(precision="float32", segment_len=7)  # 6 inputs: within every max_len here
 
 
+def with_strategy(train: LiteTrainConfig, strategy: str) -> LiteTrainConfig:
+    """`train` with `strategy`; "all" reads no segment_len, so it keeps the default."""
+    segment_len = train.segment_len if strategy == "sampling" else LiteTrainConfig().segment_len
+    return replace(train, strategy=strategy, segment_len=segment_len)
+
+
 def lite_job(dataset, out, /, item_llm=None, llm=None, max_len: int | None = None, **overrides) -> LiteJob:
     """The job of `lite(--dataset DATASET --out OUT [--item-llm ITEM_LLM] [--llm LLM] [--max-len MAX_LEN])`, with
     `overrides` (a `train` override starts from FLOAT32)."""
@@ -88,9 +94,8 @@ def test_lite_job_trains_evaluates_exports(tmp_path, tiny_bert_dir, lite_llama_d
     print_outcome(outcome)  # what `tslrec lite` shows
     assert "lite-llm4rec (sampling)" in capsys.readouterr().out
     # a second run with the "all" strategy reuses the cached item vectors
-    again = lite_job(
-        data, tmp_path / "run2", tiny_bert_dir, max_len=8, train=replace(FLOAT32, strategy="all", epochs=1)
-    )
+    every_prefix = with_strategy(replace(FLOAT32, epochs=1), "all")
+    again = lite_job(data, tmp_path / "run2", tiny_bert_dir, max_len=8, train=every_prefix)
     tslrec.lite(replace(again, llm=LLMConfig(name_or_path=str(lite_llama_dir), num_layers=1)))
     record2 = read_json(tmp_path / "run2" / "metrics.json")
     assert record2["variant"] == "all" and not record2["item_vectors"]["computed"]
@@ -151,7 +156,7 @@ def test_lite_job_records_the_attention_of_its_recommendation_llm(
     data = write_text_dataset(tmp_path / "data", n_users=16)
     folder = {"t5": tiny_t5_dir, "llama": lite_llama_dir}[rec_llm]
     out = tmp_path / "run"
-    train = replace(FLOAT32, epochs=1, batch_size=16, strategy=strategy)
+    train = with_strategy(replace(FLOAT32, epochs=1, batch_size=16), strategy)
     tslrec.lite(
         lite_job(data, out, tiny_bert_dir, folder, max_len=6, train=train, lite=LiteConfig(attention=attention))
     )

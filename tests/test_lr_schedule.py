@@ -11,6 +11,7 @@ from tslrec.backbones.registry import build_backbone
 from tslrec.backbones.training import TrainConfig, epoch_lr, planned_epochs, train
 from tslrec.core.errors import InputError
 from tslrec.data.splits import LeaveOneOutSplits
+from tslrec.evaluation.ranking import EvalConfig
 from tslrec.pipelines.options import TrainingRuntime
 from tslrec.pipelines.train_job import TrainJob, train_backbone
 
@@ -46,7 +47,7 @@ def test_a_run_ends_with_its_cosine_cycle(cyclic_sequences):
     splits = LeaveOneOutSplits.from_sequences(cyclic_sequences, 8, max_len=10)
     model = build_backbone("gru4rec", BackboneConfig(num_items=8, hidden=16, max_len=10, dropout=0.0))
     cfg = TrainConfig(epochs=10, batch_size=16, lr=5e-3, patience=10, lr_schedule="cosine", lr_cycle=3)
-    assert planned_epochs(cfg) == 3 and planned_epochs(TrainConfig(epochs=10, lr_cycle=3)) == 10  # constant: no cycle
+    assert planned_epochs(cfg) == 3 and planned_epochs(TrainConfig(epochs=10)) == 10
     res = train(model, splits, cfg, torch.device("cpu"), progress=False)
     assert len(res.history) == 3  # an epoch at rate 0 learns nothing
 
@@ -92,3 +93,15 @@ def test_a_cosine_run_spanning_its_epochs_refuses_a_larger_budget_on_resume(cycl
         run(tmp_path / "a.pt", epochs=8, **cosine)
     run(tmp_path / "b.pt", epochs=3, lr_cycle=6, **cosine)
     assert len(run(tmp_path / "b.pt", epochs=5, lr_cycle=6, **cosine).history) == 5
+
+
+def test_a_cosine_setting_with_a_constant_rate_is_refused():
+    """--warmup-epochs and --lr-cycle without --lr-schedule cosine trained at a constant rate, and their record
+    named a warm-up and a cycle that never happened."""
+    with pytest.raises(InputError, match="TrainConfig.lr_cycle=3: read by --lr-schedule cosine only"):
+        TrainConfig(epochs=10, lr_cycle=3)
+    with pytest.raises(InputError, match="TrainConfig.warmup_epochs=2"):
+        TrainConfig(warmup_epochs=2)
+    assert EvalConfig(sampled_negatives=100, seed=7).seed == 7
+    with pytest.raises(InputError, match="EvalConfig.seed=7: seeds sampled negatives only; none here"):
+        EvalConfig(seed=7)  # full ranking draws nothing
