@@ -23,8 +23,6 @@ commit. Re-running resumes the grid (finished cells are not retrained).
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from bench.records import add, load
 from tslrec.backbones.training import evaluate_split
 from tslrec.core.artifacts import read_json, resolve_device
 from tslrec.core.errors import InputError
+from tslrec.core.run_settings import digest
 from tslrec.core.settings import add_arguments, from_namespace, in_flags
 from tslrec.data import DataConfig, SequenceDataset, load_dataset
 from tslrec.data.splits import LeaveOneOutSplits
@@ -124,7 +123,7 @@ def cell_record(record: dict, stage2: dict | None) -> dict:
     # the cell), hashed (the item table's content hash is in side_information), and the code it ran (a campaign's
     # cells come from its own checkout's commit)
     rec["settings"] = record.get("settings")
-    rec["settings_sha256"] = hashlib.sha256(json.dumps(record.get("settings"), sort_keys=True).encode()).hexdigest()
+    rec["settings_sha256"] = digest(record.get("settings"))
     side = (record.get("settings") or {}).get("side_information") or {}
     rec["item_table_sha256"], rec["clusters_sha256"] = side.get("llm_table_sha256"), side.get("clusters_sha256")
     if (record.get("versions") or {}).get("tslrec_commit"):

@@ -53,6 +53,9 @@ BUILTIN_DATASETS: dict[str, tuple[WheelSpec, str]] = {
 }
 
 
+DATASET_HELP = f"built-in name ({', '.join(BUILTIN_DATASETS)}) or a path in a registered format"  # for --dataset
+
+
 def read_raw(name_or_path: str) -> RawInteractions:
     """Read interactions from a built-in name or a file or folder in a registered format (`data/readers/`)."""
     if name_or_path in BUILTIN_DATASETS:

@@ -26,7 +26,7 @@ from tslrec.core.errors import InputError
 from tslrec.core.precision import resolved
 from tslrec.core.run_settings import digest
 from tslrec.core.settings import require
-from tslrec.data import SequenceDataset, load_dataset
+from tslrec.data import DATASET_HELP, SequenceDataset, load_dataset
 from tslrec.formats.item_table import load_item_embeddings
 from tslrec.stage2_augment.analysis import CategoryAgreement, activity_groups, category_agreement
 
@@ -68,7 +68,7 @@ ACTIVITY_FUSIONS = ("base", "ci", "gate")  # the variants of the paper's Fig. 5
 class AblateJob(BackboneSettings):
     """A grid of `tslrec train` cells, backbone x fusion x seed, and its analyses."""
 
-    dataset: str = field(default="", metadata={"required": True, "help": "built-in name (ml-100k, ml-1m) or a path"})
+    dataset: str = field(default="", metadata={"required": True, "help": DATASET_HELP})
     out: str = field(default="", metadata={"required": True, "help": "grid folder (re-run the same command to resume)"})
     backbones: list[str] = field(
         default_factory=lambda: ["gru4rec", "caser", "sasrec", "fmlprec"],

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
+from tslrec import __version__
 from tslrec.core.errors import InputError
 from tslrec.core.settings import add_arguments, from_namespace, in_flags
 
@@ -47,19 +47,11 @@ class OneLineParser(argparse.ArgumentParser):
         raise SystemExit(InputError.exit_code)
 
 
-def package_version() -> str:
-    """The installed tslrec version ('unknown' when run from a tree that was never installed)."""
-    try:
-        return version("tslrec")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def build_parser() -> argparse.ArgumentParser:
     from . import data_job, run_job
 
     parser = OneLineParser(prog="tslrec", description=__doc__.split("\n")[0])
-    parser.add_argument("--version", action="version", version=f"tslrec {package_version()}")
+    parser.add_argument("--version", action="version", version=f"tslrec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     data_job.add_parser(sub)
     for command in commands():
@@ -72,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     if list(sys.argv[1:] if argv is None else argv) == ["--version"]:  # answered before any job module loads
-        print(f"tslrec {package_version()}")
+        print(f"tslrec {__version__}")
         return 0
     parser = build_parser()
     try:

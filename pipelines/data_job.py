@@ -7,16 +7,14 @@ import json
 from dataclasses import dataclass, field
 
 from tslrec.core.settings import add_arguments, from_namespace
-from tslrec.data import DataConfig, describe
+from tslrec.data import DATASET_HELP, DataConfig, describe
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="inspect datasets")
     dsub = p.add_subparsers(dest="data_command", required=True)
     d = dsub.add_parser("describe", help="users, items, interactions and item text after preprocessing")
-    d.add_argument(
-        "dataset", help="built-in name (ml-100k, ml-1m), a RecBole .inter, a .csv, an S3-Rec .txt or a MovieLens folder"
-    )
+    d.add_argument("dataset", help=DATASET_HELP)
     d.add_argument("--json", action="store_true", help="print one JSON object")
     add_arguments(d, DataConfig())
     d.set_defaults(func=run_describe)

@@ -25,7 +25,7 @@ from tslrec.core.artifacts import package_versions, save_tensors, use_determinis
 from tslrec.core.errors import InputError
 from tslrec.core.precision import precision_record, resolved
 from tslrec.core.settings import require
-from tslrec.data import DataConfig, SequenceDataset, load_dataset
+from tslrec.data import DATASET_HELP, DataConfig, SequenceDataset, load_dataset
 from tslrec.data.splits import LeaveOneOutSplits
 from tslrec.evaluation.ranking import EvalConfig
 from tslrec.formats.item_table import save_item_embeddings
@@ -54,7 +54,7 @@ class LiteJob:
 
     dataset: str = field(
         default="",
-        metadata={"required": True, "help": ("built-in name (ml-100k, ml-1m) or a path; the items need text")},
+        metadata={"required": True, "help": f"{DATASET_HELP}; the items need text"},
     )
     out: str | None = field(
         default=None, metadata={"help": ("output folder (default runs/<dataset>-lite-<strategy>-s<seed>)")}

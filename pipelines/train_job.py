@@ -25,7 +25,7 @@ from tslrec.core.errors import InputError
 from tslrec.core.precision import precision_record, resolved
 from tslrec.core.run_settings import RunSettings
 from tslrec.core.settings import check_choices
-from tslrec.data import DataConfig, SequenceDataset, load_dataset
+from tslrec.data import DATASET_HELP, DataConfig, SequenceDataset, load_dataset
 from tslrec.data.splits import LeaveOneOutSplits
 from tslrec.evaluation.ranking import EvalConfig
 from tslrec.formats.item_table import write_export_files
@@ -51,7 +51,7 @@ class BackboneSettings:
 class TrainJob(BackboneSettings):
     """Everything `tslrec train` needs: one backbone, one fusion, one seed."""
 
-    dataset: str = field(default="", metadata={"required": True, "help": "built-in name (ml-100k, ml-1m) or a path"})
+    dataset: str = field(default="", metadata={"required": True, "help": DATASET_HELP})
     backbone: str = field(default="sasrec", metadata={"choices": BACKBONES, "help": "the sequential recommender"})
     fusion: str = field(
         default="base",
