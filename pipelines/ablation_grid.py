@@ -46,7 +46,7 @@ from . import train_job
 
 if TYPE_CHECKING:
     from .ablate_job import AblateJob
-from .side_information import TUNED, SideInfoConfig, groups_source, item_table_sources
+from .side_information import TUNED, SideInfoConfig, groups_source, item_table_sources, reads_item_table
 
 SETTINGS_FILE = "ablation.json"
 SETTINGS_LOCK = "ablation.lock"  # held while a process reads and rewrites SETTINGS_FILE (or discards the cells)
@@ -271,7 +271,7 @@ def cell_side(side: SideInfoConfig, fusion: str, source: str | None, unlabelled:
     sources, fusion_type = item_table_sources(side.item_embeddings), fusion_class(fusion)
     if source is not None:
         table = [sources[source] if unlabelled else f"{source}={sources[source]}"]
-    elif fusion_type.reads_clusters and side.clusters is None and sources:
+    elif reads_item_table(fusion_type, side.clusters is not None) and sources:
         table = [groups_source(sources)]
     else:
         table = None

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tslrec.backbones.item_embedding import FusionConfig, fusion_class, llm_table_fusions
+from tslrec.backbones.item_embedding import Fusion, FusionConfig, fusion_class, llm_table_fusions
 from tslrec.core.artifacts import load_tensors, read_json
 from tslrec.core.errors import InputError
 from tslrec.data import SequenceDataset
@@ -107,6 +107,12 @@ def one_item_table(entries: list[str] | None) -> tuple[str | None, str | None]:
     return parse_source(entries[0])
 
 
+def reads_item_table(fusion: type[Fusion], clusters_given: bool) -> bool:
+    """Whether `fusion` reads an item table: one built on the table, or one on the k-means groups (ci) when no
+    clusters are given, which takes the groups stored with the table's export."""
+    return fusion.reads_llm_table or (fusion.reads_clusters and not clusters_given)
+
+
 def groups_source(sources: dict[str, str]) -> str | None:
     """The item table `ci` takes its k-means groups from when no clusters are given: `tuned`, else the first."""
     return sources.get(TUNED, next(iter(sources.values()), None))
@@ -151,7 +157,9 @@ def load_side_information(
         )
     side = SideInformation(FusionConfig(kind=fusion, finetune_llm_table=finetune_llm_table), label=label)
     export: ItemEmbeddingFile | None = None
-    if fusion_type.reads_llm_table or (fusion_type.reads_clusters and clusters is None and item_embeddings is not None):
+    if reads_item_table(fusion_type, clusters is not None) and (
+        fusion_type.reads_llm_table or item_embeddings is not None
+    ):
         if item_embeddings is None:
             raise InputError(
                 f"fusion {fusion} needs SideInfoConfig.item_embeddings (the output folder of `tslrec stage2`)"

@@ -32,7 +32,13 @@ from tslrec.formats.item_table import write_export_files
 
 from .history import cap_warning, epoch_line, write_history
 from .options import Command, TrainingRuntime, force_field, record_head, training_runtime
-from .side_information import SideInfoConfig, SideInformation, load_side_information, one_item_table
+from .side_information import (
+    SideInfoConfig,
+    SideInformation,
+    load_side_information,
+    one_item_table,
+    reads_item_table,
+)
 
 
 @dataclass
@@ -151,8 +157,8 @@ def side_information_of(job: TrainJob, ds: SequenceDataset) -> SideInformation:
     label, item_table = one_item_table(job.side.item_embeddings)
     kind = fusion_class(job.fusion)
     given = {"item_embeddings": item_table, "clusters": job.side.clusters}
-    read = {  # ci reads an item table only for the groups inside it, when no clusters are given
-        "item_embeddings": kind.reads_llm_table or (kind.reads_clusters and job.side.clusters is None),
+    read = {
+        "item_embeddings": reads_item_table(kind, job.side.clusters is not None),
         "clusters": kind.reads_clusters,
     }
     for name in (n for n in given if given[n] is not None and not read[n]):
