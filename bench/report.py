@@ -111,9 +111,18 @@ def devices(runs: list[dict]) -> str:
     return ", ".join(sorted({str(r.get("device")) for r in runs}))
 
 
+SCRIPT_COMMAND = re.compile(r"^python bench/(\w+)\.py\b")  # how the benchmarks ran before bench/ became a package
+
+
+def runnable(command: str) -> str:
+    """A record's command as it runs today: `python bench/x.py ...` (the form older records hold) is now
+    `python -m bench.x ...`, the same script with the same arguments."""
+    return SCRIPT_COMMAND.sub(r"python -m bench.\1", command)
+
+
 def commands(runs: list[dict], heading: str = "Commands:") -> list[str]:
-    """A table's footer: the commands that made its records, one per line."""
-    return ["", heading, "", *(f"    {c}" for c in sorted({r.get("command", "?") for r in runs}))]
+    """A table's footer: the commands that made its records (run from the repository root), one per line."""
+    return ["", heading, "", *(f"    {c}" for c in sorted({runnable(r.get("command", "?")) for r in runs}))]
 
 
 def commands_and_commits(runs: list[dict]) -> list[str]:

@@ -1,7 +1,7 @@
 """Benchmark: TSLRec stage 1 (user-level SFT) and its cost against instance-level SFT.
 
-    python bench/stage1.py --dataset ml-100k                      # trains SASRec first if --train-dir is not given
-    python bench/stage1.py --train-dir runs/ml-100k-sasrec-s42 --seeds 0,1,2
+    python -m bench.stage1 --dataset ml-100k                      # trains SASRec first if --train-dir is not given
+    python -m bench.stage1 --train-dir runs/ml-100k-sasrec-s42 --seeds 0,1,2
 Writes bench/results/stage1-<dataset>.json (held-out-user MSE vs the global-mean and
 untuned-LLM baselines, timings) and bench/results/sft-efficiency.json (seconds per epoch,
 LLM passes and tokens of user-level vs instance-level SFT, same data, model and batch size).

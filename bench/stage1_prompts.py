@@ -5,13 +5,13 @@ agreement (Fig. 4 C1), which is what stage 2's one-item prompts depend on.
     tslrec stage1 --train-dir runs/ml-100k/stage0 --out runs/ml-100k-s1-history/stage1 --epochs 3 --seed 42 \
         --prompts history
     tslrec stage2 --stage1-dir runs/ml-100k-s1-history/stage1 --out runs/ml-100k-s1-history/stage2 --bf16
-    python bench/stage1_prompts.py --dataset ml-100k --runs windows=runs/ml-100k,history=runs/ml-100k-s1-history
+    python -m bench.stage1_prompts --dataset ml-100k --runs windows=runs/ml-100k,history=runs/ml-100k-s1-history
 Each DIR holds stage1/ and stage2/ (a `tslrec run` folder does). Writes bench/results/stage1-prompts-<dataset>.json,
 one record per run, with the tslrec commands that made it. `--what batching` records runs that differ in
 `--batching` instead (stage1-batching-<dataset>.json), e.g. two one-thread runs side by side on one stage-0 table:
     tslrec stage1 --train-dir runs/bench-main-job/stage0 --out runs/s1-batching-length/stage1 --epochs 3 --seed 42
     tslrec stage1 ... --out runs/s1-batching-random/stage1 ... --batching random      (each followed by stage2)
-    python bench/stage1_prompts.py --what batching --dataset ml-100k \
+    python -m bench.stage1_prompts --what batching --dataset ml-100k \
         --runs length=runs/s1-batching-length,random=runs/s1-batching-random
 `--what llm` records runs that differ in `--llm` (stage1-llm-<dataset>.json): what a larger LLM costs; `--what head`
 runs that differ in `--head-norm` (stage1-head-<dataset>.json); `--what text` runs with and without `--item-text`
@@ -19,7 +19,7 @@ runs that differ in `--head-norm` (stage1-head-<dataset>.json); `--what text` ru
 `--what epochs` runs that differ in `--epochs` (stage1-epochs-<dataset>.json); `--what default` a run with every
 stage-1 and LLM setting at its default but the seed (stage1-default-<dataset>.json; any other setting is refused):
     tslrec stage1 --train-dir runs/ml-1m-cpu/stage0 --out runs/ml-1m-cpu/stage1 --seed 42     (then stage2)
-    python bench/stage1_prompts.py --what default --dataset ml-1m --runs 4-epochs=runs/ml-1m-cpu
+    python -m bench.stage1_prompts --what default --dataset ml-1m --runs 4-epochs=runs/ml-1m-cpu
 `--what budget` records runs that differ in any stage-1 settings, each labelled with what it changed, for the
 frontier of held-out MSE against the whole stage's minutes (stage1-budget-<dataset>.json), e.g. on the main job's
 stage-0 table, one run at a time on an otherwise idle machine:

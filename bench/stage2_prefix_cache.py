@@ -1,6 +1,6 @@
 """Benchmark: stage 2 with the prompt prefix computed once (key/value cache) vs the full prompt per item.
 
-    OMP_NUM_THREADS=1 python bench/stage2_prefix_cache.py --stage1-dir runs/ml-100k/stage1 --items 512 --precision bf16
+    OMP_NUM_THREADS=1 python -m bench.stage2_prefix_cache --stage1-dir runs/ml-100k/stage1 --items 512 --precision bf16
 
 Both passes run in this one process on the same items, alternating, so their ratio is measured
 under the same load. Writes bench/results/stage2-prefix-cache.json: seconds per 1,000 items with
