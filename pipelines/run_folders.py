@@ -70,22 +70,7 @@ def load_train_folder(train_dir: str | Path, dataset: str | None = None) -> Trai
     """Dataset and item table of a `tslrec train` run; `dataset` overrides the recorded name or path."""
     train_dir = Path(train_dir)
     ds, metrics = load_recorded_dataset(train_dir, dataset)
-    emb_path = train_dir / TRAIN_TABLE
-    if not emb_path.is_file():
-        raise InputError(f"{emb_path}: not found; re-run `tslrec train` with --export-item-embeddings")
-    tensors = load_tensors(emb_path, "item embeddings")
-    if "embeddings" not in tensors:
-        raise InputError(
-            f"{emb_path}: no tensor named 'embeddings'; re-run `tslrec train` with --export-item-embeddings"
-        )
-    table = tensors["embeddings"].float()  # [N+1, D]
-    check_finite("embeddings", table, emb_path)
-    if table.ndim != 2 or table.shape[0] != ds.num_items + 1:
-        raise InputError(
-            f"{emb_path}: {table.shape[0]} rows but the dataset has {ds.num_items} items (+1 padding row); "
-            "the embeddings were exported for another dataset or preprocessing"
-        )
-    return TrainFolder(train_dir, ds, table, metrics)
+    return TrainFolder(train_dir, ds, exported_table(train_dir, ds), metrics)
 
 
 def is_train_folder(path: str | Path) -> bool:
@@ -108,6 +93,13 @@ def train_folder_table(train_dir: str | Path, ds: SequenceDataset) -> tuple[torc
             f"({str(recorded)[:12]}) differs from the dataset's ({ds.hash[:12]}); pass the `tslrec train` folder "
             "of this dataset and preprocessing"
         )
+    source = {"llm": None, "model": f"{metrics.get('model')} (its own item table, no LLM)", "train_dir": str(train_dir)}
+    return exported_table(train_dir, ds), source
+
+
+def exported_table(train_dir: Path, ds: SequenceDataset) -> torch.Tensor:
+    """The item table [N+1, H] (float32) a `tslrec train --export-item-embeddings` run wrote, checked: present,
+    one row per item of `ds` plus padding, finite."""
     emb_path = train_dir / TRAIN_TABLE
     if not emb_path.is_file():
         raise InputError(f"{emb_path}: not found; re-run `tslrec train` with --export-item-embeddings")
@@ -120,8 +112,7 @@ def train_folder_table(train_dir: str | Path, ds: SequenceDataset) -> tuple[torc
         )
     table = table.float()  # [N+1, H]
     check_finite("embeddings", table, emb_path)
-    source = {"llm": None, "model": f"{metrics.get('model')} (its own item table, no LLM)", "train_dir": str(train_dir)}
-    return table, source
+    return table
 
 
 def read_stage1_folder(stage1_dir: str | Path, train_dir: str | Path | None = None) -> Stage1Folder:

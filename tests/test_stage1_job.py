@@ -115,7 +115,7 @@ def test_stage1_job_bad_inputs_exit_2(train_dir, tiny_llama_dir, tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert {
-        "rows": "rows",
+        "rows": "has shape (48, 8), expected [51, H]",
         "nan": "NaN",
         "hash": "hash",
         "no_embeddings": "--export-item-embeddings",
