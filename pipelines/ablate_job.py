@@ -208,9 +208,9 @@ def run_ablation(job: AblateJob, train: bool = True) -> AblateOutcome:
         raise InputError(f"AblateJob.skip: {', '.join(unknown)} is no cell of this grid (see --list-cells)")
     todo = [cell for cell in (cells if job.cell is None else [cells[job.cell]]) if cell.name not in job.skip]
     train = train and not job.list_cells
-    check_finished(job, cells, out, ds)  # a finished cell is skipped only if it is this grid's
+    checked = check_finished(job, cells, out, ds)  # a finished cell is skipped only if it is this grid's
     elsewhere = run_grid_workers(job, todo, out, job.workers if job.cell is None else 1) if train else 0
-    check_finished(job, cells, out, ds)  # and the cells other processes finished meanwhile
+    check_finished(job, [c for c in cells if c.name not in checked], out, ds)  # and those finished meanwhile
     results = collect(out, cells)
     return AblateOutcome(out, cells, results, write_reports(out, results, ds, job), elsewhere)
 

@@ -400,16 +400,20 @@ def run_grid_workers(job: AblateJob, cells: list[Cell], out: Path, workers: int)
     return run_grid(job, cells, out, tag="finishing: ")
 
 
-def check_finished(job: AblateJob, cells: list[Cell], out: Path, ds: SequenceDataset) -> None:
+def check_finished(job: AblateJob, cells: list[Cell], out: Path, ds: SequenceDataset) -> set[str]:
     """Refuse a finished cell whose recorded settings are not its cell's today (the data edited in place, a lost or
-    overwritten ablation.json, another table at the same path), so it is never skipped or reported as this grid's."""
+    overwritten ablation.json, another table at the same path), so it is never skipped or reported as this grid's.
+    Returns the names of the cells it checked."""
+    checked = set()
     for cell in cells:
         folder = cell_dir(out, cell)
         if is_finished(folder):
+            checked.add(cell.name)
             record = read_json(folder / "metrics.json", "cell metrics")
             current = train_job.tied_settings(cell_job(job, cell, folder), ds)
             fix = "pass --force to start the grid over, or use another --out"
             current.refuse(folder / "metrics.json", record.get("settings"), "finished cell", fix=fix)
+    return checked
 
 
 def collect(out: Path, cells: list[Cell]) -> list[CellResult]:

@@ -250,27 +250,19 @@ def dataset_fingerprint(dataset: str) -> str:
     return hashlib.sha256("".join(sha256_file(p) for p in files).encode()).hexdigest()
 
 
-def setting_change(stage: Stage, expected: dict, done: dict) -> str | None:
-    """The first of the stage's own settings that differs from its finished run's manifest `done`, as 'key is now
-    X, was Y'; a setting added since the stage ran counts as what the stage did then (core.run_settings)."""
-    current = RunSettings({"job": binding(expected["job"])}, {"job": stage.command.defaults})
-    changes = current.changes({"job": binding(done.get("job") or {})})
-    if not changes:
-        return None
-    key, old, new = changes[0]
-    key = key.removeprefix("job.")
-    return f"{key} is now {new!r}, " + ("which the run predates" if old is MISSING else f"was {old!r}")
-
-
 def why_it_runs(stage: Stage, expected: dict, manifest_path: Path) -> str | None:
     """None when the stage's finished run is today's (its settings, the dataset and the stages before it); else what
     the stage does now and why."""
     if not manifest_path.is_file():
         return "continues where it was stopped" if manifest_path.parent.is_dir() else "runs: no earlier run"
     done = read_json(manifest_path, "stage manifest")
-    changed = setting_change(stage, expected, done)
-    if changed:
-        return f"retrains: {changed}"
+    # a setting added since the stage ran counts as what the stage did then (core.run_settings)
+    current = RunSettings({"job": binding(expected["job"])}, {"job": stage.command.defaults})
+    changes = current.changes({"job": binding(done.get("job") or {})})
+    if changes:
+        key, old, new = changes[0]
+        key = key.removeprefix("job.")
+        return f"retrains: {key} is now {new!r}, " + ("which the run predates" if old is MISSING else f"was {old!r}")
     if done.get("inputs") != expected["inputs"]:
         return "retrains: the dataset's files changed"
     if done.get("upstream") != expected["upstream"]:
