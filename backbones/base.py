@@ -68,12 +68,7 @@ class BackboneConfig:
         require(self.hidden >= 1, self, "hidden", "need at least 1")
         require(self.num_layers >= 1, self, "num_layers", "need at least 1")
         require(self.gru_layers >= 1, self, "gru_layers", "need at least 1")
-        require(
-            self.num_heads >= 1 and self.hidden % self.num_heads == 0,
-            self,
-            "num_heads",
-            f"need at least 1, dividing hidden={self.hidden}",
-        )
+        require(self.num_heads >= 1, self, "num_heads", "need at least 1")
         require(0.0 <= self.dropout < 1.0, self, "dropout", "must be in [0, 1)")
         require(self.attn_dropout is None or 0.0 <= self.attn_dropout < 1.0, self, "attn_dropout", "must be in [0, 1)")
 
@@ -88,6 +83,10 @@ class SequentialRecommender(nn.Module):
         self.cfg = cfg
         self.item_embedding = item_embedding  # the seam: forward(ids) -> [.., H], table() -> [N+1, H]
         self.input_item_bias = nn.Parameter(torch.zeros(())) if cfg.input_item_bias else None  # see input_items.py
+
+    @classmethod
+    def check(cls, cfg: BackboneConfig) -> None:
+        """InputError for settings this backbone cannot use together (SASRec: heads that do not divide hidden)."""
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B, L, H]
         raise NotImplementedError

@@ -40,8 +40,13 @@ def settings_read_by(config: dict, models: Iterable[str | None]) -> dict:
 
 
 def require_read_by(config: BackboneConfig, models: Iterable[str]) -> None:
-    """InputError for a setting away from its default that none of `models` (class names) reads: `--heads 4` on a
-    GRU4Rec run would otherwise train the run it names and record nothing of the flag."""
+    """InputError for a setting away from its default that none of `models` (class names) reads (`--heads 4` on a
+    GRU4Rec run would otherwise train the run it names and record nothing of the flag), and for settings one of
+    `models` cannot use together (its `check`), before any of them trains."""
+    models = list(models)
+    for cls in BACKBONES.values():
+        if cls.__name__ in models:
+            cls.check(config)
     default, read = BackboneConfig(), settings_read_by(asdict(config), models)
     for f in fields(BackboneConfig):
         if f.name not in read and getattr(config, f.name) != getattr(default, f.name):

@@ -443,8 +443,8 @@ def main_job_table(name: str = "main-job-ml-100k") -> str:
         )
     return section(
         f"**The main job (`make run`, {runs[0].get('dataset', name)}; `bench/results/{name}.json`): the whole "
-        "process from stage 0, target 15 min on a 2-core CPU.** Each row is one run; compare timings only between "
-        "rows of one file.",
+        "process from stage 0, target 15 min on a 2-core CPU without native bf16 and 10 min with it.** Each row is "
+        "one run; compare timings only between rows of one file.",
         "config | wall min | stage 0 s | stage 1 s | stage 2 s | grid s (cells) | stage-0 SASRec HR@10 / NDCG@10 "
         "| stage-1 MSE: LLM / head on mean embedding / untuned LLM | stage-2 C1 (chance) "
         "| device, CPU capability, precision (stage 0 / stage 1)",

@@ -221,3 +221,14 @@ def test_a_backbone_reads_no_setting_beyond_its_reads(name):
         other = make(name, **{field_name: changed[field_name]}).eval()
         assert [p.shape for p in other.parameters()] == [p.shape for p in ref.parameters()], field_name
         assert torch.equal(other.encode(seq), ref.encode(seq)), field_name
+
+
+def test_heads_that_do_not_divide_hidden_bind_sasrec_only():
+    """hidden=9 with 2 heads was refused for every backbone, naming a setting only SASRec reads."""
+    from tslrec.backbones.registry import require_read_by
+
+    odd = BackboneConfig(num_items=5, hidden=9, max_len=6)
+    require_read_by(odd, ["GRU4Rec", "Caser", "FMLPRec"])
+    assert build_backbone("gru4rec", odd).encode(torch.tensor([[1, 2, 0]])).shape == (1, 3, 9)
+    with pytest.raises(InputError, match="num_heads=2: SASRec's heads must divide hidden=9"):
+        require_read_by(odd, ["SASRec", "GRU4Rec"])

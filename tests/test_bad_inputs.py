@@ -179,6 +179,12 @@ def case_grid_setting_no_backbone_of_it_reads(tmp):
     return [*argv, "--caser-window", "5"], "--caser-window 5: read by Caser only"
 
 
+def case_grid_heads_that_do_not_divide_hidden(tmp):
+    """Refused before the grid's first cell, naming SASRec: the check is SASRec's, not every backbone's."""
+    argv = ["ablate", "--dataset", str(good_dataset(tmp)), "--out", str(tmp / "o"), "--backbones", "gru4rec,sasrec"]
+    return [*argv, "--hidden", "9"], "--heads 2: SASRec's heads must divide hidden=9"
+
+
 def case_export_missing_manifest(tmp):
     (tmp / "emb").mkdir()
     return gate_train_argv(good_dataset(tmp), tmp / "emb", tmp / "o"), "manifest.json"

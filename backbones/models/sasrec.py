@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tslrec.core.settings import require
+
 from ..base import BackboneConfig, SequentialRecommender
 from ..dropout import FastDropout
 from ..registry import register_backbone
@@ -54,6 +56,10 @@ class CausalSelfAttentionBlock(nn.Module):
 @register_backbone("sasrec")
 class SASRec(SequentialRecommender):
     reads = (*SequentialRecommender.reads, "num_layers", "num_heads", "attn_dropout")
+
+    @classmethod
+    def check(cls, cfg: BackboneConfig) -> None:
+        require(cfg.hidden % cfg.num_heads == 0, cfg, "num_heads", f"SASRec's heads must divide hidden={cfg.hidden}")
 
     def __init__(self, cfg: BackboneConfig, item_embedding: nn.Module):
         super().__init__(cfg, item_embedding)
