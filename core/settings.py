@@ -50,7 +50,7 @@ class Setting:
     flag: str  # e.g. "--lr"
     aliases: tuple[str, ...]
     kind: str  # "bool", "no-bool", "list", "value"
-    parse: Any  # callable str -> value for "value" settings
+    parse: Any  # "value": str -> value; "list": the listed strings -> the field's list or tuple of its item type
     help: str
     choices: tuple | None
     required: bool
@@ -117,13 +117,13 @@ def settings_of(config: Any, path: tuple[str, ...] = (), prefix: str = "") -> li
         flag = meta.get("flag", "--" + f.name.replace("_", "-"))
         flag = "--" + prefix + flag[2:]
         aliases = tuple("--" + prefix + a[2:] for a in meta.get("aliases", ()))
+        parse = tp if tp in (int, float, str) else str
         if tp is bool:
             kind = "no-bool" if flag.startswith(f"--{prefix}no-") and value is True else "bool"
         elif typing.get_origin(tp) in (list, tuple):
-            kind = "list"
+            kind, parse = "list", _list_of(typing.get_origin(tp), (typing.get_args(tp) or (str,))[0])
         else:
             kind = "value"
-        parse = tp if tp in (int, float, str) else str
         allowed = _choices(cls).get(f.name)
         out.append(
             Setting(
@@ -218,7 +218,7 @@ def from_namespace(defaults: Any, ns: argparse.Namespace) -> Any:
                     continue
                 values[s.path] = raw
             else:
-                values[s.path] = _parse_list(raw) if s.kind == "list" else raw
+                values[s.path] = _list_value(s, raw, s.flag) if s.kind == "list" else raw
         elif s.required and not _get(defaults, s.path):
             raise InputError(f"{s.flag} is required")
     return replace_nested(defaults, values)
@@ -267,7 +267,7 @@ def _value_from_file(s: Setting, key: str, value: Any, where: str) -> Any:
             raise InputError(f"{where}: key '{key}' must be true or false, got {value!r}")
         return value
     if s.kind == "list":
-        return _parse_list(value)
+        return _list_value(s, value, f"{where}: key '{key}'")
     if value is not None and s.parse is int:
         if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
             raise InputError(f"{where}: key '{key}' must be a whole number, got {value!r}")
@@ -363,10 +363,26 @@ def _parse_list(text: Any) -> list[str]:
     return [t.strip() for t in str(text).split(",") if t.strip()]
 
 
+def _list_of(container: type, item: Any) -> Any:
+    """The parser of a list setting: its comma-separated strings as `container` (list or tuple) of `item`."""
+    item = item if item in (int, float) else str
+    return lambda texts: container(item(t) for t in texts)
+
+
+def _list_value(s: Setting, raw: Any, where: str) -> Any:
+    """A list setting's value from a flag's comma list or a config file's list; InputError naming `where`."""
+    try:
+        return s.parse(_parse_list(raw))
+    except ValueError:
+        raise InputError(f"{where} {raw}: give a comma-separated list of numbers, as its default is") from None
+
+
 def require(ok: bool, config: Any, name: str, why: str) -> None:
     """InputError 'Class.field=value: why' unless `ok` (for __post_init__ checks; the CLI shows the flag instead)."""
     if not ok:
-        raise InputError(f"{type(config).__name__}.{name}={getattr(config, name)!r}: {why}")
+        value = getattr(config, name)
+        shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else repr(value)  # as a flag takes it
+        raise InputError(f"{type(config).__name__}.{name}={shown}: {why}")
 
 
 def require_unset_unless(read: bool, config: Any, name: str, why: str) -> None:

@@ -39,7 +39,7 @@ def is_metric_name(name: str) -> bool:
 class EvalConfig:
     """How targets are ranked."""
 
-    ks: tuple[int, ...] = field(default=KS, metadata={"cli": False, "help": "cut-offs for HR/Recall/NDCG/MRR"})
+    ks: tuple[int, ...] = field(default=KS, metadata={"help": "cut-offs K of HR@K, Recall@K, NDCG@K and MRR@K"})
     mask_history: bool = field(
         default=False,
         metadata={"help": "drop every item the user had before the target (whole history) from the candidates"},
@@ -68,7 +68,8 @@ class EvalConfig:
             "mask_history",
             "applies to full ranking only (sampled negatives are never the user's items already); drop one of the two",
         )
-        require(all(k >= 1 for k in self.ks), self, "ks", "cut-offs must be at least 1")
+        ks_ok = bool(self.ks) and all(k >= 1 for k in self.ks) and len(set(self.ks)) == len(self.ks)
+        require(ks_ok, self, "ks", "give distinct cut-offs of at least 1")
         require_unset_unless(self.sampled_negatives > 0, self, "seed", "seeds sampled negatives only; none here")
 
     def metric_key(self, name: str) -> str:

@@ -129,6 +129,8 @@ class AblateJob(BackboneSettings):
         require(bool(self.backbones) and not bad_b, self, "backbones", f"use a comma list of {', '.join(BACKBONES)}")
         require(bool(self.fusions) and not bad_f, self, "fusions", f"use a comma list of {', '.join(FUSIONS)}")
         require_read_by(self.model, [BACKBONES[b].__name__ for b in self.backbones])
+        reads = f"the grid's report reads K = {', '.join(map(str, report.REPORT_KS))}; keep them"
+        require(set(report.REPORT_KS) <= set(self.eval.ks), self.eval, "ks", reads)
         require(self.seeds >= 1, self, "seeds", "need at least 1")
         require(self.workers >= 1, self, "workers", "need at least 1")
         require(self.activity_groups >= 1, self, "activity_groups", "need at least 1")

@@ -38,6 +38,7 @@ from .ablation_grid import CellResult
 from .side_information import CONTROL
 
 METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10")  # reported as mean ± std over seeds
+REPORT_KS = tuple(sorted({int(m.split("@")[1]) for m in METRICS}))  # the cut-offs a grid's evaluation must keep
 TESTED = ("HR@10", "NDCG@10")  # tested against base on these metrics
 RUN_FIELDS = ("best_epoch", "epochs", "seconds_per_epoch", "wall_seconds")  # a cell's training, in cells.csv
 BASELINE = "base"

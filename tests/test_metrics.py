@@ -140,3 +140,32 @@ def test_a_nan_score_anywhere_in_a_row_is_an_error_not_an_optimistic_rank():
 
     with pytest.raises(DivergedError, match="NaN scores for 1 of 2 users"):
         evaluate(score, split)
+
+
+def test_cut_offs_are_a_setting_of_flags_and_config_files():
+    """`ks` was not a setting: NDCG@50 could not be asked for from the command line or a config file."""
+    import argparse
+
+    from tslrec.core.settings import add_arguments, from_mapping, from_namespace
+    from tslrec.pipelines.train_job import TrainJob
+
+    p = argparse.ArgumentParser()
+    add_arguments(p, TrainJob())
+    job = from_namespace(TrainJob(), p.parse_args(["--dataset", "x", "--ks", "5,10,50", "--select-metric", "NDCG@50"]))
+    assert job.eval.ks == (5, 10, 50) and job.eval.metric_key(job.train.select_metric) == "NDCG@50"
+    assert from_mapping(TrainJob(), {"ks": [10, 50]}, "c.yaml").eval.ks == (10, 50)
+    with pytest.raises(InputError, match="^--ks 5,ten: give a comma-separated list of numbers"):
+        from_namespace(TrainJob(), p.parse_args(["--dataset", "x", "--ks", "5,ten"]))
+    with pytest.raises(InputError, match="EvalConfig.ks=10,10: give distinct cut-offs"):
+        EvalConfig(ks=(10, 10))
+    ranks = torch.tensor([1, 30, 60])
+    assert metrics_from_ranks(ranks, (50,))["HR@50"].tolist() == [1.0, 1.0, 0.0]
+
+
+def test_a_grid_keeps_the_cut_offs_its_report_reads():
+    """A grid without K=10 trained every cell, then failed writing its report (HR@10, NDCG@10 missing)."""
+    from tslrec.pipelines.ablate_job import AblateJob
+
+    with pytest.raises(InputError, match="EvalConfig.ks=20,50: the grid's report reads K = 5, 10"):
+        AblateJob(dataset="x", out="o", eval=EvalConfig(ks=(20, 50)))
+    assert AblateJob(dataset="x", out="o", eval=EvalConfig(ks=(5, 10, 50))).eval.ks == (5, 10, 50)
