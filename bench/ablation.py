@@ -264,11 +264,15 @@ def record_grid(job: AblateJob, name: str | None, train: bool = True) -> None:
         row = rows[(cell.backbone, cell.variant)]
         # the grid's tests against base, the same on every seed's record: Welch over per-seed means (the verdict)
         # and, secondary, the paired test over users on seed-averaged per-user metrics
-        rec["vs_base"] = {m: seed_test_record(t) for m, t in row.tests.items()}
-        rec["vs_base_paired_users"] = {
-            m: {"mean_diff": round(t.mean_diff, 6), "t": round(t.t, 4), "p": t.p, "users": t.users}
-            for m, t in row.user_tests.items()
-        }
+        # (none where base is not in this folder: a campaign that skipped its recorded base cells; the report then
+        # tests against base from the records, over seeds, and has no paired test over users)
+        if row.tests:
+            rec["vs_base"] = {m: seed_test_record(t) for m, t in row.tests.items()}
+        if row.user_tests:
+            rec["vs_base_paired_users"] = {
+                m: {"mean_diff": round(t.mean_diff, 6), "t": round(t.t, 4), "p": t.p, "users": t.users}
+                for m, t in row.user_tests.items()
+            }
         if (cell.backbone, cell.variant) in against:  # Welch over seeds against base, ci and gate:stage0
             rec["vs"] = against[(cell.backbone, cell.variant)]
         if not job.eval.sampled_negatives:  # sampled negatives are never the user's items: nothing to mask
@@ -276,8 +280,11 @@ def record_grid(job: AblateJob, name: str | None, train: bool = True) -> None:
                 cell_dir(grid_dir(out), cell), result.record, ds, splits, resolve_device(job.runtime.device)
             )
         add(name, kept_apart(name, rec))
+    missing = {(c.backbone, c.variant, c.seed) for c in set(outcome.cells) - {r.cell for r in finished}}
+    before = len(missing & {(r["model"], r["variant"], r["seed"]) for r in load(name)})  # from a folder since gone
     print(
-        f"wrote bench/results/{name}.json ({len(finished)} of {len(outcome.cells)} cells finished"
+        f"wrote bench/results/{name}.json ({len(finished)} of {len(outcome.cells)} cells finished here"
+        + (f", {before} recorded before from a folder since gone" if before else "")
         + (f", stage 2 {stage2['timings']['seconds_per_1000_items']:.1f} s per 1,000 items)" if stage2 else ")")
     )
 

@@ -523,6 +523,27 @@ def test_a_rebuilt_grid_trains_only_the_cells_its_records_lack(grid_run, tmp_pat
     assert not [c for c in recorded_cells(rebuilt, "grid") if "gate" in c]
 
 
+def test_a_rebuilt_folder_without_its_recorded_base_cells_records_no_empty_tests(
+    grid_run, tmp_path, monkeypatch, capsys
+):
+    """A campaign skips the base cells its records hold; recording its rebuilt folder wrote every other cell with an
+    empty `vs_base` (no base here to test against) and counted the recorded cells as unfinished."""
+    from bench import records
+    from bench.ablation import cell_record, record_grid
+    from bench.campaign import recorded_cells
+
+    out, job, _ = grid_run
+    monkeypatch.setattr(records, "RESULTS", tmp_path / "results")
+    for cell in sorted(p.parent for p in (out / "cells").glob("*-base-*/metrics.json")):
+        records.add("grid", {**cell_record(read_json(cell / "metrics.json"), None), "timings": {}})
+    rebuilt = replace(job, out=str(tmp_path / "run" / "grid"))
+    tslrec.ablate(replace(rebuilt, skip=recorded_cells(rebuilt, "grid")))
+    record_grid(replace(rebuilt, out=str(tmp_path / "run")), "grid", train=False)
+    assert "4 of 6 cells finished here, 2 recorded before from a folder since gone" in capsys.readouterr().out
+    others = [r for r in records.load("grid") if r["variant"] != "base"]
+    assert len(others) == 4 and not [r for r in others if "vs_base" in r or "vs_base_paired_users" in r]
+
+
 def test_force_discards_nothing_while_a_later_cell_is_in_training(tmp_path):
     """--force deleted the outputs of each cell in turn and stopped at the first one another process was training:
     on a Beauty campaign it wiped caser-base-s42 and -s43 before it met the lock of -s44."""
