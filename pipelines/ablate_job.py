@@ -43,6 +43,7 @@ from .ablation_grid import (
     collect,
     deprecated_keys,
     discard_cells,
+    finished_outside,
     grid_variants,
     make_grid,
     parse_fusion,
@@ -154,6 +155,7 @@ class AblateOutcome:
     results: list[CellResult]
     report: str  # the markdown of results.md ("" with no finished cell)
     elsewhere: int  # cells still training in other processes
+    outside: int = 0  # finished cells of the folder outside this grid: the folder's report was left as it was
 
 
 def write_text(path: Path, text: str) -> None:
@@ -214,7 +216,10 @@ def run_ablation(job: AblateJob, train: bool = True) -> AblateOutcome:
     elsewhere = run_grid_workers(job, todo, out, job.workers if job.cell is None else 1) if train else 0
     check_finished(job, [c for c in cells if c.name not in checked], out, ds)  # and those finished meanwhile
     results = collect(out, cells)
-    return AblateOutcome(out, cells, results, write_reports(out, results, ds, job), elsewhere)
+    # the folder's report covers the folder's cells: a narrower run (the base cells alone, one --cell) leaves it
+    outside = finished_outside(out, cells)
+    text = "" if outside else write_reports(out, results, ds, job)
+    return AblateOutcome(out, cells, results, text, elsewhere, len(outside))
 
 
 def print_outcome(o: AblateOutcome) -> None:
@@ -226,6 +231,12 @@ def print_outcome(o: AblateOutcome) -> None:
         )
     if not o.results:
         print("no finished cells yet; nothing to report")
+        return
+    if o.outside:
+        print(
+            f"{len(o.results)} cell(s) of this grid finished; the folder holds {o.outside} more of a wider grid, so "
+            f"its report ({o.out}/results.md) was left as it was: the wider grid's command rewrites it"
+        )
         return
     print(o.report)
     print(f"wrote {o.out}/results.md, summary.csv, cells.csv and figures ({len(o.results)} cells)")

@@ -148,6 +148,12 @@ def is_finished(folder: Path) -> bool:
     return (folder / "metrics.json").is_file() and (folder / "per_user_test.safetensors").is_file()
 
 
+def finished_outside(out: Path, cells: list[Cell]) -> list[str]:
+    """The finished cells of the grid folder `out` that are not among `cells` (another process's wider grid)."""
+    names = {cell.name for cell in cells}
+    return sorted(f.name for f in (out / "cells").glob("*") if f.name not in names and is_finished(f))
+
+
 def shared_settings(job: AblateJob, before: bool = False) -> dict:
     """The settings that shape every cell's result (recorded, and compared on a re-run), keyed like the flags.
     before: each at the value a grid recorded before the setting existed is read as (core.run_settings)."""

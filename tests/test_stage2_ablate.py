@@ -544,6 +544,20 @@ def test_a_rebuilt_folder_without_its_recorded_base_cells_records_no_empty_tests
     assert len(others) == 4 and not [r for r in others if "vs_base" in r or "vs_base_paired_users" in r]
 
 
+def test_a_narrower_run_leaves_the_folders_report_to_the_wider_grid(grid_run, capsys):
+    """The campaign's base-cell process rewrote results.md, summary.csv and cells.csv with the base cells alone, over
+    the whole grid's report."""
+    from tslrec.pipelines.ablate_job import print_outcome
+
+    out, job, _ = grid_run
+    before = {name: (out / name).read_bytes() for name in ("results.md", "summary.csv", "cells.csv")}
+    outcome = tslrec.ablate(replace(job, fusions=["base"], side=SideInfoConfig()))
+    assert len(outcome.results) == 2 and outcome.outside == 4
+    assert {name: (out / name).read_bytes() for name in before} == before
+    print_outcome(outcome)
+    assert "the folder holds 4 more of a wider grid" in capsys.readouterr().out
+
+
 def test_force_discards_nothing_while_a_later_cell_is_in_training(tmp_path):
     """--force deleted the outputs of each cell in turn and stopped at the first one another process was training:
     on a Beauty campaign it wiped caser-base-s42 and -s43 before it met the lock of -s44."""
