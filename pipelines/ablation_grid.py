@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
 import threading
 import time
@@ -148,6 +149,14 @@ def is_finished(folder: Path) -> bool:
     return (folder / "metrics.json").is_file() and (folder / "per_user_test.safetensors").is_file()
 
 
+def cells_of_variant(out: Path, variant: str) -> list[str]:
+    """The cells of `variant` (gate:tuned; gate in a grid made before sources) in the grid folder `out` with any
+    output: finished, or started."""
+    name = re.compile(rf"[^-]+-{re.escape(variant.replace(':', '-'))}-s\d+")
+    folders = (f for f in (out / "cells").glob("*") if name.fullmatch(f.name))
+    return sorted(f.name for f in folders if any((f / o).exists() for o in CELL_OUTPUTS))
+
+
 def finished_outside(out: Path, cells: list[Cell]) -> list[str]:
     """The finished cells of the grid folder `out` that are not among `cells` (another process's wider grid)."""
     names = {cell.name for cell in cells}
@@ -235,13 +244,16 @@ def check_settings(
             "repeat the original path, give the new table another label, pass --force to start the grid over, "
             "or use another --out"
         )
-    swapped = sorted(f for f in set(old_digests) & set(new_digests) if old_digests[f] != new_digests[f])
-    if swapped:
-        f = swapped[0]
+    # files with other contents are refused while cells trained (or training) on the old ones are in the folder
+    swapped = [f for f in sorted(set(old_digests) & set(new_digests)) if old_digests[f] != new_digests[f]]
+    named = {f: f.partition(":")[0] if unlabelled and f.endswith(f":{unlabelled}") else f for f in swapped}
+    if stale := next(((f, cells) for f in swapped if (cells := cells_of_variant(out, named[f]))), None):
+        f, cells = stale
         raise InputError(
             f"{path}: the {f} cells of this grid were trained on side-information files with other "
-            f"contents (sha256 {old_digests[f][:12]}, now {new_digests[f][:12]}); pass --force (tslrec run: "
-            "--force ablation) to start the grid over, or use another --out"
+            f"contents (sha256 {old_digests[f][:12]}, now {new_digests[f][:12]}); delete their folders "
+            f"({out / 'cells'}/{{{','.join(cells)}}}) to train them on the new files, pass --force (tslrec run: "
+            "--force ablation) to start the whole grid over, or use another --out"
         )
     added = {k: settings[k] for k in SIDE_OPTIONS if recorded.get(k) is None and settings.get(k) is not None}
     sources = {**old_sources, **new_sources}

@@ -298,6 +298,29 @@ def test_ablate_refuses_a_swapped_export_and_force_starts_over(tmp_path, capsys)
         tslrec.ablate(replace(job, train=replace(job.train, lr=0.01)))
 
 
+def test_a_swapped_export_retrains_its_own_cells_once_they_are_deleted(tmp_path):
+    """The refusal of a changed table offered only --force, which retrains the base cells too; deleting the cells
+    of the changed table is enough, and the others stay finished."""
+    import shutil
+
+    data, ds = write_toy_dataset(tmp_path / "data")
+    export = write_export(tmp_path / "export", ds, seed=0)
+    job = toy_ablate_job(data, export, tmp_path / "grid", fusions=["base", "gate"])
+    tslrec.ablate(job)
+    cells = tmp_path / "grid" / "cells"
+    base = read_json(cells / "gru4rec-base-s42" / "metrics.json")
+    old = read_json(cells / "gru4rec-gate-tuned-s42" / "metrics.json")["settings"]["side_information"]
+    write_export(export, ds, seed=1)
+    with pytest.raises(InputError, match=r"delete their folders \(.*/cells/\{gru4rec-gate-tuned-s42\}\)"):
+        tslrec.ablate(job)
+    shutil.rmtree(cells / "gru4rec-gate-tuned-s42")
+    tslrec.ablate(job)
+    assert read_json(cells / "gru4rec-base-s42" / "metrics.json") == base  # not trained again
+    new = read_json(cells / "gru4rec-gate-tuned-s42" / "metrics.json")["settings"]["side_information"]
+    assert new["llm_table_sha256"] != old["llm_table_sha256"]
+    tslrec.ablate(job)  # the new contents are the grid's now
+
+
 # ---------------------------------------------------------------- stage 1
 
 TABLE, TRUTH = clustered_items(n_items=60, dim=8, k=4, seed=0)

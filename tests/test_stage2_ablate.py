@@ -407,6 +407,10 @@ def test_the_settings_check_is_per_source(tmp_path):
     from tslrec.core.artifacts import write_json
     from tslrec.pipelines.ablation_grid import DIGESTS, SETTINGS_FILE, check_settings
 
+    def started(grid, *cells):
+        for name in cells:
+            write_json(grid / "cells" / name / "metrics.json", {})
+
     defaults = {"lr": 0.001, "item_embeddings": None}
     one = {"lr": 0.001, "item_embeddings": {"tuned": "a"}, DIGESTS: {"gate:tuned": "1" * 64}}
     assert check_settings(tmp_path, one, defaults) is None
@@ -420,12 +424,15 @@ def test_the_settings_check_is_per_source(tmp_path):
     check_settings(tmp_path, {**one, "item_embeddings": {"stage0": "b"}, DIGESTS: {}}, defaults)  # a subset: fine
     with pytest.raises(InputError, match="item_embeddings source stage0='b', now 'c'"):
         check_settings(tmp_path, {**two, "item_embeddings": {"stage0": "c"}}, defaults)
-    with pytest.raises(InputError, match="the gate:stage0 cells"):
-        check_settings(tmp_path, {**two, DIGESTS: {"gate:stage0": "3" * 64}}, defaults)
+    check_settings(tmp_path, {**two, DIGESTS: {"gate:stage0": "3" * 64}}, defaults)  # no cell read the old files
+    started(tmp_path, "sasrec-gate-stage0-s42", "sasrec-gate-stage0-x-s42")  # (the second: another source's cell)
+    with pytest.raises(InputError, match=r"the gate:stage0 cells.*/cells/\{sasrec-gate-stage0-s42\}"):
+        check_settings(tmp_path, {**two, DIGESTS: {"gate:stage0": "2" * 64}}, defaults)
     # a grid made before sources: its one path is `tuned`, its digest keys the fusion alone
     old = tmp_path / "old"
     write_json(old / SETTINGS_FILE, {"lr": 0.001, "item_embeddings": "a", DIGESTS: {"gate": "1" * 64}})
     assert check_settings(old, one, defaults) == "tuned"
+    started(old, "sasrec-gate-s42")  # the cells of its one source are named after the fusion alone
     with pytest.raises(InputError, match="the gate:tuned cells"):
         check_settings(old, {**one, DIGESTS: {"gate:tuned": "4" * 64}}, defaults)
     assert check_settings(old, two, defaults) == "tuned"
