@@ -54,7 +54,8 @@ from safetensors.torch import load_file
 from bench.records import add
 from tslrec.core.precision import cpu_capability
 from tslrec.core.settings import add_arguments, from_namespace
-from tslrec.pipelines.run_job import active_stages, load_config
+from tslrec.pipelines.ablation_grid import LOCK_FILE, SETTINGS_LOCK
+from tslrec.pipelines.run_job import RUN_LOCK, active_stages, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/ml-100k.yaml"
@@ -104,7 +105,11 @@ EXCLUDED_KEYS = {
         "stage_manifest.json's sha256 of the stage before's manifest, whose `seconds` differ between any two runs"
     ),
 }
-EXCLUDED_FILES = {"train.lock": "the host name and pid of the last process that trained the grid cell"}
+EXCLUDED_FILES = {  # lock files: the host name and pid of the last process that held them
+    LOCK_FILE: "the process that last trained the grid cell",
+    SETTINGS_LOCK: "the process that last read and rewrote the grid's settings",
+    RUN_LOCK: "the `tslrec run` that last worked in the run folder",
+}
 
 
 @dataclass
