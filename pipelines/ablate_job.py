@@ -216,7 +216,7 @@ def run_ablation(job: AblateJob, train: bool = True) -> AblateOutcome:
     elsewhere = run_grid_workers(job, todo, out, job.workers if job.cell is None else 1) if train else 0
     check_finished(job, [c for c in cells if c.name not in checked], out, ds)  # and those finished meanwhile
     results = collect(out, cells)
-    # the folder's report covers the folder's cells: a narrower run (the base cells alone, one --cell) leaves it
+    # the folder's report covers the folder's cells: a narrower grid (the campaign's base cells alone) leaves it
     outside = finished_outside(out, cells)
     text = "" if outside else write_reports(out, results, ds, job)
     return AblateOutcome(out, cells, results, text, elsewhere, len(outside))
