@@ -18,7 +18,13 @@ from pathlib import Path
 
 from bench import records
 from bench.stage1_prompts import WHATS
+from tslrec.backbones.base import BackboneConfig
+from tslrec.backbones.registry import settings_read_by
 from tslrec.backbones.training import TrainConfig
+from tslrec.core.run_settings import flatten
+from tslrec.core.settings import as_recorded_before
+from tslrec.data import DataConfig
+from tslrec.evaluation.ranking import EvalConfig
 from tslrec.evaluation.significance import MIN_SEEDS, SEED_TEST, USER_TEST, SeedTest, mean_std, welch_seed_test
 from tslrec.pipelines.ablation_report import METRICS, p_text, seed_test_text, table
 
@@ -964,11 +970,42 @@ def _at_cap(runs: list[dict]) -> int:
     return sum(r.get("best_at_cap", r["best_epoch"] == c) for r, c in zip(runs, cap))
 
 
+# a cell's recorded settings, by group: a setting a record predates reads as its `before` value (core.settings)
+SETTING_GROUPS = {"TrainConfig": TrainConfig, "EvalConfig": EvalConfig, "DataConfig": DataConfig}
+PER_CELL = ("TrainConfig.seed", "side_information.")  # what a grid's cells differ in by design, with the fusion
+
+
+def _settings_differ(runs: list[dict]) -> list[str] | None:
+    """The settings in which the runs of one backbone (their records' `settings`) differ beyond the seed and the
+    fusion with its tables; None when a run did not record them."""
+    if any(not r.get("settings") for r in runs):
+        return None
+    model = {**BackboneConfig().__dict__, "num_items": None, "max_len": None}
+    flat = []
+    for r in runs:
+        saved = {k: v for k, v in r["settings"].items() if k not in ("model", "backbone")}
+        for group, cls in SETTING_GROUPS.items():
+            saved[group] = {**as_recorded_before(cls()), **saved.get(group, {})}
+        saved["BackboneConfig"] = settings_read_by({**model, **saved["BackboneConfig"]}, [r["settings"]["model"]])
+        flat.append(flatten(saved))
+    keys = {k for f in flat for k in f if len({json.dumps(g.get(k)) for g in flat}) > 1}
+    return sorted(k for k in keys if not k.startswith(PER_CELL))
+
+
 def _status(runs: list[dict], seeds: int) -> str:
-    """A summary row's protocol and status: too few seeds for a verdict, the protocol, runs stopped by the cap."""
+    """A summary row's protocol and status: too few seeds for a verdict, the protocol, runs stopped by the cap, and
+    whether its cells share one setting (the seed and the fusion apart)."""
     protocol = ", ".join(sorted({str(r.get("protocol")) for r in runs}))
     few = f"{seeds} seed{'' if seeds == 1 else 's'}: no verdict; " if seeds < MIN_SEEDS else ""
-    return f"{few}{protocol}; {_at_cap(runs)} of {len(runs)} runs at the epoch cap"
+    differ = _settings_differ(runs)
+    same = (
+        "settings not recorded, not checked"
+        if differ is None
+        else f"settings differ: {', '.join(differ)}"
+        if differ
+        else f"the {len(runs)} runs share every setting"
+    )
+    return f"{few}{protocol}; {_at_cap(runs)} of {len(runs)} runs at the epoch cap; {same}"
 
 
 def grid_backbones(name: str, skip: set[str] | None = None) -> Iterator[tuple[str, list[dict], list[dict], list[dict]]]:
@@ -1006,7 +1043,9 @@ def summary_table(grids: list[str]) -> str:
         f"A verdict needs at least {MIN_SEEDS} seeds a side (p ≤ 0.05; **bold** = significant); with fewer, only "
         "the difference is given. The LLM table is stage 2's export of the tuned LLM; the stage-0 table is the "
         "stage-0 SASRec's own item table through the same gate, the control without an LLM; – = not recorded. "
-        '"Runs at the epoch cap" counts runs whose best validation epoch was the last one allowed.',
+        '"Runs at the epoch cap" counts runs whose best validation epoch was the last one allowed; "share every '
+        "setting\": the runs' recorded settings are equal but for the seed and the fusion with its tables (a setting "
+        "a run predates reads as its value then).",
         *(line for name, why in SUPERSEDED.items() for line in _superseded_note(name, why)),
     )
 

@@ -173,3 +173,28 @@ def test_the_readme_keeps_an_older_grids_row_until_the_newer_grid_has_its_llm_ga
     assert datasets() == ["| x-h100"]  # the newer base-only row waits (it is in docs/results.md)
     records.add("ablation-x", {**RECORD, "model": "caser", "variant": "gate:tuned", "metrics": {"NDCG@10": 0.035}})
     assert datasets() == ["| x"]
+
+
+def test_a_grid_row_says_whether_its_cells_share_one_setting():
+    """The README's rows could average cells trained under other settings (a campaign over several commits) without
+    saying so. A setting a record predates reads as its value then; the seed and the fusion differ by design."""
+    from bench import report
+
+    def cell(seed: int, fusion: str, train: dict, **model) -> dict:
+        settings = {
+            "model": "GRU4Rec",
+            "backbone": "gru4rec",
+            "TrainConfig": {"lr": 1e-3, "seed": seed, **train},
+            "EvalConfig": {"ks": [5, 10, 20]},
+            "DataConfig": {"max_len": 50},
+            "BackboneConfig": {"hidden": 64, **model},
+            "side_information": {"fusion": {"kind": fusion}},
+        }
+        return {**RECORD, "seed": seed, "settings": settings}
+
+    older = cell(42, "base", {})  # recorded before lr_schedule existed
+    runs = [older, cell(43, "gate", {"lr_schedule": "constant"}), cell(44, "ci", {}, num_heads=4)]  # heads: SASRec's
+    assert report._settings_differ(runs) == []
+    assert report._settings_differ([*runs, cell(45, "base", {"lr": 5e-3})]) == ["TrainConfig.lr"]
+    assert report._settings_differ([*runs, cell(45, "base", {"lr_schedule": "cosine"})]) == ["TrainConfig.lr_schedule"]
+    assert report._settings_differ([*runs, {**RECORD, "seed": 46}]) is None
