@@ -49,13 +49,14 @@ class Setting:
     field: str  # its field name there
     flag: str  # e.g. "--lr"
     aliases: tuple[str, ...]
-    kind: str  # "bool", "no-bool", "list", "value"
-    parse: Any  # "value": str -> value; "list": the listed strings -> the field's list or tuple of its item type
+    kind: str  # "bool", "no-bool", "list" (one comma list), "repeat" (the flag once per value), "value"
+    parse: Any  # "value": str -> value; "list", "repeat": the strings -> the field's list or tuple of its item type
     help: str
     choices: tuple | None
     required: bool
     optional: bool  # None is a value of its own (e.g. max_steps: None = no cap)
     deprecated: tuple[tuple[str, Any, Any], ...] = ()  # (old flag, value when given/true, value when false)
+    metavar: str | None = None  # the value's name in --help (default: the flag's, upper case)
 
     @property
     def key(self) -> str:
@@ -121,7 +122,8 @@ def settings_of(config: Any, path: tuple[str, ...] = (), prefix: str = "") -> li
         if tp is bool:
             kind = "no-bool" if flag.startswith(f"--{prefix}no-") and value is True else "bool"
         elif typing.get_origin(tp) in (list, tuple):
-            kind, parse = "list", _list_of(typing.get_origin(tp), (typing.get_args(tp) or (str,))[0])
+            kind = "repeat" if meta.get("repeat") else "list"  # repeat: values that may hold commas (KEY=[a, b])
+            parse = _list_of(typing.get_origin(tp), (typing.get_args(tp) or (str,))[0])
         else:
             kind = "value"
         allowed = _choices(cls).get(f.name)
@@ -139,6 +141,7 @@ def settings_of(config: Any, path: tuple[str, ...] = (), prefix: str = "") -> li
                 bool(meta.get("required")),
                 optional,
                 tuple(("--" + prefix + old[2:], *values) for old, values in meta.get("deprecated", {}).items()),
+                meta.get("metavar"),
             )
         )
     return out
@@ -189,6 +192,11 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Any) -> list[Settin
             parser.add_argument(*names, dest=dest, action="store_true", help=shown_help)
         elif s.kind == "no-bool":
             parser.add_argument(*names, dest=dest, action="store_false", help=shown_help)
+        elif s.kind == "repeat":
+            shown_help += " (repeatable)"
+            parser.add_argument(
+                *names, dest=dest, action="append", default=argparse.SUPPRESS, help=shown_help, metavar=s.metavar
+            )
         else:
             shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
             extra = " (required)" if s.required else ("" if shown in (None, "") else f" (default: {shown})")
@@ -200,7 +208,7 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Any) -> list[Settin
                 type=s.parse if s.kind == "value" else str,
                 choices=s.choices,
                 required=s.required,
-                metavar=None if s.choices else s.flag.lstrip("-").upper().replace("-", "_"),
+                metavar=None if s.choices else s.metavar or s.flag.lstrip("-").upper().replace("-", "_"),
             )
     return settings
 
@@ -218,7 +226,7 @@ def from_namespace(defaults: Any, ns: argparse.Namespace) -> Any:
                     continue
                 values[s.path] = raw
             else:
-                values[s.path] = _list_value(s, raw, s.flag) if s.kind == "list" else raw
+                values[s.path] = _list_value(s, raw, s.flag) if s.kind in ("list", "repeat") else raw
         elif s.required and not _get(defaults, s.path):
             raise InputError(f"{s.flag} is required")
     return replace_nested(defaults, values)
@@ -266,7 +274,7 @@ def _value_from_file(s: Setting, key: str, value: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise InputError(f"{where}: key '{key}' must be true or false, got {value!r}")
         return value
-    if s.kind == "list":
+    if s.kind in ("list", "repeat"):
         return _list_value(s, value, f"{where}: key '{key}'")
     if value is not None and s.parse is int:
         if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
@@ -346,6 +354,8 @@ def as_flags(config: Any, defaults: Any) -> list[str]:
             continue
         if s.kind in ("bool", "no-bool"):
             argv.append(s.flag)
+        elif s.kind == "repeat":
+            argv += [x for v in value for x in (s.flag, str(v))]
         else:
             argv += [s.flag, ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)]
     return argv
@@ -358,6 +368,7 @@ def _get(config: Any, path: tuple[str, ...]) -> Any:
 
 
 def _parse_list(text: Any) -> list[str]:
+    """A flag's comma list (a repeated flag's values, a config file's list: as they are) as strings."""
     if isinstance(text, (list, tuple)):
         return [str(t) for t in text]
     return [t.strip() for t in str(text).split(",") if t.strip()]
@@ -372,7 +383,7 @@ def _list_of(container: type, item: Any) -> Any:
 def _list_value(s: Setting, raw: Any, where: str) -> Any:
     """A list setting's value from a flag's comma list or a config file's list; InputError naming `where`."""
     try:
-        return s.parse(_parse_list(raw))
+        return s.parse(_parse_list([raw] if s.kind == "repeat" and isinstance(raw, str) else raw))
     except ValueError:
         raise InputError(f"{where} {raw}: give a comma-separated list of numbers, as its default is") from None
 

@@ -1,6 +1,6 @@
 """`tslrec` command line: one subcommand per job. Bad input -> one line on stderr, exit code 2.
 
-The flags of `train`, `stage1`, `stage2`, `ablate` and `lite` are generated from their job configs
+The flags of `run`, `train`, `stage1`, `stage2`, `ablate`, `lite` and `recommend` are generated from their job configs
 (core/settings.py); each parsed command line becomes a typed job config and calls the job's entry point.
 Library errors name a setting as `Class.field`; this is the one place that turns it into the flag.
 """
@@ -21,9 +21,10 @@ if TYPE_CHECKING:
 
 def commands() -> list[Command]:
     """Every job subcommand. Imported here, not at the top, so that `tslrec --version` loads no model library."""
-    from . import ablate_job, lite_job, recommend_job, stage1_job, stage2_job, train_job
+    from . import ablate_job, lite_job, recommend_job, run_job, stage1_job, stage2_job, train_job
 
     return [
+        run_job.COMMAND,
         train_job.COMMAND,
         stage1_job.COMMAND,
         stage2_job.COMMAND,
@@ -48,7 +49,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import data_job, run_job
+    from . import data_job
 
     parser = OneLineParser(prog="tslrec", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"tslrec {__version__}")
@@ -58,7 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(command.name, help=command.help, description=command.help)
         add_arguments(p, command.defaults)
         p.set_defaults(job_command=command)
-    run_job.add_parser(sub)
     return parser
 
 

@@ -15,7 +15,6 @@ own checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import time
@@ -31,7 +30,7 @@ from tslrec.core.artifacts import file_lock, package_versions, read_json, sha256
 from tslrec.core.errors import InputError
 from tslrec.core.precision import cpu_capability
 from tslrec.core.run_settings import MISSING, RunSettings, digest, plain
-from tslrec.core.settings import as_flags, from_mapping, settings_of
+from tslrec.core.settings import as_flags, check_choices, from_mapping, settings_of
 from tslrec.data import DataConfig
 from tslrec.stage1_reconstruct.training import SUB_RUN as UNTUNED_SUB_RUN
 
@@ -87,29 +86,6 @@ STAGES: tuple[Stage, ...] = (
 TOP_KEYS = {"dataset", "out", "seed", "data", "stages"}
 MANIFEST = "stage_manifest.json"  # in a stage's folder once the stage has finished
 RUN_LOCK = "run.lock"  # held by the one `tslrec run` working in a run folder
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="the whole pipeline from a YAML config, resumable")
-    p.add_argument("--config", required=True, help="YAML file (see configs/)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set stages.stage1.k=16 (repeatable)",
-    )
-    p.add_argument("--force", default=None, choices=[s.name for s in STAGES], help="run again from this stage on")
-    p.add_argument("--until", default=None, choices=[s.name for s in STAGES], help="stop after this stage")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars: one line per epoch instead")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads of every stage (default: the cores)")
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print what each stage would do, its work counted on the dataset, and its minutes on this machine "
-        "(a few of its steps timed; nothing kept)",
-    )
-    p.set_defaults(func=run)
 
 
 def load_config(path: str | Path, overrides: list[str]) -> dict:
@@ -206,17 +182,41 @@ def check_untuned_export(cfg: dict, jobs: dict[str, Any]) -> None:
 Job = TypeVar("Job")  # any job config with a `runtime`
 
 
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
 @dataclass
 class RunJob:
     """`tslrec run`: every stage of a YAML config in order, each skipped when its recorded settings are today's."""
 
-    config: str  # the YAML file
-    overrides: list[str] = field(default_factory=list)  # KEY=VALUE, as --set stages.stage1.k=16
-    force: str | None = None  # run again from this stage on
-    until: str | None = None  # stop after this stage
-    progress: bool = True  # progress bars; False: one line per epoch
-    threads: int | None = None  # torch CPU threads of every stage (None: the stage's own setting)
-    dry_run: bool = False  # print what each stage would do, how much work it is and its minutes here; keep nothing
+    config: str = field(default="", metadata={"required": True, "help": "YAML file (see configs/)"})
+    overrides: list[str] = field(
+        default_factory=list,
+        metadata={
+            "flag": "--set",
+            "repeat": True,
+            "metavar": "KEY=VALUE",
+            "help": "override a config value, e.g. --set stages.stage1.k=16",
+        },
+    )
+    force: str | None = field(default=None, metadata={"choices": STAGE_NAMES, "help": "run again from this stage on"})
+    until: str | None = field(default=None, metadata={"choices": STAGE_NAMES, "help": "stop after this stage"})
+    progress: bool = field(
+        default=True, metadata={"flag": "--no-progress", "help": "hide progress bars: one line per epoch instead"}
+    )
+    threads: int | None = field(
+        default=None, metadata={"help": "torch CPU threads of every stage (default: each stage's own setting)"}
+    )
+    dry_run: bool = field(
+        default=False,
+        metadata={
+            "help": "print what each stage would do, its work counted on the dataset, and its minutes on this "
+            "machine (a few of its steps timed; nothing kept)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        check_choices(self)
 
 
 def with_runtime(job: Job, pipeline: RunJob) -> Job:
@@ -268,12 +268,6 @@ def why_it_runs(stage: Stage, expected: dict, manifest_path: Path) -> str | None
     if done.get("upstream") != expected["upstream"]:
         return "retrains: an earlier stage's run changed"
     return None
-
-
-def run(args: argparse.Namespace) -> None:
-    run_pipeline(
-        RunJob(args.config, args.set, args.force, args.until, not args.no_progress, args.threads, args.dry_run)
-    )
 
 
 @dataclass
@@ -398,3 +392,6 @@ def run_stages(pipeline: RunJob, cfg: dict, out: Path) -> PipelineOutcome:
         if path.exists():
             print(f"outputs: {path}")
     return PipelineOutcome(out, ran, {})
+
+
+COMMAND = Command("run", "the whole pipeline from a YAML config, resumable", RunJob(), run_pipeline)

@@ -331,3 +331,18 @@ def test_a_second_run_in_the_same_folder_is_refused(tmp_path, monkeypatch):
         assert ran == []
     run_pipeline(RunJob(str(config)))  # the first one gone, the kernel dropped its lock
     assert len(ran) == 4
+
+
+def test_run_flags_come_from_its_job_config():
+    """`tslrec run` declared its flags by hand beside RunJob; --set may repeat and its values may hold commas."""
+    from tslrec.core.settings import as_flags, from_namespace
+    from tslrec.pipelines.cli import build_parser
+    from tslrec.pipelines.run_job import COMMAND
+
+    argv = ["run", "--config", "c.yaml", "--set", "stages.ablation.backbones=[sasrec, gru4rec]", "--set", "seed=1"]
+    args = build_parser().parse_args([*argv, "--no-progress", "--until", "stage1"])
+    job = from_namespace(COMMAND.defaults, args)
+    assert job == RunJob(
+        "c.yaml", ["stages.ablation.backbones=[sasrec, gru4rec]", "seed=1"], until="stage1", progress=False
+    )
+    assert as_flags(job, COMMAND.defaults) == [*argv[1:], "--until", "stage1", "--no-progress"]
