@@ -591,7 +591,7 @@ def chaos_table(name: str = "chaos-ml-100k") -> str:
     if not (runs := load(name)):
         return ""
     rows = [
-        f"{r['variant']} | {r['commit']} | {r.get('kills', '–')} | "
+        f"{r['variant']} | {r['commit']} | {r['device']} | {r.get('kills', '–')} | "
         + (", ".join(f"{s} {n}" for s, n in r["kills_per_stage"].items()) if "kills_per_stage" in r else "–")
         + f" | {r['compared']['files']} files, {r['compared']['values']} values | {r['mismatches']} | "
         + ("; ".join(f"{m['file']} {m['item']}" for m in r.get("mismatch_details", [])) or "–")
@@ -602,7 +602,7 @@ def chaos_table(name: str = "chaos-ml-100k") -> str:
         f"**A small `tslrec run` killed anywhere, and across a change of code ({name}): every file of the run folder "
         "compared with an uninterrupted run's, tensors bit for bit.** Timings, paths and version strings left out "
         "(listed in each record).",
-        "run | commit | kills | kills per stage | compared | differences | where | leftovers / settings added",
+        "run | commit | device | kills | kills per stage | compared | differences | where | leftovers / settings added",
         rows,
         *commands(runs),
     )
