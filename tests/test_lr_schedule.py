@@ -58,7 +58,8 @@ def test_a_cosine_run_that_ends_with_its_cycle_is_not_at_the_epochs_cap(tmp_path
         dataset=str(data),
         out=str(tmp_path / "run"),
         model=BackboneConfig(hidden=8),
-        train=TrainConfig(epochs=10, lr=0.01, lr_schedule="cosine", lr_cycle=3),
+        train=TrainConfig(epochs=10, lr=0.01, lr_schedule="cosine", lr_cycle=3, precision="float32"),
+        eval=EvalConfig(precision="float32"),  # the toy's best epoch is float32's (`auto` is bf16 with native bf16)
         runtime=TrainingRuntime(device="cpu", progress=False, threads=1),
     )
     before = torch.get_num_threads()

@@ -165,6 +165,8 @@ def test_item_text_in_stage1_and_stage2_records_its_cost_and_feeds_titles(tmp_pa
                 str(export),
                 "--batch-size",
                 "4",
+                "--precision",
+                "float32",  # compared with a float32 forward below (`auto` is bf16 on a CPU with native bf16)
                 "--device",
                 "cpu",
                 "--no-progress",

@@ -37,12 +37,13 @@ def tiny_model(tiny_llm_cfg):
 
 def test_every_item_is_embedded_alone_and_batching_does_not_matter(tiny_model):
     table = torch.from_numpy(clustered_items(n_items=9, dim=8, k=K, seed=1)[0])  # [10, 8], row 0 = padding
-    reps = extract_item_representations(tiny_model, table, ExtractionConfig(batch_size=4, progress=False))
+    f32 = {"progress": False, "precision": "float32"}  # compared with a float32 forward (`auto` may be bf16 here)
+    reps = extract_item_representations(tiny_model, table, ExtractionConfig(batch_size=4, **f32))
     assert reps.embeddings.shape == (10, tiny_model.encoder.hidden) and reps.category_probs.shape == (10, K)
     assert torch.all(reps.embeddings[0] == 0) and torch.all(reps.category_probs[0] == 0)
     assert torch.allclose(reps.category_probs[1:].sum(1), torch.ones(9), atol=1e-5)
     assert reps.num_items == 9 and reps.seconds > 0 and reps.seconds_per_1000_items > 0
-    one_by_one = extract_item_representations(tiny_model, table, ExtractionConfig(batch_size=1, progress=False))
+    one_by_one = extract_item_representations(tiny_model, table, ExtractionConfig(batch_size=1, **f32))
     assert torch.allclose(reps.embeddings, one_by_one.embeddings, atol=1e-5)
     with torch.no_grad():  # item 3 as a one-item virtual user through the stage-1 forward
         h, p = tiny_model.eval()(table[3].view(1, 1, 8), torch.ones(1, 1, dtype=torch.long))
