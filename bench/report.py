@@ -971,7 +971,12 @@ def _at_cap(runs: list[dict]) -> int:
 
 
 # a cell's recorded settings, by group: a setting a record predates reads as its `before` value (core.settings)
-SETTING_GROUPS = {"TrainConfig": TrainConfig, "EvalConfig": EvalConfig, "DataConfig": DataConfig}
+SETTING_GROUPS = {
+    "TrainConfig": TrainConfig,
+    "EvalConfig": EvalConfig,
+    "DataConfig": DataConfig,
+    "BackboneConfig": BackboneConfig,
+}
 PER_CELL = ("TrainConfig.seed", "side_information.")  # what a grid's cells differ in by design, with the fusion
 
 
@@ -980,13 +985,12 @@ def _settings_differ(runs: list[dict]) -> list[str] | None:
     fusion with its tables; None when a run did not record them."""
     if any(not r.get("settings") for r in runs):
         return None
-    model = {**BackboneConfig().__dict__, "num_items": None, "max_len": None}
     flat = []
     for r in runs:
         saved = {k: v for k, v in r["settings"].items() if k not in ("model", "backbone")}
         for group, cls in SETTING_GROUPS.items():
             saved[group] = {**as_recorded_before(cls()), **saved.get(group, {})}
-        saved["BackboneConfig"] = settings_read_by({**model, **saved["BackboneConfig"]}, [r["settings"]["model"]])
+        saved["BackboneConfig"] = settings_read_by(saved["BackboneConfig"], [r["settings"]["model"]])
         flat.append(flatten(saved))
     keys = {k for f in flat for k in f if len({json.dumps(g.get(k)) for g in flat}) > 1}
     return sorted(k for k in keys if not k.startswith(PER_CELL))
