@@ -43,7 +43,7 @@ from tslrec.pipelines.ablate_job import print_outcome as print_ablation
 from tslrec.pipelines.ablation_grid import cell_dir
 from tslrec.pipelines.ablation_report import compare, has_sources, summarize
 from tslrec.pipelines.recommend_job import rebuild_model
-from tslrec.pipelines.run_folders import is_train_folder
+from tslrec.pipelines.run_folders import STAGE1_CONFIG, is_train_folder
 from tslrec.pipelines.side_information import TUNED, item_table_sources
 from tslrec.pipelines.stage2_job import Stage2Job, run_stage2
 from tslrec.pipelines.stage2_job import print_outcome as print_stage2
@@ -86,11 +86,14 @@ def add_stage1(stage2: dict, stage1_dir: Path) -> None:
         return
     s1 = read_json(stage1_dir / "metrics.json", "stage 1 metrics")
     keep = ("mse", "mse_global_mean", "mse_ratio_to_global_mean", "mse_mean_embedding", "mse_untuned_llm")
+    config = stage1_dir / STAGE1_CONFIG
     stage2["stage1"] = {
         "metrics": {k: s1["metrics"].get(k) for k in keep},
         "steps": s1.get("steps"),
         "users": s1.get("users"),
         "train_seconds": s1.get("timing", {}).get("train_seconds"),
+        # the stage-0 table it read: a campaign rebuilt elsewhere can tell whether its stage 0 came out the same
+        "item_table_sha256": read_json(config, "stage 1 config").get("item_table_sha256") if config.is_file() else None,
     }
 
 

@@ -198,3 +198,16 @@ def test_a_grid_row_says_whether_its_cells_share_one_setting():
     assert report._settings_differ([*runs, cell(45, "base", {"lr": 5e-3})]) == ["TrainConfig.lr"]
     assert report._settings_differ([*runs, cell(45, "base", {"lr_schedule": "cosine"})]) == ["TrainConfig.lr_schedule"]
     assert report._settings_differ([*runs, {**RECORD, "seed": 46}]) is None
+
+
+def test_a_stage2_record_names_the_stage0_table_its_stage1_read(tmp_path):
+    """A campaign whose run folder was lost rebuilds stage 0; nothing recorded the table the lost stage 1 read, so
+    whether the rebuild came out the same could not be told."""
+    from bench.ablation import add_stage1
+    from tslrec.core.artifacts import write_json
+
+    write_json(tmp_path / "metrics.json", {"metrics": {"mse": 0.5}, "steps": 3})
+    write_json(tmp_path / "config.json", {"item_table_sha256": "ab" * 32})
+    record: dict = {}
+    add_stage1(record, tmp_path)
+    assert record["stage1"]["item_table_sha256"] == "ab" * 32 and record["stage1"]["metrics"]["mse"] == 0.5
