@@ -19,7 +19,7 @@ from pathlib import Path
 from bench import records
 from bench.stage1_prompts import WHATS
 from tslrec.backbones.base import BackboneConfig
-from tslrec.backbones.registry import settings_read_by
+from tslrec.backbones.registry import BACKBONES, settings_read_by
 from tslrec.backbones.training import TrainConfig
 from tslrec.core.run_settings import flatten
 from tslrec.core.settings import as_recorded_before
@@ -252,7 +252,7 @@ def cpu_backbones_table(dataset: str = "ml-1m") -> str:
         rows.append(
             f"{r['model']} | {r['seed']} | {setting} | {fmt(m['HR@10'])} | {fmt(m['NDCG@10'])} | "
             f"{fmt(mm.get('HR@10'))} | {fmt(mm.get('NDCG@10'))} | {r['best_epoch']} / {r['epochs']} | "
-            f"{r['seconds_per_epoch']} ({_median_epoch_seconds(r)}) | {t.get('validation_seconds', '–')} | "
+            f"{r['seconds_per_epoch']} ({fmt(_epoch_seconds(r), 1)}) | {t.get('validation_seconds', '–')} | "
             f"{r['wall_seconds']} | {_flops(t)} | {r['device']}"
         )
     return section(
@@ -271,13 +271,6 @@ def cpu_backbones_table(dataset: str = "ml-1m") -> str:
         + "; ".join(f"{b} {row[1]:.4f} / {row[3]:.4f}" for (b, f), row in paper.items() if f == "base"),
         *commands_and_commits(runs),
     )
-
-
-def _median_epoch_seconds(record: dict) -> str:
-    """The median training seconds of an epoch, from the record's history: unlike the mean, it resists a few epochs
-    slowed by another job on the same cores."""
-    seconds = [h["train_seconds"] for h in record.get("history", []) if "train_seconds" in h]
-    return fmt(statistics.median(seconds), 1) if seconds else "–"
 
 
 CPU_REFERENCES = ("base", "target-weights")  # the first CPU default, and today's (per-target loss weights)
@@ -320,10 +313,12 @@ def convergence_table(name: str) -> str:
             rs = [r for r in mine if r["variant"] == variant]
             valid = [{**r, "metrics": r["valid_metrics"]} for r in rs]
             valid_base = [{**r, "metrics": r["valid_metrics"]} for r in base]
-            best, run, wall = (statistics.mean(r[k] for r in rs) for k in ("best_epoch", "epochs", "wall_seconds"))
+            best, run = (statistics.mean(r[k] for r in rs) for k in ("best_epoch", "epochs"))
+            minutes = statistics.mean(r["epochs"] * (_epoch_seconds(r) or r["seconds_per_epoch"]) for r in rs) / 60
             rows.append(
                 f"{backbone} | {variant} | {len(rs)} | {best:.1f} | {run:.1f} | "
-                f"{wall / 60:.1f} | {_mean_std(_values(valid, 'NDCG@10'))} | "
+                f"{minutes:.1f} | {', '.join(sorted({str(r.get('cpu_capability')) for r in rs}))} | "
+                f"{_mean_std(_values(valid, 'NDCG@10'))} | "
                 f"{'–' if variant == 'default' else _short_test(valid, valid_base)} | "
                 f"{_mean_std(_values(rs, 'NDCG@10'))} | {_mean_std(_values(_masked(rs), 'NDCG@10'))}"
             )
@@ -331,7 +326,8 @@ def convergence_table(name: str) -> str:
         f"**Convergence on {runs[0]['dataset']} (`bench/results/{name}.json`): the default training settings against "
         "candidate schedules, each backbone, the same seeds.** The default is `tslrec train`'s: `--lr 1e-3` "
         "every epoch, patience 10, at most 200 epochs.",
-        "backbone | variant | seeds | best epoch (mean) | epochs run (mean) | wall min (mean) | validation NDCG@10 | "
+        "backbone | variant | seeds | best epoch (mean) | epochs run (mean) | training min (mean) | CPU | "
+        "validation NDCG@10 | "
         "against default (validation) | test NDCG@10 | test NDCG@10, history masked",
         rows,
         "",
@@ -345,11 +341,27 @@ def convergence_table(name: str) -> str:
             else []
         ),
         "A variant's name gives its settings: `cosine-lr5e-3-w2-c15` is `--lr 5e-3 --lr-schedule cosine "
-        "--warmup-epochs 2 --lr-cycle 15`. Wall minutes are one thread each on a shared CPU: compare within a row's "
-        "backbone only. A candidate becomes the default only where its validation NDCG@10 is not worse across seeds.",
+        "--warmup-epochs 2 --lr-cycle 15`. Training minutes are a run's epochs times its median training seconds per "
+        "epoch (the mean for a grid's cells, which record no per-epoch times), one thread each on a shared CPU: "
+        "compare only rows of one backbone on one CPU kind. The median leaves out epochs during which a run was paused "
+        f"({_paused_note(runs)}). A candidate becomes the default only where its validation NDCG@10 is not worse "
+        "across seeds.",
         *commands_and_commits(runs),
         "Devices: " + "; ".join(sorted({f"{r['device']}, {r['cpu_capability']}, {r['precision']}" for r in runs})),
     )
+
+
+def _epoch_seconds(run: dict) -> float | None:
+    """A run's typical training seconds per epoch: the median over the epochs its history records, which a paused
+    epoch or a few slowed by another job do not move; None without a history."""
+    seconds = [h["train_seconds"] for h in run.get("history") or [] if "train_seconds" in h]
+    return statistics.median(seconds) if seconds else None
+
+
+def _paused_note(runs: list[dict]) -> str:
+    """How many runs had an epoch over 4x their median epoch: a process stopped and continued, not training."""
+    paused = [r for r in runs if any(h.get("train_seconds", 0) > 4 * _epoch_seconds(r) for h in r.get("history", []))]
+    return f"{len(paused)} of these {len(runs)} runs had an epoch over 4× their median" if paused else "none here had"
 
 
 def time_to_quality_table(name: str = "time-to-quality-ml-1m") -> str:
@@ -494,8 +506,8 @@ def _grid_reference(
     """The `reference` cells of the fusion grid `grid` for the backbones of `runs`, as bench/backbones.py records
     (variant `label`, default `reference`): the reference rows of an ablation whose `varied` settings are its only
     difference from those cells. A setting a cell leaves out (it was recorded before the setting existed) reads as
-    its default; any other difference in the data, model, training or evaluation settings raises, so no row is
-    compared with cells trained otherwise."""
+    its default, and one the backbone does not read is left out; any other difference in the data, model, training
+    or evaluation settings raises, so no row is compared with cells trained otherwise."""
     defaults = {"data": {}, "model": {}, "train": asdict(TrainConfig()), "eval": {}}
     cells = []
     for cell in load(grid):
@@ -504,6 +516,9 @@ def _grid_reference(
             continue
         for section, default in defaults.items():
             ours, theirs = mine[0]["config"][section], cell["config"][section]
+            if section == "model":  # a setting the backbone does not read (newer records leave it out) binds nothing
+                reads = [BACKBONES[cell["model"]].__name__]
+                ours, theirs = settings_read_by(ours, reads), settings_read_by(theirs, reads)
             changed = {k for k in {*ours, *theirs} if theirs.get(k, default.get(k)) != ours.get(k, default.get(k))}
             if changed - {*varied, "seed"}:
                 raise ValueError(

@@ -114,7 +114,7 @@ def test_an_ablation_takes_its_reference_rows_only_from_grid_cells_trained_the_s
 
 def test_a_convergence_screen_beside_a_campaign_reads_its_default_rows_from_the_base_cells(tmp_path, monkeypatch):
     """convergence-beauty trains only the candidate schedules; its `default` rows, and the test against them, are
-    the campaign's base cells (ablation-beauty), for every seed."""
+    the campaign's base cells (ablation-beauty), for every seed; a run paused mid-epoch counts its median epoch."""
     from bench import report
 
     monkeypatch.setattr(records, "RESULTS", tmp_path)
@@ -127,11 +127,31 @@ def test_a_convergence_screen_beside_a_campaign_reads_its_default_rows_from_the_
         records.add("ablation-beauty", cell)
         fast = {"lr": 5e-3, "lr_schedule": "cosine", "warmup_epochs": 2, "lr_cycle": 20}
         run = {**cell, "variant": "cosine-lr5e-3-w2-c20", "config": {**config, "train": fast}, "epochs": 20}
-        records.add("convergence-beauty", {**run, "wall_seconds": 1200.0, "timings": {}})
+        paused = [{"train_seconds": 6000.0 if epoch == 5 else 60.0} for epoch in range(20)]  # stopped in epoch 6
+        run |= {"wall_seconds": 7140.0, "seconds_per_epoch": 357.0, "history": paused}
+        records.add("convergence-beauty", run)
     table = report.convergence_table("convergence-beauty")
-    assert "| sasrec | default | 3 | 30.0 | 40.0 | 40.0 | 0.0410 ± 0.0010 | – |" in table
-    assert "| sasrec | cosine-lr5e-3-w2-c20 | 3 | 30.0 | 20.0 | 20.0 | 0.0410 ± 0.0010 |" in table
+    # training minutes: the epochs at the median epoch time, so the paused epoch does not count
+    assert "| sasrec | default | 3 | 30.0 | 40.0 | 40.0 | AVX2 | 0.0410 ± 0.0010 | – |" in table
+    assert "| sasrec | cosine-lr5e-3-w2-c20 | 3 | 30.0 | 20.0 | 20.0 | AVX2 | 0.0410 ± 0.0010 |" in table
+    assert "3 of these 6 runs had an epoch over 4× their median" in table
     assert "The `default` rows are the `base` cells of `ablation-beauty.json`" in table
+
+
+def test_a_grid_reference_ignores_a_setting_the_backbone_does_not_read(tmp_path, monkeypatch):
+    """Newer records leave out what a backbone does not read (FMLP-Rec has no attention heads): a grid cell that
+    recorded `num_heads` is still the reference of a run that did not, and a setting it reads still binds."""
+    from bench import report
+
+    monkeypatch.setattr(records, "RESULTS", tmp_path)
+    model = {"hidden": 64, "num_heads": 2, "attn_dropout": None}
+    cell = {**RECORD, "model": "fmlprec", "variant": "base", "seed": 42, "timings": {"seconds_per_epoch": 1.0}}
+    records.add("ablation-beauty", {**cell, "config": {"data": {}, "model": model, "train": {}, "eval": {}}})
+    run = {**cell, "variant": "x", "config": {"data": {}, "model": {"hidden": 64}, "train": {}, "eval": {}}}
+    assert [r["variant"] for r in report._grid_reference([run], "ablation-beauty", "base", ())] == ["base"]
+    run["config"]["model"]["hidden"] = 32
+    with pytest.raises(ValueError, match="hidden"):
+        report._grid_reference([run], "ablation-beauty", "base", ())
 
 
 def test_a_stage1_frontier_record_names_the_code_that_trained_it_and_what_it_changed(tmp_path, monkeypatch):
