@@ -57,6 +57,7 @@ class Setting:
     optional: bool  # None is a value of its own (e.g. max_steps: None = no cap)
     deprecated: tuple[tuple[str, Any, Any], ...] = ()  # (old flag, value when given/true, value when false)
     metavar: str | None = None  # the value's name in --help (default: the flag's, upper case)
+    positional: bool = False  # given without its flag: `tslrec data describe ml-1m`
 
     @property
     def key(self) -> str:
@@ -142,6 +143,7 @@ def settings_of(config: Any, path: tuple[str, ...] = (), prefix: str = "") -> li
                 optional,
                 tuple(("--" + prefix + old[2:], *values) for old, values in meta.get("deprecated", {}).items()),
                 meta.get("metavar"),
+                bool(meta.get("positional")),
             )
         )
     return out
@@ -200,14 +202,14 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Any) -> list[Settin
         else:
             shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
             extra = " (required)" if s.required else ("" if shown in (None, "") else f" (default: {shown})")
+            flag = {} if s.positional else {"dest": dest, "required": s.required}  # a positional's name is its dest
             parser.add_argument(
-                *names,
-                dest=dest,
+                *([dest] if s.positional else names),
+                **flag,
                 default=argparse.SUPPRESS,
-                help=shown_help + extra.replace("%", "%%"),
+                help=shown_help + ("" if s.positional else extra.replace("%", "%%")),
                 type=s.parse if s.kind == "value" else str,
                 choices=s.choices,
-                required=s.required,
                 metavar=None if s.choices else s.metavar or s.flag.lstrip("-").upper().replace("-", "_"),
             )
     return settings

@@ -14,23 +14,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="inspect datasets")
     dsub = p.add_subparsers(dest="data_command", required=True)
     d = dsub.add_parser("describe", help="users, items, interactions and item text after preprocessing")
-    d.add_argument("dataset", help=DATASET_HELP)
-    d.add_argument("--json", action="store_true", help="print one JSON object")
-    add_arguments(d, DataConfig())
-    d.set_defaults(func=run_describe)
+    add_arguments(d, DescribeJob())
+    d.set_defaults(func=lambda args: describe_dataset(from_namespace(DescribeJob(), args)))
 
 
 @dataclass
 class DescribeJob:
     """`tslrec data describe`: a dataset's counts after preprocessing."""
 
-    dataset: str  # a built-in name or a path in a registered format
+    dataset: str = field(default="", metadata={"required": True, "positional": True, "help": DATASET_HELP})
+    json: bool = field(default=False, metadata={"help": "print one JSON object"})
     data: DataConfig = field(default_factory=DataConfig)
-    json: bool = False  # one JSON object instead of lines
-
-
-def run_describe(args: argparse.Namespace) -> None:
-    describe_dataset(DescribeJob(args.dataset, from_namespace(DataConfig(), args), args.json))
 
 
 def describe_dataset(job: DescribeJob) -> None:
