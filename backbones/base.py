@@ -11,13 +11,13 @@ Sequences are right-padded with 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from tslrec.core.settings import require
+from tslrec.core.settings import require, setting
 
 from .input_items import add_input_item_bias, prefix_items
 from .losses import full_softmax_ce, sampled_bce
@@ -28,41 +28,30 @@ class BackboneConfig:
     """Hyper-parameters of the backbones: the first five every backbone reads, the rest each backbone names in its
     `reads` (a run records, and may be given, only what its backbones read)."""
 
-    num_items: int = field(
-        default=0, metadata={"cli": False, "help": "N; ids are 1..N and 0 is padding (set from the dataset)"}
+    num_items: int = setting(0, "N; ids are 1..N and 0 is padding (set from the dataset)", cli=False)
+    hidden: int = setting(64, "H: embedding and state size")
+    max_len: int = setting(50, "L: input window (set from DataConfig.max_len)", cli=False)
+    num_layers: int = setting(2, "SASRec, FMLP-Rec: transformer / filter blocks", flag="--layers")
+    gru_layers: int = setting(1, "GRU4Rec: stacked GRU layers (RecBole's default, 1)")
+    num_heads: int = setting(2, "SASRec: attention heads", flag="--heads")
+    dropout: float = setting(0.2, "dropout on embeddings and inside blocks")
+    attn_dropout: float | None = setting(None, "SASRec: dropout on attention weights; unset = the same as dropout")
+    input_item_bias: bool = setting(
+        False,
+        (
+            "learn one scalar added to the score of each item already in the model's input (0 at start; "
+            "negative where users do not return to items)"
+        ),
     )
-    hidden: int = field(default=64, metadata={"help": "H: embedding and state size"})
-    max_len: int = field(default=50, metadata={"cli": False, "help": "L: input window (set from DataConfig.max_len)"})
-    num_layers: int = field(
-        default=2, metadata={"flag": "--layers", "help": "SASRec, FMLP-Rec: transformer / filter blocks"}
+    caser_window: int = setting(
+        10,
+        (
+            "Caser: items per convolution window (the paper's 5 comes with a user embedding; without one, 10 "
+            "carries the longer-term taste, and scored higher on ML-100K validation)"
+        ),
     )
-    gru_layers: int = field(default=1, metadata={"help": "GRU4Rec: stacked GRU layers (RecBole's default, 1)"})
-    num_heads: int = field(default=2, metadata={"flag": "--heads", "help": "SASRec: attention heads"})
-    dropout: float = field(default=0.2, metadata={"help": "dropout on embeddings and inside blocks"})
-    attn_dropout: float | None = field(
-        default=None,
-        metadata={"help": "SASRec: dropout on attention weights; unset = the same as dropout"},
-    )
-    input_item_bias: bool = field(
-        default=False,
-        metadata={
-            "help": (
-                "learn one scalar added to the score of each item already in the model's input (0 at start; "
-                "negative where users do not return to items)"
-            )
-        },
-    )
-    caser_window: int = field(
-        default=10,
-        metadata={
-            "help": (
-                "Caser: items per convolution window (the paper's 5 comes with a user embedding; without one, 10 "
-                "carries the longer-term taste, and scored higher on ML-100K validation)"
-            ),
-        },
-    )
-    caser_h_filters: int = field(default=16, metadata={"help": "Caser: horizontal filters per height"})
-    caser_v_filters: int = field(default=4, metadata={"help": "Caser: vertical filters"})
+    caser_h_filters: int = setting(16, "Caser: horizontal filters per height")
+    caser_v_filters: int = setting(4, "Caser: vertical filters")
 
     def __post_init__(self) -> None:
         require(self.hidden >= 1, self, "hidden", "need at least 1")

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 import torch
 from torch import nn
 
 from tslrec.core.errors import InputError
+from tslrec.core.settings import setting
 
 ID_INIT_STD = 0.02  # IDEmbedding's init
 
@@ -27,10 +28,8 @@ ID_INIT_STD = 0.02  # IDEmbedding's init
 class FusionConfig:
     """How item embeddings are built."""
 
-    kind: str = field(default="base", metadata={"help": "one of FUSIONS"})
-    finetune_llm_table: bool = field(
-        default=False, metadata={"help": "train the LLM table itself (ablation) instead of keeping it frozen"}
-    )
+    kind: str = setting("base", "one of FUSIONS")
+    finetune_llm_table: bool = setting(False, "train the LLM table itself (ablation) instead of keeping it frozen")
 
 
 class Fusion(nn.Module):

@@ -31,7 +31,7 @@ from tslrec.core.modules import eval_mode, peak_memory_mb
 from tslrec.core.precision import Precision, autocast, precision_field, resolve_precision, resolved
 from tslrec.core.run_settings import RunSettings, plain
 from tslrec.core.run_state import RunState
-from tslrec.core.settings import check_choices, require, require_unset_unless
+from tslrec.core.settings import check_choices, require, require_unset_unless, setting
 from tslrec.data.splits import (
     Batching,
     EvalSplit,
@@ -51,67 +51,56 @@ from .registry import settings_read_by
 class TrainConfig:
     """Optimisation and model-selection settings."""
 
-    epochs: int = field(default=200, metadata={"help": "maximum epochs"})
-    batch_size: int = field(default=128, metadata={"help": "training windows per step (each up to --max-len items)"})
-    windows: Windows = field(
-        default="fixed",
-        metadata={
-            "help": (
-                "how each user's training items become max_len windows: fixed = non-overlapping, counted back "
-                "from the most recent (every item a target each epoch); shifted = the same with a random offset "
-                "each epoch; overlap = windows overlapping by half, each target trained once with at least "
-                "max_len/2 items before it (twice the encoder positions); last = only the most recent window"
-            ),
-        },
+    epochs: int = setting(200, "maximum epochs")
+    batch_size: int = setting(128, "training windows per step (each up to --max-len items)")
+    windows: Windows = setting(
+        "fixed",
+        (
+            "how each user's training items become max_len windows: fixed = non-overlapping, counted back "
+            "from the most recent (every item a target each epoch); shifted = the same with a random offset "
+            "each epoch; overlap = windows overlapping by half, each target trained once with at least "
+            "max_len/2 items before it (twice the encoder positions); last = only the most recent window"
+        ),
     )
-    batching: Batching = field(
-        default="length",
-        metadata={
-            "help": (
-                "length = windows of similar length share a batch (little padding); random = a uniform shuffle, "
-                "each batch padded to its longest window (the history's `positions` counts what an epoch costs)"
-            ),
-        },
+    batching: Batching = setting(
+        "length",
+        (
+            "length = windows of similar length share a batch (little padding); random = a uniform shuffle, "
+            "each batch padded to its longest window (the history's `positions` counts what an epoch costs)"
+        ),
     )
-    loss_weight: Literal["target", "batch"] = field(
-        default="target",
-        metadata={
-            "before": "batch",  # what runs recorded before this setting existed did
-            "help": (
-                "target = every training target weighs the same in an epoch (a batch's summed loss over the "
-                "epoch's mean targets per batch); batch = the mean over each batch's targets, which over-weights "
-                "the targets of batches of short windows (bench/results/batching-beauty.json)"
-            ),
-        },
+    loss_weight: Literal["target", "batch"] = setting(
+        "target",
+        (
+            "target = every training target weighs the same in an epoch (a batch's summed loss over the "
+            "epoch's mean targets per batch); batch = the mean over each batch's targets, which over-weights "
+            "the targets of batches of short windows (bench/results/batching-beauty.json)"
+        ),
+        before="batch",
     )
-    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate (the peak, with a schedule)"})
-    lr_schedule: Literal["constant", "cosine"] = field(
-        default="constant",
-        metadata={
-            "before": "constant",
-            "help": (
-                "constant = --lr every epoch; cosine = a linear warm-up over --warmup-epochs, then a cosine from "
-                "--lr down to 0 at the end of --lr-cycle epochs (set once per epoch)"
-            ),
-        },
+    lr: float = setting(1e-3, "AdamW learning rate (the peak, with a schedule)")
+    lr_schedule: Literal["constant", "cosine"] = setting(
+        "constant",
+        (
+            "constant = --lr every epoch; cosine = a linear warm-up over --warmup-epochs, then a cosine from "
+            "--lr down to 0 at the end of --lr-cycle epochs (set once per epoch)"
+        ),
+        before="constant",
     )
-    warmup_epochs: int = field(default=0, metadata={"before": 0, "help": "epochs of linear warm-up (cosine schedule)"})
-    lr_cycle: int | None = field(
-        default=None,
-        metadata={"before": None, "help": "epochs the cosine spans, and then the run ends (default: --epochs)"},
+    warmup_epochs: int = setting(0, "epochs of linear warm-up (cosine schedule)", before=0)
+    lr_cycle: int | None = setting(
+        None, "epochs the cosine spans, and then the run ends (default: --epochs)", before=None
     )
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    loss: Literal["ce", "bce"] = field(
-        default="ce", metadata={"help": "'ce' (softmax over all items) or 'bce' (one sampled negative per position)"}
+    weight_decay: float = setting(0.0, "AdamW weight decay")
+    loss: Literal["ce", "bce"] = setting(
+        "ce", "'ce' (softmax over all items) or 'bce' (one sampled negative per position)"
     )
-    patience: int = field(
-        default=10, metadata={"help": "epochs without a better validation --select-metric before stopping"}
-    )
-    select_metric: str = field(default="NDCG@10", metadata={"help": "validation metric for early stopping"})
-    min_delta: float = field(default=0.0, metadata={"help": "smallest validation gain that counts as better"})
-    grad_clip: float = field(default=5.0, metadata={"help": "max gradient norm (0 = off)"})
+    patience: int = setting(10, "epochs without a better validation --select-metric before stopping")
+    select_metric: str = setting("NDCG@10", "validation metric for early stopping")
+    min_delta: float = setting(0.0, "smallest validation gain that counts as better")
+    grad_clip: float = setting(5.0, "max gradient norm (0 = off)")
     precision: Precision = precision_field("the training forward pass", "--bf16", "bf16")
-    seed: int = field(default=42, metadata={"help": "seeds init, shuffling, dropout and negatives"})
+    seed: int = setting(42, "seeds init, shuffling, dropout and negatives")
 
     def __post_init__(self) -> None:
         check_choices(self)

@@ -100,27 +100,9 @@ def add_stage1(stage2: dict, stage1_dir: Path) -> None:
 def cell_record(record: dict, stage2: dict | None) -> dict:
     """A finished cell's metrics.json as a benchmark record."""
     keep = (
-        "dataset",
-        "model",
-        "variant",
-        "seed",
-        "device",
-        "protocol",
-        "metrics",
-        "valid_metrics",
-        "best_epoch",
-        "epochs",
-        "dataset_info",
-        "config",
-        "side_information",
-        "versions",
-        "precision",
-        "eval_precision",
-        "cpu_capability",
-        "native_bf16",
-        "threads",
-        "best_at_cap",
-    )
+        "dataset model variant seed device protocol metrics valid_metrics best_epoch epochs dataset_info config "
+        "side_information versions precision eval_precision cpu_capability native_bf16 threads best_at_cap"
+    ).split()
     rec = {k: record[k] for k in keep if k in record}
     # what the cell is tied to: every setting it trained under (a campaign rebuilt elsewhere compares them to skip
     # the cell), hashed (the item table's content hash is in side_information), and the code it ran (a campaign's

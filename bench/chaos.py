@@ -53,7 +53,7 @@ from safetensors.torch import load_file
 
 from bench.records import add
 from tslrec.core.precision import cpu_capability
-from tslrec.core.settings import add_arguments, from_namespace
+from tslrec.core.settings import add_arguments, from_namespace, setting
 from tslrec.pipelines.ablation_grid import LOCK_FILE, SETTINGS_LOCK
 from tslrec.pipelines.run_job import RUN_LOCK, active_stages, load_config
 
@@ -116,22 +116,17 @@ EXCLUDED_FILES = {  # lock files: the host name and pid of the last process that
 class ChaosSettings:
     """What the benchmark does; the config itself is CONFIG with TINY."""
 
-    seed: int = field(default=0, metadata={"help": "seeds the kill delays (random.Random(seed))"})
-    kills: int = field(default=20, metadata={"help": "SIGKILLs in all, shared out over the stages"})
-    out: str = field(
-        default="/tmp/chaos-ml-100k",
-        metadata={"help": "work folder (outside the checkout): the run folders and their logs; emptied first"},
+    seed: int = setting(0, "seeds the kill delays (random.Random(seed))")
+    kills: int = setting(20, "SIGKILLs in all, shared out over the stages")
+    out: str = setting(
+        "/tmp/chaos-ml-100k", "work folder (outside the checkout): the run folders and their logs; emptied first"
     )
-    nice: int = field(default=5, metadata={"help": "niceness of every `tslrec run` (the machine is shared)"})
-    control: bool = field(
-        default=True,
-        metadata={"flag": "--no-control", "help": "skip the second uninterrupted run (run-to-run repeatability)"},
+    nice: int = setting(5, "niceness of every `tslrec run` (the machine is shared)")
+    control: bool = setting(True, "skip the second uninterrupted run (run-to-run repeatability)", flag="--no-control")
+    reuse_reference: bool = setting(
+        False, "keep a finished reference run found in --out (its stage durations included)"
     )
-    reuse_reference: bool = field(
-        default=False,
-        metadata={"help": "keep a finished reference run found in --out (its stage durations included)"},
-    )
-    name: str = field(default="chaos-ml-100k", metadata={"help": "bench/results/<name>.json"})
+    name: str = setting("chaos-ml-100k", "bench/results/<name>.json")
 
 
 @dataclass

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from bench import records
-from tslrec.core.artifacts import package_versions, resolve_device, write_json
+from tslrec.core.artifacts import package_versions, resolve_device
 from tslrec.core.precision import PRECISIONS, autocast, precision_record, resolve_precision
 from tslrec.data import DataConfig, SequenceDataset, load_dataset
 from tslrec.data.splits import pad_right
@@ -223,15 +223,6 @@ def to_record(
     }
 
 
-def drop_old_format(dataset: str, device: str) -> None:
-    """Remove this dataset's and device's records of the old format (both methods in one record), which the
-    per-method records of this run replace."""
-    old = records.load(NAME)
-    kept = [r for r in old if "timings" in r or (r.get("dataset"), r.get("device")) != (dataset, device)]
-    if len(kept) < len(old):
-        write_json(records.RESULTS / f"{NAME}.json", kept)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="ml-1m")
@@ -301,7 +292,6 @@ def main() -> None:
     if len(weights) != 1:
         raise RuntimeError(f"the methods ran with different weight dtypes: {weights}")
 
-    drop_old_format(ds.name, device_name)
     for m in measured:
         rec = to_record(m, lite, ds, device_name, shared, args)
         records.add(NAME, rec)

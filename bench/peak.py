@@ -8,6 +8,7 @@ from functools import cache
 
 import torch
 
+from tslrec.core.artifacts import torch_threads
 from tslrec.llm.loading import LLMConfig, load_llm, transformer_body
 
 DTYPES = {"bf16": torch.bfloat16, "float32": torch.float32}  # a run's resolved precision -> its matmul dtype
@@ -28,12 +29,8 @@ def matmul_peak_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> f
 @cache
 def peak_on_threads(precision: str, threads: int) -> float:
     """The matmul peak of `precision` (bf16 or float32) on `threads` torch threads, measured now."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return matmul_peak_gflops(DTYPES[precision])
-    finally:
-        torch.set_num_threads(before)
 
 
 @cache

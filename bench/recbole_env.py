@@ -59,18 +59,16 @@ def pip_env() -> dict[str, str]:
     return env
 
 
-def ensure_recbole_venv(venv: Path = DEFAULT_VENV, verbose: bool = True) -> Path:
+def ensure_recbole_venv(venv: Path = DEFAULT_VENV) -> Path:
     """The python of `venv`, creating the venv if absent and installing RecBole into it if not yet done."""
     python = venv_python(venv)
     if not python.is_file():
-        if verbose:
-            print(f"creating {venv}", flush=True)
+        print(f"creating {venv}", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     if (venv / MARKER).is_file():
         return python
     for cmd in pip_commands(python):
-        if verbose:
-            print("+ " + " ".join(cmd[1:]), flush=True)
+        print("+ " + " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True, env=pip_env())
     versions = installed_versions(python)
     (venv / MARKER).write_text(json.dumps(versions, indent=1) + "\n")

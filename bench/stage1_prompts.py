@@ -115,12 +115,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True)
     p.add_argument("--runs", required=True, help="label=DIR,... (DIR holds stage1/ and stage2/)")
-    p.add_argument(
-        "--what",
-        default="prompts",
-        choices=WHATS,
-        help="the setting the runs differ in",
-    )
+    p.add_argument("--what", default="prompts", choices=WHATS, help="the setting the runs differ in")
     args = p.parse_args()
     for entry in args.runs.split(","):
         label, _, folder = entry.partition("=")

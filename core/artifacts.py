@@ -212,6 +212,17 @@ def resolve_device(device: str = "auto") -> torch.device:
 CUBLAS_WORKSPACE = ":4096:8"  # cuBLAS needs a fixed workspace to give the same sums on every run
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block on `threads` torch CPU threads, then restore the count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def use_deterministic_kernels(device: torch.device, warn_only: bool = False) -> None:
     """On CUDA, make the kernels reproducible: the same seed and inputs give the same numbers.
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 from contextlib import AbstractContextManager
-from dataclasses import field
 from typing import Any, Literal, get_args
 
 import torch
 
 from .errors import InputError
+from .settings import setting
 
 Precision = Literal["auto", "bf16", "float32"]  # the type of every config's `precision` (see precision_field)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -36,13 +36,13 @@ def precision_field(what: str, old_switch: str, old_switch_means: str, replaces:
     the older boolean it replaces (`replaces`, read from runs recorded with it) and that boolean's switch
     (`old_switch`, e.g. --no-bf16, which meant `old_switch_means`), still accepted with a note."""
     other = "float32" if old_switch_means == "bf16" else "bf16"
-    metadata = {
-        "replaces": (replaces, {True: "bf16", False: "float32"}),
-        "deprecated": {old_switch: (old_switch_means, other)},
-        "help": f"{what}: {HELP}",
+    return setting(
+        "auto",
+        f"{what}: {HELP}",
+        replaces=(replaces, {True: "bf16", False: "float32"}),
+        deprecated={old_switch: (old_switch_means, other)},
         **({"flag": flag} if flag else {}),
-    }
-    return field(default="auto", metadata=metadata)
+    )
 
 
 def cpu_capability() -> str:

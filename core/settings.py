@@ -34,6 +34,7 @@ import re
 import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +99,18 @@ def check_choices(config: Any) -> None:
         value = getattr(config, name)
         ok = value in allowed or (value is None and optional)
         require(ok, config, name, f"use one of {', '.join(map(str, allowed))}")
+
+
+def setting(
+    default: Any = dataclasses.MISSING, help: str = "", *, factory: Callable[[], Any] | None = None, **metadata: Any
+) -> Any:
+    """A config field: its default (`factory` for a mutable one), its flag's help, and whatever else `settings_of`
+    reads from its metadata: `flag`, `aliases`, `required`, `positional`, `repeat`, `metavar`, `prefix`, `cli`,
+    `choices`, `deprecated`, `replaces`, and `before`, what runs recorded before the setting existed did."""
+    metadata = {"help": help, **metadata}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def settings_of(config: Any, path: tuple[str, ...] = (), prefix: str = "") -> list[Setting]:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tslrec.core.errors import InputError
-from tslrec.core.settings import require
+from tslrec.core.settings import require, setting
 from tslrec.core.wheel_cache import WheelSpec, read_member
 
 from .dataset import SequenceDataset
@@ -20,13 +20,9 @@ from .readers.atomic import read_atomic
 class DataConfig:
     """Preprocessing options; every command that reads a dataset takes them."""
 
-    kcore: int = field(
-        default=0, metadata={"help": "iterative k-core on users and items (0 = off; the TSLRec paper's ML-1M uses 5)"}
-    )
-    min_rating: float | None = field(
-        default=None, metadata={"help": "drop interactions rated below this (None = keep all)"}
-    )
-    max_len: int = field(default=50, metadata={"help": "model input window: the most recent items fed to a model"})
+    kcore: int = setting(0, "iterative k-core on users and items (0 = off; the TSLRec paper's ML-1M uses 5)")
+    min_rating: float | None = setting(None, "drop interactions rated below this (None = keep all)")
+    max_len: int = setting(50, "model input window: the most recent items fed to a model")
 
     def __post_init__(self) -> None:
         require(self.kcore >= 0, self, "kcore", "0 (off) or a positive count")

@@ -22,7 +22,7 @@ import torch
 
 from tslrec.core.errors import DivergedError, InputError
 from tslrec.core.precision import Precision, precision_field
-from tslrec.core.settings import check_choices, require, require_unset_unless
+from tslrec.core.settings import check_choices, require, require_unset_unless, setting
 from tslrec.data.splits import EvalSplit
 
 KS = (5, 10, 20)
@@ -39,21 +39,15 @@ def is_metric_name(name: str) -> bool:
 class EvalConfig:
     """How targets are ranked."""
 
-    ks: tuple[int, ...] = field(default=KS, metadata={"help": "cut-offs K of HR@K, Recall@K, NDCG@K and MRR@K"})
-    mask_history: bool = field(
-        default=False,
-        metadata={"help": "drop every item the user had before the target (whole history) from the candidates"},
+    ks: tuple[int, ...] = setting(KS, "cut-offs K of HR@K, Recall@K, NDCG@K and MRR@K")
+    mask_history: bool = setting(
+        False, "drop every item the user had before the target (whole history) from the candidates"
     )
-    sampled_negatives: int = field(
-        default=0,
-        metadata={
-            "help": "0 = full ranking; N > 0 = rank against N sampled negatives (every metric then labelled sampled_)"
-        },
+    sampled_negatives: int = setting(
+        0, "0 = full ranking; N > 0 = rank against N sampled negatives (every metric then labelled sampled_)"
     )
-    seed: int = field(default=2024, metadata={"flag": "--eval-seed", "help": "seed of the negative sampler"})
-    batch_size: int = field(
-        default=32, metadata={"flag": "--eval-batch-size", "help": "users scored at once (small batches stay in cache)"}
-    )
+    seed: int = setting(2024, "seed of the negative sampler", flag="--eval-seed")
+    batch_size: int = setting(32, "users scored at once (small batches stay in cache)", flag="--eval-batch-size")
     precision: Precision = precision_field(
         "how users are encoded (scores are ranked in float32 always)", "--eval-bf16", "bf16", flag="--eval-precision"
     )

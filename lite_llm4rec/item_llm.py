@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from tslrec.core.errors import InputError
 from tslrec.core.modules import eval_mode
-from tslrec.core.settings import check_choices, require
+from tslrec.core.settings import check_choices, require, setting
 from tslrec.core.wheel_cache import cache_dir
 from tslrec.data import SequenceDataset
 from tslrec.formats.item_table import load_item_embeddings, save_item_embeddings
@@ -36,16 +36,14 @@ from .loading import model_kind
 class ItemLLMConfig:
     """How item text becomes item vectors."""
 
-    name_or_path: str = field(
-        default="minilm",
-        metadata={"flag": "--llm", "help": "built-in name (minilm, smollm2), local folder, .gguf file or hub id"},
+    name_or_path: str = setting(
+        "minilm", "built-in name (minilm, smollm2), local folder, .gguf file or hub id", flag="--llm"
     )
-    max_tokens: int = field(default=64, metadata={"help": "item text is truncated to this many tokens"})
-    batch_size: int = field(default=64, metadata={"help": "items encoded per forward pass"})
-    dtype: Dtype = field(default="float32", metadata={"help": "weight dtype of the Item LLM"})
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={"cli": False, "help": "run model code shipped with a hub model; only if you trust its author"},
+    max_tokens: int = setting(64, "item text is truncated to this many tokens")
+    batch_size: int = setting(64, "items encoded per forward pass")
+    dtype: Dtype = setting("float32", "weight dtype of the Item LLM")
+    trust_remote_code: bool = setting(
+        False, "run model code shipped with a hub model; only if you trust its author", cli=False
     )
 
     def __post_init__(self) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tslrec.core.errors import InputError
-from tslrec.core.settings import check_choices, require
+from tslrec.core.settings import check_choices, require, setting
 from tslrec.llm.loading import LLMConfig, hidden_size, load_llm, transformer_body
 from tslrec.llm.lora import add_lora
 from tslrec.llm.pooling import masked_mean_pool
@@ -47,43 +47,33 @@ from .loading import rec_llm_kind
 class LiteConfig:
     """Recommendation LLM and head settings (the LLM itself is named by an LLMConfig)."""
 
-    finetune: Literal["lora", "full"] = field(
-        default="lora", metadata={"help": "lora (peft adapters) | full (every LLM weight)"}
+    finetune: Literal["lora", "full"] = setting("lora", "lora (peft adapters) | full (every LLM weight)")
+    lora_r: int = setting(8, "LoRA rank")
+    lora_alpha: int = setting(16, "LoRA scaling numerator (alpha / r = 2)")
+    lora_dropout: float = setting(0.05, "dropout on the LoRA input")
+    lora_target_modules: list[str] | None = setting(
+        None,
+        (
+            "comma-separated module names to adapt "
+            "(default: peft's for the model type: Llama q_proj,v_proj; T5 q,v; BERT query,value)"
+        ),
     )
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (alpha / r = 2)"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
-    lora_target_modules: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "comma-separated module names to adapt "
-                "(default: peft's for the model type: Llama q_proj,v_proj; T5 q,v; BERT query,value)"
-            )
-        },
+    add_bos: bool = setting(
+        True,
+        (
+            "do not put the tokenizer's BOS (an encoder's [CLS]) before the items (by default it is there, as "
+            "pretrained models expect, and never pooled)"
+        ),
+        flag="--no-bos",
     )
-    add_bos: bool = field(
-        default=True,
-        metadata={
-            "flag": "--no-bos",
-            "help": (
-                "do not put the tokenizer's BOS (an encoder's [CLS]) before the items (by default it is there, as "
-                "pretrained models expect, and never pooled)"
-            ),
-        },
+    attention: Literal["auto", "bidirectional"] = setting(
+        "auto",
+        (
+            "auto: the model's own (causal for a decoder LLM, bidirectional for an encoder) | "
+            "bidirectional: a decoder LLM also attends to later items"
+        ),
     )
-    attention: Literal["auto", "bidirectional"] = field(
-        default="auto",
-        metadata={
-            "help": (
-                "auto: the model's own (causal for a decoder LLM, bidirectional for an encoder) | "
-                "bidirectional: a decoder LLM also attends to later items"
-            ),
-        },
-    )
-    tune_item_vectors: bool = field(
-        default=False, metadata={"help": "also train the Item-LLM vectors with the recommendation loss"}
-    )
+    tune_item_vectors: bool = setting(False, "also train the Item-LLM vectors with the recommendation loss")
 
     def __post_init__(self) -> None:
         check_choices(self)

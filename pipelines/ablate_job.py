@@ -14,7 +14,7 @@ per source (`gate` -> gate:tuned, gate:stage0) unless it names one (`gate:stage0
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,7 +25,7 @@ from tslrec.core.artifacts import atomic_path, file_lock, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.precision import resolved
 from tslrec.core.run_settings import digest
-from tslrec.core.settings import require
+from tslrec.core.settings import require, setting
 from tslrec.data import DATASET_HELP, SequenceDataset, load_dataset
 from tslrec.formats.item_table import load_item_embeddings
 from tslrec.stage2_augment.analysis import CategoryAgreement, activity_groups, category_agreement
@@ -69,56 +69,42 @@ ACTIVITY_FUSIONS = ("base", "ci", "gate")  # the variants of the paper's Fig. 5
 class AblateJob(BackboneSettings):
     """A grid of `tslrec train` cells, backbone x fusion x seed, and its analyses."""
 
-    dataset: str = field(default="", metadata={"required": True, "help": DATASET_HELP})
-    out: str = field(default="", metadata={"required": True, "help": "grid folder (re-run the same command to resume)"})
-    backbones: list[str] = field(
-        default_factory=lambda: ["gru4rec", "caser", "sasrec", "fmlprec"],
-        metadata={"help": f"comma list of {', '.join(BACKBONES)}"},
+    dataset: str = setting("", DATASET_HELP, required=True)
+    out: str = setting("", "grid folder (re-run the same command to resume)", required=True)
+    backbones: list[str] = setting(
+        help=f"comma list of {', '.join(BACKBONES)}", factory=lambda: ["gru4rec", "caser", "sasrec", "fmlprec"]
     )
-    fusions: list[str] = field(
-        default_factory=lambda: ["base", "ci", "gate"],
-        metadata={
-            "help": (
-                f"comma list of {', '.join(FUSIONS)}; one that reads an item table runs once per --item-embeddings "
-                "source, or names one: gate:stage0"
-            )
-        },
+    fusions: list[str] = setting(
+        help=(
+            f"comma list of {', '.join(FUSIONS)}; one that reads an item table runs once per --item-embeddings "
+            "source, or names one: gate:stage0"
+        ),
+        factory=lambda: ["base", "ci", "gate"],
     )
-    seeds: int = field(default=3, metadata={"help": "number of seeds per cell: --seed, --seed+1, ..."})
-    workers: int = field(
-        default=1,
-        metadata={"help": "processes that train cells at once, each on 1/N of torch's threads (2 on a 2-core CPU)"},
+    seeds: int = setting(3, "number of seeds per cell: --seed, --seed+1, ...")
+    workers: int = setting(1, "processes that train cells at once, each on 1/N of torch's threads (2 on a 2-core CPU)")
+    list_cells: bool = setting(False, "print the grid's cells, numbered from 0, train nothing and report the rest")
+    cell: int | None = setting(
+        None,
+        (
+            "train only cell I of --list-cells (one task of a Slurm array, a Ray or Kubernetes job), then "
+            "report every finished cell"
+        ),
     )
-    list_cells: bool = field(
-        default=False, metadata={"help": "print the grid's cells, numbered from 0, train nothing and report the rest"}
+    skip: list[str] = setting(
+        help=(
+            "cells not to train here, by name (finished elsewhere, e.g. kept in a benchmark record); the report "
+            "covers the cells finished in --out"
+        ),
+        factory=list,
     )
-    cell: int | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "train only cell I of --list-cells (one task of a Slurm array, a Ray or Kubernetes job), then "
-                "report every finished cell"
-            )
-        },
-    )
-    skip: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": (
-                "cells not to train here, by name (finished elsewhere, e.g. kept in a benchmark record); the report "
-                "covers the cells finished in --out"
-            )
-        },
-    )
-    activity_groups: int = field(default=4, metadata={"help": "user-activity groups for the Fig. 5 analysis"})
-    force: bool = field(
-        default=False,
-        metadata={
-            "help": (
-                "start the grid over: discard every cell's results and checkpoint in --out "
-                "(a re-run with other settings or side-information files is refused without it)"
-            )
-        },
+    activity_groups: int = setting(4, "user-activity groups for the Fig. 5 analysis")
+    force: bool = setting(
+        False,
+        (
+            "start the grid over: discard every cell's results and checkpoint in --out "
+            "(a re-run with other settings or side-information files is refused without it)"
+        ),
     )
 
     def __post_init__(self) -> None:

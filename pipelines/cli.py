@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tslrec import __version__
 from tslrec.core.errors import InputError
@@ -32,12 +32,6 @@ def commands() -> list[Command]:
         lite_job.COMMAND,
         recommend_job.COMMAND,
     ]
-
-
-def __getattr__(name: str) -> Any:  # `COMMANDS`, built on first use
-    if name == "COMMANDS":
-        return commands()
-    raise AttributeError(name)
 
 
 class OneLineParser(argparse.ArgumentParser):

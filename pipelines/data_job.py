@@ -6,7 +6,7 @@ import argparse
 import json
 from dataclasses import dataclass, field
 
-from tslrec.core.settings import add_arguments, from_namespace
+from tslrec.core.settings import add_arguments, from_namespace, setting
 from tslrec.data import DATASET_HELP, DataConfig, describe
 
 
@@ -22,8 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 class DescribeJob:
     """`tslrec data describe`: a dataset's counts after preprocessing."""
 
-    dataset: str = field(default="", metadata={"required": True, "positional": True, "help": DATASET_HELP})
-    json: bool = field(default=False, metadata={"help": "print one JSON object"})
+    dataset: str = setting("", DATASET_HELP, required=True, positional=True)
+    json: bool = setting(False, "print one JSON object")
     data: DataConfig = field(default_factory=DataConfig)
 
 

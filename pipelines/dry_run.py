@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from tslrec.backbones.training import planned_epochs
-from tslrec.core.artifacts import resolve_device
+from tslrec.core.artifacts import resolve_device, torch_threads
 from tslrec.data import SequenceDataset
 from tslrec.data.splits import LeaveOneOutSplits
 from tslrec.stage1_reconstruct.data import split_users
@@ -162,12 +162,9 @@ class Probe:
 
     def grid(self, job: AblateJob) -> Estimate:
         job.runtime.start()
-        threads, cells = torch.get_num_threads(), grid_cells(job)
-        torch.set_num_threads(max(1, threads // job.workers))  # each worker's share, as the grid runs
-        try:
+        cells = grid_cells(job)
+        with torch_threads(max(1, torch.get_num_threads() // job.workers)):  # each worker's share, as the grid runs
             costs = {b: self.backbone_epoch(job, b) for b in job.backbones}
-        finally:
-            torch.set_num_threads(threads)
         epochs = planned_epochs(job.train)
         earliest_epochs = min(job.train.patience + 1, epochs)
         cap = sum(costs[c.backbone].run_seconds(epochs) for c in cells) / job.workers

@@ -24,7 +24,7 @@ import torch
 from tslrec.core.artifacts import package_versions, save_tensors, use_deterministic_kernels, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.precision import precision_record, resolved
-from tslrec.core.settings import require
+from tslrec.core.settings import require, setting
 from tslrec.data import DATASET_HELP, DataConfig, SequenceDataset, load_dataset
 from tslrec.data.splits import LeaveOneOutSplits
 from tslrec.evaluation.ranking import EvalConfig
@@ -33,13 +33,7 @@ from tslrec.lite_llm4rec.item_llm import ItemLLMConfig, item_config_used, item_v
 from tslrec.lite_llm4rec.loading import rec_llm_kind
 from tslrec.lite_llm4rec.model import LiteConfig, build_lite_model
 from tslrec.lite_llm4rec.model_io import save_lite_model
-from tslrec.lite_llm4rec.training import (
-    LiteTrainConfig,
-    LiteTrainResult,
-    check_segment_len,
-    evaluate_lite,
-    train_lite,
-)
+from tslrec.lite_llm4rec.training import LiteTrainConfig, LiteTrainResult, check_segment_len, evaluate_lite, train_lite
 from tslrec.llm.loading import LLMConfig
 
 from .history import cap_warning, write_history
@@ -52,21 +46,14 @@ MAX_LEN = 20  # the paper's sampling segments hold 20 input items, so the model 
 class LiteJob:
     """Everything `tslrec lite` needs."""
 
-    dataset: str = field(
-        default="",
-        metadata={"required": True, "help": f"{DATASET_HELP}; the items need text"},
-    )
-    out: str | None = field(
-        default=None, metadata={"help": ("output folder (default runs/<dataset>-lite-<strategy>-s<seed>)")}
-    )
-    item_vectors: str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "export folder of item vectors: used if present (must match the dataset), else written there "
-                "(default: a cache folder keyed by dataset, text and model)"
-            )
-        },
+    dataset: str = setting("", f"{DATASET_HELP}; the items need text", required=True)
+    out: str | None = setting(None, "output folder (default runs/<dataset>-lite-<strategy>-s<seed>)")
+    item_vectors: str | None = setting(
+        None,
+        (
+            "export folder of item vectors: used if present (must match the dataset), else written there "
+            "(default: a cache folder keyed by dataset, text and model)"
+        ),
     )
     data: DataConfig = field(default_factory=lambda: DataConfig(max_len=MAX_LEN))
     item: ItemLLMConfig = field(default_factory=ItemLLMConfig, metadata={"prefix": "item-"})

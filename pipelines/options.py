@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 from tslrec.core.artifacts import resolve_device
 from tslrec.core.errors import InputError
+from tslrec.core.settings import setting
 from tslrec.evaluation.ranking import EvalResult
 
 from .trackers import check_trackers
@@ -19,16 +20,14 @@ from .trackers import check_trackers
 class Runtime:
     """Where a job runs and what it shows; never part of a result."""
 
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    progress: bool = field(default=True, metadata={"flag": "--no-progress", "help": "hide progress bars"})
-    threads: int | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "torch CPU threads (default: torch's choice, one per core); recorded with the run. On a machine "
-                "shared with another job, fewer threads than cores avoid a many-fold slowdown"
-            )
-        },
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    progress: bool = setting(True, "hide progress bars", flag="--no-progress")
+    threads: int | None = setting(
+        None,
+        (
+            "torch CPU threads (default: torch's choice, one per core); recorded with the run. On a machine "
+            "shared with another job, fewer threads than cores avoid a many-fold slowdown"
+        ),
     )
 
     def start(self) -> torch.device:
@@ -42,25 +41,20 @@ class Runtime:
 
 def force_field(discards: str = "the checkpoint an unfinished run left in --out") -> Any:
     """The `force` setting of a job that continues earlier work: start over, discarding `discards`."""
-    return field(
-        default=False,
-        metadata={"help": f"start over: discard {discards} (a run with other settings is refused without it)"},
-    )
+    return setting(False, f"start over: discard {discards} (a run with other settings is refused without it)")
 
 
 @dataclass
 class TrainingRuntime(Runtime):
     """A training job's runtime: also where its curve goes besides history.csv."""
 
-    log_with: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": (
-                "experiment trackers that also get the curve of history.csv when the run ends, through accelerate: "
-                "tensorboard, wandb, mlflow, aim, comet_ml, clearml, dvclive, swanlab or trackio (installed "
-                "separately; local ones write under <out>/trackers)"
-            )
-        },
+    log_with: list[str] = setting(
+        help=(
+            "experiment trackers that also get the curve of history.csv when the run ends, through accelerate: "
+            "tensorboard, wandb, mlflow, aim, comet_ml, clearml, dvclive, swanlab or trackio (installed "
+            "separately; local ones write under <out>/trackers)"
+        ),
+        factory=list,
     )
 
     def __post_init__(self) -> None:

@@ -25,7 +25,7 @@ from tslrec.backbones.registry import build_backbone
 from tslrec.core.artifacts import atomic_path, load_tensors
 from tslrec.core.errors import InputError
 from tslrec.core.modules import eval_mode
-from tslrec.core.settings import check_choices, require
+from tslrec.core.settings import check_choices, require, setting
 from tslrec.data import SequenceDataset
 from tslrec.data.splits import pad_right
 
@@ -40,19 +40,16 @@ Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (seq [B, L], le
 class RecommendJob:
     """Top-K lists from a finished `tslrec train` or `tslrec lite` folder."""
 
-    model: str = field(
-        default="", metadata={"required": True, "help": "a finished `tslrec train` or `tslrec lite` output folder"}
+    model: str = setting("", "a finished `tslrec train` or `tslrec lite` output folder", required=True)
+    users: str | None = setting(
+        None, "original user ids, comma-separated, or a file with one per line (default: every user)"
     )
-    users: str | None = field(
-        default=None,
-        metadata={"help": "original user ids, comma-separated, or a file with one per line (default: every user)"},
-    )
-    k: int = field(default=10, metadata={"flag": "--top-k", "aliases": ("--k",), "help": "items per user"})
-    keep_seen: bool = field(default=False, metadata={"help": "let items the user already has be recommended"})
-    format: Literal["tsv", "jsonl"] = field(default="tsv", metadata={"help": "tsv (with a header) or jsonl"})
-    out: str | None = field(default=None, metadata={"help": "output file (default: standard output)"})
-    dataset: str | None = field(default=None, metadata={"help": "dataset name or path (default: the recorded one)"})
-    batch_size: int = field(default=512, metadata={"help": "users scored at once"})
+    k: int = setting(10, "items per user", flag="--top-k", aliases=("--k",))
+    keep_seen: bool = setting(False, "let items the user already has be recommended")
+    format: Literal["tsv", "jsonl"] = setting("tsv", "tsv (with a header) or jsonl")
+    out: str | None = setting(None, "output file (default: standard output)")
+    dataset: str | None = setting(None, "dataset name or path (default: the recorded one)")
+    batch_size: int = setting(512, "users scored at once")
     runtime: Runtime = field(default_factory=Runtime)
 
     def __post_init__(self) -> None:

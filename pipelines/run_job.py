@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +30,7 @@ from tslrec.core.artifacts import file_lock, package_versions, read_json, sha256
 from tslrec.core.errors import InputError
 from tslrec.core.precision import cpu_capability
 from tslrec.core.run_settings import MISSING, RunSettings, digest, plain
-from tslrec.core.settings import as_flags, check_choices, from_mapping, settings_of
+from tslrec.core.settings import as_flags, check_choices, from_mapping, setting, settings_of
 from tslrec.data import DataConfig
 from tslrec.stage1_reconstruct.training import SUB_RUN as UNTUNED_SUB_RUN
 
@@ -189,30 +189,24 @@ STAGE_NAMES = tuple(s.name for s in STAGES)
 class RunJob:
     """`tslrec run`: every stage of a YAML config in order, each skipped when its recorded settings are today's."""
 
-    config: str = field(default="", metadata={"required": True, "help": "YAML file (see configs/)"})
-    overrides: list[str] = field(
-        default_factory=list,
-        metadata={
-            "flag": "--set",
-            "repeat": True,
-            "metavar": "KEY=VALUE",
-            "help": "override a config value, e.g. --set stages.stage1.k=16",
-        },
+    config: str = setting("", "YAML file (see configs/)", required=True)
+    overrides: list[str] = setting(
+        help="override a config value, e.g. --set stages.stage1.k=16",
+        factory=list,
+        flag="--set",
+        repeat=True,
+        metavar="KEY=VALUE",
     )
-    force: str | None = field(default=None, metadata={"choices": STAGE_NAMES, "help": "run again from this stage on"})
-    until: str | None = field(default=None, metadata={"choices": STAGE_NAMES, "help": "stop after this stage"})
-    progress: bool = field(
-        default=True, metadata={"flag": "--no-progress", "help": "hide progress bars: one line per epoch instead"}
-    )
-    threads: int | None = field(
-        default=None, metadata={"help": "torch CPU threads of every stage (default: each stage's own setting)"}
-    )
-    dry_run: bool = field(
-        default=False,
-        metadata={
-            "help": "print what each stage would do, its work counted on the dataset, and its minutes on this "
+    force: str | None = setting(None, "run again from this stage on", choices=STAGE_NAMES)
+    until: str | None = setting(None, "stop after this stage", choices=STAGE_NAMES)
+    progress: bool = setting(True, "hide progress bars: one line per epoch instead", flag="--no-progress")
+    threads: int | None = setting(None, "torch CPU threads of every stage (default: each stage's own setting)")
+    dry_run: bool = setting(
+        False,
+        (
+            "print what each stage would do, its work counted on the dataset, and its minutes on this "
             "machine (a few of its steps timed; nothing kept)"
-        },
+        ),
     )
 
     def __post_init__(self) -> None:

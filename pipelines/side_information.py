@@ -22,6 +22,7 @@ import torch
 from tslrec.backbones.item_embedding import Fusion, FusionConfig, fusion_class, llm_table_fusions
 from tslrec.core.artifacts import load_tensors, read_json
 from tslrec.core.errors import InputError
+from tslrec.core.settings import setting
 from tslrec.data import SequenceDataset
 from tslrec.formats.item_table import TENSORS, ItemEmbeddingFile, load_item_embeddings
 
@@ -36,29 +37,24 @@ LABEL = re.compile(r"[a-z0-9-]+")
 class SideInfoConfig:
     """Files a fusion reads besides item IDs."""
 
-    item_embeddings: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": (
-                f"item table of {', '.join(llm_table_fusions())}: a `tslrec stage2` export or a `tslrec train "
-                "--export-item-embeddings` folder; `tslrec ablate` takes several, label=PATH,... (a bare PATH is "
-                f"labelled {TUNED})"
-            )
-        },
+    item_embeddings: list[str] | None = setting(
+        None,
+        (
+            f"item table of {', '.join(llm_table_fusions())}: a `tslrec stage2` export or a `tslrec train "
+            "--export-item-embeddings` folder; `tslrec ablate` takes several, label=PATH,... (a bare PATH is "
+            f"labelled {TUNED})"
+        ),
     )
-    clusters: str | None = field(
-        default=None,
-        metadata={
-            "aliases": ("--stage1-dir",),
-            "help": (
-                "k-means group of each item for ci: a `tslrec stage1` folder, its groups.safetensors, or an export "
-                "folder (default: the item_groups inside --item-embeddings)"
-            ),
-        },
+    clusters: str | None = setting(
+        None,
+        (
+            "k-means group of each item for ci: a `tslrec stage1` folder, its groups.safetensors, or an export "
+            "folder (default: the item_groups inside --item-embeddings)"
+        ),
+        aliases=("--stage1-dir",),
     )
-    finetune_llm_table: bool = field(
-        default=False,
-        metadata={"help": ("train the LLM item table too (default: frozen; its projection is always trained)")},
+    finetune_llm_table: bool = setting(
+        False, "train the LLM item table too (default: frozen; its projection is always trained)"
     )
 
     def __post_init__(self) -> None:

@@ -14,6 +14,7 @@ import torch
 
 from tslrec.core.artifacts import read_json, use_deterministic_kernels
 from tslrec.core.errors import InputError
+from tslrec.core.settings import setting
 from tslrec.data import SequenceDataset
 from tslrec.llm.loading import LLMConfig
 from tslrec.stage1_reconstruct.config import Stage1Config
@@ -28,17 +29,9 @@ from .run_folders import TrainFolder, load_train_folder
 class Stage1Job:
     """Everything `tslrec stage1` needs."""
 
-    train_dir: str = field(
-        default="",
-        metadata={"required": True, "help": ("output folder of `tslrec train ... --export-item-embeddings`")},
-    )
-    out: str | None = field(
-        default=None, metadata={"help": "output folder (default runs/<dataset>-stage1-k<K>-s<seed>)"}
-    )
-    dataset: str | None = field(
-        default=None,
-        metadata={"help": ("dataset name or path (default: the one recorded in --train-dir)")},
-    )
+    train_dir: str = setting("", "output folder of `tslrec train ... --export-item-embeddings`", required=True)
+    out: str | None = setting(None, "output folder (default runs/<dataset>-stage1-k<K>-s<seed>)")
+    dataset: str | None = setting(None, "dataset name or path (default: the one recorded in --train-dir)")
     force: bool = force_field("the checkpoint, results and cached baseline an earlier run left in --out")
     stage1: Stage1Config = field(default_factory=Stage1Config)
     llm: LLMConfig = field(default_factory=LLMConfig)

@@ -22,7 +22,7 @@ import torch
 from tslrec.core.artifacts import use_deterministic_kernels
 from tslrec.core.errors import InputError
 from tslrec.core.precision import precision_record, resolved
-from tslrec.core.settings import check_choices
+from tslrec.core.settings import check_choices, setting
 from tslrec.data import SequenceDataset
 from tslrec.formats.item_table import save_item_embeddings
 from tslrec.llm.loading import Dtype, LLMConfig
@@ -38,18 +38,13 @@ from .run_folders import Stage1Folder, TrainFolder, check_stage1_matches, load_t
 class Stage2Job:
     """Everything `tslrec stage2` needs."""
 
-    stage1_dir: str = field(default="", metadata={"required": True, "help": "output folder of `tslrec stage1`"})
-    out: str = field(
-        default="", metadata={"required": True, "help": ("export folder to write (replaced atomically if it exists)")}
+    stage1_dir: str = setting("", "output folder of `tslrec stage1`", required=True)
+    out: str = setting("", "export folder to write (replaced atomically if it exists)", required=True)
+    train_dir: str | None = setting(
+        None, "the `tslrec train` folder stage 1 started from (default: the one stage 1 recorded)"
     )
-    train_dir: str | None = field(
-        default=None,
-        metadata={"help": ("the `tslrec train` folder stage 1 started from (default: the one stage 1 recorded)")},
-    )
-    dataset: str | None = field(
-        default=None, metadata={"help": ("dataset name or path (default: the one the train folder recorded)")}
-    )
-    dtype: Dtype | None = field(default=None, metadata={"help": "LLM weight dtype (default: as stage 1 loaded it)"})
+    dataset: str | None = setting(None, "dataset name or path (default: the one the train folder recorded)")
+    dtype: Dtype | None = setting(None, "LLM weight dtype (default: as stage 1 loaded it)")
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     runtime: Runtime = field(default_factory=Runtime)
 

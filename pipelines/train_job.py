@@ -24,7 +24,7 @@ from tslrec.core.artifacts import (
 from tslrec.core.errors import InputError
 from tslrec.core.precision import precision_record, resolved
 from tslrec.core.run_settings import RunSettings
-from tslrec.core.settings import check_choices
+from tslrec.core.settings import check_choices, setting
 from tslrec.data import DATASET_HELP, DataConfig, SequenceDataset, load_dataset
 from tslrec.data.splits import LeaveOneOutSplits
 from tslrec.evaluation.ranking import EvalConfig
@@ -32,13 +32,7 @@ from tslrec.formats.item_table import write_export_files
 
 from .history import cap_warning, epoch_line, write_history
 from .options import Command, TrainingRuntime, force_field, record_head, training_runtime
-from .side_information import (
-    SideInfoConfig,
-    SideInformation,
-    load_side_information,
-    one_item_table,
-    reads_item_table,
-)
+from .side_information import SideInfoConfig, SideInformation, load_side_information, one_item_table, reads_item_table
 
 
 @dataclass
@@ -57,26 +51,20 @@ class BackboneSettings:
 class TrainJob(BackboneSettings):
     """Everything `tslrec train` needs: one backbone, one fusion, one seed."""
 
-    dataset: str = field(default="", metadata={"required": True, "help": DATASET_HELP})
-    backbone: str = field(default="sasrec", metadata={"choices": BACKBONES, "help": "the sequential recommender"})
-    fusion: str = field(
-        default="base",
-        metadata={
-            "choices": FUSIONS,
-            "help": ("item representation: base (IDs), ci (IDs + k-means group), gate (TSLRec), or another ablation"),
-        },
+    dataset: str = setting("", DATASET_HELP, required=True)
+    backbone: str = setting("sasrec", "the sequential recommender", choices=BACKBONES)
+    fusion: str = setting(
+        "base",
+        "item representation: base (IDs), ci (IDs + k-means group), gate (TSLRec), or another ablation",
+        choices=FUSIONS,
     )
-    out: str | None = field(
-        default=None, metadata={"help": ("output folder (default runs/<dataset>-<backbone>[-<fusion>]-s<seed>)")}
-    )
-    export_item_embeddings: bool = field(
-        default=False,
-        metadata={
-            "help": (
-                "also write item_embeddings.safetensors ([N+1, H], row 0 = padding) for stage 1; a finished run "
-                "given this flag later writes it from its saved model without training again"
-            )
-        },
+    out: str | None = setting(None, "output folder (default runs/<dataset>-<backbone>[-<fusion>]-s<seed>)")
+    export_item_embeddings: bool = setting(
+        False,
+        (
+            "also write item_embeddings.safetensors ([N+1, H], row 0 = padding) for stage 1; a finished run "
+            "given this flag later writes it from its saved model without training again"
+        ),
     )
     force: bool = force_field()
 
@@ -157,10 +145,7 @@ def side_information_of(job: TrainJob, ds: SequenceDataset) -> SideInformation:
     label, item_table = one_item_table(job.side.item_embeddings)
     kind = fusion_class(job.fusion)
     given = {"item_embeddings": item_table, "clusters": job.side.clusters}
-    read = {
-        "item_embeddings": reads_item_table(kind, job.side.clusters is not None),
-        "clusters": kind.reads_clusters,
-    }
+    read = {"item_embeddings": reads_item_table(kind, job.side.clusters is not None), "clusters": kind.reads_clusters}
     for name in (n for n in given if given[n] is not None and not read[n]):
         readers = [
             f for f, c in FUSIONS.items() if c.reads_clusters or (name == "item_embeddings" and c.reads_llm_table)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
 from tslrec.core.precision import Precision, precision_field
-from tslrec.core.settings import check_choices, require, upgrade_recorded
+from tslrec.core.settings import check_choices, require, setting, upgrade_recorded
 from tslrec.data.splits import Batching  # the backbones' batchings, the same two ways
 
 # transformers' schedulers that need nothing but the warm-up and total steps (the others need a metric, a minimum
@@ -30,164 +30,121 @@ class Stage1Config:
     """Information reconstruction (user-level SFT) settings."""
 
     # targets
-    k: int = field(
-        default=32, metadata={"help": "number of latent item groups (k-means clusters of the stage-0 item table)"}
+    k: int = setting(32, "number of latent item groups (k-means clusters of the stage-0 item table)")
+    kmeans_algorithm: KmeansAlgorithm = setting(
+        "auto", "auto | kmeans | minibatch (auto = minibatch above 50k items)", flag="--kmeans"
     )
-    kmeans_algorithm: KmeansAlgorithm = field(
-        default="auto",
-        metadata={"flag": "--kmeans", "help": "auto | kmeans | minibatch (auto = minibatch above 50k items)"},
-    )
-    kmeans_normalize: bool = field(
-        default=False, metadata={"help": "L2-normalise item embeddings before k-means (cosine groups)"}
-    )
+    kmeans_normalize: bool = setting(False, "L2-normalise item embeddings before k-means (cosine groups)")
     # prompt
-    max_items: int = field(
-        default=50,
-        metadata={"help": "N: at most N items in a prompt; the target counts exactly the items the prompt shows"},
+    max_items: int = setting(50, "N: at most N items in a prompt; the target counts exactly the items the prompt shows")
+    prompts: Prompts = setting(
+        "windows",
+        (
+            "training prompts: windows = a random run of 1..max_items consecutive training items per user "
+            "and epoch (one-item prompts included, as stage 2 asks); history = the last max_items (the paper)"
+        ),
     )
-    prompts: Prompts = field(
-        default="windows",
-        metadata={
-            "help": (
-                "training prompts: windows = a random run of 1..max_items consecutive training items per user "
-                "and epoch (one-item prompts included, as stage 2 asks); history = the last max_items (the paper)"
-            ),
-        },
+    batching: Batching = setting(
+        "random",
+        (
+            "training batches: random = the shuffled users cut into batches; length = users whose prompts are "
+            "of similar length share a batch (less padding, faster; worse at equal steps in "
+            "bench/results/stage1-batching-ml-100k.json)"
+        ),
+        before="random",
     )
-    batching: Batching = field(
-        default="random",
-        metadata={
-            "before": "random",  # what runs recorded before this setting existed did
-            "help": (
-                "training batches: random = the shuffled users cut into batches; length = users whose prompts are "
-                "of similar length share a batch (less padding, faster; worse at equal steps in "
-                "bench/results/stage1-batching-ml-100k.json)"
-            ),
-        },
+    item_text: bool = setting(
+        False,
+        (
+            "beyond the paper: each item in the prompt is its title's tokens, then its soft token (stage 1 "
+            "and stage 2); needs a dataset with item text"
+        ),
     )
-    item_text: bool = field(
-        default=False,
-        metadata={
-            "help": (
-                "beyond the paper: each item in the prompt is its title's tokens, then its soft token (stage 1 "
-                "and stage 2); needs a dataset with item text"
-            )
-        },
+    item_text_tokens: int = setting(16, "with --item-text: at most this many title tokens per item (the rest is cut)")
+    prefix_text: str = setting(DEFAULT_PREFIX, "text before the items; '{k}' is replaced by K")
+    suffix_text: str = setting(DEFAULT_SUFFIX, "text after the items; its last token is the pooled position")
+    pooling: Literal["last", "mean"] = setting(
+        "last", "last (hidden state of 'Response:''s last token) | mean (masked mean of all positions)"
     )
-    item_text_tokens: int = field(
-        default=16, metadata={"help": "with --item-text: at most this many title tokens per item (the rest is cut)"}
+    head_norm: HeadNorm = setting(
+        "rms",
+        (
+            "the head's input: rms = the pooled hidden state divided by its root mean square, so --head-lr means "
+            "the same for LLMs whose hidden states differ in scale (Qwen2.5-0.5B diverges without it: "
+            "bench/results/stage1-llm-ml-100k.json); none = as is (the paper)"
+        ),
+        before="none",
     )
-    prefix_text: str = field(default=DEFAULT_PREFIX, metadata={"help": "text before the items; '{k}' is replaced by K"})
-    suffix_text: str = field(
-        default=DEFAULT_SUFFIX, metadata={"help": "text after the items; its last token is the pooled position"}
-    )
-    pooling: Literal["last", "mean"] = field(
-        default="last",
-        metadata={"help": "last (hidden state of 'Response:''s last token) | mean (masked mean of all positions)"},
-    )
-    head_norm: HeadNorm = field(
-        default="rms",
-        metadata={
-            "before": "none",  # what runs recorded before this setting existed did
-            "help": (
-                "the head's input: rms = the pooled hidden state divided by its root mean square, so --head-lr means "
-                "the same for LLMs whose hidden states differ in scale (Qwen2.5-0.5B diverges without it: "
-                "bench/results/stage1-llm-ml-100k.json); none = as is (the paper)"
-            ),
-        },
-    )
-    pack_tokens: int = field(
-        default=512,
-        metadata={
-            "before": 0,  # what runs recorded before this setting existed did
-            "help": (
-                "prompts continue from the shared prefix packed into rows of about this many positions, each "
-                "attending to the prefix and itself only: the same function as padded rows, 1.5x faster to train "
-                "(bench/results/stage1-packing-ml-100k.json); 0 = one padded row per prompt"
-            ),
-        },
+    pack_tokens: int = setting(
+        512,
+        (
+            "prompts continue from the shared prefix packed into rows of about this many positions, each "
+            "attending to the prefix and itself only: the same function as padded rows, 1.5x faster to train "
+            "(bench/results/stage1-packing-ml-100k.json); 0 = one padded row per prompt"
+        ),
+        before=0,
     )
     # LoRA
-    lora: bool = field(
-        default=True,
-        metadata={
-            "flag": "--no-lora",
-            "help": (
-                "do not tune the LLM: only the projection and head are trained (the untuned-LLM ablation; no separate "
-                "baseline run)"
-            ),
-        },
+    lora: bool = setting(
+        True,
+        (
+            "do not tune the LLM: only the projection and head are trained (the untuned-LLM ablation; no separate "
+            "baseline run)"
+        ),
+        flag="--no-lora",
     )
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank (E4SRec / TALLRec-style small rank)"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (alpha / r = 2)"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "v_proj"],
-        metadata={"help": "comma-separated module names to adapt (Llama attention q, v)"},
+    lora_r: int = setting(8, "LoRA rank (E4SRec / TALLRec-style small rank)")
+    lora_alpha: int = setting(16, "LoRA scaling numerator (alpha / r = 2)")
+    lora_dropout: float = setting(0.05, "dropout on the LoRA input")
+    lora_target_modules: list[str] = setting(
+        help="comma-separated module names to adapt (Llama attention q, v)", factory=lambda: ["q_proj", "v_proj"]
     )
     # optimisation
-    lr: float = field(default=5e-4, metadata={"help": "AdamW lr for LoRA weights"})
-    head_lr: float = field(
-        default=2e-3, metadata={"help": "AdamW lr for the projection and the head (trained from scratch)"}
+    lr: float = setting(5e-4, "AdamW lr for LoRA weights")
+    head_lr: float = setting(2e-3, "AdamW lr for the projection and the head (trained from scratch)")
+    weight_decay: float = setting(0.0, "AdamW weight decay")
+    epochs: int = setting(4, "passes over the training users (one LLM pass per user per epoch)")
+    max_steps: int | None = setting(None, "cap on optimizer steps (None = epochs decide)")
+    max_minutes: float | None = setting(
+        None, "budget of training minutes (validation excluded); then validate once more and stop"
     )
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    epochs: int = field(
-        default=4, metadata={"help": "passes over the training users (one LLM pass per user per epoch)"}
+    all_users_epochs: float = setting(
+        0.0,
+        (
+            "after early stopping, continue from the best weights for this many epochs (may be fractional) over "
+            "every user, held-out ones included, so that stage 2 reads an LLM that saw every user; the reported "
+            "held-out MSEs are measured before it (0 = off; max_steps and max_minutes bound the early-stopped "
+            "training only)"
+        ),
+        before=0.0,
     )
-    max_steps: int | None = field(default=None, metadata={"help": "cap on optimizer steps (None = epochs decide)"})
-    max_minutes: float | None = field(
-        default=None,
-        metadata={"help": "budget of training minutes (validation excluded); then validate once more and stop"},
+    batch_size: int = setting(16, "users per micro-batch")
+    grad_accum: int = setting(1, "micro-batches per optimizer step")
+    eval_batch_size: int = setting(64, "users per batch for validation / inference")
+    lr_schedule: LRSchedule = setting(
+        "cosine",
+        (
+            "transformers' scheduler over the training steps, after a linear warm-up of --warmup-ratio ("
+            "`constant` has none)"
+        ),
     )
-    all_users_epochs: float = field(
-        default=0.0,
-        metadata={
-            "before": 0.0,
-            "help": (
-                "after early stopping, continue from the best weights for this many epochs (may be fractional) over "
-                "every user, held-out ones included, so that stage 2 reads an LLM that saw every user; the reported "
-                "held-out MSEs are measured before it (0 = off; max_steps and max_minutes bound the early-stopped "
-                "training only)"
-            ),
-        },
-    )
-    batch_size: int = field(default=16, metadata={"help": "users per micro-batch"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    eval_batch_size: int = field(default=64, metadata={"help": "users per batch for validation / inference"})
-    lr_schedule: LRSchedule = field(
-        default="cosine",
-        metadata={
-            "help": (
-                "transformers' scheduler over the training steps, after a linear warm-up of --warmup-ratio ("
-                "`constant` has none)"
-            )
-        },
-    )
-    warmup_ratio: float = field(default=0.05, metadata={"help": "fraction of total steps used for linear warm-up"})
-    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 = off)"})
-    loss_reduction: Literal["sum", "mean"] = field(
-        default="sum",
-        metadata={"help": "sum: squared error summed over K, mean over users (paper's Eq. 3); mean: also / K"},
+    warmup_ratio: float = setting(0.05, "fraction of total steps used for linear warm-up")
+    grad_clip: float = setting(1.0, "max gradient norm (0 = off)")
+    loss_reduction: Literal["sum", "mean"] = setting(
+        "sum", "sum: squared error summed over K, mean over users (paper's Eq. 3); mean: also / K"
     )
     precision: Precision = precision_field("the LLM's forward and backward", "--no-bf16", "float32")
     # schedule of checks
-    checkpoint_every: int = field(default=25, metadata={"help": "optimizer steps between resumable checkpoints"})
-    eval_every: int | None = field(
-        default=None, metadata={"help": "optimizer steps between validations (None = end of each epoch)"}
-    )
-    val_fraction: float = field(
-        default=0.1, metadata={"help": "fraction of users held out for validation MSE (early stopping, model choice)"}
-    )
-    test_fraction: float = field(
-        default=0.1, metadata={"help": "fraction of users held out for the reported MSE (0 = report validation MSE)"}
-    )
-    patience: int = field(default=2, metadata={"help": "validations without improvement before early stopping"})
-    max_users: int | None = field(default=None, metadata={"help": "use a seeded random subset of users (quick runs)"})
-    seed: int = field(default=0, metadata={"help": "seeds k-means, the user split, data order and initialisation"})
+    checkpoint_every: int = setting(25, "optimizer steps between resumable checkpoints")
+    eval_every: int | None = setting(None, "optimizer steps between validations (None = end of each epoch)")
+    val_fraction: float = setting(0.1, "fraction of users held out for validation MSE (early stopping, model choice)")
+    test_fraction: float = setting(0.1, "fraction of users held out for the reported MSE (0 = report validation MSE)")
+    patience: int = setting(2, "validations without improvement before early stopping")
+    max_users: int | None = setting(None, "use a seeded random subset of users (quick runs)")
+    seed: int = setting(0, "seeds k-means, the user split, data order and initialisation")
     # baselines
-    untuned_baseline: Literal["none", "head", "head+proj"] = field(
-        default="head",
-        metadata={"help": "none | head (frozen LLM features, head fitted) | head+proj (full loop, no LoRA)"},
+    untuned_baseline: Literal["none", "head", "head+proj"] = setting(
+        "head", "none | head (frozen LLM features, head fitted) | head+proj (full loop, no LoRA)"
     )
 
     def __post_init__(self) -> None:

@@ -356,10 +356,7 @@ class ReconstructionModel(nn.Module):
         n = item_embs.shape[0]
         embs = torch.zeros(n, self.encoder.hidden)  # [N, H]
         probs = torch.zeros(n, self.k)  # [N, K]
-        with (
-            quantized_safe_eval(self),
-            autocast(device, resolve_precision(precision, device)),
-        ):
+        with quantized_safe_eval(self), autocast(device, resolve_precision(precision, device)):
             state = self.encoder.prefix_state() if cache_prefix else None
             batches = self._item_batches(n, batch_size, item_ids, by_title=state is not None)
             for rows in tqdm(batches, desc="encode items", disable=not progress, leave=False):

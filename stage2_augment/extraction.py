@@ -10,14 +10,14 @@ of both outputs is zeros, so they index by internal item id like every item tabl
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 
 from tslrec.core.artifacts import check_finite
 from tslrec.core.errors import InputError
 from tslrec.core.precision import Precision, precision_field
-from tslrec.core.settings import check_choices
+from tslrec.core.settings import check_choices, setting
 from tslrec.stage1_reconstruct.model import ReconstructionModel
 
 
@@ -25,23 +25,19 @@ from tslrec.stage1_reconstruct.model import ReconstructionModel
 class ExtractionConfig:
     """How the items are pushed through the LLM."""
 
-    batch_size: int = field(
-        default=64, metadata={"help": "items per LLM forward (one-item prompts, so this is cheap in memory)"}
-    )
+    batch_size: int = setting(64, "items per LLM forward (one-item prompts, so this is cheap in memory)")
     precision: Precision = precision_field("the LLM's forward", "--bf16", "bf16", replaces="autocast_bf16")
     # The same numbers as full prompts in float32 (1e-6 relative); under bf16 autocast they differ by up to
     # ~1e-2 relative, so an export made without the cache (before tslrec had it) is reproduced only with it off.
-    prefix_cache: bool = field(
-        default=True,
-        metadata={
-            "flag": "--no-prefix-cache",
-            "help": (
-                "do not reuse the prompt prefix's key/value cache: run every item's whole prompt (6.9x slower in "
-                "float32 on ML-100K; by default the prefix runs once)"
-            ),
-        },
+    prefix_cache: bool = setting(
+        True,
+        (
+            "do not reuse the prompt prefix's key/value cache: run every item's whole prompt (6.9x slower in "
+            "float32 on ML-100K; by default the prefix runs once)"
+        ),
+        flag="--no-prefix-cache",
     )
-    progress: bool = field(default=True, metadata={"cli": False, "help": "tqdm bar over the batches"})
+    progress: bool = setting(True, "tqdm bar over the batches", cli=False)
 
     def __post_init__(self) -> None:
         check_choices(self)

@@ -262,12 +262,12 @@ def test_bad_input(case, tmp_path, capsys):
 def test_every_no_flag_says_what_turning_it_off_does():
     """A `--no-x` flag's help describes what the flag does (it turns x off), not what x does."""
     from tslrec.core.settings import settings_of
-    from tslrec.pipelines.cli import COMMANDS
+    from tslrec.pipelines.cli import commands
 
     starts = ("do not ", "hide ", "skip ", "turn off ", "without ")
     offending = [
         f"{c.name} {s.flag}: {s.help}"
-        for c in COMMANDS
+        for c in commands()
         for s in settings_of(c.defaults)
         if s.kind == "no-bool" and not s.help.lower().startswith(starts)
     ]
@@ -300,10 +300,10 @@ def test_every_setting_with_choices_is_checked_by_its_config():
 
     from tslrec.core.errors import InputError
     from tslrec.core.settings import from_mapping, replace_nested, settings_of
-    from tslrec.pipelines.cli import COMMANDS
+    from tslrec.pipelines.cli import commands
 
     checked = 0
-    for c in COMMANDS:
+    for c in commands():
         for s in settings_of(c.defaults):
             if s.choices is None:
                 continue

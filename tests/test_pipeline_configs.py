@@ -231,9 +231,9 @@ def test_a_setting_added_since_a_stage_finished_counts_as_what_the_stage_did(tmp
 def test_a_new_option_needs_only_its_field(capsys):
     """Every setting of every job is a flag, named after its field, with its help text: nothing else declares it."""
     from tslrec.core.settings import settings_of
-    from tslrec.pipelines.cli import COMMANDS
+    from tslrec.pipelines.cli import commands
 
-    for command in COMMANDS:
+    for command in commands():
         flags = [s.flag for s in settings_of(command.defaults)]
         assert len(flags) == len(set(flags)), command.name
         assert all(s.help for s in settings_of(command.defaults))

@@ -26,27 +26,10 @@ class MovieLensReader(Reader):
         return read_movielens_raw(path)
 
 
-ML100K_GENRES = [
-    "unknown",
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children's",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-    "Musical",
-    "Mystery",
-    "Romance",
-    "Sci-Fi",
-    "Thriller",
-    "War",
-    "Western",
-]
+ML100K_GENRES = (
+    "unknown|Action|Adventure|Animation|Children's|Comedy|Crime|Documentary|Drama|Fantasy|Film-Noir|Horror|Musical|"
+    "Mystery|Romance|Sci-Fi|Thriller|War|Western"
+).split("|")
 
 
 def _split_rows(path: Path, sep: str, ncols: int, names: tuple[str, ...], encoding: str = "utf-8") -> list[list[str]]:
