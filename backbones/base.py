@@ -17,7 +17,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from tslrec.core.settings import require, setting
+from tslrec.core.settings import check_allowed, require, setting
 
 from .input_items import add_input_item_bias, prefix_items
 from .losses import full_softmax_ce, sampled_bce
@@ -29,11 +29,11 @@ class BackboneConfig:
     `reads` (a run records, and may be given, only what its backbones read)."""
 
     num_items: int = setting(0, "N; ids are 1..N and 0 is padding (set from the dataset)", cli=False)
-    hidden: int = setting(64, "H: embedding and state size")
+    hidden: int = setting(64, "H: embedding and state size", at_least=1)
     max_len: int = setting(50, "L: input window (set from DataConfig.max_len)", cli=False)
-    num_layers: int = setting(2, "SASRec, FMLP-Rec: transformer / filter blocks", flag="--layers")
-    gru_layers: int = setting(1, "GRU4Rec: stacked GRU layers (RecBole's default, 1)")
-    num_heads: int = setting(2, "SASRec: attention heads", flag="--heads")
+    num_layers: int = setting(2, "SASRec, FMLP-Rec: transformer / filter blocks", flag="--layers", at_least=1)
+    gru_layers: int = setting(1, "GRU4Rec: stacked GRU layers (RecBole's default, 1)", at_least=1)
+    num_heads: int = setting(2, "SASRec: attention heads", flag="--heads", at_least=1)
     dropout: float = setting(0.2, "dropout on embeddings and inside blocks")
     attn_dropout: float | None = setting(None, "SASRec: dropout on attention weights; unset = the same as dropout")
     input_item_bias: bool = setting(
@@ -54,10 +54,7 @@ class BackboneConfig:
     caser_v_filters: int = setting(4, "Caser: vertical filters")
 
     def __post_init__(self) -> None:
-        require(self.hidden >= 1, self, "hidden", "need at least 1")
-        require(self.num_layers >= 1, self, "num_layers", "need at least 1")
-        require(self.gru_layers >= 1, self, "gru_layers", "need at least 1")
-        require(self.num_heads >= 1, self, "num_heads", "need at least 1")
+        check_allowed(self)
         require(0.0 <= self.dropout < 1.0, self, "dropout", "must be in [0, 1)")
         require(self.attn_dropout is None or 0.0 <= self.attn_dropout < 1.0, self, "attn_dropout", "must be in [0, 1)")
 

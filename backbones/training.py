@@ -31,7 +31,7 @@ from tslrec.core.modules import eval_mode, peak_memory_mb
 from tslrec.core.precision import Precision, autocast, precision_field, resolve_precision, resolved
 from tslrec.core.run_settings import RunSettings, plain
 from tslrec.core.run_state import RunState
-from tslrec.core.settings import check_choices, require, require_unset_unless, setting
+from tslrec.core.settings import check_allowed, require, require_unset_unless, setting
 from tslrec.data.splits import (
     Batching,
     EvalSplit,
@@ -51,8 +51,8 @@ from .registry import settings_read_by
 class TrainConfig:
     """Optimisation and model-selection settings."""
 
-    epochs: int = setting(200, "maximum epochs")
-    batch_size: int = setting(128, "training windows per step (each up to --max-len items)")
+    epochs: int = setting(200, "maximum epochs", at_least=1)
+    batch_size: int = setting(128, "training windows per step (each up to --max-len items)", at_least=1)
     windows: Windows = setting(
         "fixed",
         (
@@ -78,7 +78,7 @@ class TrainConfig:
         ),
         before="batch",
     )
-    lr: float = setting(1e-3, "AdamW learning rate (the peak, with a schedule)")
+    lr: float = setting(1e-3, "AdamW learning rate (the peak, with a schedule)", positive=True)
     lr_schedule: Literal["constant", "cosine"] = setting(
         "constant",
         (
@@ -95,7 +95,7 @@ class TrainConfig:
     loss: Literal["ce", "bce"] = setting(
         "ce", "'ce' (softmax over all items) or 'bce' (one sampled negative per position)"
     )
-    patience: int = setting(10, "epochs without a better validation --select-metric before stopping")
+    patience: int = setting(10, "epochs without a better validation --select-metric before stopping", at_least=1)
     select_metric: str = setting("NDCG@10", "validation metric for early stopping")
     min_delta: float = setting(0.0, "smallest validation gain that counts as better")
     grad_clip: float = setting(5.0, "max gradient norm (0 = off)")
@@ -103,11 +103,7 @@ class TrainConfig:
     seed: int = setting(42, "seeds init, shuffling, dropout and negatives")
 
     def __post_init__(self) -> None:
-        check_choices(self)
-        require(self.epochs >= 1, self, "epochs", "need at least 1")
-        require(self.batch_size >= 1, self, "batch_size", "need at least 1")
-        require(self.lr > 0, self, "lr", "must be positive")
-        require(self.patience >= 1, self, "patience", "need at least 1")
+        check_allowed(self)
         require(self.warmup_epochs >= 0, self, "warmup_epochs", "must be 0 or more")
         require(self.lr_cycle is None or self.lr_cycle > self.warmup_epochs, self, "lr_cycle", "must exceed warm-up")
         for name in ("warmup_epochs", "lr_cycle"):  # a constant rate reads neither

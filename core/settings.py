@@ -15,7 +15,7 @@ A setting is a dataclass field with a default and `metadata={"help": "one line"}
               so that run settings recorded then are read as this field (see `upgrade_recorded`)
     deprecated {old flag: (value when given or true, value when false)}: older spellings still accepted, as a
               flag or a config-file key (the flag without dashes), each with a one-line note on stderr
-A config calls `check_choices(self)` in its __post_init__, so a value its fields do not allow is a one-line
+A config calls `check_allowed(self)` in its __post_init__, so a value its fields do not allow is a one-line
 InputError wherever the config is made; flags and config-file keys are checked against the same values.
 A field whose type is a dataclass is a group of settings: its fields become flags of their own, with no
 prefix unless one is given. Two settings with one flag are an error when the parser is built.
@@ -92,13 +92,21 @@ def _choices(cls: type) -> dict[str, tuple[Any, bool]]:
     return out
 
 
-def check_choices(config: Any) -> None:
-    """InputError 'Class.field=value: use one of a, b' for the first field of the dataclass `config` whose value is
-    not one its declaration allows (see `_choices`); for __post_init__."""
+def check_allowed(config: Any) -> None:
+    """InputError naming the first field of the dataclass `config` whose value its declaration does not allow, first
+    in a config's __post_init__: 'Class.field=value: use one of a, b' for a value outside its `Literal` type or
+    registry (see `_choices`), 'need at least N' or 'must be positive' below the bound its `at_least` or `positive`
+    metadata sets."""
     for name, (allowed, optional) in _choices(type(config)).items():
         value = getattr(config, name)
         ok = value in allowed or (value is None and optional)
         require(ok, config, name, f"use one of {', '.join(map(str, allowed))}")
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if "at_least" in f.metadata:
+            require(value >= f.metadata["at_least"], config, f.name, f"need at least {f.metadata['at_least']}")
+        if f.metadata.get("positive"):
+            require(value > 0, config, f.name, "must be positive")
 
 
 def setting(
@@ -106,7 +114,8 @@ def setting(
 ) -> Any:
     """A config field: its default (`factory` for a mutable one), its flag's help, and whatever else `settings_of`
     reads from its metadata: `flag`, `aliases`, `required`, `positional`, `repeat`, `metavar`, `prefix`, `cli`,
-    `choices`, `deprecated`, `replaces`, and `before`, what runs recorded before the setting existed did."""
+    `choices`, `deprecated`, `replaces`, `at_least` and `positive` (bounds `check_allowed` checks), and `before`,
+    what runs recorded before the setting existed did."""
     metadata = {"help": help, **metadata}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)

@@ -22,7 +22,7 @@ import torch
 
 from tslrec.core.errors import DivergedError, InputError
 from tslrec.core.precision import Precision, precision_field
-from tslrec.core.settings import check_choices, require, require_unset_unless, setting
+from tslrec.core.settings import check_allowed, require, require_unset_unless, setting
 from tslrec.data.splits import EvalSplit
 
 KS = (5, 10, 20)
@@ -47,14 +47,15 @@ class EvalConfig:
         0, "0 = full ranking; N > 0 = rank against N sampled negatives (every metric then labelled sampled_)"
     )
     seed: int = setting(2024, "seed of the negative sampler", flag="--eval-seed")
-    batch_size: int = setting(32, "users scored at once (small batches stay in cache)", flag="--eval-batch-size")
+    batch_size: int = setting(
+        32, "users scored at once (small batches stay in cache)", flag="--eval-batch-size", at_least=1
+    )
     precision: Precision = precision_field(
         "how users are encoded (scores are ranked in float32 always)", "--eval-bf16", "bf16", flag="--eval-precision"
     )
 
     def __post_init__(self) -> None:
-        check_choices(self)
-        require(self.batch_size >= 1, self, "batch_size", "need at least 1")
+        check_allowed(self)
         require(self.sampled_negatives >= 0, self, "sampled_negatives", "0 (full ranking) or a positive count")
         require(
             not (self.mask_history and self.sampled_negatives),

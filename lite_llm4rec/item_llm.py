@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from tslrec.core.errors import InputError
 from tslrec.core.modules import eval_mode
-from tslrec.core.settings import check_choices, require, setting
+from tslrec.core.settings import check_allowed, setting
 from tslrec.core.wheel_cache import cache_dir
 from tslrec.data import SequenceDataset
 from tslrec.formats.item_table import load_item_embeddings, save_item_embeddings
@@ -39,17 +39,15 @@ class ItemLLMConfig:
     name_or_path: str = setting(
         "minilm", "built-in name (minilm, smollm2), local folder, .gguf file or hub id", flag="--llm"
     )
-    max_tokens: int = setting(64, "item text is truncated to this many tokens")
-    batch_size: int = setting(64, "items encoded per forward pass")
+    max_tokens: int = setting(64, "item text is truncated to this many tokens", at_least=1)
+    batch_size: int = setting(64, "items encoded per forward pass", at_least=1)
     dtype: Dtype = setting("float32", "weight dtype of the Item LLM")
     trust_remote_code: bool = setting(
         False, "run model code shipped with a hub model; only if you trust its author", cli=False
     )
 
     def __post_init__(self) -> None:
-        check_choices(self)
-        require(self.max_tokens >= 1, self, "max_tokens", "need at least 1")
-        require(self.batch_size >= 1, self, "batch_size", "need at least 1")
+        check_allowed(self)
 
 
 @torch.no_grad()

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tslrec.core.errors import InputError
-from tslrec.core.settings import check_choices, require, setting
+from tslrec.core.settings import check_allowed, require, setting
 from tslrec.llm.loading import LLMConfig, hidden_size, load_llm, transformer_body
 from tslrec.llm.lora import add_lora
 from tslrec.llm.pooling import masked_mean_pool
@@ -48,7 +48,7 @@ class LiteConfig:
     """Recommendation LLM and head settings (the LLM itself is named by an LLMConfig)."""
 
     finetune: Literal["lora", "full"] = setting("lora", "lora (peft adapters) | full (every LLM weight)")
-    lora_r: int = setting(8, "LoRA rank")
+    lora_r: int = setting(8, "LoRA rank", at_least=1)
     lora_alpha: int = setting(16, "LoRA scaling numerator (alpha / r = 2)")
     lora_dropout: float = setting(0.05, "dropout on the LoRA input")
     lora_target_modules: list[str] | None = setting(
@@ -76,8 +76,7 @@ class LiteConfig:
     tune_item_vectors: bool = setting(False, "also train the Item-LLM vectors with the recommendation loss")
 
     def __post_init__(self) -> None:
-        check_choices(self)
-        require(self.lora_r >= 1, self, "lora_r", "need at least 1")
+        check_allowed(self)
         require(0.0 <= self.lora_dropout < 1.0, self, "lora_dropout", "must be in [0, 1)")
 
 

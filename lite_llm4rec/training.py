@@ -23,7 +23,7 @@ from tslrec.core.modules import eval_mode, load_trainable_state, peak_memory_mb,
 from tslrec.core.precision import Precision, autocast, precision_field, resolve_precision, resolved
 from tslrec.core.run_settings import RunSettings
 from tslrec.core.run_state import RunState
-from tslrec.core.settings import check_choices, require, require_unset_unless, setting
+from tslrec.core.settings import check_allowed, require, require_unset_unless, setting
 from tslrec.data.splits import EvalSplit, LeaveOneOutSplits
 from tslrec.evaluation.ranking import METRIC_HINT, EvalConfig, EvalResult, evaluate, is_metric_name
 
@@ -46,32 +46,29 @@ class LiteTrainConfig:
         ),
     )
     segment_len: int = setting(21, "sampling: at most this many items per segment (inputs + the target)")
-    epochs: int = setting(10, "passes over the training rows")
+    epochs: int = setting(10, "passes over the training rows", at_least=1)
     max_steps: int | None = setting(None, "cap on optimizer steps (quick runs; None = epochs decide)")
-    batch_size: int = setting(16, "training rows per step")
-    lr: float = setting(5e-4, "AdamW lr of the LLM weights (LoRA adapters, or all weights with finetune=full)")
+    batch_size: int = setting(16, "training rows per step", at_least=1)
+    lr: float = setting(
+        5e-4, "AdamW lr of the LLM weights (LoRA adapters, or all weights with finetune=full)", positive=True
+    )
     head_lr: float = setting(
-        2e-3, "AdamW lr of the adapter, the item head and tuned item vectors (trained from scratch)"
+        2e-3, "AdamW lr of the adapter, the item head and tuned item vectors (trained from scratch)", positive=True
     )
     weight_decay: float = setting(0.0, "AdamW weight decay")
     grad_clip: float = setting(1.0, "max gradient norm (0 = off)")
     precision: Precision = precision_field("the LLMs' forward and backward", "--no-bf16", "float32")
     eval_every: int | None = setting(None, "validate every N optimizer steps (None = after each epoch)")
-    patience: int = setting(3, "validations without a better validation metric before stopping")
+    patience: int = setting(3, "validations without a better validation metric before stopping", at_least=1)
     select_metric: str = setting("NDCG@10", "validation metric that picks the checkpoint")
     seed: int = setting(42, "seeds segments, order, LoRA/adapter/head init")
 
     def __post_init__(self) -> None:
-        check_choices(self)
+        check_allowed(self)
         require(self.segment_len >= 2, self, "segment_len", "need at least 2 (one input, one target)")
         require_unset_unless(self.strategy == "sampling", self, "segment_len", "read by strategy sampling only")
-        require(self.epochs >= 1, self, "epochs", "need at least 1")
         require(self.max_steps is None or self.max_steps >= 1, self, "max_steps", "need at least 1")
-        require(self.batch_size >= 1, self, "batch_size", "need at least 1")
-        require(self.lr > 0, self, "lr", "must be positive")
-        require(self.head_lr > 0, self, "head_lr", "must be positive")
         require(self.eval_every is None or self.eval_every >= 1, self, "eval_every", "need at least 1")
-        require(self.patience >= 1, self, "patience", "need at least 1")
         require(is_metric_name(self.select_metric), self, "select_metric", METRIC_HINT)
 
 

@@ -34,7 +34,7 @@ from torch import nn
 
 from tslrec.core.artifacts import atomic_folder
 from tslrec.core.errors import InputError
-from tslrec.core.settings import check_choices, setting
+from tslrec.core.settings import check_allowed, setting
 from tslrec.core.wheel_cache import WheelSpec, cache_dir, extract_members
 
 KINDS = ("causal_lm", "encoder", "text_encoder")
@@ -74,7 +74,7 @@ class LLMConfig:
     )
 
     def __post_init__(self) -> None:
-        check_choices(self)
+        check_allowed(self)
 
 
 @dataclass(frozen=True)

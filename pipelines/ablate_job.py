@@ -25,7 +25,7 @@ from tslrec.core.artifacts import atomic_path, file_lock, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.precision import resolved
 from tslrec.core.run_settings import digest
-from tslrec.core.settings import require, setting
+from tslrec.core.settings import check_allowed, require, setting
 from tslrec.data import DATASET_HELP, SequenceDataset, load_dataset
 from tslrec.formats.item_table import load_item_embeddings
 from tslrec.stage2_augment.analysis import CategoryAgreement, activity_groups, category_agreement
@@ -81,8 +81,10 @@ class AblateJob(BackboneSettings):
         ),
         factory=lambda: ["base", "ci", "gate"],
     )
-    seeds: int = setting(3, "number of seeds per cell: --seed, --seed+1, ...")
-    workers: int = setting(1, "processes that train cells at once, each on 1/N of torch's threads (2 on a 2-core CPU)")
+    seeds: int = setting(3, "number of seeds per cell: --seed, --seed+1, ...", at_least=1)
+    workers: int = setting(
+        1, "processes that train cells at once, each on 1/N of torch's threads (2 on a 2-core CPU)", at_least=1
+    )
     list_cells: bool = setting(False, "print the grid's cells, numbered from 0, train nothing and report the rest")
     cell: int | None = setting(
         None,
@@ -98,7 +100,7 @@ class AblateJob(BackboneSettings):
         ),
         factory=list,
     )
-    activity_groups: int = setting(4, "user-activity groups for the Fig. 5 analysis")
+    activity_groups: int = setting(4, "user-activity groups for the Fig. 5 analysis", at_least=1)
     force: bool = setting(
         False,
         (
@@ -108,6 +110,7 @@ class AblateJob(BackboneSettings):
     )
 
     def __post_init__(self) -> None:
+        check_allowed(self)
         self.runtime = training_runtime(self.runtime)
         self.backbones, self.fusions = list(dict.fromkeys(self.backbones)), list(dict.fromkeys(self.fusions))
         kinds = [parse_fusion(f)[0] for f in self.fusions]
@@ -118,9 +121,6 @@ class AblateJob(BackboneSettings):
         require_read_by(self.model, [BACKBONES[b].__name__ for b in self.backbones])
         reads = f"the grid's report reads K = {', '.join(map(str, report.REPORT_KS))}; keep them"
         require(set(report.REPORT_KS) <= set(self.eval.ks), self.eval, "ks", reads)
-        require(self.seeds >= 1, self, "seeds", "need at least 1")
-        require(self.workers >= 1, self, "workers", "need at least 1")
-        require(self.activity_groups >= 1, self, "activity_groups", "need at least 1")
         require(
             not self.side.finetune_llm_table or bool(set(kinds) & set(llm_table_fusions())),
             self,

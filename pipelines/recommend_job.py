@@ -25,7 +25,7 @@ from tslrec.backbones.registry import build_backbone
 from tslrec.core.artifacts import atomic_path, load_tensors
 from tslrec.core.errors import InputError
 from tslrec.core.modules import eval_mode
-from tslrec.core.settings import check_choices, require, setting
+from tslrec.core.settings import check_allowed, setting
 from tslrec.data import SequenceDataset
 from tslrec.data.splits import pad_right
 
@@ -44,18 +44,16 @@ class RecommendJob:
     users: str | None = setting(
         None, "original user ids, comma-separated, or a file with one per line (default: every user)"
     )
-    k: int = setting(10, "items per user", flag="--top-k", aliases=("--k",))
+    k: int = setting(10, "items per user", flag="--top-k", aliases=("--k",), at_least=1)
     keep_seen: bool = setting(False, "let items the user already has be recommended")
     format: Literal["tsv", "jsonl"] = setting("tsv", "tsv (with a header) or jsonl")
     out: str | None = setting(None, "output file (default: standard output)")
     dataset: str | None = setting(None, "dataset name or path (default: the recorded one)")
-    batch_size: int = setting(512, "users scored at once")
+    batch_size: int = setting(512, "users scored at once", at_least=1)
     runtime: Runtime = field(default_factory=Runtime)
 
     def __post_init__(self) -> None:
-        check_choices(self)
-        require(self.k >= 1, self, "k", "need at least 1")
-        require(self.batch_size >= 1, self, "batch_size", "need at least 1")
+        check_allowed(self)
 
 
 def load_trained_model(folder: str | Path, dataset: str | None = None) -> tuple[SequentialRecommender, SequenceDataset]:

@@ -30,7 +30,7 @@ from tslrec.core.artifacts import file_lock, package_versions, read_json, sha256
 from tslrec.core.errors import InputError
 from tslrec.core.precision import cpu_capability
 from tslrec.core.run_settings import MISSING, RunSettings, digest, plain
-from tslrec.core.settings import as_flags, check_choices, from_mapping, setting, settings_of
+from tslrec.core.settings import as_flags, check_allowed, from_mapping, setting, settings_of
 from tslrec.data import DataConfig
 from tslrec.stage1_reconstruct.training import SUB_RUN as UNTUNED_SUB_RUN
 
@@ -210,7 +210,7 @@ class RunJob:
     )
 
     def __post_init__(self) -> None:
-        check_choices(self)
+        check_allowed(self)
 
 
 def with_runtime(job: Job, pipeline: RunJob) -> Job:

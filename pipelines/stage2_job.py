@@ -22,7 +22,7 @@ import torch
 from tslrec.core.artifacts import use_deterministic_kernels
 from tslrec.core.errors import InputError
 from tslrec.core.precision import precision_record, resolved
-from tslrec.core.settings import check_choices, setting
+from tslrec.core.settings import check_allowed, setting
 from tslrec.data import SequenceDataset
 from tslrec.formats.item_table import save_item_embeddings
 from tslrec.llm.loading import Dtype, LLMConfig
@@ -49,7 +49,7 @@ class Stage2Job:
     runtime: Runtime = field(default_factory=Runtime)
 
     def __post_init__(self) -> None:
-        check_choices(self)
+        check_allowed(self)
 
 
 @dataclass

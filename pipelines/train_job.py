@@ -24,7 +24,7 @@ from tslrec.core.artifacts import (
 from tslrec.core.errors import InputError
 from tslrec.core.precision import precision_record, resolved
 from tslrec.core.run_settings import RunSettings
-from tslrec.core.settings import check_choices, setting
+from tslrec.core.settings import check_allowed, setting
 from tslrec.data import DATASET_HELP, DataConfig, SequenceDataset, load_dataset
 from tslrec.data.splits import LeaveOneOutSplits
 from tslrec.evaluation.ranking import EvalConfig
@@ -69,7 +69,7 @@ class TrainJob(BackboneSettings):
     force: bool = force_field()
 
     def __post_init__(self) -> None:
-        check_choices(self)
+        check_allowed(self)
         require_read_by(self.model, [BACKBONES[self.backbone].__name__])
         self.runtime = training_runtime(self.runtime)
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
 from tslrec.core.precision import Precision, precision_field
-from tslrec.core.settings import check_choices, require, setting, upgrade_recorded
+from tslrec.core.settings import check_allowed, require, setting, upgrade_recorded
 from tslrec.data.splits import Batching  # the backbones' batchings, the same two ways
 
 # transformers' schedulers that need nothing but the warm-up and total steps (the others need a metric, a minimum
@@ -36,7 +36,9 @@ class Stage1Config:
     )
     kmeans_normalize: bool = setting(False, "L2-normalise item embeddings before k-means (cosine groups)")
     # prompt
-    max_items: int = setting(50, "N: at most N items in a prompt; the target counts exactly the items the prompt shows")
+    max_items: int = setting(
+        50, "N: at most N items in a prompt; the target counts exactly the items the prompt shows", at_least=1
+    )
     prompts: Prompts = setting(
         "windows",
         (
@@ -60,7 +62,9 @@ class Stage1Config:
             "and stage 2); needs a dataset with item text"
         ),
     )
-    item_text_tokens: int = setting(16, "with --item-text: at most this many title tokens per item (the rest is cut)")
+    item_text_tokens: int = setting(
+        16, "with --item-text: at most this many title tokens per item (the rest is cut)", at_least=1
+    )
     prefix_text: str = setting(DEFAULT_PREFIX, "text before the items; '{k}' is replaced by K")
     suffix_text: str = setting(DEFAULT_SUFFIX, "text after the items; its last token is the pooled position")
     pooling: Literal["last", "mean"] = setting(
@@ -93,17 +97,17 @@ class Stage1Config:
         ),
         flag="--no-lora",
     )
-    lora_r: int = setting(8, "LoRA rank (E4SRec / TALLRec-style small rank)")
+    lora_r: int = setting(8, "LoRA rank (E4SRec / TALLRec-style small rank)", at_least=1)
     lora_alpha: int = setting(16, "LoRA scaling numerator (alpha / r = 2)")
     lora_dropout: float = setting(0.05, "dropout on the LoRA input")
     lora_target_modules: list[str] = setting(
         help="comma-separated module names to adapt (Llama attention q, v)", factory=lambda: ["q_proj", "v_proj"]
     )
     # optimisation
-    lr: float = setting(5e-4, "AdamW lr for LoRA weights")
-    head_lr: float = setting(2e-3, "AdamW lr for the projection and the head (trained from scratch)")
+    lr: float = setting(5e-4, "AdamW lr for LoRA weights", positive=True)
+    head_lr: float = setting(2e-3, "AdamW lr for the projection and the head (trained from scratch)", positive=True)
     weight_decay: float = setting(0.0, "AdamW weight decay")
-    epochs: int = setting(4, "passes over the training users (one LLM pass per user per epoch)")
+    epochs: int = setting(4, "passes over the training users (one LLM pass per user per epoch)", at_least=1)
     max_steps: int | None = setting(None, "cap on optimizer steps (None = epochs decide)")
     max_minutes: float | None = setting(
         None, "budget of training minutes (validation excluded); then validate once more and stop"
@@ -118,9 +122,9 @@ class Stage1Config:
         ),
         before=0.0,
     )
-    batch_size: int = setting(16, "users per micro-batch")
-    grad_accum: int = setting(1, "micro-batches per optimizer step")
-    eval_batch_size: int = setting(64, "users per batch for validation / inference")
+    batch_size: int = setting(16, "users per micro-batch", at_least=1)
+    grad_accum: int = setting(1, "micro-batches per optimizer step", at_least=1)
+    eval_batch_size: int = setting(64, "users per batch for validation / inference", at_least=1)
     lr_schedule: LRSchedule = setting(
         "cosine",
         (
@@ -135,11 +139,11 @@ class Stage1Config:
     )
     precision: Precision = precision_field("the LLM's forward and backward", "--no-bf16", "float32")
     # schedule of checks
-    checkpoint_every: int = setting(25, "optimizer steps between resumable checkpoints")
+    checkpoint_every: int = setting(25, "optimizer steps between resumable checkpoints", at_least=1)
     eval_every: int | None = setting(None, "optimizer steps between validations (None = end of each epoch)")
     val_fraction: float = setting(0.1, "fraction of users held out for validation MSE (early stopping, model choice)")
     test_fraction: float = setting(0.1, "fraction of users held out for the reported MSE (0 = report validation MSE)")
-    patience: int = setting(2, "validations without improvement before early stopping")
+    patience: int = setting(2, "validations without improvement before early stopping", at_least=1)
     max_users: int | None = setting(None, "use a seeded random subset of users (quick runs)")
     seed: int = setting(0, "seeds k-means, the user split, data order and initialisation")
     # baselines
@@ -151,16 +155,10 @@ class Stage1Config:
         """One-line InputError naming the field for an impossible setting."""
         if not self.lora:
             self.untuned_baseline = "none"  # without LoRA the run itself is the untuned-LLM baseline
-        check_choices(self)
+        check_allowed(self)
         require(self.k >= 2, self, "k", "need at least 2 groups")
-        require(self.max_items >= 1, self, "max_items", "need at least 1")
         require(self.pack_tokens >= 0, self, "pack_tokens", "use 0 (no packing) or a positive number of positions")
-        require(self.item_text_tokens >= 1, self, "item_text_tokens", "need at least 1")
-        require(self.lora_r >= 1, self, "lora_r", "need at least 1")
         require(0.0 <= self.lora_dropout < 1.0, self, "lora_dropout", "must be in [0, 1)")
-        require(self.lr > 0, self, "lr", "must be positive")
-        require(self.head_lr > 0, self, "head_lr", "must be positive")
-        require(self.epochs >= 1, self, "epochs", "need at least 1")
         require(self.max_steps is None or self.max_steps >= 1, self, "max_steps", "need at least 1")
         require(self.max_minutes is None or self.max_minutes > 0, self, "max_minutes", "must be positive")
         require(
@@ -169,11 +167,7 @@ class Stage1Config:
             "all_users_epochs",
             "must be 0 (off) or a positive number of epochs",
         )
-        require(self.batch_size >= 1, self, "batch_size", "need at least 1")
-        require(self.eval_batch_size >= 1, self, "eval_batch_size", "need at least 1")
-        require(self.grad_accum >= 1, self, "grad_accum", "need at least 1")
         require(0.0 <= self.warmup_ratio < 1.0, self, "warmup_ratio", "must be in [0, 1)")
-        require(self.checkpoint_every >= 1, self, "checkpoint_every", "need at least 1")
         require(self.eval_every is None or self.eval_every >= 1, self, "eval_every", "need at least 1")
         require(0.0 < self.val_fraction < 1.0, self, "val_fraction", "must be in (0, 1)")
         require(
@@ -182,7 +176,6 @@ class Stage1Config:
             "test_fraction",
             "must be in [0, 1 - val_fraction)",
         )
-        require(self.patience >= 1, self, "patience", "need at least 1")
         require(self.max_users is None or self.max_users >= 4, self, "max_users", "need at least 4")
 
     def prefix(self) -> str:

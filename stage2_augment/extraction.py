@@ -17,7 +17,7 @@ import torch
 from tslrec.core.artifacts import check_finite
 from tslrec.core.errors import InputError
 from tslrec.core.precision import Precision, precision_field
-from tslrec.core.settings import check_choices, setting
+from tslrec.core.settings import check_allowed, setting
 from tslrec.stage1_reconstruct.model import ReconstructionModel
 
 
@@ -40,7 +40,7 @@ class ExtractionConfig:
     progress: bool = setting(True, "tqdm bar over the batches", cli=False)
 
     def __post_init__(self) -> None:
-        check_choices(self)
+        check_allowed(self)
 
 
 @dataclass

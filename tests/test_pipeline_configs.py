@@ -247,6 +247,33 @@ def test_library_errors_are_shown_as_flags(capsys):
     assert err.startswith("error: --lr -1.0: must be positive") and "TrainConfig" not in err
 
 
+def test_a_bound_declared_with_its_setting_is_checked_with_the_allowed_values():
+    """`setting(..., at_least=1)` and `positive=True` are checked by check_allowed, which every config runs first."""
+    from dataclasses import dataclass
+
+    from tslrec.backbones.training import TrainConfig
+    from tslrec.core.settings import check_allowed, setting
+    from tslrec.stage1_reconstruct.config import Stage1Config
+
+    @dataclass
+    class Toy:
+        count: int = setting(1, "how many", at_least=1)
+        rate: float = setting(0.1, "how fast", positive=True)
+
+        def __post_init__(self) -> None:
+            check_allowed(self)
+
+    Toy(count=1, rate=1e-9)
+    with pytest.raises(InputError, match=r"Toy.count=0: need at least 1"):
+        Toy(count=0)
+    with pytest.raises(InputError, match=r"Toy.rate=0.0: must be positive"):
+        Toy(rate=0.0)
+    with pytest.raises(InputError, match=r"Stage1Config.grad_accum=0: need at least 1"):
+        Stage1Config(grad_accum=0)
+    with pytest.raises(InputError, match=r"TrainConfig.patience=0: need at least 1"):
+        TrainConfig(patience=0)
+
+
 def test_version_flag(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip().startswith("tslrec ")
