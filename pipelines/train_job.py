@@ -102,18 +102,16 @@ def side_information_fingerprint(side: SideInformation) -> dict:
 
 
 def run_record(
+    job: TrainJob,
     ds: SequenceDataset,
-    backbone: str,
-    variant: str,
-    data_cfg: DataConfig,
     model_cfg: BackboneConfig,
-    train_cfg: TrainConfig,
-    eval_cfg: EvalConfig,
+    variant: str,
     result: TrainResult,
     device: torch.device,
     wall_seconds: float,
 ) -> dict:
     """The metrics.json / benchmark record of one training run."""
+    backbone, train_cfg = job.backbone, job.train
     return {
         **record_head(ds.name, backbone, variant, train_cfg.seed, result.test, result.valid),
         "best_epoch": result.best_epoch,
@@ -126,13 +124,13 @@ def run_record(
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(),
         **precision_record(device, train_cfg.precision),
-        "eval_precision": eval_cfg.precision,
+        "eval_precision": job.eval.precision,
         "dataset_info": {k: v for k, v in ds.summary().items() if k != "preprocessing"},
         "config": {
-            "data": asdict(data_cfg),
+            "data": asdict(job.data),
             "model": settings_read_by(asdict(model_cfg), [BACKBONES[backbone].__name__]),  # what the model read
             "train": asdict(train_cfg),
-            "eval": asdict(eval_cfg),
+            "eval": asdict(job.eval),
         },
         "versions": package_versions(),
         "history": result.history,
@@ -220,18 +218,7 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
     save_tensors(out / "per_user_test.safetensors", result.test.per_user)
     if job.export_item_embeddings:
         export_item_table(out, model, ds, job.backbone)
-    record = run_record(
-        ds,
-        job.backbone,
-        side.variant,
-        job.data,
-        model_cfg,
-        job.train,
-        job.eval,
-        result,
-        device,
-        time.perf_counter() - start,
-    )
+    record = run_record(job, ds, model_cfg, side.variant, result, device, time.perf_counter() - start)
     record["side_information"] = side.record()
     record["settings"] = current.values  # what a re-run into this folder is compared with
     record["dataset_source"] = str(Path(job.dataset).resolve()) if Path(job.dataset).exists() else job.dataset
@@ -267,10 +254,7 @@ def _finished_run(out: Path, current: RunSettings, job: TrainJob) -> TrainOutcom
 
 
 def print_outcome(outcome: TrainOutcome) -> None:
-    print_result(outcome.record, outcome.out)
-
-
-def print_result(record: dict, out: Path) -> None:
+    record, out = outcome.record, outcome.out
     m = record["metrics"]
     print(
         f"{record['model']} on {record['dataset']} ({record['protocol']}), "
