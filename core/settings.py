@@ -1,6 +1,7 @@
 """Settings declared once, as dataclass fields, and turned into command-line flags and config-file keys.
 
-A setting is a dataclass field with a default and `metadata={"help": "one line"}`. Optional metadata:
+A setting is a dataclass field with a default and a one-line help, declared with `setting(default, "help", **metadata)`
+(a `dataclasses.field`). Optional metadata:
     flag      the flag when it is not `--<field-name>` (e.g. "--layers"); "--no-x" on a bool that defaults to
               True gives a flag that switches it off
     aliases   further spellings of the flag (e.g. ("--stage1-dir",))
@@ -9,13 +10,18 @@ A setting is a dataclass field with a default and `metadata={"help": "one line"}
     prefix    on a nested dataclass field: put before each of its flags (e.g. "item-" gives --item-llm)
     cli       False: not a flag (set by the program, e.g. the item count)
     required  True: must be given
+    positional True: given without its flag (`tslrec data describe ml-1m`); a single value, no aliases
+    repeat    on a list: the flag once per value, so that values may hold commas
+    metavar   the value's name in --help
+    at_least, positive  a lower bound (`at_least=1`: "need at least 1"; `positive=True`: "must be positive"),
+              checked by `check_allowed` with the allowed values (a None value is not bounded)
     before    for a setting added later: the value that runs recorded before it existed behaved as (when that
               differs from its default), so a finished run is compared with what it really did
     replaces  (old field name, {old value: new value}): the field an older version recorded instead of this one,
               so that run settings recorded then are read as this field (see `upgrade_recorded`)
     deprecated {old flag: (value when given or true, value when false)}: older spellings still accepted, as a
               flag or a config-file key (the flag without dashes), each with a one-line note on stderr
-A config calls `check_allowed(self)` in its __post_init__, so a value its fields do not allow is a one-line
+A config calls `check_allowed(self)` first in its __post_init__, so a value its fields do not allow is a one-line
 InputError wherever the config is made; flags and config-file keys are checked against the same values.
 A field whose type is a dataclass is a group of settings: its fields become flags of their own, with no
 prefix unless one is given. Two settings with one flag are an error when the parser is built.
@@ -103,6 +109,8 @@ def check_allowed(config: Any) -> None:
         require(ok, config, name, f"use one of {', '.join(map(str, allowed))}")
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
+        if value is None:  # a setting that allows None (no cap) is not bounded then
+            continue
         if "at_least" in f.metadata:
             require(value >= f.metadata["at_least"], config, f.name, f"need at least {f.metadata['at_least']}")
         if f.metadata.get("positive"):
@@ -116,6 +124,10 @@ def setting(
     reads from its metadata: `flag`, `aliases`, `required`, `positional`, `repeat`, `metavar`, `prefix`, `cli`,
     `choices`, `deprecated`, `replaces`, `at_least` and `positive` (bounds `check_allowed` checks), and `before`,
     what runs recorded before the setting existed did."""
+    if not help:
+        raise TypeError("setting(): give the flag's help text")
+    if factory is not None and default is not dataclasses.MISSING:
+        raise TypeError("setting(): give a default or a factory, not both")
     metadata = {"help": help, **metadata}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
@@ -136,7 +148,7 @@ def settings_of(config: Any, path: tuple[str, ...] = (), prefix: str = "") -> li
             out += settings_of(value, path + (f.name,), prefix + meta.get("prefix", ""))
             continue
         if "help" not in meta:
-            raise TypeError(f"{cls.__name__}.{f.name} has no help text (metadata={{'help': ...}})")
+            raise TypeError(f"{cls.__name__}.{f.name} has no help text: declare it with setting(default, help)")
         tp, optional = _unwrap_optional(hints[f.name])
         flag = meta.get("flag", "--" + f.name.replace("_", "-"))
         flag = "--" + prefix + flag[2:]
@@ -149,6 +161,8 @@ def settings_of(config: Any, path: tuple[str, ...] = (), prefix: str = "") -> li
             parse = _list_of(typing.get_origin(tp), (typing.get_args(tp) or (str,))[0])
         else:
             kind = "value"
+        if meta.get("positional") and (kind != "value" or aliases or "deprecated" in meta):
+            raise TypeError(f"{cls.__name__}.{f.name}: a positional setting is one value, without other spellings")
         allowed = _choices(cls).get(f.name)
         out.append(
             Setting(
@@ -224,15 +238,18 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: Any) -> list[Settin
         else:
             shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
             extra = " (required)" if s.required else ("" if shown in (None, "") else f" (default: {shown})")
-            flag = {} if s.positional else {"dest": dest, "required": s.required}  # a positional's name is its dest
+            if s.positional:  # named by its dest; optional unless required
+                how = {"nargs": None if s.required else "?", "metavar": s.metavar}
+            else:
+                metavar = None if s.choices else s.metavar or s.flag.lstrip("-").upper().replace("-", "_")
+                how = {"dest": dest, "required": s.required, "metavar": metavar}
             parser.add_argument(
                 *([dest] if s.positional else names),
-                **flag,
+                **how,
                 default=argparse.SUPPRESS,
                 help=shown_help + ("" if s.positional else extra.replace("%", "%%")),
                 type=s.parse if s.kind == "value" else str,
                 choices=s.choices,
-                metavar=None if s.choices else s.metavar or s.flag.lstrip("-").upper().replace("-", "_"),
             )
     return settings
 

@@ -274,6 +274,26 @@ def test_a_bound_declared_with_its_setting_is_checked_with_the_allowed_values():
         TrainConfig(patience=0)
 
 
+def test_a_setting_is_declared_with_its_help_and_one_default():
+    """setting() refuses a field without help text (it would have no --help line) or with both a default and a
+    factory; a positional setting is a single value."""
+    from dataclasses import dataclass
+
+    from tslrec.core.settings import setting, settings_of
+
+    with pytest.raises(TypeError, match="help"):
+        setting(1)
+    with pytest.raises(TypeError, match="not both"):
+        setting(1, "x", factory=list)
+
+    @dataclass
+    class Toy:
+        switch: bool = setting(False, "a switch", positional=True)
+
+    with pytest.raises(TypeError, match="positional"):
+        settings_of(Toy())
+
+
 def test_version_flag(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip().startswith("tslrec ")
