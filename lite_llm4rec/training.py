@@ -47,7 +47,7 @@ class LiteTrainConfig:
     )
     segment_len: int = setting(21, "sampling: at most this many items per segment (inputs + the target)")
     epochs: int = setting(10, "passes over the training rows", at_least=1)
-    max_steps: int | None = setting(None, "cap on optimizer steps (quick runs; None = epochs decide)")
+    max_steps: int | None = setting(None, "cap on optimizer steps (quick runs; None = epochs decide)", at_least=1)
     batch_size: int = setting(16, "training rows per step", at_least=1)
     lr: float = setting(
         5e-4, "AdamW lr of the LLM weights (LoRA adapters, or all weights with finetune=full)", positive=True
@@ -58,7 +58,7 @@ class LiteTrainConfig:
     weight_decay: float = setting(0.0, "AdamW weight decay")
     grad_clip: float = setting(1.0, "max gradient norm (0 = off)")
     precision: Precision = precision_field("the LLMs' forward and backward", "--no-bf16", "float32")
-    eval_every: int | None = setting(None, "validate every N optimizer steps (None = after each epoch)")
+    eval_every: int | None = setting(None, "validate every N optimizer steps (None = after each epoch)", at_least=1)
     patience: int = setting(3, "validations without a better validation metric before stopping", at_least=1)
     select_metric: str = setting("NDCG@10", "validation metric that picks the checkpoint")
     seed: int = setting(42, "seeds segments, order, LoRA/adapter/head init")
@@ -67,8 +67,6 @@ class LiteTrainConfig:
         check_allowed(self)
         require(self.segment_len >= 2, self, "segment_len", "need at least 2 (one input, one target)")
         require_unset_unless(self.strategy == "sampling", self, "segment_len", "read by strategy sampling only")
-        require(self.max_steps is None or self.max_steps >= 1, self, "max_steps", "need at least 1")
-        require(self.eval_every is None or self.eval_every >= 1, self, "eval_every", "need at least 1")
         require(is_metric_name(self.select_metric), self, "select_metric", METRIC_HINT)
 
 

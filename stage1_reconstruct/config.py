@@ -108,9 +108,9 @@ class Stage1Config:
     head_lr: float = setting(2e-3, "AdamW lr for the projection and the head (trained from scratch)", positive=True)
     weight_decay: float = setting(0.0, "AdamW weight decay")
     epochs: int = setting(4, "passes over the training users (one LLM pass per user per epoch)", at_least=1)
-    max_steps: int | None = setting(None, "cap on optimizer steps (None = epochs decide)")
+    max_steps: int | None = setting(None, "cap on optimizer steps (None = epochs decide)", at_least=1)
     max_minutes: float | None = setting(
-        None, "budget of training minutes (validation excluded); then validate once more and stop"
+        None, "budget of training minutes (validation excluded); then validate once more and stop", positive=True
     )
     all_users_epochs: float = setting(
         0.0,
@@ -140,11 +140,11 @@ class Stage1Config:
     precision: Precision = precision_field("the LLM's forward and backward", "--no-bf16", "float32")
     # schedule of checks
     checkpoint_every: int = setting(25, "optimizer steps between resumable checkpoints", at_least=1)
-    eval_every: int | None = setting(None, "optimizer steps between validations (None = end of each epoch)")
+    eval_every: int | None = setting(None, "optimizer steps between validations (None = end of each epoch)", at_least=1)
     val_fraction: float = setting(0.1, "fraction of users held out for validation MSE (early stopping, model choice)")
     test_fraction: float = setting(0.1, "fraction of users held out for the reported MSE (0 = report validation MSE)")
     patience: int = setting(2, "validations without improvement before early stopping", at_least=1)
-    max_users: int | None = setting(None, "use a seeded random subset of users (quick runs)")
+    max_users: int | None = setting(None, "use a seeded random subset of users (quick runs)", at_least=4)
     seed: int = setting(0, "seeds k-means, the user split, data order and initialisation")
     # baselines
     untuned_baseline: Literal["none", "head", "head+proj"] = setting(
@@ -159,8 +159,6 @@ class Stage1Config:
         require(self.k >= 2, self, "k", "need at least 2 groups")
         require(self.pack_tokens >= 0, self, "pack_tokens", "use 0 (no packing) or a positive number of positions")
         require(0.0 <= self.lora_dropout < 1.0, self, "lora_dropout", "must be in [0, 1)")
-        require(self.max_steps is None or self.max_steps >= 1, self, "max_steps", "need at least 1")
-        require(self.max_minutes is None or self.max_minutes > 0, self, "max_minutes", "must be positive")
         require(
             math.isfinite(self.all_users_epochs) and self.all_users_epochs >= 0,
             self,
@@ -168,7 +166,6 @@ class Stage1Config:
             "must be 0 (off) or a positive number of epochs",
         )
         require(0.0 <= self.warmup_ratio < 1.0, self, "warmup_ratio", "must be in [0, 1)")
-        require(self.eval_every is None or self.eval_every >= 1, self, "eval_every", "need at least 1")
         require(0.0 < self.val_fraction < 1.0, self, "val_fraction", "must be in (0, 1)")
         require(
             0.0 <= self.test_fraction < 1.0 - self.val_fraction,
@@ -176,7 +173,6 @@ class Stage1Config:
             "test_fraction",
             "must be in [0, 1 - val_fraction)",
         )
-        require(self.max_users is None or self.max_users >= 4, self, "max_users", "need at least 4")
 
     def prefix(self) -> str:
         """Prefix text with K filled in."""

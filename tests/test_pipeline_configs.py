@@ -272,6 +272,9 @@ def test_a_bound_declared_with_its_setting_is_checked_with_the_allowed_values():
         Stage1Config(grad_accum=0)
     with pytest.raises(InputError, match=r"TrainConfig.patience=0: need at least 1"):
         TrainConfig(patience=0)
+    Stage1Config(max_users=None, max_minutes=None)  # None (no cap) is not bounded
+    with pytest.raises(InputError, match=r"Stage1Config.max_users=3: need at least 4"):
+        Stage1Config(max_users=3)
 
 
 def test_a_setting_is_declared_with_its_help_and_one_default():
