@@ -33,15 +33,12 @@ def save_lite_model(model: LiteLLM4Rec, folder: str | Path, cfg: LiteConfig, llm
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     llm = model.rec.llm
-    if cfg.finetune == "lora":
-        _save_pretrained_atomic(folder / LORA_DIR, lambda d: save_adapter(llm, d))
-    else:
-
-        def save_full(d: Path) -> None:
-            llm.save_pretrained(d, safe_serialization=True)
-            model.rec.tokenizer.save_pretrained(d)
-
-        _save_pretrained_atomic(folder / LLM_DIR, save_full)
+    with atomic_folder(folder / (LORA_DIR if cfg.finetune == "lora" else LLM_DIR)) as tmp:
+        if cfg.finetune == "lora":
+            save_adapter(llm, tmp)
+        else:
+            llm.save_pretrained(tmp, safe_serialization=True)
+            model.rec.tokenizer.save_pretrained(tmp)
     save_tensors(
         folder / WEIGHTS_FILE,
         {
@@ -62,11 +59,6 @@ def save_lite_model(model: LiteLLM4Rec, folder: str | Path, cfg: LiteConfig, llm
         },
     )
     return folder
-
-
-def _save_pretrained_atomic(target: Path, write) -> None:
-    with atomic_folder(target) as tmp:
-        write(tmp)
 
 
 def load_lite_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[LiteLLM4Rec, dict]:

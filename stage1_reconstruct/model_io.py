@@ -64,15 +64,15 @@ def save_reconstruction_model(model: ReconstructionModel, out_dir: str | Path) -
     if hasattr(llm, "peft_config"):
         with atomic_folder(out_dir / ADAPTER_DIR) as tmp:
             save_adapter(llm, tmp)
-    save_tensors(
-        out_dir / HEADS_FILE,
-        {
-            "item_proj.weight": model.encoder.item_proj.weight,
-            "item_proj.bias": model.encoder.item_proj.bias,
-            "head.weight": model.head.weight,
-            "head.bias": model.head.bias,
-        },
-    )
+    save_tensors(out_dir / HEADS_FILE, _head_tensors(model))
+
+
+def _head_tensors(model: ReconstructionModel) -> dict[str, torch.Tensor]:
+    """The weights trained beside the LLM, by their name in heads.safetensors."""
+    encoder = model.encoder
+    names = ("item_proj.weight", "item_proj.bias", "head.weight", "head.bias")
+    tensors = (encoder.item_proj.weight, encoder.item_proj.bias, model.head.weight, model.head.bias)
+    return dict(zip(names, tensors))
 
 
 def load_reconstruction_model(
@@ -107,13 +107,7 @@ def load_reconstruction_model(
         encoder.use_item_text(tokenize_item_texts(tokenizer, item_texts, cfg.item_text_tokens))
     model = ReconstructionModel(encoder, cfg.k, cfg.head_norm)
     heads = load_tensors(stage1_dir / HEADS_FILE, "stage 1 projection/head weights")
-    targets = {
-        "item_proj.weight": encoder.item_proj.weight,
-        "item_proj.bias": encoder.item_proj.bias,
-        "head.weight": model.head.weight,
-        "head.bias": model.head.bias,
-    }
-    copy_weights(targets, heads, stage1_dir / HEADS_FILE, rerun="tslrec stage1")
+    copy_weights(_head_tensors(model), heads, stage1_dir / HEADS_FILE, rerun="tslrec stage1")
     for p in model.parameters():
         p.requires_grad_(False)
     return model.to(resolve_device(device) if isinstance(device, str) else device), config
