@@ -312,8 +312,7 @@ def run_stages(pipeline: RunJob, cfg: dict, out: Path) -> PipelineOutcome:
     estimates: dict[str, Any] = {}
     rerun = ""  # why every later stage runs again: one before it did
     for stage, job in jobs:
-        folder = out / stage.name
-        manifest_path = folder / MANIFEST
+        manifest_path = out / stage.name / MANIFEST
         expected = {
             "job": plain(asdict(job)),
             "upstream": upstream,
@@ -323,50 +322,26 @@ def run_stages(pipeline: RunJob, cfg: dict, out: Path) -> PipelineOutcome:
         why = f"retrains: {forced}" if forced else why_it_runs(stage, expected, manifest_path)
         if pipeline.dry_run:
             print(f"[{stage.name}] {why or 'reuses its finished run'}: {stage_work(job, ds)}", flush=True)
-            rerun = rerun or (f"{stage.name} runs again" if why else "")
-            if why is None:
-                upstream = digest(read_json(manifest_path, "stage manifest"))
-            else:
-                ran.append(stage.name)
-                estimates[stage.name] = probe.estimate(job)
-                print(f"[{stage.name}] on this machine: {estimates[stage.name].text}", flush=True)
-            if pipeline.until == stage.name:
-                break
-            continue
+        elif why is None:
+            unchanged = "settings, data and earlier stages unchanged"
+            print(f"[{stage.name}] reuses its finished run: {unchanged} ({manifest_path.parent})")
         if why is None:
-            print(f"[{stage.name}] reuses its finished run: settings, data and earlier stages unchanged ({folder})")
             upstream = digest(read_json(manifest_path, "stage manifest"))
-            if pipeline.until == stage.name:
-                break
-            continue
-        # A stage re-run on purpose (--force, a changed setting, a re-run upstream) starts over; a stage that
-        # was killed before its manifest was written resumes from its own checkpoint.
-        start_over = bool(forced) or manifest_path.is_file()
-        if stage.checks_its_inputs:
-            # the grid keeps the cells whose settings and tables are today's (more seeds or backbones add cells) and
-            # refuses, by name, those of a changed setting or table: only `--force ablation` starts it over
-            start_over = pipeline.force == stage.name
-        manifest_path.unlink(missing_ok=True)
-        rerun = rerun or f"{stage.name} runs again"  # every later stage depends on this one
-        print(f"[{stage.name}] {why}", flush=True)
-        print(
-            f"[{stage.name}] tslrec {stage.command.name} {' '.join(as_flags(job, stage.command.defaults))}", flush=True
-        )
-        t0 = time.perf_counter()
-        has_force = "force" in {f.name for f in fields(job)}
-        stage.command.report(stage.command.run(replace(job, force=True) if start_over and has_force else job))
-        ran.append(stage.name)
-        manifest = {
-            **expected,
-            "stage": stage.name,
-            "seed": cfg.get("seed", 42),
-            "config": {k: v for k, v in cfg.items() if k != "_path"},
-            "config_file": cfg["_path"],
-            "seconds": round(time.perf_counter() - t0, 1),
-            "versions": package_versions(),
-        }
-        write_json(manifest_path, manifest)
-        upstream = digest(manifest)
+        elif pipeline.dry_run:
+            estimates[stage.name] = probe.estimate(job)
+            print(f"[{stage.name}] on this machine: {estimates[stage.name].text}", flush=True)
+        else:
+            # A stage re-run on purpose (--force, a changed setting, a re-run upstream) starts over; a stage that
+            # was killed before its manifest was written resumes from its own checkpoint. The grid keeps the cells
+            # whose settings and tables are today's (more seeds or backbones add cells) and refuses, by name, those
+            # of a changed setting or table: only `--force ablation` starts it over.
+            start_over = (
+                pipeline.force == stage.name if stage.checks_its_inputs else bool(forced) or manifest_path.is_file()
+            )
+            upstream = digest(run_stage(stage, job, why, start_over, expected, cfg, manifest_path))
+        if why is not None:
+            ran.append(stage.name)
+            rerun = rerun or f"{stage.name} runs again"  # every later stage depends on this one
         if pipeline.until == stage.name:
             break
     if pipeline.dry_run:
@@ -386,6 +361,29 @@ def run_stages(pipeline: RunJob, cfg: dict, out: Path) -> PipelineOutcome:
         if path.exists():
             print(f"outputs: {path}")
     return PipelineOutcome(out, ran, {})
+
+
+def run_stage(
+    stage: Stage, job: Job, why: str, start_over: bool, expected: dict, cfg: dict, manifest_path: Path
+) -> dict:
+    """Run one stage (from scratch when `start_over`), then write and return its manifest."""
+    manifest_path.unlink(missing_ok=True)
+    print(f"[{stage.name}] {why}", flush=True)
+    print(f"[{stage.name}] tslrec {stage.command.name} {' '.join(as_flags(job, stage.command.defaults))}", flush=True)
+    t0 = time.perf_counter()
+    has_force = "force" in {f.name for f in fields(job)}
+    stage.command.report(stage.command.run(replace(job, force=True) if start_over and has_force else job))
+    manifest = {
+        **expected,
+        "stage": stage.name,
+        "seed": cfg.get("seed", 42),
+        "config": {k: v for k, v in cfg.items() if k != "_path"},
+        "config_file": cfg["_path"],
+        "seconds": round(time.perf_counter() - t0, 1),
+        "versions": package_versions(),
+    }
+    write_json(manifest_path, manifest)
+    return manifest
 
 
 COMMAND = Command("run", "the whole pipeline from a YAML config, resumable", RunJob(), run_pipeline)
