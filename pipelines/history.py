@@ -51,8 +51,10 @@ def epoch_line(name: str, entry: dict, metric: str, best: str) -> str:
     )
 
 
-def cap_warning(what: str, best: int, cap: int, unit: str, flag: str) -> str | None:
-    """The end-of-run note when the chosen epoch (or step) is the last one allowed: it may still be improving."""
-    if best < cap:
-        return None
-    return f"{what}: the best {unit} is the last one allowed ({cap}); it may still be improving: raise {flag}"
+def note_at_cap(what: str, best: int, cap: int, unit: str, flag: str) -> None:
+    """Print the end-of-run note when the chosen epoch (or step) is the last one allowed: it may still be improving."""
+    if best >= cap:
+        print(
+            f"note: {what}: the best {unit} is the last one allowed ({cap}); it may still be improving: raise {flag}",
+            flush=True,
+        )

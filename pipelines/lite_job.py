@@ -36,7 +36,7 @@ from tslrec.lite_llm4rec.model_io import save_lite_model
 from tslrec.lite_llm4rec.training import LiteTrainConfig, LiteTrainResult, check_segment_len, evaluate_lite, train_lite
 from tslrec.llm.loading import LLMConfig
 
-from .history import cap_warning, write_history
+from .history import note_at_cap, write_history
 from .options import Command, TrainingRuntime, force_field, record_head, training_runtime
 
 MAX_LEN = 20  # the paper's sampling segments hold 20 input items, so the model sees at most 20
@@ -139,9 +139,7 @@ def run_lite(job: LiteJob) -> LiteOutcome:
         force=job.force,
     )
     write_history(out, result.history, "step", job.runtime.log_with)
-    note = cap_warning(str(out), result.best_step, result.steps, "step", "--epochs or --max-steps")
-    if note:
-        print(f"note: {note}", flush=True)
+    note_at_cap(str(out), result.best_step, result.steps, "step", "--epochs or --max-steps")
     save_lite_model(model, out / "model", job.lite, job.llm)
     save_item_embeddings(
         out / "item_vectors",

@@ -30,7 +30,7 @@ from tslrec.data.splits import LeaveOneOutSplits
 from tslrec.evaluation.ranking import EvalConfig
 from tslrec.formats.item_table import write_export_files
 
-from .history import cap_warning, epoch_line, write_history
+from .history import epoch_line, note_at_cap, write_history
 from .options import Command, TrainingRuntime, force_field, record_head, training_runtime
 from .side_information import SideInfoConfig, SideInformation, load_side_information, one_item_table, reads_item_table
 
@@ -224,9 +224,7 @@ def train_backbone(job: TrainJob) -> TrainOutcome:
     record["dataset_source"] = str(Path(job.dataset).resolve()) if Path(job.dataset).exists() else job.dataset
     # the cap is --epochs: a cosine cycle that ends sooner is a chosen length, and its last epoch is usually its best
     record["best_at_cap"] = result.best_epoch >= job.train.epochs
-    note = cap_warning(str(out), result.best_epoch, job.train.epochs, "epoch", "--epochs")
-    if note:
-        print(f"note: {note}", flush=True)
+    note_at_cap(str(out), result.best_epoch, job.train.epochs, "epoch", "--epochs")
     write_json(out / "metrics.json", record)  # written last: its presence means the run is complete
     ckpt.unlink(missing_ok=True)
     return TrainOutcome(record, out)
