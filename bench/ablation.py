@@ -59,7 +59,8 @@ def stage2_record(export: Path, dataset: str, label: str = TUNED) -> dict | None
     return {
         "dataset": dataset,
         "model": "tslrec-stage2",
-        "variant": f"extract-{source.get('llm')}",
+        # one record per export: the tuned one's name predates the others (`untuned`, `tuned-text`, ...)
+        "variant": f"extract-{source.get('llm')}" + ("" if label == TUNED else f"-{label}"),
         "seed": None,
         "source": label,  # the item-table label the grid gives this export
         "device": timing.get("device"),

@@ -231,3 +231,17 @@ def test_a_stage2_record_names_the_stage0_table_its_stage1_read(tmp_path):
     record: dict = {}
     add_stage1(record, tmp_path)
     assert record["stage1"]["item_table_sha256"] == "ab" * 32 and record["stage1"]["metrics"]["mse"] == 0.5
+
+
+def test_the_tuned_and_untuned_exports_of_a_grid_are_two_records(tmp_path, monkeypatch):
+    """A grid over `tuned` and `untuned` tables recorded one stage-2 record: the second replaced the first (same
+    dataset, model, variant, seed and device)."""
+    from bench.ablation import stage2_record
+    from tslrec.core.artifacts import write_json
+
+    monkeypatch.setattr(records, "RESULTS", tmp_path)
+    timing = {"seconds": 1.0, "items": 10, "seconds_per_1000_items": 100.0, "batch_size": 4, "device": "cpu"}
+    for label in ("tuned", "untuned"):
+        write_json(tmp_path / label / "manifest.json", {"source": {"llm": "smollm2", "extraction": timing}})
+        records.add("ablation-x", {**stage2_record(tmp_path / label, "x", label), "commit": "abc1234"})
+    assert sorted(r["source"] for r in records.load("ablation-x")) == ["tuned", "untuned"]
