@@ -811,14 +811,17 @@ def _user_p(record: dict, metric: str) -> str:
     return p_text(test["p"] if test else None)
 
 
-def _stage1_line(s1: dict) -> str:
+def _stage1_line(s1: dict, source: str = "tuned") -> str:
     m = s1["metrics"]
+    llm = {"tuned": "the tuned LLM", "untuned": "the frozen LLM (its projection and head trained)"}.get(
+        source, f"the LLM of `{source}`"
+    )
     ratio = m["mse"] / m["mse_mean_embedding"] if m.get("mse_mean_embedding") else None
     verdict = ("the LLM does better" if ratio < 1 else "the LLM does no better") if ratio is not None else "–"
     return (
         f"Stage 1 behind it: {s1['steps']} steps on {s1['users']['train']} users "
         f"in {s1['train_seconds'] / 60:.0f} min. "
-        f"Held-out-user MSE of the tuned LLM {fmt(m['mse'], 6)}; no-LLM baselines: a head on the mean item embedding "
+        f"Held-out-user MSE of {llm} {fmt(m['mse'], 6)}; no-LLM baselines: a head on the mean item embedding "
         f"{fmt(m.get('mse_mean_embedding'), 6)} (LLM / head = {fmt(ratio, 3)}: {verdict}) and the global "
         f"mean {fmt(m['mse_global_mean'], 6)} (ratio {fmt(m['mse_ratio_to_global_mean'], 3)})."
     )
@@ -836,7 +839,7 @@ def _stage2_lines(r: dict) -> list[str]:
         f"C1 {fmt(agree.get('C1'), 3)}, C2 {fmt(agree.get('C2'), 3)}, C3 {fmt(agree.get('C3'), 3)} "
         f"(chance top-1 {fmt(agree.get('chance_top1'), 3)}).",
     ]
-    return lines + ["", _stage1_line(r["stage1"])] if r.get("stage1") else lines
+    return lines + ["", _stage1_line(r["stage1"], r.get("source", "tuned"))] if r.get("stage1") else lines
 
 
 def grid_dataset(name: str) -> str:
