@@ -912,7 +912,7 @@ def ablation_tables(name: str) -> str:
             else []
         ),
         *([f"*Note: {WITHDRAWN[name]}.*"] if name in WITHDRAWN else []),
-        f"Setting: {_grid_setting(cells[0]['config'])}. {_at_cap(cells)} of {len(cells)} runs had their best "
+        f"Setting: {_grid_settings(cells)}. {_at_cap(cells)} of {len(cells)} runs had their best "
         f"validation epoch at the {train['epochs']}-epoch cap, i.e. were still improving when the budget ended."
         + (few_seeds if seeds < MIN_SEEDS else ""),
     ]
@@ -934,13 +934,26 @@ def ablation_tables(name: str) -> str:
 
 
 def _grid_setting(config: dict) -> str:
-    """A fusion grid's shared training setting."""
+    """A fusion grid's training setting, as one cell's config has it."""
     data, model, train = config["data"], config["model"], config["train"]
+    schedule = (
+        f", cosine over {train['lr_cycle'] or train['epochs']} epochs after {train['warmup_epochs']} of warm-up"
+        if train.get("lr_schedule") == "cosine"
+        else ""
+    )
     return (
-        f"kcore {data['kcore']}, max_len {data['max_len']}, hidden {model['hidden']}, lr {train['lr']}, "
+        f"kcore {data['kcore']}, max_len {data['max_len']}, hidden {model['hidden']}, lr {train['lr']}{schedule}, "
         f"batch {train['batch_size']} {'windows' if 'windows' in train else 'users'}, at most {train['epochs']} "
         f"epochs, patience {train['patience']}, {arithmetic(config)}"
     )
+
+
+def _grid_settings(cells: list[dict]) -> str:
+    """The grid's training setting, or each backbone's where they differ (`--backbone-train`)."""
+    by_backbone = {c["model"]: _grid_setting(c["config"]) for c in reversed(cells)}  # each backbone's first cell
+    if len(set(by_backbone.values())) == 1:
+        return next(iter(by_backbone.values()))
+    return "; ".join(f"{backbone}: {text}" for backbone, text in sorted(by_backbone.items()))
 
 
 def control_table(name: str) -> str:

@@ -14,18 +14,21 @@ per source (`gate` -> gate:tuned, gate:stage0) unless it names one (`gate:stage0
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from tslrec.backbones.item_embedding import FUSIONS, llm_table_fusions
 from tslrec.backbones.registry import BACKBONES, require_read_by
+from tslrec.backbones.training import TrainConfig
 from tslrec.core.artifacts import atomic_path, file_lock, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.precision import resolved
 from tslrec.core.run_settings import digest
-from tslrec.core.settings import check_allowed, require, setting
+from tslrec.core.settings import check_allowed, from_mapping, require, setting
 from tslrec.data import DATASET_HELP, SequenceDataset, load_dataset
 from tslrec.formats.item_table import load_item_embeddings
 from tslrec.stage2_augment.analysis import CategoryAgreement, activity_groups, category_agreement
@@ -100,6 +103,15 @@ class AblateJob(BackboneSettings):
         ),
         factory=list,
     )
+    backbone_train: list[str] = setting(
+        help=(
+            "a training setting of one backbone's cells over the grid's, e.g. gru4rec.lr=5e-3 or "
+            "caser.lr_schedule=cosine: each backbone at its own learning rate and schedule"
+        ),
+        factory=list,
+        repeat=True,
+        metavar="BACKBONE.SETTING=VALUE",
+    )
     activity_groups: int = setting(4, "user-activity groups for the Fig. 5 analysis", at_least=1)
     force: bool = setting(
         False,
@@ -127,9 +139,34 @@ class AblateJob(BackboneSettings):
             "fusions",
             f"none reads an LLM table ({', '.join(llm_table_fusions())}), so --finetune-llm-table has nothing to train",
         )
+        for backbone in self.backbones:  # a bad --backbone-train entry stops here, before any cell
+            self.train_of(backbone)
         labels = list(item_table_sources(self.side.item_embeddings))
         if labels:  # a source named in --fusions must be given (checked again, with none given, when the grid runs)
             grid_variants(self.fusions, labels)
+
+    def train_of(self, backbone: str) -> TrainConfig:
+        """The training settings of `backbone`'s cells: the grid's, with its --backbone-train entries over them."""
+        given = {}
+        for entry in self.backbone_train:
+            name, sep, raw = entry.partition("=")
+            owner, dot, key = name.partition(".")
+            if not (sep and dot) or owner not in self.backbones or key == "seed":
+                raise InputError(
+                    f"AblateJob.backbone_train {entry!r}: write BACKBONE.SETTING=VALUE, BACKBONE one of "
+                    f"{', '.join(self.backbones)} and SETTING a training setting but the seed (the grid's)"
+                )
+            if owner == backbone:
+                value = yaml.safe_load(raw)
+                given[key] = float(value) if isinstance(value, str) and FLOAT.fullmatch(value) else value
+        where = f"AblateJob.backbone_train ({backbone})"
+        try:
+            return from_mapping(self.train, given, where)
+        except InputError as e:  # a value the training settings refuse: say whose
+            raise InputError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
+
+
+FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # 5e-3, which YAML 1.1 reads as text
 
 
 @dataclass

@@ -311,7 +311,7 @@ def cell_job(job: AblateJob, cell: Cell, folder: Path) -> train_job.TrainJob:
         side=cell_side(job.side, cell.fusion, cell.source, cell.unlabelled),
         data=job.data,
         model=job.model,
-        train=replace(job.train, seed=cell.seed),
+        train=replace(job.train_of(cell.backbone), seed=cell.seed),
         eval=job.eval,
         runtime=job.runtime,
     )

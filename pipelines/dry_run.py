@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from tslrec.backbones.training import planned_epochs
+from tslrec.backbones.training import TrainConfig, planned_epochs
 from tslrec.core.artifacts import resolve_device, torch_threads
 from tslrec.data import SequenceDataset
 from tslrec.data.splits import LeaveOneOutSplits
@@ -126,7 +126,7 @@ class Probe:
         cost = self.backbone_epoch(job, job.backbone)
         epoch = cost.train_seconds + cost.validate_seconds
         epochs = planned_epochs(job.train)
-        cap, earliest = cost.run_seconds(epochs), cost.run_seconds(min(job.train.patience + 1, epochs))
+        cap, earliest = cost.run_seconds(epochs), cost.run_seconds(earliest_epochs(job.train))
         text = (
             f"{epoch:.1f} s an epoch ({cost.train_seconds:.1f} s training, {cost.validate_seconds:.1f} s validation): "
             f"{minutes(cap)} at the cap of {epochs} epochs, {minutes(earliest)} if it stops at the earliest"
@@ -164,11 +164,10 @@ class Probe:
         job.runtime.start()
         cells = grid_cells(job)
         with torch_threads(max(1, torch.get_num_threads() // job.workers)):  # each worker's share, as the grid runs
-            costs = {b: self.backbone_epoch(job, b) for b in job.backbones}
-        epochs = planned_epochs(job.train)
-        earliest_epochs = min(job.train.patience + 1, epochs)
-        cap = sum(costs[c.backbone].run_seconds(epochs) for c in cells) / job.workers
-        earliest = sum(costs[c.backbone].run_seconds(earliest_epochs) for c in cells) / job.workers
+            trains = {b: job.train_of(b) for b in job.backbones}  # each backbone's own, with --backbone-train
+            costs = {b: self.backbone_epoch(replace(job, train=trains[b]), b) for b in job.backbones}
+        cap = sum(costs[c.backbone].run_seconds(planned_epochs(trains[c.backbone])) for c in cells) / job.workers
+        earliest = sum(costs[c.backbone].run_seconds(earliest_epochs(trains[c.backbone])) for c in cells) / job.workers
         epoch = {b: c.train_seconds + c.validate_seconds for b, c in costs.items()}
         epochs = ", ".join(f"{b} {seconds:.1f} s" for b, seconds in epoch.items())
         text = (
@@ -176,6 +175,11 @@ class Probe:
             f"the earliest (an epoch: {epochs})"
         )
         return Estimate(cap, earliest, text, epoch)
+
+
+def earliest_epochs(train: TrainConfig) -> int:
+    """The fewest epochs an early-stopped run takes: its best the first, then `patience` more (or its cap)."""
+    return min(train.patience + 1, planned_epochs(train))
 
 
 def minutes(seconds: float) -> str:

@@ -245,3 +245,20 @@ def test_the_tuned_and_untuned_exports_of_a_grid_are_two_records(tmp_path, monke
         write_json(tmp_path / label / "manifest.json", {"source": {"llm": "smollm2", "extraction": timing}})
         records.add("ablation-x", {**stage2_record(tmp_path / label, "x", label), "commit": "abc1234"})
     assert sorted(r["source"] for r in records.load("ablation-x")) == ["tuned", "untuned"]
+
+
+def test_a_grid_whose_backbones_train_at_their_own_settings_says_each():
+    """With --backbone-train the grid's setting line named only the first cell's learning rate and schedule."""
+    from bench import report
+
+    def cell(model: str, **train) -> dict:
+        train = {"lr": 1e-3, "batch_size": 256, "windows": "fixed", "epochs": 200, "patience": 10, **train}
+        data, config = {"kcore": 0, "max_len": 50}, {"model": {"hidden": 64}, "train": train, "eval": {}}
+        return {"model": model, "config": {**config, "data": data}, "precision": "float32"}
+
+    same = [cell("sasrec"), cell("gru4rec")]
+    assert ";" not in report._grid_settings(same) and "lr 0.001," in report._grid_settings(same)
+    cosine = {"lr": 5e-3, "lr_schedule": "cosine", "lr_cycle": 35, "warmup_epochs": 2}
+    text = report._grid_settings([cell("sasrec"), cell("gru4rec", **cosine)])
+    assert text.startswith("gru4rec: kcore 0, max_len 50, hidden 64, lr 0.005, cosine over 35 epochs after 2 of warm")
+    assert "; sasrec: kcore 0, max_len 50, hidden 64, lr 0.001, batch" in text

@@ -626,3 +626,30 @@ def test_processes_on_one_grid_write_its_settings_in_turn(tmp_path):
         assert waiting.is_alive() and not (out / SETTINGS_FILE).exists()  # it waits for the other process
     waiting.join(timeout=60)
     assert not waiting.is_alive() and (out / SETTINGS_FILE).is_file()
+
+
+def test_a_backbone_trains_at_its_own_settings_in_the_grid(tmp_path, capsys):
+    """--backbone-train gives one backbone's cells their own learning rate and schedule, over the grid's training
+    settings; the other backbones keep the grid's, and a changed entry is refused for the cells it trained."""
+    from tslrec.pipelines.ablation_grid import cell_job
+    from tslrec.pipelines.run_job import STAGES, load_config, stage_job
+
+    data, ds = write_toy_dataset(tmp_path / "data")
+    cosine = ["gru4rec.lr=5e-3", "gru4rec.lr_schedule=cosine", "gru4rec.warmup_epochs=0", "gru4rec.lr_cycle=2"]
+    job = grid_job(data, tmp_path / "grid", backbones=["gru4rec", "sasrec"], fusions=["base"], seeds=1)
+    job = replace(job, backbone_train=cosine, train=TrainConfig(epochs=2))
+    gru, sas = (cell_job(job, c, tmp_path / c.name) for c in tslrec.pipelines.ablate_job.grid_cells(job))
+    assert (gru.train.lr, gru.train.lr_schedule, gru.train.lr_cycle) == (5e-3, "cosine", 2)
+    assert sas.train == replace(job.train, seed=sas.train.seed)
+    tslrec.ablate(job)
+    cells = read_json(tmp_path / "grid" / "cells" / "gru4rec-base-s42" / "metrics.json")
+    assert cells["config"]["train"]["lr_schedule"] == "cosine" and cells["best_epoch"] <= 2
+    with pytest.raises(InputError, match="lr_cycle"):  # the finished cell trained with cycle 2
+        tslrec.ablate(replace(job, backbone_train=[*cosine[:3], "gru4rec.lr_cycle=3"]))
+    for bad, words in [("bert.lr=1", "BACKBONE.SETTING=VALUE"), ("gru4rec.seed=1", "seed"), ("gru4rec.lrr=1", "lr?")]:
+        with pytest.raises(InputError, match=words):
+            replace(job, backbone_train=[bad])
+    config = tmp_path / "run.yaml"  # a run config names them under its grid, as a list
+    config.write_text(f"dataset: {data}\nstages:\n  ablation:\n    backbone_train: [{', '.join(cosine)}]\n")
+    grid = stage_job(next(s for s in STAGES if s.name == "ablation"), load_config(str(config), []))
+    assert grid.train_of("gru4rec").lr_cycle == 2
