@@ -242,6 +242,16 @@ def use_deterministic_kernels(device: torch.device, warn_only: bool = False) -> 
     torch.backends.cudnn.benchmark = False
 
 
+def lock_holder_alive(path: Path) -> bool:
+    """Whether the process that last took the lock file `path` (see `file_lock`) runs on this host now; read-only,
+    so asking never takes a lock another process is about to."""
+    try:
+        host, pid = path.read_text().split()
+    except (OSError, ValueError):
+        return False
+    return host == socket.gethostname() and pid.isdigit() and _alive(int(pid))
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, wait: bool = False) -> Iterator[bool]:
     """Hold an exclusive lock on the file `path`; yields False if another process holds it (wait: block until free).

@@ -40,7 +40,9 @@ from .ablation_grid import (
     SETTINGS_LOCK,
     Cell,
     CellResult,
+    cell_dir,
     cell_side,
+    cell_state,
     check_finished,
     check_settings,
     collect,
@@ -227,7 +229,8 @@ def run_ablation(job: AblateJob, train: bool = True) -> AblateOutcome:
         unlabelled = check_settings(out, settings, before, force=job.force, old_keys=deprecated_keys(default_job))
     cells = grid_cells(job, unlabelled)
     if job.list_cells:
-        print("\n".join(f"{i}\t{cell.name}" for i, cell in enumerate(cells)), flush=True)
+        rows = (f"{i}\t{cell.name}\t{cell_state(cell_dir(out, cell))}" for i, cell in enumerate(cells))
+        print("\n".join(rows), flush=True)
     if job.cell is not None and not 0 <= job.cell < len(cells):
         raise InputError(f"AblateJob.cell={job.cell}: this grid has cells 0..{len(cells) - 1} (see --list-cells)")
     unknown = sorted(set(job.skip) - {cell.name for cell in cells})

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from tslrec.backbones.item_embedding import fusion_class, llm_table_fusions
-from tslrec.core.artifacts import file_lock, load_tensors, read_json, write_json
+from tslrec.core.artifacts import file_lock, load_tensors, lock_holder_alive, read_json, write_json
 from tslrec.core.errors import InputError
 from tslrec.core.run_settings import RunSettings
 from tslrec.core.settings import as_recorded_before, settings_of
@@ -147,6 +147,15 @@ def cell_dir(out: Path, cell: Cell) -> Path:
 
 def is_finished(folder: Path) -> bool:
     return (folder / "metrics.json").is_file() and (folder / "per_user_test.safetensors").is_file()
+
+
+def cell_state(folder: Path) -> str:
+    """A cell's state for --list-cells: finished, training (its trainer is alive here), started or to do."""
+    if is_finished(folder):
+        return "finished"
+    if lock_holder_alive(folder / LOCK_FILE):
+        return "training"
+    return "started" if (folder / "checkpoint.pt").is_file() else "to do"
 
 
 def cells_of_variant(out: Path, variant: str) -> list[str]:

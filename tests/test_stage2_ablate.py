@@ -487,15 +487,19 @@ def test_sigterm_to_the_grid_stops_its_spawned_workers(tmp_path):
 
 
 def test_one_cell_by_number_equals_the_grids_own_cell(grid_run, tmp_path, capsys):
-    """--list-cells numbers the grid; --cell I trains that cell alone (a scheduler's array task) to the numbers the
-    whole grid gave it, and a number outside the grid is a one-line error."""
+    """--list-cells numbers the grid and says each cell's state; --cell I trains that cell alone (a scheduler's array
+    task) to the numbers the whole grid gave it, and a number outside the grid is a one-line error."""
     out, job, _ = grid_run
     other = replace(job, out=str(tmp_path / "grid"))
     tslrec.ablate(replace(other, list_cells=True))
     listed = [line.split("\t") for line in capsys.readouterr().out.splitlines() if "\t" in line]
-    assert [int(i) for i, _ in listed] == list(range(len(listed))) and not (tmp_path / "grid" / "cells").exists()
-    index, name = next((int(i), n) for i, n in listed if n.startswith("gru4rec-ci-"))
+    assert [int(i) for i, _, _ in listed] == list(range(len(listed))) and not (tmp_path / "grid" / "cells").exists()
+    assert {state for _, _, state in listed} == {"to do"}
+    index, name = next((int(i), n) for i, n, _ in listed if n.startswith("gru4rec-ci-"))
     tslrec.ablate(replace(other, cell=index))
+    tslrec.ablate(replace(other, list_cells=True))
+    states = dict(line.split("\t")[1:] for line in capsys.readouterr().out.splitlines() if "\t" in line)
+    assert states[name] == "finished" and list(states.values()).count("finished") == 1
     trained = sorted(p.parent.name for p in (tmp_path / "grid" / "cells").glob("*/metrics.json"))
     assert trained == [name]
     mine, grids = (read_json(g / "cells" / name / "metrics.json") for g in (tmp_path / "grid", out))
@@ -653,3 +657,22 @@ def test_a_backbone_trains_at_its_own_settings_in_the_grid(tmp_path, capsys):
     config.write_text(f"dataset: {data}\nstages:\n  ablation:\n    backbone_train: [{', '.join(cosine)}]\n")
     grid = stage_job(next(s for s in STAGES if s.name == "ablation"), load_config(str(config), []))
     assert grid.train_of("gru4rec").lr_cycle == 2
+
+
+def test_a_cell_in_training_is_told_from_one_a_kill_left(tmp_path):
+    """--list-cells says `training` only while the process that holds the cell's lock is alive here: a killed
+    trainer's lock file names a dead process, and its cell reads `started` (a checkpoint) or `to do`."""
+    import os
+    import socket
+
+    from tslrec.core.artifacts import file_lock
+    from tslrec.pipelines.ablation_grid import LOCK_FILE, cell_state
+
+    folder = tmp_path / "sasrec-base-s42"
+    assert cell_state(folder) == "to do"
+    with file_lock(folder / LOCK_FILE):
+        assert cell_state(folder) == "training"
+    (folder / LOCK_FILE).write_text(f"{socket.gethostname()} {2**22 + 7}\n")  # beyond pid_max: no such process
+    assert cell_state(folder) == "to do" and not os.path.exists(folder / "checkpoint.pt")
+    (folder / "checkpoint.pt").write_bytes(b"")
+    assert cell_state(folder) == "started"
