@@ -1123,14 +1123,14 @@ def readme_table(grids: list[str]) -> str:
     rows = []
     for name in (n for n in grids if n not in SUPERSEDED):
         newer = name.removesuffix("-h100") if name.endswith("-h100") and name.removesuffix("-h100") in grids else None
-        # a backbone's newer row stands instead once it has its LLM-gate cells; until then the older row stands
-        replaced = {backbone for backbone, _, llm, _ in grid_backbones(newer) if llm} if newer else set()
+        # a backbone's newer row stands instead once its LLM-gate cells have their seeds; until then the older one
+        done = {backbone for backbone, _, llm, _ in grid_backbones(newer) if len(llm) >= MIN_SEEDS} if newer else set()
         replacing = f"{name}-h100" in grids
         rows += [
             f"{grid_dataset(name)} | {backbone} | {len(base)} | {_mean_std(_values(base, 'NDCG@10'))} | "
             f"{_tiny(llm, base)} | {_tiny(stage0, base)} | {_tiny_diff(llm, stage0)}"
-            for backbone, base, llm, stage0 in grid_backbones(name, skip=replaced)
-            if llm or not replacing
+            for backbone, base, llm, stage0 in grid_backbones(name, skip=done)
+            if len(llm) >= MIN_SEEDS or not replacing
         ]
     if not rows:
         return ""
@@ -1143,7 +1143,8 @@ def readme_table(grids: list[str]) -> str:
         f"(p ≤ 0.05), `?` with fewer than {MIN_SEEDS} seeds. p-values, the masked protocol and every grid: "
         "[docs/results.md](docs/results.md). *beauty-h100* is an older grid, trained on a GPU before every "
         "interaction became a target and before today's stage 1; *beauty*, a converged CPU grid with today's code, "
-        "takes its place backbone by backbone once its LLM-gate cells finish (its cells so far: docs/results.md).",
+        f"takes its place backbone by backbone once its LLM-gate cells have {MIN_SEEDS} seeds (its cells so far: "
+        "docs/results.md).",
     ]
     return "\n".join(lines)
 
