@@ -153,13 +153,16 @@ class AblateJob(BackboneSettings):
         for entry in self.backbone_train:
             name, sep, raw = entry.partition("=")
             owner, dot, key = name.partition(".")
-            if not (sep and dot) or owner not in self.backbones or key == "seed":
+            if not (sep and dot) or owner not in BACKBONES or key == "seed":
                 raise InputError(
                     f"AblateJob.backbone_train {entry!r}: write BACKBONE.SETTING=VALUE, BACKBONE one of "
-                    f"{', '.join(self.backbones)} and SETTING a training setting but the seed (the grid's)"
+                    f"{', '.join(BACKBONES)} and SETTING a training setting but the seed (the grid's)"
                 )
             if owner == backbone:
-                value = yaml.safe_load(raw)
+                try:
+                    value = yaml.safe_load(raw)
+                except yaml.YAMLError:
+                    value = raw  # not YAML: the setting's own check names it
                 given[key] = float(value) if isinstance(value, str) and FLOAT.fullmatch(value) else value
         where = f"AblateJob.backbone_train ({backbone})"
         try:

@@ -650,7 +650,8 @@ def test_a_backbone_trains_at_its_own_settings_in_the_grid(tmp_path, capsys):
     assert cells["config"]["train"]["lr_schedule"] == "cosine" and cells["best_epoch"] <= 2
     with pytest.raises(InputError, match="lr_cycle"):  # the finished cell trained with cycle 2
         tslrec.ablate(replace(job, backbone_train=[*cosine[:3], "gru4rec.lr_cycle=3"]))
-    for bad, words in [("bert.lr=1", "BACKBONE.SETTING=VALUE"), ("gru4rec.seed=1", "seed"), ("gru4rec.lrr=1", "lr?")]:
+    bad_entries = [("bert.lr=1", "BACKBONE.SETTING=VALUE"), ("gru4rec.seed=1", "seed"), ("gru4rec.lrr=1", "lr?")]
+    for bad, words in [*bad_entries, ("gru4rec.lr_schedule=[", "lr_schedule")]:
         with pytest.raises(InputError, match=words):
             replace(job, backbone_train=[bad])
     config = tmp_path / "run.yaml"  # a run config names them under its grid, as a list
