@@ -113,7 +113,6 @@ def run_lite(job: LiteJob) -> LiteOutcome:
     job = replace(job, item=item_config_used(job.item, vector_info["source"]))  # read vectors: their own model
     out = Path(job.out or f"runs/{ds.name}-lite-{job.train.strategy}-s{job.train.seed}")
     out.mkdir(parents=True, exist_ok=True)
-    config = {group: asdict(getattr(job, field_name)) for group, field_name in CONFIG_GROUPS.items()}
     older_checkpoints(out, job.force)
     checkpoint = out / CHECKPOINT
     model = build_lite_model(vectors, job.lite, job.llm, seed=job.train.seed)
@@ -150,9 +149,7 @@ def run_lite(job: LiteJob) -> LiteOutcome:
         source={**vector_info["source"], "tuned_by_lite": job.lite.tune_item_vectors},
     )
     save_tensors(out / "per_user_test.safetensors", result.test.per_user)
-    record = run_record(
-        ds, job.train, config, result, vector_info, device, time.perf_counter() - start, model.rec.attention
-    )
+    record = run_record(job, ds, result, vector_info, device, time.perf_counter() - start, model.rec.attention)
     record["dataset_source"] = str(Path(job.dataset).resolve()) if Path(job.dataset).exists() else job.dataset
     if not (job.eval.mask_history or job.eval.sampled_negatives):  # the paper's protocol too (candidates I \ I_u)
         masked = evaluate_lite(model, splits.test, replace(job.eval, mask_history=True), device)
@@ -164,9 +161,8 @@ def run_lite(job: LiteJob) -> LiteOutcome:
 
 
 def run_record(
+    job: LiteJob,
     ds: SequenceDataset,
-    train_cfg: LiteTrainConfig,
-    config: dict,
     result: LiteTrainResult,
     vector_info: dict,
     device: torch.device,
@@ -174,6 +170,7 @@ def run_record(
     attention: str,
 ) -> dict:
     """The metrics.json / benchmark record of one run (attention: the Recommendation LLM's, causal | bidirectional)."""
+    train_cfg, config = job.train, {group: asdict(getattr(job, name)) for group, name in CONFIG_GROUPS.items()}
     return {
         **record_head(ds.name, "lite-llm4rec", train_cfg.strategy, train_cfg.seed, result.test, result.valid),
         "attention": attention,
